@@ -1,0 +1,69 @@
+//! Loading settings: the TOML file, then `HEALTHGATE_*` environment
+//! variables, then command-line flags, each overriding the one before. And
+//! the logging set-up those settings ask for.
+
+use std::path::Path;
+
+use anyhow::Context;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use healthgate_server::Settings;
+use healthgate_server::config::KEYS;
+
+pub fn load(
+    file: Option<&Path>,
+    database_url: Option<&str>,
+    bind: Option<&str>,
+    issuer: Option<&str>,
+) -> anyhow::Result<Settings> {
+    let mut figment = Figment::new();
+    if let Some(path) = file {
+        // Read it ourselves: figment would quietly skip a missing file.
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        figment = figment.merge(Toml::string(&text));
+    }
+    figment = figment.merge(
+        Env::prefixed("HEALTHGATE_")
+            .split("__")
+            .filter(|k| KEYS.contains(&k.as_str().split('.').next().unwrap_or(""))),
+    );
+    for (key, value) in [
+        ("database_url", database_url),
+        ("bind", bind),
+        ("issuer", issuer),
+    ] {
+        if let Some(v) = value {
+            figment = figment.merge(Serialized::default(key, v));
+        }
+    }
+    let settings: Settings = figment.extract().map_err(|e| {
+        let source = file
+            .map(|p| format!(" in {}", p.display()))
+            .unwrap_or_default();
+        anyhow::anyhow!("invalid configuration{source}: {e}")
+    })?;
+    settings
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    Ok(settings)
+}
+
+/// Logs to standard error as text or JSON; `RUST_LOG` overrides `log_level`.
+pub fn init_logging(settings: &Settings) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&settings.log_level))
+        .with_context(|| format!("invalid log_level {:?}", settings.log_level))?;
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    let result = if settings.log_format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+    result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}

@@ -1,0 +1,435 @@
+//! The `healthgate` binary: `serve`, `migrate`, and the admin commands, all on
+//! the same configuration and database.
+
+mod config;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use healthgate_core::client::Client;
+use healthgate_core::user::{UserType, parse_user_types};
+use healthgate_core::{Clock, SystemClock};
+use healthgate_server::admin::{self, AdminError, NewClient, NewUser};
+use healthgate_server::{Settings, demo};
+use serde_json::json;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "healthgate",
+    version,
+    about = "An OAuth 2.0 authorization server for health-data platforms"
+)]
+struct Cli {
+    /// A TOML configuration file (every setting: examples/config/healthgate.toml).
+    #[arg(long, global = true, env = "HEALTHGATE_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// Database URL: sqlite://PATH or postgres://… (overrides the config file).
+    #[arg(long, global = true, value_name = "URL")]
+    database_url: Option<String>,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+    /// Register and manage partner apps (OAuth clients).
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Manage user accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on (default 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    bind: Option<String>,
+    /// Public base URL, the `iss` of authorization responses.
+    #[arg(long, value_name = "URL")]
+    issuer: Option<String>,
+    /// Seed a demo practice, people and partner app, and print how to try them.
+    #[arg(long)]
+    demo: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum ClientCommand {
+    /// Register an app; prints its client_id and client_secret (shown once).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// A redirect URI; repeat for several.
+        #[arg(long = "redirect-uri", required = true, value_name = "URI")]
+        redirect_uris: Vec<String>,
+        /// Space-separated scopes the app may ask for.
+        #[arg(long)]
+        scope: String,
+        /// A public client (no secret; PKCE required).
+        #[arg(long)]
+        public: bool,
+        #[arg(long, value_name = "URL")]
+        photo_url: Option<String>,
+        /// Who may authorize the app: member, expert or both (default both).
+        #[arg(long, value_name = "TYPES", value_parser = parse_types)]
+        user_types: Option<Vec<UserType>>,
+    },
+    /// List registered apps.
+    List,
+    /// Show one app.
+    Show { id: String },
+    /// Issue a new secret; the old one stops working at once.
+    RotateSecret { id: String },
+    /// Delete an app and everything issued to it.
+    Delete { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Create a user account.
+    Create {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        password: String,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long = "type", default_value = "member", value_parser = parse_type)]
+        user_type: UserType,
+    },
+}
+
+fn parse_types(s: &str) -> Result<Vec<UserType>, String> {
+    parse_user_types(s).map_err(|e| e.to_string())
+}
+
+fn parse_type(s: &str) -> Result<UserType, String> {
+    s.parse()
+        .map_err(|e: healthgate_core::user::UnknownUserType| e.to_string())
+}
+
+/// An error and the exit code it ends the process with.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Self {
+            code: 1,
+            message: format!("{e:#}"),
+        }
+    }
+}
+
+impl From<AdminError> for Failure {
+    fn from(e: AdminError) -> Self {
+        let code = match e {
+            AdminError::Invalid(_) | AdminError::NoSuchClient(_) => 2,
+            _ => 1,
+        };
+        Self {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("healthgate: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("healthgate: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let serve_args = match &cli.command {
+        Command::Serve(a) => Some(a),
+        _ => None,
+    };
+    let settings = config::load(
+        cli.config.as_deref(),
+        cli.database_url.as_deref(),
+        serve_args.and_then(|a| a.bind.as_deref()),
+        serve_args.and_then(|a| a.issuer.as_deref()),
+    )?;
+    config::init_logging(&settings)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    match cli.command {
+        Command::Serve(args) => serve(settings, clock, args.demo, cli.json).await,
+        Command::Migrate => {
+            healthgate_server::open(settings, clock)
+                .await
+                .map_err(anyhow::Error::from)?;
+            print(
+                cli.json,
+                &json!({"migrated": true}),
+                "database is up to date",
+            );
+            Ok(())
+        }
+        Command::Client(c) => client_command(settings, clock, c, cli.json).await,
+        Command::User(u) => user_command(settings, clock, u, cli.json).await,
+    }
+}
+
+fn print(as_json: bool, value: &serde_json::Value, text: &str) {
+    if as_json {
+        println!("{value}");
+    } else {
+        println!("{text}");
+    }
+}
+
+async fn serve(
+    mut settings: Settings,
+    clock: Arc<dyn Clock>,
+    with_demo: bool,
+    as_json: bool,
+) -> Result<(), Failure> {
+    let listener = tokio::net::TcpListener::bind(settings.bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.bind))?;
+    let local = listener.local_addr().map_err(anyhow::Error::from)?;
+    if settings.issuer.is_none() {
+        settings.issuer = Some(format!("http://{local}"));
+    }
+    let state = healthgate_server::open(settings, clock.clone())
+        .await
+        .map_err(anyhow::Error::from)?;
+    if with_demo {
+        let seed = demo::seed(&state.store, &state.settings, clock.as_ref()).await?;
+        print_demo(&seed, as_json);
+    }
+    tracing::info!(address = %local, issuer = %state.issuer, "healthgate listening on http://{local}");
+    healthgate_server::serve(listener, state, shutdown_signal())
+        .await
+        .map_err(|e| anyhow::anyhow!("server error: {e}"))?;
+    tracing::info!("healthgate stopped");
+    Ok(())
+}
+
+fn print_demo(seed: &demo::DemoSeed, as_json: bool) {
+    if as_json {
+        println!("{}", serde_json::to_string(seed).unwrap_or_default());
+        return;
+    }
+    println!(
+        "Demo data ready ({} {}):",
+        seed.practice_name, seed.practice_id
+    );
+    for a in &seed.accounts {
+        println!(
+            "  {:<13} username {:<12} password {}  ({})",
+            a.role, a.username, a.password, a.user_type
+        );
+    }
+    println!("Demo partner app:");
+    println!("  client_id      {}", seed.client_id);
+    println!("  client_secret  {}", seed.client_secret);
+    println!("  redirect_uri   {}", seed.redirect_uri);
+    println!("Open this in a browser to run the flow:");
+    println!("  {}", seed.authorize_url);
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested; finishing requests in flight");
+}
+
+fn client_json(c: &Client) -> serde_json::Value {
+    json!({
+        "client_id": c.id,
+        "name": c.name,
+        "type": c.kind.as_str(),
+        "redirect_uris": c.redirect_uris.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
+        "scope": c.allowed_scopes.to_string(),
+        "user_types": c.user_types.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+        "photo_url": c.photo_url,
+        "created_at": c.created_at,
+    })
+}
+
+fn client_text(c: &Client) -> String {
+    let uris: Vec<&str> = c.redirect_uris.iter().map(|u| u.as_str()).collect();
+    let types: Vec<&str> = c.user_types.iter().map(|t| t.as_str()).collect();
+    format!(
+        "client_id      {}\nname           {}\ntype           {}\nredirect_uris  {}\nscope          {}\nuser_types     {}\nphoto_url      {}",
+        c.id,
+        c.name,
+        c.kind,
+        uris.join(" "),
+        c.allowed_scopes,
+        types.join(","),
+        c.photo_url.as_deref().unwrap_or("-"),
+    )
+}
+
+async fn client_command(
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    cmd: ClientCommand,
+    as_json: bool,
+) -> Result<(), Failure> {
+    let state = healthgate_server::open(settings, clock.clone())
+        .await
+        .map_err(anyhow::Error::from)?;
+    let store = &state.store;
+    match cmd {
+        ClientCommand::Create {
+            name,
+            redirect_uris,
+            scope,
+            public,
+            photo_url,
+            user_types,
+        } => {
+            let (client, secret) = admin::create_client(
+                store,
+                &state.settings,
+                clock.as_ref(),
+                NewClient {
+                    name,
+                    redirect_uris,
+                    scope,
+                    public,
+                    photo_url,
+                    user_types: user_types.unwrap_or_default(),
+                },
+            )
+            .await?;
+            let mut value = client_json(&client);
+            value["client_secret"] = json!(secret);
+            let mut text = client_text(&client);
+            if let Some(s) = &secret {
+                text.push_str(&format!(
+                    "\nclient_secret  {s}\n\nThe secret is shown only now: store it safely."
+                ));
+            }
+            print(as_json, &value, &text);
+        }
+        ClientCommand::List => {
+            let clients = store.clients().await.map_err(anyhow::Error::from)?;
+            let value = json!(clients.iter().map(client_json).collect::<Vec<_>>());
+            let text = if clients.is_empty() {
+                "no clients registered".to_owned()
+            } else {
+                clients
+                    .iter()
+                    .map(|c| format!("{}  {}  {}", c.id, c.kind, c.name))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            print(as_json, &value, &text);
+        }
+        ClientCommand::Show { id } => {
+            let client = store
+                .client(&id)
+                .await
+                .map_err(anyhow::Error::from)?
+                .ok_or(AdminError::NoSuchClient(id))?;
+            print(as_json, &client_json(&client), &client_text(&client));
+        }
+        ClientCommand::RotateSecret { id } => {
+            let secret = admin::rotate_client_secret(store, clock.as_ref(), &id).await?;
+            print(
+                as_json,
+                &json!({"client_id": id, "client_secret": secret}),
+                &format!(
+                    "client_id      {id}\nclient_secret  {secret}\n\nThe old secret no longer works."
+                ),
+            );
+        }
+        ClientCommand::Delete { id } => {
+            admin::delete_client(store, clock.as_ref(), &id).await?;
+            print(
+                as_json,
+                &json!({"client_id": id, "deleted": true}),
+                &format!("deleted {id}"),
+            );
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+async fn user_command(
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    cmd: UserCommand,
+    as_json: bool,
+) -> Result<(), Failure> {
+    let state = healthgate_server::open(settings, clock.clone())
+        .await
+        .map_err(anyhow::Error::from)?;
+    match cmd {
+        UserCommand::Create {
+            username,
+            password,
+            email,
+            user_type,
+        } => {
+            let user = admin::create_user(
+                &state.store,
+                clock.as_ref(),
+                NewUser {
+                    username,
+                    password: Some(password),
+                    email,
+                    user_type,
+                },
+            )
+            .await?;
+            print(
+                as_json,
+                &json!({"id": user.id, "username": user.username, "email": user.email, "type": user.user_type.as_str()}),
+                &format!(
+                    "created user {} ({}, {})",
+                    user.username, user.id, user.user_type
+                ),
+            );
+        }
+    }
+    state.store.close().await;
+    Ok(())
+}

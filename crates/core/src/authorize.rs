@@ -1,0 +1,353 @@
+//! The authorization request (RFC 6749 §4.1.1) and its validation, in the
+//! order the RFC requires: first what decides whether redirecting is safe
+//! (client and redirect URI, §4.1.2.1), then everything else, whose errors go
+//! back to the client by redirect.
+
+use crate::client::Client;
+use crate::error::{ErrorCode, OAuthError};
+use crate::pkce::CodeChallenge;
+use crate::scope::ScopeSet;
+
+/// The raw parameters of an authorization request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthorizeParams {
+    pub response_type: Option<String>,
+    pub client_id: Option<String>,
+    pub redirect_uri: Option<String>,
+    pub scope: Option<String>,
+    pub state: Option<String>,
+    pub code_challenge: Option<String>,
+    pub code_challenge_method: Option<String>,
+    /// Names of parameters that appeared more than once (RFC 6749 §3.1).
+    pub duplicated: Vec<String>,
+}
+
+impl AuthorizeParams {
+    /// Collects the recognised parameters from decoded name/value pairs,
+    /// noting repeats. Unknown parameters are ignored (RFC 6749 §3.1).
+    pub fn from_pairs<I, K, V>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: Into<String>,
+    {
+        let mut p = Self::default();
+        for (k, v) in pairs {
+            let key = k.as_ref();
+            let slot = match key {
+                "response_type" => &mut p.response_type,
+                "client_id" => &mut p.client_id,
+                "redirect_uri" => &mut p.redirect_uri,
+                "scope" => &mut p.scope,
+                "state" => &mut p.state,
+                "code_challenge" => &mut p.code_challenge,
+                "code_challenge_method" => &mut p.code_challenge_method,
+                _ => continue,
+            };
+            if slot.is_some() {
+                if !p.duplicated.iter().any(|d| d == key) {
+                    p.duplicated.push(key.to_owned());
+                }
+            } else {
+                *slot = Some(v.into());
+            }
+        }
+        p
+    }
+
+    /// The request as name/value pairs, to carry it through the login and
+    /// consent pages unchanged.
+    pub fn to_pairs(&self) -> Vec<(&'static str, &str)> {
+        let fields: [(&'static str, &Option<String>); 7] = [
+            ("response_type", &self.response_type),
+            ("client_id", &self.client_id),
+            ("redirect_uri", &self.redirect_uri),
+            ("scope", &self.scope),
+            ("state", &self.state),
+            ("code_challenge", &self.code_challenge),
+            ("code_challenge_method", &self.code_challenge_method),
+        ];
+        fields
+            .into_iter()
+            .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
+            .collect()
+    }
+}
+
+/// Why an authorization request failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthorizeError {
+    /// The client or redirect URI cannot be trusted: show the person an error
+    /// page and never redirect (RFC 6749 §4.1.2.1, RFC 9700 §4.1).
+    Page(String),
+    /// Tell the client by redirecting to its redirect URI.
+    Redirect {
+        redirect_uri: String,
+        error: OAuthError,
+        state: Option<String>,
+    },
+}
+
+/// An authorization request that passed every check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidAuthorization {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub redirect_uri_provided: bool,
+    pub scope: ScopeSet,
+    pub state: Option<String>,
+    pub code_challenge: Option<CodeChallenge>,
+}
+
+/// Validates `params` for `client`, which the caller looked up by
+/// `params.client_id` (an unknown client is a [`AuthorizeError::Page`] the
+/// caller renders itself).
+pub fn validate(
+    params: &AuthorizeParams,
+    client: &Client,
+) -> Result<ValidAuthorization, AuthorizeError> {
+    if params
+        .duplicated
+        .iter()
+        .any(|d| d == "client_id" || d == "redirect_uri")
+    {
+        return Err(AuthorizeError::Page(
+            "The request repeats client_id or redirect_uri, so it cannot be trusted.".into(),
+        ));
+    }
+    let redirect = client
+        .resolve_redirect_uri(params.redirect_uri.as_deref())
+        .map_err(AuthorizeError::Page)?;
+    let state = params.state.clone();
+    let fail = |error: OAuthError| AuthorizeError::Redirect {
+        redirect_uri: redirect.uri.clone(),
+        error,
+        state: state.clone(),
+    };
+
+    if let Some(d) = params.duplicated.first() {
+        return Err(fail(OAuthError::invalid_request(format!(
+            "parameter {d} is repeated"
+        ))));
+    }
+    match params.response_type.as_deref() {
+        Some("code") => {}
+        None => {
+            return Err(fail(OAuthError::invalid_request(
+                "response_type is required",
+            )));
+        }
+        Some(_) => {
+            return Err(fail(OAuthError::new(
+                ErrorCode::UnsupportedResponseType,
+                "only response_type=code is supported",
+            )));
+        }
+    }
+    let scope = match params.scope.as_deref().map(ScopeSet::parse) {
+        Some(Ok(s)) if !s.is_empty() => s,
+        Some(Err(e)) => return Err(fail(OAuthError::invalid_scope(e.to_string()))),
+        _ => {
+            return Err(fail(OAuthError::invalid_scope(
+                "the scope parameter is required",
+            )));
+        }
+    };
+    client.check_scope(&scope).map_err(fail)?;
+
+    let code_challenge = match (&params.code_challenge, &params.code_challenge_method) {
+        (Some(c), m) => Some(CodeChallenge::parse(c, m.as_deref()).map_err(fail)?),
+        (None, Some(_)) => {
+            return Err(fail(OAuthError::invalid_request(
+                "code_challenge_method sent without code_challenge",
+            )));
+        }
+        (None, None) => None,
+    };
+    if client.is_public() && code_challenge.is_none() {
+        return Err(fail(OAuthError::invalid_request(
+            "PKCE is required for public clients: send code_challenge with code_challenge_method=S256",
+        )));
+    }
+
+    Ok(ValidAuthorization {
+        client_id: client.id.clone(),
+        redirect_uri: redirect.uri,
+        redirect_uri_provided: redirect.provided,
+        scope,
+        state,
+        code_challenge,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::ClientKind;
+    use crate::redirect::RedirectUri;
+    use crate::user::UserType;
+
+    const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+    fn client(kind: ClientKind) -> Client {
+        Client {
+            id: "app-1".into(),
+            name: "MyApp".into(),
+            photo_url: None,
+            redirect_uris: vec![RedirectUri::parse("https://a.example/cb").unwrap()],
+            allowed_scopes: ScopeSet::parse("profile_read profile_write").unwrap(),
+            user_types: vec![UserType::Member],
+            kind,
+            secret_digest: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn params(pairs: &[(&str, &str)]) -> AuthorizeParams {
+        AuthorizeParams::from_pairs(pairs.iter().map(|(k, v)| (*k, v.to_string())))
+    }
+
+    fn error_code(r: Result<ValidAuthorization, AuthorizeError>) -> Option<ErrorCode> {
+        match r {
+            Err(AuthorizeError::Redirect { error, .. }) => Some(error.code),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn valid_request() {
+        let p = params(&[
+            ("response_type", "code"),
+            ("client_id", "app-1"),
+            ("scope", "profile_read"),
+            ("state", "xyz"),
+        ]);
+        let v = validate(&p, &client(ClientKind::Confidential)).unwrap();
+        assert_eq!(v.redirect_uri, "https://a.example/cb");
+        assert!(!v.redirect_uri_provided);
+        assert_eq!(v.state.as_deref(), Some("xyz"));
+    }
+
+    #[test]
+    fn failures_table() {
+        use ErrorCode::*;
+        let base = [("client_id", "app-1"), ("scope", "profile_read")];
+        type Case<'a> = (
+            &'a str,
+            Vec<(&'a str, &'a str)>,
+            ClientKind,
+            Option<ErrorCode>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "no response_type",
+                vec![],
+                ClientKind::Confidential,
+                Some(InvalidRequest),
+            ),
+            (
+                "token response_type",
+                vec![("response_type", "token")],
+                ClientKind::Confidential,
+                Some(UnsupportedResponseType),
+            ),
+            (
+                "scope outside",
+                vec![("response_type", "code"), ("scope", "pay")],
+                ClientKind::Confidential,
+                Some(InvalidScope),
+            ),
+            (
+                "public without pkce",
+                vec![("response_type", "code")],
+                ClientKind::Public,
+                Some(InvalidRequest),
+            ),
+            (
+                "plain pkce",
+                vec![
+                    ("response_type", "code"),
+                    ("code_challenge", CHALLENGE),
+                    ("code_challenge_method", "plain"),
+                ],
+                ClientKind::Public,
+                Some(InvalidRequest),
+            ),
+            (
+                "method without challenge",
+                vec![("response_type", "code"), ("code_challenge_method", "S256")],
+                ClientKind::Confidential,
+                Some(InvalidRequest),
+            ),
+            (
+                "repeated state",
+                vec![("response_type", "code"), ("state", "a"), ("state", "b")],
+                ClientKind::Confidential,
+                Some(InvalidRequest),
+            ),
+        ];
+        for (name, extra, kind, expected) in cases {
+            let mut pairs: Vec<(&str, &str)> = extra.clone();
+            for (k, v) in base {
+                if !extra.iter().any(|(ek, _)| *ek == k) {
+                    pairs.push((k, v));
+                }
+            }
+            assert_eq!(
+                error_code(validate(&params(&pairs), &client(kind))),
+                expected,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn public_client_with_s256_passes() {
+        let p = params(&[
+            ("response_type", "code"),
+            ("client_id", "app-1"),
+            ("scope", "profile_read"),
+            ("code_challenge", CHALLENGE),
+            ("code_challenge_method", "S256"),
+        ]);
+        assert!(
+            validate(&p, &client(ClientKind::Public))
+                .unwrap()
+                .code_challenge
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn bad_redirect_or_repeated_redirect_never_redirects() {
+        let p = params(&[
+            ("response_type", "code"),
+            ("redirect_uri", "https://evil.example/cb"),
+        ]);
+        assert!(matches!(
+            validate(&p, &client(ClientKind::Confidential)),
+            Err(AuthorizeError::Page(_))
+        ));
+        let p = params(&[
+            ("redirect_uri", "https://a.example/cb"),
+            ("redirect_uri", "https://evil.example/cb"),
+        ]);
+        assert!(matches!(
+            validate(&p, &client(ClientKind::Confidential)),
+            Err(AuthorizeError::Page(_))
+        ));
+    }
+
+    #[test]
+    fn pairs_round_trip() {
+        let p = params(&[
+            ("response_type", "code"),
+            ("state", "a&b"),
+            ("client_id", "app-1"),
+        ]);
+        let again =
+            AuthorizeParams::from_pairs(p.to_pairs().into_iter().map(|(k, v)| (k, v.to_string())));
+        assert_eq!(p, again);
+    }
+}

@@ -1,0 +1,218 @@
+//! Partner apps (OAuth clients) as the seed platforms register them: a name,
+//! a photo, one or more redirect URIs, the scopes and user types the app may
+//! ask for, and whether it can keep a secret (RFC 6749 §2.1).
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::OAuthError;
+use crate::redirect::RedirectUri;
+use crate::scope::ScopeSet;
+use crate::secret::matches_digest;
+use crate::user::UserType;
+
+/// RFC 6749 §2.1 client types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientKind {
+    /// Can keep a secret; authenticates at the token endpoint.
+    Confidential,
+    /// Cannot keep a secret (browser or native app); must use PKCE.
+    Public,
+}
+
+impl ClientKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Confidential => "confidential",
+            Self::Public => "public",
+        }
+    }
+}
+
+impl fmt::Display for ClientKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ClientKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "confidential" => Ok(Self::Confidential),
+            "public" => Ok(Self::Public),
+            other => Err(format!("unknown client kind {other:?}")),
+        }
+    }
+}
+
+/// A registered client.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Client {
+    pub id: String,
+    pub name: String,
+    pub photo_url: Option<String>,
+    pub redirect_uris: Vec<RedirectUri>,
+    pub allowed_scopes: ScopeSet,
+    pub user_types: Vec<UserType>,
+    pub kind: ClientKind,
+    /// SHA-256 digest of the client secret; `None` for public clients.
+    pub secret_digest: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The redirect URI an authorization request resolved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedRedirect {
+    /// Where the response goes: the URI as the client sent it (which, for a
+    /// loopback client, carries its own port), or the one registered URI.
+    pub uri: String,
+    /// Whether the request named it; if so, the token request must repeat it
+    /// (RFC 6749 §4.1.3).
+    pub provided: bool,
+}
+
+impl Client {
+    pub fn is_public(&self) -> bool {
+        self.kind == ClientKind::Public
+    }
+
+    /// Resolves the `redirect_uri` of an authorization request (RFC 6749
+    /// §3.1.2.3): it must match a registered URI; it may be left out only
+    /// when exactly one is registered. An error here must never redirect.
+    pub fn resolve_redirect_uri(
+        &self,
+        requested: Option<&str>,
+    ) -> Result<ResolvedRedirect, String> {
+        match requested {
+            Some(uri) => {
+                if self.redirect_uris.iter().any(|r| r.matches(uri)) {
+                    Ok(ResolvedRedirect {
+                        uri: uri.to_owned(),
+                        provided: true,
+                    })
+                } else {
+                    Err("The redirect_uri is not registered for this application.".into())
+                }
+            }
+            None => match self.redirect_uris.as_slice() {
+                [only] => Ok(ResolvedRedirect {
+                    uri: only.as_str().to_owned(),
+                    provided: false,
+                }),
+                [] => Err("This application has no registered redirect URI.".into()),
+                _ => Err(
+                    "This application registers several redirect URIs, so the request must name one with redirect_uri."
+                        .into(),
+                ),
+            },
+        }
+    }
+
+    /// Checks a presented client secret against the stored digest in
+    /// constant time. Public clients have no secret and never pass.
+    pub fn secret_matches(&self, presented: &str) -> bool {
+        self.secret_digest
+            .as_deref()
+            .is_some_and(|d| matches_digest(presented, d))
+    }
+
+    /// The scopes granted for a request: `requested` must be a subset of the
+    /// client's allowed scopes (RFC 6749 §3.3).
+    pub fn check_scope(&self, requested: &ScopeSet) -> Result<(), OAuthError> {
+        let outside: Vec<&str> = requested.outside(&self.allowed_scopes).collect();
+        if outside.is_empty() {
+            Ok(())
+        } else {
+            Err(OAuthError::invalid_scope(format!(
+                "scope not allowed for this client: {}",
+                outside.join(" ")
+            )))
+        }
+    }
+
+    pub fn serves(&self, user_type: UserType) -> bool {
+        self.user_types.contains(&user_type)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::{SecretKind, mint};
+
+    fn client(uris: &[&str]) -> Client {
+        Client {
+            id: "app-1".into(),
+            name: "MyApp".into(),
+            photo_url: None,
+            redirect_uris: uris
+                .iter()
+                .map(|u| RedirectUri::parse(u).unwrap())
+                .collect(),
+            allowed_scopes: ScopeSet::parse("profile_read profile_write").unwrap(),
+            user_types: vec![UserType::Member],
+            kind: ClientKind::Confidential,
+            secret_digest: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn redirect_may_be_omitted_only_with_exactly_one_registered() {
+        let one = client(&["https://a.example/cb"]);
+        assert_eq!(
+            one.resolve_redirect_uri(None).unwrap(),
+            ResolvedRedirect {
+                uri: "https://a.example/cb".into(),
+                provided: false
+            }
+        );
+        let two = client(&["https://a.example/cb", "https://a.example/cb2"]);
+        assert!(two.resolve_redirect_uri(None).is_err());
+        assert!(
+            two.resolve_redirect_uri(Some("https://a.example/cb2"))
+                .unwrap()
+                .provided
+        );
+        assert!(
+            two.resolve_redirect_uri(Some("https://a.example/cb3"))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn scope_outside_allowed_is_invalid_scope() {
+        let c = client(&["https://a.example/cb"]);
+        let err = c
+            .check_scope(&ScopeSet::parse("profile_read pay").unwrap())
+            .unwrap_err();
+        assert_eq!(err.code, crate::ErrorCode::InvalidScope);
+        assert!(
+            c.check_scope(&ScopeSet::parse("profile_read").unwrap())
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn secret_check_uses_digest() {
+        let secret = mint(SecretKind::ClientSecret);
+        let mut c = client(&["https://a.example/cb"]);
+        assert!(!c.secret_matches(&secret.value));
+        c.secret_digest = Some(secret.digest.clone());
+        assert!(c.secret_matches(&secret.value));
+        assert!(!c.secret_matches("hg_cs_wrong"));
+    }
+}

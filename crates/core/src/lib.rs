@@ -1,0 +1,19 @@
+//! The protocol and the domain of healthgate, free of IO: every rule an RFC or
+//! a partner platform states lives here, next to its unit tests.
+//!
+//! Nothing in this crate knows about HTTP, SQL or an async runtime; the store
+//! and the server call into it.
+
+pub mod authorize;
+pub mod client;
+pub mod clock;
+pub mod error;
+pub mod pkce;
+pub mod redirect;
+pub mod scope;
+pub mod secret;
+pub mod token;
+pub mod user;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{ErrorCode, OAuthError};

@@ -1,0 +1,154 @@
+//! Secrets and identifiers: the one random source, the type prefixes that make
+//! a leaked secret recognisable, and the SHA-256 digests that are stored in
+//! place of the secrets (DESIGN.md, security rules).
+//!
+//! Every secret carries 256 bits from the operating system's CSPRNG. Because
+//! they are high-entropy, a fast hash is the right digest; user passwords are
+//! a different matter and are hashed with argon2id by the server.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// The kinds of bearer secret healthgate issues, each with its own prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretKind {
+    ClientSecret,
+    AuthorizationCode,
+    AccessToken,
+    RefreshToken,
+    Session,
+    Csrf,
+}
+
+impl SecretKind {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Self::ClientSecret => "hg_cs_",
+            Self::AuthorizationCode => "hg_ac_",
+            Self::AccessToken => "hg_at_",
+            Self::RefreshToken => "hg_rt_",
+            Self::Session => "hg_ss_",
+            Self::Csrf => "hg_csrf_",
+        }
+    }
+}
+
+/// A freshly minted secret: the value handed out once, and the digest that is
+/// stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Minted {
+    pub value: String,
+    pub digest: String,
+}
+
+impl std::fmt::Debug for Minted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Minted")
+            .field("value", &"<redacted>")
+            .field("digest", &self.digest)
+            .finish()
+    }
+}
+
+/// Fills `buf` from the operating system's CSPRNG. The only randomness in
+/// healthgate goes through here.
+pub fn random_bytes(buf: &mut [u8]) {
+    // A failing OS RNG leaves nothing safe to do: never continue with a weak secret.
+    getrandom::fill(buf).expect("the operating system's random number generator failed");
+}
+
+/// Mints a 256-bit secret of the given kind.
+pub fn mint(kind: SecretKind) -> Minted {
+    let mut bytes = [0u8; 32];
+    random_bytes(&mut bytes);
+    let value = format!("{}{}", kind.prefix(), URL_SAFE_NO_PAD.encode(bytes));
+    let digest = digest(&value);
+    Minted { value, digest }
+}
+
+/// The stored form of a secret: lowercase hex SHA-256 of its exact bytes.
+pub fn digest(secret: &str) -> String {
+    let hash = Sha256::digest(secret.as_bytes());
+    let mut out = String::with_capacity(64);
+    for b in hash {
+        out.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
+        out.push(char::from_digit(u32::from(b & 0x0f), 16).unwrap_or('0'));
+    }
+    out
+}
+
+/// Whether `presented` hashes to `stored_digest`, compared in constant time.
+pub fn matches_digest(presented: &str, stored_digest: &str) -> bool {
+    constant_time_eq(&digest(presented), stored_digest)
+}
+
+/// Constant-time equality of two strings (length is not hidden).
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+const ID_ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// A readable, typed identifier such as `usr-j21vwWTG0EiPq3Xz`: a prefix, a
+/// dash and 16 random alphanumerics (about 95 bits). Identifiers are not
+/// secrets; they only need to be unique and unguessable enough not to be
+/// enumerated.
+pub fn new_id(prefix: &str) -> String {
+    let mut bytes = [0u8; 16];
+    random_bytes(&mut bytes);
+    let mut id = String::with_capacity(prefix.len() + 17);
+    id.push_str(prefix);
+    id.push('-');
+    for b in bytes {
+        // 256 % 62 bias is irrelevant for identifiers.
+        id.push(ID_ALPHABET[(b as usize) % ID_ALPHABET.len()] as char);
+    }
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_secrets_carry_prefix_and_256_bits() {
+        let m = mint(SecretKind::AccessToken);
+        let body = m.value.strip_prefix("hg_at_").expect("prefix");
+        assert_eq!(URL_SAFE_NO_PAD.decode(body).unwrap().len(), 32);
+        assert_eq!(m.digest, digest(&m.value));
+        assert_ne!(mint(SecretKind::AccessToken).value, m.value);
+    }
+
+    #[test]
+    fn digest_is_sha256_hex() {
+        // FIPS 180-2 test vector.
+        assert_eq!(
+            digest("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn matches_digest_rejects_other_secrets() {
+        let m = mint(SecretKind::RefreshToken);
+        assert!(matches_digest(&m.value, &m.digest));
+        assert!(!matches_digest("hg_rt_other", &m.digest));
+    }
+
+    #[test]
+    fn ids_are_typed_and_distinct() {
+        let a = new_id("usr");
+        assert!(a.starts_with("usr-"));
+        assert_eq!(a.len(), 4 + 16);
+        assert!(a[4..].chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(a, new_id("usr"));
+    }
+
+    #[test]
+    fn minted_debug_hides_the_value() {
+        let m = mint(SecretKind::ClientSecret);
+        assert!(!format!("{m:?}").contains(&m.value));
+    }
+}

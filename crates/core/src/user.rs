@@ -1,0 +1,141 @@
+//! People who authorize apps: their kind (HealthTap's members and experts) and
+//! the account fields the protocol needs.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// HealthTap's user types: an app is open to members, experts, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum UserType {
+    Member,
+    Expert,
+}
+
+impl UserType {
+    pub const ALL: [UserType; 2] = [UserType::Member, UserType::Expert];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Member => "member",
+            Self::Expert => "expert",
+        }
+    }
+}
+
+impl fmt::Display for UserType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown user type {0:?}: expected member or expert")]
+pub struct UnknownUserType(pub String);
+
+impl FromStr for UserType {
+    type Err = UnknownUserType;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "member" => Ok(Self::Member),
+            "expert" => Ok(Self::Expert),
+            other => Err(UnknownUserType(other.to_owned())),
+        }
+    }
+}
+
+/// Parses a comma- or space-separated list such as `member,expert`.
+pub fn parse_user_types(s: &str) -> Result<Vec<UserType>, UnknownUserType> {
+    let mut out: Vec<UserType> = s
+        .split([',', ' '])
+        .filter(|t| !t.is_empty())
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Joins user types in their canonical stored form (`member,expert`).
+pub fn join_user_types(types: &[UserType]) -> String {
+    types
+        .iter()
+        .map(|t| t.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A user account as the protocol sees it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    pub email: Option<String>,
+    pub user_type: UserType,
+    /// argon2id PHC string; `None` for accounts that cannot log in interactively.
+    pub password_hash: Option<String>,
+    pub created_at: i64,
+    pub locked_at: Option<i64>,
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("user_type", &self.user_type)
+            .field("locked_at", &self.locked_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl User {
+    pub fn is_active(&self) -> bool {
+        self.locked_at.is_none()
+    }
+}
+
+/// Usernames: 1 to 128 printable characters without surrounding spaces.
+pub fn validate_username(s: &str) -> Result<(), &'static str> {
+    if s.is_empty() || s.len() > 128 {
+        return Err("username must be 1 to 128 characters");
+    }
+    if s.trim() != s || s.chars().any(char::is_control) {
+        return Err("username must not have surrounding spaces or control characters");
+    }
+    Ok(())
+}
+
+/// Passwords: at least 8 characters, at most 1024 bytes.
+pub fn validate_password(s: &str) -> Result<(), &'static str> {
+    if s.chars().count() < 8 {
+        return Err("password must be at least 8 characters");
+    }
+    if s.len() > 1024 {
+        return Err("password must be at most 1024 bytes");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_type_lists() {
+        assert_eq!(
+            parse_user_types("expert,member, member").unwrap(),
+            vec![UserType::Member, UserType::Expert]
+        );
+        assert!(parse_user_types("member,admin").is_err());
+        assert_eq!(join_user_types(&UserType::ALL), "member,expert");
+    }
+
+    #[test]
+    fn username_and_password_rules() {
+        assert!(validate_username("alice").is_ok());
+        assert!(validate_username(" alice").is_err());
+        assert!(validate_username("").is_err());
+        assert!(validate_password("short").is_err());
+        assert!(validate_password("long enough").is_ok());
+    }
+}

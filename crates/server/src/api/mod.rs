@@ -1,0 +1,55 @@
+//! The resource API healthgate serves itself, behind bearer tokens
+//! (RFC 6750).
+
+pub mod me;
+
+use axum::http::{HeaderMap, header};
+use healthgate_core::error::{ErrorCode, OAuthError};
+use healthgate_core::secret;
+use healthgate_core::token::AccessToken;
+
+use crate::error::JsonError;
+use crate::state::AppState;
+
+fn invalid_token(description: &'static str) -> JsonError {
+    JsonError(OAuthError::new(ErrorCode::InvalidToken, description))
+}
+
+/// Authenticates a resource request by its bearer token (RFC 6750 §2.1) and
+/// checks it carries `scope`.
+pub async fn bearer(
+    state: &AppState,
+    headers: &HeaderMap,
+    scope: &str,
+) -> Result<AccessToken, JsonError> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| invalid_token("a bearer access token is required"))?;
+    let token = state
+        .store
+        .access_token(&secret::digest(presented))
+        .await?
+        .ok_or_else(|| invalid_token("the access token is not valid"))?;
+    let now = state.now();
+    if !token.is_active(now) {
+        return Err(invalid_token("the access token has expired or was revoked"));
+    }
+    if token.parent_refresh_digest.is_some()
+        && token.first_used_at.is_none()
+        && !state.store.first_use_of_access_token(&token, now).await?
+    {
+        return Err(invalid_token("the access token was revoked"));
+    }
+    if !token.scope.contains(scope) {
+        return Err(JsonError(OAuthError::new(
+            ErrorCode::InsufficientScope,
+            format!("this request needs the {scope} scope"),
+        )));
+    }
+    Ok(token)
+}

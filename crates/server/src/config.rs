@@ -1,0 +1,207 @@
+//! The settings a healthgate deployment runs with. The binary loads them from
+//! a TOML file, then `HEALTHGATE_*` environment variables, then flags; every
+//! field has a default so an empty configuration is a working one.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use healthgate_core::token::{RefreshRotation, TokenPolicy};
+use serde::{Deserialize, Serialize};
+
+/// Every setting, with its default. `examples/config/healthgate.toml` lists
+/// them all with comments; keep the two in step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address and port to listen on.
+    pub bind: SocketAddr,
+    /// The public base URL partners use (`iss` of every authorization
+    /// response, RFC 9207). Defaults to `http://{bind}`.
+    pub issuer: Option<String>,
+    /// `sqlite://PATH` (default, created if missing) or `postgres://…`.
+    pub database_url: String,
+    /// PostgreSQL pool size, or SQLite reader connections.
+    pub database_max_connections: u32,
+    /// Authorization code lifetime, seconds (Fullscript: 10 minutes).
+    pub authorization_code_ttl: i64,
+    /// Access token lifetime, seconds (Fullscript: 2 hours).
+    pub access_token_ttl: i64,
+    /// Refresh token lifetime, seconds; 0 means refresh tokens never expire.
+    pub refresh_token_ttl: i64,
+    /// `immediate` or `on_first_use`.
+    pub refresh_rotation: String,
+    /// Browser session lifetime, seconds.
+    pub session_ttl: i64,
+    /// The name shown on every page.
+    pub platform_name: String,
+    /// `text` or `json` log lines on standard error.
+    pub log_format: String,
+    /// A tracing filter, e.g. `info` or `healthgate=debug,info`.
+    pub log_level: String,
+    /// The scope vocabulary: each scope and the plain words the consent page
+    /// shows for it. Setting this table replaces the default vocabulary.
+    pub scopes: BTreeMap<String, String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            issuer: None,
+            database_url: "sqlite://healthgate-data/healthgate.db".into(),
+            database_max_connections: 8,
+            authorization_code_ttl: 600,
+            access_token_ttl: 7200,
+            refresh_token_ttl: 0,
+            refresh_rotation: "immediate".into(),
+            session_ttl: 12 * 3600,
+            platform_name: "healthgate".into(),
+            log_format: "text".into(),
+            log_level: "info".into(),
+            scopes: healthgate_core::scope::DEFAULT_SCOPES
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+}
+
+/// The top-level keys, for filtering `HEALTHGATE_*` variables that are not
+/// settings (such as `HEALTHGATE_TEST_POSTGRES_URL`).
+pub const KEYS: &[&str] = &[
+    "bind",
+    "issuer",
+    "database_url",
+    "database_max_connections",
+    "authorization_code_ttl",
+    "access_token_ttl",
+    "refresh_token_ttl",
+    "refresh_rotation",
+    "session_ttl",
+    "platform_name",
+    "log_format",
+    "log_level",
+    "scopes",
+];
+
+/// A setting that parses but makes no sense.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid setting {key}: {reason}")]
+pub struct InvalidSetting {
+    pub key: &'static str,
+    pub reason: String,
+}
+
+impl Settings {
+    /// The issuer URL without a trailing slash.
+    pub fn issuer(&self) -> String {
+        match &self.issuer {
+            Some(i) => i.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.bind),
+        }
+    }
+
+    /// Checks what serde cannot, and derives the token policy.
+    pub fn validate(&self) -> Result<TokenPolicy, InvalidSetting> {
+        let bad = |key: &'static str, reason: &str| InvalidSetting {
+            key,
+            reason: reason.to_owned(),
+        };
+        let issuer = self.issuer();
+        let parsed = url::Url::parse(&issuer)
+            .map_err(|_| bad("issuer", "must be an absolute http(s) URL"))?;
+        if !matches!(parsed.scheme(), "http" | "https")
+            || parsed.query().is_some()
+            || parsed.fragment().is_some()
+        {
+            return Err(bad(
+                "issuer",
+                "must be an http(s) URL without query or fragment (RFC 8414 §2)",
+            ));
+        }
+        for (key, v) in [
+            ("authorization_code_ttl", self.authorization_code_ttl),
+            ("access_token_ttl", self.access_token_ttl),
+            ("session_ttl", self.session_ttl),
+        ] {
+            if v <= 0 {
+                return Err(bad(key, "must be a positive number of seconds"));
+            }
+        }
+        if self.refresh_token_ttl < 0 {
+            return Err(bad(
+                "refresh_token_ttl",
+                "must be 0 (never expires) or positive",
+            ));
+        }
+        if self.database_max_connections == 0 {
+            return Err(bad("database_max_connections", "must be at least 1"));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(bad("log_format", "must be text or json"));
+        }
+        if self.scopes.is_empty() {
+            return Err(bad("scopes", "the scope vocabulary must not be empty"));
+        }
+        for name in self.scopes.keys() {
+            let parsed = healthgate_core::scope::ScopeSet::parse(name)
+                .map_err(|e| bad("scopes", &e.to_string()))?;
+            if parsed.len() != 1 {
+                return Err(bad(
+                    "scopes",
+                    &format!("{name:?} is not a single scope token"),
+                ));
+            }
+        }
+        let rotation: RefreshRotation = self
+            .refresh_rotation
+            .parse()
+            .map_err(|e: String| bad("refresh_rotation", &e))?;
+        Ok(TokenPolicy {
+            code_ttl: self.authorization_code_ttl,
+            access_ttl: self.access_token_ttl,
+            refresh_ttl: (self.refresh_token_ttl > 0).then_some(self.refresh_token_ttl),
+            rotation,
+        })
+    }
+
+    /// Whether cookies can be marked `Secure` (and take the `__Host-`
+    /// prefix): true unless the issuer is plain http.
+    pub fn secure_cookies(&self) -> bool {
+        self.issuer().starts_with("https://")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = Settings::default();
+        let policy = s.validate().unwrap();
+        assert_eq!(policy, TokenPolicy::default());
+        assert_eq!(s.issuer(), "http://127.0.0.1:8080");
+        assert!(!s.secure_cookies());
+    }
+
+    #[test]
+    fn nonsense_is_refused() {
+        type Change = Box<dyn Fn(&mut Settings)>;
+        let cases: Vec<Change> = vec![
+            Box::new(|s| s.access_token_ttl = 0),
+            Box::new(|s| s.refresh_rotation = "sometimes".into()),
+            Box::new(|s| s.issuer = Some("ftp://x".into())),
+            Box::new(|s| s.issuer = Some("https://x/?q=1".into())),
+            Box::new(|s| s.log_format = "xml".into()),
+            Box::new(|s| {
+                s.scopes.insert("two words".into(), "x".into());
+            }),
+        ];
+        for change in cases {
+            let mut s = Settings::default();
+            change(&mut s);
+            assert!(s.validate().is_err(), "{s:?}");
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The one mapping from errors to HTTP: RFC 6749 §5.2 JSON bodies for the
+//! endpoints machines call, readable pages for the ones people see. Internal
+//! detail goes to the log, tagged with the request id, never into a response.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use healthgate_core::error::{ErrorCode, OAuthError};
+use healthgate_store::{GrantError, StoreError};
+use serde::Serialize;
+
+use crate::pages;
+
+/// An error answered as `{"error": …, "error_description": …}`.
+#[derive(Debug)]
+pub struct JsonError(pub OAuthError);
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    error_description: &'a str,
+}
+
+impl From<OAuthError> for JsonError {
+    fn from(e: OAuthError) -> Self {
+        Self(e)
+    }
+}
+
+impl From<StoreError> for JsonError {
+    fn from(e: StoreError) -> Self {
+        Self(store_failure(&e))
+    }
+}
+
+impl From<GrantError> for JsonError {
+    fn from(e: GrantError) -> Self {
+        match e {
+            GrantError::OAuth(e) => Self(e),
+            GrantError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// Logs a storage failure and says what the client is told instead.
+pub fn store_failure(e: &StoreError) -> OAuthError {
+    tracing::error!(error = %e, "storage failure");
+    match e {
+        StoreError::Database(_) => OAuthError::temporarily_unavailable(),
+        _ => OAuthError::server_error(),
+    }
+}
+
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::InvalidClient | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
+        ErrorCode::InsufficientScope => StatusCode::FORBIDDEN,
+        ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// `Cache-Control: no-store` and `Pragma: no-cache`, required on every token
+/// response (RFC 6749 §5.1) and used on every error beside them.
+pub fn no_store(response: &mut Response) {
+    let h = response.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+impl IntoResponse for JsonError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: self.0.code.as_str(),
+            error_description: &self.0.description,
+        };
+        let mut response = (status_of(self.0.code), axum::Json(body)).into_response();
+        no_store(&mut response);
+        match self.0.code {
+            ErrorCode::InvalidClient => {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"healthgate\""),
+                );
+            }
+            ErrorCode::InvalidToken | ErrorCode::InsufficientScope => {
+                let value = format!(
+                    "Bearer realm=\"healthgate\", error=\"{}\", error_description=\"{}\"",
+                    self.0.code.as_str(),
+                    self.0.description.replace(['"', '\\'], "'")
+                );
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// An error shown to a person as a page.
+#[derive(Debug)]
+pub struct PageError {
+    pub status: StatusCode,
+    pub title: &'static str,
+    pub message: String,
+}
+
+impl PageError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            title: "This request cannot be completed",
+            message: message.into(),
+        }
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::FORBIDDEN,
+            title: "Request refused",
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StoreError> for PageError {
+    fn from(e: StoreError) -> Self {
+        let oauth = store_failure(&e);
+        Self {
+            status: status_of(oauth.code),
+            title: "Temporarily unavailable",
+            message: "The service could not complete your request. Please try again in a moment."
+                .into(),
+        }
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        pages::error_page(self.status, self.title, &self.message)
+    }
+}

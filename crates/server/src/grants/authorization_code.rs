@@ -1,0 +1,34 @@
+//! The authorization code grant (RFC 6749 §4.1.3, RFC 7636 §4.5).
+
+use healthgate_core::client::Client;
+use healthgate_core::secret;
+use healthgate_store::CodeRedemption;
+
+use crate::error::JsonError;
+use crate::oauth::params::Params;
+use crate::oauth::token::{TokenResponse, new_tokens, respond};
+use crate::state::AppState;
+
+pub async fn exchange(
+    state: &AppState,
+    client: &Client,
+    params: &Params,
+) -> Result<TokenResponse, JsonError> {
+    let code = params.require("code")?;
+    let (tokens, now) = new_tokens(state, true);
+    let digest = secret::digest(code);
+    let issued = state
+        .store
+        .redeem_authorization_code(
+            CodeRedemption {
+                code_digest: &digest,
+                client_id: &client.id,
+                redirect_uri: params.get("redirect_uri"),
+                code_verifier: params.get("code_verifier"),
+                now,
+            },
+            &tokens,
+        )
+        .await?;
+    Ok(respond(state, tokens, issued, now))
+}

@@ -1,0 +1,120 @@
+//! The healthgate HTTP server: the OAuth endpoints, the pages people see, the
+//! resource API, and the administrative operations the CLI shares.
+//!
+//! A handler parses the request, applies the rules of `healthgate-core`,
+//! reads and writes through `healthgate-store`, and renders.
+
+pub mod admin;
+pub mod api;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod grants;
+pub mod health;
+pub mod login;
+pub mod middleware;
+pub mod oauth;
+pub mod pages;
+pub mod passwords;
+pub mod session;
+pub mod state;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use healthgate_core::Clock;
+use healthgate_store::{PoolConfig, Store, StoreError};
+use tokio::net::TcpListener;
+
+pub use config::Settings;
+pub use state::AppState;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Settings(#[from] config::InvalidSetting),
+    #[error("cannot open the database: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Opens and migrates the database and builds the shared state.
+pub async fn open(settings: Settings, clock: Arc<dyn Clock>) -> Result<AppState, StartError> {
+    let policy = settings.validate()?;
+    let store = Store::connect(
+        &settings.database_url,
+        PoolConfig {
+            max_connections: settings.database_max_connections,
+            ..PoolConfig::default()
+        },
+    )
+    .await?;
+    store.migrate().await?;
+    Ok(AppState::new(store, settings, policy, clock))
+}
+
+async fn stylesheet() -> impl IntoResponse {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/css; charset=utf-8"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=3600"),
+            ),
+        ],
+        pages::STYLESHEET,
+    )
+}
+
+async fn not_found() -> error::PageError {
+    error::PageError {
+        status: axum::http::StatusCode::NOT_FOUND,
+        title: "Page not found",
+        message: "There is nothing at this address.".into(),
+    }
+}
+
+/// Every route.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(login::home))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/login", get(login::get).post(login::post))
+        .route("/logout", post(login::logout))
+        .route(
+            "/oauth/authorize",
+            get(oauth::authorize::get).post(oauth::authorize::post),
+        )
+        .route("/oauth/token", post(oauth::token::post))
+        .route("/api/v1/me", get(api::me::get))
+        .route("/demo/callback", get(demo::callback))
+        .route("/static/healthgate.css", get(stylesheet))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(middleware::security_headers))
+        .layer(axum::middleware::from_fn(middleware::access_log))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then finishes requests in flight and
+/// closes the database.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let store = state.store.clone();
+    let app = router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    store.close().await;
+    Ok(())
+}

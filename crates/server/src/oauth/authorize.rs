@@ -1,0 +1,342 @@
+//! `GET /oauth/authorize` and the consent decision `POST /oauth/authorize`
+//! (RFC 6749 §4.1.1–4.1.2, RFC 7636, RFC 9207).
+//!
+//! The request is validated the same way on both: the hidden fields of the
+//! consent form are never trusted more than the original query. An unknown
+//! client or redirect URI gets an error page, never a redirect.
+
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use healthgate_core::authorize::{AuthorizeError, AuthorizeParams, ValidAuthorization, validate};
+use healthgate_core::client::Client;
+use healthgate_core::error::{ErrorCode, OAuthError};
+use healthgate_core::redirect::with_query_params;
+use healthgate_core::secret::{SecretKind, mint, new_id};
+use healthgate_core::token::AuthorizationCode;
+use healthgate_core::user::User;
+use healthgate_store::Session;
+
+use crate::error::PageError;
+use crate::pages::{self, ConsentPage, ScopeLine};
+use crate::session;
+use crate::state::AppState;
+
+/// The redirect that carries an authorization response: the given
+/// parameters, `state` if the request had one, and always `iss` (RFC 9207).
+fn respond(
+    state: &AppState,
+    redirect_uri: &str,
+    params: &[(&str, &str)],
+    client_state: Option<&str>,
+) -> Response {
+    let mut all: Vec<(&str, &str)> = params.to_vec();
+    if let Some(s) = client_state {
+        all.push(("state", s));
+    }
+    all.push(("iss", &state.issuer));
+    Redirect::to(&with_query_params(redirect_uri, &all)).into_response()
+}
+
+fn error_redirect(
+    state: &AppState,
+    redirect_uri: &str,
+    error: &OAuthError,
+    client_state: Option<&str>,
+) -> Response {
+    respond(
+        state,
+        redirect_uri,
+        &[
+            ("error", error.code.as_str()),
+            ("error_description", &error.description),
+        ],
+        client_state,
+    )
+}
+
+/// Looks up the client and validates the request. `Err` is the response to
+/// send: an error page or an error redirect.
+async fn check(
+    state: &AppState,
+    params: &AuthorizeParams,
+) -> Result<(Client, ValidAuthorization), Response> {
+    let Some(client_id) = params.client_id.as_deref() else {
+        return Err(PageError::bad_request(
+            "The request does not say which application is asking (client_id is missing).",
+        )
+        .into_response());
+    };
+    if params.duplicated.iter().any(|d| d == "client_id") {
+        return Err(PageError::bad_request("The request repeats client_id.").into_response());
+    }
+    let client = match state.store.client(client_id).await {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return Err(PageError::bad_request(
+                "The application that sent you here is not registered.",
+            )
+            .into_response());
+        }
+        Err(e) => return Err(PageError::from(e).into_response()),
+    };
+    match validate(params, &client) {
+        Ok(v) => Ok((client, v)),
+        Err(AuthorizeError::Page(message)) => Err(PageError::bad_request(message).into_response()),
+        Err(AuthorizeError::Redirect {
+            redirect_uri,
+            error,
+            state: s,
+        }) => Err(error_redirect(state, &redirect_uri, &error, s.as_deref())),
+    }
+}
+
+/// Loads the logged-in user, or `None` if the session's user is gone or
+/// locked.
+async fn session_user(state: &AppState, session: &Session) -> Result<Option<User>, PageError> {
+    let Some(user_id) = &session.user_id else {
+        return Ok(None);
+    };
+    Ok(state.store.user(user_id).await?.filter(User::is_active))
+}
+
+fn login_redirect(query: Option<&str>) -> Response {
+    let return_to = match query {
+        Some(q) => format!("/oauth/authorize?{q}"),
+        None => "/oauth/authorize".to_owned(),
+    };
+    let target = with_query_params("/login", &[("return_to", &return_to)]);
+    Redirect::to(&target).into_response()
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let params = AuthorizeParams::from_pairs(
+        url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
+            .map(|(k, v)| (k, v.into_owned())),
+    );
+    let (client, request) = match check(&state, &params).await {
+        Ok(ok) => ok,
+        Err(response) => return response,
+    };
+    let session = match session::logged_in(&state, &headers).await {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let Some(session) = session else {
+        return login_redirect(query.as_deref());
+    };
+    let user = match session_user(&state, &session).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return login_redirect(query.as_deref()),
+        Err(e) => return e.into_response(),
+    };
+    if let Some(denied) = refuse_user_type(&state, &client, &user, &request) {
+        return denied;
+    }
+    // Consent is remembered for confidential clients only: a public client's
+    // identity is not proven, so its user is asked every time.
+    if !client.is_public() {
+        match state.store.consent(&user.id, &client.id).await {
+            Ok(Some(granted)) if request.scope.is_subset(&granted) => {
+                return issue_code(&state, &user, &request).await;
+            }
+            Ok(_) => {}
+            Err(e) => return PageError::from(e).into_response(),
+        }
+    }
+    consent_page(&state, &client, &user, &session, &params, &request)
+}
+
+/// An app open only to some user types (HealthTap's members and experts)
+/// refuses the others with `access_denied`.
+fn refuse_user_type(
+    state: &AppState,
+    client: &Client,
+    user: &User,
+    request: &ValidAuthorization,
+) -> Option<Response> {
+    if client.serves(user.user_type) {
+        return None;
+    }
+    let error = OAuthError::new(
+        ErrorCode::AccessDenied,
+        format!(
+            "this application is not available to {} accounts",
+            user.user_type
+        ),
+    );
+    Some(error_redirect(
+        state,
+        &request.redirect_uri,
+        &error,
+        request.state.as_deref(),
+    ))
+}
+
+fn consent_page(
+    state: &AppState,
+    client: &Client,
+    user: &User,
+    session: &Session,
+    params: &AuthorizeParams,
+    request: &ValidAuthorization,
+) -> Response {
+    let scopes = request
+        .scope
+        .iter()
+        .map(|name| ScopeLine {
+            name,
+            description: state
+                .settings
+                .scopes
+                .get(name)
+                .map(String::as_str)
+                .unwrap_or(name),
+        })
+        .collect();
+    let redirect_host = url::Url::parse(&request.redirect_uri)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_else(|| request.redirect_uri.clone());
+    pages::render(
+        StatusCode::OK,
+        &ConsentPage {
+            platform: &state.settings.platform_name,
+            app_name: &client.name,
+            app_photo: client.photo_url.as_deref(),
+            username: &user.username,
+            scopes,
+            csrf_token: &session.csrf_token,
+            request: params.to_pairs(),
+            redirect_host: &redirect_host,
+        },
+    )
+}
+
+async fn issue_code(state: &AppState, user: &User, request: &ValidAuthorization) -> Response {
+    let now = state.now();
+    let code = mint(SecretKind::AuthorizationCode);
+    let record = AuthorizationCode {
+        family_id: new_id("fam"),
+        client_id: request.client_id.clone(),
+        user_id: user.id.clone(),
+        redirect_uri: request.redirect_uri.clone(),
+        redirect_uri_provided: request.redirect_uri_provided,
+        scope: request.scope.clone(),
+        code_challenge: request.code_challenge.clone(),
+        created_at: now,
+        expires_at: now + state.policy.code_ttl,
+    };
+    if let Err(e) = state
+        .store
+        .insert_authorization_code(&code.digest, &record)
+        .await
+    {
+        return PageError::from(e).into_response();
+    }
+    respond(
+        state,
+        &request.redirect_uri,
+        &[("code", &code.value)],
+        request.state.as_deref(),
+    )
+}
+
+/// The consent form: `csrf_token`, `decision` (`allow` or `deny`) and the
+/// original request's parameters.
+pub async fn post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let mut csrf = None;
+    let mut decision = None;
+    let mut rest = Vec::new();
+    for (k, v) in url::form_urlencoded::parse(&body) {
+        match &*k {
+            "csrf_token" => csrf = Some(v.into_owned()),
+            "decision" => decision = Some(v.into_owned()),
+            _ => rest.push((k.into_owned(), v.into_owned())),
+        }
+    }
+    let session = match session::current(&state, &headers).await {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(e) = session::check_csrf(&state, &headers, session.as_ref(), csrf.as_deref()) {
+        return e.into_response();
+    }
+    let params = AuthorizeParams::from_pairs(rest);
+    let (client, request) = match check(&state, &params).await {
+        Ok(ok) => ok,
+        Err(response) => return response,
+    };
+    let user = match session.as_ref() {
+        Some(s) => match session_user(&state, s).await {
+            Ok(Some(u)) => u,
+            Ok(None) => return PageError::forbidden("Please sign in again.").into_response(),
+            Err(e) => return e.into_response(),
+        },
+        None => return PageError::forbidden("Please sign in again.").into_response(),
+    };
+    if let Some(denied) = refuse_user_type(&state, &client, &user, &request) {
+        return denied;
+    }
+    let now = state.now();
+    match decision.as_deref() {
+        Some("allow") => {
+            if !client.is_public()
+                && let Err(e) = state
+                    .store
+                    .remember_consent(&user.id, &client.id, &request.scope, now)
+                    .await
+            {
+                return PageError::from(e).into_response();
+            }
+            if let Err(e) = audit(
+                &state,
+                "consent.granted",
+                &user,
+                &client,
+                Some(&request.scope.to_string()),
+            )
+            .await
+            {
+                return e.into_response();
+            }
+            issue_code(&state, &user, &request).await
+        }
+        Some("deny") => {
+            if let Err(e) = audit(&state, "consent.denied", &user, &client, None).await {
+                return e.into_response();
+            }
+            let error = OAuthError::new(ErrorCode::AccessDenied, "the user denied the request");
+            error_redirect(
+                &state,
+                &request.redirect_uri,
+                &error,
+                request.state.as_deref(),
+            )
+        }
+        _ => PageError::bad_request("Choose Allow or Deny.").into_response(),
+    }
+}
+
+/// Audits a consent decision; if the trail cannot be written, the decision
+/// is not carried out.
+async fn audit(
+    state: &AppState,
+    kind: &str,
+    user: &User,
+    client: &Client,
+    detail: Option<&str>,
+) -> Result<(), PageError> {
+    Ok(state
+        .store
+        .audit(state.now(), kind, Some(&user.id), Some(&client.id), detail)
+        .await?)
+}

@@ -1,0 +1,7 @@
+//! The OAuth 2.0 endpoints: authorization (with its login and consent pages)
+//! and token.
+
+pub mod authorize;
+pub mod client_auth;
+pub mod params;
+pub mod token;

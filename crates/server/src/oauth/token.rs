@@ -1,0 +1,83 @@
+//! `POST /oauth/token` (RFC 6749 §3.2): authenticates the client, dispatches
+//! on `grant_type`, and answers with the token response of §5.1 or the error
+//! of §5.2.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use healthgate_core::error::{ErrorCode, OAuthError};
+use healthgate_core::secret::{SecretKind, mint};
+use healthgate_store::{Issued, NewTokens};
+use serde::Serialize;
+
+use crate::error::{JsonError, no_store};
+use crate::grants;
+use crate::oauth::client_auth;
+use crate::oauth::params::Params;
+use crate::state::AppState;
+
+/// The successful token response (RFC 6749 §5.1), with `created_at` as the
+/// seed platforms send it.
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    pub scope: String,
+    pub created_at: i64,
+}
+
+impl IntoResponse for TokenResponse {
+    fn into_response(self) -> Response {
+        let mut r = axum::Json(self).into_response();
+        no_store(&mut r);
+        r
+    }
+}
+
+/// Mints the secrets for one issue under the server's policy.
+pub fn new_tokens(state: &AppState, with_refresh: bool) -> (NewTokens, i64) {
+    let now = state.now();
+    let tokens = NewTokens {
+        access: mint(SecretKind::AccessToken),
+        access_expires_at: now + state.policy.access_ttl,
+        refresh: with_refresh.then(|| mint(SecretKind::RefreshToken)),
+        refresh_expires_at: state.policy.refresh_ttl.map(|ttl| now + ttl),
+    };
+    (tokens, now)
+}
+
+/// Builds the response for tokens that were just stored.
+pub fn respond(state: &AppState, tokens: NewTokens, issued: Issued, now: i64) -> TokenResponse {
+    TokenResponse {
+        access_token: tokens.access.value,
+        token_type: "Bearer",
+        expires_in: state.policy.access_ttl,
+        refresh_token: tokens.refresh.map(|r| r.value),
+        scope: issued.scope.to_string(),
+        created_at: now,
+    }
+}
+
+pub async fn post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<TokenResponse, JsonError> {
+    let params = Params::from_body(&headers, &body)?;
+    let grant_type = params.require("grant_type")?;
+    let client = client_auth::authenticate(&state, &headers, &params).await?;
+    match grant_type {
+        "authorization_code" => grants::authorization_code::exchange(&state, &client, &params).await,
+        "refresh_token" => grants::refresh_token::exchange(&state, &client, &params).await,
+        "client_credentials" => grants::client_credentials::exchange(&state, &client, &params).await,
+        other => Err(OAuthError::new(
+            ErrorCode::UnsupportedGrantType,
+            format!("grant_type {other:?} is not supported; use authorization_code, refresh_token or client_credentials"),
+        )
+        .into()),
+    }
+}

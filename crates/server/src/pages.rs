@@ -1,0 +1,96 @@
+//! The pages people see, rendered from compile-time askama templates (which
+//! escape every value), and the one stylesheet they share.
+
+use askama::Template;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+
+pub const STYLESHEET: &str = include_str!("../static/healthgate.css");
+
+/// Renders a template with `status`; a template error (which the compiler
+/// makes nearly impossible) becomes a plain 500 and a log line.
+pub fn render(status: StatusCode, template: &impl Template) -> Response {
+    match template.render() {
+        Ok(html) => {
+            let mut r = (status, Html(html)).into_response();
+            // Pages carry CSRF tokens and personal data: never cache them.
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "template rendering failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+pub struct ErrorPage<'a> {
+    pub platform: &'a str,
+    pub title: &'a str,
+    pub message: &'a str,
+}
+
+/// The error page. The platform name is not known here without state, so
+/// error pages carry the product name; handlers with state use [`render`].
+pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
+    render(
+        status,
+        &ErrorPage {
+            platform: "healthgate",
+            title,
+            message,
+        },
+    )
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+pub struct LoginPage<'a> {
+    pub platform: &'a str,
+    pub app_name: Option<&'a str>,
+    pub error: Option<&'a str>,
+    pub csrf_token: &'a str,
+    pub return_to: &'a str,
+    pub username: &'a str,
+}
+
+pub struct ScopeLine<'a> {
+    pub name: &'a str,
+    pub description: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "consent.html")]
+pub struct ConsentPage<'a> {
+    pub platform: &'a str,
+    pub app_name: &'a str,
+    pub app_photo: Option<&'a str>,
+    pub username: &'a str,
+    pub scopes: Vec<ScopeLine<'a>>,
+    pub csrf_token: &'a str,
+    pub request: Vec<(&'static str, &'a str)>,
+    pub redirect_host: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+pub struct HomePage<'a> {
+    pub platform: &'a str,
+    pub username: Option<&'a str>,
+    pub csrf_token: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "demo_callback.html")]
+pub struct DemoCallbackPage<'a> {
+    pub platform: &'a str,
+    pub code: Option<&'a str>,
+    pub state: Option<&'a str>,
+    pub error: Option<&'a str>,
+    pub iss: Option<&'a str>,
+    pub redirect_uri: &'a str,
+    pub token_endpoint: &'a str,
+}

@@ -1,0 +1,158 @@
+//! Browser sessions and CSRF protection for the pages.
+//!
+//! The session cookie holds a random secret whose digest keys the `sessions`
+//! table, so every node can read every session. Each session carries a CSRF
+//! token that every form echoes in a hidden `csrf_token` field; a POST whose
+//! token does not match, or whose `Origin` is foreign, is refused (403).
+
+use axum::http::{HeaderMap, HeaderValue, header};
+use healthgate_core::secret::{self, SecretKind, constant_time_eq, mint};
+use healthgate_store::Session;
+
+use crate::error::PageError;
+use crate::state::AppState;
+
+/// The cookie's name: `__Host-` prefixed whenever it can be `Secure`.
+pub fn cookie_name(state: &AppState) -> &'static str {
+    if state.settings.secure_cookies() {
+        "__Host-hg_session"
+    } else {
+        "hg_session"
+    }
+}
+
+fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// The digest of the session secret the browser presented, if any.
+pub fn presented_digest(state: &AppState, headers: &HeaderMap) -> Option<String> {
+    cookie_value(headers, cookie_name(state))
+        .filter(|v| v.starts_with(SecretKind::Session.prefix()))
+        .map(secret::digest)
+}
+
+/// The live session the browser presented, if any.
+pub async fn current(state: &AppState, headers: &HeaderMap) -> Result<Option<Session>, PageError> {
+    match presented_digest(state, headers) {
+        Some(d) => Ok(state.store.session(&d, state.now()).await?),
+        None => Ok(None),
+    }
+}
+
+/// A session that has a user.
+pub async fn logged_in(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<Session>, PageError> {
+    Ok(current(state, headers)
+        .await?
+        .filter(|s| s.user_id.is_some()))
+}
+
+/// Creates a session (anonymous when `user_id` is `None`), replacing the one
+/// the browser had. Returns it with the `Set-Cookie` header that installs it.
+pub async fn start(
+    state: &AppState,
+    replaces: Option<&str>,
+    user_id: Option<String>,
+) -> Result<(Session, HeaderValue), PageError> {
+    let now = state.now();
+    let id = mint(SecretKind::Session);
+    let csrf = mint(SecretKind::Csrf);
+    let session = Session {
+        id_digest: id.digest.clone(),
+        auth_time: user_id.as_ref().map(|_| now),
+        user_id,
+        csrf_token: csrf.value,
+        created_at: now,
+        expires_at: now + state.settings.session_ttl,
+    };
+    state.store.replace_session(replaces, &session).await?;
+    let cookie = set_cookie(state, &id.value, state.settings.session_ttl);
+    Ok((session, cookie))
+}
+
+/// A `Set-Cookie` value for the session cookie; `max_age` 0 clears it.
+pub fn set_cookie(state: &AppState, value: &str, max_age: i64) -> HeaderValue {
+    let secure = if state.settings.secure_cookies() {
+        "; Secure"
+    } else {
+        ""
+    };
+    let v = format!(
+        "{}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}",
+        cookie_name(state)
+    );
+    HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Refuses a state-changing request whose CSRF token does not match the
+/// session's, or that comes from a foreign origin.
+pub fn check_csrf(
+    state: &AppState,
+    headers: &HeaderMap,
+    session: Option<&Session>,
+    presented: Option<&str>,
+) -> Result<(), PageError> {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let same = origin.to_str().is_ok_and(|o| same_origin(o, &state.issuer));
+        if !same {
+            return Err(PageError::forbidden(
+                "This form was sent from another site, so it was not accepted.",
+            ));
+        }
+    }
+    match (session, presented) {
+        (Some(s), Some(p)) if constant_time_eq(&s.csrf_token, p) => Ok(()),
+        (None, _) => Err(PageError::forbidden(
+            "Your session has expired. Go back, reload the page and try again.",
+        )),
+        _ => Err(PageError::forbidden(
+            "The form's security token is missing or out of date. Go back, reload the page and try again.",
+        )),
+    }
+}
+
+/// Whether an `Origin` header names the issuer's origin.
+fn same_origin(origin: &str, issuer: &str) -> bool {
+    let Ok(issuer) = url::Url::parse(issuer) else {
+        return false;
+    };
+    let expected = issuer.origin().ascii_serialization();
+    origin == expected
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_comparison() {
+        assert!(same_origin(
+            "http://127.0.0.1:8080",
+            "http://127.0.0.1:8080"
+        ));
+        assert!(same_origin("https://id.example", "https://id.example/base"));
+        assert!(!same_origin("https://evil.example", "https://id.example"));
+        assert!(!same_origin("null", "https://id.example"));
+    }
+
+    #[test]
+    fn cookie_parsing() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; hg_session=hg_ss_x; b=2"),
+        );
+        assert_eq!(cookie_value(&h, "hg_session"), Some("hg_ss_x"));
+        assert_eq!(cookie_value(&h, "c"), None);
+    }
+}

@@ -1,0 +1,51 @@
+//! The state every handler shares: the store, the settings, the clock.
+
+use std::sync::Arc;
+
+use healthgate_core::Clock;
+use healthgate_core::token::TokenPolicy;
+use healthgate_store::Store;
+
+use crate::config::Settings;
+
+/// Cheap to clone; one per server.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub store: Store,
+    pub settings: Settings,
+    pub policy: TokenPolicy,
+    pub issuer: String,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl AppState {
+    /// `settings` must have passed [`Settings::validate`], which gave `policy`.
+    pub fn new(
+        store: Store,
+        settings: Settings,
+        policy: TokenPolicy,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let issuer = settings.issuer();
+        Self(Arc::new(Inner {
+            store,
+            settings,
+            policy,
+            issuer,
+            clock,
+        }))
+    }
+
+    pub fn now(&self) -> i64 {
+        self.0.clock.now()
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}

@@ -1,0 +1,264 @@
+//! Persistence for healthgate: one `Store` over SQLite (the default, embedded)
+//! or PostgreSQL (for several nodes), cut into modules by concern.
+//!
+//! Both backends run the same SQL text through sqlx's `Any` driver: ids are
+//! TEXT, instants are BIGINT epoch seconds and parameters are `$n`, which both
+//! databases accept. Where a backend needs its own statement (locking, for
+//! instance) the module branches on [`Backend`]. Migrations are kept per
+//! backend in `migrations/sqlite` and `migrations/postgres` and embedded in
+//! the binary.
+//!
+//! Secrets never reach this crate in the clear except to be digested by the
+//! caller first: every `*_digest` column holds a SHA-256 digest.
+
+mod audit;
+mod clients;
+mod grants;
+mod orgs;
+mod sessions;
+mod users;
+
+pub use audit::AuditEvent;
+pub use grants::{CodeRedemption, GrantError, Issued, NewTokens, Refresh};
+pub use sessions::Session;
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, Executor};
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Everything that can go wrong in storage. Callers fail closed on any of
+/// these: a storage error is never reported to a client as success.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database unavailable: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
+    UnsupportedUrl(String),
+    #[error("cannot create the database directory {path}: {source}")]
+    Directory {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Pool sizes and timeouts.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolConfig {
+    /// Connections for PostgreSQL, or reader connections for SQLite (which
+    /// always has exactly one writer).
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The handle to healthgate's database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    backend: Backend,
+    /// Every write goes here: for SQLite a single connection, which
+    /// serialises writers without lock contention; for PostgreSQL the pool.
+    writer: AnyPool,
+    /// Plain reads; for SQLite a pool of readers beside the writer (WAL).
+    reader: AnyPool,
+}
+
+impl Store {
+    /// Opens the database at `url` (`sqlite://path/to/file.db` or
+    /// `postgres://…`). A SQLite file and its directory are created if
+    /// missing. Does not migrate: call [`Store::migrate`].
+    pub async fn connect(url: &str, pool: PoolConfig) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        };
+        match backend {
+            Backend::Sqlite => {
+                let url = prepare_sqlite_url(url)?;
+                let options = quiet_options(&url)?;
+                let writer = AnyPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(pool.acquire_timeout)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute("PRAGMA synchronous = NORMAL").await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(options.clone())
+                    .await?;
+                // WAL lets readers proceed beside the one writer; it is a
+                // property of the file, so setting it once is enough.
+                writer.execute("PRAGMA journal_mode = WAL").await?;
+                let reader = AnyPoolOptions::new()
+                    .max_connections(pool.max_connections.max(1))
+                    .acquire_timeout(pool.acquire_timeout)
+                    .connect_with(options)
+                    .await?;
+                Ok(Self {
+                    backend,
+                    writer,
+                    reader,
+                })
+            }
+            Backend::Postgres => {
+                let pg = AnyPoolOptions::new()
+                    .max_connections(pool.max_connections.max(1))
+                    .acquire_timeout(pool.acquire_timeout)
+                    .connect_with(quiet_options(url)?)
+                    .await?;
+                Ok(Self {
+                    backend,
+                    writer: pg.clone(),
+                    reader: pg,
+                })
+            }
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Applies the embedded migrations for this backend. Safe to run on every
+    /// start; on PostgreSQL sqlx takes an advisory lock so nodes starting at
+    /// once do not race.
+    pub async fn migrate(&self) -> Result<()> {
+        let migrator = migrator(self.backend);
+        migrator.run(&self.writer).await?;
+        Ok(())
+    }
+
+    /// A cheap round trip to the database, for readiness checks.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    /// Closes every connection, waiting for queries in flight.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}
+
+/// sqlx logs statement text (never bound values) at debug level and slow
+/// statements as warnings, which is what healthgate wants.
+fn quiet_options(url: &str) -> Result<AnyConnectOptions> {
+    Ok(AnyConnectOptions::from_str(url)?)
+}
+
+/// Creates the directory of a SQLite file and asks for the file to be
+/// created if missing.
+fn prepare_sqlite_url(url: &str) -> Result<String> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    if path.is_empty() || path == ":memory:" {
+        return Err(StoreError::UnsupportedUrl(url.to_owned()));
+    }
+    if let Some(dir) = Path::new(path).parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    let query = match query {
+        Some(q) if q.contains("mode=") => q.to_owned(),
+        Some(q) => format!("{q}&mode=rwc"),
+        None => "mode=rwc".to_owned(),
+    };
+    Ok(format!("sqlite://{path}?{query}"))
+}
+
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../migrations/sqlite/0001_init.sql"),
+)];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../migrations/postgres/0001_init.sql"),
+)];
+
+fn migrator(backend: Backend) -> Migrator {
+    let list = match backend {
+        Backend::Sqlite => SQLITE_MIGRATIONS,
+        Backend::Postgres => POSTGRES_MIGRATIONS,
+    };
+    Migrator::with_migrations(
+        list.iter()
+            .map(|(version, description, sql)| {
+                Migration::new(
+                    *version,
+                    Cow::Borrowed(*description),
+                    MigrationType::Simple,
+                    sqlx::SqlSafeStr::into_sql_str(*sql),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Maps a unique-constraint violation to [`StoreError::Conflict`].
+fn conflict(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),
+        _ => StoreError::Database(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_are_prepared() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/hg.db");
+        let url = prepare_sqlite_url(&format!("sqlite://{}", path.display())).unwrap();
+        assert!(url.ends_with("?mode=rwc"));
+        assert!(path.parent().unwrap().is_dir());
+        assert!(prepare_sqlite_url("sqlite::memory:").is_err());
+    }
+}

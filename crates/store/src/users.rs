@@ -1,0 +1,83 @@
+//! User accounts.
+
+use healthgate_core::user::{User, UserType};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::{Result, Store, StoreError, conflict};
+
+fn from_row(row: &AnyRow) -> Result<User> {
+    Ok(User {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        email: row.try_get("email")?,
+        user_type: row
+            .try_get::<String, _>("user_type")?
+            .parse::<UserType>()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        password_hash: row.try_get("password_hash")?,
+        created_at: row.try_get("created_at")?,
+        locked_at: row.try_get("locked_at")?,
+    })
+}
+
+const SELECT: &str =
+    "SELECT id, username, email, user_type, password_hash, created_at, locked_at FROM users";
+
+impl Store {
+    /// Inserts a user; [`StoreError::Conflict`] if the username is taken.
+    pub async fn insert_user(&self, u: &User) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO users (id, username, email, user_type, password_hash, created_at, updated_at, locked_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
+        )
+        .bind(&u.id)
+        .bind(&u.username)
+        .bind(&u.email)
+        .bind(u.user_type.as_str())
+        .bind(&u.password_hash)
+        .bind(u.created_at)
+        .bind(u.locked_at)
+        .execute(&self.writer)
+        .await
+        .map_err(conflict("username"))?;
+        Ok(())
+    }
+
+    pub async fn user(&self, id: &str) -> Result<Option<User>> {
+        let sql = sqlx::AssertSqlSafe(format!("{SELECT} WHERE id = $1"));
+        let row = sqlx::query(sql)
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    pub async fn user_by_username(&self, username: &str) -> Result<Option<User>> {
+        let sql = sqlx::AssertSqlSafe(format!("{SELECT} WHERE username = $1"));
+        let row = sqlx::query(sql)
+            .bind(username)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// Sets a new password hash and ends every session of the user, since a
+    /// password change must log out whoever knew the old one.
+    pub async fn set_password(&self, user_id: &str, password_hash: &str, now: i64) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let done =
+            sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+                .bind(password_hash)
+                .bind(now)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
