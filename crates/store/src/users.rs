@@ -81,3 +81,25 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 }
+
+impl Store {
+    /// Locks an account: it can no longer log in, its sessions end, and its
+    /// grants issue no new tokens.
+    pub async fn lock_user(&self, user_id: &str, now: i64) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let done = sqlx::query(
+            "UPDATE users SET locked_at = $1, updated_at = $1 WHERE id = $2 AND locked_at IS NULL",
+        )
+        .bind(now)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        crate::audit::record(&mut *tx, now, "user.locked", Some(user_id), None, None).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

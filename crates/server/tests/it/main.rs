@@ -1,0 +1,444 @@
+//! The server's integration tests: the real app on a real TCP port and a real
+//! SQLite file, driven over HTTP. Time is moved with the injected clock,
+//! never by sleeping.
+
+mod api;
+mod authorize;
+mod e2e;
+mod refresh;
+mod token;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use healthgate_core::client::Client;
+use healthgate_core::user::{User, UserType};
+pub use healthgate_core::{Clock, ManualClock};
+use healthgate_server::admin::{self, NewClient, NewUser};
+use healthgate_server::{AppState, Settings};
+use reqwest::StatusCode;
+use reqwest::redirect::Policy;
+use serde_json::Value;
+
+pub const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+pub const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+pub const REDIRECT: &str = "https://partner.example/callback";
+pub const PASSWORD: &str = "correct horse battery";
+
+/// A running server with its own database and clock.
+pub struct TestApp {
+    pub base: String,
+    pub state: AppState,
+    pub clock: Arc<ManualClock>,
+    _dir: tempfile::TempDir,
+}
+
+/// Options for registering a test client.
+pub struct ClientSpec {
+    pub public: bool,
+    pub redirect_uris: Vec<&'static str>,
+    pub scope: &'static str,
+    pub user_types: Vec<UserType>,
+}
+
+impl Default for ClientSpec {
+    fn default() -> Self {
+        Self {
+            public: false,
+            redirect_uris: vec![REDIRECT],
+            scope: "profile_read profile_write",
+            user_types: vec![],
+        }
+    }
+}
+
+/// A registered client and its secret.
+pub struct TestClient {
+    pub client: Client,
+    pub secret: Option<String>,
+}
+
+impl TestClient {
+    pub fn id(&self) -> &str {
+        &self.client.id
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut settings = Settings {
+        bind: addr,
+        issuer: Some(format!("http://{addr}")),
+        database_url: format!("sqlite://{}/healthgate.db", dir.path().display()),
+        ..Settings::default()
+    };
+    configure(&mut settings);
+    let clock = Arc::new(ManualClock::starting_now());
+    let state = healthgate_server::open(settings, clock.clone())
+        .await
+        .expect("open");
+    let serving = state.clone();
+    tokio::spawn(async move {
+        healthgate_server::serve(listener, serving, std::future::pending())
+            .await
+            .expect("serve");
+    });
+    TestApp {
+        base: format!("http://{addr}"),
+        state,
+        clock,
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn register(&self, spec: ClientSpec) -> TestClient {
+        let (client, secret) = admin::create_client(
+            &self.state.store,
+            &self.state.settings,
+            self.clock.as_ref(),
+            NewClient {
+                name: "Partner App".into(),
+                redirect_uris: spec.redirect_uris.iter().map(|s| s.to_string()).collect(),
+                scope: spec.scope.into(),
+                public: spec.public,
+                photo_url: Some("https://partner.example/logo.png".into()),
+                user_types: spec.user_types,
+            },
+        )
+        .await
+        .expect("register client");
+        TestClient { client, secret }
+    }
+
+    pub async fn confidential(&self) -> TestClient {
+        self.register(ClientSpec::default()).await
+    }
+
+    pub async fn user(&self, username: &str, user_type: UserType) -> User {
+        admin::create_user(
+            &self.state.store,
+            self.clock.as_ref(),
+            NewUser {
+                username: username.into(),
+                password: Some(PASSWORD.into()),
+                email: Some(format!("{username}@example.org")),
+                user_type,
+            },
+        )
+        .await
+        .expect("create user")
+    }
+
+    /// An HTTP client that does not follow redirects and keeps no cookies.
+    pub fn http(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .redirect(Policy::none())
+            .build()
+            .expect("client")
+    }
+
+    /// A browser: keeps cookies, does not follow redirects.
+    pub fn browser(&self) -> Browser {
+        Browser {
+            base: self.base.clone(),
+            http: reqwest::Client::builder()
+                .redirect(Policy::none())
+                .cookie_store(true)
+                .build()
+                .expect("client"),
+        }
+    }
+
+    /// A browser already signed in as a new member `username`.
+    pub async fn signed_in(&self, username: &str) -> (Browser, User) {
+        let user = self.user(username, UserType::Member).await;
+        let b = self.browser();
+        b.login(username, PASSWORD).await;
+        (b, user)
+    }
+
+    /// Runs login-free authorize + allow for `client` and returns the code.
+    pub async fn code(
+        &self,
+        browser: &Browser,
+        client: &TestClient,
+        extra: &[(&str, &str)],
+    ) -> String {
+        let mut params = vec![
+            ("response_type", "code"),
+            ("client_id", client.id()),
+            ("redirect_uri", REDIRECT),
+            ("scope", "profile_read"),
+            ("state", "s1"),
+        ];
+        for (k, v) in extra {
+            params.retain(|(pk, _)| pk != k);
+            params.push((k, v));
+        }
+        let response = browser.authorize(&params).await;
+        let location = if response.status() == StatusCode::OK {
+            let page = response.text().await.unwrap();
+            let r = browser.consent(&page, "allow").await;
+            assert_eq!(r.status(), StatusCode::SEE_OTHER);
+            location(&r)
+        } else {
+            assert_eq!(
+                response.status(),
+                StatusCode::SEE_OTHER,
+                "authorize did not redirect"
+            );
+            location(&response)
+        };
+        let q = query_of(&location);
+        q.get("code")
+            .cloned()
+            .unwrap_or_else(|| panic!("no code in {location}"))
+    }
+
+    /// POSTs a form to the token endpoint, authenticating with Basic if given.
+    pub async fn token(
+        &self,
+        basic: Option<(&str, &str)>,
+        form: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let mut req = self.http().post(self.url("/oauth/token")).form(form);
+        if let Some((id, secret)) = basic {
+            req = req.basic_auth(id, Some(secret));
+        }
+        let r = req.send().await.expect("token request");
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Exchanges a code as a confidential client with Basic auth.
+    pub async fn exchange(
+        &self,
+        client: &TestClient,
+        code: &str,
+        extra: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+        ];
+        form.extend_from_slice(extra);
+        let basic = client.secret.as_deref().map(|s| (client.id(), s));
+        if basic.is_none() {
+            form.push(("client_id", client.id()));
+        }
+        self.token(basic, &form).await
+    }
+
+    pub async fn refresh(&self, client: &TestClient, refresh_token: &str) -> (StatusCode, Value) {
+        let basic = client.secret.as_deref().map(|s| (client.id(), s));
+        self.token(
+            basic,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ],
+        )
+        .await
+    }
+
+    /// GET /api/v1/me with a bearer token; returns the status.
+    pub async fn me(&self, access_token: &str) -> StatusCode {
+        self.http()
+            .get(self.url("/api/v1/me"))
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .expect("me")
+            .status()
+    }
+}
+
+/// A cookie-keeping client acting as a person's browser.
+pub struct Browser {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Browser {
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("GET")
+    }
+
+    pub async fn post_form(&self, path: &str, form: &[(String, String)]) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .form(form)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> reqwest::Response {
+        let page = self.get("/login").await.text().await.unwrap();
+        let csrf = hidden_inputs(&page)
+            .remove("csrf_token")
+            .expect("csrf_token on login page");
+        let form = vec![
+            ("username".to_owned(), username.to_owned()),
+            ("password".to_owned(), password.to_owned()),
+            ("csrf_token".to_owned(), csrf),
+        ];
+        self.post_form("/login", &form).await
+    }
+
+    pub async fn authorize(&self, params: &[(&str, &str)]) -> reqwest::Response {
+        let query = serde_urlencoded(params);
+        self.get(&format!("/oauth/authorize?{query}")).await
+    }
+
+    /// Submits the consent page's form with `decision`.
+    pub async fn consent(&self, page: &str, decision: &str) -> reqwest::Response {
+        let mut form: Vec<(String, String)> = hidden_input_list(page);
+        form.push(("decision".into(), decision.into()));
+        self.post_form("/oauth/authorize", &form).await
+    }
+}
+
+pub fn serde_urlencoded(params: &[(&str, &str)]) -> String {
+    let mut ser = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        ser.append_pair(k, v);
+    }
+    ser.finish()
+}
+
+/// Decodes the character references askama writes (named and numeric).
+fn unescape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        let end = tail.find(';').unwrap_or(0);
+        let entity = &tail[1..end.max(1)];
+        let decoded = match entity {
+            "amp" => Some('&'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            e if e.starts_with('#') => e[1..].parse::<u32>().ok().and_then(char::from_u32),
+            _ => None,
+        };
+        match decoded {
+            Some(c) if end > 0 => {
+                out.push(c);
+                rest = &tail[end + 1..];
+            }
+            _ => {
+                out.push('&');
+                rest = &tail[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Every `<input type="hidden" name=… value=…>` of a page, in order.
+pub fn hidden_input_list(page: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for chunk in page.split("<input type=\"hidden\"").skip(1) {
+        let attr = |name: &str| {
+            let key = format!("{name}=\"");
+            chunk.find(&key).map(|i| {
+                let rest = &chunk[i + key.len()..];
+                unescape_html(&rest[..rest.find('"').unwrap_or(0)])
+            })
+        };
+        if let (Some(n), Some(v)) = (attr("name"), attr("value")) {
+            out.push((n, v));
+        }
+    }
+    out
+}
+
+pub fn hidden_inputs(page: &str) -> HashMap<String, String> {
+    hidden_input_list(page).into_iter().collect()
+}
+
+pub fn location(r: &reqwest::Response) -> String {
+    r.headers()
+        .get(reqwest::header::LOCATION)
+        .unwrap_or_else(|| panic!("no Location on {}", r.status()))
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The decoded query parameters of a URL (absolute or a path).
+pub fn query_of(u: &str) -> HashMap<String, String> {
+    let full = if u.starts_with('/') {
+        format!("http://x{u}")
+    } else {
+        u.to_owned()
+    };
+    url::Url::parse(&full)
+        .unwrap()
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// A full code-to-tokens run for a new user: returns (access, refresh).
+pub async fn tokens_for(app: &TestApp, client: &TestClient, username: &str) -> (String, String) {
+    let (browser, _) = app.signed_in(username).await;
+    let code = app.code(&browser, client, &[]).await;
+    let (status, body) = app.exchange(client, &code, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    (
+        body["access_token"].as_str().unwrap().to_owned(),
+        body["refresh_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Polls every future together until all are done; outputs in input order.
+pub async fn join_all<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut pending: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut waiting = false;
+        for (slot, f) in out.iter_mut().zip(pending.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => waiting = true,
+                }
+            }
+        }
+        if waiting {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter()
+        .map(|v| v.expect("every future finished"))
+        .collect()
+}
