@@ -166,6 +166,15 @@ impl Store {
         Ok(())
     }
 
+    /// Runs one administrative statement (schema creation in tests and
+    /// tooling). Not for anything a request can reach.
+    pub async fn execute_admin(&self, sql: &str) -> Result<()> {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
     /// Closes every connection, waiting for queries in flight.
     pub async fn close(&self) {
         self.writer.close().await;

@@ -1,0 +1,596 @@
+//! The store contract: every test runs against SQLite, and against PostgreSQL
+//! too when `HEALTHGATE_TEST_POSTGRES_URL` is set (each test in a schema of
+//! its own, dropped afterwards).
+
+use healthgate_core::client::{Client, ClientKind};
+use healthgate_core::error::ErrorCode;
+use healthgate_core::redirect::RedirectUri;
+use healthgate_core::scope::ScopeSet;
+use healthgate_core::secret::{SecretKind, mint, new_id};
+use healthgate_core::token::{AuthorizationCode, RefreshRotation};
+use healthgate_core::user::{User, UserType};
+use healthgate_store::{
+    CodeRedemption, GrantError, NewTokens, PoolConfig, Refresh, Session, Store, StoreError,
+};
+
+const NOW: i64 = 1_800_000_000;
+
+/// A store on a fresh database, and what it takes to clean it up.
+struct Backend {
+    name: &'static str,
+    store: Store,
+    _dir: Option<tempfile::TempDir>,
+    pg_schema: Option<(String, String)>,
+}
+
+impl Backend {
+    async fn cleanup(self) {
+        self.store.close().await;
+        if let Some((url, schema)) = self.pg_schema {
+            let admin = Store::connect(&url, PoolConfig::default())
+                .await
+                .expect("connect for cleanup");
+            admin
+                .execute_admin(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+                .await
+                .expect("drop schema");
+            admin.close().await;
+        }
+    }
+}
+
+/// Every backend this run can reach.
+async fn backends() -> Vec<Backend> {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/contract.db", dir.path().display());
+    let store = Store::connect(&url, PoolConfig::default())
+        .await
+        .expect("sqlite");
+    store.migrate().await.expect("migrate sqlite");
+    let mut out = vec![Backend {
+        name: "sqlite",
+        store,
+        _dir: Some(dir),
+        pg_schema: None,
+    }];
+    match std::env::var("HEALTHGATE_TEST_POSTGRES_URL") {
+        Ok(base) if !base.is_empty() => {
+            let schema = new_id("t").to_lowercase().replace('-', "_");
+            let admin = Store::connect(&base, PoolConfig::default())
+                .await
+                .expect("postgres");
+            admin
+                .execute_admin(&format!("CREATE SCHEMA \"{schema}\""))
+                .await
+                .expect("create schema");
+            admin.close().await;
+            let sep = if base.contains('?') { '&' } else { '?' };
+            let url = format!("{base}{sep}options=-csearch_path%3D{schema}");
+            let store = Store::connect(&url, PoolConfig::default())
+                .await
+                .expect("postgres schema");
+            store.migrate().await.expect("migrate postgres");
+            out.push(Backend {
+                name: "postgres",
+                store,
+                _dir: None,
+                pg_schema: Some((base, schema)),
+            });
+        }
+        _ => {
+            static ONCE: std::sync::Once = std::sync::Once::new();
+            ONCE.call_once(|| eprintln!("HEALTHGATE_TEST_POSTGRES_URL is not set: store contract tests run on SQLite only"));
+        }
+    }
+    out
+}
+
+fn client(id: &str) -> Client {
+    Client {
+        id: id.to_owned(),
+        name: "Partner".into(),
+        photo_url: Some("https://partner.example/p.png".into()),
+        redirect_uris: vec![
+            RedirectUri::parse("https://partner.example/cb").unwrap(),
+            RedirectUri::parse("https://partner.example/cb2").unwrap(),
+        ],
+        allowed_scopes: ScopeSet::parse("profile_read profile_write").unwrap(),
+        user_types: vec![UserType::Member, UserType::Expert],
+        kind: ClientKind::Confidential,
+        secret_digest: Some(mint(SecretKind::ClientSecret).digest),
+        created_at: NOW,
+        updated_at: NOW,
+    }
+}
+
+fn user(username: &str) -> User {
+    User {
+        id: new_id("usr"),
+        username: username.to_owned(),
+        email: None,
+        user_type: UserType::Member,
+        password_hash: None,
+        created_at: NOW,
+        locked_at: None,
+    }
+}
+
+fn tokens(with_refresh: bool) -> NewTokens {
+    NewTokens {
+        access: mint(SecretKind::AccessToken),
+        access_expires_at: NOW + 7200,
+        refresh: with_refresh.then(|| mint(SecretKind::RefreshToken)),
+        refresh_expires_at: None,
+    }
+}
+
+/// A client, a user and a fresh code for them; returns (client id, user, code digest).
+async fn setup_code(store: &Store) -> (String, User, String) {
+    let c = client(&new_id("app"));
+    store.insert_client(&c).await.unwrap();
+    let u = user(&new_id("name"));
+    store.insert_user(&u).await.unwrap();
+    let code = mint(SecretKind::AuthorizationCode);
+    store
+        .insert_authorization_code(
+            &code.digest,
+            &AuthorizationCode {
+                family_id: new_id("fam"),
+                client_id: c.id.clone(),
+                user_id: u.id.clone(),
+                redirect_uri: "https://partner.example/cb".into(),
+                redirect_uri_provided: true,
+                scope: ScopeSet::parse("profile_read").unwrap(),
+                code_challenge: None,
+                created_at: NOW,
+                expires_at: NOW + 600,
+            },
+        )
+        .await
+        .unwrap();
+    (c.id, u, code.digest)
+}
+
+fn redemption<'a>(client_id: &'a str, digest: &'a str) -> CodeRedemption<'a> {
+    CodeRedemption {
+        code_digest: digest,
+        client_id,
+        redirect_uri: Some("https://partner.example/cb"),
+        code_verifier: None,
+        now: NOW + 1,
+    }
+}
+
+fn invalid_grant(r: Result<healthgate_store::Issued, GrantError>) -> bool {
+    matches!(r, Err(GrantError::OAuth(e)) if e.code == ErrorCode::InvalidGrant)
+}
+
+#[tokio::test]
+async fn clients_round_trip() {
+    for b in backends().await {
+        let c = client("app-roundtrip");
+        b.store.insert_client(&c).await.unwrap();
+        assert_eq!(
+            b.store.client("app-roundtrip").await.unwrap().as_ref(),
+            Some(&c),
+            "{}",
+            b.name
+        );
+        assert!(
+            matches!(
+                b.store.insert_client(&c).await,
+                Err(StoreError::Conflict(_))
+            ),
+            "{}",
+            b.name
+        );
+        assert_eq!(b.store.clients().await.unwrap().len(), 1);
+        assert!(
+            b.store
+                .set_client_secret("app-roundtrip", "digest2", NOW + 5)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            b.store
+                .client("app-roundtrip")
+                .await
+                .unwrap()
+                .unwrap()
+                .secret_digest
+                .as_deref(),
+            Some("digest2")
+        );
+        assert!(b.store.delete_client("app-roundtrip").await.unwrap());
+        assert!(b.store.client("app-roundtrip").await.unwrap().is_none());
+        assert!(!b.store.delete_client("app-roundtrip").await.unwrap());
+        b.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn usernames_are_unique() {
+    for b in backends().await {
+        let alice = user("alice");
+        b.store.insert_user(&alice).await.unwrap();
+        assert!(
+            matches!(
+                b.store.insert_user(&user("alice")).await,
+                Err(StoreError::Conflict(_))
+            ),
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            b.store.user_by_username("alice").await.unwrap().unwrap().id,
+            alice.id
+        );
+        assert_eq!(
+            b.store.user(&alice.id).await.unwrap().unwrap().username,
+            "alice"
+        );
+        b.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_code_is_redeemed_once_and_replay_revokes_the_family() {
+    for b in backends().await {
+        let (client_id, _, digest) = setup_code(&b.store).await;
+        let first = tokens(true);
+        let issued = b
+            .store
+            .redeem_authorization_code(redemption(&client_id, &digest), &first)
+            .await
+            .unwrap();
+        let access = b
+            .store
+            .access_token(&first.access.digest)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(access.family_id, issued.family_id);
+        assert!(access.revoked_at.is_none(), "{}", b.name);
+
+        assert!(
+            invalid_grant(
+                b.store
+                    .redeem_authorization_code(redemption(&client_id, &digest), &tokens(true))
+                    .await
+            ),
+            "{}",
+            b.name
+        );
+        let access = b
+            .store
+            .access_token(&first.access.digest)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            access.revoked_at.is_some(),
+            "{}: replay must revoke the family",
+            b.name
+        );
+        b.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_failed_binding_leaves_the_code_unused() {
+    for b in backends().await {
+        let (client_id, _, digest) = setup_code(&b.store).await;
+        let mut wrong = redemption(&client_id, &digest);
+        wrong.redirect_uri = Some("https://partner.example/cb2");
+        assert!(invalid_grant(
+            b.store
+                .redeem_authorization_code(wrong, &tokens(true))
+                .await
+        ));
+        assert!(
+            b.store
+                .redeem_authorization_code(redemption(&client_id, &digest), &tokens(true))
+                .await
+                .is_ok(),
+            "{}",
+            b.name
+        );
+        b.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_redemptions_have_one_winner() {
+    for b in backends().await {
+        let (client_id, _, digest) = setup_code(&b.store).await;
+        let mut handles = Vec::new();
+        for _ in 0..20 {
+            let store = b.store.clone();
+            let (client_id, digest) = (client_id.clone(), digest.clone());
+            handles.push(tokio::spawn(async move {
+                store
+                    .redeem_authorization_code(redemption(&client_id, &digest), &tokens(true))
+                    .await
+            }));
+        }
+        let mut wins = 0;
+        for h in handles {
+            match h.await.unwrap() {
+                Ok(_) => wins += 1,
+                Err(GrantError::OAuth(e)) => assert_eq!(e.code, ErrorCode::InvalidGrant),
+                Err(GrantError::Store(e)) => panic!("{}: storage error {e}", b.name),
+            }
+        }
+        assert_eq!(wins, 1, "{}", b.name);
+        b.cleanup().await;
+    }
+}
+
+async fn issued_refresh(store: &Store) -> (String, NewTokens) {
+    let (client_id, _, digest) = setup_code(store).await;
+    let t = tokens(true);
+    store
+        .redeem_authorization_code(redemption(&client_id, &digest), &t)
+        .await
+        .unwrap();
+    (client_id, t)
+}
+
+fn refresh_of<'a>(client_id: &'a str, t: &'a NewTokens, rotation: RefreshRotation) -> Refresh<'a> {
+    Refresh {
+        refresh_digest: &t.refresh.as_ref().unwrap().digest,
+        client_id,
+        scope: None,
+        redirect_uri: None,
+        rotation,
+        now: NOW + 10,
+    }
+}
+
+#[tokio::test]
+async fn immediate_rotation_and_reuse_detection() {
+    for b in backends().await {
+        let (client_id, t0) = issued_refresh(&b.store).await;
+        let t1 = tokens(true);
+        b.store
+            .refresh(refresh_of(&client_id, &t0, RefreshRotation::Immediate), &t1)
+            .await
+            .unwrap();
+        let old_access = b
+            .store
+            .access_token(&t0.access.digest)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            old_access.revoked_at.is_some(),
+            "{}: the old access token dies with the rotation",
+            b.name
+        );
+        assert!(invalid_grant(
+            b.store
+                .refresh(
+                    refresh_of(&client_id, &t0, RefreshRotation::Immediate),
+                    &tokens(true)
+                )
+                .await
+        ));
+        let new_access = b
+            .store
+            .access_token(&t1.access.digest)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            new_access.revoked_at.is_some(),
+            "{}: reuse revokes the family",
+            b.name
+        );
+        b.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_refreshes_leave_at_most_one_live_chain() {
+    for b in backends().await {
+        let (client_id, t0) = issued_refresh(&b.store).await;
+        let mut handles = Vec::new();
+        for _ in 0..20 {
+            let store = b.store.clone();
+            let client_id = client_id.clone();
+            let digest = t0.refresh.as_ref().unwrap().digest.clone();
+            handles.push(tokio::spawn(async move {
+                let t = tokens(true);
+                let r = Refresh {
+                    refresh_digest: &digest,
+                    client_id: &client_id,
+                    scope: None,
+                    redirect_uri: None,
+                    rotation: RefreshRotation::Immediate,
+                    now: NOW + 10,
+                };
+                store.refresh(r, &t).await.map(|_| t)
+            }));
+        }
+        let mut live = 0;
+        for h in handles {
+            if let Ok(t) = h.await.unwrap() {
+                let a = b
+                    .store
+                    .access_token(&t.access.digest)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                if a.revoked_at.is_none() {
+                    live += 1;
+                }
+            }
+        }
+        assert!(live <= 1, "{}: {live} live chains", b.name);
+        b.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn on_first_use_rotation_retires_the_parent_when_a_child_is_used() {
+    for b in backends().await {
+        let (client_id, t0) = issued_refresh(&b.store).await;
+        let (t1, t2) = (tokens(true), tokens(true));
+        b.store
+            .refresh(
+                refresh_of(&client_id, &t0, RefreshRotation::OnFirstUse),
+                &t1,
+            )
+            .await
+            .unwrap();
+        b.store
+            .refresh(
+                refresh_of(&client_id, &t0, RefreshRotation::OnFirstUse),
+                &t2,
+            )
+            .await
+            .unwrap();
+        let a2 = b
+            .store
+            .access_token(&t2.access.digest)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            b.store
+                .first_use_of_access_token(&a2, NOW + 20)
+                .await
+                .unwrap(),
+            "{}",
+            b.name
+        );
+        for (what, digest) in [("old", &t0.access.digest), ("sibling", &t1.access.digest)] {
+            let a = b.store.access_token(digest).await.unwrap().unwrap();
+            assert!(
+                a.revoked_at.is_some(),
+                "{}: {what} access token must be retired",
+                b.name
+            );
+        }
+        let a2 = b
+            .store
+            .access_token(&t2.access.digest)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(a2.revoked_at.is_none(), "{}", b.name);
+        assert!(invalid_grant(
+            b.store
+                .refresh(
+                    refresh_of(&client_id, &t0, RefreshRotation::OnFirstUse),
+                    &tokens(true)
+                )
+                .await
+        ));
+        b.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn sessions_expire_and_rotate() {
+    for b in backends().await {
+        let u = user("alice");
+        b.store.insert_user(&u).await.unwrap();
+        let s = |digest: &str, user_id: Option<String>| Session {
+            id_digest: digest.into(),
+            user_id,
+            csrf_token: "csrf".into(),
+            auth_time: None,
+            created_at: NOW,
+            expires_at: NOW + 60,
+        };
+        b.store.replace_session(None, &s("d1", None)).await.unwrap();
+        assert!(b.store.session("d1", NOW).await.unwrap().is_some());
+        assert!(
+            b.store.session("d1", NOW + 60).await.unwrap().is_none(),
+            "{}: expired",
+            b.name
+        );
+        b.store
+            .replace_session(Some("d1"), &s("d2", Some(u.id.clone())))
+            .await
+            .unwrap();
+        assert!(b.store.session("d1", NOW).await.unwrap().is_none());
+        assert_eq!(
+            b.store.session("d2", NOW).await.unwrap().unwrap().user_id,
+            Some(u.id.clone())
+        );
+        // Locking the account ends its sessions.
+        assert!(b.store.lock_user(&u.id, NOW).await.unwrap());
+        assert!(
+            b.store.session("d2", NOW).await.unwrap().is_none(),
+            "{}",
+            b.name
+        );
+        b.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn consent_accumulates() {
+    for b in backends().await {
+        let c = client("app-consent");
+        b.store.insert_client(&c).await.unwrap();
+        let u = user("alice");
+        b.store.insert_user(&u).await.unwrap();
+        assert!(b.store.consent(&u.id, &c.id).await.unwrap().is_none());
+        b.store
+            .remember_consent(&u.id, &c.id, &ScopeSet::parse("profile_read").unwrap(), NOW)
+            .await
+            .unwrap();
+        b.store
+            .remember_consent(
+                &u.id,
+                &c.id,
+                &ScopeSet::parse("profile_write").unwrap(),
+                NOW,
+            )
+            .await
+            .unwrap();
+        let granted = b.store.consent(&u.id, &c.id).await.unwrap().unwrap();
+        assert_eq!(
+            granted.to_string(),
+            "profile_read profile_write",
+            "{}",
+            b.name
+        );
+        b.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn audit_events_are_kept_newest_first() {
+    for b in backends().await {
+        b.store
+            .audit(NOW, "login.failed", None, None, None)
+            .await
+            .unwrap();
+        b.store
+            .audit(NOW + 1, "login.succeeded", Some("usr-1"), None, None)
+            .await
+            .unwrap();
+        let events = b.store.audit_events(10).await.unwrap();
+        assert_eq!(
+            events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+            ["login.succeeded", "login.failed"],
+            "{}",
+            b.name
+        );
+        b.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent() {
+    for b in backends().await {
+        b.store.migrate().await.unwrap();
+        b.store.migrate().await.unwrap();
+        b.store.ping().await.unwrap();
+        b.cleanup().await;
+    }
+}
