@@ -8,8 +8,6 @@ use healthgate_core::error::{ErrorCode, OAuthError};
 use healthgate_store::{GrantError, StoreError};
 use serde::Serialize;
 
-use crate::pages;
-
 /// An error answered as `{"error": …, "error_description": …}`.
 #[derive(Debug)]
 pub struct JsonError(pub OAuthError);
@@ -137,8 +135,21 @@ impl From<StoreError> for PageError {
     }
 }
 
+/// What an error page says; the `error_pages` middleware renders it with
+/// the deployment's branding, which a bare `IntoResponse` cannot reach.
+#[derive(Debug, Clone)]
+pub struct ErrorPageContent {
+    pub title: &'static str,
+    pub message: String,
+}
+
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        pages::error_page(self.status, self.title, &self.message)
+        let mut response = self.status.into_response();
+        response.extensions_mut().insert(ErrorPageContent {
+            title: self.title,
+            message: self.message,
+        });
+        response
     }
 }

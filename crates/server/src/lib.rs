@@ -98,6 +98,10 @@ pub fn router(state: AppState) -> Router {
         .route("/demo/callback", get(demo::callback))
         .route("/static/healthgate.css", get(stylesheet))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::error_pages,
+        ))
         .layer(axum::middleware::from_fn(middleware::security_headers))
         .layer(axum::middleware::from_fn(middleware::access_log))
         .with_state(state)

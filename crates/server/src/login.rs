@@ -18,14 +18,12 @@ pub struct LoginQuery {
     return_to: Option<String>,
 }
 
-#[derive(Deserialize)]
-pub struct LoginForm {
-    #[serde(default)]
-    username: String,
-    #[serde(default)]
-    password: String,
-    csrf_token: Option<String>,
-    return_to: Option<String>,
+/// A form body as name/value pairs; malformed encodings decode leniently, so
+/// bad input reaches validation instead of failing to parse.
+fn form_field(body: &[u8], name: &str) -> Option<String> {
+    url::form_urlencoded::parse(body)
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 /// Only a local path may be returned to after login: never another site.
@@ -50,7 +48,23 @@ fn with_cookie(mut response: Response, cookie: Option<axum::http::HeaderValue>) 
     response
 }
 
-fn login_page(
+/// The name of the app a login is for, when the person is on their way to
+/// an authorization request.
+async fn app_name(state: &AppState, return_to: &str) -> Option<String> {
+    let query = return_to.strip_prefix("/oauth/authorize?")?;
+    let client_id = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "client_id")?
+        .1;
+    state
+        .store
+        .client(&client_id)
+        .await
+        .ok()
+        .flatten()
+        .map(|c| c.name)
+}
+
+async fn login_page(
     state: &AppState,
     status: StatusCode,
     csrf: &str,
@@ -58,11 +72,12 @@ fn login_page(
     username: &str,
     error: Option<&str>,
 ) -> Response {
+    let app = app_name(state, return_to).await;
     pages::render(
         status,
         &LoginPage {
             platform: &state.settings.platform_name,
-            app_name: None,
+            app_name: app.as_deref(),
             error,
             csrf_token: csrf,
             return_to,
@@ -93,33 +108,34 @@ pub async fn get(
             return_to,
             "",
             None,
-        ),
+        )
+        .await,
         cookie,
     ))
 }
 
+/// The login form: `username`, `password`, `csrf_token`, `return_to`.
 pub async fn post(
     State(state): State<AppState>,
     headers: HeaderMap,
-    axum::Form(form): axum::Form<LoginForm>,
+    body: axum::body::Bytes,
 ) -> Result<Response, PageError> {
     let session = session::current(&state, &headers).await?;
-    session::check_csrf(
-        &state,
-        &headers,
-        session.as_ref(),
-        form.csrf_token.as_deref(),
-    )?;
+    let csrf = form_field(&body, "csrf_token");
+    session::check_csrf(&state, &headers, session.as_ref(), csrf.as_deref())?;
     let Some(session) = session else {
         return Err(PageError::forbidden("Your session has expired."));
     };
-    let return_to = safe_return_to(form.return_to.as_deref());
-    let user = state.store.user_by_username(&form.username).await?;
+    let return_to_field = form_field(&body, "return_to");
+    let return_to = safe_return_to(return_to_field.as_deref());
+    let username = form_field(&body, "username").unwrap_or_default();
+    let password = form_field(&body, "password").unwrap_or_default();
+    let user = state.store.user_by_username(&username).await?;
     let stored = user
         .as_ref()
         .filter(|u| u.is_active())
         .and_then(|u| u.password_hash.clone());
-    let ok = passwords::verify(stored, form.password).await;
+    let ok = passwords::verify(stored, password).await;
     let now = state.now();
     match user.filter(|_| ok) {
         Some(user) => {
@@ -146,30 +162,22 @@ pub async fn post(
                 StatusCode::UNAUTHORIZED,
                 &session.csrf_token,
                 return_to,
-                &form.username,
+                &username,
                 Some("The username or password is incorrect."),
-            ))
+            )
+            .await)
         }
     }
-}
-
-#[derive(Deserialize)]
-pub struct LogoutForm {
-    csrf_token: Option<String>,
 }
 
 pub async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
-    axum::Form(form): axum::Form<LogoutForm>,
+    body: axum::body::Bytes,
 ) -> Result<Response, PageError> {
     let session = session::current(&state, &headers).await?;
-    session::check_csrf(
-        &state,
-        &headers,
-        session.as_ref(),
-        form.csrf_token.as_deref(),
-    )?;
+    let csrf = form_field(&body, "csrf_token");
+    session::check_csrf(&state, &headers, session.as_ref(), csrf.as_deref())?;
     if let Some(s) = session {
         state.store.delete_session(&s.id_digest).await?;
         if let Some(user) = &s.user_id {

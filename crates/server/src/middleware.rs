@@ -5,11 +5,15 @@
 
 use std::time::Instant;
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
+
+use crate::error::ErrorPageContent;
+use crate::pages::{self, ErrorPage};
+use crate::state::AppState;
 
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' https: data:; \
                    frame-ancestors 'none'; base-uri 'none'";
@@ -26,11 +30,30 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    // Not `no-referrer`: under it browsers send `Origin: null` with a
+    // same-site form POST, and the CSRF origin check would refuse every form.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     response
+}
+
+/// Renders the page of a [`PageError`](crate::error::PageError) with the
+/// platform's name.
+pub async fn error_pages(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    match response.extensions().get::<ErrorPageContent>() {
+        Some(content) => pages::render(
+            response.status(),
+            &ErrorPage {
+                platform: &state.settings.platform_name,
+                title: content.title,
+                message: &content.message,
+            },
+        ),
+        None => response,
+    }
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

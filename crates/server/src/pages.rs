@@ -33,19 +33,6 @@ pub struct ErrorPage<'a> {
     pub message: &'a str,
 }
 
-/// The error page. The platform name is not known here without state, so
-/// error pages carry the product name; handlers with state use [`render`].
-pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
-    render(
-        status,
-        &ErrorPage {
-            platform: "healthgate",
-            title,
-            message,
-        },
-    )
-}
-
 #[derive(Template)]
 #[template(path = "login.html")]
 pub struct LoginPage<'a> {

@@ -105,6 +105,7 @@ pub fn check_csrf(
     if let Some(origin) = headers.get(header::ORIGIN) {
         let same = origin.to_str().is_ok_and(|o| same_origin(o, &state.issuer));
         if !same {
+            tracing::warn!(origin = ?origin, expected = %state.issuer, "form refused: foreign Origin");
             return Err(PageError::forbidden(
                 "This form was sent from another site, so it was not accepted.",
             ));

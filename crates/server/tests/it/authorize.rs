@@ -196,6 +196,10 @@ async fn not_logged_in_goes_to_login_then_back_to_the_request() {
     let login_url = location(&r);
     assert!(login_url.starts_with("/login?return_to="), "{login_url}");
     let page = browser.get(&login_url).await.text().await.unwrap();
+    assert!(
+        page.contains("to continue to <strong>Partner App</strong>"),
+        "login names the app"
+    );
     let mut form = hidden_input_list(&page);
     assert!(form.iter().any(|(k, _)| k == "csrf_token"));
     assert!(page.contains("name=\"username\"") && page.contains("name=\"password\""));
@@ -505,4 +509,68 @@ async fn login_rotates_the_session_id() {
         .await
         .unwrap();
     assert!(home.contains("Signed in as <strong>alice</strong>"));
+}
+
+#[tokio::test]
+async fn pages_carry_the_platform_name() {
+    let app = spawn_app_with(|s| s.platform_name = "Acme Health".into()).await;
+    let browser = app.browser();
+    let login = browser.get("/login").await.text().await.unwrap();
+    assert!(login.contains("Acme Health"));
+    let r = browser
+        .authorize(&authorize_params("app-unknown", REDIRECT))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("Acme Health") && page.contains("not registered"),
+        "{page}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_form_bodies_get_a_page_not_a_parser_error() {
+    let app = spawn_app().await;
+    let r = app
+        .browser()
+        .http
+        .post(app.url("/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("username=%ZZ&password=%&&csrf_token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+}
+
+/// A real browser sends the page's own origin with its forms: they must be
+/// accepted. (Under `Referrer-Policy: no-referrer` browsers send
+/// `Origin: null` instead, which the check refuses, so the policy matters.)
+#[tokio::test]
+async fn same_origin_forms_are_accepted() {
+    let app = spawn_app().await;
+    app.user("alice", UserType::Member).await;
+    let browser = app.browser();
+    let r = browser.get("/login").await;
+    assert_eq!(r.headers()["referrer-policy"], "same-origin");
+    let csrf = hidden_inputs(&r.text().await.unwrap())["csrf_token"].clone();
+    let r = browser
+        .http
+        .post(app.url("/login"))
+        .header("origin", app.base.as_str())
+        .form(&[
+            ("username", "alice"),
+            ("password", PASSWORD),
+            ("csrf_token", csrf.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
 }
