@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::*;
+use super::*;
 
 #[tokio::test]
 async fn me_returns_the_user_for_a_profile_read_token() {

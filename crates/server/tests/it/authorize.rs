@@ -4,7 +4,7 @@
 use healthgate_core::user::UserType;
 use reqwest::StatusCode;
 
-use crate::*;
+use super::*;
 
 fn authorize_params<'a>(client_id: &'a str, redirect_uri: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![

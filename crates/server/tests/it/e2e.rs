@@ -9,7 +9,7 @@ use oauth2::{
 };
 use reqwest::StatusCode;
 
-use crate::*;
+use super::*;
 
 fn http_client() -> oauth2::reqwest::Client {
     oauth2::reqwest::Client::builder()

@@ -1,12 +1,48 @@
-//! The server's integration tests: the real app on a real TCP port and a real
-//! SQLite file, driven over HTTP. Time is moved with the injected clock,
-//! never by sleeping.
+//! The server's integration tests: the real app on a real TCP port, driven
+//! over HTTP. Time is moved with the injected clock, never by sleeping.
+//!
+//! Every test runs on SQLite (a temporary file), and again on PostgreSQL (a
+//! schema of its own, dropped afterwards) when `HEALTHGATE_TEST_POSTGRES_URL`
+//! is set at build time (see `build.rs`).
 
-mod api;
-mod authorize;
-mod e2e;
-mod refresh;
-mod token;
+// The same test files are compiled once per backend, on purpose.
+#![allow(clippy::duplicate_mod)]
+
+/// The test modules, compiled once per backend.
+macro_rules! backend_tests {
+    ($name:ident, $backend:expr) => {
+        #[path = "."]
+        mod $name {
+            pub use crate::*;
+
+            pub async fn spawn_app() -> TestApp {
+                spawn_on($backend, |_| {}).await
+            }
+
+            pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+                spawn_on($backend, configure).await
+            }
+
+            mod api;
+            mod authorize;
+            mod e2e;
+            mod refresh;
+            mod token;
+        }
+    };
+}
+
+backend_tests!(sqlite, Backend::Sqlite);
+#[cfg(pg_tests)]
+backend_tests!(postgres, Backend::Postgres);
+
+#[cfg(not(pg_tests))]
+#[test]
+fn postgres_backend_not_configured() {
+    eprintln!(
+        "HEALTHGATE_TEST_POSTGRES_URL was not set when these tests were built: the server tests ran on SQLite only"
+    );
+}
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,6 +66,7 @@ pub struct TestApp {
     pub base: String,
     pub state: AppState,
     pub clock: Arc<ManualClock>,
+    _pg_schema: Option<PgSchema>,
     _dir: tempfile::TempDir,
 }
 
@@ -64,20 +101,79 @@ impl TestClient {
     }
 }
 
-pub async fn spawn_app() -> TestApp {
-    spawn_app_with(|_| {}).await
+/// Which database a test app runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    #[allow(dead_code)] // only used when built with cfg(pg_tests)
+    Postgres,
 }
 
-pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+/// A PostgreSQL schema made for one test app, dropped with it.
+pub struct PgSchema {
+    base_url: String,
+    name: String,
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let (url, name) = (self.base_url.clone(), self.name.clone());
+        // Drop runs inside the test's runtime: use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                if let Ok(store) = healthgate_store::Store::connect(&url, Default::default()).await
+                {
+                    let drop = format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE");
+                    let _ = store.execute_admin(&drop).await;
+                    store.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A database URL for `backend`, and what must be cleaned up after.
+async fn database_for(backend: Backend, dir: &std::path::Path) -> (String, Option<PgSchema>) {
+    match backend {
+        Backend::Sqlite => (format!("sqlite://{}/healthgate.db", dir.display()), None),
+        Backend::Postgres => {
+            let base_url = std::env::var("HEALTHGATE_TEST_POSTGRES_URL")
+                .expect("HEALTHGATE_TEST_POSTGRES_URL must be set at run time too");
+            let name = healthgate_core::secret::new_id("it")
+                .to_lowercase()
+                .replace('-', "_");
+            let admin = healthgate_store::Store::connect(&base_url, Default::default())
+                .await
+                .expect("postgres");
+            admin
+                .execute_admin(&format!("CREATE SCHEMA \"{name}\""))
+                .await
+                .expect("create schema");
+            admin.close().await;
+            let sep = if base_url.contains('?') { '&' } else { '?' };
+            let url = format!("{base_url}{sep}options=-csearch_path%3D{name}");
+            (url, Some(PgSchema { base_url, name }))
+        }
+    }
+}
+
+pub async fn spawn_on(backend: Backend, configure: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let (database_url, pg_schema) = database_for(backend, dir.path()).await;
     let mut settings = Settings {
         bind: addr,
         issuer: Some(format!("http://{addr}")),
-        database_url: format!("sqlite://{}/healthgate.db", dir.path().display()),
+        database_url,
+        database_max_connections: 4,
         ..Settings::default()
     };
     configure(&mut settings);
@@ -95,6 +191,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         base: format!("http://{addr}"),
         state,
         clock,
+        _pg_schema: pg_schema,
         _dir: dir,
     }
 }

@@ -3,7 +3,7 @@
 
 use reqwest::StatusCode;
 
-use crate::*;
+use super::*;
 
 #[tokio::test]
 async fn refresh_rotates_and_the_old_pair_dies_at_once() {

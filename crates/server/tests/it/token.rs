@@ -5,7 +5,7 @@ use healthgate_core::user::UserType;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::*;
+use super::*;
 
 #[tokio::test]
 async fn code_exchange_returns_the_seed_token_shape() {
