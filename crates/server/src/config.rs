@@ -32,6 +32,11 @@ pub struct Settings {
     pub refresh_rotation: String,
     /// Browser session lifetime, seconds.
     pub session_ttl: i64,
+    /// Seconds between expired-row cleanup passes on this node; 0 disables.
+    pub cleanup_interval: u64,
+    /// How long retired refresh tokens and revoked token families are kept,
+    /// seconds, so that a late replay is still recognised as reuse.
+    pub retired_token_retention: i64,
     /// The name shown on every page.
     pub platform_name: String,
     /// `text` or `json` log lines on standard error.
@@ -55,6 +60,8 @@ impl Default for Settings {
             refresh_token_ttl: 0,
             refresh_rotation: "immediate".into(),
             session_ttl: 12 * 3600,
+            cleanup_interval: 300,
+            retired_token_retention: 30 * 86_400,
             platform_name: "healthgate".into(),
             log_format: "text".into(),
             log_level: "info".into(),
@@ -78,6 +85,8 @@ pub const KEYS: &[&str] = &[
     "refresh_token_ttl",
     "refresh_rotation",
     "session_ttl",
+    "cleanup_interval",
+    "retired_token_retention",
     "platform_name",
     "log_format",
     "log_level",
@@ -123,6 +132,7 @@ impl Settings {
             ("authorization_code_ttl", self.authorization_code_ttl),
             ("access_token_ttl", self.access_token_ttl),
             ("session_ttl", self.session_ttl),
+            ("retired_token_retention", self.retired_token_retention),
         ] {
             if v <= 0 {
                 return Err(bad(key, "must be a positive number of seconds"));

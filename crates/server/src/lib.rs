@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod cleanup;
 pub mod config;
 pub mod demo;
 pub mod error;
@@ -115,10 +116,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let store = state.store.clone();
+    let cleanup = cleanup::spawn(state.clone());
     let app = router(state);
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
-        .await?;
+        .await;
+    if let Some(job) = cleanup {
+        job.abort();
+    }
     store.close().await;
+    served?;
     Ok(())
 }

@@ -15,11 +15,13 @@ mod audit;
 mod clients;
 mod grants;
 mod orgs;
+mod purge;
 mod sessions;
 mod users;
 
 pub use audit::AuditEvent;
 pub use grants::{CodeRedemption, GrantError, Issued, NewTokens, Refresh};
+pub use purge::Purged;
 pub use sessions::Session;
 
 use std::borrow::Cow;

@@ -594,3 +594,160 @@ async fn migrations_are_idempotent() {
         b.cleanup().await;
     }
 }
+
+fn session(digest: &str, expires_at: i64) -> Session {
+    Session {
+        id_digest: digest.into(),
+        user_id: None,
+        csrf_token: "csrf".into(),
+        auth_time: None,
+        created_at: NOW,
+        expires_at,
+    }
+}
+
+#[tokio::test]
+async fn purge_removes_what_can_no_longer_matter_and_keeps_the_rest() {
+    for b in backends().await {
+        let s = &b.store;
+        s.replace_session(None, &session("old", NOW + 60))
+            .await
+            .unwrap();
+        s.replace_session(None, &session("live", NOW + 10_000_000))
+            .await
+            .unwrap();
+        let (client_id, t0) = issued_refresh(s).await;
+        let t1 = tokens(true);
+        s.refresh(refresh_of(&client_id, &t0, RefreshRotation::Immediate), &t1)
+            .await
+            .unwrap();
+
+        // Nothing is due yet.
+        assert_eq!(
+            s.purge_expired(NOW + 30, 1000, 100, 10)
+                .await
+                .unwrap()
+                .total(),
+            0,
+            "{}",
+            b.name
+        );
+
+        let later = NOW + 7200 + 86_401;
+        let purged = s.purge_expired(later, 1000, 100, 10).await.unwrap();
+        assert_eq!(purged.sessions, 1, "{}", b.name);
+        assert_eq!(purged.authorization_codes, 1, "{}", b.name);
+        assert_eq!(
+            purged.access_tokens, 2,
+            "{}: both expired access tokens",
+            b.name
+        );
+        assert_eq!(
+            purged.refresh_tokens, 1,
+            "{}: the rotated refresh token",
+            b.name
+        );
+        assert_eq!(
+            purged.token_families, 0,
+            "{}: the family still has a live refresh token",
+            b.name
+        );
+        assert!(s.session("live", NOW).await.unwrap().is_some());
+        // The live refresh token still works after the purge.
+        let mut r = refresh_of(&client_id, &t1, RefreshRotation::Immediate);
+        r.now = later;
+        s.refresh(r, &tokens(true))
+            .await
+            .expect("live chain survives the purge");
+        b.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn purge_works_in_bounded_batches() {
+    for b in backends().await {
+        for i in 0..25 {
+            b.store
+                .replace_session(None, &session(&format!("s{i}"), NOW))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            b.store
+                .purge_expired(NOW + 1, 0, 10, 1)
+                .await
+                .unwrap()
+                .sessions,
+            10,
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            b.store
+                .purge_expired(NOW + 1, 0, 10, 5)
+                .await
+                .unwrap()
+                .sessions,
+            15,
+            "{}",
+            b.name
+        );
+        b.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_purges_do_not_conflict() {
+    for b in backends().await {
+        for i in 0..200 {
+            b.store
+                .replace_session(None, &session(&format!("c{i}"), NOW))
+                .await
+                .unwrap();
+        }
+        let (x, y) = (b.store.clone(), b.store.clone());
+        let (px, py) = tokio::join!(
+            tokio::spawn(async move { x.purge_expired(NOW + 1, 0, 20, 100).await }),
+            tokio::spawn(async move { y.purge_expired(NOW + 1, 0, 20, 100).await }),
+        );
+        let total = px.unwrap().unwrap().sessions + py.unwrap().unwrap().sessions;
+        assert_eq!(total, 200, "{}: every row deleted exactly once", b.name);
+        b.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_migrations_do_not_race() {
+    let Ok(base) = std::env::var("HEALTHGATE_TEST_POSTGRES_URL") else {
+        eprintln!(
+            "HEALTHGATE_TEST_POSTGRES_URL is not set: skipping the concurrent-migration test"
+        );
+        return;
+    };
+    let schema = new_id("m").to_lowercase().replace('-', "_");
+    let admin = Store::connect(&base, PoolConfig::default()).await.unwrap();
+    admin
+        .execute_admin(&format!("CREATE SCHEMA \"{schema}\""))
+        .await
+        .unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-csearch_path%3D{schema}");
+    let mut handles = Vec::new();
+    for _ in 0..4 {
+        let url = url.clone();
+        handles.push(tokio::spawn(async move {
+            let store = Store::connect(&url, PoolConfig::default()).await?;
+            let r = store.migrate().await;
+            store.close().await;
+            r
+        }));
+    }
+    for h in handles {
+        h.await.unwrap().expect("every node's migration succeeds");
+    }
+    admin
+        .execute_admin(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .await
+        .unwrap();
+    admin.close().await;
+}

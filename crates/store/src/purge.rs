@@ -1,0 +1,113 @@
+//! Expired-row cleanup, in small batches so that the SQLite writer is never
+//! held for long and PostgreSQL nodes never fight over the same rows (each
+//! batch skips rows another node has locked).
+
+use crate::{Backend, Result, Store};
+
+/// How many rows one cleanup pass removed, per table.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Purged {
+    pub sessions: u64,
+    pub authorization_codes: u64,
+    pub access_tokens: u64,
+    pub refresh_tokens: u64,
+    pub token_families: u64,
+}
+
+impl Purged {
+    pub fn total(&self) -> u64 {
+        self.sessions
+            + self.authorization_codes
+            + self.access_tokens
+            + self.refresh_tokens
+            + self.token_families
+    }
+}
+
+/// What may be deleted: a table, its key, and the condition on `$1` (the
+/// cutoff for expired rows) and `$2` (the cutoff for retired rows).
+struct Rule {
+    table: &'static str,
+    key: &'static str,
+    condition: &'static str,
+    count: fn(&mut Purged) -> &mut u64,
+}
+
+/// Codes and access tokens go a day after they expire; retired refresh
+/// tokens and revoked families are kept for the retention period so that a
+/// late replay is still recognised as reuse.
+const RULES: &[Rule] = &[
+    Rule {
+        table: "sessions",
+        key: "id_digest",
+        condition: "expires_at < $1",
+        count: |p| &mut p.sessions,
+    },
+    Rule {
+        table: "authorization_codes",
+        key: "digest",
+        condition: "expires_at < $1 - 86400",
+        count: |p| &mut p.authorization_codes,
+    },
+    Rule {
+        table: "access_tokens",
+        key: "digest",
+        condition: "expires_at < $1 - 86400",
+        count: |p| &mut p.access_tokens,
+    },
+    Rule {
+        table: "refresh_tokens",
+        key: "digest",
+        condition: "expires_at < $1 OR consumed_at < $2 OR revoked_at < $2",
+        count: |p| &mut p.refresh_tokens,
+    },
+    Rule {
+        table: "token_families",
+        key: "id",
+        condition: "created_at < $2
+            AND NOT EXISTS (SELECT 1 FROM access_tokens a WHERE a.family_id = token_families.id)
+            AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.family_id = token_families.id)",
+        count: |p| &mut p.token_families,
+    },
+];
+
+impl Store {
+    /// Deletes rows that can no longer matter, at most `batch` rows per
+    /// statement and `max_batches` statements per table. `retention` is how
+    /// long retired refresh tokens and revoked families are kept.
+    pub async fn purge_expired(
+        &self,
+        now: i64,
+        retention: i64,
+        batch: i64,
+        max_batches: u32,
+    ) -> Result<Purged> {
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let mut purged = Purged::default();
+        for rule in RULES {
+            let sql = format!(
+                "DELETE FROM {t} WHERE {k} IN (SELECT {k} FROM {t} WHERE {c} LIMIT $3{lock})",
+                t = rule.table,
+                k = rule.key,
+                c = rule.condition,
+            );
+            let removed = (rule.count)(&mut purged);
+            for _ in 0..max_batches {
+                let done = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                    .bind(now)
+                    .bind(now - retention)
+                    .bind(batch)
+                    .execute(&self.writer)
+                    .await?;
+                *removed += done.rows_affected();
+                if done.rows_affected() < batch as u64 {
+                    break;
+                }
+            }
+        }
+        Ok(purged)
+    }
+}
