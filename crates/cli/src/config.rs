@@ -26,7 +26,12 @@ pub fn load(
     figment = figment.merge(
         Env::prefixed("HEALTHGATE_")
             .split("__")
-            .filter(|k| KEYS.contains(&k.as_str().split('.').next().unwrap_or(""))),
+            // The filter sees the key as written (`BIND`); figment lowercases
+            // it only afterwards, so compare without case.
+            .filter(|k| {
+                let top = k.as_str().split('.').next().unwrap_or("");
+                KEYS.iter().any(|key| key.eq_ignore_ascii_case(top))
+            }),
     );
     for (key, value) in [
         ("database_url", database_url),
@@ -41,6 +46,9 @@ pub fn load(
         let source = file
             .map(|p| format!(" in {}", p.display()))
             .unwrap_or_default();
+        // We hand figment the file's text, so it would say "in TOML source
+        // string"; the file's name is given instead.
+        let e = e.to_string().replace(" in TOML source string", "");
         anyhow::anyhow!("invalid configuration{source}: {e}")
     })?;
     settings
@@ -66,4 +74,30 @@ pub fn init_logging(settings: &Settings) -> anyhow::Result<()> {
         builder.try_init()
     };
     result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The commented example lists every setting with its default.
+    #[test]
+    fn example_config_is_the_defaults() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/config/healthgate.toml");
+        let text = std::fs::read_to_string(&path).expect("example config");
+        let from_file: Settings = Figment::new()
+            .merge(Toml::string(&text))
+            .extract()
+            .expect("parses");
+        assert_eq!(from_file, Settings::default());
+        for key in KEYS {
+            assert!(
+                text.contains(&format!("{key} ="))
+                    || text.contains(&format!("[{key}]"))
+                    || text.contains(&format!("# {key} =")),
+                "{key} is not documented"
+            );
+        }
+    }
 }

@@ -80,7 +80,7 @@ enum ClientCommand {
         photo_url: Option<String>,
         /// Who may authorize the app: member, expert or both (default both).
         #[arg(long, value_name = "TYPES", value_parser = parse_types)]
-        user_types: Option<Vec<UserType>>,
+        user_types: Option<UserTypes>,
     },
     /// List registered apps.
     List,
@@ -107,7 +107,12 @@ enum UserCommand {
     },
 }
 
-fn parse_types(s: &str) -> Result<Vec<UserType>, String> {
+/// One `--user-types` value parses to a list. Named, because clap would take
+/// a literal `Option<Vec<UserType>>` to mean a repeatable flag of single
+/// types and then fail to downcast the parsed list (a panic at run time).
+type UserTypes = Vec<UserType>;
+
+fn parse_types(s: &str) -> Result<UserTypes, String> {
     parse_user_types(s).map_err(|e| e.to_string())
 }
 
@@ -126,9 +131,42 @@ impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
         Self {
             code: 1,
-            message: format!("{e:#}"),
+            message: error_chain(&e),
         }
     }
+}
+
+/// The error and its causes on one line. A cause whose text its parent
+/// already shows (error types that both print and expose their source) is
+/// not repeated.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
+}
+
+/// Makes a message one line: parsers (TOML) explain an error over several
+/// lines with a source excerpt; keep the explanation, drop the excerpt.
+fn one_line(message: &str) -> String {
+    let is_excerpt = |line: &str| {
+        line.trim_start_matches(|c: char| c.is_ascii_digit() || c == ' ')
+            .starts_with('|')
+    };
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !is_excerpt(l))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl From<AdminError> for Failure {
@@ -159,7 +197,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("healthgate: {}", f.message);
+            eprintln!("healthgate: {}", one_line(&f.message));
             ExitCode::from(f.code)
         }
     }
@@ -432,4 +470,77 @@ async fn user_command(
     }
     state.store.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Cli, ClientCommand, Command, error_chain, one_line};
+    use clap::{CommandFactory, Parser};
+    use healthgate_core::user::UserType;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn user_types_is_one_list_valued_flag() {
+        let cli = Cli::try_parse_from([
+            "healthgate",
+            "client",
+            "create",
+            "--name",
+            "A",
+            "--redirect-uri",
+            "https://a.example/cb",
+            "--scope",
+            "profile_read",
+            "--user-types",
+            "expert,member",
+        ])
+        .unwrap();
+        let Command::Client(ClientCommand::Create { user_types, .. }) = cli.command else {
+            panic!("parsed as {:?}", cli.command);
+        };
+        assert_eq!(user_types, Some(vec![UserType::Member, UserType::Expert]));
+    }
+
+    /// An error that prints its source and also returns it, as
+    /// `#[error("…: {0}")]` with `#[from]` does.
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "cannot open the database: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn repeated_causes_are_shown_once() {
+        let e = anyhow::Error::from(Outer(std::io::Error::other("disk full")));
+        assert_eq!(error_chain(&e), "cannot open the database: disk full");
+        let e = anyhow::Error::from(std::io::Error::other("no such file"))
+            .context("cannot read config file x.toml");
+        assert_eq!(
+            error_chain(&e),
+            "cannot read config file x.toml: no such file"
+        );
+    }
+
+    #[test]
+    fn toml_excerpts_are_dropped() {
+        let m = "bad.toml: TOML parse error at line 1, column 10\n  |\n1 | bind = [\n  |          ^\ninvalid array\nexpected `]`\n";
+        assert_eq!(
+            one_line(m),
+            "bad.toml: TOML parse error at line 1, column 10; invalid array; expected `]`"
+        );
+        assert_eq!(one_line("plain"), "plain");
+    }
 }

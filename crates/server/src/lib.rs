@@ -40,7 +40,13 @@ pub enum StartError {
     #[error(transparent)]
     Settings(#[from] config::InvalidSetting),
     #[error("cannot open the database: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for StartError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
 }
 
 /// Opens and migrates the database and builds the shared state.

@@ -44,21 +44,32 @@ pub enum Backend {
 /// these: a storage error is never reported to a client as success.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    // The cause is part of each message and deliberately not a `source`, so
+    // printing the error with its chain says it once.
     #[error("database unavailable: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(sqlx::migrate::MigrateError),
     #[error("{0} already exists")]
     Conflict(&'static str),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
-    #[error("cannot create the database directory {path}: {source}")]
-    Directory {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot create the database directory {path}: {cause}")]
+    Directory { path: String, cause: std::io::Error },
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Database(e)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        Self::Migrate(e)
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -207,9 +218,9 @@ fn prepare_sqlite_url(url: &str) -> Result<String> {
     if let Some(dir) = Path::new(path).parent()
         && !dir.as_os_str().is_empty()
     {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
+        std::fs::create_dir_all(dir).map_err(|cause| StoreError::Directory {
             path: dir.display().to_string(),
-            source,
+            cause,
         })?;
     }
     let query = match query {

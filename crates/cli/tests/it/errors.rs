@@ -1,0 +1,156 @@
+//! Failures an operator can cause: unreadable or invalid configuration, an
+//! unusable database, bad arguments. Each ends the process with a non-zero
+//! code and one clear line, never a panic or a stack of repeated causes.
+
+use crate::support::{DATA_DIR, Sandbox};
+
+#[test]
+fn unreadable_config_is_one_clear_line_and_nonzero_exit() {
+    let sandbox = Sandbox::new();
+    let missing = "/does/not/exist.toml";
+    let out = sandbox.run(&["--config", missing, "serve"]);
+    let line = out.one_line_failure(1);
+    assert!(line.contains(missing), "{line}");
+    assert!(out.stdout.is_empty(), "{out:#?}");
+
+    let cases = [
+        ("invalid.toml", "bind = [\n", "TOML"),
+        ("unknown.toml", "bindd = \"127.0.0.1:1\"\n", "bindd"),
+        ("zero.toml", "access_token_ttl = 0\n", "access_token_ttl"),
+        ("badbind.toml", "bind = \"not an address\"\n", "bind"),
+    ];
+    for (name, contents, mentions) in cases {
+        let path = sandbox.write(name, contents);
+        let out = sandbox.run(&["--config", path.to_str().unwrap(), "serve"]);
+        let line = out.one_line_failure(1);
+        assert!(line.contains(mentions), "{name}: {line}");
+        if name != "zero.toml" {
+            // Parse errors say which file; a value that parses but makes no
+            // sense may come from the environment or a flag as well.
+            assert!(line.contains(name), "{name}: {line}");
+        }
+        assert!(out.stdout.is_empty(), "{out:#?}");
+    }
+
+    // The same file named by HEALTHGATE_CONFIG, for an admin command.
+    let mut cmd = sandbox.command(&["client", "list"]);
+    cmd.env("HEALTHGATE_CONFIG", sandbox.path().join("unknown.toml"));
+    let line = crate::support::output(cmd).one_line_failure(1).to_owned();
+    assert!(line.contains("unknown.toml"), "{line}");
+
+    // Nothing got as far as creating a database.
+    assert!(!sandbox.path().join(DATA_DIR).exists());
+}
+
+#[test]
+fn unusable_database_is_one_clear_line() {
+    let sandbox = Sandbox::new();
+    sandbox.write("f", "a regular file, not a directory");
+    for url in ["sqlite://f/x.db", "sqlite:///proc/healthgate-nope/x.db"] {
+        for args in [
+            &["serve", "--bind", "127.0.0.1:0"][..],
+            &["client", "list"][..],
+            &["migrate"][..],
+        ] {
+            let mut all = vec!["--database-url", url];
+            all.extend_from_slice(args);
+            let out = sandbox.run(&all);
+            let line = out.one_line_failure(1);
+            assert!(line.contains("database"), "{url} {args:?}: {line}");
+            let dir = url
+                .trim_start_matches("sqlite://")
+                .trim_end_matches("/x.db");
+            assert!(line.contains(dir), "{url} {args:?}: {line}");
+            // Each cause once, not repeated down the error chain.
+            assert_eq!(line.matches(dir).count(), 1, "{line}");
+        }
+    }
+
+    let out = sandbox.run(&[
+        "--database-url",
+        "mysql://x",
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+    ]);
+    let line = out.one_line_failure(1);
+    assert!(line.contains("mysql://x"), "{line}");
+    assert!(line.contains("sqlite://"), "say what is supported: {line}");
+    assert_eq!(line.matches("mysql://x").count(), 1, "{line}");
+
+    assert!(!sandbox.path().join(DATA_DIR).exists());
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    let sandbox = Sandbox::new();
+    let ok_uri = "https://app.example.com/cb";
+    let create = |extra: &[&str]| {
+        let mut args = vec![
+            "client",
+            "create",
+            "--name",
+            "App",
+            "--scope",
+            "profile_read",
+        ];
+        args.extend_from_slice(extra);
+        sandbox.run(&args)
+    };
+
+    // Rejected by the argument parser: clap's own "error:" message.
+    for out in [
+        create(&[]),
+        create(&["--redirect-uri", ok_uri, "--user-types", "robot"]),
+    ] {
+        assert_eq!(out.code, Some(2), "{out:#?}");
+        assert!(out.stderr.starts_with("error:"), "{out:#?}");
+        assert!(!out.stderr.contains("panicked"), "{out:#?}");
+    }
+    let out = create(&["--redirect-uri", ok_uri, "--user-types", "robot"]);
+    assert!(out.stderr.contains("robot"), "{out:#?}");
+    let out = create(&[]);
+    assert!(out.stderr.contains("--redirect-uri"), "{out:#?}");
+
+    // Rejected by the registration rules.
+    let out = create(&["--redirect-uri", "http://evil.example/cb"]);
+    let line = out.one_line_failure(2);
+    assert!(line.contains("http://evil.example/cb"), "{line}");
+    let out = sandbox.run(&[
+        "client",
+        "create",
+        "--name",
+        "App",
+        "--scope",
+        "admin",
+        "--redirect-uri",
+        ok_uri,
+    ]);
+    let line = out.one_line_failure(2);
+    assert!(line.contains("admin"), "{line}");
+    assert!(
+        line.contains("profile_read"),
+        "list the known scopes: {line}"
+    );
+
+    let out = sandbox.run(&["user", "create", "--username", "bob", "--password", "abc"]);
+    let line = out.one_line_failure(2);
+    assert!(line.contains("password"), "{line}");
+
+    let good = [
+        "user",
+        "create",
+        "--username",
+        "bob",
+        "--password",
+        "correct horse",
+    ];
+    assert_eq!(sandbox.run(&good).code, Some(0));
+    let out = sandbox.run(&good);
+    let line = out.one_line_failure(2);
+    assert!(line.contains("bob"), "{line}");
+
+    // None of the refused requests registered anything.
+    let clients = sandbox.run(&["client", "list", "--json"]).json();
+    assert_eq!(clients, serde_json::json!([]));
+}
