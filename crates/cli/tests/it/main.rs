@@ -7,5 +7,6 @@ mod admin;
 mod demo;
 mod errors;
 mod flow;
+mod nodes;
 mod serve;
 mod support;

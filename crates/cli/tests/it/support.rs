@@ -276,6 +276,16 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+
+    /// Sends SIGKILL (no chance to finish anything) and reaps the process.
+    pub fn sigkill(&mut self) -> ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-KILL", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -KILL failed");
+        self.child.wait().expect("reap the killed server")
+    }
 }
 
 impl Drop for Server {

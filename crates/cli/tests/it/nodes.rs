@@ -1,0 +1,838 @@
+//! Several `healthgate serve` processes on one PostgreSQL database, as behind
+//! a load balancer: any node finishes a flow another started, races between
+//! nodes have one winner, a revocation made on one node holds on the others
+//! at once, and killing a node loses no token it handed out.
+//!
+//! Runs only when `HEALTHGATE_TEST_POSTGRES_URL` is set; each test gets a
+//! schema of its own, dropped afterwards (on failure too).
+
+use std::io::Write as _;
+use std::os::unix::process::ExitStatusExt as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio::sync::Barrier;
+
+use crate::flow::{self, Demo};
+use crate::support::{Sandbox, Server, browser, csrf_token, free_port, hidden_inputs, location};
+
+const POSTGRES_ENV: &str = "HEALTHGATE_TEST_POSTGRES_URL";
+const USER: &str = "member.demo";
+
+/// The PostgreSQL URL, or `None` after saying why `test` is skipped. Written
+/// straight to standard error so the note shows even when output is captured.
+fn postgres_url(test: &str) -> Option<String> {
+    match std::env::var(POSTGRES_ENV) {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "nodes::{test} skipped: {POSTGRES_ENV} is not set, and several nodes need one shared PostgreSQL database"
+            );
+            None
+        }
+    }
+}
+
+/// A schema of its own for one test; dropped (with everything in it) when
+/// this guard is, including while a failed test unwinds.
+struct Schema {
+    base_url: String,
+    name: String,
+}
+
+impl Schema {
+    async fn create(base_url: &str) -> Self {
+        let name = healthgate_core::secret::new_id("hg_nodes")
+            .to_lowercase()
+            .replace('-', "_");
+        let admin = healthgate_store::Store::connect(base_url, Default::default())
+            .await
+            .unwrap_or_else(|e| panic!("connect to {POSTGRES_ENV}: {e}"));
+        admin
+            .execute_admin(&format!("CREATE SCHEMA \"{name}\""))
+            .await
+            .expect("create the test schema");
+        admin.close().await;
+        Self {
+            base_url: base_url.to_owned(),
+            name,
+        }
+    }
+
+    /// The database URL whose connections use this schema.
+    fn url(&self) -> String {
+        let sep = if self.base_url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        format!(
+            "{}{sep}options=-csearch_path%3D{}",
+            self.base_url, self.name
+        )
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let (url, name) = (self.base_url.clone(), self.name.clone());
+        // Drop may run inside the test's runtime, which cannot be blocked
+        // on: a thread with a runtime of its own does the work.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            rt.block_on(async {
+                let store = healthgate_store::Store::connect(&url, Default::default()).await?;
+                // Never hang a test run on a lock a dead node left behind.
+                let sql =
+                    format!("SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS \"{name}\" CASCADE");
+                let result = store.execute_admin(&sql).await;
+                store.close().await;
+                result
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "could not drop test schema {}: {dropped:?}",
+                self.name
+            );
+        }
+    }
+}
+
+/// Node A (which migrated and seeded the demo) and the nodes started after
+/// it, all with A's address as issuer, as behind one load balancer.
+struct Cluster {
+    // Fields drop in order: the processes go before the schema they use.
+    nodes: Vec<Server>,
+    demo: Demo,
+    issuer: String,
+    _sandbox: Sandbox,
+    _schema: Schema,
+}
+
+impl Cluster {
+    /// Starts `count` nodes, or returns `None` (having said so) when no
+    /// PostgreSQL is configured.
+    async fn start(test: &str, count: usize) -> Option<Self> {
+        let base_url = postgres_url(test)?;
+        let schema = Schema::create(&base_url).await;
+        let sandbox = Sandbox::new();
+        let url = schema.url();
+
+        let port_a = free_port();
+        let issuer = format!("http://127.0.0.1:{port_a}");
+        let bind = format!("127.0.0.1:{port_a}");
+        let cmd = sandbox.command(&[
+            "--database-url",
+            &url,
+            "serve",
+            "--demo",
+            "--json",
+            "--issuer",
+            &issuer,
+            "--bind",
+            &bind,
+        ]);
+        let mut a = sandbox.spawn(cmd, port_a);
+        let demo = Demo::parse(&a.stdout_line());
+        assert_eq!(demo.redirect_uri, format!("{issuer}/demo/callback"));
+        a.wait_healthy().await;
+
+        let mut nodes = vec![a];
+        for _ in 1..count {
+            let port = free_port();
+            let bind = format!("127.0.0.1:{port}");
+            let cmd = sandbox.command(&[
+                "--database-url",
+                &url,
+                "serve",
+                "--issuer",
+                &issuer,
+                "--bind",
+                &bind,
+            ]);
+            let mut node = sandbox.spawn(cmd, port);
+            node.wait_healthy().await;
+            nodes.push(node);
+        }
+        Some(Self {
+            nodes,
+            demo,
+            issuer,
+            _sandbox: sandbox,
+            _schema: schema,
+        })
+    }
+
+    fn a(&self) -> &Server {
+        &self.nodes[0]
+    }
+
+    fn b(&self) -> &Server {
+        &self.nodes[1]
+    }
+
+    /// Every node's standard error, for failure messages.
+    fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("--- node on port {} ---\n{}", n.port, n.stderr()))
+            .collect()
+    }
+}
+
+/// A client for the partner app's server and the resource API: no cookies,
+/// no redirects, bounded waits.
+fn api() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("build an HTTP client")
+}
+
+/// `path?query` of a URL, to replay it on another node.
+fn path_and_query(url: &reqwest::Url) -> String {
+    match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
+    }
+}
+
+/// One browser (one cookie jar, so one session across nodes, as cookies
+/// ignore ports) runs authorize → login → consent as `member.demo`: the
+/// authorization request goes to A, the login page and form to `login`, the
+/// consent page to `consent_page` and the decision to `consent_post`.
+/// Returns the authorization code.
+async fn code_via(
+    cluster: &Cluster,
+    login: &Server,
+    consent_page: &Server,
+    consent_post: &Server,
+) -> String {
+    let demo = &cluster.demo;
+    let http = browser();
+
+    let r = http
+        .get(&demo.authorize_url)
+        .send()
+        .await
+        .expect("GET authorize");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "{r:?}");
+    let to_login = location(&r);
+    assert_eq!(to_login.path(), "/login", "{to_login}");
+    let return_to = to_login
+        .query_pairs()
+        .find(|(k, _)| k == "return_to")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no return_to in {to_login}"));
+    assert!(return_to.starts_with("/oauth/authorize?"), "{return_to}");
+
+    let r = http
+        .get(login.url(&path_and_query(&to_login)))
+        .send()
+        .await
+        .expect("GET login");
+    assert_eq!(r.status(), StatusCode::OK, "{r:?}");
+    let page = r.text().await.expect("login page");
+    let csrf = csrf_token(&page);
+    assert!(
+        hidden_inputs(&page).contains(&("return_to".to_owned(), return_to.clone())),
+        "{page}"
+    );
+    let r = http
+        .post(login.url("/login"))
+        .form(&[
+            ("username", USER),
+            ("password", demo.password_of(USER)),
+            ("csrf_token", &csrf),
+            ("return_to", &return_to),
+        ])
+        .send()
+        .await
+        .expect("POST login");
+    assert_eq!(
+        r.status(),
+        StatusCode::SEE_OTHER,
+        "{r:?}\n{}",
+        cluster.logs()
+    );
+    assert_eq!(path_and_query(&location(&r)), return_to);
+
+    let r = http
+        .get(consent_page.url(&return_to))
+        .send()
+        .await
+        .expect("GET consent page");
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "the session made on one node is not known on another: {r:?}"
+    );
+    let page = r.text().await.expect("consent page");
+    assert!(page.contains("Demo Partner App"), "{page}");
+    assert!(page.contains(USER), "{page}");
+    let mut form = hidden_inputs(&page);
+    assert!(form.contains(&("client_id".to_owned(), demo.client_id.clone())));
+    form.push(("decision".to_owned(), "allow".to_owned()));
+
+    let r = http
+        .post(consent_post.url("/oauth/authorize"))
+        .form(&form)
+        .send()
+        .await
+        .expect("POST consent");
+    assert_eq!(
+        r.status(),
+        StatusCode::SEE_OTHER,
+        "{r:?}\n{}",
+        cluster.logs()
+    );
+    let callback = location(&r);
+    assert!(
+        callback
+            .as_str()
+            .starts_with(&format!("{}?", demo.redirect_uri)),
+        "{callback}"
+    );
+    let param = |name: &str| {
+        callback
+            .query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    assert_eq!(param("error"), None, "{callback}");
+    assert_eq!(param("state").as_deref(), Some("demo"));
+    // Whichever node answered, the issuer is the one the nodes share.
+    assert_eq!(param("iss").as_deref(), Some(cluster.issuer.as_str()));
+    param("code").unwrap_or_else(|| panic!("no code in {callback}"))
+}
+
+/// `POST /oauth/token` on the node at `base` as the demo app; the status
+/// and JSON body. (Takes an address rather than a [`Server`] so that tasks
+/// can share it.)
+async fn token_request(
+    http: &reqwest::Client,
+    base: &str,
+    demo: &Demo,
+    form: &[(&str, &str)],
+) -> reqwest::Result<(StatusCode, Value)> {
+    let r = http
+        .post(format!("{base}/oauth/token"))
+        .basic_auth(&demo.client_id, Some(&demo.client_secret))
+        .form(form)
+        .send()
+        .await?;
+    let status = r.status();
+    Ok((status, r.json().await?))
+}
+
+async fn exchange(
+    http: &reqwest::Client,
+    base: &str,
+    demo: &Demo,
+    code: &str,
+) -> (StatusCode, Value) {
+    token_request(
+        http,
+        base,
+        demo,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", &demo.redirect_uri),
+        ],
+    )
+    .await
+    .expect("POST token (code)")
+}
+
+async fn refresh(
+    http: &reqwest::Client,
+    base: &str,
+    demo: &Demo,
+    refresh_token: &str,
+) -> (StatusCode, Value) {
+    token_request(
+        http,
+        base,
+        demo,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ],
+    )
+    .await
+    .expect("POST token (refresh)")
+}
+
+/// The status of `GET /api/v1/me` with `token` on `node`.
+async fn me_status(http: &reqwest::Client, node: &Server, token: &str) -> StatusCode {
+    http.get(node.url("/api/v1/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET /api/v1/me")
+        .status()
+}
+
+fn str_field(body: &Value, key: &str) -> String {
+    body[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {key} in {body}"))
+        .to_owned()
+}
+
+/// A refusal of a grant: 400 `invalid_grant`.
+fn assert_invalid_grant(status: StatusCode, body: &Value) {
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant")),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flow_started_on_one_node_finishes_on_another() {
+    let Some(cluster) = Cluster::start("a_flow_started_on_one_node_finishes_on_another", 2).await
+    else {
+        return;
+    };
+    let (a, b, demo) = (cluster.a(), cluster.b(), &cluster.demo);
+    let http = api();
+
+    // Authorize on A, log in on B, see the consent page on A, allow on B.
+    let code = code_via(&cluster, b, a, b).await;
+
+    // The partner app exchanges the code on A.
+    let (status, body) = exchange(&http, &a.base(), demo, &code).await;
+    assert_eq!(status, StatusCode::OK, "{body}\n{}", cluster.logs());
+    let access = str_field(&body, "access_token");
+    let refresh_token = str_field(&body, "refresh_token");
+
+    // Both nodes honour what A issued (so either could remember it as
+    // good), and B rotates it.
+    flow::me(a, &access, USER).await;
+    flow::me(b, &access, USER).await;
+    let rotated = flow::refresh(b, demo, &refresh_token).await;
+    let new_access = str_field(&rotated, "access_token");
+
+    // Rotation is immediate on every node: A refuses the old access token
+    // and honours the new one.
+    assert_eq!(me_status(&http, a, &access).await, StatusCode::UNAUTHORIZED);
+    flow::me(a, &new_access, USER).await;
+    // The retired refresh token is refused by A too (which revokes the family).
+    let (status, body) = refresh(&http, &a.base(), demo, &refresh_token).await;
+    assert_invalid_grant(status, &body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_code_redemptions_across_nodes_have_one_winner() {
+    let Some(cluster) = Cluster::start(
+        "concurrent_code_redemptions_across_nodes_have_one_winner",
+        2,
+    )
+    .await
+    else {
+        return;
+    };
+    let code = code_via(&cluster, cluster.a(), cluster.b(), cluster.a()).await;
+
+    const N: usize = 50;
+    let http = api();
+    let bases = Arc::new([cluster.a().base(), cluster.b().base()]);
+    let demo = Arc::new(cluster.demo.clone());
+    let start = Arc::new(Barrier::new(N));
+    let mut tasks = Vec::with_capacity(N);
+    for i in 0..N {
+        let (bases, demo, http, start, code) = (
+            bases.clone(),
+            demo.clone(),
+            http.clone(),
+            start.clone(),
+            code.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            exchange(&http, &bases[i % 2], &demo, &code).await
+        }));
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        let (status, body) = task.await.expect("a redemption task");
+        if status == StatusCode::OK {
+            winners.push(body);
+        } else {
+            assert_invalid_grant(status, &body);
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "one code redeemed {} times: {winners:#?}",
+        winners.len()
+    );
+
+    // The replays revoked what the winner got, on every node.
+    let access = str_field(&winners[0], "access_token");
+    for node in &cluster.nodes {
+        assert_eq!(
+            me_status(&http, node, &access).await,
+            StatusCode::UNAUTHORIZED,
+            "the winner's access token survived the replays on port {}",
+            node.port
+        );
+    }
+    let (status, body) = refresh(
+        &http,
+        &cluster.b().base(),
+        &cluster.demo,
+        &str_field(&winners[0], "refresh_token"),
+    )
+    .await;
+    assert_invalid_grant(status, &body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_refreshes_across_nodes_leave_at_most_one_live_chain() {
+    let Some(cluster) = Cluster::start(
+        "concurrent_refreshes_across_nodes_leave_at_most_one_live_chain",
+        2,
+    )
+    .await
+    else {
+        return;
+    };
+    let http = api();
+    let code = code_via(&cluster, cluster.b(), cluster.a(), cluster.b()).await;
+    let (status, body) = exchange(&http, &cluster.a().base(), &cluster.demo, &code).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let first_access = str_field(&body, "access_token");
+    let refresh_token = str_field(&body, "refresh_token");
+
+    const N: usize = 50;
+    let bases = Arc::new([cluster.a().base(), cluster.b().base()]);
+    let demo = Arc::new(cluster.demo.clone());
+    let start = Arc::new(Barrier::new(N));
+    let mut tasks = Vec::with_capacity(N);
+    for i in 0..N {
+        let (bases, demo, http, start, refresh_token) = (
+            bases.clone(),
+            demo.clone(),
+            http.clone(),
+            start.clone(),
+            refresh_token.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            refresh(&http, &bases[i % 2], &demo, &refresh_token).await
+        }));
+    }
+    let mut issued = Vec::new();
+    let mut refused = 0;
+    for task in tasks {
+        let (status, body) = task.await.expect("a refresh task");
+        if status == StatusCode::OK {
+            issued.push(body);
+        } else {
+            assert_invalid_grant(status, &body);
+            refused += 1;
+        }
+    }
+    assert!(
+        issued.len() <= 1,
+        "one refresh token rotated {} times: {issued:#?}",
+        issued.len()
+    );
+
+    // Every node agrees on every token, and at most one chain lives on.
+    let mut live = 0;
+    for body in &issued {
+        let access = str_field(body, "access_token");
+        let on_a = me_status(&http, cluster.a(), &access).await;
+        let on_b = me_status(&http, cluster.b(), &access).await;
+        assert_eq!(on_a, on_b, "the nodes disagree about one access token");
+        if on_a == StatusCode::OK {
+            live += 1;
+        }
+    }
+    assert!(live <= 1, "{live} live chains from one refresh token");
+    // Each refused request presented a retired token, which revokes the
+    // family: nothing the race handed out lives on.
+    if refused > 0 {
+        assert_eq!(live, 0, "a family survived the reuse of its refresh token");
+    }
+    for node in &cluster.nodes {
+        assert_eq!(
+            me_status(&http, node, &first_access).await,
+            StatusCode::UNAUTHORIZED,
+            "the rotated-out access token still works on port {}",
+            node.port
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revocation_on_one_node_holds_on_the_other_at_once() {
+    let Some(cluster) =
+        Cluster::start("a_revocation_on_one_node_holds_on_the_other_at_once", 2).await
+    else {
+        return;
+    };
+    let (a, b, demo) = (cluster.a(), cluster.b(), &cluster.demo);
+    let http = api();
+    let code = code_via(&cluster, a, a, a).await;
+    let (status, body) = exchange(&http, &a.base(), demo, &code).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let old_refresh = str_field(&body, "refresh_token");
+
+    let rotated = flow::refresh(a, demo, &old_refresh).await;
+    let new_access = str_field(&rotated, "access_token");
+    let new_refresh = str_field(&rotated, "refresh_token");
+    // B has seen the new access token work, so anything it might remember
+    // about it would say "active".
+    flow::me(b, &new_access, USER).await;
+
+    // Reuse of the retired refresh token on A revokes the family...
+    let (status, body) = refresh(&http, &a.base(), demo, &old_refresh).await;
+    assert_invalid_grant(status, &body);
+
+    // ...and B holds to that on its very next requests.
+    assert_eq!(
+        me_status(&http, b, &new_access).await,
+        StatusCode::UNAUTHORIZED,
+        "B still honours an access token A revoked"
+    );
+    let (status, body) = refresh(&http, &b.base(), demo, &new_refresh).await;
+    assert_invalid_grant(status, &body);
+    assert_eq!(
+        me_status(&http, a, &new_access).await,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+/// What one request of the load brought back.
+enum Reply {
+    Token {
+        from_a: bool,
+        after_kill: bool,
+        access_token: String,
+    },
+    Refused(StatusCode, String),
+    /// No complete response: the client never got a token.
+    Failed {
+        from_a: bool,
+    },
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_a_node_under_load_loses_no_issued_token() {
+    let Some(mut cluster) =
+        Cluster::start("killing_a_node_under_load_loses_no_issued_token", 2).await
+    else {
+        return;
+    };
+    let http = api();
+
+    // A user's tokens, issued by B before it dies.
+    let b = cluster.b();
+    let code = code_via(&cluster, b, b, b).await;
+    let (status, body) = exchange(&http, &b.base(), &cluster.demo, &code).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let user_access = str_field(&body, "access_token");
+    let user_refresh = str_field(&body, "refresh_token");
+
+    // Client-credentials requests from several tasks, alternating nodes,
+    // bounded in time and count. B is killed once it has handed out
+    // KILL_AFTER tokens (or a third of the time has passed), which leaves
+    // most of the budget for the load to go on against A alone.
+    const TASKS: usize = 8;
+    const PER_TASK: usize = 400;
+    const KILL_AFTER: usize = 50;
+    const LOAD: Duration = Duration::from_secs(2);
+    let urls = Arc::new([
+        cluster.a().url("/oauth/token"),
+        cluster.b().url("/oauth/token"),
+    ]);
+    let client = Arc::new((
+        cluster.demo.client_id.clone(),
+        cluster.demo.client_secret.clone(),
+    ));
+    let killed = Arc::new(AtomicBool::new(false));
+    let from_b_so_far = Arc::new(AtomicUsize::new(0));
+    let load = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("build an HTTP client");
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(TASKS);
+    for t in 0..TASKS {
+        let (urls, client, killed, from_b_so_far, load) = (
+            urls.clone(),
+            client.clone(),
+            killed.clone(),
+            from_b_so_far.clone(),
+            load.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut replies = Vec::new();
+            for i in 0..PER_TASK {
+                if started.elapsed() >= LOAD {
+                    break;
+                }
+                let from_a = (t + i) % 2 == 0;
+                let sent = load
+                    .post(&urls[usize::from(!from_a)])
+                    .basic_auth(&client.0, Some(&client.1))
+                    .form(&[("grant_type", "client_credentials")])
+                    .send()
+                    .await;
+                let reply = match sent {
+                    Ok(r) => {
+                        let status = r.status();
+                        match r.text().await {
+                            Ok(body) if status == StatusCode::OK => {
+                                let v: Value = serde_json::from_str(&body)
+                                    .unwrap_or_else(|e| panic!("token JSON ({e}): {body}"));
+                                if !from_a {
+                                    from_b_so_far.fetch_add(1, Ordering::SeqCst);
+                                }
+                                Reply::Token {
+                                    from_a,
+                                    after_kill: killed.load(Ordering::SeqCst),
+                                    access_token: str_field(&v, "access_token"),
+                                }
+                            }
+                            Ok(body) => Reply::Refused(status, body),
+                            // The body was cut off.
+                            Err(_) => Reply::Failed { from_a },
+                        }
+                    }
+                    Err(_) => Reply::Failed { from_a },
+                };
+                replies.push(reply);
+            }
+            replies
+        }));
+    }
+
+    while started.elapsed() < LOAD / 3 && from_b_so_far.load(Ordering::SeqCst) < KILL_AFTER {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let status = cluster.nodes[1].sigkill();
+    killed.store(true, Ordering::SeqCst);
+    assert_eq!(status.signal(), Some(9), "{status}");
+
+    let mut tokens = Vec::new();
+    let (mut from_b, mut from_a_after_kill, mut failed_on_b) = (0, 0, 0);
+    for task in tasks {
+        for reply in task.await.expect("a load task") {
+            match reply {
+                Reply::Token {
+                    from_a,
+                    after_kill,
+                    access_token,
+                } => {
+                    from_b += usize::from(!from_a);
+                    from_a_after_kill += usize::from(from_a && after_kill);
+                    tokens.push(access_token);
+                }
+                Reply::Refused(status, body) => {
+                    panic!("a token request was refused with {status}: {body}")
+                }
+                Reply::Failed { from_a: true } => panic!(
+                    "a request to A failed while B was killed\n{}",
+                    cluster.logs()
+                ),
+                Reply::Failed { from_a: false } => failed_on_b += 1,
+            }
+        }
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "nodes::killing_a_node_under_load_loses_no_issued_token: {} tokens received ({from_b} from B before the kill, {from_a_after_kill} from A after it), {failed_on_b} requests to B failed, load ran {:?}",
+        tokens.len(),
+        started.elapsed()
+    );
+    assert!(from_b > 0, "B issued nothing before it was killed");
+    assert!(
+        from_a_after_kill > 0,
+        "A issued nothing after B was killed\n{}",
+        cluster.logs()
+    );
+    assert!(failed_on_b > 0, "no request to B failed after B was killed");
+
+    // Every token a client received is still good on the survivor: 403
+    // (it speaks for no user) rather than 401 (unknown or revoked).
+    let a = cluster.a();
+    let checks = Arc::new(tokio::sync::Semaphore::new(16));
+    let mut verdicts = Vec::with_capacity(tokens.len());
+    for token in &tokens {
+        let (http, checks, url, token) = (
+            http.clone(),
+            checks.clone(),
+            a.url("/api/v1/me"),
+            token.clone(),
+        );
+        verdicts.push(tokio::spawn(async move {
+            let _permit = checks.acquire().await.expect("the semaphore");
+            let r = http
+                .get(url)
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("GET /api/v1/me on A");
+            (r.status(), r.text().await.unwrap_or_default())
+        }));
+    }
+    let mut lost = 0;
+    for verdict in verdicts {
+        let (status, body) = verdict.await.expect("a check task");
+        if status == StatusCode::UNAUTHORIZED {
+            lost += 1;
+        } else {
+            assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+            assert!(body.contains("insufficient_scope"), "{body}");
+        }
+    }
+    assert_eq!(
+        lost,
+        0,
+        "{lost} of {} issued tokens were lost",
+        tokens.len()
+    );
+
+    // A keeps serving: it is ready, issues tokens, and honours the user's
+    // tokens that B issued.
+    let r = http
+        .get(a.url("/readyz"))
+        .send()
+        .await
+        .expect("GET /readyz");
+    assert_eq!(r.status(), StatusCode::OK);
+    let (status, body) = token_request(
+        &http,
+        &a.base(),
+        &cluster.demo,
+        &[("grant_type", "client_credentials")],
+    )
+    .await
+    .expect("POST token on A");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        me_status(&http, a, &str_field(&body, "access_token")).await,
+        StatusCode::FORBIDDEN
+    );
+    flow::me(a, &user_access, USER).await;
+    let rotated = flow::refresh(a, &cluster.demo, &user_refresh).await;
+    flow::me(a, &str_field(&rotated, "access_token"), USER).await;
+}
