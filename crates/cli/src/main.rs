@@ -100,6 +100,9 @@ enum UserCommand {
         username: String,
         #[arg(long)]
         password: String,
+        /// Display name, e.g. "Dr. Jane Doe".
+        #[arg(long)]
+        name: Option<String>,
         #[arg(long)]
         email: Option<String>,
         #[arg(long = "type", default_value = "member", value_parser = parse_type)]
@@ -444,6 +447,7 @@ async fn user_command(
         UserCommand::Create {
             username,
             password,
+            name,
             email,
             user_type,
         } => {
@@ -452,6 +456,7 @@ async fn user_command(
                 clock.as_ref(),
                 NewUser {
                     username,
+                    name,
                     password: Some(password),
                     email,
                     user_type,

@@ -199,6 +199,12 @@ mod tests {
             user_types: vec![UserType::Member],
             kind,
             secret_digest: None,
+            description: None,
+            connect_redirect_url: None,
+            published: false,
+            webhook_url: None,
+            webhook_secret_version: 1,
+            webhook_muted_at: None,
             created_at: 0,
             updated_at: 0,
         }

@@ -58,6 +58,18 @@ pub struct Client {
     pub kind: ClientKind,
     /// SHA-256 digest of the client secret; `None` for public clients.
     pub secret_digest: Option<String>,
+    /// How the app describes itself in the integration directory.
+    pub description: Option<String>,
+    /// Where Connect sends a practice admin, with the code appended (Hint).
+    pub connect_redirect_url: Option<String>,
+    /// Listed in the integration directory.
+    pub published: bool,
+    /// Where events that concern the app are delivered.
+    pub webhook_url: Option<String>,
+    /// Bumped to rotate the derived webhook signing secret.
+    pub webhook_secret_version: i64,
+    /// Set when deliveries were muted after repeated failures.
+    pub webhook_muted_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -165,6 +177,12 @@ mod tests {
             user_types: vec![UserType::Member],
             kind: ClientKind::Confidential,
             secret_digest: None,
+            description: None,
+            connect_redirect_url: None,
+            published: false,
+            webhook_url: None,
+            webhook_secret_version: 1,
+            webhook_muted_at: None,
             created_at: 0,
             updated_at: 0,
         }

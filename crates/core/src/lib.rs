@@ -8,12 +8,16 @@ pub mod authorize;
 pub mod client;
 pub mod clock;
 pub mod error;
+pub mod event;
+pub mod integration;
+pub mod org;
 pub mod pkce;
 pub mod redirect;
 pub mod scope;
 pub mod secret;
 pub mod token;
 pub mod user;
+pub mod webhook;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{ErrorCode, OAuthError};

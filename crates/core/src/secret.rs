@@ -20,6 +20,8 @@ pub enum SecretKind {
     RefreshToken,
     Session,
     Csrf,
+    ConnectCode,
+    ApiKey,
 }
 
 impl SecretKind {
@@ -31,6 +33,8 @@ impl SecretKind {
             Self::RefreshToken => "hg_rt_",
             Self::Session => "hg_ss_",
             Self::Csrf => "hg_csrf_",
+            Self::ConnectCode => "hg_cc_",
+            Self::ApiKey => "hg_key_",
         }
     }
 }

@@ -69,6 +69,8 @@ pub fn join_user_types(types: &[UserType]) -> String {
 pub struct User {
     pub id: String,
     pub username: String,
+    /// The display name, e.g. "Dr. Jane Doe".
+    pub name: Option<String>,
     pub email: Option<String>,
     pub user_type: UserType,
     /// argon2id PHC string; `None` for accounts that cannot log in interactively.

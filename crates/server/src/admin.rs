@@ -106,13 +106,16 @@ pub async fn create_client(
             ClientKind::Confidential
         },
         secret_digest: secret.as_ref().map(|s| s.digest.clone()),
+        description: None,
+        connect_redirect_url: None,
+        published: false,
+        webhook_url: None,
+        webhook_secret_version: 1,
+        webhook_muted_at: None,
         created_at: now,
         updated_at: now,
     };
     store.insert_client(&client).await?;
-    store
-        .audit(now, "client.created", None, Some(&client.id), None)
-        .await?;
     Ok((client, secret.map(|s| s.value)))
 }
 
@@ -136,9 +139,6 @@ pub async fn rotate_client_secret(
     store
         .set_client_secret(client_id, &secret.digest, now)
         .await?;
-    store
-        .audit(now, "client.secret_rotated", None, Some(client_id), None)
-        .await?;
     Ok(secret.value)
 }
 
@@ -148,12 +148,9 @@ pub async fn delete_client(
     clock: &dyn Clock,
     client_id: &str,
 ) -> Result<(), AdminError> {
-    if !store.delete_client(client_id).await? {
+    if !store.delete_client(client_id, clock.now()).await? {
         return Err(AdminError::NoSuchClient(client_id.to_owned()));
     }
-    store
-        .audit(clock.now(), "client.deleted", None, Some(client_id), None)
-        .await?;
     Ok(())
 }
 
@@ -161,6 +158,8 @@ pub async fn delete_client(
 #[derive(Debug, Clone)]
 pub struct NewUser {
     pub username: String,
+    /// Display name, e.g. "Dr. Jane Doe".
+    pub name: Option<String>,
     pub password: Option<String>,
     pub email: Option<String>,
     pub user_type: UserType,
@@ -191,6 +190,7 @@ pub async fn create_user(
     let user = User {
         id: new_id("usr"),
         username: req.username,
+        name: req.name,
         email: req.email,
         user_type: req.user_type,
         password_hash,
@@ -203,8 +203,5 @@ pub async fn create_user(
         }
         other => other.into(),
     })?;
-    store
-        .audit(now, "user.created", Some(&user.id), None, None)
-        .await?;
     Ok(user)
 }

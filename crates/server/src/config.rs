@@ -37,6 +37,19 @@ pub struct Settings {
     /// How long retired refresh tokens and revoked token families are kept,
     /// seconds, so that a late replay is still recognised as reuse.
     pub retired_token_retention: i64,
+    /// Take the client address for the audit trail from the first
+    /// `X-Forwarded-For` entry; only behind a proxy that sets it.
+    pub trust_forwarded_for: bool,
+    /// Lifetime of an InstantOn connect code, seconds.
+    pub connect_code_ttl: i64,
+    /// Lifetime of a connect code an admin copies by hand, seconds.
+    pub manual_connect_code_ttl: i64,
+    /// Allow `http://` webhook URLs on loopback (development and demos only).
+    pub allow_http_webhooks: bool,
+    /// Key that webhook signing secrets are derived from (64 hex digits).
+    /// Without it, one is generated and kept in the database; set it on every
+    /// node to keep it out of the database.
+    pub secret_key: Option<SecretString>,
     /// The name shown on every page.
     pub platform_name: String,
     /// `text` or `json` log lines on standard error.
@@ -62,6 +75,11 @@ impl Default for Settings {
             session_ttl: 12 * 3600,
             cleanup_interval: 300,
             retired_token_retention: 30 * 86_400,
+            trust_forwarded_for: false,
+            connect_code_ttl: 600,
+            manual_connect_code_ttl: 3600,
+            allow_http_webhooks: false,
+            secret_key: None,
             platform_name: "healthgate".into(),
             log_format: "text".into(),
             log_level: "info".into(),
@@ -70,6 +88,17 @@ impl Default for Settings {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
         }
+    }
+}
+
+/// A configured secret: kept out of `Debug` output (and so out of logs).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(pub String);
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
     }
 }
 
@@ -87,6 +116,11 @@ pub const KEYS: &[&str] = &[
     "session_ttl",
     "cleanup_interval",
     "retired_token_retention",
+    "trust_forwarded_for",
+    "connect_code_ttl",
+    "manual_connect_code_ttl",
+    "allow_http_webhooks",
+    "secret_key",
     "platform_name",
     "log_format",
     "log_level",
@@ -133,6 +167,8 @@ impl Settings {
             ("access_token_ttl", self.access_token_ttl),
             ("session_ttl", self.session_ttl),
             ("retired_token_retention", self.retired_token_retention),
+            ("connect_code_ttl", self.connect_code_ttl),
+            ("manual_connect_code_ttl", self.manual_connect_code_ttl),
         ] {
             if v <= 0 {
                 return Err(bad(key, "must be a positive number of seconds"));
@@ -149,6 +185,14 @@ impl Settings {
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(bad("log_format", "must be text or json"));
+        }
+        if let Some(SecretString(k)) = &self.secret_key
+            && (k.len() != 64 || !k.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(bad(
+                "secret_key",
+                "must be 64 hexadecimal digits (32 bytes)",
+            ));
         }
         if self.scopes.is_empty() {
             return Err(bad("scopes", "the scope vocabulary must not be empty"));

@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use healthgate_core::Clock;
 use healthgate_core::client::{Client, ClientKind};
+use healthgate_core::org::{Organization, OrganizationKind};
 use healthgate_core::redirect::{RedirectUri, with_query_params};
 use healthgate_core::scope::ScopeSet;
 use healthgate_core::secret::{SecretKind, mint, new_id};
@@ -60,20 +61,24 @@ pub async fn seed(
     let practice_id = match store.organization_by_name(DEMO_PRACTICE).await? {
         Some(id) => id,
         None => {
-            let id = new_id("pra");
-            store
-                .insert_organization(&id, DEMO_PRACTICE, "practice", now)
-                .await?;
-            id
+            let org = Organization {
+                id: new_id(OrganizationKind::Practice.id_prefix()),
+                name: DEMO_PRACTICE.to_owned(),
+                kind: OrganizationKind::Practice,
+                created_at: now,
+            };
+            store.insert_organization(&org).await?;
+            org.id
         }
     };
-    let people: [(&'static str, &str, UserType); 3] = [
-        ("practitioner", "dr.demo", UserType::Expert),
-        ("staff", "staff.demo", UserType::Member),
-        ("member", "member.demo", UserType::Member),
+    let people: [(&'static str, &str, &str, UserType); 4] = [
+        ("admin", "admin.demo", "Avery Admin", UserType::Member),
+        ("practitioner", "dr.demo", "Dr. Dana Demo", UserType::Expert),
+        ("staff", "staff.demo", "Sam Staff", UserType::Member),
+        ("member", "member.demo", "Morgan Member", UserType::Member),
     ];
     let mut accounts = Vec::new();
-    for (role, username, user_type) in people {
+    for (role, username, name, user_type) in people {
         let password = random_password();
         let user = match store.user_by_username(username).await? {
             Some(u) => {
@@ -88,6 +93,7 @@ pub async fn seed(
                     clock,
                     NewUser {
                         username: username.to_owned(),
+                        name: Some(name.to_owned()),
                         password: Some(password.clone()),
                         email: Some(format!("{username}@example.org")),
                         user_type,
@@ -98,7 +104,7 @@ pub async fn seed(
         };
         if role != "member" {
             store
-                .set_membership(&practice_id, &user.id, role, now)
+                .set_membership(&practice_id, &user.id, role, None, now)
                 .await?;
         }
         accounts.push(DemoAccount {
@@ -125,7 +131,7 @@ pub async fn seed(
         existing => {
             if existing.is_some() {
                 // The issuer changed since the last demo: register afresh.
-                store.delete_client(DEMO_CLIENT_ID).await?;
+                store.delete_client(DEMO_CLIENT_ID, now).await?;
             }
             let uri = RedirectUri::parse(&redirect_uri).map_err(|e| {
                 AdminError::Invalid(format!("demo redirect URI {redirect_uri}: {e}"))
@@ -150,6 +156,15 @@ pub async fn seed(
                     user_types: UserType::ALL.to_vec(),
                     kind: ClientKind::Confidential,
                     secret_digest: Some(secret.digest.clone()),
+                    description: Some(
+                        "A partner app for trying healthgate: sign in with it, or connect the practice to it."
+                            .to_owned(),
+                    ),
+                    connect_redirect_url: Some(format!("{issuer}/demo/connect?code=")),
+                    published: true,
+                    webhook_url: None,
+                    webhook_secret_version: 1,
+                    webhook_muted_at: None,
                     created_at: now,
                     updated_at: now,
                 })

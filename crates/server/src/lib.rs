@@ -12,6 +12,7 @@ pub mod demo;
 pub mod error;
 pub mod grants;
 pub mod health;
+pub mod ip;
 pub mod login;
 pub mod middleware;
 pub mod oauth;
@@ -124,9 +125,12 @@ pub async fn serve(
     let store = state.store.clone();
     let cleanup = cleanup::spawn(state.clone());
     let app = router(state);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
     if let Some(job) = cleanup {
         job.abort();
     }

@@ -8,10 +8,13 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use crate::error::PageError;
+use crate::ip::ClientIp;
 use crate::pages::{self, HomePage, LoginPage};
 use crate::passwords;
 use crate::session;
 use crate::state::AppState;
+use healthgate_core::event::EventKind;
+use healthgate_store::Event;
 
 #[derive(Deserialize)]
 pub struct LoginQuery {
@@ -117,6 +120,7 @@ pub async fn get(
 /// The login form: `username`, `password`, `csrf_token`, `return_to`.
 pub async fn post(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, PageError> {
@@ -137,12 +141,13 @@ pub async fn post(
         .and_then(|u| u.password_hash.clone());
     let ok = passwords::verify(stored, password).await;
     let now = state.now();
+    let known_user = user.as_ref().map(|u| u.id.clone());
     match user.filter(|_| ok) {
         Some(user) => {
-            state
-                .store
-                .audit(now, "login.succeeded", Some(&user.id), None, None)
-                .await?;
+            let event = Event::new(EventKind::LoginSucceeded)
+                .actor(Some(&user.id))
+                .ip(ip.as_deref());
+            state.store.record_event(now, &event).await?;
             let (_, cookie) =
                 session::start(&state, Some(&session.id_digest), Some(user.id)).await?;
             Ok(with_cookie(
@@ -153,10 +158,11 @@ pub async fn post(
         None => {
             // The same answer whether the username exists, the account is
             // locked or the password is wrong.
-            state
-                .store
-                .audit(now, "login.failed", None, None, None)
-                .await?;
+            let event = Event::new(EventKind::LoginFailed)
+                .failed()
+                .actor(known_user.as_deref())
+                .ip(ip.as_deref());
+            state.store.record_event(now, &event).await?;
             Ok(login_page(
                 &state,
                 StatusCode::UNAUTHORIZED,
@@ -172,6 +178,7 @@ pub async fn post(
 
 pub async fn logout(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, PageError> {
@@ -181,10 +188,10 @@ pub async fn logout(
     if let Some(s) = session {
         state.store.delete_session(&s.id_digest).await?;
         if let Some(user) = &s.user_id {
-            state
-                .store
-                .audit(state.now(), "logout", Some(user), None, None)
-                .await?;
+            let event = Event::new(EventKind::Logout)
+                .actor(Some(user))
+                .ip(ip.as_deref());
+            state.store.record_event(state.now(), &event).await?;
         }
     }
     let clear = session::set_cookie(&state, "", 0);

@@ -1,15 +1,18 @@
 //! Registered clients (partner apps).
 
 use healthgate_core::client::{Client, ClientKind};
+use healthgate_core::event::EventKind;
 use healthgate_core::redirect::RedirectUri;
 use healthgate_core::scope::ScopeSet;
 use healthgate_core::user::{join_user_types, parse_user_types};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::events::{Event, append};
 use crate::{Result, Store, StoreError, conflict};
 
-const COLUMNS: &str = "id, name, photo_url, redirect_uris, allowed_scopes, user_types, kind, secret_digest, created_at, updated_at";
+const COLUMNS: &str = "id, name, photo_url, redirect_uris, allowed_scopes, user_types, kind, secret_digest, description, \
+                       connect_redirect_url, published, webhook_url, webhook_secret_version, webhook_muted_at, created_at, updated_at";
 
 fn from_row(row: &AnyRow) -> Result<Client> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("client {what}"));
@@ -32,38 +35,115 @@ fn from_row(row: &AnyRow) -> Result<Client> {
             .parse::<ClientKind>()
             .map_err(|_| corrupt("kind"))?,
         secret_digest: row.try_get("secret_digest")?,
+        description: row.try_get("description")?,
+        connect_redirect_url: row.try_get("connect_redirect_url")?,
+        published: row.try_get::<i64, _>("published")? != 0,
+        webhook_url: row.try_get("webhook_url")?,
+        webhook_secret_version: row.try_get("webhook_secret_version")?,
+        webhook_muted_at: row.try_get("webhook_muted_at")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
 }
 
+fn uris(c: &Client) -> String {
+    c.redirect_uris
+        .iter()
+        .map(RedirectUri::as_str)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 impl Store {
     pub async fn insert_client(&self, c: &Client) -> Result<()> {
-        let uris: Vec<&str> = c.redirect_uris.iter().map(RedirectUri::as_str).collect();
+        let mut tx = self.writer.begin().await?;
         sqlx::query(
-            "INSERT INTO clients (id, name, photo_url, redirect_uris, allowed_scopes, user_types, kind, secret_digest, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO clients (id, name, photo_url, redirect_uris, allowed_scopes, user_types, kind, secret_digest,
+                                  description, connect_redirect_url, published, webhook_url, webhook_secret_version,
+                                  created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .bind(&c.id)
         .bind(&c.name)
         .bind(&c.photo_url)
-        .bind(uris.join("\n"))
+        .bind(uris(c))
         .bind(c.allowed_scopes.to_string())
         .bind(join_user_types(&c.user_types))
         .bind(c.kind.as_str())
         .bind(&c.secret_digest)
+        .bind(&c.description)
+        .bind(&c.connect_redirect_url)
+        .bind(i64::from(c.published))
+        .bind(&c.webhook_url)
+        .bind(c.webhook_secret_version)
         .bind(c.created_at)
         .bind(c.updated_at)
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await
         .map_err(conflict("client"))?;
+        append(
+            &mut tx,
+            c.created_at,
+            &Event::new(EventKind::ClientCreated).client(&c.id),
+        )
+        .await?;
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// Saves a client's registration (everything but its secret and webhook
+    /// delivery state); `false` if there is no such client.
+    pub async fn update_client(&self, c: &Client) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let done = sqlx::query(
+            "UPDATE clients SET name = $1, photo_url = $2, redirect_uris = $3, allowed_scopes = $4, user_types = $5,
+                                description = $6, connect_redirect_url = $7, published = $8, webhook_url = $9,
+                                webhook_secret_version = $10, updated_at = $11
+             WHERE id = $12",
+        )
+        .bind(&c.name)
+        .bind(&c.photo_url)
+        .bind(uris(c))
+        .bind(c.allowed_scopes.to_string())
+        .bind(join_user_types(&c.user_types))
+        .bind(&c.description)
+        .bind(&c.connect_redirect_url)
+        .bind(i64::from(c.published))
+        .bind(&c.webhook_url)
+        .bind(c.webhook_secret_version)
+        .bind(c.updated_at)
+        .bind(&c.id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 1 {
+            append(
+                &mut tx,
+                c.updated_at,
+                &Event::new(EventKind::ClientUpdated).client(&c.id),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
     }
 
     pub async fn client(&self, id: &str) -> Result<Option<Client>> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM clients WHERE id = $1"));
         let row = sqlx::query(sql)
             .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// The confidential client whose secret has this digest (Hint's
+    /// partner-level `Authorization: Bearer <client_secret>`).
+    pub async fn client_by_secret_digest(&self, digest: &str) -> Result<Option<Client>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM clients WHERE secret_digest = $1 AND kind = 'confidential'"
+        ));
+        let row = sqlx::query(sql)
+            .bind(digest)
             .fetch_optional(&self.reader)
             .await?;
         row.as_ref().map(from_row).transpose()
@@ -77,25 +157,55 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
+    /// Apps listed in the integration directory, by name.
+    pub async fn published_clients(&self) -> Result<Vec<Client>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM clients WHERE published = 1 ORDER BY name, id"
+        ));
+        let rows = sqlx::query(sql).fetch_all(&self.reader).await?;
+        rows.iter().map(from_row).collect()
+    }
+
     /// Replaces the client's secret digest; `false` if there is no such client.
     pub async fn set_client_secret(&self, id: &str, secret_digest: &str, now: i64) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
         let done = sqlx::query(
             "UPDATE clients SET secret_digest = $1, updated_at = $2 WHERE id = $3 AND kind = 'confidential'",
         )
         .bind(secret_digest)
         .bind(now)
         .bind(id)
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await?;
+        if done.rows_affected() == 1 {
+            append(
+                &mut tx,
+                now,
+                &Event::new(EventKind::ClientSecretRotated).client(id),
+            )
+            .await?;
+        }
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
-    /// Deletes a client and, by cascade, its codes, consents and tokens.
-    pub async fn delete_client(&self, id: &str) -> Result<bool> {
+    /// Deletes a client and, by cascade, its codes, consents, tokens and
+    /// integrations.
+    pub async fn delete_client(&self, id: &str, now: i64) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
         let done = sqlx::query("DELETE FROM clients WHERE id = $1")
             .bind(id)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await?;
+        if done.rows_affected() == 1 {
+            append(
+                &mut tx,
+                now,
+                &Event::new(EventKind::ClientDeleted).subject(id),
+            )
+            .await?;
+        }
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 }

@@ -14,8 +14,9 @@ use healthgate_core::token::{AccessToken, AuthorizationCode, RefreshRotation, Re
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use crate::audit::record;
+use crate::events::{Event, append};
 use crate::{Result, Store, StoreError};
+use healthgate_core::event::EventKind;
 
 /// Why a grant could not be completed.
 #[derive(Debug, thiserror::Error)]
@@ -333,13 +334,13 @@ impl Store {
         .bind(code.expires_at)
         .execute(&mut *tx)
         .await?;
-        record(
-            &mut *tx,
+        append(
+            &mut tx,
             code.created_at,
-            "code.issued",
-            Some(&code.user_id),
-            Some(&code.client_id),
-            Some(&code.scope.to_string()),
+            &Event::new(EventKind::CodeIssued)
+                .actor(Some(&code.user_id))
+                .client(&code.client_id)
+                .data(serde_json::json!({ "scope": code.scope.to_string() })),
         )
         .await?;
         tx.commit().await?;
@@ -374,13 +375,14 @@ impl Store {
             .await?;
             if let Some((family_id, client_id)) = replayed {
                 revoke_family(&mut tx, &family_id, "authorization code replayed", r.now).await?;
-                record(
-                    &mut *tx,
+                append(
+                    &mut tx,
                     r.now,
-                    "code.replayed",
-                    None,
-                    Some(&client_id),
-                    Some(&family_id),
+                    &Event::new(EventKind::CodeReplayed)
+                        .failed()
+                        .client(&client_id)
+                        .subject(&family_id)
+                        .data(serde_json::json!({ "family_id": family_id })),
                 )
                 .await?;
                 tx.commit().await?;
@@ -416,13 +418,14 @@ impl Store {
             r.now,
         )
         .await?;
-        record(
-            &mut *tx,
+        append(
+            &mut tx,
             r.now,
-            "token.issued",
-            Some(&code.user_id),
-            Some(&code.client_id),
-            Some("authorization_code"),
+            &Event::new(EventKind::TokenIssued)
+                .actor(Some(&code.user_id))
+                .client(&code.client_id)
+                .subject(&code.family_id)
+                .data(serde_json::json!({ "grant_type": "authorization_code" })),
         )
         .await?;
         tx.commit().await?;
@@ -490,13 +493,13 @@ impl Store {
             r.now,
         )
         .await?;
-        record(
-            &mut *tx,
+        append(
+            &mut tx,
             r.now,
-            "token.refreshed",
-            old.user_id.as_deref(),
-            Some(&old.client_id),
-            None,
+            &Event::new(EventKind::TokenRefreshed)
+                .actor(old.user_id.as_deref())
+                .client(&old.client_id)
+                .subject(&old.family_id),
         )
         .await?;
         tx.commit().await?;
@@ -515,13 +518,15 @@ impl Store {
     ) -> GrantError {
         let result: Result<()> = async {
             revoke_family(&mut tx, &old.family_id, "refresh token reused", now).await?;
-            record(
-                &mut *tx,
+            append(
+                &mut tx,
                 now,
-                "token.reuse_detected",
-                old.user_id.as_deref(),
-                Some(&old.client_id),
-                Some(&old.family_id),
+                &Event::new(EventKind::TokenReuseDetected)
+                    .failed()
+                    .actor(old.user_id.as_deref())
+                    .client(&old.client_id)
+                    .subject(&old.family_id)
+                    .data(serde_json::json!({ "family_id": old.family_id })),
             )
             .await?;
             tx.commit().await?;
@@ -549,13 +554,13 @@ impl Store {
             &mut tx, &family_id, client_id, None, scope, None, None, tokens, now,
         )
         .await?;
-        record(
-            &mut *tx,
+        append(
+            &mut tx,
             now,
-            "token.issued",
-            None,
-            Some(client_id),
-            Some("client_credentials"),
+            &Event::new(EventKind::TokenIssued)
+                .client(client_id)
+                .subject(&family_id)
+                .data(serde_json::json!({ "grant_type": "client_credentials" })),
         )
         .await?;
         tx.commit().await?;

@@ -11,18 +11,21 @@
 //! Secrets never reach this crate in the clear except to be digested by the
 //! caller first: every `*_digest` column holds a SHA-256 digest.
 
-mod audit;
 mod clients;
+mod events;
 mod grants;
-mod orgs;
+mod integrations;
 mod purge;
 mod sessions;
 mod users;
+mod webhooks;
 
-pub use audit::AuditEvent;
+pub use events::{ChainReport, Event, StoredEvent};
 pub use grants::{CodeRedemption, GrantError, Issued, NewTokens, Refresh};
+pub use integrations::ConnectRedemption;
 pub use purge::Purged;
 pub use sessions::Session;
+pub use webhooks::{Attempt, AttemptResult, Delivery};
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -231,16 +234,30 @@ fn prepare_sqlite_url(url: &str) -> Result<String> {
     Ok(format!("sqlite://{path}?{query}"))
 }
 
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../migrations/sqlite/0001_init.sql"),
-)];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../migrations/postgres/0001_init.sql"),
-)];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "integrations and events",
+        include_str!("../migrations/sqlite/0002_integrations_events.sql"),
+    ),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "integrations and events",
+        include_str!("../migrations/postgres/0002_integrations_events.sql"),
+    ),
+];
 
 fn migrator(backend: Backend) -> Migrator {
     let list = match backend {

@@ -4,12 +4,15 @@ use healthgate_core::user::{User, UserType};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::events::{Event, append};
 use crate::{Result, Store, StoreError, conflict};
+use healthgate_core::event::EventKind;
 
-fn from_row(row: &AnyRow) -> Result<User> {
+pub(crate) fn user_from_row(row: &AnyRow) -> Result<User> {
     Ok(User {
         id: row.try_get("id")?,
         username: row.try_get("username")?,
+        name: row.try_get("name")?,
         email: row.try_get("email")?,
         user_type: row
             .try_get::<String, _>("user_type")?
@@ -22,25 +25,34 @@ fn from_row(row: &AnyRow) -> Result<User> {
 }
 
 const SELECT: &str =
-    "SELECT id, username, email, user_type, password_hash, created_at, locked_at FROM users";
+    "SELECT id, username, name, email, user_type, password_hash, created_at, locked_at FROM users";
 
 impl Store {
     /// Inserts a user; [`StoreError::Conflict`] if the username is taken.
     pub async fn insert_user(&self, u: &User) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
         sqlx::query(
-            "INSERT INTO users (id, username, email, user_type, password_hash, created_at, updated_at, locked_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
+            "INSERT INTO users (id, username, name, email, user_type, password_hash, created_at, updated_at, locked_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)",
         )
         .bind(&u.id)
         .bind(&u.username)
+        .bind(&u.name)
         .bind(&u.email)
         .bind(u.user_type.as_str())
         .bind(&u.password_hash)
         .bind(u.created_at)
         .bind(u.locked_at)
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await
         .map_err(conflict("username"))?;
+        append(
+            &mut tx,
+            u.created_at,
+            &Event::new(EventKind::UserCreated).subject(&u.id),
+        )
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -50,7 +62,7 @@ impl Store {
             .bind(id)
             .fetch_optional(&self.reader)
             .await?;
-        row.as_ref().map(from_row).transpose()
+        row.as_ref().map(user_from_row).transpose()
     }
 
     pub async fn user_by_username(&self, username: &str) -> Result<Option<User>> {
@@ -59,7 +71,7 @@ impl Store {
             .bind(username)
             .fetch_optional(&self.reader)
             .await?;
-        row.as_ref().map(from_row).transpose()
+        row.as_ref().map(user_from_row).transpose()
     }
 
     /// Sets a new password hash and ends every session of the user, since a
@@ -98,7 +110,12 @@ impl Store {
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
-        crate::audit::record(&mut *tx, now, "user.locked", Some(user_id), None, None).await?;
+        append(
+            &mut tx,
+            now,
+            &Event::new(EventKind::UserLocked).subject(user_id),
+        )
+        .await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }

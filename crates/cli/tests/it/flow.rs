@@ -50,7 +50,7 @@ impl Demo {
         assert!(demo.practice_id.starts_with("pra-"), "{v}");
         assert!(demo.client_secret.starts_with("hg_cs_"), "{v}");
         let roles: Vec<&str> = demo.accounts.iter().map(|a| a.0.as_str()).collect();
-        assert_eq!(roles, ["practitioner", "staff", "member"], "{v}");
+        assert_eq!(roles, ["admin", "practitioner", "staff", "member"], "{v}");
         for (_, _, password) in &demo.accounts {
             assert!(password.len() >= 16, "weak demo password in {v}");
         }

@@ -18,9 +18,12 @@ use healthgate_core::user::User;
 use healthgate_store::Session;
 
 use crate::error::PageError;
+use crate::ip::ClientIp;
 use crate::pages::{self, ConsentPage, ScopeLine};
 use crate::session;
 use crate::state::AppState;
+use healthgate_core::event::EventKind;
+use healthgate_store::Event;
 
 /// The redirect that carries an authorization response: the given
 /// parameters, `state` if the request had one, and always `iss` (RFC 9207).
@@ -250,6 +253,7 @@ async fn issue_code(state: &AppState, user: &User, request: &ValidAuthorization)
 /// original request's parameters.
 pub async fn post(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
@@ -297,21 +301,16 @@ pub async fn post(
             {
                 return PageError::from(e).into_response();
             }
-            if let Err(e) = audit(
-                &state,
-                "consent.granted",
-                &user,
-                &client,
-                Some(&request.scope.to_string()),
-            )
-            .await
-            {
+            let event = Event::new(EventKind::ConsentGranted)
+                .data(serde_json::json!({ "scope": request.scope.to_string() }));
+            if let Err(e) = record_decision(&state, event, &user, &client, &ip).await {
                 return e.into_response();
             }
             issue_code(&state, &user, &request).await
         }
         Some("deny") => {
-            if let Err(e) = audit(&state, "consent.denied", &user, &client, None).await {
+            let event = Event::new(EventKind::ConsentDenied);
+            if let Err(e) = record_decision(&state, event, &user, &client, &ip).await {
                 return e.into_response();
             }
             let error = OAuthError::new(ErrorCode::AccessDenied, "the user denied the request");
@@ -326,17 +325,20 @@ pub async fn post(
     }
 }
 
-/// Audits a consent decision; if the trail cannot be written, the decision
+/// Records a consent decision; if the event cannot be written, the decision
 /// is not carried out.
-async fn audit(
+async fn record_decision(
     state: &AppState,
-    kind: &str,
+    event: Event<'_>,
     user: &User,
     client: &Client,
-    detail: Option<&str>,
+    ip: &ClientIp,
 ) -> Result<(), PageError> {
-    Ok(state
-        .store
-        .audit(state.now(), kind, Some(&user.id), Some(&client.id), detail)
-        .await?)
+    let event = event
+        .actor(Some(&user.id))
+        .client(&client.id)
+        .subject(&user.id)
+        .ip(ip.as_deref());
+    state.store.record_event(state.now(), &event).await?;
+    Ok(())
 }

@@ -230,6 +230,7 @@ impl TestApp {
             self.clock.as_ref(),
             NewUser {
                 username: username.into(),
+                name: None,
                 password: Some(PASSWORD.into()),
                 email: Some(format!("{username}@example.org")),
                 user_type,

@@ -1,0 +1,164 @@
+//! Domain events: the one vocabulary in which healthgate says what happened.
+//! Every event goes to the audit trail; the ones that concern a partner app
+//! are also delivered to its webhook.
+
+use std::fmt;
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    LoginSucceeded,
+    LoginFailed,
+    Logout,
+    ConsentGranted,
+    ConsentDenied,
+    ConsentRevoked,
+    CodeIssued,
+    CodeReplayed,
+    TokenIssued,
+    TokenRefreshed,
+    TokenReuseDetected,
+    TokenFamilyRevoked,
+    ClientCreated,
+    ClientUpdated,
+    ClientSecretRotated,
+    ClientDeleted,
+    UserCreated,
+    UserLocked,
+    OrganizationCreated,
+    MemberAdded,
+    IntegrationConnected,
+    IntegrationPending,
+    IntegrationActivated,
+    IntegrationDeactivated,
+    ConnectCodeIssued,
+    ConnectCodeReplayed,
+    ApiKeyCreated,
+    ApiKeyRevoked,
+}
+
+impl EventKind {
+    pub const ALL: &'static [EventKind] = &[
+        Self::LoginSucceeded,
+        Self::LoginFailed,
+        Self::Logout,
+        Self::ConsentGranted,
+        Self::ConsentDenied,
+        Self::ConsentRevoked,
+        Self::CodeIssued,
+        Self::CodeReplayed,
+        Self::TokenIssued,
+        Self::TokenRefreshed,
+        Self::TokenReuseDetected,
+        Self::TokenFamilyRevoked,
+        Self::ClientCreated,
+        Self::ClientUpdated,
+        Self::ClientSecretRotated,
+        Self::ClientDeleted,
+        Self::UserCreated,
+        Self::UserLocked,
+        Self::OrganizationCreated,
+        Self::MemberAdded,
+        Self::IntegrationConnected,
+        Self::IntegrationPending,
+        Self::IntegrationActivated,
+        Self::IntegrationDeactivated,
+        Self::ConnectCodeIssued,
+        Self::ConnectCodeReplayed,
+        Self::ApiKeyCreated,
+        Self::ApiKeyRevoked,
+    ];
+
+    /// The event's type as written to the audit trail and webhooks.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LoginSucceeded => "login.succeeded",
+            Self::LoginFailed => "login.failed",
+            Self::Logout => "logout",
+            Self::ConsentGranted => "consent.granted",
+            Self::ConsentDenied => "consent.denied",
+            Self::ConsentRevoked => "consent.revoked",
+            Self::CodeIssued => "code.issued",
+            Self::CodeReplayed => "code.replayed",
+            Self::TokenIssued => "token.issued",
+            Self::TokenRefreshed => "token.refreshed",
+            Self::TokenReuseDetected => "token.reuse_detected",
+            Self::TokenFamilyRevoked => "token.family_revoked",
+            Self::ClientCreated => "client.created",
+            Self::ClientUpdated => "client.updated",
+            Self::ClientSecretRotated => "client.secret_rotated",
+            Self::ClientDeleted => "client.deleted",
+            Self::UserCreated => "user.created",
+            Self::UserLocked => "user.locked",
+            Self::OrganizationCreated => "organization.created",
+            Self::MemberAdded => "organization.member_added",
+            Self::IntegrationConnected => "integration.connected",
+            Self::IntegrationPending => "integration.pending",
+            Self::IntegrationActivated => "integration.activated",
+            Self::IntegrationDeactivated => "integration.deactivated",
+            Self::ConnectCodeIssued => "integration.code_issued",
+            Self::ConnectCodeReplayed => "integration.code_replayed",
+            Self::ApiKeyCreated => "api_key.created",
+            Self::ApiKeyRevoked => "api_key.revoked",
+        }
+    }
+
+    /// Whether the partner app named in the event is told by webhook.
+    /// Routine traffic (logins, each token issue) is audited, not pushed.
+    pub fn notifies_partner(self) -> bool {
+        matches!(
+            self,
+            Self::ConsentGranted
+                | Self::ConsentRevoked
+                | Self::TokenFamilyRevoked
+                | Self::TokenReuseDetected
+                | Self::CodeReplayed
+                | Self::ClientSecretRotated
+                | Self::IntegrationConnected
+                | Self::IntegrationPending
+                | Self::IntegrationActivated
+                | Self::IntegrationDeactivated
+                | Self::ConnectCodeReplayed
+                | Self::ApiKeyCreated
+                | Self::ApiKeyRevoked
+        )
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether the attempt the event records succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Failure,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_names_are_unique_and_dotted() {
+        let mut names: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+        let count = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), count);
+        assert!(EventKind::IntegrationConnected.notifies_partner());
+        assert!(!EventKind::LoginSucceeded.notifies_partner());
+    }
+}

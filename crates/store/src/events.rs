@@ -1,0 +1,300 @@
+//! The event log: every security-relevant thing that happens is appended here
+//! (the audit trail), in the same transaction as the change it records; an
+//! event that concerns a partner app with a webhook also queues a delivery in
+//! that transaction (an outbox), so nothing is lost if the process dies.
+//!
+//! A sealer links the rows into a hash chain after the fact (`seal_events`):
+//! each sealed row carries the SHA-256 of the previous one, so an edited or
+//! deleted row breaks the chain (`verify_chain`). Sealing off the hot path
+//! keeps token issue from queueing on one chain-head lock.
+
+use healthgate_core::event::{EventKind, Outcome};
+use healthgate_core::secret::new_id;
+use sha2::{Digest, Sha256};
+use sqlx::{AnyConnection, Row};
+
+use crate::{Backend, Result, Store, StoreError};
+
+/// An event to append.
+#[derive(Debug, Clone)]
+pub struct Event<'a> {
+    pub kind: EventKind,
+    pub outcome: Outcome,
+    pub actor_user_id: Option<&'a str>,
+    pub subject: Option<&'a str>,
+    pub client_id: Option<&'a str>,
+    pub organization_id: Option<&'a str>,
+    pub ip: Option<&'a str>,
+    /// Extra facts as a JSON object: never a secret.
+    pub data: Option<serde_json::Value>,
+}
+
+impl<'a> Event<'a> {
+    pub fn new(kind: EventKind) -> Self {
+        Self {
+            kind,
+            outcome: Outcome::Success,
+            actor_user_id: None,
+            subject: None,
+            client_id: None,
+            organization_id: None,
+            ip: None,
+            data: None,
+        }
+    }
+    pub fn failed(mut self) -> Self {
+        self.outcome = Outcome::Failure;
+        self
+    }
+    pub fn actor(mut self, user_id: Option<&'a str>) -> Self {
+        self.actor_user_id = user_id;
+        self
+    }
+    pub fn subject(mut self, subject: &'a str) -> Self {
+        self.subject = Some(subject);
+        self
+    }
+    pub fn client(mut self, client_id: &'a str) -> Self {
+        self.client_id = Some(client_id);
+        self
+    }
+    pub fn organization(mut self, organization_id: &'a str) -> Self {
+        self.organization_id = Some(organization_id);
+        self
+    }
+    pub fn ip(mut self, ip: Option<&'a str>) -> Self {
+        self.ip = ip;
+        self
+    }
+    pub fn data(mut self, data: serde_json::Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub id: String,
+    pub at: i64,
+    pub kind: String,
+    pub actor_user_id: Option<String>,
+    pub subject: Option<String>,
+    pub client_id: Option<String>,
+    pub organization_id: Option<String>,
+    pub ip: Option<String>,
+    pub outcome: String,
+    pub data: Option<String>,
+    pub chain_pos: Option<i64>,
+    pub prev_hash: Option<String>,
+    pub hash: Option<String>,
+}
+
+impl StoredEvent {
+    /// The bytes the chain hashes for this row, after the previous hash.
+    fn canonical(&self, pos: i64) -> String {
+        serde_json::json!([
+            pos,
+            self.id,
+            self.at,
+            self.kind,
+            self.actor_user_id,
+            self.subject,
+            self.client_id,
+            self.organization_id,
+            self.ip,
+            self.outcome,
+            self.data,
+        ])
+        .to_string()
+    }
+
+    fn chain_hash(&self, pos: i64, prev_hash: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(prev_hash.as_bytes());
+        h.update(b"\n");
+        h.update(self.canonical(pos).as_bytes());
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+const EVENT_COLUMNS: &str = "seq, id, at, kind, actor_user_id, subject, client_id, organization_id, ip, outcome, data, chain_pos, prev_hash, hash";
+
+fn event_from_row(r: &sqlx::any::AnyRow) -> Result<StoredEvent> {
+    Ok(StoredEvent {
+        seq: r.try_get("seq")?,
+        id: r.try_get("id")?,
+        at: r.try_get("at")?,
+        kind: r.try_get("kind")?,
+        actor_user_id: r.try_get("actor_user_id")?,
+        subject: r.try_get("subject")?,
+        client_id: r.try_get("client_id")?,
+        organization_id: r.try_get("organization_id")?,
+        ip: r.try_get("ip")?,
+        outcome: r.try_get("outcome")?,
+        data: r.try_get("data")?,
+        chain_pos: r.try_get("chain_pos")?,
+        prev_hash: r.try_get("prev_hash")?,
+        hash: r.try_get("hash")?,
+    })
+}
+
+/// Appends `event` on `conn` (a transaction, normally) and queues its
+/// webhook delivery if it concerns a partner with a live webhook. Returns the
+/// event's id.
+pub(crate) async fn append(conn: &mut AnyConnection, at: i64, event: &Event<'_>) -> Result<String> {
+    let id = new_id("evt");
+    let data = event.data.as_ref().map(|d| d.to_string());
+    sqlx::query(
+        "INSERT INTO events (id, at, kind, actor_user_id, subject, client_id, organization_id, ip, outcome, data)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&id)
+    .bind(at)
+    .bind(event.kind.as_str())
+    .bind(event.actor_user_id)
+    .bind(event.subject)
+    .bind(event.client_id)
+    .bind(event.organization_id)
+    .bind(event.ip)
+    .bind(event.outcome.as_str())
+    .bind(&data)
+    .execute(&mut *conn)
+    .await?;
+    if let (true, Some(client_id)) = (event.kind.notifies_partner(), event.client_id) {
+        crate::webhooks::enqueue(conn, at, &id, client_id, event).await?;
+    }
+    Ok(id)
+}
+
+/// What `verify_chain` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainReport {
+    /// Rows checked and found linked.
+    pub sealed: i64,
+    /// Rows not sealed yet (appended since the last sealing pass).
+    pub unsealed: i64,
+    /// The first break: chain position and what is wrong.
+    pub broken: Option<(i64, String)>,
+}
+
+impl Store {
+    /// Appends one event in its own transaction.
+    pub async fn record_event(&self, at: i64, event: &Event<'_>) -> Result<String> {
+        let mut tx = self.writer.begin().await?;
+        let id = append(&mut tx, at, event).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Events, newest first; `since` keeps those at or after an instant.
+    pub async fn events(&self, since: Option<i64>, limit: i64) -> Result<Vec<StoredEvent>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE at >= $1 ORDER BY seq DESC LIMIT $2"
+        ));
+        let rows = sqlx::query(sql)
+            .bind(since.unwrap_or(i64::MIN))
+            .bind(limit)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    /// Links up to `max` unsealed events into the hash chain, in the order
+    /// they were appended. One sealer at a time: the chain head row is locked
+    /// (PostgreSQL) or the single writer serialises it (SQLite).
+    pub async fn seal_events(&self, max: i64) -> Result<u64> {
+        let mut tx = self.writer.begin().await?;
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        };
+        let head: (i64, String) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT pos, hash FROM audit_chain_head WHERE id = 1{lock}"
+        )))
+        .fetch_one(&mut *tx)
+        .await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE chain_pos IS NULL ORDER BY seq LIMIT $1"
+        )))
+        .bind(max)
+        .fetch_all(&mut *tx)
+        .await?;
+        let (mut pos, mut prev) = head;
+        for row in &rows {
+            let event = event_from_row(row)?;
+            pos += 1;
+            let hash = event.chain_hash(pos, &prev);
+            sqlx::query(
+                "UPDATE events SET chain_pos = $1, prev_hash = $2, hash = $3 WHERE seq = $4",
+            )
+            .bind(pos)
+            .bind(&prev)
+            .bind(&hash)
+            .bind(event.seq)
+            .execute(&mut *tx)
+            .await?;
+            prev = hash;
+        }
+        sqlx::query("UPDATE audit_chain_head SET pos = $1, hash = $2 WHERE id = 1")
+            .bind(pos)
+            .bind(&prev)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(rows.len() as u64)
+    }
+
+    /// Walks the whole chain and checks every link, that positions are
+    /// contiguous, and that the head names the last row.
+    pub async fn verify_chain(&self) -> Result<ChainReport> {
+        let head: (i64, String) =
+            sqlx::query_as("SELECT pos, hash FROM audit_chain_head WHERE id = 1")
+                .fetch_one(&self.reader)
+                .await?;
+        let unsealed: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE chain_pos IS NULL")
+                .fetch_one(&self.reader)
+                .await?;
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE chain_pos IS NOT NULL ORDER BY chain_pos"
+        ));
+        let rows = sqlx::query(sql).fetch_all(&self.reader).await?;
+        let mut prev = String::new();
+        let mut expected = 1;
+        let broken = |pos: i64, why: &str| {
+            Ok(ChainReport {
+                sealed: pos - 1,
+                unsealed,
+                broken: Some((pos, why.to_owned())),
+            })
+        };
+        for row in &rows {
+            let e = event_from_row(row)?;
+            let pos = e
+                .chain_pos
+                .ok_or_else(|| StoreError::Corrupt("sealed row without position".into()))?;
+            if pos != expected {
+                return broken(expected, "a row is missing from the chain");
+            }
+            if e.prev_hash.as_deref() != Some(prev.as_str()) {
+                return broken(pos, "the row does not link to the one before it");
+            }
+            let recomputed = e.chain_hash(pos, &prev);
+            if e.hash.as_deref() != Some(recomputed.as_str()) {
+                return broken(pos, "the row was altered after it was sealed");
+            }
+            prev = recomputed;
+            expected += 1;
+        }
+        if head.0 != expected - 1 || head.1 != prev {
+            return broken(expected, "rows at the end of the chain were removed");
+        }
+        Ok(ChainReport {
+            sealed: expected - 1,
+            unsealed,
+            broken: None,
+        })
+    }
+}

@@ -1,0 +1,602 @@
+//! Organizations, practice integrations, connect codes and practice API keys.
+
+use healthgate_core::error::OAuthError;
+use healthgate_core::event::EventKind;
+use healthgate_core::integration::{ApiKey, ConnectMode, Integration, IntegrationStatus};
+use healthgate_core::org::Organization;
+use healthgate_core::secret::{Minted, new_id};
+use healthgate_core::user::User;
+use sqlx::{Any, AnyConnection, Row, Transaction};
+
+use crate::events::{Event, append};
+use crate::grants::GrantError;
+use crate::{Result, Store, StoreError, conflict};
+
+const INTEGRATION_COLUMNS: &str = "id, organization_id, client_id, status, created_by, activated_by, created_at, activated_at, disconnected_at";
+const KEY_COLUMNS: &str = "id, integration_id, organization_id, client_id, description, created_at, last_used_at, revoked_at";
+
+fn integration_from_row(r: &sqlx::any::AnyRow) -> Result<Integration> {
+    Ok(Integration {
+        id: r.try_get("id")?,
+        organization_id: r.try_get("organization_id")?,
+        client_id: r.try_get("client_id")?,
+        status: r
+            .try_get::<String, _>("status")?
+            .parse()
+            .map_err(StoreError::Corrupt)?,
+        created_by: r.try_get("created_by")?,
+        activated_by: r.try_get("activated_by")?,
+        created_at: r.try_get("created_at")?,
+        activated_at: r.try_get("activated_at")?,
+        disconnected_at: r.try_get("disconnected_at")?,
+    })
+}
+
+fn key_from_row(r: &sqlx::any::AnyRow) -> Result<ApiKey> {
+    Ok(ApiKey {
+        id: r.try_get("id")?,
+        integration_id: r.try_get("integration_id")?,
+        organization_id: r.try_get("organization_id")?,
+        client_id: r.try_get("client_id")?,
+        description: r.try_get("description")?,
+        created_at: r.try_get("created_at")?,
+        last_used_at: r.try_get("last_used_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+    })
+}
+
+fn organization_from_row(r: &sqlx::any::AnyRow) -> Result<Organization> {
+    Ok(Organization {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        kind: r
+            .try_get::<String, _>("kind")?
+            .parse()
+            .map_err(StoreError::Corrupt)?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+async fn integration_in(conn: &mut AnyConnection, id: &str) -> Result<Option<Integration>> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE id = $1"
+    ));
+    let row = sqlx::query(sql).bind(id).fetch_optional(conn).await?;
+    row.as_ref().map(integration_from_row).transpose()
+}
+
+/// Inserts a new API key for an integration.
+async fn insert_key(
+    tx: &mut Transaction<'static, Any>,
+    integration: &Integration,
+    key: &Minted,
+    description: Option<&str>,
+    now: i64,
+) -> Result<ApiKey> {
+    let record = ApiKey {
+        id: new_id("key"),
+        integration_id: integration.id.clone(),
+        organization_id: integration.organization_id.clone(),
+        client_id: integration.client_id.clone(),
+        description: description.map(str::to_owned),
+        created_at: now,
+        last_used_at: None,
+        revoked_at: None,
+    };
+    sqlx::query(
+        "INSERT INTO api_keys (digest, id, integration_id, organization_id, client_id, description, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&key.digest)
+    .bind(&record.id)
+    .bind(&record.integration_id)
+    .bind(&record.organization_id)
+    .bind(&record.client_id)
+    .bind(&record.description)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(record)
+}
+
+/// A connect code presented by a partner.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectRedemption<'a> {
+    pub code_digest: &'a str,
+    pub client_id: &'a str,
+    pub activate: bool,
+    pub now: i64,
+}
+
+impl Store {
+    pub async fn insert_organization(&self, org: &Organization) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "INSERT INTO organizations (id, name, kind, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&org.id)
+        .bind(&org.name)
+        .bind(org.kind.as_str())
+        .bind(org.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(conflict("organization"))?;
+        append(
+            &mut tx,
+            org.created_at,
+            &Event::new(EventKind::OrganizationCreated).organization(&org.id),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn organization(&self, id: &str) -> Result<Option<Organization>> {
+        let row = sqlx::query("SELECT id, name, kind, created_at FROM organizations WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(organization_from_row).transpose()
+    }
+
+    pub async fn organizations(&self) -> Result<Vec<Organization>> {
+        let rows = sqlx::query(
+            "SELECT id, name, kind, created_at FROM organizations ORDER BY created_at, id",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(organization_from_row).collect()
+    }
+
+    /// The id of the organization with this exact name, if any.
+    pub async fn organization_by_name(&self, name: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM organizations WHERE name = $1 ORDER BY created_at LIMIT 1",
+        )
+        .bind(name)
+        .fetch_optional(&self.reader)
+        .await?)
+    }
+
+    /// Adds `user_id` to an organization with `role`, or changes their role.
+    pub async fn set_membership(
+        &self,
+        organization_id: &str,
+        user_id: &str,
+        role: &str,
+        actor: Option<&str>,
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "INSERT INTO memberships (organization_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (organization_id, user_id) DO UPDATE SET role = excluded.role",
+        )
+        .bind(organization_id)
+        .bind(user_id)
+        .bind(role)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let event = Event::new(EventKind::MemberAdded)
+            .actor(actor)
+            .subject(user_id)
+            .organization(organization_id)
+            .data(serde_json::json!({ "role": role }));
+        append(&mut tx, now, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The members of an organization with their roles, by username.
+    pub async fn members(&self, organization_id: &str) -> Result<Vec<(User, String)>> {
+        let rows = sqlx::query(
+            "SELECT u.id, u.username, u.name, u.email, u.user_type, u.password_hash, u.created_at, u.locked_at, m.role
+             FROM memberships m JOIN users u ON u.id = m.user_id
+             WHERE m.organization_id = $1 ORDER BY u.username",
+        )
+        .bind(organization_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((crate::users::user_from_row(r)?, r.try_get("role")?)))
+            .collect()
+    }
+
+    /// The organizations in which `user_id` holds `role`.
+    pub async fn organizations_where(
+        &self,
+        user_id: &str,
+        role: &str,
+    ) -> Result<Vec<Organization>> {
+        let rows = sqlx::query(
+            "SELECT o.id, o.name, o.kind, o.created_at FROM memberships m JOIN organizations o ON o.id = m.organization_id
+             WHERE m.user_id = $1 AND m.role = $2 ORDER BY o.name",
+        )
+        .bind(user_id)
+        .bind(role)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(organization_from_row).collect()
+    }
+
+    pub async fn integration(&self, id: &str) -> Result<Option<Integration>> {
+        let mut conn = self.reader.acquire().await?;
+        integration_in(&mut conn, id).await
+    }
+
+    /// The integrations of an organization, live ones first.
+    pub async fn integrations_of_organization(
+        &self,
+        organization_id: &str,
+    ) -> Result<Vec<Integration>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE organization_id = $1 ORDER BY created_at DESC"
+        ));
+        let rows = sqlx::query(sql)
+            .bind(organization_id)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(integration_from_row).collect()
+    }
+
+    /// The integrations of a partner app, newest first.
+    pub async fn integrations_of_client(&self, client_id: &str) -> Result<Vec<Integration>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE client_id = $1 ORDER BY created_at DESC"
+        ));
+        let rows = sqlx::query(sql)
+            .bind(client_id)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(integration_from_row).collect()
+    }
+
+    /// Starts connecting a practice to a partner, or returns the live
+    /// integration there already is. Then issues a connect code for it.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_integration(
+        &self,
+        organization_id: &str,
+        client_id: &str,
+        admin_id: &str,
+        code: &Minted,
+        mode: ConnectMode,
+        expires_at: i64,
+        ip: Option<&str>,
+        now: i64,
+    ) -> Result<Integration> {
+        let mut tx = self.writer.begin().await?;
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {INTEGRATION_COLUMNS} FROM integrations
+             WHERE organization_id = $1 AND client_id = $2 AND status <> 'disconnected'"
+        ));
+        let existing = sqlx::query(sql)
+            .bind(organization_id)
+            .bind(client_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let integration = match existing.as_ref().map(integration_from_row).transpose()? {
+            Some(i) => i,
+            None => {
+                let i = Integration {
+                    id: new_id("int"),
+                    organization_id: organization_id.to_owned(),
+                    client_id: client_id.to_owned(),
+                    status: IntegrationStatus::Pending,
+                    created_by: Some(admin_id.to_owned()),
+                    activated_by: None,
+                    created_at: now,
+                    activated_at: None,
+                    disconnected_at: None,
+                };
+                sqlx::query(
+                    "INSERT INTO integrations (id, organization_id, client_id, status, created_by, created_at)
+                     VALUES ($1, $2, $3, 'pending', $4, $5)",
+                )
+                .bind(&i.id)
+                .bind(organization_id)
+                .bind(client_id)
+                .bind(admin_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(conflict("integration"))?;
+                i
+            }
+        };
+        sqlx::query(
+            "INSERT INTO connect_codes (digest, integration_id, mode, created_by, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&code.digest)
+        .bind(&integration.id)
+        .bind(mode.as_str())
+        .bind(admin_id)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+        let event = Event::new(EventKind::ConnectCodeIssued)
+            .actor(Some(admin_id))
+            .subject(&integration.id)
+            .client(client_id)
+            .organization(organization_id)
+            .ip(ip)
+            .data(serde_json::json!({ "integration_id": integration.id, "mode": mode.as_str() }));
+        append(&mut tx, now, &event).await?;
+        tx.commit().await?;
+        Ok(integration)
+    }
+
+    /// Exchanges a connect code for the practice's API key (Hint's
+    /// `/api/oauth/tokens`). Single use: a replay revokes the key the code
+    /// produced. A code of another partner, expired or unknown is refused
+    /// and leaves everything as it was.
+    pub async fn redeem_connect_code(
+        &self,
+        r: ConnectRedemption<'_>,
+        key: &Minted,
+    ) -> Result<(Integration, ApiKey), GrantError> {
+        let mut tx = self.writer.begin().await?;
+        let row: Option<(String, i64, Option<String>)> = sqlx::query_as(
+            "UPDATE connect_codes SET consumed_at = $1, api_key_digest = $2
+             WHERE digest = $3 AND consumed_at IS NULL
+             RETURNING integration_id, expires_at, created_by",
+        )
+        .bind(r.now)
+        .bind(&key.digest)
+        .bind(r.code_digest)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((integration_id, expires_at, created_by)) = row else {
+            let replayed: Option<(String, Option<String>)> = sqlx::query_as(
+                "SELECT integration_id, api_key_digest FROM connect_codes WHERE digest = $1",
+            )
+            .bind(r.code_digest)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((integration_id, produced)) = replayed {
+                let integration = integration_in(&mut tx, &integration_id).await?;
+                if let (Some(i), Some(produced)) = (integration, produced) {
+                    sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE digest = $2 AND revoked_at IS NULL")
+                        .bind(r.now)
+                        .bind(produced)
+                        .execute(&mut *tx)
+                        .await?;
+                    let event = Event::new(EventKind::ConnectCodeReplayed)
+                        .failed()
+                        .subject(&i.id)
+                        .client(&i.client_id)
+                        .organization(&i.organization_id)
+                        .data(serde_json::json!({ "integration_id": i.id }));
+                    append(&mut tx, r.now, &event).await?;
+                    tx.commit().await?;
+                }
+                return Err(OAuthError::invalid_grant("the code has already been used").into());
+            }
+            return Err(OAuthError::invalid_grant("unknown code").into());
+        };
+        let integration = integration_in(&mut tx, &integration_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("connect code without integration".into()))?;
+        // Any refusal below drops the transaction: the code stays unused.
+        if integration.client_id != r.client_id {
+            return Err(OAuthError::invalid_grant("the code was issued to another partner").into());
+        }
+        if r.now >= expires_at {
+            return Err(OAuthError::invalid_grant("the code has expired").into());
+        }
+        if integration.status == IntegrationStatus::Disconnected {
+            return Err(OAuthError::invalid_grant(
+                "the practice has disconnected this integration",
+            )
+            .into());
+        }
+        let api_key = insert_key(
+            &mut tx,
+            &integration,
+            key,
+            Some("Connected via code"),
+            r.now,
+        )
+        .await?;
+        let (status, kind) = if r.activate {
+            (
+                IntegrationStatus::Connected,
+                EventKind::IntegrationConnected,
+            )
+        } else {
+            (integration.status, EventKind::IntegrationPending)
+        };
+        if r.activate && integration.status != IntegrationStatus::Connected {
+            sqlx::query("UPDATE integrations SET status = 'connected', activated_by = $1, activated_at = $2 WHERE id = $3")
+                .bind(&created_by)
+                .bind(r.now)
+                .bind(&integration.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let event = Event::new(kind)
+            .actor(created_by.as_deref())
+            .subject(&integration.id)
+            .client(&integration.client_id)
+            .organization(&integration.organization_id)
+            .data(
+                serde_json::json!({ "integration_id": integration.id, "status": status.as_str() }),
+            );
+        append(&mut tx, r.now, &event).await?;
+        let updated = integration_in(&mut tx, &integration.id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("integration vanished".into()))?;
+        tx.commit().await?;
+        Ok((updated, api_key))
+    }
+
+    /// The partner activates a pending integration it holds a key for.
+    pub async fn activate_integration(&self, id: &str, now: i64) -> Result<Option<Integration>> {
+        let mut tx = self.writer.begin().await?;
+        let Some(i) = integration_in(&mut tx, id).await? else {
+            return Ok(None);
+        };
+        if i.status == IntegrationStatus::Pending {
+            sqlx::query(
+                "UPDATE integrations SET status = 'connected', activated_at = $1, activated_by = COALESCE(activated_by, created_by)
+                 WHERE id = $2 AND status = 'pending'",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            let event = Event::new(EventKind::IntegrationActivated)
+                .subject(&i.id)
+                .client(&i.client_id)
+                .organization(&i.organization_id)
+                .data(serde_json::json!({ "integration_id": i.id, "status": "connected" }));
+            append(&mut tx, now, &event).await?;
+        }
+        let updated = integration_in(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(updated)
+    }
+
+    /// Disconnects an integration: every key stops working at once and any
+    /// unused code dies. `actor` is the admin, or `None` for the partner.
+    pub async fn deactivate_integration(
+        &self,
+        id: &str,
+        actor: Option<&str>,
+        ip: Option<&str>,
+        now: i64,
+    ) -> Result<Option<Integration>> {
+        let mut tx = self.writer.begin().await?;
+        let Some(i) = integration_in(&mut tx, id).await? else {
+            return Ok(None);
+        };
+        if i.status != IntegrationStatus::Disconnected {
+            sqlx::query("UPDATE integrations SET status = 'disconnected', disconnected_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE integration_id = $2 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE connect_codes SET consumed_at = $1 WHERE integration_id = $2 AND consumed_at IS NULL")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            let event = Event::new(EventKind::IntegrationDeactivated)
+                .actor(actor)
+                .subject(&i.id)
+                .client(&i.client_id)
+                .organization(&i.organization_id)
+                .ip(ip)
+                .data(serde_json::json!({
+                    "integration_id": i.id,
+                    "status": "disconnected",
+                    "by": if actor.is_some() { "practice" } else { "partner" },
+                }));
+            append(&mut tx, now, &event).await?;
+        }
+        let updated = integration_in(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(updated)
+    }
+
+    /// A new key for a live integration.
+    pub async fn create_api_key(
+        &self,
+        integration: &Integration,
+        key: &Minted,
+        description: Option<&str>,
+        now: i64,
+    ) -> Result<ApiKey> {
+        let mut tx = self.writer.begin().await?;
+        let record = insert_key(&mut tx, integration, key, description, now).await?;
+        let event = Event::new(EventKind::ApiKeyCreated)
+            .subject(&record.id)
+            .client(&integration.client_id)
+            .organization(&integration.organization_id)
+            .data(serde_json::json!({ "integration_id": integration.id, "api_key_id": record.id }));
+        append(&mut tx, now, &event).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    pub async fn api_keys(&self, integration_id: &str) -> Result<Vec<ApiKey>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE integration_id = $1 ORDER BY created_at, id"
+        ));
+        let rows = sqlx::query(sql)
+            .bind(integration_id)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    /// Revokes one key of an integration; `false` if there is no such live key.
+    pub async fn revoke_api_key(
+        &self,
+        integration: &Integration,
+        key_id: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let done = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND integration_id = $3 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(key_id)
+            .bind(&integration.id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 1 {
+            let event = Event::new(EventKind::ApiKeyRevoked)
+                .subject(key_id)
+                .client(&integration.client_id)
+                .organization(&integration.organization_id)
+                .data(
+                    serde_json::json!({ "integration_id": integration.id, "api_key_id": key_id }),
+                );
+            append(&mut tx, now, &event).await?;
+        }
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Looks up a presented key by digest, with its integration's status.
+    pub async fn api_key_by_digest(
+        &self,
+        digest: &str,
+    ) -> Result<Option<(ApiKey, IntegrationStatus)>> {
+        let row = sqlx::query(
+            "SELECT k.id, k.integration_id, k.organization_id, k.client_id, k.description, k.created_at, k.last_used_at,
+                    k.revoked_at, i.status
+             FROM api_keys k JOIN integrations i ON i.id = k.integration_id WHERE k.digest = $1",
+        )
+        .bind(digest)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|r| {
+            let status = r
+                .try_get::<String, _>("status")?
+                .parse()
+                .map_err(StoreError::Corrupt)?;
+            Ok((key_from_row(&r)?, status))
+        })
+        .transpose()
+    }
+
+    /// Records that a key was used, at most once a minute per key so the hot
+    /// path rarely writes.
+    pub async fn touch_api_key(&self, key_id: &str, now: i64) -> Result<()> {
+        sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1 - 60)")
+            .bind(now)
+            .bind(key_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+}
