@@ -4,6 +4,7 @@
 
 use healthgate_core::Clock;
 use healthgate_core::client::{Client, ClientKind};
+use healthgate_core::org::{Organization, OrganizationKind, validate_role};
 use healthgate_core::redirect::RedirectUri;
 use healthgate_core::scope::ScopeSet;
 use healthgate_core::secret::{SecretKind, mint, new_id};
@@ -38,6 +39,103 @@ pub struct NewClient {
     pub user_types: Vec<UserType>,
 }
 
+/// Changes to a registration; `None` leaves a field as it is, and for the
+/// optional fields `Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct ClientChanges {
+    pub name: Option<String>,
+    pub redirect_uris: Option<Vec<String>>,
+    pub scope: Option<String>,
+    pub user_types: Option<Vec<UserType>>,
+    pub photo_url: Option<Option<String>>,
+    pub description: Option<Option<String>>,
+    pub connect_redirect_url: Option<Option<String>>,
+    pub webhook_url: Option<Option<String>>,
+    pub published: Option<bool>,
+}
+
+fn invalid(message: impl Into<String>) -> AdminError {
+    AdminError::Invalid(message.into())
+}
+
+fn parse_redirect_uris(uris: &[String]) -> Result<Vec<RedirectUri>, AdminError> {
+    if uris.is_empty() {
+        return Err(invalid("at least one redirect URI is required"));
+    }
+    uris.iter()
+        .map(|u| RedirectUri::parse(u).map_err(|e| invalid(format!("{u}: {e}"))))
+        .collect()
+}
+
+fn parse_scopes(settings: &Settings, scope: &str) -> Result<ScopeSet, AdminError> {
+    let scopes = ScopeSet::parse(scope).map_err(|e| invalid(e.to_string()))?;
+    if scopes.is_empty() {
+        return Err(invalid("at least one scope is required"));
+    }
+    let unknown: Vec<&str> = scopes
+        .iter()
+        .filter(|s| !settings.scopes.contains_key(*s))
+        .collect();
+    if !unknown.is_empty() {
+        let known: Vec<&str> = settings.scopes.keys().map(String::as_str).collect();
+        return Err(invalid(format!(
+            "unknown scope {}; this server knows: {}",
+            unknown.join(" "),
+            known.join(" ")
+        )));
+    }
+    Ok(scopes)
+}
+
+/// Whether `url` may receive webhooks: https, or http on loopback when the
+/// operator allows it (development and demos).
+fn check_webhook_url(settings: &Settings, url: &str) -> Result<(), AdminError> {
+    let parsed = url::Url::parse(url).map_err(|_| invalid(format!("{url}: not an absolute URL")))?;
+    let loopback = match parsed.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    match parsed.scheme() {
+        "https" if parsed.host().is_some() => Ok(()),
+        "http" if loopback && settings.allow_http_webhooks => Ok(()),
+        "http" if loopback => Err(invalid(
+            "http webhook URLs are only accepted on loopback when allow_http_webhooks is set (development); use https",
+        )),
+        _ => Err(invalid(format!("{url}: webhook URLs must be https"))),
+    }
+}
+
+/// Every rule a registration must satisfy, for new and changed clients alike.
+fn check_client(settings: &Settings, c: &Client) -> Result<(), AdminError> {
+    if c.name.trim().is_empty() || c.name.len() > 200 || c.name.trim() != c.name {
+        return Err(invalid("the name must be 1 to 200 characters, without surrounding spaces"));
+    }
+    if let Some(photo) = &c.photo_url {
+        let ok = url::Url::parse(photo).is_ok_and(|u| matches!(u.scheme(), "https" | "http"));
+        if !ok {
+            return Err(invalid("the photo URL must be an http(s) URL"));
+        }
+    }
+    if c.description.as_ref().is_some_and(|d| d.len() > 2000) {
+        return Err(invalid("the description must be at most 2000 characters"));
+    }
+    if let Some(connect) = &c.connect_redirect_url {
+        RedirectUri::parse(connect).map_err(|e| invalid(format!("connect URL {connect}: {e}")))?;
+    }
+    if c.published && c.connect_redirect_url.is_none() {
+        return Err(invalid("a published app needs a connect URL (--connect-url)"));
+    }
+    if let Some(hook) = &c.webhook_url {
+        check_webhook_url(settings, hook)?;
+    }
+    if c.user_types.is_empty() {
+        return Err(invalid("at least one user type is required"));
+    }
+    Ok(())
+}
+
 /// Validates and registers a client. Returns it with its secret, which exists
 /// only in this return value: the store keeps its digest.
 pub async fn create_client(
@@ -46,60 +144,19 @@ pub async fn create_client(
     clock: &dyn Clock,
     req: NewClient,
 ) -> Result<(Client, Option<String>), AdminError> {
-    let name = req.name.trim();
-    if name.is_empty() || name.len() > 200 {
-        return Err(AdminError::Invalid(
-            "the name must be 1 to 200 characters".into(),
-        ));
-    }
-    if req.redirect_uris.is_empty() {
-        return Err(AdminError::Invalid(
-            "at least one redirect URI is required".into(),
-        ));
-    }
-    let redirect_uris = req
-        .redirect_uris
-        .iter()
-        .map(|u| RedirectUri::parse(u).map_err(|e| AdminError::Invalid(format!("{u}: {e}"))))
-        .collect::<Result<Vec<_>, _>>()?;
-    let scopes = ScopeSet::parse(&req.scope).map_err(|e| AdminError::Invalid(e.to_string()))?;
-    if scopes.is_empty() {
-        return Err(AdminError::Invalid("at least one scope is required".into()));
-    }
-    let unknown: Vec<&str> = scopes
-        .iter()
-        .filter(|s| !settings.scopes.contains_key(*s))
-        .collect();
-    if !unknown.is_empty() {
-        let known: Vec<&str> = settings.scopes.keys().map(String::as_str).collect();
-        return Err(AdminError::Invalid(format!(
-            "unknown scope {}; this server knows: {}",
-            unknown.join(" "),
-            known.join(" ")
-        )));
-    }
-    if let Some(photo) = &req.photo_url {
-        let ok = url::Url::parse(photo).is_ok_and(|u| matches!(u.scheme(), "https" | "http"));
-        if !ok {
-            return Err(AdminError::Invalid(
-                "the photo URL must be an http(s) URL".into(),
-            ));
-        }
-    }
-    let user_types = if req.user_types.is_empty() {
-        UserType::ALL.to_vec()
-    } else {
-        req.user_types
-    };
     let secret = (!req.public).then(|| mint(SecretKind::ClientSecret));
     let now = clock.now();
     let client = Client {
         id: new_id("app"),
-        name: name.to_owned(),
+        name: req.name.trim().to_owned(),
         photo_url: req.photo_url,
-        redirect_uris,
-        allowed_scopes: scopes,
-        user_types,
+        redirect_uris: parse_redirect_uris(&req.redirect_uris)?,
+        allowed_scopes: parse_scopes(settings, &req.scope)?,
+        user_types: if req.user_types.is_empty() {
+            UserType::ALL.to_vec()
+        } else {
+            req.user_types
+        },
         kind: if req.public {
             ClientKind::Public
         } else {
@@ -115,8 +172,96 @@ pub async fn create_client(
         created_at: now,
         updated_at: now,
     };
+    check_client(settings, &client)?;
     store.insert_client(&client).await?;
     Ok((client, secret.map(|s| s.value)))
+}
+
+/// Applies `changes` to a registration after checking the result.
+pub async fn update_client(
+    store: &Store,
+    settings: &Settings,
+    clock: &dyn Clock,
+    client_id: &str,
+    changes: ClientChanges,
+) -> Result<Client, AdminError> {
+    let mut c = store
+        .client(client_id)
+        .await?
+        .ok_or_else(|| AdminError::NoSuchClient(client_id.to_owned()))?;
+    if let Some(name) = changes.name {
+        c.name = name.trim().to_owned();
+    }
+    if let Some(uris) = changes.redirect_uris {
+        c.redirect_uris = parse_redirect_uris(&uris)?;
+    }
+    if let Some(scope) = changes.scope {
+        c.allowed_scopes = parse_scopes(settings, &scope)?;
+    }
+    if let Some(types) = changes.user_types {
+        c.user_types = types;
+    }
+    let blank_is_none = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+    if let Some(v) = changes.photo_url {
+        c.photo_url = blank_is_none(v);
+    }
+    if let Some(v) = changes.description {
+        c.description = blank_is_none(v);
+    }
+    if let Some(v) = changes.connect_redirect_url {
+        c.connect_redirect_url = blank_is_none(v);
+    }
+    if let Some(v) = changes.webhook_url {
+        c.webhook_url = blank_is_none(v);
+    }
+    if let Some(p) = changes.published {
+        c.published = p;
+    }
+    c.updated_at = clock.now();
+    check_client(settings, &c)?;
+    store.update_client(&c).await?;
+    Ok(c)
+}
+
+/// The instance key webhook secrets derive from: `secret_key` from the
+/// configuration, or the one kept in the database.
+pub async fn instance_key(store: &Store, settings: &Settings) -> Result<Vec<u8>, AdminError> {
+    let hex = match &settings.secret_key {
+        Some(k) => k.0.clone(),
+        None => store.instance_key().await?,
+    };
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("zz"), 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|_| invalid("the instance secret key is not hexadecimal"))
+}
+
+/// The secret a client's webhook deliveries are signed with.
+pub async fn webhook_secret(store: &Store, settings: &Settings, client: &Client) -> Result<String, AdminError> {
+    let key = instance_key(store, settings).await?;
+    Ok(healthgate_core::webhook::derive_secret(
+        &key,
+        &client.id,
+        client.webhook_secret_version,
+    ))
+}
+
+/// Gives a client a new webhook signing secret; the old one stops signing at once.
+pub async fn rotate_webhook_secret(
+    store: &Store,
+    settings: &Settings,
+    clock: &dyn Clock,
+    client_id: &str,
+) -> Result<String, AdminError> {
+    let mut c = store
+        .client(client_id)
+        .await?
+        .ok_or_else(|| AdminError::NoSuchClient(client_id.to_owned()))?;
+    c.webhook_secret_version += 1;
+    c.updated_at = clock.now();
+    store.update_client(&c).await?;
+    webhook_secret(store, settings, &c).await
 }
 
 /// Gives a confidential client a new secret; the old one stops working at once.
@@ -204,4 +349,52 @@ pub async fn create_user(
         other => other.into(),
     })?;
     Ok(user)
+}
+
+/// Creates a practice or clinic.
+pub async fn create_organization(
+    store: &Store,
+    clock: &dyn Clock,
+    name: &str,
+    kind: OrganizationKind,
+) -> Result<Organization, AdminError> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(invalid("the name must be 1 to 200 characters"));
+    }
+    let org = Organization {
+        id: new_id(kind.id_prefix()),
+        name: name.to_owned(),
+        kind,
+        created_at: clock.now(),
+    };
+    store.insert_organization(&org).await?;
+    Ok(org)
+}
+
+/// Adds a person (by id or username) to an organization with a role, or
+/// changes their role.
+pub async fn add_member(
+    store: &Store,
+    clock: &dyn Clock,
+    organization_id: &str,
+    user: &str,
+    role: &str,
+) -> Result<(Organization, User), AdminError> {
+    validate_role(role).map_err(invalid)?;
+    let org = store
+        .organization(organization_id)
+        .await?
+        .ok_or_else(|| invalid(format!("no organization with id {organization_id:?}")))?;
+    let person = match store.user(user).await? {
+        Some(u) => u,
+        None => store
+            .user_by_username(user)
+            .await?
+            .ok_or_else(|| invalid(format!("no user with id or username {user:?}")))?,
+    };
+    store
+        .set_membership(&org.id, &person.id, role, None, clock.now())
+        .await?;
+    Ok((org, person))
 }
