@@ -2,6 +2,7 @@
 //! the same configuration and database.
 
 mod config;
+mod ops;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use healthgate_core::client::Client;
 use healthgate_core::user::{UserType, parse_user_types};
 use healthgate_core::{Clock, SystemClock};
-use healthgate_server::admin::{self, AdminError, NewClient, NewUser};
+use healthgate_server::admin::{self, AdminError, ClientChanges, NewClient, NewUser};
 use healthgate_server::{Settings, demo};
 use serde_json::json;
 
@@ -46,6 +47,15 @@ enum Command {
     /// Manage user accounts.
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage practices and clinics and their members.
+    #[command(subcommand)]
+    Org(ops::OrgCommand),
+    /// Read and verify the audit trail.
+    #[command(subcommand)]
+    Audit(ops::AuditCommand),
+    /// Inspect webhook deliveries and re-enable muted webhooks.
+    #[command(subcommand)]
+    Webhooks(ops::WebhooksCommand),
 }
 
 #[derive(Args, Debug)]
@@ -90,6 +100,47 @@ enum ClientCommand {
     RotateSecret { id: String },
     /// Delete an app and everything issued to it.
     Delete { id: String },
+    /// Change an app's registration and its integration-directory listing.
+    Update(Box<ClientUpdate>),
+    /// Show the secret the app's webhook deliveries are signed with.
+    WebhookSecret {
+        id: String,
+        /// Issue a new signing secret; the old one stops signing at once.
+        #[arg(long)]
+        rotate: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ClientUpdate {
+    id: String,
+    #[arg(long)]
+    name: Option<String>,
+    /// Replaces every redirect URI; repeat for several.
+    #[arg(long = "redirect-uri", value_name = "URI")]
+    redirect_uris: Vec<String>,
+    #[arg(long)]
+    scope: Option<String>,
+    #[arg(long, value_name = "TYPES", value_parser = parse_types)]
+    user_types: Option<UserTypes>,
+    /// An empty value clears it.
+    #[arg(long, value_name = "URL")]
+    photo_url: Option<String>,
+    /// How the app presents itself in the integration directory; empty clears it.
+    #[arg(long)]
+    description: Option<String>,
+    /// Where Connect sends a practice admin: the code is appended, or replaces `{code}`.
+    #[arg(long = "connect-url", value_name = "URL")]
+    connect_redirect_url: Option<String>,
+    /// Where events that concern the app are delivered (https); empty clears it.
+    #[arg(long, value_name = "URL")]
+    webhook_url: Option<String>,
+    /// List the app in the integration directory.
+    #[arg(long, conflicts_with = "unpublish")]
+    publish: bool,
+    /// Remove the app from the integration directory.
+    #[arg(long)]
+    unpublish: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -125,7 +176,7 @@ fn parse_type(s: &str) -> Result<UserType, String> {
 }
 
 /// An error and the exit code it ends the process with.
-struct Failure {
+pub(crate) struct Failure {
     code: u8,
     message: String,
 }
@@ -234,10 +285,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Client(c) => client_command(settings, clock, c, cli.json).await,
         Command::User(u) => user_command(settings, clock, u, cli.json).await,
+        Command::Org(c) => ops::org_command(settings, clock, c, cli.json).await,
+        Command::Audit(c) => ops::audit_command(settings, clock, c, cli.json).await,
+        Command::Webhooks(c) => ops::webhooks_command(settings, clock, c, cli.json).await,
     }
 }
 
-fn print(as_json: bool, value: &serde_json::Value, text: &str) {
+pub(crate) fn print(as_json: bool, value: &serde_json::Value, text: &str) {
     if as_json {
         println!("{value}");
     } else {
@@ -327,6 +381,11 @@ fn client_json(c: &Client) -> serde_json::Value {
         "scope": c.allowed_scopes.to_string(),
         "user_types": c.user_types.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
         "photo_url": c.photo_url,
+        "description": c.description,
+        "connect_url": c.connect_redirect_url,
+        "published": c.published,
+        "webhook_url": c.webhook_url,
+        "webhook_muted": c.webhook_muted_at.is_some(),
         "created_at": c.created_at,
     })
 }
@@ -335,7 +394,7 @@ fn client_text(c: &Client) -> String {
     let uris: Vec<&str> = c.redirect_uris.iter().map(|u| u.as_str()).collect();
     let types: Vec<&str> = c.user_types.iter().map(|t| t.as_str()).collect();
     format!(
-        "client_id      {}\nname           {}\ntype           {}\nredirect_uris  {}\nscope          {}\nuser_types     {}\nphoto_url      {}",
+        "client_id      {}\nname           {}\ntype           {}\nredirect_uris  {}\nscope          {}\nuser_types     {}\nphoto_url      {}\npublished      {}\nconnect_url    {}\nwebhook_url    {}{}",
         c.id,
         c.name,
         c.kind,
@@ -343,6 +402,14 @@ fn client_text(c: &Client) -> String {
         c.allowed_scopes,
         types.join(","),
         c.photo_url.as_deref().unwrap_or("-"),
+        c.published,
+        c.connect_redirect_url.as_deref().unwrap_or("-"),
+        c.webhook_url.as_deref().unwrap_or("-"),
+        if c.webhook_muted_at.is_some() {
+            " (muted)"
+        } else {
+            ""
+        },
     )
 }
 
@@ -418,6 +485,47 @@ async fn client_command(
                 &json!({"client_id": id, "client_secret": secret}),
                 &format!(
                     "client_id      {id}\nclient_secret  {secret}\n\nThe old secret no longer works."
+                ),
+            );
+        }
+        ClientCommand::Update(u) => {
+            let u = *u;
+            let changes = ClientChanges {
+                name: u.name,
+                redirect_uris: (!u.redirect_uris.is_empty()).then_some(u.redirect_uris),
+                scope: u.scope,
+                user_types: u.user_types,
+                photo_url: u.photo_url.map(Some),
+                description: u.description.map(Some),
+                connect_redirect_url: u.connect_redirect_url.map(Some),
+                webhook_url: u.webhook_url.map(Some),
+                published: match (u.publish, u.unpublish) {
+                    (true, _) => Some(true),
+                    (_, true) => Some(false),
+                    _ => None,
+                },
+            };
+            let client =
+                admin::update_client(store, &state.settings, clock.as_ref(), &u.id, changes)
+                    .await?;
+            print(as_json, &client_json(&client), &client_text(&client));
+        }
+        ClientCommand::WebhookSecret { id, rotate } => {
+            let secret = if rotate {
+                admin::rotate_webhook_secret(store, &state.settings, clock.as_ref(), &id).await?
+            } else {
+                let client = store
+                    .client(&id)
+                    .await
+                    .map_err(anyhow::Error::from)?
+                    .ok_or(AdminError::NoSuchClient(id.clone()))?;
+                admin::webhook_secret(store, &state.settings, &client).await?
+            };
+            print(
+                as_json,
+                &json!({"client_id": id, "webhook_secret": secret}),
+                &format!(
+                    "client_id       {id}\nwebhook_secret  {secret}\n\nVerify Healthgate-Signature with it (README: Webhooks)."
                 ),
             );
         }

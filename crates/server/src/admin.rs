@@ -90,7 +90,8 @@ fn parse_scopes(settings: &Settings, scope: &str) -> Result<ScopeSet, AdminError
 /// Whether `url` may receive webhooks: https, or http on loopback when the
 /// operator allows it (development and demos).
 fn check_webhook_url(settings: &Settings, url: &str) -> Result<(), AdminError> {
-    let parsed = url::Url::parse(url).map_err(|_| invalid(format!("{url}: not an absolute URL")))?;
+    let parsed =
+        url::Url::parse(url).map_err(|_| invalid(format!("{url}: not an absolute URL")))?;
     let loopback = match parsed.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
@@ -110,7 +111,9 @@ fn check_webhook_url(settings: &Settings, url: &str) -> Result<(), AdminError> {
 /// Every rule a registration must satisfy, for new and changed clients alike.
 fn check_client(settings: &Settings, c: &Client) -> Result<(), AdminError> {
     if c.name.trim().is_empty() || c.name.len() > 200 || c.name.trim() != c.name {
-        return Err(invalid("the name must be 1 to 200 characters, without surrounding spaces"));
+        return Err(invalid(
+            "the name must be 1 to 200 characters, without surrounding spaces",
+        ));
     }
     if let Some(photo) = &c.photo_url {
         let ok = url::Url::parse(photo).is_ok_and(|u| matches!(u.scheme(), "https" | "http"));
@@ -125,7 +128,9 @@ fn check_client(settings: &Settings, c: &Client) -> Result<(), AdminError> {
         RedirectUri::parse(connect).map_err(|e| invalid(format!("connect URL {connect}: {e}")))?;
     }
     if c.published && c.connect_redirect_url.is_none() {
-        return Err(invalid("a published app needs a connect URL (--connect-url)"));
+        return Err(invalid(
+            "a published app needs a connect URL (--connect-url)",
+        ));
     }
     if let Some(hook) = &c.webhook_url {
         check_webhook_url(settings, hook)?;
@@ -238,7 +243,11 @@ pub async fn instance_key(store: &Store, settings: &Settings) -> Result<Vec<u8>,
 }
 
 /// The secret a client's webhook deliveries are signed with.
-pub async fn webhook_secret(store: &Store, settings: &Settings, client: &Client) -> Result<String, AdminError> {
+pub async fn webhook_secret(
+    store: &Store,
+    settings: &Settings,
+    client: &Client,
+) -> Result<String, AdminError> {
     let key = instance_key(store, settings).await?;
     Ok(healthgate_core::webhook::derive_secret(
         &key,

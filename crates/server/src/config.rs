@@ -46,6 +46,9 @@ pub struct Settings {
     pub manual_connect_code_ttl: i64,
     /// Allow `http://` webhook URLs on loopback (development and demos only).
     pub allow_http_webhooks: bool,
+    /// Seconds between looks for due webhook deliveries on this node; 0
+    /// disables the delivery worker on this node.
+    pub webhook_poll_interval: u64,
     /// Key that webhook signing secrets are derived from (64 hex digits).
     /// Without it, one is generated and kept in the database; set it on every
     /// node to keep it out of the database.
@@ -79,6 +82,7 @@ impl Default for Settings {
             connect_code_ttl: 600,
             manual_connect_code_ttl: 3600,
             allow_http_webhooks: false,
+            webhook_poll_interval: 2,
             secret_key: None,
             platform_name: "healthgate".into(),
             log_format: "text".into(),
@@ -120,6 +124,7 @@ pub const KEYS: &[&str] = &[
     "connect_code_ttl",
     "manual_connect_code_ttl",
     "allow_http_webhooks",
+    "webhook_poll_interval",
     "secret_key",
     "platform_name",
     "log_format",

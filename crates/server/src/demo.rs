@@ -221,3 +221,21 @@ pub async fn callback(State(state): State<AppState>, Query(q): Query<CallbackQue
         },
     )
 }
+
+#[derive(Deserialize)]
+pub struct ConnectQuery {
+    code: Option<String>,
+}
+
+/// The demo app's connect URL: healthgate appends the connect code to it.
+pub async fn connect(State(state): State<AppState>, Query(q): Query<ConnectQuery>) -> Response {
+    let exchange_url = format!("{}/api/oauth/tokens", state.issuer);
+    pages::render(
+        StatusCode::OK,
+        &pages::DemoConnectPage {
+            platform: &state.settings.platform_name,
+            code: q.code.as_deref(),
+            exchange_url: &exchange_url,
+        },
+    )
+}

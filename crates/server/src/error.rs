@@ -97,6 +97,56 @@ impl IntoResponse for JsonError {
     }
 }
 
+/// An error of the JSON APIs partners call: an RFC 6749/6750 error, or a
+/// plain HTTP outcome (404, 409) with the same `{error, error_description}`
+/// body.
+#[derive(Debug)]
+pub enum ApiError {
+    OAuth(OAuthError),
+    Status(StatusCode, &'static str, String),
+}
+
+impl ApiError {
+    pub fn not_found(what: &str) -> Self {
+        Self::Status(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such {what}"),
+        )
+    }
+
+    pub fn conflict(description: impl Into<String>) -> Self {
+        Self::Status(StatusCode::CONFLICT, "conflict", description.into())
+    }
+
+    pub fn forbidden(description: impl Into<String>) -> Self {
+        Self::Status(StatusCode::FORBIDDEN, "forbidden", description.into())
+    }
+}
+
+impl<E: Into<JsonError>> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        Self::OAuth(e.into().0)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::OAuth(e) => JsonError(e).into_response(),
+            Self::Status(status, error, description) => {
+                let body = ErrorBody {
+                    error,
+                    error_description: &description,
+                };
+                let mut response = (status, axum::Json(body)).into_response();
+                no_store(&mut response);
+                response
+            }
+        }
+    }
+}
+
 /// An error shown to a person as a page.
 #[derive(Debug)]
 pub struct PageError {

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod error;
 pub mod grants;
 pub mod health;
+pub mod integrations;
 pub mod ip;
 pub mod login;
 pub mod middleware;
@@ -20,6 +21,7 @@ pub mod pages;
 pub mod passwords;
 pub mod session;
 pub mod state;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -103,6 +105,40 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/oauth/token", post(oauth::token::post))
         .route("/api/v1/me", get(api::me::get))
+        .route("/integrations", get(integrations::directory::page))
+        .route(
+            "/integrations/connect",
+            post(integrations::directory::connect),
+        )
+        .route(
+            "/integrations/disconnect",
+            post(integrations::directory::disconnect),
+        )
+        .route("/api/oauth/tokens", post(integrations::exchange::post))
+        .route("/api/v1/integrations", get(integrations::partner::list))
+        .route(
+            "/api/v1/integrations/{id}",
+            get(integrations::partner::show),
+        )
+        .route(
+            "/api/v1/integrations/{id}/activate",
+            post(integrations::partner::activate),
+        )
+        .route(
+            "/api/v1/integrations/{id}/deactivate",
+            post(integrations::partner::deactivate),
+        )
+        .route(
+            "/api/v1/integrations/{id}/api_keys",
+            get(integrations::partner::list_keys).post(integrations::partner::create_key),
+        )
+        .route(
+            "/api/v1/integrations/{id}/api_keys/{key_id}",
+            axum::routing::delete(integrations::partner::revoke_key),
+        )
+        .route("/api/v1/practice", get(integrations::practice::mine))
+        .route("/api/v1/practices/{id}", get(integrations::practice::by_id))
+        .route("/demo/connect", get(demo::connect))
         .route("/demo/callback", get(demo::callback))
         .route("/static/healthgate.css", get(stylesheet))
         .fallback(not_found)
@@ -124,6 +160,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let store = state.store.clone();
     let cleanup = cleanup::spawn(state.clone());
+    let delivery = webhooks::spawn(state.clone());
+    let sealer = webhooks::spawn_sealer(state.clone());
     let app = router(state);
     let served = axum::serve(
         listener,
@@ -131,9 +169,10 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await;
-    if let Some(job) = cleanup {
+    for job in [cleanup, delivery].into_iter().flatten() {
         job.abort();
     }
+    sealer.abort();
     store.close().await;
     served?;
     Ok(())

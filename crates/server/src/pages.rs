@@ -81,3 +81,45 @@ pub struct DemoCallbackPage<'a> {
     pub redirect_uri: &'a str,
     pub token_endpoint: &'a str,
 }
+
+/// One app in the integration directory.
+pub struct DirectoryApp {
+    pub client_id: String,
+    pub name: String,
+    pub photo_url: Option<String>,
+    pub description: Option<String>,
+    /// `not-connected`, `pending` or `connected`.
+    pub state: &'static str,
+    pub state_label: &'static str,
+    pub integration_id: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "integrations.html")]
+pub struct IntegrationsPage<'a> {
+    pub platform: &'a str,
+    pub org_id: &'a str,
+    pub org_name: &'a str,
+    pub orgs: Vec<(String, String)>,
+    pub apps: Vec<DirectoryApp>,
+    pub csrf_token: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "connect_code.html")]
+pub struct ConnectCodePage<'a> {
+    pub platform: &'a str,
+    pub app_name: &'a str,
+    pub code: &'a str,
+    pub lifetime: &'a str,
+    pub exchange_url: &'a str,
+    pub org_id: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "demo_connect.html")]
+pub struct DemoConnectPage<'a> {
+    pub platform: &'a str,
+    pub code: Option<&'a str>,
+    pub exchange_url: &'a str,
+}

@@ -8,5 +8,6 @@ mod demo;
 mod errors;
 mod flow;
 mod nodes;
+mod ops;
 mod serve;
 mod support;

@@ -85,6 +85,38 @@ fn presented(headers: &HeaderMap, params: &Params) -> Result<Presented, OAuthErr
     }
 }
 
+/// Authenticates a partner calling the integration APIs: HTTP Basic with its
+/// client id and secret, or `Authorization: Bearer <client_secret>` (Hint's
+/// partner-level key). Only confidential clients have a secret to present.
+pub async fn authenticate_partner(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Client, JsonError> {
+    let failed = || JsonError(OAuthError::invalid_client("partner authentication failed"));
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, secret)| secret.trim().to_owned());
+    if let Some(secret) = bearer {
+        return state
+            .store
+            .client_by_secret_digest(&healthgate_core::secret::digest(&secret))
+            .await?
+            .ok_or_else(failed);
+    }
+    let Some((id, secret)) = basic_credentials(headers)? else {
+        return Err(JsonError(OAuthError::invalid_client(
+            "authenticate with HTTP Basic (client id and secret) or Authorization: Bearer <client secret>",
+        )));
+    };
+    match state.store.client(&id).await? {
+        Some(client) if client.secret_matches(&secret) => Ok(client),
+        _ => Err(failed()),
+    }
+}
+
 /// Authenticates the client of a token request. Every failure is
 /// `invalid_client` (401) without saying whether the client exists.
 pub async fn authenticate(

@@ -736,3 +736,98 @@ async fn concurrent_migrations_do_not_race() {
         .unwrap();
     admin.close().await;
 }
+
+async fn some_events(store: &Store, n: i64) {
+    use healthgate_core::event::EventKind;
+    for i in 0..n {
+        let e = healthgate_store::Event::new(EventKind::LoginSucceeded)
+            .actor(Some("usr-1"))
+            .ip(Some("127.0.0.1"))
+            .data(serde_json::json!({ "n": i }));
+        store.record_event(NOW + i, &e).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn events_are_listed_newest_first() {
+    for b in backends().await {
+        some_events(&b.store, 3).await;
+        let events = b.store.events(None, 10).await.unwrap();
+        let ns: Vec<i64> = events.iter().map(|e| e.at - NOW).collect();
+        assert_eq!(ns, [2, 1, 0], "{}", b.name);
+        assert_eq!(events[0].kind, "login.succeeded");
+        assert_eq!(events[0].ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(b.store.events(Some(NOW + 1), 10).await.unwrap().len(), 2);
+        b.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn the_audit_chain_links_every_event_and_catches_tampering() {
+    for b in backends().await {
+        some_events(&b.store, 5).await;
+        assert_eq!(b.store.seal_events(3).await.unwrap(), 3, "{}", b.name);
+        let report = b.store.verify_chain().await.unwrap();
+        assert_eq!(
+            (report.sealed, report.unsealed, report.broken.clone()),
+            (3, 2, None),
+            "{}",
+            b.name
+        );
+        assert_eq!(b.store.seal_events(100).await.unwrap(), 2);
+        some_events(&b.store, 1).await;
+        b.store.seal_events(100).await.unwrap();
+        assert_eq!(
+            b.store.verify_chain().await.unwrap().broken,
+            None,
+            "{}",
+            b.name
+        );
+
+        // An edited row.
+        b.store
+            .execute_admin("UPDATE events SET actor_user_id = 'usr-2' WHERE chain_pos = 2")
+            .await
+            .unwrap();
+        let report = b.store.verify_chain().await.unwrap();
+        assert_eq!(
+            report.broken.as_ref().map(|(pos, _)| *pos),
+            Some(2),
+            "{}: {report:?}",
+            b.name
+        );
+        b.store
+            .execute_admin("UPDATE events SET actor_user_id = 'usr-1' WHERE chain_pos = 2")
+            .await
+            .unwrap();
+        assert_eq!(b.store.verify_chain().await.unwrap().broken, None);
+
+        // A deleted row in the middle, then at the end.
+        b.store
+            .execute_admin("DELETE FROM events WHERE chain_pos = 4")
+            .await
+            .unwrap();
+        assert_eq!(
+            b.store.verify_chain().await.unwrap().broken.map(|(p, _)| p),
+            Some(4),
+            "{}",
+            b.name
+        );
+        b.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn deleting_the_newest_sealed_event_is_caught() {
+    for b in backends().await {
+        some_events(&b.store, 3).await;
+        b.store.seal_events(100).await.unwrap();
+        b.store
+            .execute_admin("DELETE FROM events WHERE chain_pos = 3")
+            .await
+            .unwrap();
+        let report = b.store.verify_chain().await.unwrap();
+        assert!(report.broken.is_some(), "{}: {report:?}", b.name);
+        b.cleanup().await;
+    }
+}

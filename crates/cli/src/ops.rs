@@ -1,0 +1,316 @@
+//! Operator commands beyond clients and users: organizations and their
+//! members, the audit trail, and webhook deliveries.
+
+use std::sync::Arc;
+
+use clap::Subcommand;
+use healthgate_core::Clock;
+use healthgate_core::org::OrganizationKind;
+use healthgate_server::Settings;
+use healthgate_server::admin::{self, AdminError};
+use serde_json::json;
+
+use crate::{Failure, print};
+
+#[derive(Subcommand, Debug)]
+pub enum OrgCommand {
+    /// Create a practice or clinic; prints its id (`pra-…` or `cln-…`).
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "practice", value_parser = parse_kind)]
+        kind: OrganizationKind,
+    },
+    /// List organizations.
+    List,
+    /// Add a person (id or username) with a role, or change their role.
+    AddMember {
+        org: String,
+        user: String,
+        /// admin, practitioner or staff.
+        #[arg(long)]
+        role: String,
+    },
+    /// Show an organization with its members and integrations.
+    Show { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Seal new events into the hash chain and check every link: an edited
+    /// or deleted row is reported, and the command exits 1.
+    Verify,
+    /// The latest events, newest first.
+    Tail {
+        /// How many events.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Only events at or after this Unix time.
+        #[arg(long, value_name = "UNIX_TIME")]
+        since: Option<i64>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WebhooksCommand {
+    /// Deliveries, newest first, with their attempts.
+    Deliveries {
+        /// Only this app's deliveries.
+        #[arg(long = "client", value_name = "CLIENT_ID")]
+        client_id: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Re-enable an app's muted webhook; held deliveries are sent again.
+    Unmute { client_id: String },
+}
+
+fn parse_kind(s: &str) -> Result<OrganizationKind, String> {
+    s.parse()
+}
+
+fn store_failure(e: healthgate_store::StoreError) -> Failure {
+    anyhow::Error::from(e).into()
+}
+
+pub async fn org_command(
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    cmd: OrgCommand,
+    as_json: bool,
+) -> Result<(), Failure> {
+    let state = healthgate_server::open(settings, clock.clone())
+        .await
+        .map_err(anyhow::Error::from)?;
+    let store = &state.store;
+    match cmd {
+        OrgCommand::Create { name, kind } => {
+            let org = admin::create_organization(store, clock.as_ref(), &name, kind).await?;
+            print(
+                as_json,
+                &json!({"id": org.id, "name": org.name, "kind": org.kind.as_str(), "created_at": org.created_at}),
+                &format!("created {} {} ({})", org.kind, org.name, org.id),
+            );
+        }
+        OrgCommand::List => {
+            let orgs = store.organizations().await.map_err(store_failure)?;
+            let value = json!(orgs
+                .iter()
+                .map(|o| json!({"id": o.id, "name": o.name, "kind": o.kind.as_str(), "created_at": o.created_at}))
+                .collect::<Vec<_>>());
+            let text = if orgs.is_empty() {
+                "no organizations".to_owned()
+            } else {
+                orgs.iter()
+                    .map(|o| format!("{}  {:<8}  {}", o.id, o.kind.as_str(), o.name))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            print(as_json, &value, &text);
+        }
+        OrgCommand::AddMember { org, user, role } => {
+            let (org, person) =
+                admin::add_member(store, clock.as_ref(), &org, &user, &role).await?;
+            print(
+                as_json,
+                &json!({"organization_id": org.id, "user_id": person.id, "username": person.username, "role": role}),
+                &format!(
+                    "{} is now {} of {} ({})",
+                    person.username, role, org.name, org.id
+                ),
+            );
+        }
+        OrgCommand::Show { id } => {
+            let org = store
+                .organization(&id)
+                .await
+                .map_err(store_failure)?
+                .ok_or_else(|| AdminError::Invalid(format!("no organization with id {id:?}")))?;
+            let members = store.members(&org.id).await.map_err(store_failure)?;
+            let integrations = store
+                .integrations_of_organization(&org.id)
+                .await
+                .map_err(store_failure)?;
+            let value = json!({
+                "id": org.id,
+                "name": org.name,
+                "kind": org.kind.as_str(),
+                "members": members.iter().map(|(u, role)| json!({"id": u.id, "username": u.username, "role": role})).collect::<Vec<_>>(),
+                "integrations": integrations.iter().map(|i| json!({"id": i.id, "client_id": i.client_id, "status": i.status.as_str()})).collect::<Vec<_>>(),
+            });
+            let mut text = format!("{} {} ({})\nmembers:", org.kind, org.name, org.id);
+            for (u, role) in &members {
+                text.push_str(&format!("\n  {:<13} {} ({})", role, u.username, u.id));
+            }
+            text.push_str("\nintegrations:");
+            for i in &integrations {
+                text.push_str(&format!(
+                    "\n  {}  {:<12} {}",
+                    i.id,
+                    i.status.as_str(),
+                    i.client_id
+                ));
+            }
+            print(as_json, &value, &text);
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+pub async fn audit_command(
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    cmd: AuditCommand,
+    as_json: bool,
+) -> Result<(), Failure> {
+    let state = healthgate_server::open(settings, clock)
+        .await
+        .map_err(anyhow::Error::from)?;
+    let store = &state.store;
+    let result = match cmd {
+        AuditCommand::Verify => {
+            while store.seal_events(1000).await.map_err(store_failure)? > 0 {}
+            let report = store.verify_chain().await.map_err(store_failure)?;
+            match &report.broken {
+                None => {
+                    print(
+                        as_json,
+                        &json!({"ok": true, "sealed": report.sealed, "unsealed": report.unsealed}),
+                        &format!("audit trail intact: {} events linked", report.sealed),
+                    );
+                    Ok(())
+                }
+                Some((pos, why)) => {
+                    print(
+                        as_json,
+                        &json!({"ok": false, "sealed": report.sealed, "broken_at": pos, "reason": why}),
+                        &format!("audit trail BROKEN at position {pos}: {why}"),
+                    );
+                    Err(Failure {
+                        code: 1,
+                        message: format!(
+                            "the audit trail was tampered with at position {pos}: {why}"
+                        ),
+                    })
+                }
+            }
+        }
+        AuditCommand::Tail { limit, since } => {
+            let events = store
+                .events(since, limit.clamp(1, 10_000))
+                .await
+                .map_err(store_failure)?;
+            if as_json {
+                for e in &events {
+                    println!(
+                        "{}",
+                        json!({
+                            "id": e.id, "at": e.at, "type": e.kind, "outcome": e.outcome,
+                            "actor": e.actor_user_id, "subject": e.subject, "client_id": e.client_id,
+                            "organization_id": e.organization_id, "ip": e.ip,
+                            "data": e.data.as_deref().and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok()),
+                            "chain_pos": e.chain_pos,
+                        })
+                    );
+                }
+            } else {
+                for e in &events {
+                    println!(
+                        "{}  {:<28} {:<7} actor={} client={} subject={} ip={}",
+                        e.at,
+                        e.kind,
+                        e.outcome,
+                        e.actor_user_id.as_deref().unwrap_or("-"),
+                        e.client_id.as_deref().unwrap_or("-"),
+                        e.subject.as_deref().unwrap_or("-"),
+                        e.ip.as_deref().unwrap_or("-"),
+                    );
+                }
+            }
+            Ok(())
+        }
+    };
+    store.close().await;
+    result
+}
+
+pub async fn webhooks_command(
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    cmd: WebhooksCommand,
+    as_json: bool,
+) -> Result<(), Failure> {
+    let state = healthgate_server::open(settings, clock.clone())
+        .await
+        .map_err(anyhow::Error::from)?;
+    let store = &state.store;
+    match cmd {
+        WebhooksCommand::Deliveries { client_id, limit } => {
+            let deliveries = store
+                .deliveries(client_id.as_deref(), limit.clamp(1, 10_000))
+                .await
+                .map_err(store_failure)?;
+            let mut values = Vec::new();
+            let mut text = Vec::new();
+            for d in &deliveries {
+                let attempts = store
+                    .delivery_attempts(&d.id)
+                    .await
+                    .map_err(store_failure)?;
+                let event_type = serde_json::from_str::<serde_json::Value>(&d.payload)
+                    .ok()
+                    .and_then(|p| p["type"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                values.push(json!({
+                    "id": d.id, "event_id": d.event_id, "type": event_type, "client_id": d.client_id, "url": d.url,
+                    "status": d.status, "attempts": d.attempts, "created_at": d.created_at,
+                    "next_attempt_at": d.next_attempt_at, "delivered_at": d.delivered_at,
+                    "last_status": d.last_status, "last_error": d.last_error,
+                    "log": attempts.iter().map(|a| json!({
+                        "attempt": a.attempt, "at": a.at, "status_code": a.status_code,
+                        "error": a.error, "duration_ms": a.duration_ms,
+                    })).collect::<Vec<_>>(),
+                }));
+                text.push(format!(
+                    "{}  {:<9} {:<28} {} attempts={} last={}",
+                    d.id,
+                    d.status,
+                    event_type,
+                    d.client_id,
+                    d.attempts,
+                    d.last_status
+                        .map(|s| s.to_string())
+                        .or_else(|| d.last_error.clone())
+                        .unwrap_or_else(|| "-".into()),
+                ));
+            }
+            let text = if text.is_empty() {
+                "no deliveries".to_owned()
+            } else {
+                text.join("\n")
+            };
+            print(as_json, &json!(values), &text);
+        }
+        WebhooksCommand::Unmute { client_id } => {
+            store
+                .client(&client_id)
+                .await
+                .map_err(store_failure)?
+                .ok_or_else(|| AdminError::NoSuchClient(client_id.clone()))?;
+            let resumed = store
+                .unmute_webhook(&client_id, clock.now())
+                .await
+                .map_err(store_failure)?;
+            print(
+                as_json,
+                &json!({"client_id": client_id, "resumed": resumed}),
+                &format!(
+                    "webhook of {client_id} re-enabled; {resumed} held deliveries will be sent"
+                ),
+            );
+        }
+    }
+    store.close().await;
+    Ok(())
+}
