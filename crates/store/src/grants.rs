@@ -121,21 +121,32 @@ fn refresh_from_row(row: &AnyRow) -> Result<RefreshToken> {
 
 /// Revokes a whole token family: every access and refresh token in it stops
 /// working on the next request.
+/// Returns whether a live family was revoked; raises `token.family_revoked`
+/// for the partner and the trail when it was.
 async fn revoke_family(
     tx: &mut Transaction<'static, Any>,
     family_id: &str,
     reason: &str,
     now: i64,
-) -> Result<()> {
-    sqlx::query(
-        "UPDATE token_families SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL",
+) -> Result<bool> {
+    let revoked: Option<(String, Option<String>)> = sqlx::query_as(
+        "UPDATE token_families SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL
+         RETURNING client_id, user_id",
     )
     .bind(now)
     .bind(reason)
     .bind(family_id)
-    .execute(&mut **tx)
+    .fetch_optional(&mut **tx)
     .await?;
-    Ok(())
+    let Some((client_id, user_id)) = revoked else {
+        return Ok(false);
+    };
+    let event = Event::new(EventKind::TokenFamilyRevoked)
+        .client(&client_id)
+        .subject(family_id)
+        .data(serde_json::json!({ "family_id": family_id, "user_id": user_id, "reason": reason }));
+    append(tx, now, &event).await?;
+    Ok(true)
 }
 
 /// A locked or deleted user's grants issue nothing.
@@ -637,14 +648,9 @@ impl Store {
         reason: &str,
         now: i64,
     ) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE token_families SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(reason)
-        .bind(family_id)
-        .execute(&self.writer)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let mut tx = self.writer.begin().await?;
+        let revoked = revoke_family(&mut tx, family_id, reason, now).await?;
+        tx.commit().await?;
+        Ok(revoked)
     }
 }

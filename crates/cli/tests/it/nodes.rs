@@ -836,3 +836,221 @@ async fn killing_a_node_under_load_loses_no_issued_token() {
     let rotated = flow::refresh(a, &cluster.demo, &user_refresh).await;
     flow::me(a, &str_field(&rotated, "access_token"), USER).await;
 }
+
+/// A webhook receiver on loopback: answers 200 to every POST and keeps
+/// `(Healthgate-Delivery, Healthgate-Event)` of each.
+async fn webhook_receiver() -> (String, Arc<std::sync::Mutex<Vec<(String, String)>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks/healthgate", listener.local_addr().unwrap());
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Read the head and the body (Content-Length bytes).
+                loop {
+                    let Ok(n) = socket.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let head = &text[..end];
+                        let header = |name: &str| {
+                            head.lines()
+                                .find_map(|l| {
+                                    l.split_once(':')
+                                        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                                })
+                                .map(|(_, v)| v.trim().to_owned())
+                                .unwrap_or_default()
+                        };
+                        let length: usize = header("content-length").parse().unwrap_or(0);
+                        if buf.len() < end + 4 + length {
+                            continue;
+                        }
+                        kept.lock()
+                            .unwrap()
+                            .push((header("healthgate-delivery"), header("healthgate-event")));
+                        let _ = socket
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                            .await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_integration_connected_on_one_node_is_used_and_disconnected_on_the_others() {
+    let Some(cluster) = Cluster::start(
+        "an_integration_connected_on_one_node_is_used_and_disconnected_on_the_others",
+        2,
+    )
+    .await
+    else {
+        return;
+    };
+    let (a, b, demo) = (cluster.a(), cluster.b(), &cluster.demo);
+    let (hook_url, received) = webhook_receiver().await;
+    // The operator points the demo app's webhook at the receiver (the CLI on
+    // the same database; loopback http is for development only).
+    let mut cmd = cluster._sandbox.command(&[
+        "--database-url",
+        &cluster._schema.url(),
+        "client",
+        "update",
+        &demo.client_id,
+        "--webhook-url",
+        &hook_url,
+        "--json",
+    ]);
+    cmd.env("HEALTHGATE_ALLOW_HTTP_WEBHOOKS", "true");
+    crate::support::output(cmd).json();
+
+    // The practice admin signs in on B and clicks Connect on A's page, posting to B.
+    let admin = browser();
+    let page = admin
+        .get(b.url("/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = admin
+        .post(b.url("/login"))
+        .form(&[
+            ("username", "admin.demo"),
+            ("password", demo.password_of("admin.demo")),
+            ("csrf_token", &csrf_token(&page)),
+            ("return_to", "/integrations"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let page = admin
+        .get(a.url("/integrations"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Demo Partner App"), "{page}");
+    let form: Vec<(String, String)> = hidden_inputs(&page)
+        .into_iter()
+        .filter(|(k, _)| k == "csrf_token" || k == "org" || k == "client_id")
+        .take(3)
+        .chain([("mode".to_owned(), "redirect".to_owned())])
+        .collect();
+    let r = admin
+        .post(b.url("/integrations/connect"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "{}", cluster.logs());
+    let to = location(&r);
+    assert!(
+        to.as_str()
+            .starts_with(&format!("{}/demo/connect?code=", cluster.issuer)),
+        "{to}"
+    );
+    let code = to
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+
+    // The partner exchanges on A and uses the key on B.
+    let http = api();
+    let r = http
+        .post(a.url("/api/oauth/tokens"))
+        .basic_auth(&demo.client_id, Some(&demo.client_secret))
+        .form(&[("code", code.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    let key = str_field(&body, "access_token");
+    let id = str_field(&body, "id");
+    let practice = http
+        .get(b.url("/api/v1/practice"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(practice.status(), StatusCode::OK);
+
+    // The partner deactivates on B; A refuses the key at once.
+    let r = http
+        .post(b.url(&format!("/api/v1/integrations/{id}/deactivate")))
+        .bearer_auth(&demo.client_secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let practice = http
+        .get(a.url("/api/v1/practice"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(practice.status(), StatusCode::UNAUTHORIZED);
+
+    // Both nodes poll the outbox; every delivery arrives once.
+    let wanted = ["integration.connected", "integration.deactivated"];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let kinds: Vec<String> = received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, k)| k.clone())
+            .collect();
+        if wanted.iter().all(|w| kinds.iter().any(|k| k == w)) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let log = crate::support::output(cluster._sandbox.command(&[
+                "--database-url",
+                &cluster._schema.url(),
+                "webhooks",
+                "deliveries",
+                "--json",
+            ]));
+            panic!(
+                "deliveries so far: {kinds:?}\ndelivery log: {}\n{}",
+                log.stdout,
+                cluster.logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Give both nodes a few more polls to show any duplicate.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = received.lock().unwrap().clone();
+    let mut ids: Vec<&str> = got.iter().map(|(d, _)| d.as_str()).collect();
+    let count = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "a delivery arrived twice: {got:?}");
+    assert!(ids.iter().all(|d| d.starts_with("whd-")), "{got:?}");
+}

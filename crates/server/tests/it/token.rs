@@ -107,6 +107,12 @@ async fn code_replay_revokes_tokens() {
     let (status, body) = app.refresh(&client, refresh).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"], "invalid_grant");
+    // The trail (and the partner's webhook) hear of it.
+    let events = app.state.store.events(None, 50).await.unwrap();
+    let revoked: Vec<_> = events.iter().filter(|e| e.kind == "token.family_revoked").collect();
+    assert_eq!(revoked.len(), 1, "{events:?}");
+    assert_eq!(revoked[0].client_id.as_deref(), Some(client.id()));
+    assert!(events.iter().any(|e| e.kind == "code.replayed" && e.outcome == "failure"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
