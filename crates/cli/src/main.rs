@@ -273,9 +273,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Serve(args) => serve(settings, clock, args.demo, cli.json).await,
         Command::Migrate => {
-            healthgate_server::open(settings, clock)
-                .await
-                .map_err(anyhow::Error::from)?;
+            open(settings, &clock).await?.store.close().await;
             print(
                 cli.json,
                 &json!({"migrated": true}),
@@ -289,6 +287,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Audit(c) => ops::audit_command(settings, clock, c, cli.json).await,
         Command::Webhooks(c) => ops::webhooks_command(settings, clock, c, cli.json).await,
     }
+}
+
+/// Opens (and migrates) the database a command works on.
+pub(crate) async fn open(
+    settings: Settings,
+    clock: &Arc<dyn Clock>,
+) -> Result<healthgate_server::AppState, Failure> {
+    Ok(healthgate_server::open(settings, clock.clone())
+        .await
+        .map_err(anyhow::Error::from)?)
 }
 
 pub(crate) fn print(as_json: bool, value: &serde_json::Value, text: &str) {
@@ -312,9 +320,7 @@ async fn serve(
     if settings.issuer.is_none() {
         settings.issuer = Some(format!("http://{local}"));
     }
-    let state = healthgate_server::open(settings, clock.clone())
-        .await
-        .map_err(anyhow::Error::from)?;
+    let state = open(settings, &clock).await?;
     if with_demo {
         let seed = demo::seed(&state.store, &state.settings, clock.as_ref()).await?;
         print_demo(&seed, as_json);
@@ -419,9 +425,7 @@ async fn client_command(
     cmd: ClientCommand,
     as_json: bool,
 ) -> Result<(), Failure> {
-    let state = healthgate_server::open(settings, clock.clone())
-        .await
-        .map_err(anyhow::Error::from)?;
+    let state = open(settings, &clock).await?;
     let store = &state.store;
     match cmd {
         ClientCommand::Create {
@@ -548,9 +552,7 @@ async fn user_command(
     cmd: UserCommand,
     as_json: bool,
 ) -> Result<(), Failure> {
-    let state = healthgate_server::open(settings, clock.clone())
-        .await
-        .map_err(anyhow::Error::from)?;
+    let state = open(settings, &clock).await?;
     match cmd {
         UserCommand::Create {
             username,

@@ -10,7 +10,7 @@ use healthgate_server::Settings;
 use healthgate_server::admin::{self, AdminError};
 use serde_json::json;
 
-use crate::{Failure, print};
+use crate::{Failure, open, print};
 
 #[derive(Subcommand, Debug)]
 pub enum OrgCommand {
@@ -79,9 +79,7 @@ pub async fn org_command(
     cmd: OrgCommand,
     as_json: bool,
 ) -> Result<(), Failure> {
-    let state = healthgate_server::open(settings, clock.clone())
-        .await
-        .map_err(anyhow::Error::from)?;
+    let state = open(settings, &clock).await?;
     let store = &state.store;
     match cmd {
         OrgCommand::Create { name, kind } => {
@@ -164,9 +162,7 @@ pub async fn audit_command(
     cmd: AuditCommand,
     as_json: bool,
 ) -> Result<(), Failure> {
-    let state = healthgate_server::open(settings, clock)
-        .await
-        .map_err(anyhow::Error::from)?;
+    let state = open(settings, &clock).await?;
     let store = &state.store;
     let result = match cmd {
         AuditCommand::Verify => {
@@ -241,9 +237,7 @@ pub async fn webhooks_command(
     cmd: WebhooksCommand,
     as_json: bool,
 ) -> Result<(), Failure> {
-    let state = healthgate_server::open(settings, clock.clone())
-        .await
-        .map_err(anyhow::Error::from)?;
+    let state = open(settings, &clock).await?;
     let store = &state.store;
     match cmd {
         WebhooksCommand::Deliveries { client_id, limit } => {

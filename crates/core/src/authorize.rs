@@ -184,30 +184,11 @@ pub fn validate(
 mod tests {
     use super::*;
     use crate::client::ClientKind;
-    use crate::redirect::RedirectUri;
-    use crate::user::UserType;
 
     const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
     fn client(kind: ClientKind) -> Client {
-        Client {
-            id: "app-1".into(),
-            name: "MyApp".into(),
-            photo_url: None,
-            redirect_uris: vec![RedirectUri::parse("https://a.example/cb").unwrap()],
-            allowed_scopes: ScopeSet::parse("profile_read profile_write").unwrap(),
-            user_types: vec![UserType::Member],
-            kind,
-            secret_digest: None,
-            description: None,
-            connect_redirect_url: None,
-            published: false,
-            webhook_url: None,
-            webhook_secret_version: 1,
-            webhook_muted_at: None,
-            created_at: 0,
-            updated_at: 0,
-        }
+        crate::client::example(kind)
     }
 
     fn params(pairs: &[(&str, &str)]) -> AuthorizeParams {

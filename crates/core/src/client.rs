@@ -159,33 +159,42 @@ impl Client {
     }
 }
 
+/// A registered client for unit tests across the crate: `app-1`, one
+/// redirect URI `https://a.example/cb`, `profile_read profile_write`, members.
+#[cfg(test)]
+pub(crate) fn example(kind: ClientKind) -> Client {
+    Client {
+        id: "app-1".into(),
+        name: "MyApp".into(),
+        photo_url: None,
+        redirect_uris: vec![RedirectUri::parse("https://a.example/cb").unwrap()],
+        allowed_scopes: ScopeSet::parse("profile_read profile_write").unwrap(),
+        user_types: vec![UserType::Member],
+        kind,
+        secret_digest: None,
+        description: None,
+        connect_redirect_url: None,
+        published: false,
+        webhook_url: None,
+        webhook_secret_version: 1,
+        webhook_muted_at: None,
+        created_at: 0,
+        updated_at: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::secret::{SecretKind, mint};
 
     fn client(uris: &[&str]) -> Client {
-        Client {
-            id: "app-1".into(),
-            name: "MyApp".into(),
-            photo_url: None,
-            redirect_uris: uris
-                .iter()
-                .map(|u| RedirectUri::parse(u).unwrap())
-                .collect(),
-            allowed_scopes: ScopeSet::parse("profile_read profile_write").unwrap(),
-            user_types: vec![UserType::Member],
-            kind: ClientKind::Confidential,
-            secret_digest: None,
-            description: None,
-            connect_redirect_url: None,
-            published: false,
-            webhook_url: None,
-            webhook_secret_version: 1,
-            webhook_muted_at: None,
-            created_at: 0,
-            updated_at: 0,
-        }
+        let mut c = example(ClientKind::Confidential);
+        c.redirect_uris = uris
+            .iter()
+            .map(|u| RedirectUri::parse(u).unwrap())
+            .collect();
+        c
     }
 
     #[test]

@@ -8,6 +8,15 @@ use crate::events::{Event, append};
 use crate::{Result, Store, StoreError, conflict};
 use healthgate_core::event::EventKind;
 
+/// Ends every browser session of a user.
+async fn end_sessions(conn: &mut sqlx::AnyConnection, user_id: &str) -> Result<()> {
+    sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+        .bind(user_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 pub(crate) fn user_from_row(row: &AnyRow) -> Result<User> {
     Ok(User {
         id: row.try_get("id")?,
@@ -85,16 +94,11 @@ impl Store {
                 .bind(user_id)
                 .execute(&mut *tx)
                 .await?;
-        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
+        end_sessions(&mut tx, user_id).await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
-}
 
-impl Store {
     /// Locks an account: it can no longer log in, its sessions end, and its
     /// grants issue no new tokens.
     pub async fn lock_user(&self, user_id: &str, now: i64) -> Result<bool> {
@@ -106,10 +110,7 @@ impl Store {
         .bind(user_id)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
+        end_sessions(&mut tx, user_id).await?;
         append(
             &mut tx,
             now,
