@@ -95,6 +95,7 @@ mod tests {
             assert!(
                 text.contains(&format!("{key} ="))
                     || text.contains(&format!("[{key}]"))
+                    || text.contains(&format!("[{key}."))
                     || text.contains(&format!("# {key} =")),
                 "{key} is not documented"
             );

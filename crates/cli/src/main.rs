@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use healthgate_core::client::Client;
+use healthgate_core::owner::AuthorizationLevel;
 use healthgate_core::user::{UserType, parse_user_types};
 use healthgate_core::{Clock, SystemClock};
 use healthgate_server::admin::{self, AdminError, ClientChanges, NewClient, NewUser};
@@ -91,6 +92,11 @@ enum ClientCommand {
         /// Who may authorize the app: member, expert or both (default both).
         #[arg(long, value_name = "TYPES", value_parser = parse_types)]
         user_types: Option<UserTypes>,
+        /// `user`: every person authorizes for themselves, within their role
+        /// (default); `organization`: an organization admin authorizes for
+        /// the whole organization.
+        #[arg(long, default_value = "user", value_parser = parse_level)]
+        authorization_level: AuthorizationLevel,
     },
     /// List registered apps.
     List,
@@ -135,6 +141,13 @@ struct ClientUpdate {
     /// Where events that concern the app are delivered (https); empty clears it.
     #[arg(long, value_name = "URL")]
     webhook_url: Option<String>,
+    /// `user` or `organization`.
+    #[arg(long, value_parser = parse_level)]
+    authorization_level: Option<AuthorizationLevel>,
+    /// Scopes of the tokens returned for users the partner provisions
+    /// (`POST /api/v1/users`); empty resets to the allowed scopes.
+    #[arg(long)]
+    provisioning_scope: Option<String>,
     /// List the app in the integration directory.
     #[arg(long, conflicts_with = "unpublish")]
     publish: bool,
@@ -168,6 +181,10 @@ type UserTypes = Vec<UserType>;
 
 fn parse_types(s: &str) -> Result<UserTypes, String> {
     parse_user_types(s).map_err(|e| e.to_string())
+}
+
+fn parse_level(s: &str) -> Result<AuthorizationLevel, String> {
+    s.parse()
 }
 
 fn parse_type(s: &str) -> Result<UserType, String> {
@@ -392,6 +409,8 @@ fn client_json(c: &Client) -> serde_json::Value {
         "published": c.published,
         "webhook_url": c.webhook_url,
         "webhook_muted": c.webhook_muted_at.is_some(),
+        "authorization_level": c.authorization_level.as_str(),
+        "provisioning_scope": c.provisioning_scopes.as_ref().map(|s| s.to_string()),
         "created_at": c.created_at,
     })
 }
@@ -435,6 +454,7 @@ async fn client_command(
             public,
             photo_url,
             user_types,
+            authorization_level,
         } => {
             let (client, secret) = admin::create_client(
                 store,
@@ -447,6 +467,7 @@ async fn client_command(
                     public,
                     photo_url,
                     user_types: user_types.unwrap_or_default(),
+                    authorization_level,
                 },
             )
             .await?;
@@ -503,6 +524,8 @@ async fn client_command(
                 description: u.description.map(Some),
                 connect_redirect_url: u.connect_redirect_url.map(Some),
                 webhook_url: u.webhook_url.map(Some),
+                authorization_level: u.authorization_level,
+                provisioning_scope: u.provisioning_scope.map(Some),
                 published: match (u.publish, u.unpublish) {
                     (true, _) => Some(true),
                     (_, true) => Some(false),

@@ -108,7 +108,8 @@ pub async fn org_command(
         }
         OrgCommand::AddMember { org, user, role } => {
             let (org, person) =
-                admin::add_member(store, clock.as_ref(), &org, &user, &role).await?;
+                admin::add_member(store, &state.settings, clock.as_ref(), &org, &user, &role)
+                    .await?;
             print(
                 as_json,
                 &json!({"organization_id": org.id, "user_id": person.id, "username": person.username, "role": role}),

@@ -6,6 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::OAuthError;
+use crate::owner::AuthorizationLevel;
 use crate::redirect::RedirectUri;
 use crate::scope::ScopeSet;
 use crate::secret::matches_digest;
@@ -70,6 +71,12 @@ pub struct Client {
     pub webhook_secret_version: i64,
     /// Set when deliveries were muted after repeated failures.
     pub webhook_muted_at: Option<i64>,
+    /// Whether each person authorizes for themselves or an admin for the
+    /// whole organization.
+    pub authorization_level: AuthorizationLevel,
+    /// Scopes of tokens for users the partner provisions; `None` means the
+    /// allowed scopes.
+    pub provisioning_scopes: Option<ScopeSet>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -178,6 +185,8 @@ pub(crate) fn example(kind: ClientKind) -> Client {
         webhook_url: None,
         webhook_secret_version: 1,
         webhook_muted_at: None,
+        authorization_level: Default::default(),
+        provisioning_scopes: None,
         created_at: 0,
         updated_at: 0,
     }

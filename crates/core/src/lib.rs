@@ -11,6 +11,7 @@ pub mod error;
 pub mod event;
 pub mod integration;
 pub mod org;
+pub mod owner;
 pub mod pkce;
 pub mod redirect;
 pub mod scope;

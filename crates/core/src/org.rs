@@ -55,19 +55,22 @@ pub struct Organization {
     pub created_at: i64,
 }
 
-/// The roles a person may hold in an organization.
-pub const ROLES: &[&str] = &["admin", "practitioner", "staff"];
-
-/// The role that may connect integrations and manage the organization.
+/// The role that may connect integrations, authorize organization-level
+/// apps and manage the organization. Other roles come from configuration.
 pub const ADMIN: &str = "admin";
 
-pub fn validate_role(role: &str) -> Result<(), String> {
-    if ROLES.contains(&role) {
+/// Checks `role` against the configured roles.
+pub fn validate_role<'a>(
+    role: &str,
+    known: impl IntoIterator<Item = &'a str>,
+) -> Result<(), String> {
+    let known: Vec<&str> = known.into_iter().collect();
+    if known.contains(&role) {
         Ok(())
     } else {
         Err(format!(
             "unknown role {role:?}: expected one of {}",
-            ROLES.join(", ")
+            known.join(", ")
         ))
     }
 }
@@ -83,7 +86,8 @@ mod tests {
             "cln"
         );
         assert!("hospital".parse::<OrganizationKind>().is_err());
-        assert!(validate_role("staff").is_ok());
-        assert!(validate_role("owner").is_err());
+        let roles = ["admin", "practitioner", "staff"];
+        assert!(validate_role("staff", roles).is_ok());
+        assert!(validate_role("owner", roles).is_err());
     }
 }

@@ -6,6 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::OAuthError;
+use crate::owner::ResourceOwner;
 use crate::pkce::{CodeChallenge, CodeVerifier};
 use crate::scope::ScopeSet;
 
@@ -86,6 +87,19 @@ pub struct AuthorizationCode {
     pub code_challenge: Option<CodeChallenge>,
     pub created_at: i64,
     pub expires_at: i64,
+    /// What the grant stands for: the organization it was made in, the
+    /// owner its tokens speak for, and whether it is organization-level.
+    pub grant: GrantContext,
+}
+
+/// The organization and resource owner of a grant.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GrantContext {
+    pub organization_id: Option<String>,
+    pub owner: Option<ResourceOwner>,
+    /// An organization-level grant stands for the organization, not for the
+    /// admin who made it.
+    pub organization_level: bool,
 }
 
 impl AuthorizationCode {
@@ -227,6 +241,8 @@ pub struct AccessToken {
     /// issue is retiring, still pending until this token is first used.
     pub parent_refresh_digest: Option<String>,
     pub first_used_at: Option<i64>,
+    /// The organization and owner of the grant the token descends from.
+    pub grant: GrantContext,
 }
 
 impl AccessToken {
@@ -255,6 +271,7 @@ mod tests {
             code_challenge: pkce.then(|| CodeChallenge::parse(CHALLENGE, Some("S256")).unwrap()),
             created_at: 1_000,
             expires_at: 1_600,
+            grant: GrantContext::default(),
         }
     }
 

@@ -77,6 +77,8 @@ pub struct User {
     pub password_hash: Option<String>,
     pub created_at: i64,
     pub locked_at: Option<i64>,
+    /// The partner app that created the account, if one did.
+    pub provisioned_by: Option<String>,
 }
 
 impl fmt::Debug for User {

@@ -5,6 +5,7 @@
 use healthgate_core::Clock;
 use healthgate_core::client::{Client, ClientKind};
 use healthgate_core::org::{Organization, OrganizationKind, validate_role};
+use healthgate_core::owner::AuthorizationLevel;
 use healthgate_core::redirect::RedirectUri;
 use healthgate_core::scope::ScopeSet;
 use healthgate_core::secret::{SecretKind, mint, new_id};
@@ -37,6 +38,7 @@ pub struct NewClient {
     pub public: bool,
     pub photo_url: Option<String>,
     pub user_types: Vec<UserType>,
+    pub authorization_level: AuthorizationLevel,
 }
 
 /// Changes to a registration; `None` leaves a field as it is, and for the
@@ -52,6 +54,10 @@ pub struct ClientChanges {
     pub connect_redirect_url: Option<Option<String>>,
     pub webhook_url: Option<Option<String>>,
     pub published: Option<bool>,
+    pub authorization_level: Option<AuthorizationLevel>,
+    /// Scopes of tokens for users the partner provisions; `Some(None)`
+    /// resets them to the allowed scopes.
+    pub provisioning_scope: Option<Option<String>>,
 }
 
 fn invalid(message: impl Into<String>) -> AdminError {
@@ -174,6 +180,8 @@ pub async fn create_client(
         webhook_url: None,
         webhook_secret_version: 1,
         webhook_muted_at: None,
+        authorization_level: req.authorization_level,
+        provisioning_scopes: None,
         created_at: now,
         updated_at: now,
     };
@@ -221,6 +229,15 @@ pub async fn update_client(
     }
     if let Some(p) = changes.published {
         c.published = p;
+    }
+    if let Some(level) = changes.authorization_level {
+        c.authorization_level = level;
+    }
+    if let Some(scope) = changes.provisioning_scope {
+        c.provisioning_scopes = match blank_is_none(scope) {
+            Some(s) => Some(parse_scopes(settings, &s)?),
+            None => None,
+        };
     }
     c.updated_at = clock.now();
     check_client(settings, &c)?;
@@ -350,6 +367,7 @@ pub async fn create_user(
         password_hash,
         created_at: now,
         locked_at: None,
+        provisioned_by: None,
     };
     store.insert_user(&user).await.map_err(|e| match e {
         StoreError::Conflict(_) => {
@@ -385,12 +403,13 @@ pub async fn create_organization(
 /// changes their role.
 pub async fn add_member(
     store: &Store,
+    settings: &Settings,
     clock: &dyn Clock,
     organization_id: &str,
     user: &str,
     role: &str,
 ) -> Result<(Organization, User), AdminError> {
-    validate_role(role).map_err(invalid)?;
+    validate_role(role, settings.roles.keys().map(String::as_str)).map_err(invalid)?;
     let org = store
         .organization(organization_id)
         .await?

@@ -62,6 +62,40 @@ pub struct Settings {
     /// The scope vocabulary: each scope and the plain words the consent page
     /// shows for it. Setting this table replaces the default vocabulary.
     pub scopes: BTreeMap<String, String>,
+    /// The roles people hold in organizations: what each may grant, and the
+    /// resource-owner type its grants carry. Setting this table replaces the
+    /// default roles; `admin` must stay.
+    pub roles: BTreeMap<String, RoleSettings>,
+}
+
+/// One role's settings (`[roles.staff]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleSettings {
+    /// The scopes a person in this role may grant an app.
+    pub scopes: Vec<String>,
+    /// The `resource_owner.type` of tokens granted in this role.
+    pub resource_owner_type: String,
+}
+
+fn default_roles() -> BTreeMap<String, RoleSettings> {
+    let mut all: Vec<String> = healthgate_core::scope::DEFAULT_SCOPES
+        .iter()
+        .map(|(k, _)| (*k).to_owned())
+        .collect();
+    all.sort();
+    let role = |scopes: Vec<String>, owner: &str| RoleSettings {
+        scopes,
+        resource_owner_type: owner.to_owned(),
+    };
+    BTreeMap::from([
+        ("admin".to_owned(), role(all.clone(), "Staff")),
+        ("practitioner".to_owned(), role(all.clone(), "Practitioner")),
+        (
+            "staff".to_owned(),
+            role(all.into_iter().filter(|s| s != "pay").collect(), "Staff"),
+        ),
+    ])
 }
 
 impl Default for Settings {
@@ -91,6 +125,7 @@ impl Default for Settings {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            roles: default_roles(),
         }
     }
 }
@@ -130,6 +165,7 @@ pub const KEYS: &[&str] = &[
     "log_format",
     "log_level",
     "scopes",
+    "roles",
 ];
 
 /// A setting that parses but makes no sense.
@@ -212,6 +248,36 @@ impl Settings {
                 ));
             }
         }
+        if !self.roles.contains_key(healthgate_core::org::ADMIN) {
+            return Err(bad("roles", "the admin role must be defined"));
+        }
+        for (name, role) in &self.roles {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                return Err(bad(
+                    "roles",
+                    &format!("role name {name:?} must be lowercase letters or _"),
+                ));
+            }
+            if let Some(unknown) = role.scopes.iter().find(|s| !self.scopes.contains_key(*s)) {
+                return Err(bad(
+                    "roles",
+                    &format!(
+                        "role {name} grants {unknown:?}, which is not in the scope vocabulary"
+                    ),
+                ));
+            }
+            if role.resource_owner_type.is_empty()
+                || !role
+                    .resource_owner_type
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric())
+            {
+                return Err(bad(
+                    "roles",
+                    &format!("role {name}: resource_owner_type must be a word such as Staff"),
+                ));
+            }
+        }
         let rotation: RefreshRotation = self
             .refresh_rotation
             .parse()
@@ -222,6 +288,21 @@ impl Settings {
             refresh_ttl: (self.refresh_token_ttl > 0).then_some(self.refresh_token_ttl),
             rotation,
         })
+    }
+
+    /// What a person in `role` may grant; an unknown role grants nothing.
+    pub fn role_policy(&self, role: &str) -> healthgate_core::owner::RolePolicy {
+        match self.roles.get(role) {
+            Some(r) => healthgate_core::owner::RolePolicy {
+                scopes: healthgate_core::scope::ScopeSet::from_tokens(&r.scopes)
+                    .unwrap_or_default(),
+                owner_type: r.resource_owner_type.clone(),
+            },
+            None => healthgate_core::owner::RolePolicy {
+                scopes: Default::default(),
+                owner_type: "Staff".to_owned(),
+            },
+        }
     }
 
     /// Whether cookies can be marked `Secure` (and take the `__Host-`

@@ -165,6 +165,8 @@ pub async fn seed(
                     webhook_url: None,
                     webhook_secret_version: 1,
                     webhook_muted_at: None,
+                    authorization_level: Default::default(),
+                    provisioning_scopes: None,
                     created_at: now,
                     updated_at: now,
                 })

@@ -44,9 +44,27 @@ pub struct LoginPage<'a> {
     pub username: &'a str,
 }
 
-pub struct ScopeLine<'a> {
-    pub name: &'a str,
-    pub description: &'a str,
+pub struct ScopeLine {
+    pub name: String,
+    pub description: String,
+}
+
+/// One organization (or "yourself") a consent can be for.
+pub struct ChoiceLine {
+    /// The `organization_id` the form sends; empty for "yourself".
+    pub value: String,
+    pub label: String,
+    /// Requested scopes the person's role there does not allow, in words.
+    pub refused: String,
+}
+
+#[derive(Template)]
+#[template(path = "refused.html")]
+pub struct RefusedPage<'a> {
+    pub platform: &'a str,
+    pub app_name: &'a str,
+    pub message: &'a str,
+    pub back: &'a str,
 }
 
 #[derive(Template)]
@@ -56,7 +74,8 @@ pub struct ConsentPage<'a> {
     pub app_name: &'a str,
     pub app_photo: Option<&'a str>,
     pub username: &'a str,
-    pub scopes: Vec<ScopeLine<'a>>,
+    pub scopes: Vec<ScopeLine>,
+    pub choices: Vec<ChoiceLine>,
     pub csrf_token: &'a str,
     pub request: Vec<(&'static str, &'a str)>,
     pub redirect_host: &'a str,

@@ -12,7 +12,8 @@ use crate::events::{Event, append};
 use crate::{Result, Store, StoreError, conflict};
 
 const COLUMNS: &str = "id, name, photo_url, redirect_uris, allowed_scopes, user_types, kind, secret_digest, description, \
-                       connect_redirect_url, published, webhook_url, webhook_secret_version, webhook_muted_at, created_at, updated_at";
+                       connect_redirect_url, published, webhook_url, webhook_secret_version, webhook_muted_at, \
+                       authorization_level, provisioning_scopes, created_at, updated_at";
 
 fn from_row(row: &AnyRow) -> Result<Client> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("client {what}"));
@@ -41,6 +42,15 @@ fn from_row(row: &AnyRow) -> Result<Client> {
         webhook_url: row.try_get("webhook_url")?,
         webhook_secret_version: row.try_get("webhook_secret_version")?,
         webhook_muted_at: row.try_get("webhook_muted_at")?,
+        authorization_level: row
+            .try_get::<String, _>("authorization_level")?
+            .parse()
+            .map_err(|_| corrupt("authorization level"))?,
+        provisioning_scopes: row
+            .try_get::<Option<String>, _>("provisioning_scopes")?
+            .map(|s| ScopeSet::parse(&s))
+            .transpose()
+            .map_err(|_| corrupt("provisioning scopes"))?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -60,8 +70,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO clients (id, name, photo_url, redirect_uris, allowed_scopes, user_types, kind, secret_digest,
                                   description, connect_redirect_url, published, webhook_url, webhook_secret_version,
-                                  created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                                  authorization_level, provisioning_scopes, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
         )
         .bind(&c.id)
         .bind(&c.name)
@@ -76,6 +86,8 @@ impl Store {
         .bind(i64::from(c.published))
         .bind(&c.webhook_url)
         .bind(c.webhook_secret_version)
+        .bind(c.authorization_level.as_str())
+        .bind(c.provisioning_scopes.as_ref().map(ScopeSet::to_string))
         .bind(c.created_at)
         .bind(c.updated_at)
         .execute(&mut *tx)
@@ -98,8 +110,9 @@ impl Store {
         let done = sqlx::query(
             "UPDATE clients SET name = $1, photo_url = $2, redirect_uris = $3, allowed_scopes = $4, user_types = $5,
                                 description = $6, connect_redirect_url = $7, published = $8, webhook_url = $9,
-                                webhook_secret_version = $10, updated_at = $11
-             WHERE id = $12",
+                                webhook_secret_version = $10, updated_at = $11, authorization_level = $12,
+                                provisioning_scopes = $13
+             WHERE id = $14",
         )
         .bind(&c.name)
         .bind(&c.photo_url)
@@ -112,6 +125,8 @@ impl Store {
         .bind(&c.webhook_url)
         .bind(c.webhook_secret_version)
         .bind(c.updated_at)
+        .bind(c.authorization_level.as_str())
+        .bind(c.provisioning_scopes.as_ref().map(ScopeSet::to_string))
         .bind(&c.id)
         .execute(&mut *tx)
         .await?;

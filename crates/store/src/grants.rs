@@ -7,12 +7,15 @@
 //! (RFC 6749 §4.1.2 and §10.5, RFC 9700 §4.14.2).
 
 use healthgate_core::error::OAuthError;
+use healthgate_core::owner::ResourceOwner;
 use healthgate_core::pkce::CodeChallenge;
 use healthgate_core::scope::ScopeSet;
 use healthgate_core::secret::{Minted, new_id};
-use healthgate_core::token::{AccessToken, AuthorizationCode, RefreshRotation, RefreshToken};
+use healthgate_core::token::{
+    AccessToken, AuthorizationCode, GrantContext, RefreshRotation, RefreshToken,
+};
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, AnyConnection, Row, Transaction};
 
 use crate::events::{Event, append};
 use crate::{Result, Store, StoreError};
@@ -51,6 +54,8 @@ pub struct Issued {
     pub family_id: String,
     pub user_id: Option<String>,
     pub scope: ScopeSet,
+    pub organization_id: Option<String>,
+    pub owner: Option<ResourceOwner>,
 }
 
 /// The code presented at the token endpoint, with what the client sent
@@ -93,7 +98,32 @@ fn code_from_row(row: &AnyRow) -> Result<AuthorizationCode> {
             .map(CodeChallenge::from_stored),
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
+        grant: {
+            let organization_id: Option<String> = row.try_get("organization_id")?;
+            let owner = owner_of(row)?;
+            // An organization-level grant's owner is the organization itself.
+            let organization_level =
+                owner.as_ref().map(|o| Some(&o.id)) == Some(organization_id.as_ref());
+            GrantContext {
+                organization_id,
+                owner,
+                organization_level,
+            }
+        },
     })
+}
+
+/// The resource owner in a row's `owner_type` and `owner_id` columns.
+fn owner_of(row: &AnyRow) -> Result<Option<ResourceOwner>> {
+    Ok(
+        match (
+            row.try_get::<Option<String>, _>("owner_type")?,
+            row.try_get::<Option<String>, _>("owner_id")?,
+        ) {
+            (Some(kind), Some(id)) => Some(ResourceOwner { id, kind }),
+            _ => None,
+        },
+    )
 }
 
 const REFRESH_SELECT: &str = "SELECT r.digest, r.family_id, r.client_id, r.user_id, r.scope, r.redirect_uri, r.parent_digest,
@@ -219,23 +249,62 @@ async fn insert_tokens(
     Ok(())
 }
 
+/// Creates a token family. An organization-level grant belongs to no user
+/// (it outlives the admin who made it, who is kept as `granted_by`).
 async fn insert_family(
     tx: &mut Transaction<'static, Any>,
     family_id: &str,
     client_id: &str,
     user_id: Option<&str>,
+    grant: &GrantContext,
+    scope: &ScopeSet,
     now: i64,
 ) -> Result<()> {
+    let (user_id, granted_by) = if grant.organization_level {
+        (None, user_id)
+    } else {
+        (user_id, None)
+    };
     sqlx::query(
-        "INSERT INTO token_families (id, client_id, user_id, created_at) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO token_families (id, client_id, user_id, created_at, organization_id, owner_type, owner_id, granted_by, scope)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(family_id)
     .bind(client_id)
     .bind(user_id)
     .bind(now)
+    .bind(&grant.organization_id)
+    .bind(grant.owner.as_ref().map(|o| o.kind.as_str()))
+    .bind(grant.owner.as_ref().map(|o| o.id.as_str()))
+    .bind(granted_by)
+    .bind(scope.to_string())
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// The organization and owner of a family, and who made an
+/// organization-level grant.
+async fn family_context(
+    conn: &mut AnyConnection,
+    family_id: &str,
+) -> Result<(GrantContext, Option<String>)> {
+    let row = sqlx::query("SELECT organization_id, owner_type, owner_id, granted_by FROM token_families WHERE id = $1")
+        .bind(family_id)
+        .fetch_optional(conn)
+        .await?;
+    let Some(row) = row else {
+        return Ok((GrantContext::default(), None));
+    };
+    let granted_by: Option<String> = row.try_get("granted_by")?;
+    Ok((
+        GrantContext {
+            organization_id: row.try_get("organization_id")?,
+            owner: owner_of(&row)?,
+            organization_level: granted_by.is_some(),
+        },
+        granted_by,
+    ))
 }
 
 /// Under [`RefreshRotation::OnFirstUse`]: the first use of a child of
@@ -283,40 +352,53 @@ async fn retire_parent(
 }
 
 impl Store {
-    /// The scopes `user_id` already granted `client_id`, if any.
-    pub async fn consent(&self, user_id: &str, client_id: &str) -> Result<Option<ScopeSet>> {
-        let scope: Option<String> =
-            sqlx::query_scalar("SELECT scope FROM consents WHERE user_id = $1 AND client_id = $2")
-                .bind(user_id)
-                .bind(client_id)
-                .fetch_optional(&self.reader)
-                .await?;
-        scope
-            .map(|s| ScopeSet::parse(&s).map_err(|e| StoreError::Corrupt(e.to_string())))
-            .transpose()
+    /// The scopes `user_id` already granted `client_id`, and the
+    /// organization the grant was made in, if any.
+    pub async fn consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+    ) -> Result<Option<(ScopeSet, Option<String>)>> {
+        let row: Option<(String, Option<String>)> = sqlx::query_as(
+            "SELECT scope, organization_id FROM consents WHERE user_id = $1 AND client_id = $2",
+        )
+        .bind(user_id)
+        .bind(client_id)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|(s, org)| {
+            ScopeSet::parse(&s)
+                .map(|scope| (scope, org))
+                .map_err(|e| StoreError::Corrupt(e.to_string()))
+        })
+        .transpose()
     }
 
-    /// Records that `user_id` granted `scope` to `client_id`, adding to what
-    /// was granted before.
+    /// Records that `user_id` granted `scope` to `client_id` (in
+    /// `organization_id`), adding to what was granted before in the same
+    /// organization.
     pub async fn remember_consent(
         &self,
         user_id: &str,
         client_id: &str,
         scope: &ScopeSet,
+        organization_id: Option<&str>,
         now: i64,
     ) -> Result<()> {
         let merged = match self.consent(user_id, client_id).await? {
-            Some(old) => old.union(scope),
-            None => scope.clone(),
+            Some((old, old_org)) if old_org.as_deref() == organization_id => old.union(scope),
+            _ => scope.clone(),
         };
         sqlx::query(
-            "INSERT INTO consents (user_id, client_id, scope, granted_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (user_id, client_id) DO UPDATE SET scope = excluded.scope, granted_at = excluded.granted_at",
+            "INSERT INTO consents (user_id, client_id, scope, granted_at, organization_id) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (user_id, client_id) DO UPDATE
+             SET scope = excluded.scope, granted_at = excluded.granted_at, organization_id = excluded.organization_id",
         )
         .bind(user_id)
         .bind(client_id)
         .bind(merged.to_string())
         .bind(now)
+        .bind(organization_id)
         .execute(&self.writer)
         .await?;
         Ok(())
@@ -330,8 +412,9 @@ impl Store {
     ) -> Result<()> {
         let mut tx = self.writer.begin().await?;
         sqlx::query(
-            "INSERT INTO authorization_codes (digest, family_id, client_id, user_id, redirect_uri, redirect_uri_provided, scope, code_challenge, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO authorization_codes (digest, family_id, client_id, user_id, redirect_uri, redirect_uri_provided, scope,
+                                              code_challenge, created_at, expires_at, organization_id, owner_type, owner_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(digest)
         .bind(&code.family_id)
@@ -343,6 +426,9 @@ impl Store {
         .bind(code.code_challenge.as_ref().map(CodeChallenge::as_str))
         .bind(code.created_at)
         .bind(code.expires_at)
+        .bind(&code.grant.organization_id)
+        .bind(code.grant.owner.as_ref().map(|o| o.kind.as_str()))
+        .bind(code.grant.owner.as_ref().map(|o| o.id.as_str()))
         .execute(&mut *tx)
         .await?;
         append(
@@ -371,7 +457,8 @@ impl Store {
         let row = sqlx::query(
             "UPDATE authorization_codes SET consumed_at = $1
              WHERE digest = $2 AND consumed_at IS NULL
-             RETURNING family_id, client_id, user_id, redirect_uri, redirect_uri_provided, scope, code_challenge, created_at, expires_at",
+             RETURNING family_id, client_id, user_id, redirect_uri, redirect_uri_provided, scope, code_challenge, created_at,
+                       expires_at, organization_id, owner_type, owner_id",
         )
         .bind(r.now)
         .bind(r.code_digest)
@@ -414,14 +501,18 @@ impl Store {
             &code.family_id,
             &code.client_id,
             Some(&code.user_id),
+            &code.grant,
+            &code.scope,
             r.now,
         )
         .await?;
+        // An organization-level grant's tokens speak for the organization.
+        let token_user = (!code.grant.organization_level).then_some(code.user_id.as_str());
         insert_tokens(
             &mut tx,
             &code.family_id,
             &code.client_id,
-            Some(&code.user_id),
+            token_user,
             &code.scope,
             Some(&code.redirect_uri),
             None,
@@ -442,8 +533,10 @@ impl Store {
         tx.commit().await?;
         Ok(Issued {
             family_id: code.family_id,
-            user_id: Some(code.user_id),
+            user_id: token_user.map(str::to_owned),
             scope: code.scope,
+            organization_id: code.grant.organization_id,
+            owner: code.grant.owner,
         })
     }
 
@@ -504,20 +597,35 @@ impl Store {
             r.now,
         )
         .await?;
-        append(
-            &mut tx,
-            r.now,
-            &Event::new(EventKind::TokenRefreshed)
-                .actor(old.user_id.as_deref())
-                .client(&old.client_id)
-                .subject(&old.family_id),
-        )
-        .await?;
+        let (grant, granted_by) = family_context(&mut tx, &old.family_id).await?;
+        let mut event = Event::new(EventKind::TokenRefreshed)
+            .actor(old.user_id.as_deref())
+            .client(&old.client_id)
+            .subject(&old.family_id);
+        if let (Some(org), Some(admin)) = (&grant.organization_id, &granted_by) {
+            // An organization-level grant stands after the admin who made it
+            // leaves; the trail says when it is used so.
+            let still_admin: Option<String> = sqlx::query_scalar(
+                "SELECT role FROM memberships WHERE organization_id = $1 AND user_id = $2 AND role = 'admin'",
+            )
+            .bind(org)
+            .bind(admin)
+            .fetch_optional(&mut *tx)
+            .await?;
+            event = event.organization(org).data(serde_json::json!({
+                "organization_level": true,
+                "granted_by": admin,
+                "granted_by_still_admin": still_admin.is_some(),
+            }));
+        }
+        append(&mut tx, r.now, &event).await?;
         tx.commit().await?;
         Ok(Issued {
             family_id: old.family_id,
             user_id: old.user_id,
             scope,
+            organization_id: grant.organization_id,
+            owner: grant.owner,
         })
     }
 
@@ -560,7 +668,16 @@ impl Store {
     ) -> Result<Issued> {
         let family_id = new_id("fam");
         let mut tx = self.writer.begin().await?;
-        insert_family(&mut tx, &family_id, client_id, None, now).await?;
+        insert_family(
+            &mut tx,
+            &family_id,
+            client_id,
+            None,
+            &GrantContext::default(),
+            scope,
+            now,
+        )
+        .await?;
         insert_tokens(
             &mut tx, &family_id, client_id, None, scope, None, None, tokens, now,
         )
@@ -579,6 +696,8 @@ impl Store {
             family_id,
             user_id: None,
             scope: scope.clone(),
+            organization_id: None,
+            owner: None,
         })
     }
 
@@ -588,7 +707,8 @@ impl Store {
         let row = sqlx::query(
             "SELECT a.digest, a.family_id, a.client_id, a.user_id, a.scope, a.created_at, a.expires_at,
                     a.parent_refresh_digest, a.first_used_at,
-                    COALESCE(a.revoked_at, f.revoked_at) AS revoked_at
+                    COALESCE(a.revoked_at, f.revoked_at) AS revoked_at,
+                    f.organization_id, f.owner_type, f.owner_id, f.granted_by
              FROM access_tokens a JOIN token_families f ON f.id = a.family_id
              WHERE a.digest = $1",
         )
@@ -607,6 +727,11 @@ impl Store {
                 revoked_at: row.try_get("revoked_at")?,
                 parent_refresh_digest: row.try_get("parent_refresh_digest")?,
                 first_used_at: row.try_get("first_used_at")?,
+                grant: GrantContext {
+                    organization_id: row.try_get("organization_id")?,
+                    owner: owner_of(&row)?,
+                    organization_level: row.try_get::<Option<String>, _>("granted_by")?.is_some(),
+                },
             })
         })
         .transpose()

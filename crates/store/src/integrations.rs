@@ -191,7 +191,7 @@ impl Store {
     /// The members of an organization with their roles, by username.
     pub async fn members(&self, organization_id: &str) -> Result<Vec<(User, String)>> {
         let rows = sqlx::query(
-            "SELECT u.id, u.username, u.name, u.email, u.user_type, u.password_hash, u.created_at, u.locked_at, m.role
+            "SELECT u.id, u.username, u.name, u.email, u.user_type, u.password_hash, u.created_at, u.locked_at, u.provisioned_by, m.role
              FROM memberships m JOIN users u ON u.id = m.user_id
              WHERE m.organization_id = $1 ORDER BY u.username",
         )
@@ -201,6 +201,44 @@ impl Store {
         rows.iter()
             .map(|r| Ok((crate::users::user_from_row(r)?, r.try_get("role")?)))
             .collect()
+    }
+
+    /// Every organization `user_id` belongs to, with their role there.
+    pub async fn memberships(&self, user_id: &str) -> Result<Vec<(Organization, String)>> {
+        let rows = sqlx::query(
+            "SELECT o.id, o.name, o.kind, o.created_at, m.role FROM memberships m JOIN organizations o ON o.id = m.organization_id
+             WHERE m.user_id = $1 ORDER BY o.name, o.id",
+        )
+        .bind(user_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((organization_from_row(r)?, r.try_get("role")?)))
+            .collect()
+    }
+
+    /// Removes a person from an organization; `false` if they were not in it.
+    pub async fn remove_membership(
+        &self,
+        organization_id: &str,
+        user_id: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let done =
+            sqlx::query("DELETE FROM memberships WHERE organization_id = $1 AND user_id = $2")
+                .bind(organization_id)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        if done.rows_affected() == 1 {
+            let event = Event::new(EventKind::MemberRemoved)
+                .subject(user_id)
+                .organization(organization_id);
+            append(&mut tx, now, &event).await?;
+        }
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// The organizations in which `user_id` holds `role`.

@@ -245,6 +245,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "integrations and events",
         include_str!("../migrations/sqlite/0002_integrations_events.sql"),
     ),
+    (
+        3,
+        "people and roles",
+        include_str!("../migrations/sqlite/0003_people_and_roles.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -256,6 +261,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "integrations and events",
         include_str!("../migrations/postgres/0002_integrations_events.sql"),
+    ),
+    (
+        3,
+        "people and roles",
+        include_str!("../migrations/postgres/0003_people_and_roles.sql"),
     ),
 ];
 

@@ -30,19 +30,19 @@ pub(crate) fn user_from_row(row: &AnyRow) -> Result<User> {
         password_hash: row.try_get("password_hash")?,
         created_at: row.try_get("created_at")?,
         locked_at: row.try_get("locked_at")?,
+        provisioned_by: row.try_get("provisioned_by")?,
     })
 }
 
-const SELECT: &str =
-    "SELECT id, username, name, email, user_type, password_hash, created_at, locked_at FROM users";
+const SELECT: &str = "SELECT id, username, name, email, user_type, password_hash, created_at, locked_at, provisioned_by FROM users";
 
 impl Store {
     /// Inserts a user; [`StoreError::Conflict`] if the username is taken.
     pub async fn insert_user(&self, u: &User) -> Result<()> {
         let mut tx = self.writer.begin().await?;
         sqlx::query(
-            "INSERT INTO users (id, username, name, email, user_type, password_hash, created_at, updated_at, locked_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)",
+            "INSERT INTO users (id, username, name, email, user_type, password_hash, created_at, updated_at, locked_at, provisioned_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9)",
         )
         .bind(&u.id)
         .bind(&u.username)
@@ -52,6 +52,7 @@ impl Store {
         .bind(&u.password_hash)
         .bind(u.created_at)
         .bind(u.locked_at)
+        .bind(&u.provisioned_by)
         .execute(&mut *tx)
         .await
         .map_err(conflict("username"))?;

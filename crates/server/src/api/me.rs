@@ -1,27 +1,44 @@
 //! `GET /api/v1/me`: who the access token speaks for. Needs `profile_read`.
+//!
+//! A person's token answers with the person (`id`, `username`, `type`,
+//! `email`, `name`), and for every grant the `resource_owner` and the
+//! organization it was made in; an organization-level token answers with the
+//! organization alone.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use healthgate_core::error::{ErrorCode, OAuthError};
-use serde::Serialize;
+use serde_json::{Value, json};
 
 use crate::api::bearer;
 use crate::error::JsonError;
 use crate::state::AppState;
 
-#[derive(Debug, Serialize)]
-pub struct Me {
-    pub id: String,
-    pub username: String,
-    #[serde(rename = "type")]
-    pub user_type: &'static str,
-    pub email: Option<String>,
-}
-
-pub async fn get(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Me>, JsonError> {
+pub async fn get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, JsonError> {
     let token = bearer(&state, &headers, "profile_read").await?;
+    let organization = match &token.grant.organization_id {
+        Some(id) => state
+            .store
+            .organization(id)
+            .await?
+            .map(|o| json!({ "id": o.id, "name": o.name, "kind": o.kind.as_str() })),
+        None => None,
+    };
+    let owner = token
+        .grant
+        .owner
+        .as_ref()
+        .map(|o| json!({ "id": o.id, "type": o.kind }));
     let Some(user_id) = token.user_id else {
+        if token.grant.organization_level {
+            return Ok(Json(
+                json!({ "resource_owner": owner, "organization": organization }),
+            ));
+        }
         return Err(JsonError(OAuthError::new(
             ErrorCode::InsufficientScope,
             "this token was issued to the application itself and speaks for no user",
@@ -38,10 +55,13 @@ pub async fn get(State(state): State<AppState>, headers: HeaderMap) -> Result<Js
                 "the account is no longer active",
             ))
         })?;
-    Ok(Json(Me {
-        id: user.id,
-        username: user.username,
-        user_type: user.user_type.as_str(),
-        email: user.email,
-    }))
+    Ok(Json(json!({
+        "id": user.id,
+        "username": user.username,
+        "name": user.name,
+        "type": user.user_type.as_str(),
+        "email": user.email,
+        "resource_owner": owner,
+        "organization": organization,
+    })))
 }

@@ -19,7 +19,8 @@ use healthgate_store::Session;
 
 use crate::error::PageError;
 use crate::ip::ClientIp;
-use crate::pages::{self, ConsentPage, ScopeLine};
+use crate::oauth::consent::{self, Choice};
+use crate::pages::{self, ChoiceLine, ConsentPage, RefusedPage, ScopeLine};
 use crate::session;
 use crate::state::AppState;
 use healthgate_core::event::EventKind;
@@ -137,47 +138,115 @@ pub async fn get(
         Ok(None) => return login_redirect(query.as_deref()),
         Err(e) => return e.into_response(),
     };
-    if let Some(denied) = refuse_user_type(&state, &client, &user, &request) {
-        return denied;
-    }
+    let choices = match allowed_choices(&state, &client, &user, &request).await {
+        Ok(c) => c,
+        Err(response) => return response,
+    };
     // Consent is remembered for confidential clients only: a public client's
-    // identity is not proven, so its user is asked every time.
-    if !client.is_public() {
+    // identity is not proven, so its user is asked every time. A person who
+    // could authorize for several organizations is asked which.
+    if !client.is_public()
+        && let [only] = choices.as_slice()
+    {
         match state.store.consent(&user.id, &client.id).await {
-            Ok(Some(granted)) if request.scope.is_subset(&granted) => {
-                return issue_code(&state, &user, &request).await;
+            Ok(Some((granted, org)))
+                if org.as_deref() == only.organization_id() && only.scope.is_subset(&granted) =>
+            {
+                return issue_code(&state, &user, &request, only).await;
             }
             Ok(_) => {}
             Err(e) => return PageError::from(e).into_response(),
         }
     }
-    consent_page(&state, &client, &user, &session, &params, &request)
+    consent_page(
+        &state, &client, &user, &session, &params, &request, &choices,
+    )
 }
 
-/// An app open only to some user types (HealthTap's members and experts)
-/// refuses the others with `access_denied`.
-fn refuse_user_type(
+/// The ways `user` may authorize the request, or the refusal to show: an app
+/// not open to the person's user type (HealthTap's members and experts), an
+/// organization-level app and a person who administers no organization, or
+/// a role that allows none of what is asked. A refusal is a page that
+/// explains, and the app gets `access_denied` when the person goes back.
+async fn allowed_choices(
     state: &AppState,
     client: &Client,
     user: &User,
     request: &ValidAuthorization,
-) -> Option<Response> {
-    if client.serves(user.user_type) {
-        return None;
+) -> Result<Vec<Choice>, Response> {
+    if !client.serves(user.user_type) {
+        return Err(refusal(
+            state,
+            client,
+            request,
+            format!(
+                "{} is not available to {} accounts.",
+                client.name, user.user_type
+            ),
+        ));
     }
+    let choices = consent::choices(state, client, user, &request.scope)
+        .await
+        .map_err(|e| PageError::from(e).into_response())?;
+    if choices.is_empty() {
+        return Err(refusal(
+            state,
+            client,
+            request,
+            format!(
+                "{} is authorized for a whole organization, and only an administrator of the organization can do that.",
+                client.name
+            ),
+        ));
+    }
+    let usable: Vec<Choice> = choices
+        .into_iter()
+        .filter(|c| !c.scope.is_empty())
+        .collect();
+    if usable.is_empty() {
+        return Err(refusal(
+            state,
+            client,
+            request,
+            format!(
+                "Your role does not allow you to grant {} any of the access it asks for.",
+                client.name
+            ),
+        ));
+    }
+    Ok(usable)
+}
+
+/// The page shown instead of consent when the person may not authorize the
+/// app, with the way back to the app carrying `error=access_denied`.
+fn refusal(
+    state: &AppState,
+    client: &Client,
+    request: &ValidAuthorization,
+    why: String,
+) -> Response {
     let error = OAuthError::new(
         ErrorCode::AccessDenied,
-        format!(
-            "this application is not available to {} accounts",
-            user.user_type
-        ),
+        why.trim_end_matches('.').to_owned(),
     );
-    Some(error_redirect(
-        state,
-        &request.redirect_uri,
-        &error,
-        request.state.as_deref(),
-    ))
+    let mut all: Vec<(&str, &str)> = vec![
+        ("error", error.code.as_str()),
+        ("error_description", &error.description),
+    ];
+    if let Some(s) = request.state.as_deref() {
+        all.push(("state", s));
+    }
+    all.push(("iss", &state.issuer));
+    let back = with_query_params(&request.redirect_uri, &all);
+    pages::render(
+        StatusCode::FORBIDDEN,
+        &RefusedPage {
+            platform: &state.settings.platform_name,
+            app_name: &client.name,
+            message: &why,
+            back: &back,
+        },
+    )
 }
 
 fn consent_page(
@@ -187,18 +256,43 @@ fn consent_page(
     session: &Session,
     params: &AuthorizeParams,
     request: &ValidAuthorization,
+    choices: &[Choice],
 ) -> Response {
+    let describe = |name: &str| -> String {
+        state
+            .settings
+            .scopes
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| name.to_owned())
+    };
     let scopes = request
         .scope
         .iter()
         .map(|name| ScopeLine {
-            name,
-            description: state
-                .settings
-                .scopes
-                .get(name)
-                .map(String::as_str)
-                .unwrap_or(name),
+            name: name.to_owned(),
+            description: describe(name),
+        })
+        .collect();
+    let options = choices
+        .iter()
+        .map(|c| {
+            let label = match (&c.organization, &c.role, c.organization_level) {
+                (Some(org), _, true) => format!("{} (for the whole {})", org.name, org.kind),
+                (Some(org), Some(role), false) => format!("{} as {role}", org.name),
+                (Some(org), None, false) => org.name.clone(),
+                (None, _, _) => "Yourself".to_owned(),
+            };
+            ChoiceLine {
+                value: c.organization_id().unwrap_or("").to_owned(),
+                label,
+                refused: c
+                    .refused
+                    .iter()
+                    .map(|s| describe(s))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }
         })
         .collect();
     let redirect_host = url::Url::parse(&request.redirect_uri)
@@ -213,6 +307,7 @@ fn consent_page(
             app_photo: client.photo_url.as_deref(),
             username: &user.username,
             scopes,
+            choices: options,
             csrf_token: &session.csrf_token,
             request: params.to_pairs(),
             redirect_host: &redirect_host,
@@ -220,7 +315,12 @@ fn consent_page(
     )
 }
 
-async fn issue_code(state: &AppState, user: &User, request: &ValidAuthorization) -> Response {
+async fn issue_code(
+    state: &AppState,
+    user: &User,
+    request: &ValidAuthorization,
+    choice: &Choice,
+) -> Response {
     let now = state.now();
     let code = mint(SecretKind::AuthorizationCode);
     let record = AuthorizationCode {
@@ -229,10 +329,11 @@ async fn issue_code(state: &AppState, user: &User, request: &ValidAuthorization)
         user_id: user.id.clone(),
         redirect_uri: request.redirect_uri.clone(),
         redirect_uri_provided: request.redirect_uri_provided,
-        scope: request.scope.clone(),
+        scope: choice.scope.clone(),
         code_challenge: request.code_challenge.clone(),
         created_at: now,
         expires_at: now + state.policy.code_ttl,
+        grant: choice.grant(),
     };
     if let Err(e) = state
         .store
@@ -259,11 +360,13 @@ pub async fn post(
 ) -> Response {
     let mut csrf = None;
     let mut decision = None;
+    let mut organization = None;
     let mut rest = Vec::new();
     for (k, v) in url::form_urlencoded::parse(&body) {
         match &*k {
             "csrf_token" => csrf = Some(v.into_owned()),
             "decision" => decision = Some(v.into_owned()),
+            "organization_id" => organization = Some(v.into_owned()),
             _ => rest.push((k.into_owned(), v.into_owned())),
         }
     }
@@ -287,26 +390,57 @@ pub async fn post(
         },
         None => return PageError::forbidden("Please sign in again.").into_response(),
     };
-    if let Some(denied) = refuse_user_type(&state, &client, &user, &request) {
-        return denied;
-    }
+    let choices = match allowed_choices(&state, &client, &user, &request).await {
+        Ok(c) => c,
+        Err(response) => return response,
+    };
     let now = state.now();
     match decision.as_deref() {
         Some("allow") => {
+            // The organization the person picked (the only one there is,
+            // when there is one): never one they do not belong to.
+            let choice = match (choices.as_slice(), organization.as_deref()) {
+                ([only], None) => only,
+                (_, picked) => {
+                    let picked = picked.filter(|p| !p.is_empty());
+                    match choices.iter().find(|c| c.organization_id() == picked) {
+                        Some(c) => c,
+                        None => {
+                            return PageError::bad_request(
+                                "Choose which organization the app is for.",
+                            )
+                            .into_response();
+                        }
+                    }
+                }
+            };
             if !client.is_public()
                 && let Err(e) = state
                     .store
-                    .remember_consent(&user.id, &client.id, &request.scope, now)
+                    .remember_consent(
+                        &user.id,
+                        &client.id,
+                        &choice.scope,
+                        choice.organization_id(),
+                        now,
+                    )
                     .await
             {
                 return PageError::from(e).into_response();
             }
-            let event = Event::new(EventKind::ConsentGranted)
-                .data(serde_json::json!({ "scope": request.scope.to_string() }));
+            let mut event = Event::new(EventKind::ConsentGranted).data(serde_json::json!({
+                "scope": choice.scope.to_string(),
+                "refused": choice.refused,
+                "resource_owner": { "id": choice.owner.id, "type": choice.owner.kind },
+                "organization_level": choice.organization_level,
+            }));
+            if let Some(org) = choice.organization_id() {
+                event = event.organization(org);
+            }
             if let Err(e) = record_decision(&state, event, &user, &client, &ip).await {
                 return e.into_response();
             }
-            issue_code(&state, &user, &request).await
+            issue_code(&state, &user, &request, choice).await
         }
         Some("deny") => {
             let event = Event::new(EventKind::ConsentDenied);

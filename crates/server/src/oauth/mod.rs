@@ -3,5 +3,6 @@
 
 pub mod authorize;
 pub mod client_auth;
+pub mod consent;
 pub mod params;
 pub mod token;

@@ -28,6 +28,29 @@ pub struct TokenResponse {
     pub refresh_token: Option<String>,
     pub scope: String,
     pub created_at: i64,
+    /// Who the token speaks for (Fullscript's `resource_owner`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource_owner: Option<OwnerJson>,
+    /// The organization the grant was made in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organization_id: Option<String>,
+}
+
+/// `{"id": …, "type": …}`.
+#[derive(Debug, Serialize)]
+pub struct OwnerJson {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl From<healthgate_core::owner::ResourceOwner> for OwnerJson {
+    fn from(o: healthgate_core::owner::ResourceOwner) -> Self {
+        Self {
+            id: o.id,
+            kind: o.kind,
+        }
+    }
 }
 
 impl IntoResponse for TokenResponse {
@@ -59,6 +82,8 @@ pub fn respond(state: &AppState, tokens: NewTokens, issued: Issued, now: i64) ->
         refresh_token: tokens.refresh.map(|r| r.value),
         scope: issued.scope.to_string(),
         created_at: now,
+        resource_owner: issued.owner.map(OwnerJson::from),
+        organization_id: issued.organization_id,
     }
 }
 

@@ -328,10 +328,26 @@ async fn apps_refuse_user_types_they_do_not_serve() {
     let r = browser
         .authorize(&authorize_params(experts_only.id(), REDIRECT))
         .await;
-    assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    let q = query_of(&location(&r));
+    // A clear page, and the way back gives the app access_denied.
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("not available to member accounts"), "{page}");
+    let q = query_of(&back_link(&page));
     assert_eq!(q["error"], "access_denied");
     assert!(q["error_description"].contains("member"));
+    assert_eq!(q["state"], "xyz");
+    assert_eq!(q["iss"], app.base);
+}
+
+/// The "Return to the app" link of a refusal page.
+pub fn back_link(page: &str) -> String {
+    let href = page
+        .split("id=\"back-to-app\" href=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no way back in {page}"));
+    let decoded = hidden_input_list(&format!("<input type=\"hidden\" name=\"x\" value=\"{href}\">"));
+    decoded[0].1.clone()
 }
 
 #[tokio::test]

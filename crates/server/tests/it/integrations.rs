@@ -30,9 +30,7 @@ async fn practice(app: &TestApp, name: &str, admin_name: &str) -> Practice {
     .await
     .unwrap();
     app.user(admin_name, UserType::Member).await;
-    admin::add_member(
-        &app.state.store,
-        app.clock.as_ref(),
+    admin::add_member(&app.state.store, &app.state.settings, app.clock.as_ref(),
         &org.id,
         admin_name,
         "admin",
@@ -149,9 +147,7 @@ async fn instant_on_connect_then_exchange_then_practice_api() {
     let app = spawn_app().await;
     let p = practice(&app, "Joe's Practice", "joe").await;
     app.user("nurse", UserType::Member).await;
-    admin::add_member(
-        &app.state.store,
-        app.clock.as_ref(),
+    admin::add_member(&app.state.store, &app.state.settings, app.clock.as_ref(),
         &p.org.id,
         "nurse",
         "staff",
@@ -633,9 +629,7 @@ async fn the_directory_is_for_practice_admins_only() {
     assert!(location(&r).starts_with("/login?return_to=%2Fintegrations"));
     // A staff member is refused.
     app.user("nurse", UserType::Member).await;
-    admin::add_member(
-        &app.state.store,
-        app.clock.as_ref(),
+    admin::add_member(&app.state.store, &app.state.settings, app.clock.as_ref(),
         &p.org.id,
         "nurse",
         "staff",

@@ -28,6 +28,7 @@ macro_rules! backend_tests {
             mod e2e;
             mod integrations;
             mod refresh;
+            mod roles;
             mod token;
             mod webhooks;
         }
@@ -78,6 +79,7 @@ pub struct ClientSpec {
     pub redirect_uris: Vec<&'static str>,
     pub scope: &'static str,
     pub user_types: Vec<UserType>,
+    pub authorization_level: healthgate_core::owner::AuthorizationLevel,
 }
 
 impl Default for ClientSpec {
@@ -87,6 +89,7 @@ impl Default for ClientSpec {
             redirect_uris: vec![REDIRECT],
             scope: "profile_read profile_write",
             user_types: vec![],
+            authorization_level: Default::default(),
         }
     }
 }
@@ -221,6 +224,7 @@ impl TestApp {
                 public: spec.public,
                 photo_url: Some("https://partner.example/logo.png".into()),
                 user_types: spec.user_types,
+                authorization_level: spec.authorization_level,
             },
         )
         .await

@@ -104,6 +104,8 @@ fn client(id: &str) -> Client {
         webhook_url: None,
         webhook_secret_version: 1,
         webhook_muted_at: None,
+        authorization_level: Default::default(),
+        provisioning_scopes: None,
         created_at: NOW,
         updated_at: NOW,
     }
@@ -119,6 +121,7 @@ fn user(username: &str) -> User {
         password_hash: None,
         created_at: NOW,
         locked_at: None,
+        provisioned_by: None,
     }
 }
 
@@ -151,6 +154,7 @@ async fn setup_code(store: &Store) -> (String, User, String) {
                 code_challenge: None,
                 created_at: NOW,
                 expires_at: NOW + 600,
+                grant: Default::default(),
             },
         )
         .await
@@ -547,7 +551,13 @@ async fn consent_accumulates() {
         b.store.insert_user(&u).await.unwrap();
         assert!(b.store.consent(&u.id, &c.id).await.unwrap().is_none());
         b.store
-            .remember_consent(&u.id, &c.id, &ScopeSet::parse("profile_read").unwrap(), NOW)
+            .remember_consent(
+                &u.id,
+                &c.id,
+                &ScopeSet::parse("profile_read").unwrap(),
+                None,
+                NOW,
+            )
             .await
             .unwrap();
         b.store
@@ -555,11 +565,12 @@ async fn consent_accumulates() {
                 &u.id,
                 &c.id,
                 &ScopeSet::parse("profile_write").unwrap(),
+                None,
                 NOW,
             )
             .await
             .unwrap();
-        let granted = b.store.consent(&u.id, &c.id).await.unwrap().unwrap();
+        let (granted, _) = b.store.consent(&u.id, &c.id).await.unwrap().unwrap();
         assert_eq!(
             granted.to_string(),
             "profile_read profile_write",
