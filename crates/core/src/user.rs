@@ -106,6 +106,10 @@ pub fn validate_username(s: &str) -> Result<(), &'static str> {
     if s.trim() != s || s.chars().any(char::is_control) {
         return Err("username must not have surrounding spaces or control characters");
     }
+    if s.contains('/') {
+        // CLIENT_ID/USERNAME is how partner-provisioned accounts are named.
+        return Err("username must not contain /");
+    }
     Ok(())
 }
 

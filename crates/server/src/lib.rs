@@ -105,6 +105,14 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/oauth/token", post(oauth::token::post))
         .route("/api/v1/me", get(api::me::get))
+        .route("/api/v1/users", post(api::users::create))
+        .route(
+            "/api/v1/users/{guid}",
+            get(api::users::show)
+                .patch(api::users::update)
+                .delete(api::users::delete),
+        )
+        .route("/api/v1/users/{guid}/tokens", post(api::users::tokens))
         .route("/integrations", get(integrations::directory::page))
         .route(
             "/integrations/connect",

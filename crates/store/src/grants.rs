@@ -18,8 +18,10 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Row, Transaction};
 
 use crate::events::{Event, append};
+use crate::users::insert_user_in;
 use crate::{Result, Store, StoreError};
 use healthgate_core::event::EventKind;
+use healthgate_core::user::User;
 
 /// Why a grant could not be completed.
 #[derive(Debug, thiserror::Error)]
@@ -305,6 +307,45 @@ async fn family_context(
         },
         granted_by,
     ))
+}
+
+/// A new family issued directly (no code): client credentials, or tokens
+/// for a partner-provisioned user.
+#[allow(clippy::too_many_arguments)]
+async fn issue_family(
+    tx: &mut Transaction<'static, Any>,
+    client_id: &str,
+    user_id: Option<&str>,
+    owner: Option<ResourceOwner>,
+    scope: &ScopeSet,
+    tokens: &NewTokens,
+    grant_type: &str,
+    now: i64,
+) -> Result<Issued> {
+    let family_id = new_id("fam");
+    let grant = GrantContext {
+        organization_id: None,
+        owner,
+        organization_level: false,
+    };
+    insert_family(tx, &family_id, client_id, user_id, &grant, scope, now).await?;
+    insert_tokens(
+        tx, &family_id, client_id, user_id, scope, None, None, tokens, now,
+    )
+    .await?;
+    let event = Event::new(EventKind::TokenIssued)
+        .actor(user_id)
+        .client(client_id)
+        .subject(&family_id)
+        .data(serde_json::json!({ "grant_type": grant_type }));
+    append(tx, now, &event).await?;
+    Ok(Issued {
+        family_id,
+        user_id: user_id.map(str::to_owned),
+        scope: scope.clone(),
+        organization_id: None,
+        owner: grant.owner,
+    })
 }
 
 /// Under [`RefreshRotation::OnFirstUse`]: the first use of a child of
@@ -666,39 +707,84 @@ impl Store {
         tokens: &NewTokens,
         now: i64,
     ) -> Result<Issued> {
-        let family_id = new_id("fam");
         let mut tx = self.writer.begin().await?;
-        insert_family(
+        let issued = issue_family(
             &mut tx,
-            &family_id,
             client_id,
             None,
-            &GrantContext::default(),
+            None,
             scope,
+            tokens,
+            "client_credentials",
             now,
-        )
-        .await?;
-        insert_tokens(
-            &mut tx, &family_id, client_id, None, scope, None, None, tokens, now,
-        )
-        .await?;
-        append(
-            &mut tx,
-            now,
-            &Event::new(EventKind::TokenIssued)
-                .client(client_id)
-                .subject(&family_id)
-                .data(serde_json::json!({ "grant_type": "client_credentials" })),
         )
         .await?;
         tx.commit().await?;
-        Ok(Issued {
-            family_id,
-            user_id: None,
-            scope: scope.clone(),
-            organization_id: None,
-            owner: None,
-        })
+        Ok(issued)
+    }
+
+    /// Creates an account for a partner (HealthTap's "you manage users'
+    /// identity") and issues its first tokens, in one transaction. The
+    /// partner counts as authorized by the account for `scope`.
+    pub async fn provision_user(
+        &self,
+        user: &User,
+        client_id: &str,
+        scope: &ScopeSet,
+        tokens: &NewTokens,
+        now: i64,
+    ) -> Result<Issued> {
+        let mut tx = self.writer.begin().await?;
+        insert_user_in(&mut tx, user).await?;
+        sqlx::query(
+            "INSERT INTO consents (user_id, client_id, scope, granted_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&user.id)
+        .bind(client_id)
+        .bind(scope.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let owner = ResourceOwner::person(&user.id, user.user_type);
+        let issued = issue_family(
+            &mut tx,
+            client_id,
+            Some(&user.id),
+            Some(owner),
+            scope,
+            tokens,
+            "provisioned",
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(issued)
+    }
+
+    /// Issues a new token family for a user the partner provisioned.
+    pub async fn issue_user_tokens(
+        &self,
+        user: &User,
+        client_id: &str,
+        scope: &ScopeSet,
+        tokens: &NewTokens,
+        now: i64,
+    ) -> Result<Issued> {
+        let mut tx = self.writer.begin().await?;
+        let owner = ResourceOwner::person(&user.id, user.user_type);
+        let issued = issue_family(
+            &mut tx,
+            client_id,
+            Some(&user.id),
+            Some(owner),
+            scope,
+            tokens,
+            "provisioned",
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(issued)
     }
 
     /// Looks an access token up by digest, for a resource request. A token of

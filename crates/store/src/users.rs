@@ -8,6 +8,32 @@ use crate::events::{Event, append};
 use crate::{Result, Store, StoreError, conflict};
 use healthgate_core::event::EventKind;
 
+/// Inserts a user on `conn`, with its event.
+pub(crate) async fn insert_user_in(conn: &mut sqlx::AnyConnection, u: &User) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO users (id, username, name, email, user_type, password_hash, created_at, updated_at, locked_at, provisioned_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9)",
+    )
+    .bind(&u.id)
+    .bind(&u.username)
+    .bind(&u.name)
+    .bind(&u.email)
+    .bind(u.user_type.as_str())
+    .bind(&u.password_hash)
+    .bind(u.created_at)
+    .bind(u.locked_at)
+    .bind(&u.provisioned_by)
+    .execute(&mut *conn)
+    .await
+    .map_err(conflict("username"))?;
+    let mut event = Event::new(EventKind::UserCreated).subject(&u.id);
+    if let Some(c) = &u.provisioned_by {
+        event = event.client(c);
+    }
+    append(conn, u.created_at, &event).await?;
+    Ok(())
+}
+
 /// Ends every browser session of a user.
 async fn end_sessions(conn: &mut sqlx::AnyConnection, user_id: &str) -> Result<()> {
     sqlx::query("DELETE FROM sessions WHERE user_id = $1")
@@ -40,30 +66,59 @@ impl Store {
     /// Inserts a user; [`StoreError::Conflict`] if the username is taken.
     pub async fn insert_user(&self, u: &User) -> Result<()> {
         let mut tx = self.writer.begin().await?;
-        sqlx::query(
-            "INSERT INTO users (id, username, name, email, user_type, password_hash, created_at, updated_at, locked_at, provisioned_by)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9)",
-        )
-        .bind(&u.id)
-        .bind(&u.username)
-        .bind(&u.name)
-        .bind(&u.email)
-        .bind(u.user_type.as_str())
-        .bind(&u.password_hash)
-        .bind(u.created_at)
-        .bind(u.locked_at)
-        .bind(&u.provisioned_by)
-        .execute(&mut *tx)
-        .await
-        .map_err(conflict("username"))?;
-        append(
-            &mut tx,
-            u.created_at,
-            &Event::new(EventKind::UserCreated).subject(&u.id),
-        )
-        .await?;
+        insert_user_in(&mut tx, u).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Deletes an account with everything issued to it (by cascade).
+    pub async fn delete_user(
+        &self,
+        user_id: &str,
+        actor_client: Option<&str>,
+        now: i64,
+    ) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let done = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 1 {
+            let mut event = Event::new(EventKind::UserDeleted).subject(user_id);
+            if let Some(c) = actor_client {
+                event = event.client(c);
+            }
+            append(&mut tx, now, &event).await?;
+        }
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Changes a user's email (`Some(None)` clears it).
+    pub async fn set_email(&self, user_id: &str, email: Option<&str>, now: i64) -> Result<bool> {
+        let done = sqlx::query("UPDATE users SET email = $1, updated_at = $2 WHERE id = $3")
+            .bind(email)
+            .bind(now)
+            .bind(user_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Whether `client_id` may see `user_id`: it created the account, or the
+    /// person authorized it.
+    pub async fn partner_knows_user(&self, client_id: &str, user_id: &str) -> Result<bool> {
+        let known: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM users WHERE id = $1 AND provisioned_by = $2
+             UNION SELECT 1 FROM consents WHERE user_id = $1 AND client_id = $2
+             UNION SELECT 1 FROM token_families WHERE user_id = $1 AND client_id = $2
+             LIMIT 1",
+        )
+        .bind(user_id)
+        .bind(client_id)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(known.is_some())
     }
 
     pub async fn user(&self, id: &str) -> Result<Option<User>> {

@@ -2,6 +2,7 @@
 //! (RFC 6750).
 
 pub mod me;
+pub mod users;
 
 use axum::http::{HeaderMap, header};
 use healthgate_core::error::{ErrorCode, OAuthError};

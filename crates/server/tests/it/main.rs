@@ -27,6 +27,7 @@ macro_rules! backend_tests {
             mod authorize;
             mod e2e;
             mod integrations;
+            mod provisioning;
             mod refresh;
             mod roles;
             mod token;

@@ -1,0 +1,252 @@
+//! Partner-provisioned accounts (HealthTap's "You manage users' identity"):
+//! a partner that keeps its own user identity creates the platform account
+//! on the fly and gets tokens for it.
+//!
+//! `POST /api/v1/users` (HTTP Basic with the app's id and secret, JSON or
+//! form `{username, password?, email?, user_type?}`) answers HealthTap's
+//! shape: `guid`, `access_token`, `token_type`, `expires_in`,
+//! `refresh_token`, `scope`, `created_at`. The account belongs to the
+//! partner: its username is unique per partner (stored as
+//! `CLIENT_ID/USERNAME`, which is also what the person signs in with when the
+//! account has a password). A partner reads only accounts it created or that
+//! authorized it, and changes, deletes or mints tokens only for its own.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use healthgate_core::client::Client;
+use healthgate_core::error::OAuthError;
+use healthgate_core::scope::ScopeSet;
+use healthgate_core::secret::new_id;
+use healthgate_core::user::{User, UserType, validate_password, validate_username};
+use healthgate_store::StoreError;
+use serde_json::{Value, json};
+
+use crate::error::{ApiError, no_store};
+use crate::oauth::client_auth::authenticate_partner;
+use crate::oauth::params::Params;
+use crate::oauth::token::new_tokens;
+use crate::passwords;
+use crate::state::AppState;
+
+/// How a partner's username is kept: unique per partner.
+fn stored_username(client: &Client, username: &str) -> String {
+    format!("{}/{username}", client.id)
+}
+
+fn user_json(client: &Client, u: &User) -> Value {
+    let prefix = format!("{}/", client.id);
+    json!({
+        "guid": u.id,
+        "username": u.username.strip_prefix(&prefix).unwrap_or(&u.username),
+        "name": u.name,
+        "email": u.email,
+        "user_type": u.user_type.as_str(),
+        "created_at": u.created_at,
+        "provisioned": u.provisioned_by.as_deref() == Some(client.id.as_str()),
+    })
+}
+
+/// The scopes of tokens for provisioned users.
+fn provisioning_scope(client: &Client) -> ScopeSet {
+    client
+        .provisioning_scopes
+        .clone()
+        .unwrap_or_else(|| client.allowed_scopes.clone())
+}
+
+/// The partner's token response for a user (HealthTap's shape, plus `guid`).
+async fn tokens_for(
+    state: &AppState,
+    client: &Client,
+    user: &User,
+    provision: bool,
+) -> Result<Response, ApiError> {
+    let scope = provisioning_scope(client);
+    let (tokens, now) = new_tokens(state, true);
+    let issued = if provision {
+        state
+            .store
+            .provision_user(user, &client.id, &scope, &tokens, now)
+            .await
+    } else {
+        state
+            .store
+            .issue_user_tokens(user, &client.id, &scope, &tokens, now)
+            .await
+    };
+    let issued = issued.map_err(|e| match e {
+        StoreError::Conflict(_) => {
+            ApiError::conflict("a user with this username already exists for this app")
+        }
+        other => other.into(),
+    })?;
+    let body = json!({
+        "guid": user.id,
+        "access_token": tokens.access.value,
+        "token_type": "bearer",
+        "expires_in": state.policy.access_ttl,
+        "refresh_token": tokens.refresh.map(|r| r.value),
+        "scope": issued.scope.to_string(),
+        "created_at": now,
+    });
+    let status = if provision {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut response = (status, Json(body)).into_response();
+    no_store(&mut response);
+    Ok(response)
+}
+
+/// `POST /api/v1/users`.
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let client = authenticate_partner(&state, &headers).await?;
+    let params = Params::from_body(&headers, &body)?;
+    let invalid = |m: String| ApiError::from(OAuthError::invalid_request(m));
+    let username = params.require("username")?;
+    validate_username(username).map_err(|e| invalid(e.to_owned()))?;
+    let user_type = match params.get("user_type") {
+        Some(t) => t.parse::<UserType>().map_err(|e| invalid(e.to_string()))?,
+        None => UserType::Member,
+    };
+    if !client.serves(user_type) {
+        return Err(invalid(format!(
+            "this app does not serve {user_type} accounts"
+        )));
+    }
+    let email = params.get("email").map(str::to_owned);
+    if email
+        .as_deref()
+        .is_some_and(|e| !e.contains('@') || e.len() > 254)
+    {
+        return Err(invalid("email is not an email address".into()));
+    }
+    let password_hash = match params.get("password") {
+        Some(p) => {
+            validate_password(p).map_err(|e| invalid(e.to_owned()))?;
+            Some(
+                passwords::hash(p.to_owned())
+                    .await
+                    .map_err(|_| ApiError::from(OAuthError::server_error()))?,
+            )
+        }
+        None => None,
+    };
+    let user = User {
+        id: new_id("usr"),
+        username: stored_username(&client, username),
+        name: params.get("name").map(str::to_owned),
+        email,
+        user_type,
+        password_hash,
+        created_at: state.now(),
+        locked_at: None,
+        provisioned_by: Some(client.id.clone()),
+    };
+    tokens_for(&state, &client, &user, true).await
+}
+
+/// The user `guid` if the partner may see it (it created the account or
+/// the person authorized it); 403 otherwise, unknown ids included, so the
+/// answer says nothing about accounts the partner may not see.
+async fn visible(state: &AppState, client: &Client, guid: &str) -> Result<User, ApiError> {
+    let refused = || ApiError::forbidden("this app may not access that user");
+    let user = state.store.user(guid).await?.ok_or_else(refused)?;
+    if state.store.partner_knows_user(&client.id, &user.id).await? {
+        Ok(user)
+    } else {
+        Err(refused())
+    }
+}
+
+/// The user `guid` if the partner created it.
+async fn own(state: &AppState, client: &Client, guid: &str) -> Result<User, ApiError> {
+    let user = visible(state, client, guid).await?;
+    if user.provisioned_by.as_deref() == Some(client.id.as_str()) {
+        Ok(user)
+    } else {
+        Err(ApiError::forbidden("this app did not create that user"))
+    }
+}
+
+/// `GET /api/v1/users/{guid}`.
+pub async fn show(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(guid): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let client = authenticate_partner(&state, &headers).await?;
+    let user = visible(&state, &client, &guid).await?;
+    Ok(Json(user_json(&client, &user)))
+}
+
+/// `PATCH /api/v1/users/{guid}`: `email` and/or `password` of the partner's
+/// own user. A new password ends the person's sessions.
+pub async fn update(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(guid): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let client = authenticate_partner(&state, &headers).await?;
+    let user = own(&state, &client, &guid).await?;
+    let params = Params::from_body(&headers, &body)?;
+    let now = state.now();
+    if let Some(email) = params.get("email") {
+        if !email.contains('@') || email.len() > 254 {
+            return Err(OAuthError::invalid_request("email is not an email address").into());
+        }
+        state.store.set_email(&user.id, Some(email), now).await?;
+    }
+    if let Some(password) = params.get("password") {
+        validate_password(password).map_err(OAuthError::invalid_request)?;
+        let hash = passwords::hash(password.to_owned())
+            .await
+            .map_err(|_| ApiError::from(OAuthError::server_error()))?;
+        state.store.set_password(&user.id, &hash, now).await?;
+    }
+    let user = state
+        .store
+        .user(&user.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    Ok(Json(user_json(&client, &user)))
+}
+
+/// `POST /api/v1/users/{guid}/tokens`: fresh tokens for the partner's own user.
+pub async fn tokens(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(guid): Path<String>,
+) -> Result<Response, ApiError> {
+    let client = authenticate_partner(&state, &headers).await?;
+    let user = own(&state, &client, &guid).await?;
+    if !user.is_active() {
+        return Err(ApiError::forbidden("the account is locked"));
+    }
+    tokens_for(&state, &client, &user, false).await
+}
+
+/// `DELETE /api/v1/users/{guid}`: the partner's own user, and every token
+/// issued for it.
+pub async fn delete(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(guid): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let client = authenticate_partner(&state, &headers).await?;
+    let user = own(&state, &client, &guid).await?;
+    state
+        .store
+        .delete_user(&user.id, Some(&client.id), state.now())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
