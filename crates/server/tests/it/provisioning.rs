@@ -367,3 +367,19 @@ async fn a_locked_account_gets_no_new_tokens() {
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn a_password_change_ends_the_persons_sessions() {
+    let app = spawn_app().await;
+    let partner = app.confidential().await;
+    let (_, created) = provision(&app, &partner, json!({ "username": "joe", "password": "correct horse" })).await;
+    let guid = created["guid"].as_str().unwrap();
+    let browser = app.browser();
+    browser.login(&format!("{}/joe", partner.id()), "correct horse").await;
+    assert!(browser.get("/").await.text().await.unwrap().contains("Signed in as"));
+    let (status, _) = call(&app, &partner, Method::PATCH, &format!("/api/v1/users/{guid}"), Some(json!({ "password": "another horse" }))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!browser.get("/").await.text().await.unwrap().contains("Signed in as"), "the session ended");
+    let r = app.browser().login(&format!("{}/joe", partner.id()), "another horse").await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+}
