@@ -1054,3 +1054,46 @@ async fn an_integration_connected_on_one_node_is_used_and_disconnected_on_the_ot
     assert_eq!(ids.len(), count, "a delivery arrived twice: {got:?}");
     assert!(ids.iter().all(|d| d.starts_with("whd-")), "{got:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_user_provisioned_on_one_node_is_served_and_deleted_on_the_others() {
+    let Some(cluster) = Cluster::start(
+        "a_user_provisioned_on_one_node_is_served_and_deleted_on_the_others",
+        2,
+    )
+    .await
+    else {
+        return;
+    };
+    let (a, b, demo) = (cluster.a(), cluster.b(), &cluster.demo);
+    let http = api();
+    let r = http
+        .post(a.url("/api/v1/users"))
+        .basic_auth(&demo.client_id, Some(&demo.client_secret))
+        .json(&serde_json::json!({ "username": "partner-user-1" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let body: Value = r.json().await.unwrap();
+    let access = str_field(&body, "access_token");
+    let guid = str_field(&body, "guid");
+    assert_eq!(me_status(&http, b, &access).await, StatusCode::OK);
+    // The same username again, on the other node: one account per partner.
+    let r = http
+        .post(b.url("/api/v1/users"))
+        .basic_auth(&demo.client_id, Some(&demo.client_secret))
+        .json(&serde_json::json!({ "username": "partner-user-1" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let r = http
+        .delete(b.url(&format!("/api/v1/users/{guid}")))
+        .basic_auth(&demo.client_id, Some(&demo.client_secret))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(me_status(&http, a, &access).await, StatusCode::UNAUTHORIZED);
+}
