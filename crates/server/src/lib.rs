@@ -4,6 +4,7 @@
 //! A handler parses the request, applies the rules of `healthgate-core`,
 //! reads and writes through `healthgate-store`, and renders.
 
+pub mod account;
 pub mod admin;
 pub mod api;
 pub mod cleanup;
@@ -104,7 +105,19 @@ pub fn router(state: AppState) -> Router {
             get(oauth::authorize::get).post(oauth::authorize::post),
         )
         .route("/oauth/token", post(oauth::token::post))
+        .route("/oauth/revoke", post(oauth::revoke::post))
+        .route("/oauth/introspect", post(oauth::introspect::post))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(oauth::discovery::metadata),
+        )
         .route("/api/v1/me", get(api::me::get))
+        .route("/account/apps", get(account::page))
+        .route("/account/apps/revoke", post(account::revoke))
+        .route(
+            "/account/apps/revoke-organization",
+            post(account::revoke_organization),
+        )
         .route("/api/v1/users", post(api::users::create))
         .route(
             "/api/v1/users/{guid}",

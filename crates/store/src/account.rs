@@ -60,8 +60,7 @@ pub struct OrgGrant {
 
 fn scope_column(row: &AnyRow, column: &str) -> Result<ScopeSet> {
     let stored: Option<String> = row.try_get(column)?;
-    ScopeSet::parse(stored.as_deref().unwrap_or(""))
-        .map_err(|e| StoreError::Corrupt(e.to_string()))
+    ScopeSet::parse(stored.as_deref().unwrap_or("")).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 /// A client whose grants stand for an organization, never for a person.

@@ -128,13 +128,13 @@ fn owner_of(row: &AnyRow) -> Result<Option<ResourceOwner>> {
     )
 }
 
-const REFRESH_SELECT: &str = "SELECT r.digest, r.family_id, r.client_id, r.user_id, r.scope, r.redirect_uri, r.parent_digest,
+pub(crate) const REFRESH_SELECT: &str = "SELECT r.digest, r.family_id, r.client_id, r.user_id, r.scope, r.redirect_uri, r.parent_digest,
         r.created_at, r.expires_at, r.consumed_at, r.first_used_at,
         COALESCE(r.revoked_at, f.revoked_at) AS revoked_at
  FROM refresh_tokens r JOIN token_families f ON f.id = r.family_id
  WHERE r.digest = $1";
 
-fn refresh_from_row(row: &AnyRow) -> Result<RefreshToken> {
+pub(crate) fn refresh_from_row(row: &AnyRow) -> Result<RefreshToken> {
     Ok(RefreshToken {
         digest: row.try_get("digest")?,
         family_id: row.try_get("family_id")?,
@@ -155,7 +155,7 @@ fn refresh_from_row(row: &AnyRow) -> Result<RefreshToken> {
 /// working on the next request.
 /// Returns whether a live family was revoked; raises `token.family_revoked`
 /// for the partner and the trail when it was.
-async fn revoke_family(
+pub(crate) async fn revoke_family(
     tx: &mut Transaction<'static, Any>,
     family_id: &str,
     reason: &str,

@@ -11,19 +11,23 @@
 //! Secrets never reach this crate in the clear except to be digested by the
 //! caller first: every `*_digest` column holds a SHA-256 digest.
 
+mod account;
 mod clients;
 mod events;
 mod grants;
 mod integrations;
 mod purge;
+mod revocation;
 mod sessions;
 mod users;
 mod webhooks;
 
+pub use account::{OrgGrant, UserGrant};
 pub use events::{ChainReport, Event, StoredEvent};
 pub use grants::{CodeRedemption, GrantError, Issued, NewTokens, Refresh};
 pub use integrations::ConnectRedemption;
 pub use purge::Purged;
+pub use revocation::Revoked;
 pub use sessions::Session;
 pub use webhooks::{Attempt, AttemptResult, Delivery};
 

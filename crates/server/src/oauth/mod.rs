@@ -4,5 +4,8 @@
 pub mod authorize;
 pub mod client_auth;
 pub mod consent;
+pub mod discovery;
+pub mod introspect;
 pub mod params;
+pub mod revoke;
 pub mod token;

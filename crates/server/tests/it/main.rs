@@ -23,6 +23,7 @@ macro_rules! backend_tests {
                 spawn_on($backend, configure).await
             }
 
+            mod account;
             mod api;
             mod authorize;
             mod e2e;
@@ -30,6 +31,7 @@ macro_rules! backend_tests {
             mod provisioning;
             mod refresh;
             mod roles;
+            mod standards;
             mod token;
             mod webhooks;
         }

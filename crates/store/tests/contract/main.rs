@@ -842,3 +842,511 @@ async fn deleting_the_newest_sealed_event_is_caught() {
         b.cleanup().await;
     }
 }
+
+// People manage their grants: listing and revoking a person's own grants and
+// an organization's organization-level ones.
+
+/// A client named `name`, at `level`.
+async fn named_client(
+    store: &Store,
+    name: &str,
+    level: healthgate_core::owner::AuthorizationLevel,
+) -> Client {
+    let mut c = client(&new_id("app"));
+    c.name = name.to_owned();
+    c.authorization_level = level;
+    store.insert_client(&c).await.unwrap();
+    c
+}
+
+async fn organization_named(store: &Store, name: &str) -> healthgate_core::org::Organization {
+    let org = healthgate_core::org::Organization {
+        id: new_id("cln"),
+        name: name.to_owned(),
+        kind: healthgate_core::org::OrganizationKind::Clinic,
+        created_at: NOW,
+    };
+    store.insert_organization(&org).await.unwrap();
+    org
+}
+
+/// What a grant stands for: the person alone (`None`), the person in an
+/// organization, or (`organization_level`) the organization itself.
+fn context(
+    user: &User,
+    organization: Option<&healthgate_core::org::Organization>,
+    organization_level: bool,
+) -> healthgate_core::token::GrantContext {
+    use healthgate_core::owner::ResourceOwner;
+    healthgate_core::token::GrantContext {
+        organization_id: organization.map(|o| o.id.clone()),
+        owner: Some(match (organization, organization_level) {
+            (Some(o), true) => ResourceOwner {
+                id: o.id.clone(),
+                kind: "Clinic".into(),
+            },
+            _ => ResourceOwner {
+                id: user.id.clone(),
+                kind: "Member".into(),
+            },
+        }),
+        organization_level,
+    }
+}
+
+/// Stores a code for `user` and `client` at `at`; returns its digest.
+async fn pending_code(
+    store: &Store,
+    client: &Client,
+    user: &User,
+    scope: &str,
+    grant: healthgate_core::token::GrantContext,
+    at: i64,
+) -> String {
+    let code = mint(SecretKind::AuthorizationCode);
+    store
+        .insert_authorization_code(
+            &code.digest,
+            &AuthorizationCode {
+                family_id: new_id("fam"),
+                client_id: client.id.clone(),
+                user_id: user.id.clone(),
+                redirect_uri: "https://partner.example/cb".into(),
+                redirect_uri_provided: true,
+                scope: ScopeSet::parse(scope).unwrap(),
+                code_challenge: None,
+                created_at: at,
+                expires_at: at + 600,
+                grant,
+            },
+        )
+        .await
+        .unwrap();
+    code.digest
+}
+
+/// A code issued and redeemed at `at`: a new token family. Returns the
+/// tokens issued.
+async fn granted(
+    store: &Store,
+    client: &Client,
+    user: &User,
+    scope: &str,
+    grant: healthgate_core::token::GrantContext,
+    at: i64,
+) -> NewTokens {
+    let digest = pending_code(store, client, user, scope, grant, at).await;
+    let t = tokens(true);
+    let mut r = redemption(&client.id, &digest);
+    r.now = at;
+    store.redeem_authorization_code(r, &t).await.unwrap();
+    t
+}
+
+async fn access_revoked(store: &Store, t: &NewTokens) -> bool {
+    store
+        .access_token(&t.access.digest)
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_some()
+}
+
+async fn events_of_kind(store: &Store, kind: &str) -> Vec<healthgate_store::StoredEvent> {
+    store
+        .events(None, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == kind)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_person_sees_each_app_they_authorized_once_and_only_their_own() {
+    use healthgate_core::owner::AuthorizationLevel;
+    for b in backends().await {
+        let s = &b.store;
+        let alpha = named_client(s, "alpha", AuthorizationLevel::User).await;
+        let beta = named_client(s, "Beta", AuthorizationLevel::User).await;
+        let clinic_app = named_client(s, "Clinic app", AuthorizationLevel::Organization).await;
+        let alice = user("alice");
+        let bob = user("bob");
+        s.insert_user(&alice).await.unwrap();
+        s.insert_user(&bob).await.unwrap();
+        let clinic = organization_named(s, "Northside Clinic").await;
+
+        // Alpha twice (the second time in the clinic), Beta only remembered.
+        let first = granted(
+            s,
+            &alpha,
+            &alice,
+            "profile_read",
+            context(&alice, None, false),
+            NOW + 1,
+        )
+        .await;
+        granted(
+            s,
+            &alpha,
+            &alice,
+            "profile_write",
+            context(&alice, Some(&clinic), false),
+            NOW + 5,
+        )
+        .await;
+        let read = ScopeSet::parse("profile_read").unwrap();
+        s.remember_consent(&alice.id, &beta.id, &read, None, NOW + 3)
+            .await
+            .unwrap();
+        // An organization-level grant alice made is the clinic's, not hers.
+        granted(
+            s,
+            &clinic_app,
+            &alice,
+            "profile_read",
+            context(&alice, Some(&clinic), true),
+            NOW + 4,
+        )
+        .await;
+        s.remember_consent(&alice.id, &clinic_app.id, &read, Some(&clinic.id), NOW + 4)
+            .await
+            .unwrap();
+        // Bob's grant, revoked: not listed for anyone.
+        let bobs = granted(
+            s,
+            &beta,
+            &bob,
+            "profile_read",
+            context(&bob, None, false),
+            NOW + 2,
+        )
+        .await;
+        let family = s
+            .access_token(&bobs.access.digest)
+            .await
+            .unwrap()
+            .unwrap()
+            .family_id;
+        assert!(
+            s.revoke_token_family(&family, "test", NOW + 6)
+                .await
+                .unwrap()
+        );
+
+        // A refresh is use.
+        let refresh = Refresh {
+            refresh_digest: &first.refresh.as_ref().unwrap().digest,
+            client_id: &alpha.id,
+            scope: None,
+            redirect_uri: None,
+            rotation: RefreshRotation::Immediate,
+            now: NOW + 9,
+        };
+        s.refresh(refresh, &tokens(true)).await.unwrap();
+
+        let grants = s.grants_of_user(&alice.id).await.unwrap();
+        let names: Vec<&str> = grants.iter().map(|g| g.client_name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["alpha", "Beta"],
+            "{}: by name, the clinic's grant left out",
+            b.name
+        );
+        let a = &grants[0];
+        assert_eq!(a.client_id, alpha.id);
+        assert_eq!(
+            a.photo_url.as_deref(),
+            Some("https://partner.example/p.png")
+        );
+        assert_eq!(
+            a.scope.to_string(),
+            "profile_read profile_write",
+            "{}",
+            b.name
+        );
+        assert_eq!(a.granted_at, NOW + 1);
+        assert_eq!(a.last_used_at, Some(NOW + 9), "{}", b.name);
+        assert_eq!(a.organization_id.as_deref(), Some(clinic.id.as_str()));
+        assert_eq!(a.organization_name.as_deref(), Some("Northside Clinic"));
+        let beta_grant = &grants[1];
+        assert_eq!(beta_grant.scope.to_string(), "profile_read");
+        assert_eq!(beta_grant.granted_at, NOW + 3);
+        assert_eq!(beta_grant.last_used_at, None);
+        assert_eq!(beta_grant.organization_id, None);
+
+        assert!(
+            s.grants_of_user(&bob.id).await.unwrap().is_empty(),
+            "{}",
+            b.name
+        );
+        b.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn revoking_a_persons_grant_ends_every_token_code_and_consent_of_it_at_once() {
+    use healthgate_core::owner::AuthorizationLevel;
+    for b in backends().await {
+        let s = &b.store;
+        let app = named_client(s, "Partner", AuthorizationLevel::User).await;
+        let other = named_client(s, "Other", AuthorizationLevel::User).await;
+        let alice = user("alice");
+        let bob = user("bob");
+        s.insert_user(&alice).await.unwrap();
+        s.insert_user(&bob).await.unwrap();
+        let one = granted(
+            s,
+            &app,
+            &alice,
+            "profile_read",
+            context(&alice, None, false),
+            NOW + 1,
+        )
+        .await;
+        let two = granted(
+            s,
+            &app,
+            &alice,
+            "profile_write",
+            context(&alice, None, false),
+            NOW + 2,
+        )
+        .await;
+        let read = ScopeSet::parse("profile_read").unwrap();
+        s.remember_consent(&alice.id, &app.id, &read, None, NOW + 1)
+            .await
+            .unwrap();
+        let pending = pending_code(
+            s,
+            &app,
+            &alice,
+            "profile_read",
+            context(&alice, None, false),
+            NOW + 3,
+        )
+        .await;
+        let bobs = granted(
+            s,
+            &app,
+            &bob,
+            "profile_read",
+            context(&bob, None, false),
+            NOW + 1,
+        )
+        .await;
+        s.remember_consent(&bob.id, &app.id, &read, None, NOW + 1)
+            .await
+            .unwrap();
+        let unrelated = granted(
+            s,
+            &other,
+            &alice,
+            "profile_read",
+            context(&alice, None, false),
+            NOW + 1,
+        )
+        .await;
+
+        assert!(
+            s.revoke_user_grant(&alice.id, &app.id, Some("203.0.113.9"), NOW + 20)
+                .await
+                .unwrap(),
+            "{}",
+            b.name
+        );
+        assert!(
+            access_revoked(s, &one).await && access_revoked(s, &two).await,
+            "{}",
+            b.name
+        );
+        let refresh = Refresh {
+            refresh_digest: &two.refresh.as_ref().unwrap().digest,
+            client_id: &app.id,
+            scope: None,
+            redirect_uri: None,
+            rotation: RefreshRotation::Immediate,
+            now: NOW + 21,
+        };
+        assert!(
+            invalid_grant(s.refresh(refresh, &tokens(true)).await),
+            "{}",
+            b.name
+        );
+        let mut late = redemption(&app.id, &pending);
+        late.now = NOW + 21;
+        assert!(
+            invalid_grant(s.redeem_authorization_code(late, &tokens(true)).await),
+            "{}: a code issued before the revocation is worthless",
+            b.name
+        );
+        assert!(
+            s.consent(&alice.id, &app.id).await.unwrap().is_none(),
+            "{}",
+            b.name
+        );
+        assert!(
+            s.grants_of_user(&alice.id)
+                .await
+                .unwrap()
+                .iter()
+                .all(|g| g.client_id != app.id)
+        );
+
+        // Nobody else's grant, and no other app, is touched.
+        assert!(!access_revoked(s, &bobs).await, "{}", b.name);
+        assert!(s.consent(&bob.id, &app.id).await.unwrap().is_some());
+        assert!(!access_revoked(s, &unrelated).await);
+
+        let revoked = events_of_kind(s, "consent.revoked").await;
+        assert_eq!(revoked.len(), 1, "{}", b.name);
+        let e = &revoked[0];
+        assert_eq!(e.actor_user_id.as_deref(), Some(alice.id.as_str()));
+        assert_eq!(e.subject.as_deref(), Some(alice.id.as_str()));
+        assert_eq!(e.client_id.as_deref(), Some(app.id.as_str()));
+        assert_eq!(e.ip.as_deref(), Some("203.0.113.9"));
+        assert_eq!(e.at, NOW + 20);
+        let families = events_of_kind(s, "token.family_revoked").await;
+        assert_eq!(families.len(), 2, "{}: one per family", b.name);
+
+        // Again: nothing left, nothing recorded. Bob cannot be reached
+        // through alice's id either way.
+        assert!(
+            !s.revoke_user_grant(&alice.id, &app.id, None, NOW + 30)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            events_of_kind(s, "consent.revoked").await.len(),
+            1,
+            "{}",
+            b.name
+        );
+        b.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn organization_grants_are_listed_and_revoked_for_the_organization_only() {
+    use healthgate_core::owner::AuthorizationLevel;
+    for b in backends().await {
+        let s = &b.store;
+        let app = named_client(s, "Clinic records", AuthorizationLevel::Organization).await;
+        let mut ada = user("ada");
+        ada.name = Some("Ada Admin".into());
+        s.insert_user(&ada).await.unwrap();
+        let clinic = organization_named(s, "Northside Clinic").await;
+        let elsewhere = organization_named(s, "Southside Clinic").await;
+        s.set_membership(&clinic.id, &ada.id, "admin", None, NOW)
+            .await
+            .unwrap();
+        s.set_membership(&elsewhere.id, &ada.id, "admin", None, NOW)
+            .await
+            .unwrap();
+        let ours = granted(
+            s,
+            &app,
+            &ada,
+            "profile_read",
+            context(&ada, Some(&clinic), true),
+            NOW + 1,
+        )
+        .await;
+        let read = ScopeSet::parse("profile_read").unwrap();
+        s.remember_consent(&ada.id, &app.id, &read, Some(&clinic.id), NOW + 1)
+            .await
+            .unwrap();
+        let pending = pending_code(
+            s,
+            &app,
+            &ada,
+            "profile_read",
+            context(&ada, Some(&clinic), true),
+            NOW + 2,
+        )
+        .await;
+        let theirs = granted(
+            s,
+            &app,
+            &ada,
+            "profile_read",
+            context(&ada, Some(&elsewhere), true),
+            NOW + 3,
+        )
+        .await;
+
+        let listed = s.organization_grants(&clinic.id).await.unwrap();
+        assert_eq!(listed.len(), 1, "{}", b.name);
+        let g = &listed[0];
+        assert_eq!(
+            (g.client_id.as_str(), g.client_name.as_str()),
+            (app.id.as_str(), "Clinic records")
+        );
+        assert_eq!(g.scope.to_string(), "profile_read");
+        assert_eq!(g.granted_by.as_deref(), Some(ada.id.as_str()));
+        assert_eq!(g.granted_by_name.as_deref(), Some("Ada Admin"));
+        assert_eq!(g.created_at, NOW + 1);
+        assert!(g.live);
+        assert!(
+            s.grants_of_user(&ada.id).await.unwrap().is_empty(),
+            "{}",
+            b.name
+        );
+
+        // It is not ada's own grant: her personal revocation leaves it.
+        assert!(
+            !s.revoke_user_grant(&ada.id, &app.id, None, NOW + 5)
+                .await
+                .unwrap(),
+            "{}",
+            b.name
+        );
+        assert!(!access_revoked(s, &ours).await);
+
+        assert!(
+            s.revoke_organization_grant(
+                &clinic.id,
+                &app.id,
+                &ada.id,
+                Some("198.51.100.7"),
+                NOW + 10
+            )
+            .await
+            .unwrap(),
+            "{}",
+            b.name
+        );
+        assert!(access_revoked(s, &ours).await, "{}", b.name);
+        let mut late = redemption(&app.id, &pending);
+        late.now = NOW + 11;
+        assert!(
+            invalid_grant(s.redeem_authorization_code(late, &tokens(true)).await),
+            "{}",
+            b.name
+        );
+        assert!(
+            s.consent(&ada.id, &app.id).await.unwrap().is_none(),
+            "{}",
+            b.name
+        );
+        assert!(!s.organization_grants(&clinic.id).await.unwrap()[0].live);
+        // The other clinic's grant stands.
+        assert!(!access_revoked(s, &theirs).await, "{}", b.name);
+        assert!(s.organization_grants(&elsewhere.id).await.unwrap()[0].live);
+
+        let revoked = events_of_kind(s, "consent.revoked").await;
+        assert_eq!(revoked.len(), 1, "{}", b.name);
+        let e = &revoked[0];
+        assert_eq!(e.organization_id.as_deref(), Some(clinic.id.as_str()));
+        assert_eq!(e.actor_user_id.as_deref(), Some(ada.id.as_str()));
+        assert_eq!(e.client_id.as_deref(), Some(app.id.as_str()));
+        assert_eq!(e.ip.as_deref(), Some("198.51.100.7"));
+        assert!(
+            !s.revoke_organization_grant(&clinic.id, &app.id, &ada.id, None, NOW + 12)
+                .await
+                .unwrap()
+        );
+        b.cleanup().await;
+    }
+}

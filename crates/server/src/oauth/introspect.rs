@@ -1,0 +1,115 @@
+//! `POST /oauth/introspect` (RFC 7662): a resource server, authenticated as
+//! a confidential client, asks whether a token is active and what it
+//! carries. Access tokens, refresh tokens and practice API keys are known;
+//! anything else, or anything no longer valid, is `{"active": false}` and
+//! nothing more (§2.2).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use healthgate_core::error::OAuthError;
+use healthgate_core::integration::IntegrationStatus;
+use healthgate_core::secret::{self, SecretKind};
+use serde_json::{Value, json};
+
+use crate::error::{JsonError, no_store};
+use crate::oauth::client_auth;
+use crate::oauth::params::Params;
+use crate::state::AppState;
+
+fn inactive() -> Value {
+    json!({ "active": false })
+}
+
+pub async fn post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, JsonError> {
+    let params = Params::from_body(&headers, &body)?;
+    let caller = client_auth::authenticate(&state, &headers, &params).await?;
+    if caller.is_public() {
+        return Err(OAuthError::invalid_client("introspection is for confidential clients").into());
+    }
+    let token = params.require("token")?;
+    let answer = describe(&state, token).await?;
+    let mut response = Json(answer).into_response();
+    no_store(&mut response);
+    Ok(response)
+}
+
+async fn describe(state: &AppState, token: &str) -> Result<Value, JsonError> {
+    let digest = secret::digest(token);
+    let now = state.now();
+    if token.starts_with(SecretKind::AccessToken.prefix()) {
+        let Some(t) = state.store.access_token(&digest).await? else {
+            return Ok(inactive());
+        };
+        if !t.is_active(now) {
+            return Ok(inactive());
+        }
+        let username = match &t.user_id {
+            Some(id) => match state.store.username(id).await? {
+                Some(name) => Some(name),
+                // A locked or deleted account's tokens are not active.
+                None => return Ok(inactive()),
+            },
+            None => None,
+        };
+        let owner = t.grant.owner.as_ref();
+        Ok(json!({
+            "active": true,
+            "scope": t.scope.to_string(),
+            "client_id": t.client_id,
+            "username": username,
+            "sub": t.user_id.clone().or_else(|| owner.map(|o| o.id.clone())).unwrap_or_else(|| t.client_id.clone()),
+            "exp": t.expires_at,
+            "iat": t.created_at,
+            "token_type": "Bearer",
+            "iss": state.issuer,
+            "resource_owner": owner.map(|o| json!({ "id": o.id, "type": o.kind })),
+            "organization_id": t.grant.organization_id,
+        }))
+    } else if token.starts_with(SecretKind::RefreshToken.prefix()) {
+        let Some(r) = state.store.refresh_token_info(&digest).await? else {
+            return Ok(inactive());
+        };
+        let live = r.revoked_at.is_none()
+            && r.consumed_at.is_none()
+            && r.expires_at.is_none_or(|e| now < e);
+        if !live {
+            return Ok(inactive());
+        }
+        Ok(json!({
+            "active": true,
+            "scope": r.scope.to_string(),
+            "client_id": r.client_id,
+            "sub": r.user_id,
+            "exp": r.expires_at,
+            "iat": r.created_at,
+            "token_type": "refresh_token",
+            "iss": state.issuer,
+        }))
+    } else if token.starts_with(SecretKind::ApiKey.prefix()) {
+        let Some((key, status)) = state.store.api_key_by_digest(&digest).await? else {
+            return Ok(inactive());
+        };
+        if key.revoked_at.is_some() || status == IntegrationStatus::Disconnected {
+            return Ok(inactive());
+        }
+        Ok(json!({
+            "active": true,
+            "client_id": key.client_id,
+            "sub": key.organization_id,
+            "organization_id": key.organization_id,
+            "integration_id": key.integration_id,
+            "iat": key.created_at,
+            "token_type": "api_key",
+            "iss": state.issuer,
+        }))
+    } else {
+        Ok(inactive())
+    }
+}
