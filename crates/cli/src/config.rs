@@ -96,6 +96,7 @@ mod tests {
                 text.contains(&format!("{key} ="))
                     || text.contains(&format!("[{key}]"))
                     || text.contains(&format!("[{key}."))
+                    || text.contains(&format!("[{key}]\n"))
                     || text.contains(&format!("# {key} =")),
                 "{key} is not documented"
             );

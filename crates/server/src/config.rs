@@ -62,39 +62,79 @@ pub struct Settings {
     /// The scope vocabulary: each scope and the plain words the consent page
     /// shows for it. Setting this table replaces the default vocabulary.
     pub scopes: BTreeMap<String, String>,
+    /// Seed-platform compatibility: extra route paths and request and
+    /// response shapes (`examples/config/{hint,healthtap,healthkey,fullscript}.toml`).
+    pub profile: ProfileSettings,
     /// The roles people hold in organizations: what each may grant, and the
     /// resource-owner type its grants carry. Setting this table replaces the
     /// default roles; `admin` must stay.
     pub roles: BTreeMap<String, RoleSettings>,
 }
 
+/// How partners written for another platform reach healthgate unchanged
+/// (`[profile]`). The standard paths always work; these add to them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProfileSettings {
+    /// Extra paths of the authorization endpoint (HealthKey: `/o/authorize/`).
+    pub authorize_paths: Vec<String>,
+    /// Extra paths of the token endpoint (HealthKey: `/o/token/`;
+    /// Fullscript: `/api/oauth/token`).
+    pub token_paths: Vec<String>,
+    /// Extra paths of the revocation endpoint (Fullscript: `/api/oauth/revoke`).
+    pub revoke_paths: Vec<String>,
+    /// Extra paths of user provisioning (HealthTap: `/api/v2.1/users.json`).
+    pub user_paths: Vec<String>,
+    /// Accept token-request parameters in the query string (HealthKey's
+    /// documented requests). Off by default: it puts secrets in URLs, so
+    /// every such request is logged as a warning.
+    pub token_params_in_query: bool,
+    /// Wrap token responses in an object under this key (Fullscript: `oauth`).
+    pub token_response_wrapper: Option<String>,
+    /// The `token_type` of token responses (`Bearer`; HealthKey and
+    /// HealthTap show `bearer`).
+    pub token_type: String,
+}
+
+impl Default for ProfileSettings {
+    fn default() -> Self {
+        Self {
+            authorize_paths: Vec::new(),
+            token_paths: Vec::new(),
+            revoke_paths: Vec::new(),
+            user_paths: Vec::new(),
+            token_params_in_query: false,
+            token_response_wrapper: None,
+            token_type: "Bearer".into(),
+        }
+    }
+}
+
 /// One role's settings (`[roles.staff]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoleSettings {
-    /// The scopes a person in this role may grant an app.
+    /// The scopes a person in this role may grant an app; `"*"` is every
+    /// scope of the vocabulary.
     pub scopes: Vec<String>,
+    /// Scopes taken out again (useful with `"*"`); names missing from the
+    /// vocabulary are ignored here.
+    #[serde(default)]
+    pub except: Vec<String>,
     /// The `resource_owner.type` of tokens granted in this role.
     pub resource_owner_type: String,
 }
 
 fn default_roles() -> BTreeMap<String, RoleSettings> {
-    let mut all: Vec<String> = healthgate_core::scope::DEFAULT_SCOPES
-        .iter()
-        .map(|(k, _)| (*k).to_owned())
-        .collect();
-    all.sort();
-    let role = |scopes: Vec<String>, owner: &str| RoleSettings {
-        scopes,
+    let role = |except: &[&str], owner: &str| RoleSettings {
+        scopes: vec!["*".to_owned()],
+        except: except.iter().map(|s| (*s).to_owned()).collect(),
         resource_owner_type: owner.to_owned(),
     };
     BTreeMap::from([
-        ("admin".to_owned(), role(all.clone(), "Staff")),
-        ("practitioner".to_owned(), role(all.clone(), "Practitioner")),
-        (
-            "staff".to_owned(),
-            role(all.into_iter().filter(|s| s != "pay").collect(), "Staff"),
-        ),
+        ("admin".to_owned(), role(&[], "Staff")),
+        ("practitioner".to_owned(), role(&[], "Practitioner")),
+        ("staff".to_owned(), role(&["pay"], "Staff")),
     ])
 }
 
@@ -126,6 +166,7 @@ impl Default for Settings {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
             roles: default_roles(),
+            profile: ProfileSettings::default(),
         }
     }
 }
@@ -140,6 +181,23 @@ impl std::fmt::Debug for SecretString {
         f.write_str("<redacted>")
     }
 }
+
+/// Path prefixes of healthgate's own routes, which profile paths may not
+/// shadow.
+const RESERVED_PATHS: &[&str] = &[
+    "/oauth/",
+    "/api/v1/",
+    "/api/oauth/tokens",
+    "/.well-known/",
+    "/integrations",
+    "/account",
+    "/login",
+    "/logout",
+    "/demo/",
+    "/static/",
+    "/healthz",
+    "/readyz",
+];
 
 /// The top-level keys, for filtering `HEALTHGATE_*` variables that are not
 /// settings (such as `HEALTHGATE_TEST_POSTGRES_URL`).
@@ -166,6 +224,7 @@ pub const KEYS: &[&str] = &[
     "log_level",
     "scopes",
     "roles",
+    "profile",
 ];
 
 /// A setting that parses but makes no sense.
@@ -258,7 +317,11 @@ impl Settings {
                     &format!("role name {name:?} must be lowercase letters or _"),
                 ));
             }
-            if let Some(unknown) = role.scopes.iter().find(|s| !self.scopes.contains_key(*s)) {
+            if let Some(unknown) = role
+                .scopes
+                .iter()
+                .find(|s| *s != "*" && !self.scopes.contains_key(*s))
+            {
                 return Err(bad(
                     "roles",
                     &format!(
@@ -278,6 +341,54 @@ impl Settings {
                 ));
             }
         }
+        let p = &self.profile;
+        for path in p
+            .authorize_paths
+            .iter()
+            .chain(&p.token_paths)
+            .chain(&p.revoke_paths)
+            .chain(&p.user_paths)
+        {
+            let ok = path.starts_with('/')
+                && path.len() > 1
+                && !path.contains(['{', '}', '*', '?', '#', ' ']);
+            if !ok {
+                return Err(bad(
+                    "profile",
+                    &format!("{path:?} is not a plain absolute path"),
+                ));
+            }
+            if RESERVED_PATHS.iter().any(|r| path.starts_with(r)) {
+                return Err(bad(
+                    "profile",
+                    &format!(
+                        "{path:?} is one of healthgate's own paths, which always work; list only extra paths"
+                    ),
+                ));
+            }
+        }
+        let mut all: Vec<&String> = p
+            .authorize_paths
+            .iter()
+            .chain(&p.token_paths)
+            .chain(&p.revoke_paths)
+            .chain(&p.user_paths)
+            .collect();
+        all.sort();
+        if let Some(w) = all.windows(2).find(|w| w[0] == w[1]) {
+            return Err(bad("profile", &format!("{:?} is listed twice", w[0])));
+        }
+        if !matches!(p.token_type.as_str(), "Bearer" | "bearer") {
+            return Err(bad("profile", "token_type must be Bearer or bearer"));
+        }
+        if p.token_response_wrapper.as_deref().is_some_and(|w| {
+            w.is_empty() || !w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        }) {
+            return Err(bad(
+                "profile",
+                "token_response_wrapper must be a word such as oauth",
+            ));
+        }
         let rotation: RefreshRotation = self
             .refresh_rotation
             .parse()
@@ -293,11 +404,21 @@ impl Settings {
     /// What a person in `role` may grant; an unknown role grants nothing.
     pub fn role_policy(&self, role: &str) -> healthgate_core::owner::RolePolicy {
         match self.roles.get(role) {
-            Some(r) => healthgate_core::owner::RolePolicy {
-                scopes: healthgate_core::scope::ScopeSet::from_tokens(&r.scopes)
-                    .unwrap_or_default(),
-                owner_type: r.resource_owner_type.clone(),
-            },
+            Some(r) => {
+                let granted: Vec<&str> = if r.scopes.iter().any(|s| s == "*") {
+                    self.scopes.keys().map(String::as_str).collect()
+                } else {
+                    r.scopes.iter().map(String::as_str).collect()
+                };
+                let kept: Vec<&str> = granted
+                    .into_iter()
+                    .filter(|s| !r.except.iter().any(|e| e == s))
+                    .collect();
+                healthgate_core::owner::RolePolicy {
+                    scopes: healthgate_core::scope::ScopeSet::from_tokens(kept).unwrap_or_default(),
+                    owner_type: r.resource_owner_type.clone(),
+                }
+            }
             None => healthgate_core::owner::RolePolicy {
                 scopes: Default::default(),
                 owner_type: "Staff".to_owned(),
@@ -336,6 +457,21 @@ mod tests {
             Box::new(|s| s.log_format = "xml".into()),
             Box::new(|s| {
                 s.scopes.insert("two words".into(), "x".into());
+            }),
+            Box::new(|s| s.profile.token_paths = vec!["/oauth/token".into()]),
+            Box::new(|s| s.profile.token_paths = vec!["o/token/".into()]),
+            Box::new(|s| s.profile.authorize_paths = vec!["/o/{x}".into()]),
+            Box::new(|s| {
+                s.profile.token_paths = vec!["/o/token/".into()];
+                s.profile.revoke_paths = vec!["/o/token/".into()];
+            }),
+            Box::new(|s| s.profile.token_type = "mac".into()),
+            Box::new(|s| s.profile.token_response_wrapper = Some("".into())),
+            Box::new(|s| {
+                s.roles.remove("admin");
+            }),
+            Box::new(|s| {
+                s.roles.get_mut("staff").unwrap().scopes = vec!["unknown_scope".into()];
             }),
         ];
         for change in cases {

@@ -94,6 +94,42 @@ async fn not_found() -> error::PageError {
 
 /// Every route.
 pub fn router(state: AppState) -> Router {
+    profile_routes(&state.settings.profile, standard_routes())
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::error_pages,
+        ))
+        .layer(axum::middleware::from_fn(middleware::security_headers))
+        .layer(axum::middleware::from_fn(middleware::access_log))
+        .with_state(state)
+}
+
+/// The extra paths a seed-platform profile adds to the standard ones.
+fn profile_routes(
+    profile: &config::ProfileSettings,
+    mut router: Router<AppState>,
+) -> Router<AppState> {
+    for path in &profile.authorize_paths {
+        router = router.route(
+            path,
+            get(oauth::authorize::get).post(oauth::authorize::post),
+        );
+    }
+    for path in &profile.token_paths {
+        router = router.route(path, post(oauth::token::post));
+    }
+    for path in &profile.revoke_paths {
+        router = router.route(path, post(oauth::revoke::post));
+    }
+    for path in &profile.user_paths {
+        router = router.route(path, post(api::users::create));
+    }
+    router
+}
+
+/// The standard routes, under their canonical paths.
+fn standard_routes() -> Router<AppState> {
     Router::new()
         .route("/", get(login::home))
         .route("/healthz", get(health::healthz))
@@ -162,14 +198,6 @@ pub fn router(state: AppState) -> Router {
         .route("/demo/connect", get(demo::connect))
         .route("/demo/callback", get(demo::callback))
         .route("/static/healthgate.css", get(stylesheet))
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::error_pages,
-        ))
-        .layer(axum::middleware::from_fn(middleware::security_headers))
-        .layer(axum::middleware::from_fn(middleware::access_log))
-        .with_state(state)
 }
 
 /// Serves until `shutdown` resolves, then finishes requests in flight and

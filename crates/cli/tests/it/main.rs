@@ -9,5 +9,6 @@ mod errors;
 mod flow;
 mod nodes;
 mod ops;
+mod profiles;
 mod serve;
 mod support;

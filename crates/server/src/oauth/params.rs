@@ -88,6 +88,20 @@ impl Params {
         Self::from_pairs(pairs)
     }
 
+    /// These parameters and `other`'s together; a parameter in both is a
+    /// repeat (RFC 6749 §3.2) and refused.
+    pub fn merged_with(mut self, other: Params) -> Result<Self, OAuthError> {
+        for (k, v) in other.0 {
+            if self.0.contains_key(&k) {
+                return Err(OAuthError::invalid_request(format!(
+                    "parameter {k} is repeated"
+                )));
+            }
+            self.0.insert(k, v);
+        }
+        Ok(self)
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
     }

@@ -3,7 +3,7 @@
 //! of §5.2.
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use healthgate_core::error::{ErrorCode, OAuthError};
@@ -53,9 +53,21 @@ impl From<healthgate_core::owner::ResourceOwner> for OwnerJson {
     }
 }
 
-impl IntoResponse for TokenResponse {
-    fn into_response(self) -> Response {
-        let mut r = axum::Json(self).into_response();
+impl TokenResponse {
+    /// The response in the configured shape: `token_type` as the profile
+    /// spells it, and wrapped (Fullscript's `{"oauth": {…}}`) if asked.
+    pub fn shaped(mut self, state: &AppState) -> Response {
+        let profile = &state.settings.profile;
+        self.token_type = if profile.token_type == "bearer" {
+            "bearer"
+        } else {
+            "Bearer"
+        };
+        let body = match &profile.token_response_wrapper {
+            Some(key) => serde_json::json!({ key.as_str(): self }),
+            None => serde_json::to_value(&self).unwrap_or_default(),
+        };
+        let mut r = axum::Json(body).into_response();
         no_store(&mut r);
         r
     }
@@ -90,12 +102,28 @@ pub fn respond(state: &AppState, tokens: NewTokens, issued: Issued, now: i64) ->
 pub async fn post(
     State(state): State<AppState>,
     headers: HeaderMap,
+    RawQuery(query): RawQuery,
     body: Bytes,
-) -> Result<TokenResponse, JsonError> {
-    let params = Params::from_body(&headers, &body)?;
+) -> Result<Response, JsonError> {
+    let mut params = Params::from_body(&headers, &body)?;
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        if !state.settings.profile.token_params_in_query {
+            return Err(OAuthError::invalid_request(
+                "send token request parameters in the request body, not the URL",
+            )
+            .into());
+        }
+        // HealthKey documents its token requests with every parameter,
+        // client secret included, in the URL. Accepted only under that
+        // profile, and every time said in the log.
+        tracing::warn!(
+            "token request parameters received in the query string (profile.token_params_in_query)"
+        );
+        params = params.merged_with(Params::from_form(q.as_bytes())?)?;
+    }
     let grant_type = params.require("grant_type")?;
     let client = client_auth::authenticate(&state, &headers, &params).await?;
-    match grant_type {
+    let response = match grant_type {
         "authorization_code" => grants::authorization_code::exchange(&state, &client, &params).await,
         "refresh_token" => grants::refresh_token::exchange(&state, &client, &params).await,
         "client_credentials" => grants::client_credentials::exchange(&state, &client, &params).await,
@@ -104,5 +132,6 @@ pub async fn post(
             format!("grant_type {other:?} is not supported; use authorization_code, refresh_token or client_credentials"),
         )
         .into()),
-    }
+    }?;
+    Ok(response.shaped(&state))
 }
