@@ -21,7 +21,7 @@ use serde::Deserialize;
 use crate::error::PageError;
 use crate::ip::ClientIp;
 use crate::pages::{self, ScopeLine};
-use crate::session;
+use crate::session::{self, form_field};
 use crate::state::AppState;
 
 const PAGE: &str = "/account/apps";
@@ -238,13 +238,6 @@ pub async fn page(
     ))
 }
 
-fn field(body: &[u8], name: &str) -> Option<String> {
-    url::form_urlencoded::parse(body)
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-        .filter(|v| !v.is_empty())
-}
-
 /// Checks a form's CSRF token and origin; returns the signed-in person's
 /// session and id.
 async fn signed_in_form(
@@ -252,14 +245,7 @@ async fn signed_in_form(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(Session, String), PageError> {
-    let current = session::current(state, headers).await?;
-    session::check_csrf(
-        state,
-        headers,
-        current.as_ref(),
-        field(body, "csrf_token").as_deref(),
-    )?;
-    match current {
+    match session::verified_form(state, headers, body).await? {
         Some(s) => match s.user_id.clone() {
             Some(user_id) => Ok((s, user_id)),
             None => Err(PageError::forbidden("Please sign in again.")),
@@ -277,7 +263,7 @@ pub async fn revoke(
     body: axum::body::Bytes,
 ) -> Result<Response, PageError> {
     let (_, user_id) = signed_in_form(&state, &headers, &body).await?;
-    let client_id = field(&body, "client_id")
+    let client_id = form_field(&body, "client_id")
         .ok_or_else(|| PageError::bad_request("Choose the app to revoke."))?;
     let revoked = state
         .store
@@ -301,8 +287,8 @@ pub async fn revoke_organization(
     body: axum::body::Bytes,
 ) -> Result<Response, PageError> {
     let (_, user_id) = signed_in_form(&state, &headers, &body).await?;
-    let organization_id = field(&body, "organization_id").unwrap_or_default();
-    let client_id = field(&body, "client_id")
+    let organization_id = form_field(&body, "organization_id").unwrap_or_default();
+    let client_id = form_field(&body, "client_id")
         .ok_or_else(|| PageError::bad_request("Choose the app to revoke."))?;
     let admin_of = state.store.organizations_where(&user_id, ADMIN).await?;
     if !admin_of.iter().any(|o| o.id == organization_id) {

@@ -11,7 +11,7 @@ use crate::error::PageError;
 use crate::ip::ClientIp;
 use crate::pages::{self, HomePage, LoginPage};
 use crate::passwords;
-use crate::session;
+use crate::session::{self, form_field};
 use crate::state::AppState;
 use healthgate_core::event::EventKind;
 use healthgate_store::Event;
@@ -19,14 +19,6 @@ use healthgate_store::Event;
 #[derive(Deserialize)]
 pub struct LoginQuery {
     return_to: Option<String>,
-}
-
-/// A form body as name/value pairs; malformed encodings decode leniently, so
-/// bad input reaches validation instead of failing to parse.
-fn form_field(body: &[u8], name: &str) -> Option<String> {
-    url::form_urlencoded::parse(body)
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
 }
 
 /// Only a local path may be returned to after login: never another site.
@@ -124,9 +116,7 @@ pub async fn post(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, PageError> {
-    let session = session::current(&state, &headers).await?;
-    let csrf = form_field(&body, "csrf_token");
-    session::check_csrf(&state, &headers, session.as_ref(), csrf.as_deref())?;
+    let session = session::verified_form(&state, &headers, &body).await?;
     let Some(session) = session else {
         return Err(PageError::forbidden("Your session has expired."));
     };
@@ -182,9 +172,7 @@ pub async fn logout(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, PageError> {
-    let session = session::current(&state, &headers).await?;
-    let csrf = form_field(&body, "csrf_token");
-    session::check_csrf(&state, &headers, session.as_ref(), csrf.as_deref())?;
+    let session = session::verified_form(&state, &headers, &body).await?;
     if let Some(s) = session {
         state.store.delete_session(&s.id_digest).await?;
         if let Some(user) = &s.user_id {

@@ -94,6 +94,32 @@ pub fn set_cookie(state: &AppState, value: &str, max_age: i64) -> HeaderValue {
     HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
+/// A field of a form body. Malformed encodings decode leniently, so bad input
+/// reaches validation instead of failing to parse; an empty field is absent.
+pub fn form_field(body: &[u8], name: &str) -> Option<String> {
+    url::form_urlencoded::parse(body)
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// The session behind a form POST, once its `csrf_token` and origin have
+/// been checked (see [`check_csrf`]).
+pub async fn verified_form(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Option<Session>, PageError> {
+    let session = current(state, headers).await?;
+    check_csrf(
+        state,
+        headers,
+        session.as_ref(),
+        form_field(body, "csrf_token").as_deref(),
+    )?;
+    Ok(session)
+}
+
 /// Refuses a state-changing request whose CSRF token does not match the
 /// session's, or that comes from a foreign origin.
 pub fn check_csrf(

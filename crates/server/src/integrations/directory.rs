@@ -16,7 +16,7 @@ use serde::Deserialize;
 use crate::error::PageError;
 use crate::ip::ClientIp;
 use crate::pages::{self, ConnectCodePage, DirectoryApp, IntegrationsPage};
-use crate::session;
+use crate::session::{self, form_field};
 use crate::state::AppState;
 
 #[derive(Deserialize)]
@@ -106,12 +106,6 @@ pub async fn page(
     ))
 }
 
-fn field(body: &[u8], name: &str) -> Option<String> {
-    url::form_urlencoded::parse(body)
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
 /// Checks CSRF and admin rights for a directory form; returns the session
 /// and the organization the form is about.
 async fn admin_form(
@@ -119,16 +113,10 @@ async fn admin_form(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(Session, Organization), PageError> {
-    let current = session::current(state, headers).await?;
-    session::check_csrf(
-        state,
-        headers,
-        current.as_ref(),
-        field(body, "csrf_token").as_deref(),
-    )?;
+    session::verified_form(state, headers, body).await?;
     match admin_session(state, headers, "/integrations").await? {
         Ok((session, orgs)) => {
-            let org = pick(&orgs, field(body, "org").as_deref())?.clone();
+            let org = pick(&orgs, form_field(body, "org").as_deref())?.clone();
             Ok((session, org))
         }
         Err(_) => Err(PageError::forbidden(
@@ -145,14 +133,14 @@ pub async fn connect(
     body: axum::body::Bytes,
 ) -> Result<Response, PageError> {
     let (session, org) = admin_form(&state, &headers, &body).await?;
-    let client_id = field(&body, "client_id").unwrap_or_default();
+    let client_id = form_field(&body, "client_id").unwrap_or_default();
     let client = state
         .store
         .client(&client_id)
         .await?
         .filter(|c| c.published)
         .ok_or_else(|| PageError::bad_request("That app is not in the directory."))?;
-    let mode = match field(&body, "mode").as_deref() {
+    let mode = match form_field(&body, "mode").as_deref() {
         Some("manual") => ConnectMode::Manual,
         _ => ConnectMode::Redirect,
     };
@@ -202,7 +190,7 @@ pub async fn disconnect(
     body: axum::body::Bytes,
 ) -> Result<Response, PageError> {
     let (session, org) = admin_form(&state, &headers, &body).await?;
-    let integration_id = field(&body, "integration_id").unwrap_or_default();
+    let integration_id = form_field(&body, "integration_id").unwrap_or_default();
     let integration = state
         .store
         .integration(&integration_id)
