@@ -57,6 +57,9 @@ enum Command {
     /// Inspect webhook deliveries and re-enable muted webhooks.
     #[command(subcommand)]
     Webhooks(ops::WebhooksCommand),
+    /// List and rotate the keys ID tokens are signed with.
+    #[command(subcommand)]
+    Keys(ops::KeysCommand),
 }
 
 #[derive(Args, Debug)]
@@ -303,6 +306,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Org(c) => ops::org_command(settings, clock, c, cli.json).await,
         Command::Audit(c) => ops::audit_command(settings, clock, c, cli.json).await,
         Command::Webhooks(c) => ops::webhooks_command(settings, clock, c, cli.json).await,
+        Command::Keys(c) => ops::keys_command(settings, clock, c, cli.json).await,
     }
 }
 

@@ -65,6 +65,15 @@ pub enum WebhooksCommand {
     Unmute { client_id: String },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// The signing keys, newest first, with when each signs.
+    List,
+    /// Add a key that starts signing after `key_rotation_overlap` seconds;
+    /// the current key signs until then and stays published after.
+    Rotate,
+}
+
 fn parse_kind(s: &str) -> Result<OrganizationKind, String> {
     s.parse()
 }
@@ -303,6 +312,56 @@ pub async fn webhooks_command(
                 &format!(
                     "webhook of {client_id} re-enabled; {resumed} held deliveries will be sent"
                 ),
+            );
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+pub async fn keys_command(
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    cmd: KeysCommand,
+    as_json: bool,
+) -> Result<(), Failure> {
+    let state = open(settings, &clock).await?;
+    let store = &state.store;
+    let now = clock.now();
+    match cmd {
+        KeysCommand::List => {
+            let keys = store.signing_keys().await.map_err(store_failure)?;
+            let value = json!(keys
+                .iter()
+                .map(|k| json!({"kid": k.kid, "alg": k.alg, "created_at": k.created_at, "active_from": k.active_from, "retired_at": k.retired_at}))
+                .collect::<Vec<_>>());
+            let text = if keys.is_empty() {
+                "no signing keys yet (the first is created when the first ID token is signed)"
+                    .to_owned()
+            } else {
+                keys.iter()
+                    .map(|k| {
+                        format!(
+                            "{}  {}  signs from {}{}",
+                            k.kid,
+                            k.alg,
+                            k.active_from,
+                            k.retired_at
+                                .map(|r| format!(" until {r}"))
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            print(as_json, &value, &text);
+        }
+        KeysCommand::Rotate => {
+            let (kid, from) = healthgate_server::keys::rotate(store, &state.settings, now).await?;
+            print(
+                as_json,
+                &json!({"kid": kid, "active_from": from}),
+                &format!("new signing key {kid}: published now, signs from {from}"),
             );
         }
     }

@@ -18,6 +18,8 @@ pub struct AuthorizeParams {
     pub state: Option<String>,
     pub code_challenge: Option<String>,
     pub code_challenge_method: Option<String>,
+    /// OpenID Connect Core §3.1.2.1: echoed in the ID token.
+    pub nonce: Option<String>,
     /// Names of parameters that appeared more than once (RFC 6749 §3.1).
     pub duplicated: Vec<String>,
 }
@@ -42,6 +44,7 @@ impl AuthorizeParams {
                 "state" => &mut p.state,
                 "code_challenge" => &mut p.code_challenge,
                 "code_challenge_method" => &mut p.code_challenge_method,
+                "nonce" => &mut p.nonce,
                 _ => continue,
             };
             if slot.is_some() {
@@ -58,7 +61,7 @@ impl AuthorizeParams {
     /// The request as name/value pairs, to carry it through the login and
     /// consent pages unchanged.
     pub fn to_pairs(&self) -> Vec<(&'static str, &str)> {
-        let fields: [(&'static str, &Option<String>); 7] = [
+        let fields: [(&'static str, &Option<String>); 8] = [
             ("response_type", &self.response_type),
             ("client_id", &self.client_id),
             ("redirect_uri", &self.redirect_uri),
@@ -66,6 +69,7 @@ impl AuthorizeParams {
             ("state", &self.state),
             ("code_challenge", &self.code_challenge),
             ("code_challenge_method", &self.code_challenge_method),
+            ("nonce", &self.nonce),
         ];
         fields
             .into_iter()
@@ -97,6 +101,7 @@ pub struct ValidAuthorization {
     pub scope: ScopeSet,
     pub state: Option<String>,
     pub code_challenge: Option<CodeChallenge>,
+    pub nonce: Option<String>,
 }
 
 /// Validates `params` for `client`, which the caller looked up by
@@ -177,6 +182,7 @@ pub fn validate(
         scope,
         state,
         code_challenge,
+        nonce: params.nonce.clone(),
     })
 }
 

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod error;
 pub mod event;
 pub mod integration;
+pub mod jose;
 pub mod org;
 pub mod owner;
 pub mod pkce;

@@ -91,10 +91,13 @@ impl fmt::Display for ScopeSet {
     }
 }
 
-/// The scope vocabulary of the seed platforms (HealthTap's registration form):
-/// the default set of scopes a healthgate deployment knows, with the plain
-/// words shown on the consent page.
+/// The default scope vocabulary: OpenID Connect's `openid`, `profile` and
+/// `email`, and the seed platforms' scopes (HealthTap's registration form),
+/// with the plain words shown on the consent page.
 pub const DEFAULT_SCOPES: &[(&str, &str)] = &[
+    ("openid", "Confirm who you are (sign in with your account)"),
+    ("profile", "See your name and username"),
+    ("email", "See your email address"),
     ("profile_read", "Read your profile"),
     ("profile_write", "Update your profile"),
     ("pay", "Make payments on your behalf"),

@@ -90,6 +90,9 @@ pub struct AuthorizationCode {
     /// What the grant stands for: the organization it was made in, the
     /// owner its tokens speak for, and whether it is organization-level.
     pub grant: GrantContext,
+    /// OpenID Connect: the request's `nonce`, and when the person signed in.
+    pub nonce: Option<String>,
+    pub auth_time: Option<i64>,
 }
 
 /// The organization and resource owner of a grant.
@@ -272,6 +275,8 @@ mod tests {
             created_at: 1_000,
             expires_at: 1_600,
             grant: GrantContext::default(),
+            nonce: None,
+            auth_time: None,
         }
     }
 

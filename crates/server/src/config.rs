@@ -53,6 +53,11 @@ pub struct Settings {
     /// Without it, one is generated and kept in the database; set it on every
     /// node to keep it out of the database.
     pub secret_key: Option<SecretString>,
+    /// OpenID Connect ID token lifetime, seconds.
+    pub id_token_ttl: i64,
+    /// After `healthgate keys rotate`, seconds before the new key signs (so
+    /// relying parties have fetched it from the JWKS first).
+    pub key_rotation_overlap: i64,
     /// The name shown on every page.
     pub platform_name: String,
     /// `text` or `json` log lines on standard error.
@@ -158,6 +163,8 @@ impl Default for Settings {
             allow_http_webhooks: false,
             webhook_poll_interval: 2,
             secret_key: None,
+            id_token_ttl: 3600,
+            key_rotation_overlap: 3600,
             platform_name: "healthgate".into(),
             log_format: "text".into(),
             log_level: "info".into(),
@@ -219,6 +226,8 @@ pub const KEYS: &[&str] = &[
     "allow_http_webhooks",
     "webhook_poll_interval",
     "secret_key",
+    "id_token_ttl",
+    "key_rotation_overlap",
     "platform_name",
     "log_format",
     "log_level",
@@ -268,6 +277,7 @@ impl Settings {
             ("session_ttl", self.session_ttl),
             ("retired_token_retention", self.retired_token_retention),
             ("connect_code_ttl", self.connect_code_ttl),
+            ("id_token_ttl", self.id_token_ttl),
             ("manual_connect_code_ttl", self.manual_connect_code_ttl),
         ] {
             if v <= 0 {

@@ -15,6 +15,7 @@ pub mod grants;
 pub mod health;
 pub mod integrations;
 pub mod ip;
+pub mod keys;
 pub mod login;
 pub mod middleware;
 pub mod oauth;
@@ -143,6 +144,15 @@ fn standard_routes() -> Router<AppState> {
         .route("/oauth/token", post(oauth::token::post))
         .route("/oauth/revoke", post(oauth::revoke::post))
         .route("/oauth/introspect", post(oauth::introspect::post))
+        .route(
+            "/oauth/userinfo",
+            get(oauth::openid::userinfo).post(oauth::openid::userinfo),
+        )
+        .route("/oauth/jwks", get(oauth::openid::jwks))
+        .route(
+            "/.well-known/openid-configuration",
+            get(oauth::openid::configuration),
+        )
         .route(
             "/.well-known/oauth-authorization-server",
             get(oauth::discovery::metadata),

@@ -58,6 +58,9 @@ pub struct Issued {
     pub scope: ScopeSet,
     pub organization_id: Option<String>,
     pub owner: Option<ResourceOwner>,
+    /// From the authorization request, for an ID token.
+    pub nonce: Option<String>,
+    pub auth_time: Option<i64>,
 }
 
 /// The code presented at the token endpoint, with what the client sent
@@ -112,6 +115,8 @@ fn code_from_row(row: &AnyRow) -> Result<AuthorizationCode> {
                 organization_level,
             }
         },
+        nonce: row.try_get("nonce")?,
+        auth_time: row.try_get("auth_time")?,
     })
 }
 
@@ -345,6 +350,8 @@ async fn issue_family(
         scope: scope.clone(),
         organization_id: None,
         owner: grant.owner,
+        nonce: None,
+        auth_time: None,
     })
 }
 
@@ -454,8 +461,9 @@ impl Store {
         let mut tx = self.writer.begin().await?;
         sqlx::query(
             "INSERT INTO authorization_codes (digest, family_id, client_id, user_id, redirect_uri, redirect_uri_provided, scope,
-                                              code_challenge, created_at, expires_at, organization_id, owner_type, owner_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                                              code_challenge, created_at, expires_at, organization_id, owner_type, owner_id,
+                                              nonce, auth_time)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .bind(digest)
         .bind(&code.family_id)
@@ -470,6 +478,8 @@ impl Store {
         .bind(&code.grant.organization_id)
         .bind(code.grant.owner.as_ref().map(|o| o.kind.as_str()))
         .bind(code.grant.owner.as_ref().map(|o| o.id.as_str()))
+        .bind(&code.nonce)
+        .bind(code.auth_time)
         .execute(&mut *tx)
         .await?;
         append(
@@ -499,7 +509,7 @@ impl Store {
             "UPDATE authorization_codes SET consumed_at = $1
              WHERE digest = $2 AND consumed_at IS NULL
              RETURNING family_id, client_id, user_id, redirect_uri, redirect_uri_provided, scope, code_challenge, created_at,
-                       expires_at, organization_id, owner_type, owner_id",
+                       expires_at, organization_id, owner_type, owner_id, nonce, auth_time",
         )
         .bind(r.now)
         .bind(r.code_digest)
@@ -578,6 +588,8 @@ impl Store {
             scope: code.scope,
             organization_id: code.grant.organization_id,
             owner: code.grant.owner,
+            nonce: code.nonce,
+            auth_time: code.auth_time,
         })
     }
 
@@ -667,6 +679,8 @@ impl Store {
             scope,
             organization_id: grant.organization_id,
             owner: grant.owner,
+            nonce: None,
+            auth_time: None,
         })
     }
 

@@ -16,6 +16,7 @@ mod clients;
 mod events;
 mod grants;
 mod integrations;
+mod keys;
 mod purge;
 mod revocation;
 mod sessions;
@@ -26,6 +27,7 @@ pub use account::{OrgGrant, UserGrant};
 pub use events::{ChainReport, Event, StoredEvent};
 pub use grants::{CodeRedemption, GrantError, Issued, NewTokens, Refresh};
 pub use integrations::ConnectRedemption;
+pub use keys::StoredKey;
 pub use purge::Purged;
 pub use revocation::Revoked;
 pub use sessions::Session;
@@ -254,6 +256,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "people and roles",
         include_str!("../migrations/sqlite/0003_people_and_roles.sql"),
     ),
+    (
+        4,
+        "openid",
+        include_str!("../migrations/sqlite/0004_openid.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -270,6 +277,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "people and roles",
         include_str!("../migrations/postgres/0003_people_and_roles.sql"),
+    ),
+    (
+        4,
+        "openid",
+        include_str!("../migrations/postgres/0004_openid.sql"),
     ),
 ];
 

@@ -5,6 +5,7 @@ use healthgate_core::secret;
 use healthgate_store::CodeRedemption;
 
 use crate::error::JsonError;
+use crate::oauth::openid;
 use crate::oauth::params::Params;
 use crate::oauth::token::{TokenResponse, new_tokens, respond};
 use crate::state::AppState;
@@ -30,5 +31,8 @@ pub async fn exchange(
             &tokens,
         )
         .await?;
-    Ok(respond(state, tokens, issued, now))
+    let id_token = openid::id_token(state, &client.id, &issued, &tokens.access.value, now).await?;
+    let mut response = respond(state, tokens, issued, now);
+    response.id_token = id_token;
+    Ok(response)
 }

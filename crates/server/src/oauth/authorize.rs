@@ -152,7 +152,7 @@ pub async fn get(
             Ok(Some((granted, org)))
                 if org.as_deref() == only.organization_id() && only.scope.is_subset(&granted) =>
             {
-                return issue_code(&state, &user, &request, only).await;
+                return issue_code(&state, &user, &session, &request, only).await;
             }
             Ok(_) => {}
             Err(e) => return PageError::from(e).into_response(),
@@ -318,6 +318,7 @@ fn consent_page(
 async fn issue_code(
     state: &AppState,
     user: &User,
+    session: &Session,
     request: &ValidAuthorization,
     choice: &Choice,
 ) -> Response {
@@ -334,6 +335,8 @@ async fn issue_code(
         created_at: now,
         expires_at: now + state.policy.code_ttl,
         grant: choice.grant(),
+        nonce: request.nonce.clone(),
+        auth_time: session.auth_time,
     };
     if let Err(e) = state
         .store
@@ -440,7 +443,10 @@ pub async fn post(
             if let Err(e) = record_decision(&state, event, &user, &client, &ip).await {
                 return e.into_response();
             }
-            issue_code(&state, &user, &request, choice).await
+            let Some(session) = session.as_ref() else {
+                return PageError::forbidden("Please sign in again.").into_response();
+            };
+            issue_code(&state, &user, session, &request, choice).await
         }
         Some("deny") => {
             let event = Event::new(EventKind::ConsentDenied);

@@ -17,6 +17,7 @@ pub async fn metadata(State(state): State<AppState>) -> Json<Value> {
         "token_endpoint": format!("{base}/oauth/token"),
         "revocation_endpoint": format!("{base}/oauth/revoke"),
         "introspection_endpoint": format!("{base}/oauth/introspect"),
+        "jwks_uri": format!("{base}/oauth/jwks"),
         "scopes_supported": scopes,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],

@@ -6,6 +6,7 @@ pub mod client_auth;
 pub mod consent;
 pub mod discovery;
 pub mod introspect;
+pub mod openid;
 pub mod params;
 pub mod revoke;
 pub mod token;

@@ -34,6 +34,9 @@ pub struct TokenResponse {
     /// The organization the grant was made in.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub organization_id: Option<String>,
+    /// OpenID Connect: the ID token, when `openid` was granted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 /// `{"id": …, "type": …}`.
@@ -96,6 +99,7 @@ pub fn respond(state: &AppState, tokens: NewTokens, issued: Issued, now: i64) ->
         created_at: now,
         resource_owner: issued.owner.map(OwnerJson::from),
         organization_id: issued.organization_id,
+        id_token: None,
     }
 }
 

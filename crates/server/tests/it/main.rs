@@ -28,6 +28,7 @@ macro_rules! backend_tests {
             mod authorize;
             mod e2e;
             mod integrations;
+            mod oidc;
             mod provisioning;
             mod refresh;
             mod roles;

@@ -155,6 +155,8 @@ async fn setup_code(store: &Store) -> (String, User, String) {
                 created_at: NOW,
                 expires_at: NOW + 600,
                 grant: Default::default(),
+                nonce: None,
+                auth_time: None,
             },
         )
         .await
@@ -918,6 +920,8 @@ async fn pending_code(
                 created_at: at,
                 expires_at: at + 600,
                 grant,
+                nonce: None,
+                auth_time: None,
             },
         )
         .await

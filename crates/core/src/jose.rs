@@ -1,0 +1,198 @@
+//! JSON Web Signatures for healthgate's signed tokens (OpenID Connect ID
+//! tokens): ES256 (ECDSA P-256 with SHA-256, RFC 7518 §3.4) keys, their
+//! public JWKs (RFC 7517), compact JWS signing, and the sealing of private
+//! keys at rest with AES-256-GCM.
+//!
+//! Built on ring, which the TLS stack already brings, rather than a JWT
+//! library: signing a compact JWS is a few lines, and verifying is left to
+//! relying parties and tests.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::rand::SystemRandom;
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+/// Why a key could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("the key could not be generated")]
+    Generate,
+    #[error("the stored key is not a valid P-256 key")]
+    Invalid,
+    #[error("the stored key could not be decrypted (wrong secret_key?)")]
+    Decrypt,
+    #[error("signing failed")]
+    Sign,
+}
+
+/// An ES256 signing key with its key id.
+pub struct SigningKey {
+    pub kid: String,
+    pair: EcdsaKeyPair,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A new P-256 private key, as PKCS#8 DER.
+pub fn generate_es256() -> Result<Vec<u8>, KeyError> {
+    let pkcs8 =
+        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+            .map_err(|_| KeyError::Generate)?;
+    Ok(pkcs8.as_ref().to_vec())
+}
+
+impl SigningKey {
+    pub fn from_pkcs8(kid: &str, pkcs8: &[u8]) -> Result<Self, KeyError> {
+        let pair = EcdsaKeyPair::from_pkcs8(
+            &ECDSA_P256_SHA256_FIXED_SIGNING,
+            pkcs8,
+            &SystemRandom::new(),
+        )
+        .map_err(|_| KeyError::Invalid)?;
+        Ok(Self {
+            kid: kid.to_owned(),
+            pair,
+        })
+    }
+
+    /// The public key as a JWK (RFC 7518 §6.2.1).
+    pub fn public_jwk(&self) -> Value {
+        // An uncompressed point: 0x04 || X (32 bytes) || Y (32 bytes).
+        let point = self.pair.public_key().as_ref();
+        json!({
+            "kty": "EC",
+            "crv": "P-256",
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+            "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+            "use": "sig",
+            "alg": "ES256",
+            "kid": self.kid,
+        })
+    }
+
+    /// A compact JWS of `claims` with header `{alg: ES256, typ, kid}`.
+    pub fn sign(&self, typ: &str, claims: &Value) -> Result<String, KeyError> {
+        let header = json!({ "alg": "ES256", "typ": typ, "kid": self.kid });
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature = self
+            .pair
+            .sign(&SystemRandom::new(), signing_input.as_bytes())
+            .map_err(|_| KeyError::Sign)?;
+        Ok(format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(signature.as_ref())
+        ))
+    }
+}
+
+/// A 256-bit key for `label` derived from the instance key (HMAC-SHA256), so
+/// that one configured secret serves several purposes without reuse.
+pub fn derive_key(instance_key: &[u8], label: &str) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<Sha256>::new_from_slice(instance_key).expect("HMAC takes any key length");
+    mac.update(label.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+/// OpenID Connect Core §3.1.3.6 `at_hash`: the left half of the SHA-256 of
+/// the access token, base64url-encoded.
+pub fn at_hash(access_token: &str) -> String {
+    let digest = Sha256::digest(access_token.as_bytes());
+    URL_SAFE_NO_PAD.encode(&digest[..16])
+}
+
+/// Encrypts `plaintext` with AES-256-GCM under `key`; the result carries its
+/// random nonce: base64url(nonce || ciphertext || tag).
+pub fn seal(key: &[u8; 32], plaintext: &[u8]) -> Result<String, KeyError> {
+    let sealing =
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).map_err(|_| KeyError::Generate)?);
+    let mut nonce = [0u8; NONCE_LEN];
+    crate::secret::random_bytes(&mut nonce);
+    let mut data = plaintext.to_vec();
+    sealing
+        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut data)
+        .map_err(|_| KeyError::Generate)?;
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&data);
+    Ok(URL_SAFE_NO_PAD.encode(out))
+}
+
+/// Reverses [`seal`].
+pub fn open(key: &[u8; 32], sealed: &str) -> Result<Vec<u8>, KeyError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(sealed)
+        .map_err(|_| KeyError::Decrypt)?;
+    if bytes.len() < NONCE_LEN + 16 {
+        return Err(KeyError::Decrypt);
+    }
+    let (nonce, rest) = bytes.split_at(NONCE_LEN);
+    let opening =
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).map_err(|_| KeyError::Decrypt)?);
+    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| KeyError::Decrypt)?;
+    let mut data = rest.to_vec();
+    let plain = opening
+        .open_in_place(nonce, Aad::empty(), &mut data)
+        .map_err(|_| KeyError::Decrypt)?;
+    Ok(plain.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
+
+    #[test]
+    fn signed_tokens_verify_with_the_published_jwk() {
+        let key = SigningKey::from_pkcs8("k1", &generate_es256().unwrap()).unwrap();
+        let jws = key.sign("JWT", &json!({ "sub": "usr-1" })).unwrap();
+        let parts: Vec<&str> = jws.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let header: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+        assert_eq!(header["kid"], "k1");
+        let jwk = key.public_jwk();
+        let mut point = vec![4u8];
+        point.extend(URL_SAFE_NO_PAD.decode(jwk["x"].as_str().unwrap()).unwrap());
+        point.extend(URL_SAFE_NO_PAD.decode(jwk["y"].as_str().unwrap()).unwrap());
+        let public = UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point);
+        let input = format!("{}.{}", parts[0], parts[1]);
+        let sig = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+        assert!(public.verify(input.as_bytes(), &sig).is_ok());
+        assert!(public.verify(b"tampered", &sig).is_err());
+    }
+
+    #[test]
+    fn sealed_keys_open_only_with_the_same_key() {
+        let k = [9u8; 32];
+        let sealed = seal(&k, b"private").unwrap();
+        assert_eq!(open(&k, &sealed).unwrap(), b"private");
+        assert_eq!(open(&[8u8; 32], &sealed), Err(KeyError::Decrypt));
+        assert_ne!(
+            seal(&k, b"private").unwrap(),
+            sealed,
+            "a fresh nonce each time"
+        );
+    }
+
+    /// OpenID Connect Core §3.1.3.6 example pair from the spec's Appendix A.3.
+    #[test]
+    fn at_hash_is_the_left_half() {
+        assert_eq!(
+            at_hash("jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"),
+            "77QmUPtjPfzWtF2AnpK9RQ"
+        );
+    }
+}

@@ -1,0 +1,100 @@
+//! The signing keys every node shares (OpenID Connect ID tokens): created on
+//! first use, kept in the database sealed with a key derived from
+//! `secret_key` (or the generated instance key), published at `/oauth/jwks`,
+//! and rotated with `healthgate keys rotate`: the new key starts signing after
+//! `key_rotation_overlap` seconds, so relying parties fetch it first, and
+//! retired keys stay published while tokens they signed can still be live.
+
+use healthgate_core::jose::{self, SigningKey, generate_es256};
+use healthgate_core::secret::new_id;
+use healthgate_store::{Store, StoredKey};
+use serde_json::{Value, json};
+
+use crate::admin::{AdminError, instance_key};
+use crate::config::Settings;
+
+async fn sealing_key(store: &Store, settings: &Settings) -> Result<[u8; 32], AdminError> {
+    let instance = instance_key(store, settings).await?;
+    Ok(jose::derive_key(
+        &instance,
+        "healthgate signing-key sealing",
+    ))
+}
+
+/// Creates a key that signs from `active_from`.
+pub async fn add_key(
+    store: &Store,
+    settings: &Settings,
+    now: i64,
+    active_from: i64,
+) -> Result<String, AdminError> {
+    let pkcs8 = generate_es256().map_err(|e| AdminError::Invalid(e.to_string()))?;
+    let kid = new_id("key");
+    let key =
+        SigningKey::from_pkcs8(&kid, &pkcs8).map_err(|e| AdminError::Invalid(e.to_string()))?;
+    let sealed = jose::seal(&sealing_key(store, settings).await?, &pkcs8)
+        .map_err(|e| AdminError::Invalid(e.to_string()))?;
+    store
+        .add_signing_key(&StoredKey {
+            kid: kid.clone(),
+            alg: "ES256".into(),
+            private_key: sealed,
+            public_jwk: key.public_jwk().to_string(),
+            created_at: now,
+            active_from,
+            retired_at: None,
+        })
+        .await?;
+    Ok(kid)
+}
+
+/// The key that signs now, creating the first one if there is none.
+pub async fn signer(
+    store: &Store,
+    settings: &Settings,
+    now: i64,
+) -> Result<SigningKey, AdminError> {
+    let mut keys = store.signing_keys().await?;
+    if keys.is_empty() {
+        add_key(store, settings, now, now).await?;
+        keys = store.signing_keys().await?;
+    }
+    let current = keys
+        .iter()
+        .find(|k| k.active_from <= now && k.retired_at.is_none_or(|r| r > now))
+        .or_else(|| keys.iter().find(|k| k.active_from <= now))
+        .ok_or_else(|| AdminError::Invalid("no signing key is active yet".into()))?;
+    let pkcs8 = jose::open(&sealing_key(store, settings).await?, &current.private_key)
+        .map_err(|e| AdminError::Invalid(e.to_string()))?;
+    SigningKey::from_pkcs8(&current.kid, &pkcs8).map_err(|e| AdminError::Invalid(e.to_string()))
+}
+
+/// The JWK Set: every key that signs now or soon, and retired keys while
+/// tokens they signed may still be presented.
+pub async fn jwks(store: &Store, settings: &Settings, now: i64) -> Result<Value, AdminError> {
+    let keep_after = now - settings.id_token_ttl.max(settings.access_token_ttl);
+    let keys: Vec<Value> = store
+        .signing_keys()
+        .await?
+        .iter()
+        .filter(|k| k.retired_at.is_none_or(|r| r > keep_after))
+        .filter_map(|k| serde_json::from_str(&k.public_jwk).ok())
+        .collect();
+    Ok(json!({ "keys": keys }))
+}
+
+/// Starts a rotation: a new key, signing after the overlap.
+pub async fn rotate(
+    store: &Store,
+    settings: &Settings,
+    now: i64,
+) -> Result<(String, i64), AdminError> {
+    if store.signing_keys().await?.is_empty() {
+        // Nothing to overlap with: the first key signs at once.
+        let kid = add_key(store, settings, now, now).await?;
+        return Ok((kid, now));
+    }
+    let from = now + settings.key_rotation_overlap;
+    let kid = add_key(store, settings, now, from).await?;
+    Ok((kid, from))
+}

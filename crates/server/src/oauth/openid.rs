@@ -1,0 +1,151 @@
+//! OpenID Connect Core 1.0 on the code flow: the ID token issued beside the
+//! access token when `openid` was granted, the UserInfo endpoint, the
+//! provider metadata, and the JWK Set.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use healthgate_core::error::{ErrorCode, OAuthError};
+use healthgate_core::jose;
+use healthgate_store::Issued;
+use serde_json::{Value, json};
+
+use crate::api::bearer;
+use crate::error::JsonError;
+use crate::keys;
+use crate::state::AppState;
+
+/// The ID token for an issue that granted `openid` (Core §3.1.3.3, §2).
+pub async fn id_token(
+    state: &AppState,
+    client_id: &str,
+    issued: &Issued,
+    access_token: &str,
+    now: i64,
+) -> Result<Option<String>, JsonError> {
+    if !issued.scope.contains("openid") {
+        return Ok(None);
+    }
+    let sub = issued
+        .user_id
+        .clone()
+        .or_else(|| issued.owner.as_ref().map(|o| o.id.clone()))
+        .ok_or_else(|| {
+            OAuthError::invalid_scope("openid needs a person or an organization to speak for")
+        })?;
+    let mut claims = json!({
+        "iss": state.issuer,
+        "sub": sub,
+        "aud": client_id,
+        "exp": now + state.settings.id_token_ttl,
+        "iat": now,
+        "at_hash": jose::at_hash(access_token),
+    });
+    if let Some(t) = issued.auth_time {
+        claims["auth_time"] = t.into();
+    }
+    if let Some(n) = &issued.nonce {
+        claims["nonce"] = n.clone().into();
+    }
+    if let Some(owner) = &issued.owner {
+        claims["resource_owner"] = json!({ "id": owner.id, "type": owner.kind });
+    }
+    let key = keys::signer(&state.store, &state.settings, now)
+        .await
+        .map_err(signing_failed)?;
+    let token = key
+        .sign("JWT", &claims)
+        .map_err(|e| signing_failed(e.into()))?;
+    Ok(Some(token))
+}
+
+fn signing_failed(e: crate::admin::AdminError) -> JsonError {
+    match e {
+        crate::admin::AdminError::Store(s) => s.into(),
+        other => {
+            tracing::error!(error = %other, "ID token signing failed");
+            JsonError(OAuthError::server_error())
+        }
+    }
+}
+
+impl From<jose::KeyError> for crate::admin::AdminError {
+    fn from(e: jose::KeyError) -> Self {
+        Self::Invalid(e.to_string())
+    }
+}
+
+/// `GET`/`POST /oauth/userinfo` (Core §5.3): the claims the token's scopes
+/// allow — `sub` always, `preferred_username` and `name` with `profile`,
+/// `email` with `email`.
+pub async fn userinfo(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, JsonError> {
+    let token = bearer(&state, &headers, "openid").await?;
+    let Some(user_id) = &token.user_id else {
+        let owner = token.grant.owner.as_ref().ok_or_else(|| {
+            JsonError(OAuthError::new(
+                ErrorCode::InsufficientScope,
+                "this token speaks for no one",
+            ))
+        })?;
+        return Ok(Json(json!({ "sub": owner.id })));
+    };
+    let user = state
+        .store
+        .user(user_id)
+        .await?
+        .filter(|u| u.is_active())
+        .ok_or_else(|| {
+            JsonError(OAuthError::new(
+                ErrorCode::InvalidToken,
+                "the account is no longer active",
+            ))
+        })?;
+    let mut claims = json!({ "sub": user.id });
+    if token.scope.contains("profile") {
+        claims["preferred_username"] = user.username.clone().into();
+        claims["name"] = user.name.clone().unwrap_or(user.username).into();
+    }
+    if token.scope.contains("email")
+        && let Some(email) = user.email
+    {
+        claims["email"] = email.into();
+        claims["email_verified"] = false.into();
+    }
+    Ok(Json(claims))
+}
+
+/// `GET /oauth/jwks`.
+pub async fn jwks(State(state): State<AppState>) -> Result<Json<Value>, JsonError> {
+    keys::jwks(&state.store, &state.settings, state.now())
+        .await
+        .map(Json)
+        .map_err(signing_failed)
+}
+
+/// `GET /.well-known/openid-configuration` (OpenID Connect Discovery 1.0):
+/// the RFC 8414 metadata plus what OpenID Connect adds.
+pub async fn configuration(state: State<AppState>) -> Json<Value> {
+    let base = state.issuer.clone();
+    let Json(mut m) = crate::oauth::discovery::metadata(state).await;
+    m["userinfo_endpoint"] = format!("{base}/oauth/userinfo").into();
+    m["subject_types_supported"] = json!(["public"]);
+    m["id_token_signing_alg_values_supported"] = json!(["ES256"]);
+    m["claims_supported"] = json!([
+        "sub",
+        "iss",
+        "aud",
+        "exp",
+        "iat",
+        "auth_time",
+        "nonce",
+        "at_hash",
+        "name",
+        "preferred_username",
+        "email",
+        "email_verified"
+    ]);
+    Json(m)
+}

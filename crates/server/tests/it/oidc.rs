@@ -1,0 +1,191 @@
+//! OpenID Connect with an independent relying party, the `openidconnect`
+//! crate: discovery, the code flow with a nonce and PKCE, the ID token's
+//! signature, nonce and at_hash checked against the published JWKS,
+//! UserInfo, and key rotation without a failed verification.
+
+use openidconnect::core::{CoreClient, CoreProviderMetadata, CoreResponseType, CoreUserInfoClaims};
+use openidconnect::{
+    AccessTokenHash, AuthenticationFlow, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
+    OAuth2TokenResponse, PkceCodeChallenge, RedirectUrl, Scope, TokenResponse,
+};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use super::*;
+
+fn http() -> openidconnect::reqwest::Client {
+    openidconnect::reqwest::Client::builder()
+        .redirect(openidconnect::reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn oidc_client(app: &TestApp, registered: &TestClient) -> CoreClient<
+    openidconnect::EndpointSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointMaybeSet,
+    openidconnect::EndpointMaybeSet,
+> {
+    let metadata = CoreProviderMetadata::discover_async(IssuerUrl::new(app.base.clone()).unwrap(), &http())
+        .await
+        .expect("discovery");
+    CoreClient::from_provider_metadata(
+        metadata,
+        ClientId::new(registered.id().to_owned()),
+        registered.secret.clone().map(ClientSecret::new),
+    )
+    .set_redirect_uri(RedirectUrl::new(REDIRECT.to_owned()).unwrap())
+}
+
+/// Signs in, runs the flow, and returns the token response and the nonce.
+async fn sign_in(app: &TestApp, browser: &Browser, client: &TestClient) -> (openidconnect::core::CoreTokenResponse, Nonce, StatusCode) {
+    let rp = oidc_client(app, client).await;
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, csrf, nonce) = rp
+        .authorize_url(AuthenticationFlow::<CoreResponseType>::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
+        .add_scope(Scope::new("profile".into()))
+        .add_scope(Scope::new("email".into()))
+        .set_pkce_challenge(challenge)
+        .url();
+    let r = browser.http.get(url.as_str()).send().await.unwrap();
+    let location = if r.status() == StatusCode::OK {
+        let page = r.text().await.unwrap();
+        location(&browser.consent(&page, "allow").await)
+    } else {
+        location(&r)
+    };
+    let q = query_of(&location);
+    assert_eq!(&q["state"], csrf.secret());
+    let tokens = rp
+        .exchange_code(AuthorizationCode::new(q["code"].clone()))
+        .unwrap()
+        .set_pkce_verifier(verifier)
+        .request_async(&http())
+        .await
+        .expect("code exchange");
+    (tokens, nonce, StatusCode::OK)
+}
+
+async fn oidc_app_client(app: &TestApp) -> TestClient {
+    app.register(ClientSpec {
+        scope: "openid profile email profile_read",
+        ..ClientSpec::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_certified_style_relying_party_signs_in_and_verifies_the_id_token() {
+    let app = spawn_app().await;
+    let client = oidc_app_client(&app).await;
+    let (browser, user) = app.signed_in("alice").await;
+    let (tokens, nonce, _) = sign_in(&app, &browser, &client).await;
+
+    let rp = oidc_client(&app, &client).await;
+    let verifier = rp.id_token_verifier();
+    let id_token = tokens.id_token().expect("an ID token for the openid scope");
+    let claims = id_token.claims(&verifier, &nonce).expect("signature, issuer, audience, expiry and nonce check");
+    assert_eq!(claims.subject().as_str(), user.id);
+    assert!(claims.auth_time().is_some());
+    let expected = AccessTokenHash::from_token(
+        tokens.access_token(),
+        id_token.signing_alg().unwrap(),
+        id_token.signing_key(&verifier).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims.access_token_hash(), Some(&expected));
+    // Another nonce does not pass.
+    assert!(id_token.claims(&verifier, &Nonce::new("other".into())).is_err());
+
+    let info: CoreUserInfoClaims = rp
+        .user_info(tokens.access_token().clone(), None)
+        .unwrap()
+        .request_async(&http())
+        .await
+        .expect("userinfo");
+    assert_eq!(info.subject().as_str(), user.id);
+    assert_eq!(info.preferred_username().map(|u| u.as_str()), Some("alice"));
+    assert_eq!(info.email().map(|e| e.as_str()), Some("alice@example.org"));
+}
+
+#[tokio::test]
+async fn no_id_token_without_openid_and_userinfo_needs_it() {
+    let app = spawn_app().await;
+    let client = oidc_app_client(&app).await;
+    let (browser, _) = app.signed_in("alice").await;
+    let code = app.code(&browser, &client, &[("scope", "profile_read")]).await;
+    let (status, body) = app.exchange(&client, &code, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.get("id_token").is_none());
+    let r = app
+        .http()
+        .get(app.url("/oauth/userinfo"))
+        .bearer_auth(body["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn key_rotation_never_fails_a_verification() {
+    let app = spawn_app().await;
+    let client = oidc_app_client(&app).await;
+    let (browser, _) = app.signed_in("alice").await;
+    let (before, nonce_before, _) = sign_in(&app, &browser, &client).await;
+
+    let (new_kid, from) = healthgate_server::keys::rotate(&app.state.store, &app.state.settings, app.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(from, app.clock.now() + 3600);
+    let jwks: Value = app.http().get(app.url("/oauth/jwks")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "the new key is published before it signs");
+
+    // During the overlap the old key still signs; afterwards the new one does.
+    let (during, nonce_during, _) = sign_in(&app, &browser, &client).await;
+    app.clock.advance(3601);
+    let (after, nonce_after, _) = sign_in(&app, &browser, &client).await;
+    assert_ne!(kid_of(&before), new_kid);
+    assert_eq!(kid_of(&during), kid_of(&before));
+    assert_eq!(kid_of(&after), new_kid);
+
+    // A relying party that discovers now verifies every one of them.
+    let rp = oidc_client(&app, &client).await;
+    let verifier = rp.id_token_verifier();
+    for (tokens, nonce) in [(&before, &nonce_before), (&during, &nonce_during), (&after, &nonce_after)] {
+        let id = tokens.id_token().unwrap();
+        assert!(id.claims(&verifier, nonce).is_ok(), "kid {}", kid_of(tokens));
+    }
+}
+
+/// The `kid` in an ID token's JOSE header.
+fn kid_of(t: &openidconnect::core::CoreTokenResponse) -> String {
+    use base64::Engine;
+    let body = serde_json::to_value(t).unwrap();
+    let jwt = body["id_token"].as_str().unwrap();
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(jwt.split('.').next().unwrap())
+        .unwrap();
+    serde_json::from_slice::<Value>(&header).unwrap()["kid"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn openid_provider_metadata() {
+    let app = spawn_app().await;
+    let m: Value = app
+        .http()
+        .get(app.url("/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(m["issuer"], app.base);
+    assert_eq!(m["jwks_uri"], app.url("/oauth/jwks"));
+    assert_eq!(m["userinfo_endpoint"], app.url("/oauth/userinfo"));
+    assert_eq!(m["id_token_signing_alg_values_supported"], serde_json::json!(["ES256"]));
+    assert_eq!(m["code_challenge_methods_supported"], serde_json::json!(["S256"]));
+}
