@@ -20,6 +20,11 @@ pub struct AuthorizeParams {
     pub code_challenge_method: Option<String>,
     /// OpenID Connect Core §3.1.2.1: echoed in the ID token.
     pub nonce: Option<String>,
+    /// OpenID Connect Core §3.1.2.1: `none`, `login`, `consent`.
+    pub prompt: Option<String>,
+    /// OpenID Connect Core §3.1.2.1: the longest age, in seconds, of the
+    /// sign-in the request accepts.
+    pub max_age: Option<String>,
     /// Names of parameters that appeared more than once (RFC 6749 §3.1).
     pub duplicated: Vec<String>,
 }
@@ -45,6 +50,8 @@ impl AuthorizeParams {
                 "code_challenge" => &mut p.code_challenge,
                 "code_challenge_method" => &mut p.code_challenge_method,
                 "nonce" => &mut p.nonce,
+                "prompt" => &mut p.prompt,
+                "max_age" => &mut p.max_age,
                 _ => continue,
             };
             if slot.is_some() {
@@ -61,7 +68,7 @@ impl AuthorizeParams {
     /// The request as name/value pairs, to carry it through the login and
     /// consent pages unchanged.
     pub fn to_pairs(&self) -> Vec<(&'static str, &str)> {
-        let fields: [(&'static str, &Option<String>); 8] = [
+        let fields: [(&'static str, &Option<String>); 10] = [
             ("response_type", &self.response_type),
             ("client_id", &self.client_id),
             ("redirect_uri", &self.redirect_uri),
@@ -70,10 +77,32 @@ impl AuthorizeParams {
             ("code_challenge", &self.code_challenge),
             ("code_challenge_method", &self.code_challenge_method),
             ("nonce", &self.nonce),
+            ("prompt", &self.prompt),
+            ("max_age", &self.max_age),
         ];
         fields
             .into_iter()
             .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
+            .collect()
+    }
+}
+
+impl AuthorizeParams {
+    /// The request to come back to after signing in: `prompt=login` is met
+    /// by that sign-in, so it is dropped (or the login would repeat forever).
+    pub fn without_login_prompt(&self) -> Vec<(&'static str, String)> {
+        self.to_pairs()
+            .into_iter()
+            .filter_map(|(k, v)| {
+                if k != "prompt" {
+                    return Some((k, v.to_owned()));
+                }
+                let rest: Vec<&str> = v
+                    .split(' ')
+                    .filter(|p| !p.is_empty() && *p != "login")
+                    .collect();
+                (!rest.is_empty()).then(|| (k, rest.join(" ")))
+            })
             .collect()
     }
 }
@@ -102,6 +131,45 @@ pub struct ValidAuthorization {
     pub state: Option<String>,
     pub code_challenge: Option<CodeChallenge>,
     pub nonce: Option<String>,
+    pub prompt: Prompt,
+    pub max_age: Option<i64>,
+}
+
+/// OpenID Connect's `prompt` (Core §3.1.2.1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Prompt {
+    /// Show no page: answer `login_required` or `consent_required` instead.
+    pub none: bool,
+    /// Ask the person to sign in again.
+    pub login: bool,
+    /// Ask for consent even if it was given before.
+    pub consent: bool,
+}
+
+impl Prompt {
+    pub fn parse(s: Option<&str>) -> Result<Self, OAuthError> {
+        let mut p = Self::default();
+        for value in s.unwrap_or("").split(' ').filter(|v| !v.is_empty()) {
+            match value {
+                "none" => p.none = true,
+                "login" => p.login = true,
+                "consent" => p.consent = true,
+                // One account per session: nothing to select.
+                "select_account" => {}
+                other => {
+                    return Err(OAuthError::invalid_request(format!(
+                        "unsupported prompt value {other:?}"
+                    )));
+                }
+            }
+        }
+        if p.none && (p.login || p.consent) {
+            return Err(OAuthError::invalid_request(
+                "prompt=none cannot be combined with other values",
+            ));
+        }
+        Ok(p)
+    }
 }
 
 /// Validates `params` for `client`, which the caller looked up by
@@ -169,6 +237,15 @@ pub fn validate(
         }
         (None, None) => None,
     };
+    let prompt = Prompt::parse(params.prompt.as_deref()).map_err(fail)?;
+    let max_age = match params.max_age.as_deref() {
+        None => None,
+        Some(m) => Some(m.parse::<i64>().ok().filter(|m| *m >= 0).ok_or_else(|| {
+            fail(OAuthError::invalid_request(
+                "max_age must be a number of seconds",
+            ))
+        })?),
+    };
     if client.is_public() && code_challenge.is_none() {
         return Err(fail(OAuthError::invalid_request(
             "PKCE is required for public clients: send code_challenge with code_challenge_method=S256",
@@ -183,6 +260,8 @@ pub fn validate(
         state,
         code_challenge,
         nonce: params.nonce.clone(),
+        prompt,
+        max_age,
     })
 }
 
@@ -330,6 +409,35 @@ mod tests {
             validate(&p, &client(ClientKind::Confidential)),
             Err(AuthorizeError::Page(_))
         ));
+    }
+
+    #[test]
+    fn a_satisfied_login_prompt_is_dropped() {
+        let p = params(&[("client_id", "app-1"), ("prompt", "login consent")]);
+        assert_eq!(
+            p.without_login_prompt(),
+            vec![
+                ("client_id", "app-1".to_owned()),
+                ("prompt", "consent".to_owned())
+            ]
+        );
+        let p = params(&[("prompt", "login")]);
+        assert!(p.without_login_prompt().is_empty());
+    }
+
+    #[test]
+    fn prompt_values() {
+        assert!(Prompt::parse(Some("none login")).is_err());
+        assert!(Prompt::parse(Some("bogus")).is_err());
+        assert_eq!(
+            Prompt::parse(Some("login consent")).unwrap(),
+            Prompt {
+                none: false,
+                login: true,
+                consent: true
+            }
+        );
+        assert_eq!(Prompt::parse(None).unwrap(), Prompt::default());
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub enum ErrorCode {
     InvalidToken,
     /// RFC 6750 §3.1
     InsufficientScope,
+    /// OpenID Connect Core §3.1.2.6
+    LoginRequired,
+    /// OpenID Connect Core §3.1.2.6
+    ConsentRequired,
 }
 
 impl ErrorCode {
@@ -48,6 +52,8 @@ impl ErrorCode {
             Self::TemporarilyUnavailable => "temporarily_unavailable",
             Self::InvalidToken => "invalid_token",
             Self::InsufficientScope => "insufficient_scope",
+            Self::LoginRequired => "login_required",
+            Self::ConsentRequired => "consent_required",
         }
     }
 }

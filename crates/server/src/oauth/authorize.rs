@@ -104,11 +104,10 @@ async fn session_user(state: &AppState, session: &Session) -> Result<Option<User
     Ok(state.store.user(user_id).await?.filter(User::is_active))
 }
 
-fn login_redirect(query: Option<&str>) -> Response {
-    let return_to = match query {
-        Some(q) => format!("/oauth/authorize?{q}"),
-        None => "/oauth/authorize".to_owned(),
-    };
+/// To the login page, then back to this request (`pairs`).
+fn login_redirect(pairs: &[(&'static str, String)]) -> Response {
+    let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let return_to = with_query_params("/oauth/authorize?", &pairs);
     let target = with_query_params("/login", &[("return_to", &return_to)]);
     Redirect::to(&target).into_response()
 }
@@ -130,12 +129,34 @@ pub async fn get(
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
+    // OpenID Connect's prompt and max_age (Core §3.1.2.1): sign in again when
+    // asked to, or when the sign-in is older than max_age; with prompt=none,
+    // say so to the app instead of showing a page.
+    let stale = |s: &Session| {
+        request.prompt.login
+            || request
+                .max_age
+                .is_some_and(|max| s.auth_time.unwrap_or(0) + max < state.now())
+    };
+    let needs_login = session.as_ref().is_none_or(stale);
+    if needs_login {
+        if request.prompt.none {
+            let error = OAuthError::new(ErrorCode::LoginRequired, "the user is not signed in");
+            return error_redirect(
+                &state,
+                &request.redirect_uri,
+                &error,
+                request.state.as_deref(),
+            );
+        }
+        return login_redirect(&params.without_login_prompt());
+    }
     let Some(session) = session else {
-        return login_redirect(query.as_deref());
+        return login_redirect(&params.without_login_prompt());
     };
     let user = match session_user(&state, &session).await {
         Ok(Some(u)) => u,
-        Ok(None) => return login_redirect(query.as_deref()),
+        Ok(None) => return login_redirect(&params.without_login_prompt()),
         Err(e) => return e.into_response(),
     };
     let choices = match allowed_choices(&state, &client, &user, &request).await {
@@ -146,6 +167,7 @@ pub async fn get(
     // identity is not proven, so its user is asked every time. A person who
     // could authorize for several organizations is asked which.
     if !client.is_public()
+        && !request.prompt.consent
         && let [only] = choices.as_slice()
     {
         match state.store.consent(&user.id, &client.id).await {
@@ -157,6 +179,18 @@ pub async fn get(
             Ok(_) => {}
             Err(e) => return PageError::from(e).into_response(),
         }
+    }
+    if request.prompt.none {
+        let error = OAuthError::new(
+            ErrorCode::ConsentRequired,
+            "the user has not consented to this request",
+        );
+        return error_redirect(
+            &state,
+            &request.redirect_uri,
+            &error,
+            request.state.as_deref(),
+        );
     }
     consent_page(
         &state, &client, &user, &session, &params, &request, &choices,

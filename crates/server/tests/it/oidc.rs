@@ -189,3 +189,80 @@ async fn openid_provider_metadata() {
     assert_eq!(m["id_token_signing_alg_values_supported"], serde_json::json!(["ES256"]));
     assert_eq!(m["code_challenge_methods_supported"], serde_json::json!(["S256"]));
 }
+
+fn oidc_request<'a>(client: &'a TestClient, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut p = vec![
+        ("response_type", "code"),
+        ("client_id", client.id()),
+        ("redirect_uri", REDIRECT),
+        ("scope", "openid profile"),
+        ("state", "st"),
+        ("nonce", "n-1"),
+    ];
+    p.extend_from_slice(extra);
+    p
+}
+
+#[tokio::test]
+async fn prompt_none_answers_without_a_page() {
+    let app = spawn_app().await;
+    let client = oidc_app_client(&app).await;
+    app.user("alice", healthgate_core::user::UserType::Member).await;
+    let browser = app.browser();
+    let r = browser.authorize(&oidc_request(&client, &[("prompt", "none")])).await;
+    let q = query_of(&location(&r));
+    assert_eq!((q["error"].as_str(), q["state"].as_str()), ("login_required", "st"));
+
+    browser.login("alice", PASSWORD).await;
+    let r = browser.authorize(&oidc_request(&client, &[("prompt", "none")])).await;
+    assert_eq!(query_of(&location(&r))["error"], "consent_required");
+
+    app.code(&browser, &client, &[("scope", "openid profile")]).await;
+    let r = browser.authorize(&oidc_request(&client, &[("prompt", "none")])).await;
+    assert!(query_of(&location(&r)).contains_key("code"), "remembered consent: a code without a page");
+
+    let r = browser.authorize(&oidc_request(&client, &[("prompt", "none login")])).await;
+    assert_eq!(query_of(&location(&r))["error"], "invalid_request");
+}
+
+#[tokio::test]
+async fn prompt_login_and_max_age_ask_to_sign_in_again() {
+    let app = spawn_app().await;
+    let client = oidc_app_client(&app).await;
+    let (browser, _) = app.signed_in("alice").await;
+    app.code(&browser, &client, &[("scope", "openid profile")]).await;
+
+    // prompt=login: back to the login page, then to the request without it.
+    let r = browser.authorize(&oidc_request(&client, &[("prompt", "login")])).await;
+    let login = location(&r);
+    assert!(login.starts_with("/login?return_to="), "{login}");
+    let return_to = query_of(&login)["return_to"].clone();
+    assert!(!return_to.contains("prompt"), "{return_to}");
+    let page = browser.get(&login).await.text().await.unwrap();
+    let mut form = hidden_input_list(&page);
+    form.push(("username".into(), "alice".into()));
+    form.push(("password".into(), PASSWORD.into()));
+    let r = browser.post_form("/login", &form).await;
+    assert_eq!(location(&r), return_to);
+    let r = browser.get(&return_to).await;
+    assert!(query_of(&location(&r)).contains_key("code"));
+
+    // max_age: a sign-in older than that must be repeated; a recent one is fine.
+    app.clock.advance(120);
+    let r = browser.authorize(&oidc_request(&client, &[("max_age", "60")])).await;
+    assert!(location(&r).starts_with("/login?"));
+    let r = browser.authorize(&oidc_request(&client, &[("max_age", "3600")])).await;
+    assert!(query_of(&location(&r)).contains_key("code"));
+    let r = browser.authorize(&oidc_request(&client, &[("max_age", "soon")])).await;
+    assert_eq!(query_of(&location(&r))["error"], "invalid_request");
+}
+
+#[tokio::test]
+async fn prompt_consent_asks_again() {
+    let app = spawn_app().await;
+    let client = oidc_app_client(&app).await;
+    let (browser, _) = app.signed_in("alice").await;
+    app.code(&browser, &client, &[("scope", "openid profile")]).await;
+    let r = browser.authorize(&oidc_request(&client, &[("prompt", "consent")])).await;
+    assert_eq!(r.status(), StatusCode::OK, "the consent page again");
+}
