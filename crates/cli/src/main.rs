@@ -147,6 +147,10 @@ struct ClientUpdate {
     /// `user` or `organization`.
     #[arg(long, value_parser = parse_level)]
     authorization_level: Option<AuthorizationLevel>,
+    /// `opaque` (default) or `jwt`: signed RFC 9068 access tokens that
+    /// resource servers can check against the JWKS.
+    #[arg(long, value_parser = ["opaque", "jwt"])]
+    access_token_format: Option<String>,
     /// Scopes of the tokens returned for users the partner provisions
     /// (`POST /api/v1/users`); empty resets to the allowed scopes.
     #[arg(long)]
@@ -414,6 +418,7 @@ fn client_json(c: &Client) -> serde_json::Value {
         "webhook_url": c.webhook_url,
         "webhook_muted": c.webhook_muted_at.is_some(),
         "authorization_level": c.authorization_level.as_str(),
+        "access_token_format": if c.jwt_access_tokens { "jwt" } else { "opaque" },
         "provisioning_scope": c.provisioning_scopes.as_ref().map(|s| s.to_string()),
         "created_at": c.created_at,
     })
@@ -529,6 +534,7 @@ async fn client_command(
                 connect_redirect_url: u.connect_redirect_url.map(Some),
                 webhook_url: u.webhook_url.map(Some),
                 authorization_level: u.authorization_level,
+                jwt_access_tokens: u.access_token_format.map(|f| f == "jwt"),
                 provisioning_scope: u.provisioning_scope.map(Some),
                 published: match (u.publish, u.unpublish) {
                     (true, _) => Some(true),

@@ -77,6 +77,8 @@ pub struct Client {
     /// Scopes of tokens for users the partner provisions; `None` means the
     /// allowed scopes.
     pub provisioning_scopes: Option<ScopeSet>,
+    /// Opaque access tokens (default) or signed JWTs (RFC 9068).
+    pub jwt_access_tokens: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -187,6 +189,7 @@ pub(crate) fn example(kind: ClientKind) -> Client {
         webhook_muted_at: None,
         authorization_level: Default::default(),
         provisioning_scopes: None,
+        jwt_access_tokens: false,
         created_at: 0,
         updated_at: 0,
     }

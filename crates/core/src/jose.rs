@@ -98,6 +98,56 @@ impl SigningKey {
     }
 }
 
+/// Whether a presented token has the shape of a compact JWS.
+pub fn looks_like_jwt(token: &str) -> bool {
+    token.starts_with("eyJ") && token.split('.').count() == 3
+}
+
+/// The `kid` of a compact JWS's header, unverified.
+pub fn header_kid(jwt: &str) -> Option<String> {
+    let header = URL_SAFE_NO_PAD.decode(jwt.split('.').next()?).ok()?;
+    let header: Value = serde_json::from_slice(&header).ok()?;
+    header["kid"].as_str().map(str::to_owned)
+}
+
+/// Verifies an ES256 compact JWS against a public JWK and returns its claims.
+pub fn verify_es256(jwt: &str, jwk: &Value) -> Result<Value, KeyError> {
+    use ring::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
+    let mut parts = jwt.split('.');
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(KeyError::Invalid);
+    };
+    let header: Value = URL_SAFE_NO_PAD
+        .decode(h)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or(KeyError::Invalid)?;
+    if header["alg"] != "ES256" {
+        return Err(KeyError::Invalid);
+    }
+    let coordinate = |name: &str| {
+        jwk[name]
+            .as_str()
+            .and_then(|v| URL_SAFE_NO_PAD.decode(v).ok())
+            .filter(|v| v.len() == 32)
+            .ok_or(KeyError::Invalid)
+    };
+    let mut point = vec![4u8];
+    point.extend(coordinate("x")?);
+    point.extend(coordinate("y")?);
+    let signature = URL_SAFE_NO_PAD.decode(s).map_err(|_| KeyError::Invalid)?;
+    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
+        .verify(format!("{h}.{c}").as_bytes(), &signature)
+        .map_err(|_| KeyError::Invalid)?;
+    URL_SAFE_NO_PAD
+        .decode(c)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or(KeyError::Invalid)
+}
+
 /// A 256-bit key for `label` derived from the instance key (HMAC-SHA256), so
 /// that one configured secret serves several purposes without reuse.
 pub fn derive_key(instance_key: &[u8], label: &str) -> [u8; 32] {
@@ -172,6 +222,21 @@ mod tests {
         let sig = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
         assert!(public.verify(input.as_bytes(), &sig).is_ok());
         assert!(public.verify(b"tampered", &sig).is_err());
+    }
+
+    #[test]
+    fn our_own_verification_accepts_ours_and_nothing_else() {
+        let key = SigningKey::from_pkcs8("k1", &generate_es256().unwrap()).unwrap();
+        let other = SigningKey::from_pkcs8("k2", &generate_es256().unwrap()).unwrap();
+        let jwt = key.sign("at+jwt", &json!({ "jti": "x" })).unwrap();
+        assert!(looks_like_jwt(&jwt));
+        assert_eq!(header_kid(&jwt).as_deref(), Some("k1"));
+        assert_eq!(verify_es256(&jwt, &key.public_jwk()).unwrap()["jti"], "x");
+        assert!(verify_es256(&jwt, &other.public_jwk()).is_err());
+        let mut forged = jwt.clone();
+        forged.replace_range(jwt.find('.').unwrap() + 1..jwt.find('.').unwrap() + 3, "ey");
+        assert!(verify_es256(&forged, &key.public_jwk()).is_err() || forged == jwt);
+        assert!(!looks_like_jwt("hg_at_abc"));
     }
 
     #[test]

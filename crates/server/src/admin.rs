@@ -58,6 +58,8 @@ pub struct ClientChanges {
     /// Scopes of tokens for users the partner provisions; `Some(None)`
     /// resets them to the allowed scopes.
     pub provisioning_scope: Option<Option<String>>,
+    /// Signed JWT access tokens (RFC 9068) instead of opaque ones.
+    pub jwt_access_tokens: Option<bool>,
 }
 
 fn invalid(message: impl Into<String>) -> AdminError {
@@ -182,6 +184,7 @@ pub async fn create_client(
         webhook_muted_at: None,
         authorization_level: req.authorization_level,
         provisioning_scopes: None,
+        jwt_access_tokens: false,
         created_at: now,
         updated_at: now,
     };
@@ -229,6 +232,9 @@ pub async fn update_client(
     }
     if let Some(p) = changes.published {
         c.published = p;
+    }
+    if let Some(jwt) = changes.jwt_access_tokens {
+        c.jwt_access_tokens = jwt;
     }
     if let Some(level) = changes.authorization_level {
         c.authorization_level = level;

@@ -167,6 +167,7 @@ pub async fn seed(
                     webhook_muted_at: None,
                     authorization_level: Default::default(),
                     provisioning_scopes: None,
+                    jwt_access_tokens: false,
                     created_at: now,
                     updated_at: now,
                 })

@@ -98,3 +98,35 @@ pub async fn rotate(
     let kid = add_key(store, settings, now, from).await?;
     Ok((kid, from))
 }
+
+/// The claims of a JWS this server signed, if the signature holds under one
+/// of its keys.
+pub async fn verify(
+    store: &Store,
+    jwt: &str,
+) -> Result<Option<Value>, healthgate_store::StoreError> {
+    let Some(kid) = jose::header_kid(jwt) else {
+        return Ok(None);
+    };
+    let keys = store.signing_keys().await?;
+    let Some(key) = keys.iter().find(|k| k.kid == kid) else {
+        return Ok(None);
+    };
+    let jwk: Value = serde_json::from_str(&key.public_jwk).unwrap_or_default();
+    Ok(jose::verify_es256(jwt, &jwk).ok())
+}
+
+/// The opaque access token a presented token stands for: itself, or, for a
+/// JWT access token this server signed, the one it carries as `jti`. `None`
+/// for a JWT that does not verify.
+pub async fn opaque_access_token(
+    store: &Store,
+    presented: &str,
+) -> Result<Option<String>, healthgate_store::StoreError> {
+    if !jose::looks_like_jwt(presented) {
+        return Ok(Some(presented.to_owned()));
+    }
+    Ok(verify(store, presented)
+        .await?
+        .and_then(|claims| claims["jti"].as_str().map(str::to_owned)))
+}

@@ -261,6 +261,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "openid",
         include_str!("../migrations/sqlite/0004_openid.sql"),
     ),
+    (
+        5,
+        "jwt access tokens",
+        include_str!("../migrations/sqlite/0005_jwt_access_tokens.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -282,6 +287,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "openid",
         include_str!("../migrations/postgres/0004_openid.sql"),
+    ),
+    (
+        5,
+        "jwt access tokens",
+        include_str!("../migrations/postgres/0005_jwt_access_tokens.sql"),
     ),
 ];
 

@@ -31,9 +31,12 @@ pub async fn bearer(
         .map(|(_, token)| token.trim())
         .filter(|t| !t.is_empty())
         .ok_or_else(|| invalid_token("a bearer access token is required"))?;
+    let opaque = crate::keys::opaque_access_token(&state.store, presented)
+        .await?
+        .ok_or_else(|| invalid_token("the access token is not valid"))?;
     let token = state
         .store
-        .access_token(&secret::digest(presented))
+        .access_token(&secret::digest(&opaque))
         .await?
         .ok_or_else(|| invalid_token("the access token is not valid"))?;
     let now = state.now();

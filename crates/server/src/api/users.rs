@@ -83,9 +83,17 @@ async fn tokens_for(
         }
         other => other.into(),
     })?;
+    let access_token = crate::oauth::token::present_access_token(
+        state,
+        client,
+        &issued,
+        &tokens.access.value,
+        now,
+    )
+    .await?;
     let body = json!({
         "guid": user.id,
-        "access_token": tokens.access.value,
+        "access_token": access_token,
         "token_type": "bearer",
         "expires_in": state.policy.access_ttl,
         "refresh_token": tokens.refresh.map(|r| r.value),

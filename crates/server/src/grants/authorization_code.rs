@@ -31,8 +31,16 @@ pub async fn exchange(
             &tokens,
         )
         .await?;
-    let id_token = openid::id_token(state, &client.id, &issued, &tokens.access.value, now).await?;
-    let mut response = respond(state, tokens, issued, now);
-    response.id_token = id_token;
+    let for_id_token = issued.clone();
+    let mut response = respond(state, client, tokens, issued, now).await?;
+    // at_hash is over the access token as the client receives it.
+    response.id_token = openid::id_token(
+        state,
+        &client.id,
+        &for_id_token,
+        &response.access_token,
+        now,
+    )
+    .await?;
     Ok(response)
 }

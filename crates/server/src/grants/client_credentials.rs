@@ -31,5 +31,5 @@ pub async fn exchange(
         .store
         .issue_client_token(&client.id, &scope, &tokens, now)
         .await?;
-    Ok(respond(state, tokens, issued, now))
+    respond(state, client, tokens, issued, now).await
 }

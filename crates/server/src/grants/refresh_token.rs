@@ -38,5 +38,5 @@ pub async fn exchange(
             &tokens,
         )
         .await?;
-    Ok(respond(state, tokens, issued, now))
+    respond(state, client, tokens, issued, now).await
 }

@@ -41,6 +41,11 @@ pub async fn post(
 }
 
 async fn describe(state: &AppState, token: &str) -> Result<Value, JsonError> {
+    // A JWT access token stands for the opaque token it carries.
+    let Some(token) = crate::keys::opaque_access_token(&state.store, token).await? else {
+        return Ok(inactive());
+    };
+    let token = token.as_str();
     let digest = secret::digest(token);
     let now = state.now();
     if token.starts_with(SecretKind::AccessToken.prefix()) {

@@ -88,10 +88,63 @@ pub fn new_tokens(state: &AppState, with_refresh: bool) -> (NewTokens, i64) {
     (tokens, now)
 }
 
+/// The access token as the client receives it: the opaque value, or for a
+/// client that asked for JWTs an RFC 9068 `at+jwt` carrying it as `jti`
+/// (so revocation and introspection work the same either way).
+pub async fn present_access_token(
+    state: &AppState,
+    client: &healthgate_core::client::Client,
+    issued: &Issued,
+    opaque: &str,
+    now: i64,
+) -> Result<String, JsonError> {
+    if !client.jwt_access_tokens {
+        return Ok(opaque.to_owned());
+    }
+    let mut claims = serde_json::json!({
+        "iss": state.issuer,
+        "aud": state.issuer,
+        "sub": issued
+            .user_id
+            .clone()
+            .or_else(|| issued.owner.as_ref().map(|o| o.id.clone()))
+            .unwrap_or_else(|| client.id.clone()),
+        "client_id": client.id,
+        "scope": issued.scope.to_string(),
+        "iat": now,
+        "exp": now + state.policy.access_ttl,
+        "jti": opaque,
+    });
+    if let Some(owner) = &issued.owner {
+        claims["resource_owner"] = serde_json::json!({ "id": owner.id, "type": owner.kind });
+    }
+    if let Some(org) = &issued.organization_id {
+        claims["organization_id"] = org.clone().into();
+    }
+    let key = crate::keys::signer(&state.store, &state.settings, now)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "access token signing failed");
+            JsonError(OAuthError::server_error())
+        })?;
+    key.sign("at+jwt", &claims).map_err(|e| {
+        tracing::error!(error = %e, "access token signing failed");
+        JsonError(OAuthError::server_error())
+    })
+}
+
 /// Builds the response for tokens that were just stored.
-pub fn respond(state: &AppState, tokens: NewTokens, issued: Issued, now: i64) -> TokenResponse {
-    TokenResponse {
-        access_token: tokens.access.value,
+pub async fn respond(
+    state: &AppState,
+    client: &healthgate_core::client::Client,
+    tokens: NewTokens,
+    issued: Issued,
+    now: i64,
+) -> Result<TokenResponse, JsonError> {
+    let access_token =
+        present_access_token(state, client, &issued, &tokens.access.value, now).await?;
+    Ok(TokenResponse {
+        access_token,
         token_type: "Bearer",
         expires_in: state.policy.access_ttl,
         refresh_token: tokens.refresh.map(|r| r.value),
@@ -100,7 +153,7 @@ pub fn respond(state: &AppState, tokens: NewTokens, issued: Issued, now: i64) ->
         resource_owner: issued.owner.map(OwnerJson::from),
         organization_id: issued.organization_id,
         id_token: None,
-    }
+    })
 }
 
 pub async fn post(

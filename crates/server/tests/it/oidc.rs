@@ -266,3 +266,78 @@ async fn prompt_consent_asks_again() {
     let r = browser.authorize(&oidc_request(&client, &[("prompt", "consent")])).await;
     assert_eq!(r.status(), StatusCode::OK, "the consent page again");
 }
+
+#[tokio::test]
+async fn jwt_access_tokens_verify_against_the_jwks_and_still_revoke() {
+    let app = spawn_app().await;
+    let client = app.confidential().await;
+    healthgate_server::admin::update_client(
+        &app.state.store,
+        &app.state.settings,
+        app.clock.as_ref(),
+        client.id(),
+        healthgate_server::admin::ClientChanges {
+            jwt_access_tokens: Some(true),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (access, refresh) = tokens_for(&app, &client, "alice").await;
+    assert!(healthgate_core::jose::looks_like_jwt(&access), "{access}");
+
+    // A resource server checks it with the published key alone (RFC 9068).
+    use base64::Engine;
+    let header: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(access.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["typ"], "at+jwt");
+    let jwks: Value = app.http().get(app.url("/oauth/jwks")).send().await.unwrap().json().await.unwrap();
+    let jwk = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == header["kid"])
+        .expect("the signing key is published");
+    let claims = healthgate_core::jose::verify_es256(&access, jwk).expect("signature");
+    assert_eq!(claims["client_id"], client.id());
+    assert_eq!(claims["scope"], "profile_read");
+    assert_eq!(claims["iss"], app.base);
+    assert!(claims["sub"].as_str().unwrap().starts_with("usr-"));
+    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 7200);
+
+    // healthgate's own endpoints take it like an opaque token.
+    assert_eq!(app.me(&access).await, StatusCode::OK);
+    let introspected: Value = app
+        .http()
+        .post(app.url("/oauth/introspect"))
+        .basic_auth(client.id(), client.secret.as_deref())
+        .form(&[("token", access.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(introspected["active"], true);
+    let r = app
+        .http()
+        .post(app.url("/oauth/revoke"))
+        .basic_auth(client.id(), client.secret.as_deref())
+        .form(&[("token", access.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(app.me(&access).await, StatusCode::UNAUTHORIZED, "revoked: a JWT is still checked against the store here");
+    // A forged token is not an access token.
+    let forged = format!("{}x", &access[..access.len() - 1]);
+    assert_eq!(app.me(&forged).await, StatusCode::UNAUTHORIZED);
+    // Refresh gives a new JWT.
+    let (status, body) = app.refresh(&client, &refresh).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(healthgate_core::jose::looks_like_jwt(body["access_token"].as_str().unwrap()));
+}

@@ -106,6 +106,7 @@ fn client(id: &str) -> Client {
         webhook_muted_at: None,
         authorization_level: Default::default(),
         provisioning_scopes: None,
+        jwt_access_tokens: false,
         created_at: NOW,
         updated_at: NOW,
     }
