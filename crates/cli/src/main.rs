@@ -151,6 +151,9 @@ struct ClientUpdate {
     /// resource servers can check against the JWKS.
     #[arg(long, value_parser = ["opaque", "jwt"])]
     access_token_format: Option<String>,
+    /// What ID tokens are signed with: ES256 (default) or RS256.
+    #[arg(long, value_parser = ["ES256", "RS256"])]
+    id_token_alg: Option<String>,
     /// Scopes of the tokens returned for users the partner provisions
     /// (`POST /api/v1/users`); empty resets to the allowed scopes.
     #[arg(long)]
@@ -419,6 +422,7 @@ fn client_json(c: &Client) -> serde_json::Value {
         "webhook_muted": c.webhook_muted_at.is_some(),
         "authorization_level": c.authorization_level.as_str(),
         "access_token_format": if c.jwt_access_tokens { "jwt" } else { "opaque" },
+        "id_token_alg": c.id_token_alg.as_str(),
         "provisioning_scope": c.provisioning_scopes.as_ref().map(|s| s.to_string()),
         "created_at": c.created_at,
     })
@@ -535,6 +539,7 @@ async fn client_command(
                 webhook_url: u.webhook_url.map(Some),
                 authorization_level: u.authorization_level,
                 jwt_access_tokens: u.access_token_format.map(|f| f == "jwt"),
+                id_token_alg: u.id_token_alg.and_then(|a| a.parse().ok()),
                 provisioning_scope: u.provisioning_scope.map(Some),
                 published: match (u.publish, u.unpublish) {
                     (true, _) => Some(true),

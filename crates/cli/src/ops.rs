@@ -357,12 +357,21 @@ pub async fn keys_command(
             print(as_json, &value, &text);
         }
         KeysCommand::Rotate => {
-            let (kid, from) = healthgate_server::keys::rotate(store, &state.settings, now).await?;
-            print(
-                as_json,
-                &json!({"kid": kid, "active_from": from}),
-                &format!("new signing key {kid}: published now, signs from {from}"),
+            let added = healthgate_server::keys::rotate(store, &state.settings, now).await?;
+            let value = json!(
+                added
+                    .iter()
+                    .map(|(kid, from)| json!({"kid": kid, "active_from": from}))
+                    .collect::<Vec<_>>()
             );
+            let text = added
+                .iter()
+                .map(|(kid, from)| {
+                    format!("new signing key {kid}: published now, signs from {from}")
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            print(as_json, &value, &text);
         }
     }
     store.close().await;

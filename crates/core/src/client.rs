@@ -79,6 +79,8 @@ pub struct Client {
     pub provisioning_scopes: Option<ScopeSet>,
     /// Opaque access tokens (default) or signed JWTs (RFC 9068).
     pub jwt_access_tokens: bool,
+    /// What its ID tokens are signed with (`id_token_signed_response_alg`).
+    pub id_token_alg: crate::jose::Alg,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -190,6 +192,7 @@ pub(crate) fn example(kind: ClientKind) -> Client {
         authorization_level: Default::default(),
         provisioning_scopes: None,
         jwt_access_tokens: false,
+        id_token_alg: Default::default(),
         created_at: 0,
         updated_at: 0,
     }

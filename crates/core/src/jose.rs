@@ -1,7 +1,8 @@
 //! JSON Web Signatures for healthgate's signed tokens (OpenID Connect ID
-//! tokens): ES256 (ECDSA P-256 with SHA-256, RFC 7518 §3.4) keys, their
-//! public JWKs (RFC 7517), compact JWS signing, and the sealing of private
-//! keys at rest with AES-256-GCM.
+//! tokens, JWT access tokens): ES256 keys (ECDSA P-256 with SHA-256, RFC 7518
+//! §3.4, the default) and RS256 keys (RSASSA-PKCS1-v1_5 with SHA-256, §3.3,
+//! for relying parties that need it), their public JWKs (RFC 7517), compact
+//! JWS signing, and the sealing of private keys at rest with AES-256-GCM.
 //!
 //! Built on ring, which the TLS stack already brings, rather than a JWT
 //! library: signing a compact JWS is a few lines, and verifying is left to
@@ -11,7 +12,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::SystemRandom;
-use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use ring::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, RSA_PKCS1_SHA256, RsaKeyPair,
+};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -28,10 +31,47 @@ pub enum KeyError {
     Sign,
 }
 
-/// An ES256 signing key with its key id.
+/// The signature algorithms healthgate signs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Alg {
+    /// ECDSA P-256 with SHA-256: the default.
+    #[default]
+    Es256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256, for relying parties that need it.
+    Rs256,
+}
+
+impl Alg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Es256 => "ES256",
+            Self::Rs256 => "RS256",
+        }
+    }
+}
+
+impl std::str::FromStr for Alg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ES256" => Ok(Self::Es256),
+            "RS256" => Ok(Self::Rs256),
+            other => Err(format!(
+                "unsupported signing algorithm {other:?}: ES256 or RS256"
+            )),
+        }
+    }
+}
+
+enum Pair {
+    Ec(EcdsaKeyPair),
+    Rsa(RsaKeyPair),
+}
+
+/// A signing key with its key id.
 pub struct SigningKey {
     pub kid: String,
-    pair: EcdsaKeyPair,
+    pair: Pair,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -42,58 +82,136 @@ impl std::fmt::Debug for SigningKey {
     }
 }
 
-/// A new P-256 private key, as PKCS#8 DER.
-pub fn generate_es256() -> Result<Vec<u8>, KeyError> {
-    let pkcs8 =
-        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+/// The one random source, behind `rand_core` (for RSA key generation).
+struct OsRandom;
+
+impl rand_core::RngCore for OsRandom {
+    fn next_u32(&mut self) -> u32 {
+        let mut b = [0u8; 4];
+        crate::secret::random_bytes(&mut b);
+        u32::from_le_bytes(b)
+    }
+    fn next_u64(&mut self) -> u64 {
+        let mut b = [0u8; 8];
+        crate::secret::random_bytes(&mut b);
+        u64::from_le_bytes(b)
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        crate::secret::random_bytes(dest);
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        crate::secret::random_bytes(dest);
+        Ok(())
+    }
+}
+
+impl rand_core::CryptoRng for OsRandom {}
+
+/// A new private key for `alg` (PKCS#8 DER) and its public JWK
+/// (RFC 7518 §6.2.1 for EC, §6.3.1 for RSA).
+pub fn generate(alg: Alg, kid: &str) -> Result<(Vec<u8>, Value), KeyError> {
+    match alg {
+        Alg::Es256 => {
+            let pkcs8 = EcdsaKeyPair::generate_pkcs8(
+                &ECDSA_P256_SHA256_FIXED_SIGNING,
+                &SystemRandom::new(),
+            )
+            .map_err(|_| KeyError::Generate)?
+            .as_ref()
+            .to_vec();
+            let pair = EcdsaKeyPair::from_pkcs8(
+                &ECDSA_P256_SHA256_FIXED_SIGNING,
+                &pkcs8,
+                &SystemRandom::new(),
+            )
             .map_err(|_| KeyError::Generate)?;
-    Ok(pkcs8.as_ref().to_vec())
+            // An uncompressed point: 0x04 || X (32 bytes) || Y (32 bytes).
+            let point = pair.public_key().as_ref();
+            let jwk = json!({
+                "kty": "EC",
+                "crv": "P-256",
+                "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+                "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+                "use": "sig",
+                "alg": "ES256",
+                "kid": kid,
+            });
+            Ok((pkcs8, jwk))
+        }
+        Alg::Rs256 => {
+            use rsa::pkcs8::EncodePrivateKey;
+            use rsa::traits::PublicKeyParts;
+            let key =
+                rsa::RsaPrivateKey::new(&mut OsRandom, 2048).map_err(|_| KeyError::Generate)?;
+            let pkcs8 = key
+                .to_pkcs8_der()
+                .map_err(|_| KeyError::Generate)?
+                .as_bytes()
+                .to_vec();
+            let jwk = json!({
+                "kty": "RSA",
+                "n": URL_SAFE_NO_PAD.encode(key.n().to_bytes_be()),
+                "e": URL_SAFE_NO_PAD.encode(key.e().to_bytes_be()),
+                "use": "sig",
+                "alg": "RS256",
+                "kid": kid,
+            });
+            Ok((pkcs8, jwk))
+        }
+    }
 }
 
 impl SigningKey {
-    pub fn from_pkcs8(kid: &str, pkcs8: &[u8]) -> Result<Self, KeyError> {
-        let pair = EcdsaKeyPair::from_pkcs8(
-            &ECDSA_P256_SHA256_FIXED_SIGNING,
-            pkcs8,
-            &SystemRandom::new(),
-        )
-        .map_err(|_| KeyError::Invalid)?;
+    pub fn from_pkcs8(alg: Alg, kid: &str, pkcs8: &[u8]) -> Result<Self, KeyError> {
+        let pair = match alg {
+            Alg::Es256 => Pair::Ec(
+                EcdsaKeyPair::from_pkcs8(
+                    &ECDSA_P256_SHA256_FIXED_SIGNING,
+                    pkcs8,
+                    &SystemRandom::new(),
+                )
+                .map_err(|_| KeyError::Invalid)?,
+            ),
+            Alg::Rs256 => Pair::Rsa(RsaKeyPair::from_pkcs8(pkcs8).map_err(|_| KeyError::Invalid)?),
+        };
         Ok(Self {
             kid: kid.to_owned(),
             pair,
         })
     }
 
-    /// The public key as a JWK (RFC 7518 §6.2.1).
-    pub fn public_jwk(&self) -> Value {
-        // An uncompressed point: 0x04 || X (32 bytes) || Y (32 bytes).
-        let point = self.pair.public_key().as_ref();
-        json!({
-            "kty": "EC",
-            "crv": "P-256",
-            "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
-            "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
-            "use": "sig",
-            "alg": "ES256",
-            "kid": self.kid,
-        })
+    pub fn alg(&self) -> Alg {
+        match self.pair {
+            Pair::Ec(_) => Alg::Es256,
+            Pair::Rsa(_) => Alg::Rs256,
+        }
     }
 
-    /// A compact JWS of `claims` with header `{alg: ES256, typ, kid}`.
+    /// A compact JWS of `claims` with header `{alg, typ, kid}`.
     pub fn sign(&self, typ: &str, claims: &Value) -> Result<String, KeyError> {
-        let header = json!({ "alg": "ES256", "typ": typ, "kid": self.kid });
+        let header = json!({ "alg": self.alg().as_str(), "typ": typ, "kid": self.kid });
         let signing_input = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(header.to_string()),
             URL_SAFE_NO_PAD.encode(claims.to_string())
         );
-        let signature = self
-            .pair
-            .sign(&SystemRandom::new(), signing_input.as_bytes())
-            .map_err(|_| KeyError::Sign)?;
+        let rng = SystemRandom::new();
+        let signature = match &self.pair {
+            Pair::Ec(pair) => pair
+                .sign(&rng, signing_input.as_bytes())
+                .map_err(|_| KeyError::Sign)?
+                .as_ref()
+                .to_vec(),
+            Pair::Rsa(pair) => {
+                let mut sig = vec![0u8; pair.public().modulus_len()];
+                pair.sign(&RSA_PKCS1_SHA256, &rng, signing_input.as_bytes(), &mut sig)
+                    .map_err(|_| KeyError::Sign)?;
+                sig
+            }
+        };
         Ok(format!(
             "{signing_input}.{}",
-            URL_SAFE_NO_PAD.encode(signature.as_ref())
+            URL_SAFE_NO_PAD.encode(signature)
         ))
     }
 }
@@ -206,14 +324,14 @@ mod tests {
 
     #[test]
     fn signed_tokens_verify_with_the_published_jwk() {
-        let key = SigningKey::from_pkcs8("k1", &generate_es256().unwrap()).unwrap();
+        let (pkcs8, jwk) = generate(Alg::Es256, "k1").unwrap();
+        let key = SigningKey::from_pkcs8(Alg::Es256, "k1", &pkcs8).unwrap();
         let jws = key.sign("JWT", &json!({ "sub": "usr-1" })).unwrap();
         let parts: Vec<&str> = jws.split('.').collect();
         assert_eq!(parts.len(), 3);
         let header: Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
         assert_eq!(header["kid"], "k1");
-        let jwk = key.public_jwk();
         let mut point = vec![4u8];
         point.extend(URL_SAFE_NO_PAD.decode(jwk["x"].as_str().unwrap()).unwrap());
         point.extend(URL_SAFE_NO_PAD.decode(jwk["y"].as_str().unwrap()).unwrap());
@@ -226,17 +344,44 @@ mod tests {
 
     #[test]
     fn our_own_verification_accepts_ours_and_nothing_else() {
-        let key = SigningKey::from_pkcs8("k1", &generate_es256().unwrap()).unwrap();
-        let other = SigningKey::from_pkcs8("k2", &generate_es256().unwrap()).unwrap();
+        let (pkcs8, jwk) = generate(Alg::Es256, "k1").unwrap();
+        let key = SigningKey::from_pkcs8(Alg::Es256, "k1", &pkcs8).unwrap();
+        let (_, other_jwk) = generate(Alg::Es256, "k2").unwrap();
         let jwt = key.sign("at+jwt", &json!({ "jti": "x" })).unwrap();
         assert!(looks_like_jwt(&jwt));
         assert_eq!(header_kid(&jwt).as_deref(), Some("k1"));
-        assert_eq!(verify_es256(&jwt, &key.public_jwk()).unwrap()["jti"], "x");
-        assert!(verify_es256(&jwt, &other.public_jwk()).is_err());
+        assert_eq!(verify_es256(&jwt, &jwk).unwrap()["jti"], "x");
+        assert!(verify_es256(&jwt, &other_jwk).is_err());
         let mut forged = jwt.clone();
         forged.replace_range(jwt.find('.').unwrap() + 1..jwt.find('.').unwrap() + 3, "ey");
-        assert!(verify_es256(&forged, &key.public_jwk()).is_err() || forged == jwt);
+        assert!(verify_es256(&forged, &jwk).is_err() || forged == jwt);
         assert!(!looks_like_jwt("hg_at_abc"));
+    }
+
+    #[test]
+    fn rs256_tokens_verify_with_the_published_modulus() {
+        use ring::signature::{RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents};
+        let (pkcs8, jwk) = generate(Alg::Rs256, "r1").unwrap();
+        let key = SigningKey::from_pkcs8(Alg::Rs256, "r1", &pkcs8).unwrap();
+        let jws = key.sign("JWT", &json!({ "sub": "usr-1" })).unwrap();
+        let parts: Vec<&str> = jws.split('.').collect();
+        let public = RsaPublicKeyComponents {
+            n: URL_SAFE_NO_PAD.decode(jwk["n"].as_str().unwrap()).unwrap(),
+            e: URL_SAFE_NO_PAD.decode(jwk["e"].as_str().unwrap()).unwrap(),
+        };
+        let sig = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+        let input = format!("{}.{}", parts[0], parts[1]);
+        assert!(
+            public
+                .verify(&RSA_PKCS1_2048_8192_SHA256, input.as_bytes(), &sig)
+                .is_ok()
+        );
+        assert!(
+            public
+                .verify(&RSA_PKCS1_2048_8192_SHA256, b"other", &sig)
+                .is_err()
+        );
+        assert_eq!(jwk["kty"], "RSA");
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub struct ClientChanges {
     pub provisioning_scope: Option<Option<String>>,
     /// Signed JWT access tokens (RFC 9068) instead of opaque ones.
     pub jwt_access_tokens: Option<bool>,
+    /// What the client's ID tokens are signed with.
+    pub id_token_alg: Option<healthgate_core::jose::Alg>,
 }
 
 fn invalid(message: impl Into<String>) -> AdminError {
@@ -185,6 +187,7 @@ pub async fn create_client(
         authorization_level: req.authorization_level,
         provisioning_scopes: None,
         jwt_access_tokens: false,
+        id_token_alg: Default::default(),
         created_at: now,
         updated_at: now,
     };
@@ -232,6 +235,9 @@ pub async fn update_client(
     }
     if let Some(p) = changes.published {
         c.published = p;
+    }
+    if let Some(alg) = changes.id_token_alg {
+        c.id_token_alg = alg;
     }
     if let Some(jwt) = changes.jwt_access_tokens {
         c.jwt_access_tokens = jwt;

@@ -168,6 +168,7 @@ pub async fn seed(
                     authorization_level: Default::default(),
                     provisioning_scopes: None,
                     jwt_access_tokens: false,
+                    id_token_alg: Default::default(),
                     created_at: now,
                     updated_at: now,
                 })

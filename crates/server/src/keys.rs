@@ -5,13 +5,17 @@
 //! `key_rotation_overlap` seconds, so relying parties fetch it first, and
 //! retired keys stay published while tokens they signed can still be live.
 
-use healthgate_core::jose::{self, SigningKey, generate_es256};
+use healthgate_core::jose::{self, Alg, SigningKey};
 use healthgate_core::secret::new_id;
 use healthgate_store::{Store, StoredKey};
 use serde_json::{Value, json};
 
 use crate::admin::{AdminError, instance_key};
 use crate::config::Settings;
+
+fn key_error(e: jose::KeyError) -> AdminError {
+    AdminError::Invalid(e.to_string())
+}
 
 async fn sealing_key(store: &Store, settings: &Settings) -> Result<[u8; 32], AdminError> {
     let instance = instance_key(store, settings).await?;
@@ -21,25 +25,23 @@ async fn sealing_key(store: &Store, settings: &Settings) -> Result<[u8; 32], Adm
     ))
 }
 
-/// Creates a key that signs from `active_from`.
+/// Creates an `alg` key that signs from `active_from`.
 pub async fn add_key(
     store: &Store,
     settings: &Settings,
+    alg: Alg,
     now: i64,
     active_from: i64,
 ) -> Result<String, AdminError> {
-    let pkcs8 = generate_es256().map_err(|e| AdminError::Invalid(e.to_string()))?;
     let kid = new_id("key");
-    let key =
-        SigningKey::from_pkcs8(&kid, &pkcs8).map_err(|e| AdminError::Invalid(e.to_string()))?;
-    let sealed = jose::seal(&sealing_key(store, settings).await?, &pkcs8)
-        .map_err(|e| AdminError::Invalid(e.to_string()))?;
+    let (pkcs8, jwk) = jose::generate(alg, &kid).map_err(key_error)?;
+    let sealed = jose::seal(&sealing_key(store, settings).await?, &pkcs8).map_err(key_error)?;
     store
         .add_signing_key(&StoredKey {
             kid: kid.clone(),
-            alg: "ES256".into(),
+            alg: alg.as_str().into(),
             private_key: sealed,
-            public_jwk: key.public_jwk().to_string(),
+            public_jwk: jwk.to_string(),
             created_at: now,
             active_from,
             retired_at: None,
@@ -48,16 +50,20 @@ pub async fn add_key(
     Ok(kid)
 }
 
-/// The key that signs now, creating the first one if there is none.
+/// The `alg` key that signs now, creating the first one if there is none.
 pub async fn signer(
     store: &Store,
     settings: &Settings,
+    alg: Alg,
     now: i64,
 ) -> Result<SigningKey, AdminError> {
-    let mut keys = store.signing_keys().await?;
+    let of_alg = |keys: Vec<StoredKey>| -> Vec<StoredKey> {
+        keys.into_iter().filter(|k| k.alg == alg.as_str()).collect()
+    };
+    let mut keys = of_alg(store.signing_keys().await?);
     if keys.is_empty() {
-        add_key(store, settings, now, now).await?;
-        keys = store.signing_keys().await?;
+        add_key(store, settings, alg, now, now).await?;
+        keys = of_alg(store.signing_keys().await?);
     }
     let current = keys
         .iter()
@@ -65,8 +71,8 @@ pub async fn signer(
         .or_else(|| keys.iter().find(|k| k.active_from <= now))
         .ok_or_else(|| AdminError::Invalid("no signing key is active yet".into()))?;
     let pkcs8 = jose::open(&sealing_key(store, settings).await?, &current.private_key)
-        .map_err(|e| AdminError::Invalid(e.to_string()))?;
-    SigningKey::from_pkcs8(&current.kid, &pkcs8).map_err(|e| AdminError::Invalid(e.to_string()))
+        .map_err(key_error)?;
+    SigningKey::from_pkcs8(alg, &current.kid, &pkcs8).map_err(key_error)
 }
 
 /// The JWK Set: every key that signs now or soon, and retired keys while
@@ -83,20 +89,31 @@ pub async fn jwks(store: &Store, settings: &Settings, now: i64) -> Result<Value,
     Ok(json!({ "keys": keys }))
 }
 
-/// Starts a rotation: a new key, signing after the overlap.
+/// Starts a rotation of every algorithm in use (ES256 at least): a new key
+/// each, signing after the overlap. Returns the new keys' ids and when they
+/// sign.
 pub async fn rotate(
     store: &Store,
     settings: &Settings,
     now: i64,
-) -> Result<(String, i64), AdminError> {
-    if store.signing_keys().await?.is_empty() {
+) -> Result<Vec<(String, i64)>, AdminError> {
+    let existing = store.signing_keys().await?;
+    let mut algs: Vec<Alg> = existing.iter().filter_map(|k| k.alg.parse().ok()).collect();
+    algs.sort_by_key(|a| a.as_str());
+    algs.dedup();
+    if algs.is_empty() {
         // Nothing to overlap with: the first key signs at once.
-        let kid = add_key(store, settings, now, now).await?;
-        return Ok((kid, now));
+        return Ok(vec![(
+            add_key(store, settings, Alg::Es256, now, now).await?,
+            now,
+        )]);
     }
     let from = now + settings.key_rotation_overlap;
-    let kid = add_key(store, settings, now, from).await?;
-    Ok((kid, from))
+    let mut added = Vec::new();
+    for alg in algs {
+        added.push((add_key(store, settings, alg, now, from).await?, from));
+    }
+    Ok(added)
 }
 
 /// The claims of a JWS this server signed, if the signature holds under one

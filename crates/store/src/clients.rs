@@ -13,7 +13,7 @@ use crate::{Result, Store, StoreError, conflict};
 
 const COLUMNS: &str = "id, name, photo_url, redirect_uris, allowed_scopes, user_types, kind, secret_digest, description, \
                        connect_redirect_url, published, webhook_url, webhook_secret_version, webhook_muted_at, \
-                       authorization_level, provisioning_scopes, access_token_format, created_at, updated_at";
+                       authorization_level, provisioning_scopes, access_token_format, id_token_alg, created_at, updated_at";
 
 fn from_row(row: &AnyRow) -> Result<Client> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("client {what}"));
@@ -52,6 +52,10 @@ fn from_row(row: &AnyRow) -> Result<Client> {
             .transpose()
             .map_err(|_| corrupt("provisioning scopes"))?,
         jwt_access_tokens: row.try_get::<String, _>("access_token_format")? == "jwt",
+        id_token_alg: row
+            .try_get::<String, _>("id_token_alg")?
+            .parse()
+            .map_err(|_| corrupt("id token alg"))?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -71,8 +75,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO clients (id, name, photo_url, redirect_uris, allowed_scopes, user_types, kind, secret_digest,
                                   description, connect_redirect_url, published, webhook_url, webhook_secret_version,
-                                  authorization_level, provisioning_scopes, created_at, updated_at, access_token_format)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+                                  authorization_level, provisioning_scopes, created_at, updated_at, access_token_format, id_token_alg)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
         )
         .bind(&c.id)
         .bind(&c.name)
@@ -92,6 +96,7 @@ impl Store {
         .bind(c.created_at)
         .bind(c.updated_at)
         .bind(if c.jwt_access_tokens { "jwt" } else { "opaque" })
+        .bind(c.id_token_alg.as_str())
         .execute(&mut *tx)
         .await
         .map_err(conflict("client"))?;
@@ -113,7 +118,7 @@ impl Store {
             "UPDATE clients SET name = $1, photo_url = $2, redirect_uris = $3, allowed_scopes = $4, user_types = $5,
                                 description = $6, connect_redirect_url = $7, published = $8, webhook_url = $9,
                                 webhook_secret_version = $10, updated_at = $11, authorization_level = $12,
-                                provisioning_scopes = $13, access_token_format = $15
+                                provisioning_scopes = $13, access_token_format = $15, id_token_alg = $16
              WHERE id = $14",
         )
         .bind(&c.name)
@@ -131,6 +136,8 @@ impl Store {
         .bind(c.provisioning_scopes.as_ref().map(ScopeSet::to_string))
         .bind(&c.id)
         .bind(if c.jwt_access_tokens { "jwt" } else { "opaque" })
+        .bind(c.id_token_alg.as_str())
+        .bind(c.id_token_alg.as_str())
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 1 {

@@ -53,14 +53,16 @@ impl Store {
             .collect()
     }
 
-    /// Adds a key; keys still signing at `key.active_from` retire then, so
-    /// exactly one key signs at any time after the overlap.
+    /// Adds a key; keys of the same algorithm still signing at
+    /// `key.active_from` retire then, so exactly one key per algorithm signs
+    /// at any time after the overlap.
     pub async fn add_signing_key(&self, key: &StoredKey) -> Result<()> {
         let mut tx = self.writer.begin().await?;
         sqlx::query(
-            "UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL AND active_from < $1",
+            "UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL AND active_from < $1 AND alg = $2",
         )
         .bind(key.active_from)
+        .bind(&key.alg)
         .execute(&mut *tx)
         .await?;
         sqlx::query(

@@ -266,6 +266,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "jwt access tokens",
         include_str!("../migrations/sqlite/0005_jwt_access_tokens.sql"),
     ),
+    (
+        6,
+        "id token alg",
+        include_str!("../migrations/sqlite/0006_id_token_alg.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -292,6 +297,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "jwt access tokens",
         include_str!("../migrations/postgres/0005_jwt_access_tokens.sql"),
+    ),
+    (
+        6,
+        "id token alg",
+        include_str!("../migrations/postgres/0006_id_token_alg.sql"),
     ),
 ];
 

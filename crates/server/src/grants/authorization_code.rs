@@ -34,13 +34,7 @@ pub async fn exchange(
     let for_id_token = issued.clone();
     let mut response = respond(state, client, tokens, issued, now).await?;
     // at_hash is over the access token as the client receives it.
-    response.id_token = openid::id_token(
-        state,
-        &client.id,
-        &for_id_token,
-        &response.access_token,
-        now,
-    )
-    .await?;
+    response.id_token =
+        openid::id_token(state, client, &for_id_token, &response.access_token, now).await?;
     Ok(response)
 }

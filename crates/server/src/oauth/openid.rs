@@ -18,11 +18,12 @@ use crate::state::AppState;
 /// The ID token for an issue that granted `openid` (Core §3.1.3.3, §2).
 pub async fn id_token(
     state: &AppState,
-    client_id: &str,
+    client: &healthgate_core::client::Client,
     issued: &Issued,
     access_token: &str,
     now: i64,
 ) -> Result<Option<String>, JsonError> {
+    let client_id = client.id.as_str();
     if !issued.scope.contains("openid") {
         return Ok(None);
     }
@@ -50,7 +51,7 @@ pub async fn id_token(
     if let Some(owner) = &issued.owner {
         claims["resource_owner"] = json!({ "id": owner.id, "type": owner.kind });
     }
-    let key = keys::signer(&state.store, &state.settings, now)
+    let key = keys::signer(&state.store, &state.settings, client.id_token_alg, now)
         .await
         .map_err(signing_failed)?;
     let token = key
@@ -132,7 +133,7 @@ pub async fn configuration(state: State<AppState>) -> Json<Value> {
     let Json(mut m) = crate::oauth::discovery::metadata(state).await;
     m["userinfo_endpoint"] = format!("{base}/oauth/userinfo").into();
     m["subject_types_supported"] = json!(["public"]);
-    m["id_token_signing_alg_values_supported"] = json!(["ES256"]);
+    m["id_token_signing_alg_values_supported"] = json!(["ES256", "RS256"]);
     m["claims_supported"] = json!([
         "sub",
         "iss",

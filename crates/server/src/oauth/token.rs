@@ -121,12 +121,17 @@ pub async fn present_access_token(
     if let Some(org) = &issued.organization_id {
         claims["organization_id"] = org.clone().into();
     }
-    let key = crate::keys::signer(&state.store, &state.settings, now)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "access token signing failed");
-            JsonError(OAuthError::server_error())
-        })?;
+    let key = crate::keys::signer(
+        &state.store,
+        &state.settings,
+        healthgate_core::jose::Alg::Es256,
+        now,
+    )
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "access token signing failed");
+        JsonError(OAuthError::server_error())
+    })?;
     key.sign("at+jwt", &claims).map_err(|e| {
         tracing::error!(error = %e, "access token signing failed");
         JsonError(OAuthError::server_error())

@@ -136,9 +136,10 @@ async fn key_rotation_never_fails_a_verification() {
     let (browser, _) = app.signed_in("alice").await;
     let (before, nonce_before, _) = sign_in(&app, &browser, &client).await;
 
-    let (new_kid, from) = healthgate_server::keys::rotate(&app.state.store, &app.state.settings, app.clock.now())
+    let added = healthgate_server::keys::rotate(&app.state.store, &app.state.settings, app.clock.now())
         .await
         .unwrap();
+    let (new_kid, from) = added[0].clone();
     assert_eq!(from, app.clock.now() + 3600);
     let jwks: Value = app.http().get(app.url("/oauth/jwks")).send().await.unwrap().json().await.unwrap();
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "the new key is published before it signs");
@@ -186,7 +187,7 @@ async fn openid_provider_metadata() {
     assert_eq!(m["issuer"], app.base);
     assert_eq!(m["jwks_uri"], app.url("/oauth/jwks"));
     assert_eq!(m["userinfo_endpoint"], app.url("/oauth/userinfo"));
-    assert_eq!(m["id_token_signing_alg_values_supported"], serde_json::json!(["ES256"]));
+    assert_eq!(m["id_token_signing_alg_values_supported"], serde_json::json!(["ES256", "RS256"]));
     assert_eq!(m["code_challenge_methods_supported"], serde_json::json!(["S256"]));
 }
 
@@ -340,4 +341,33 @@ async fn jwt_access_tokens_verify_against_the_jwks_and_still_revoke() {
     let (status, body) = app.refresh(&client, &refresh).await;
     assert_eq!(status, StatusCode::OK);
     assert!(healthgate_core::jose::looks_like_jwt(body["access_token"].as_str().unwrap()));
+}
+
+#[tokio::test]
+async fn rs256_is_available_per_client() {
+    let app = spawn_app().await;
+    let client = oidc_app_client(&app).await;
+    healthgate_server::admin::update_client(
+        &app.state.store,
+        &app.state.settings,
+        app.clock.as_ref(),
+        client.id(),
+        healthgate_server::admin::ClientChanges {
+            id_token_alg: Some(healthgate_core::jose::Alg::Rs256),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (browser, user) = app.signed_in("alice").await;
+    let (tokens, nonce, _) = sign_in(&app, &browser, &client).await;
+    let rp = oidc_client(&app, &client).await;
+    let verifier = rp.id_token_verifier();
+    let id_token = tokens.id_token().unwrap();
+    assert_eq!(
+        id_token.signing_alg().unwrap(),
+        &openidconnect::core::CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256
+    );
+    let claims = id_token.claims(&verifier, &nonce).expect("RS256 signature verifies");
+    assert_eq!(claims.subject().as_str(), user.id);
 }

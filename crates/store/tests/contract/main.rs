@@ -107,6 +107,7 @@ fn client(id: &str) -> Client {
         authorization_level: Default::default(),
         provisioning_scopes: None,
         jwt_access_tokens: false,
+        id_token_alg: Default::default(),
         created_at: NOW,
         updated_at: NOW,
     }
