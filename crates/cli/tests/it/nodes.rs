@@ -1097,3 +1097,123 @@ async fn a_user_provisioned_on_one_node_is_served_and_deleted_on_the_others() {
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(me_status(&http, a, &access).await, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn id_tokens_signed_on_one_node_verify_with_the_keys_another_publishes() {
+    let Some(cluster) = Cluster::start(
+        "id_tokens_signed_on_one_node_verify_with_the_keys_another_publishes",
+        2,
+    )
+    .await
+    else {
+        return;
+    };
+    let (a, b, demo) = (cluster.a(), cluster.b(), &cluster.demo);
+    let url = cluster._schema.url();
+    let cli = |args: &[&str]| {
+        let mut all = vec!["--database-url", url.as_str()];
+        all.extend_from_slice(args);
+        all.push("--json");
+        crate::support::output(cluster._sandbox.command(&all)).json()
+    };
+    cli(&[
+        "client",
+        "update",
+        &demo.client_id,
+        "--scope",
+        "openid profile_read profile_write",
+    ]);
+
+    // Authorize on A, sign in and consent on B.
+    let http = browser();
+    let authorize = format!(
+        "{}/oauth/authorize?response_type=code&client_id={}&redirect_uri={}&scope=openid&state=s&nonce=n-42",
+        cluster.issuer, demo.client_id, demo.redirect_uri
+    );
+    let r = http.get(&authorize).send().await.unwrap();
+    let login = location(&r);
+    let page = http
+        .get(b.url(&path_and_query(&login)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let return_to = login
+        .query_pairs()
+        .find(|(k, _)| k == "return_to")
+        .unwrap()
+        .1
+        .into_owned();
+    let r = http
+        .post(b.url("/login"))
+        .form(&[
+            ("username", USER),
+            ("password", demo.password_of(USER)),
+            ("csrf_token", &csrf_token(&page)),
+            ("return_to", &return_to),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let page = http
+        .get(b.url(&return_to))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut form = hidden_inputs(&page);
+    form.push(("decision".into(), "allow".into()));
+    let r = http
+        .post(b.url("/oauth/authorize"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    let code = location(&r)
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+
+    // Exchange on A; verify the ID token with the JWKS node B publishes.
+    let (status, body) = exchange(&api(), &a.base(), demo, &code).await;
+    assert_eq!(status, StatusCode::OK, "{body}\n{}", cluster.logs());
+    let id_token = str_field(&body, "id_token");
+    let kid = healthgate_core::jose::header_kid(&id_token).unwrap();
+    let jwks: Value = api()
+        .get(b.url("/oauth/jwks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jwk = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .expect("B publishes A's key");
+    let claims = healthgate_core::jose::verify_es256(&id_token, jwk).expect("signature");
+    assert_eq!(claims["nonce"], "n-42");
+    assert_eq!(claims["aud"], demo.client_id.as_str());
+    assert_eq!(claims["iss"], cluster.issuer.as_str());
+
+    // A rotation made through one database shows on every node at once.
+    cli(&["keys", "rotate"]);
+    let jwks: Value = api()
+        .get(a.url("/oauth/jwks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+}
