@@ -44,17 +44,7 @@ pub async fn get(
             "this token was issued to the application itself and speaks for no user",
         )));
     };
-    let user = state
-        .store
-        .user(&user_id)
-        .await?
-        .filter(|u| u.is_active())
-        .ok_or_else(|| {
-            JsonError(OAuthError::new(
-                ErrorCode::InvalidToken,
-                "the account is no longer active",
-            ))
-        })?;
+    let user = crate::api::active_user(&state, &user_id).await?;
     Ok(Json(json!({
         "id": user.id,
         "username": user.username,

@@ -16,6 +16,20 @@ fn invalid_token(description: &'static str) -> JsonError {
     JsonError(OAuthError::new(ErrorCode::InvalidToken, description))
 }
 
+/// The person a token speaks for, if their account is still active; a
+/// locked or deleted account's tokens are invalid.
+pub async fn active_user(
+    state: &AppState,
+    user_id: &str,
+) -> Result<healthgate_core::user::User, JsonError> {
+    state
+        .store
+        .user(user_id)
+        .await?
+        .filter(|u| u.is_active())
+        .ok_or_else(|| invalid_token("the account is no longer active"))
+}
+
 /// Authenticates a resource request by its bearer token (RFC 6750 §2.1) and
 /// checks it carries `scope`.
 pub async fn bearer(

@@ -93,17 +93,7 @@ pub async fn userinfo(
         })?;
         return Ok(Json(json!({ "sub": owner.id })));
     };
-    let user = state
-        .store
-        .user(user_id)
-        .await?
-        .filter(|u| u.is_active())
-        .ok_or_else(|| {
-            JsonError(OAuthError::new(
-                ErrorCode::InvalidToken,
-                "the account is no longer active",
-            ))
-        })?;
+    let user = crate::api::active_user(&state, user_id).await?;
     let mut claims = json!({ "sub": user.id });
     if token.scope.contains("profile") {
         claims["preferred_username"] = user.username.clone().into();
