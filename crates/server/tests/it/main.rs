@@ -40,6 +40,9 @@ macro_rules! backend_tests {
 }
 
 backend_tests!(sqlite, Backend::Sqlite);
+
+/// The pages in a real browser, once (on SQLite).
+mod browser;
 #[cfg(pg_tests)]
 backend_tests!(postgres, Backend::Postgres);
 
