@@ -75,6 +75,7 @@ pub struct OrgSection {
 #[template(path = "account_apps.html")]
 pub struct AccountAppsPage<'a> {
     pub platform: &'a str,
+    pub brand: &'a crate::config::Branding,
     pub username: &'a str,
     pub apps: Vec<AppLine>,
     pub orgs: Vec<OrgSection>,
@@ -229,6 +230,7 @@ pub async fn page(
         StatusCode::OK,
         &AccountAppsPage {
             platform: &state.settings.platform_name,
+            brand: &state.settings.branding,
             username: user.name.as_deref().unwrap_or(&user.username),
             apps,
             orgs,

@@ -67,6 +67,8 @@ pub struct Settings {
     /// The scope vocabulary: each scope and the plain words the consent page
     /// shows for it. Setting this table replaces the default vocabulary.
     pub scopes: BTreeMap<String, String>,
+    /// How every page looks: logo, accent colour, support link.
+    pub branding: Branding,
     /// Seed-platform compatibility: extra route paths and request and
     /// response shapes (`examples/config/{hint,healthtap,healthkey,fullscript}.toml`).
     pub profile: ProfileSettings,
@@ -74,6 +76,29 @@ pub struct Settings {
     /// resource-owner type its grants carry. Setting this table replaces the
     /// default roles; `admin` must stay.
     pub roles: BTreeMap<String, RoleSettings>,
+}
+
+/// The deployment's look on every page (`[branding]`); the name is
+/// `platform_name`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Branding {
+    /// A logo shown beside the name: an https URL, or a path on this server.
+    pub logo_url: Option<String>,
+    /// The accent colour of the header and buttons, `#rrggbb`.
+    pub accent_color: String,
+    /// Where people find help, linked at the foot of every page.
+    pub support_url: Option<String>,
+}
+
+impl Default for Branding {
+    fn default() -> Self {
+        Self {
+            logo_url: None,
+            accent_color: "#1b533f".into(),
+            support_url: None,
+        }
+    }
 }
 
 /// How partners written for another platform reach healthgate unchanged
@@ -174,6 +199,7 @@ impl Default for Settings {
                 .collect(),
             roles: default_roles(),
             profile: ProfileSettings::default(),
+            branding: Branding::default(),
         }
     }
 }
@@ -234,6 +260,7 @@ pub const KEYS: &[&str] = &[
     "scopes",
     "roles",
     "profile",
+    "branding",
 ];
 
 /// A setting that parses but makes no sense.
@@ -348,6 +375,25 @@ impl Settings {
                 return Err(bad(
                     "roles",
                     &format!("role {name}: resource_owner_type must be a word such as Staff"),
+                ));
+            }
+        }
+        let b = &self.branding;
+        let hex = b.accent_color.len() == 7
+            && b.accent_color.starts_with('#')
+            && b.accent_color[1..].chars().all(|c| c.is_ascii_hexdigit());
+        if !hex {
+            return Err(bad("branding", "accent_color must be #rrggbb"));
+        }
+        for (what, url) in [("logo_url", &b.logo_url), ("support_url", &b.support_url)] {
+            let ok = url.as_deref().is_none_or(|u| {
+                (u.starts_with('/') && !u.starts_with("//"))
+                    || url::Url::parse(u).is_ok_and(|p| p.scheme() == "https")
+            });
+            if !ok {
+                return Err(bad(
+                    "branding",
+                    &format!("{what} must be an https URL or a path on this server"),
                 ));
             }
         }
@@ -476,6 +522,9 @@ mod tests {
                 s.profile.revoke_paths = vec!["/o/token/".into()];
             }),
             Box::new(|s| s.profile.token_type = "mac".into()),
+            Box::new(|s| s.branding.accent_color = "red; }".into()),
+            Box::new(|s| s.branding.logo_url = Some("javascript:alert(1)".into())),
+            Box::new(|s| s.branding.support_url = Some("http://help.example".into())),
             Box::new(|s| s.profile.token_response_wrapper = Some("".into())),
             Box::new(|s| {
                 s.roles.remove("admin");

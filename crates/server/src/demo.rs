@@ -216,6 +216,7 @@ pub async fn callback(State(state): State<AppState>, Query(q): Query<CallbackQue
         StatusCode::OK,
         &DemoCallbackPage {
             platform: &state.settings.platform_name,
+            brand: &state.settings.branding,
             code: q.code.as_deref(),
             state: q.state.as_deref(),
             error: q.error.as_deref(),
@@ -238,6 +239,7 @@ pub async fn connect(State(state): State<AppState>, Query(q): Query<ConnectQuery
         StatusCode::OK,
         &pages::DemoConnectPage {
             platform: &state.settings.platform_name,
+            brand: &state.settings.branding,
             code: q.code.as_deref(),
             exchange_url: &exchange_url,
         },

@@ -85,6 +85,29 @@ async fn stylesheet() -> impl IntoResponse {
     )
 }
 
+/// The branding's colour as a stylesheet (the CSP allows no inline styles).
+async fn brand_stylesheet(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> impl IntoResponse {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/css; charset=utf-8"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=300"),
+            ),
+        ],
+        // Validated as #rrggbb at start-up.
+        format!(
+            ":root {{ --accent: {}; }}\n",
+            state.settings.branding.accent_color
+        ),
+    )
+}
+
 async fn not_found() -> error::PageError {
     error::PageError {
         status: axum::http::StatusCode::NOT_FOUND,
@@ -208,6 +231,7 @@ fn standard_routes() -> Router<AppState> {
         .route("/demo/connect", get(demo::connect))
         .route("/demo/callback", get(demo::callback))
         .route("/static/healthgate.css", get(stylesheet))
+        .route("/static/brand.css", get(brand_stylesheet))
 }
 
 /// Serves until `shutdown` resolves, then finishes requests in flight and

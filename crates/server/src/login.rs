@@ -72,6 +72,7 @@ async fn login_page(
         status,
         &LoginPage {
             platform: &state.settings.platform_name,
+            brand: &state.settings.branding,
             app_name: app.as_deref(),
             error,
             csrf_token: csrf,
@@ -199,6 +200,7 @@ pub async fn home(
         StatusCode::OK,
         &HomePage {
             platform: &state.settings.platform_name,
+            brand: &state.settings.branding,
             username: user.as_ref().map(|u| u.username.as_str()),
             csrf_token: session
                 .as_ref()

@@ -48,6 +48,7 @@ pub async fn error_pages(State(state): State<AppState>, request: Request, next: 
             response.status(),
             &ErrorPage {
                 platform: &state.settings.platform_name,
+                brand: &state.settings.branding,
                 title: content.title,
                 message: &content.message,
             },

@@ -2,6 +2,8 @@
 //! escape every value), and the one stylesheet they share.
 
 use askama::Template;
+
+use crate::config::Branding;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
@@ -29,6 +31,7 @@ pub fn render(status: StatusCode, template: &impl Template) -> Response {
 #[template(path = "error.html")]
 pub struct ErrorPage<'a> {
     pub platform: &'a str,
+    pub brand: &'a Branding,
     pub title: &'a str,
     pub message: &'a str,
 }
@@ -37,6 +40,7 @@ pub struct ErrorPage<'a> {
 #[template(path = "login.html")]
 pub struct LoginPage<'a> {
     pub platform: &'a str,
+    pub brand: &'a Branding,
     pub app_name: Option<&'a str>,
     pub error: Option<&'a str>,
     pub csrf_token: &'a str,
@@ -62,6 +66,7 @@ pub struct ChoiceLine {
 #[template(path = "refused.html")]
 pub struct RefusedPage<'a> {
     pub platform: &'a str,
+    pub brand: &'a Branding,
     pub app_name: &'a str,
     pub message: &'a str,
     pub back: &'a str,
@@ -71,6 +76,7 @@ pub struct RefusedPage<'a> {
 #[template(path = "consent.html")]
 pub struct ConsentPage<'a> {
     pub platform: &'a str,
+    pub brand: &'a Branding,
     pub app_name: &'a str,
     pub app_photo: Option<&'a str>,
     pub username: &'a str,
@@ -85,6 +91,7 @@ pub struct ConsentPage<'a> {
 #[template(path = "home.html")]
 pub struct HomePage<'a> {
     pub platform: &'a str,
+    pub brand: &'a Branding,
     pub username: Option<&'a str>,
     pub csrf_token: &'a str,
 }
@@ -93,6 +100,7 @@ pub struct HomePage<'a> {
 #[template(path = "demo_callback.html")]
 pub struct DemoCallbackPage<'a> {
     pub platform: &'a str,
+    pub brand: &'a Branding,
     pub code: Option<&'a str>,
     pub state: Option<&'a str>,
     pub error: Option<&'a str>,
@@ -117,6 +125,7 @@ pub struct DirectoryApp {
 #[template(path = "integrations.html")]
 pub struct IntegrationsPage<'a> {
     pub platform: &'a str,
+    pub brand: &'a Branding,
     pub org_id: &'a str,
     pub org_name: &'a str,
     pub orgs: Vec<(String, String)>,
@@ -128,6 +137,7 @@ pub struct IntegrationsPage<'a> {
 #[template(path = "connect_code.html")]
 pub struct ConnectCodePage<'a> {
     pub platform: &'a str,
+    pub brand: &'a Branding,
     pub app_name: &'a str,
     pub code: &'a str,
     pub lifetime: &'a str,
@@ -139,6 +149,7 @@ pub struct ConnectCodePage<'a> {
 #[template(path = "demo_connect.html")]
 pub struct DemoConnectPage<'a> {
     pub platform: &'a str,
+    pub brand: &'a Branding,
     pub code: Option<&'a str>,
     pub exchange_url: &'a str,
 }

@@ -94,6 +94,7 @@ pub async fn page(
         StatusCode::OK,
         &IntegrationsPage {
             platform: &state.settings.platform_name,
+            brand: &state.settings.branding,
             org_id: &org.id,
             org_name: &org.name,
             orgs: orgs
@@ -172,6 +173,7 @@ pub async fn connect(
             StatusCode::OK,
             &ConnectCodePage {
                 platform: &state.settings.platform_name,
+                brand: &state.settings.branding,
                 app_name: &client.name,
                 code: &code.value,
                 lifetime: &human_duration(ttl),

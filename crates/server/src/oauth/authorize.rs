@@ -276,6 +276,7 @@ fn refusal(
         StatusCode::FORBIDDEN,
         &RefusedPage {
             platform: &state.settings.platform_name,
+            brand: &state.settings.branding,
             app_name: &client.name,
             message: &why,
             back: &back,
@@ -337,6 +338,7 @@ fn consent_page(
         StatusCode::OK,
         &ConsentPage {
             platform: &state.settings.platform_name,
+            brand: &state.settings.branding,
             app_name: &client.name,
             app_photo: client.photo_url.as_deref(),
             username: &user.username,

@@ -590,3 +590,24 @@ async fn same_origin_forms_are_accepted() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
 }
+
+#[tokio::test]
+async fn branding_reaches_every_page() {
+    let app = spawn_app_with(|s| {
+        s.platform_name = "Northwind Health".into();
+        s.branding.logo_url = Some("/static/logo.svg".into());
+        s.branding.accent_color = "#aa3300".into();
+        s.branding.support_url = Some("https://help.northwind.example/".into());
+    })
+    .await;
+    let browser = app.browser();
+    for path in ["/login", "/", "/nope"] {
+        let page = browser.get(path).await.text().await.unwrap();
+        assert!(page.contains("Northwind Health"), "{path}");
+        assert!(page.contains(r#"src="/static/logo.svg""#), "{path}");
+        assert!(page.contains(r#"href="https://help.northwind.example/""#), "{path}");
+        assert!(page.contains(r#"href="/static/brand.css""#), "{path}");
+    }
+    let css = browser.get("/static/brand.css").await.text().await.unwrap();
+    assert!(css.contains("--accent: #aa3300"), "{css}");
+}
