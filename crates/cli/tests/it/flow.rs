@@ -334,3 +334,65 @@ pub async fn client_secret_works(server: &Server, demo: &Demo, secret: &str) -> 
         other => panic!("unexpected {other}: {body}"),
     }
 }
+
+/// A fresh browser walks an authorization request: `authorize_url`, then
+/// sign-in as `username` on `server`, then the consent page answered with
+/// `decision` (or straight back when consent was remembered). Returns
+/// where the browser is finally sent: the app's redirect URI.
+pub async fn authorize_in_browser(
+    server: &Server,
+    authorize_url: &str,
+    username: &str,
+    password: &str,
+    decision: &str,
+) -> reqwest::Url {
+    let http = browser();
+    let r = http.get(authorize_url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "{authorize_url}");
+    let login = location(&r);
+    let login_path = match login.query() {
+        Some(q) => format!("{}?{q}", login.path()),
+        None => login.path().to_owned(),
+    };
+    let page = http
+        .get(server.url(&login_path))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let return_to = login
+        .query_pairs()
+        .find(|(k, _)| k == "return_to")
+        .expect("return_to")
+        .1
+        .into_owned();
+    let r = http
+        .post(server.url("/login"))
+        .form(&[
+            ("username", username),
+            ("password", password),
+            ("csrf_token", &csrf_token(&page)),
+            ("return_to", &return_to),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let r = http.get(server.url(&return_to)).send().await.unwrap();
+    if r.status() == StatusCode::SEE_OTHER {
+        // Consent remembered from an earlier grant: straight back to the app.
+        return location(&r);
+    }
+    let mut form = hidden_inputs(&r.text().await.unwrap());
+    form.push(("decision".into(), decision.into()));
+    let r = http
+        .post(server.url("/oauth/authorize"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    location(&r)
+}

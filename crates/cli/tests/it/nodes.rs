@@ -1125,56 +1125,13 @@ async fn id_tokens_signed_on_one_node_verify_with_the_keys_another_publishes() {
     ]);
 
     // Authorize on A, sign in and consent on B.
-    let http = browser();
     let authorize = format!(
         "{}/oauth/authorize?response_type=code&client_id={}&redirect_uri={}&scope=openid&state=s&nonce=n-42",
         cluster.issuer, demo.client_id, demo.redirect_uri
     );
-    let r = http.get(&authorize).send().await.unwrap();
-    let login = location(&r);
-    let page = http
-        .get(b.url(&path_and_query(&login)))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let return_to = login
-        .query_pairs()
-        .find(|(k, _)| k == "return_to")
-        .unwrap()
-        .1
-        .into_owned();
-    let r = http
-        .post(b.url("/login"))
-        .form(&[
-            ("username", USER),
-            ("password", demo.password_of(USER)),
-            ("csrf_token", &csrf_token(&page)),
-            ("return_to", &return_to),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    let page = http
-        .get(b.url(&return_to))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let mut form = hidden_inputs(&page);
-    form.push(("decision".into(), "allow".into()));
-    let r = http
-        .post(b.url("/oauth/authorize"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
-    let code = location(&r)
+    let back =
+        flow::authorize_in_browser(b, &authorize, USER, demo.password_of(USER), "allow").await;
+    let code = back
         .query_pairs()
         .find(|(k, _)| k == "code")
         .unwrap()

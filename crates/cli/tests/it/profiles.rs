@@ -32,59 +32,14 @@ fn run(sandbox: &Sandbox, cfg: &str, args: &[&str]) -> Value {
     sandbox.run(&all).json()
 }
 
-/// Signs `username` in and allows `authorize_url`; returns the redirect.
+/// Signs `username` in on `server` and answers `authorize_url` with `decision`.
 async fn allow(
     server: &Server,
     authorize_url: &str,
     username: &str,
     decision: &str,
 ) -> reqwest::Url {
-    let http = browser();
-    let r = http.get(authorize_url).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::SEE_OTHER, "{authorize_url}");
-    let login = location(&r);
-    let page = http
-        .get(login.clone())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let return_to = login
-        .query_pairs()
-        .find(|(k, _)| k == "return_to")
-        .unwrap()
-        .1
-        .into_owned();
-    let r = http
-        .post(server.url("/login"))
-        .form(&[
-            ("username", username),
-            ("password", PASSWORD),
-            ("csrf_token", &csrf_token(&page)),
-            ("return_to", &return_to),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    let r = http.get(server.url(&return_to)).send().await.unwrap();
-    if r.status() == StatusCode::SEE_OTHER {
-        // Consent remembered from an earlier grant: straight back to the app.
-        return location(&r);
-    }
-    let page = r.text().await.unwrap();
-    let mut form = hidden_inputs(&page);
-    form.push(("decision".into(), decision.into()));
-    let r = http
-        .post(server.url("/oauth/authorize"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    location(&r)
+    crate::flow::authorize_in_browser(server, authorize_url, username, PASSWORD, decision).await
 }
 
 fn param(url: &reqwest::Url, name: &str) -> String {
