@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use crate::error::PageError;
 use crate::ip::ClientIp;
-use crate::pages::{self, ScopeLine};
+use crate::pages::{self, ScopeLine, Site};
 use crate::session::{self, form_field};
 use crate::state::AppState;
 
@@ -74,8 +74,7 @@ pub struct OrgSection {
 #[derive(Template)]
 #[template(path = "account_apps.html")]
 pub struct AccountAppsPage<'a> {
-    pub platform: &'a str,
-    pub brand: &'a crate::config::Branding,
+    pub site: Site<'a>,
     pub username: &'a str,
     pub apps: Vec<AppLine>,
     pub orgs: Vec<OrgSection>,
@@ -229,8 +228,7 @@ pub async fn page(
     Ok(pages::render(
         StatusCode::OK,
         &AccountAppsPage {
-            platform: &state.settings.platform_name,
-            brand: &state.settings.branding,
+            site: Site::of(&state.settings),
             username: user.name.as_deref().unwrap_or(&user.username),
             apps,
             orgs,

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::admin::{AdminError, NewUser, create_user};
 use crate::config::Settings;
-use crate::pages::{self, DemoCallbackPage};
+use crate::pages::{self, DemoCallbackPage, Site};
 use crate::passwords;
 use crate::state::AppState;
 use healthgate_store::Store;
@@ -215,8 +215,7 @@ pub async fn callback(State(state): State<AppState>, Query(q): Query<CallbackQue
     pages::render(
         StatusCode::OK,
         &DemoCallbackPage {
-            platform: &state.settings.platform_name,
-            brand: &state.settings.branding,
+            site: Site::of(&state.settings),
             code: q.code.as_deref(),
             state: q.state.as_deref(),
             error: q.error.as_deref(),
@@ -238,8 +237,7 @@ pub async fn connect(State(state): State<AppState>, Query(q): Query<ConnectQuery
     pages::render(
         StatusCode::OK,
         &pages::DemoConnectPage {
-            platform: &state.settings.platform_name,
-            brand: &state.settings.branding,
+            site: Site::of(&state.settings),
             code: q.code.as_deref(),
             exchange_url: &exchange_url,
         },

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::error::PageError;
 use crate::ip::ClientIp;
-use crate::pages::{self, HomePage, LoginPage};
+use crate::pages::{self, HomePage, LoginPage, Site};
 use crate::passwords;
 use crate::session::{self, form_field};
 use crate::state::AppState;
@@ -71,8 +71,7 @@ async fn login_page(
     pages::render(
         status,
         &LoginPage {
-            platform: &state.settings.platform_name,
-            brand: &state.settings.branding,
+            site: Site::of(&state.settings),
             app_name: app.as_deref(),
             error,
             csrf_token: csrf,
@@ -199,8 +198,7 @@ pub async fn home(
     Ok(pages::render(
         StatusCode::OK,
         &HomePage {
-            platform: &state.settings.platform_name,
-            brand: &state.settings.branding,
+            site: Site::of(&state.settings),
             username: user.as_ref().map(|u| u.username.as_str()),
             csrf_token: session
                 .as_ref()

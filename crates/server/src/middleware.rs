@@ -12,7 +12,7 @@ use axum::response::Response;
 use tracing::Instrument;
 
 use crate::error::ErrorPageContent;
-use crate::pages::{self, ErrorPage};
+use crate::pages::{self, ErrorPage, Site};
 use crate::state::AppState;
 
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' https: data:; \
@@ -47,8 +47,7 @@ pub async fn error_pages(State(state): State<AppState>, request: Request, next: 
         Some(content) => pages::render(
             response.status(),
             &ErrorPage {
-                platform: &state.settings.platform_name,
-                brand: &state.settings.branding,
+                site: Site::of(&state.settings),
                 title: content.title,
                 message: &content.message,
             },

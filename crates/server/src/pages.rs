@@ -3,7 +3,7 @@
 
 use askama::Template;
 
-use crate::config::Branding;
+use crate::config::{Branding, Settings};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
@@ -27,11 +27,26 @@ pub fn render(status: StatusCode, template: &impl Template) -> Response {
     }
 }
 
+/// What every page shows around its content: the deployment's name and its
+/// branding (logo, accent colour, support link).
+pub struct Site<'a> {
+    pub platform: &'a str,
+    pub brand: &'a Branding,
+}
+
+impl<'a> Site<'a> {
+    pub fn of(settings: &'a Settings) -> Self {
+        Self {
+            platform: &settings.platform_name,
+            brand: &settings.branding,
+        }
+    }
+}
+
 #[derive(Template)]
 #[template(path = "error.html")]
 pub struct ErrorPage<'a> {
-    pub platform: &'a str,
-    pub brand: &'a Branding,
+    pub site: Site<'a>,
     pub title: &'a str,
     pub message: &'a str,
 }
@@ -39,8 +54,7 @@ pub struct ErrorPage<'a> {
 #[derive(Template)]
 #[template(path = "login.html")]
 pub struct LoginPage<'a> {
-    pub platform: &'a str,
-    pub brand: &'a Branding,
+    pub site: Site<'a>,
     pub app_name: Option<&'a str>,
     pub error: Option<&'a str>,
     pub csrf_token: &'a str,
@@ -65,8 +79,7 @@ pub struct ChoiceLine {
 #[derive(Template)]
 #[template(path = "refused.html")]
 pub struct RefusedPage<'a> {
-    pub platform: &'a str,
-    pub brand: &'a Branding,
+    pub site: Site<'a>,
     pub app_name: &'a str,
     pub message: &'a str,
     pub back: &'a str,
@@ -75,8 +88,7 @@ pub struct RefusedPage<'a> {
 #[derive(Template)]
 #[template(path = "consent.html")]
 pub struct ConsentPage<'a> {
-    pub platform: &'a str,
-    pub brand: &'a Branding,
+    pub site: Site<'a>,
     pub app_name: &'a str,
     pub app_photo: Option<&'a str>,
     pub username: &'a str,
@@ -90,8 +102,7 @@ pub struct ConsentPage<'a> {
 #[derive(Template)]
 #[template(path = "home.html")]
 pub struct HomePage<'a> {
-    pub platform: &'a str,
-    pub brand: &'a Branding,
+    pub site: Site<'a>,
     pub username: Option<&'a str>,
     pub csrf_token: &'a str,
 }
@@ -99,8 +110,7 @@ pub struct HomePage<'a> {
 #[derive(Template)]
 #[template(path = "demo_callback.html")]
 pub struct DemoCallbackPage<'a> {
-    pub platform: &'a str,
-    pub brand: &'a Branding,
+    pub site: Site<'a>,
     pub code: Option<&'a str>,
     pub state: Option<&'a str>,
     pub error: Option<&'a str>,
@@ -124,8 +134,7 @@ pub struct DirectoryApp {
 #[derive(Template)]
 #[template(path = "integrations.html")]
 pub struct IntegrationsPage<'a> {
-    pub platform: &'a str,
-    pub brand: &'a Branding,
+    pub site: Site<'a>,
     pub org_id: &'a str,
     pub org_name: &'a str,
     pub orgs: Vec<(String, String)>,
@@ -136,8 +145,7 @@ pub struct IntegrationsPage<'a> {
 #[derive(Template)]
 #[template(path = "connect_code.html")]
 pub struct ConnectCodePage<'a> {
-    pub platform: &'a str,
-    pub brand: &'a Branding,
+    pub site: Site<'a>,
     pub app_name: &'a str,
     pub code: &'a str,
     pub lifetime: &'a str,
@@ -148,8 +156,7 @@ pub struct ConnectCodePage<'a> {
 #[derive(Template)]
 #[template(path = "demo_connect.html")]
 pub struct DemoConnectPage<'a> {
-    pub platform: &'a str,
-    pub brand: &'a Branding,
+    pub site: Site<'a>,
     pub code: Option<&'a str>,
     pub exchange_url: &'a str,
 }

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::error::PageError;
 use crate::ip::ClientIp;
-use crate::pages::{self, ConnectCodePage, DirectoryApp, IntegrationsPage};
+use crate::pages::{self, ConnectCodePage, DirectoryApp, IntegrationsPage, Site};
 use crate::session::{self, form_field};
 use crate::state::AppState;
 
@@ -93,8 +93,7 @@ pub async fn page(
     Ok(pages::render(
         StatusCode::OK,
         &IntegrationsPage {
-            platform: &state.settings.platform_name,
-            brand: &state.settings.branding,
+            site: Site::of(&state.settings),
             org_id: &org.id,
             org_name: &org.name,
             orgs: orgs
@@ -172,8 +171,7 @@ pub async fn connect(
         _ => Ok(pages::render(
             StatusCode::OK,
             &ConnectCodePage {
-                platform: &state.settings.platform_name,
-                brand: &state.settings.branding,
+                site: Site::of(&state.settings),
                 app_name: &client.name,
                 code: &code.value,
                 lifetime: &human_duration(ttl),

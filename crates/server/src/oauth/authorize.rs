@@ -20,7 +20,7 @@ use healthgate_store::Session;
 use crate::error::PageError;
 use crate::ip::ClientIp;
 use crate::oauth::consent::{self, Choice};
-use crate::pages::{self, ChoiceLine, ConsentPage, RefusedPage, ScopeLine};
+use crate::pages::{self, ChoiceLine, ConsentPage, RefusedPage, ScopeLine, Site};
 use crate::session;
 use crate::state::AppState;
 use healthgate_core::event::EventKind;
@@ -275,8 +275,7 @@ fn refusal(
     pages::render(
         StatusCode::FORBIDDEN,
         &RefusedPage {
-            platform: &state.settings.platform_name,
-            brand: &state.settings.branding,
+            site: Site::of(&state.settings),
             app_name: &client.name,
             message: &why,
             back: &back,
@@ -337,8 +336,7 @@ fn consent_page(
     pages::render(
         StatusCode::OK,
         &ConsentPage {
-            platform: &state.settings.platform_name,
-            brand: &state.settings.branding,
+            site: Site::of(&state.settings),
             app_name: &client.name,
             app_photo: client.photo_url.as_deref(),
             username: &user.username,
