@@ -375,6 +375,52 @@ async fn refresh(
     .expect("POST token (refresh)")
 }
 
+/// Which token request a race sends.
+#[derive(Clone, Copy)]
+enum Grant {
+    Code,
+    Refresh,
+}
+
+/// Sends fifty copies of one token request (`token` being the code or the
+/// refresh token), alternating between the first two nodes and released
+/// together by a barrier; returns every answer.
+async fn race_across_nodes(
+    cluster: &Cluster,
+    http: &reqwest::Client,
+    grant: Grant,
+    token: &str,
+) -> Vec<(StatusCode, Value)> {
+    const N: usize = 50;
+    let bases = Arc::new([cluster.a().base(), cluster.b().base()]);
+    let demo = Arc::new(cluster.demo.clone());
+    let token = Arc::new(token.to_owned());
+    let start = Arc::new(Barrier::new(N));
+    let mut tasks = Vec::with_capacity(N);
+    for i in 0..N {
+        let (bases, demo, http, start, token) = (
+            bases.clone(),
+            demo.clone(),
+            http.clone(),
+            start.clone(),
+            token.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            let base = &bases[i % 2];
+            match grant {
+                Grant::Code => exchange(&http, base, &demo, &token).await,
+                Grant::Refresh => refresh(&http, base, &demo, &token).await,
+            }
+        }));
+    }
+    let mut answers = Vec::with_capacity(N);
+    for task in tasks {
+        answers.push(task.await.expect("a racing token request"));
+    }
+    answers
+}
+
 /// The status of `GET /api/v1/me` with `token` on `node`.
 async fn me_status(http: &reqwest::Client, node: &Server, token: &str) -> StatusCode {
     http.get(node.url("/api/v1/me"))
@@ -447,28 +493,9 @@ async fn concurrent_code_redemptions_across_nodes_have_one_winner() {
     };
     let code = code_via(&cluster, cluster.a(), cluster.b(), cluster.a()).await;
 
-    const N: usize = 50;
     let http = api();
-    let bases = Arc::new([cluster.a().base(), cluster.b().base()]);
-    let demo = Arc::new(cluster.demo.clone());
-    let start = Arc::new(Barrier::new(N));
-    let mut tasks = Vec::with_capacity(N);
-    for i in 0..N {
-        let (bases, demo, http, start, code) = (
-            bases.clone(),
-            demo.clone(),
-            http.clone(),
-            start.clone(),
-            code.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            start.wait().await;
-            exchange(&http, &bases[i % 2], &demo, &code).await
-        }));
-    }
     let mut winners = Vec::new();
-    for task in tasks {
-        let (status, body) = task.await.expect("a redemption task");
+    for (status, body) in race_across_nodes(&cluster, &http, Grant::Code, &code).await {
         if status == StatusCode::OK {
             winners.push(body);
         } else {
@@ -519,28 +546,9 @@ async fn concurrent_refreshes_across_nodes_leave_at_most_one_live_chain() {
     let first_access = str_field(&body, "access_token");
     let refresh_token = str_field(&body, "refresh_token");
 
-    const N: usize = 50;
-    let bases = Arc::new([cluster.a().base(), cluster.b().base()]);
-    let demo = Arc::new(cluster.demo.clone());
-    let start = Arc::new(Barrier::new(N));
-    let mut tasks = Vec::with_capacity(N);
-    for i in 0..N {
-        let (bases, demo, http, start, refresh_token) = (
-            bases.clone(),
-            demo.clone(),
-            http.clone(),
-            start.clone(),
-            refresh_token.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            start.wait().await;
-            refresh(&http, &bases[i % 2], &demo, &refresh_token).await
-        }));
-    }
     let mut issued = Vec::new();
     let mut refused = 0;
-    for task in tasks {
-        let (status, body) = task.await.expect("a refresh task");
+    for (status, body) in race_across_nodes(&cluster, &http, Grant::Refresh, &refresh_token).await {
         if status == StatusCode::OK {
             issued.push(body);
         } else {
