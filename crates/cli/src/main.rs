@@ -253,7 +253,7 @@ fn one_line(message: &str) -> String {
 impl From<AdminError> for Failure {
     fn from(e: AdminError) -> Self {
         let code = match e {
-            AdminError::Invalid(_) | AdminError::NoSuchClient(_) => 2,
+            AdminError::Invalid(_) | AdminError::Field { .. } | AdminError::NoSuchClient(_) => 2,
             _ => 1,
         };
         Self {
@@ -481,6 +481,7 @@ async fn client_command(
                     photo_url,
                     user_types: user_types.unwrap_or_default(),
                     authorization_level,
+                    ..Default::default()
                 },
             )
             .await?;

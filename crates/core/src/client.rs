@@ -81,6 +81,12 @@ pub struct Client {
     pub jwt_access_tokens: bool,
     /// What its ID tokens are signed with (`id_token_signed_response_alg`).
     pub id_token_alg: crate::jose::Alg,
+    /// The person who registered it in the developer portal (`None` for apps
+    /// the operator registered).
+    pub owner_id: Option<String>,
+    /// Set while an operator has suspended the app: it gets no codes or
+    /// tokens, and the tokens it held were revoked.
+    pub suspended_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -193,6 +199,8 @@ pub(crate) fn example(kind: ClientKind) -> Client {
         provisioning_scopes: None,
         jwt_access_tokens: false,
         id_token_alg: Default::default(),
+        owner_id: None,
+        suspended_at: None,
         created_at: 0,
         updated_at: 0,
     }

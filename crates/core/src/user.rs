@@ -79,6 +79,8 @@ pub struct User {
     pub locked_at: Option<i64>,
     /// The partner app that created the account, if one did.
     pub provisioned_by: Option<String>,
+    /// One of the platform's operators, who may use the admin console.
+    pub operator: bool,
 }
 
 impl fmt::Debug for User {

@@ -21,6 +21,13 @@ pub enum AdminError {
     /// The request itself is wrong; say so to the operator.
     #[error("{0}")]
     Invalid(String),
+    /// The request is wrong in one field (named as the portal's forms name
+    /// it), so a page can show the message next to that field.
+    #[error("{message}")]
+    Field {
+        field: &'static str,
+        message: String,
+    },
     #[error("no client with id {0:?}")]
     NoSuchClient(String),
     #[error(transparent)]
@@ -30,7 +37,7 @@ pub enum AdminError {
 }
 
 /// A client registration request, as the seeds' registration forms ask it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct NewClient {
     pub name: String,
     pub redirect_uris: Vec<String>,
@@ -39,6 +46,14 @@ pub struct NewClient {
     pub photo_url: Option<String>,
     pub user_types: Vec<UserType>,
     pub authorization_level: AuthorizationLevel,
+    pub description: Option<String>,
+    /// Where Connect sends a practice admin (Hint's InstantOn).
+    pub connect_redirect_url: Option<String>,
+    pub webhook_url: Option<String>,
+    /// Listed in the integration directory.
+    pub published: bool,
+    /// The developer who registered it in the portal.
+    pub owner_id: Option<String>,
 }
 
 /// Changes to a registration; `None` leaves a field as it is, and for the
@@ -68,19 +83,31 @@ fn invalid(message: impl Into<String>) -> AdminError {
     AdminError::Invalid(message.into())
 }
 
+fn invalid_field(field: &'static str, message: impl Into<String>) -> AdminError {
+    AdminError::Field {
+        field,
+        message: message.into(),
+    }
+}
+
 fn parse_redirect_uris(uris: &[String]) -> Result<Vec<RedirectUri>, AdminError> {
     if uris.is_empty() {
-        return Err(invalid("at least one redirect URI is required"));
+        return Err(invalid_field(
+            "redirect_uris",
+            "at least one redirect URI is required",
+        ));
     }
     uris.iter()
-        .map(|u| RedirectUri::parse(u).map_err(|e| invalid(format!("{u}: {e}"))))
+        .map(|u| {
+            RedirectUri::parse(u).map_err(|e| invalid_field("redirect_uris", format!("{u}: {e}")))
+        })
         .collect()
 }
 
 fn parse_scopes(settings: &Settings, scope: &str) -> Result<ScopeSet, AdminError> {
-    let scopes = ScopeSet::parse(scope).map_err(|e| invalid(e.to_string()))?;
+    let scopes = ScopeSet::parse(scope).map_err(|e| invalid_field("scope", e.to_string()))?;
     if scopes.is_empty() {
-        return Err(invalid("at least one scope is required"));
+        return Err(invalid_field("scope", "at least one scope is required"));
     }
     let unknown: Vec<&str> = scopes
         .iter()
@@ -88,11 +115,14 @@ fn parse_scopes(settings: &Settings, scope: &str) -> Result<ScopeSet, AdminError
         .collect();
     if !unknown.is_empty() {
         let known: Vec<&str> = settings.scopes.keys().map(String::as_str).collect();
-        return Err(invalid(format!(
-            "unknown scope {}; this server knows: {}",
-            unknown.join(" "),
-            known.join(" ")
-        )));
+        return Err(invalid_field(
+            "scope",
+            format!(
+                "unknown scope {}; this server knows: {}",
+                unknown.join(" "),
+                known.join(" ")
+            ),
+        ));
     }
     Ok(scopes)
 }
@@ -100,8 +130,8 @@ fn parse_scopes(settings: &Settings, scope: &str) -> Result<ScopeSet, AdminError
 /// Whether `url` may receive webhooks: https, or http on loopback when the
 /// operator allows it (development and demos).
 fn check_webhook_url(settings: &Settings, url: &str) -> Result<(), AdminError> {
-    let parsed =
-        url::Url::parse(url).map_err(|_| invalid(format!("{url}: not an absolute URL")))?;
+    let parsed = url::Url::parse(url)
+        .map_err(|_| invalid_field("webhook_url", format!("{url}: not an absolute URL")))?;
     let loopback = match parsed.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
@@ -111,34 +141,52 @@ fn check_webhook_url(settings: &Settings, url: &str) -> Result<(), AdminError> {
     match parsed.scheme() {
         "https" if parsed.host().is_some() => Ok(()),
         "http" if loopback && settings.allow_http_webhooks => Ok(()),
-        "http" if loopback => Err(invalid(
+        "http" if loopback => Err(invalid_field(
+            "webhook_url",
             "http webhook URLs are only accepted on loopback when allow_http_webhooks is set (development); use https",
         )),
-        _ => Err(invalid(format!("{url}: webhook URLs must be https"))),
+        _ => Err(invalid_field(
+            "webhook_url",
+            format!("{url}: webhook URLs must be https"),
+        )),
     }
+}
+
+/// An optional field left blank is absent.
+fn blank_is_none(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.trim().is_empty())
 }
 
 /// Every rule a registration must satisfy, for new and changed clients alike.
 fn check_client(settings: &Settings, c: &Client) -> Result<(), AdminError> {
     if c.name.trim().is_empty() || c.name.len() > 200 || c.name.trim() != c.name {
-        return Err(invalid(
+        return Err(invalid_field(
+            "name",
             "the name must be 1 to 200 characters, without surrounding spaces",
         ));
     }
     if let Some(photo) = &c.photo_url {
         let ok = url::Url::parse(photo).is_ok_and(|u| matches!(u.scheme(), "https" | "http"));
         if !ok {
-            return Err(invalid("the photo URL must be an http(s) URL"));
+            return Err(invalid_field(
+                "photo_url",
+                "the photo URL must be an http(s) URL",
+            ));
         }
     }
     if c.description.as_ref().is_some_and(|d| d.len() > 2000) {
-        return Err(invalid("the description must be at most 2000 characters"));
+        return Err(invalid_field(
+            "description",
+            "the description must be at most 2000 characters",
+        ));
     }
     if let Some(connect) = &c.connect_redirect_url {
-        RedirectUri::parse(connect).map_err(|e| invalid(format!("connect URL {connect}: {e}")))?;
+        RedirectUri::parse(connect)
+            .map_err(|e| invalid_field("connect_url", format!("connect URL {connect}: {e}")))?;
     }
     if c.published && c.connect_redirect_url.is_none() {
-        return Err(invalid(
+        return Err(invalid_field(
+            "connect_url",
             "a published app needs a connect URL (--connect-url)",
         ));
     }
@@ -146,7 +194,10 @@ fn check_client(settings: &Settings, c: &Client) -> Result<(), AdminError> {
         check_webhook_url(settings, hook)?;
     }
     if c.user_types.is_empty() {
-        return Err(invalid("at least one user type is required"));
+        return Err(invalid_field(
+            "user_types",
+            "at least one user type is required",
+        ));
     }
     Ok(())
 }
@@ -164,7 +215,7 @@ pub async fn create_client(
     let client = Client {
         id: new_id("app"),
         name: req.name.trim().to_owned(),
-        photo_url: req.photo_url,
+        photo_url: blank_is_none(req.photo_url),
         redirect_uris: parse_redirect_uris(&req.redirect_uris)?,
         allowed_scopes: parse_scopes(settings, &req.scope)?,
         user_types: if req.user_types.is_empty() {
@@ -178,16 +229,18 @@ pub async fn create_client(
             ClientKind::Confidential
         },
         secret_digest: secret.as_ref().map(|s| s.digest.clone()),
-        description: None,
-        connect_redirect_url: None,
-        published: false,
-        webhook_url: None,
+        description: blank_is_none(req.description),
+        connect_redirect_url: blank_is_none(req.connect_redirect_url),
+        published: req.published,
+        webhook_url: blank_is_none(req.webhook_url),
         webhook_secret_version: 1,
         webhook_muted_at: None,
         authorization_level: req.authorization_level,
         provisioning_scopes: None,
         jwt_access_tokens: false,
         id_token_alg: Default::default(),
+        owner_id: req.owner_id,
+        suspended_at: None,
         created_at: now,
         updated_at: now,
     };
@@ -220,7 +273,6 @@ pub async fn update_client(
     if let Some(types) = changes.user_types {
         c.user_types = types;
     }
-    let blank_is_none = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
     if let Some(v) = changes.photo_url {
         c.photo_url = blank_is_none(v);
     }
@@ -354,17 +406,18 @@ pub async fn create_user(
     clock: &dyn Clock,
     req: NewUser,
 ) -> Result<User, AdminError> {
-    validate_username(&req.username).map_err(|e| AdminError::Invalid(e.into()))?;
+    validate_username(&req.username).map_err(|e| invalid_field("username", e))?;
     if let Some(email) = &req.email
         && (email.len() > 254 || !email.contains('@') || email.chars().any(char::is_whitespace))
     {
-        return Err(AdminError::Invalid(format!(
-            "{email:?} is not an email address"
-        )));
+        return Err(invalid_field(
+            "email",
+            format!("{email:?} is not an email address"),
+        ));
     }
     let password_hash = match req.password {
         Some(p) => {
-            validate_password(&p).map_err(|e| AdminError::Invalid(e.into()))?;
+            validate_password(&p).map_err(|e| invalid_field("password", e))?;
             Some(passwords::hash(p).await?)
         }
         None => None,
@@ -380,11 +433,13 @@ pub async fn create_user(
         created_at: now,
         locked_at: None,
         provisioned_by: None,
+        operator: false,
     };
     store.insert_user(&user).await.map_err(|e| match e {
-        StoreError::Conflict(_) => {
-            AdminError::Invalid(format!("the username {:?} is taken", user.username))
-        }
+        StoreError::Conflict(_) => invalid_field(
+            "username",
+            format!("the username {:?} is taken", user.username),
+        ),
         other => other.into(),
     })?;
     Ok(user)

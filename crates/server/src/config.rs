@@ -46,6 +46,9 @@ pub struct Settings {
     pub manual_connect_code_ttl: i64,
     /// Allow `http://` webhook URLs on loopback (development and demos only).
     pub allow_http_webhooks: bool,
+    /// Anyone may create a developer account in the portal (`/developers`)
+    /// and register apps; when false, only accounts the operator made can.
+    pub developer_signup: bool,
     /// Seconds between looks for due webhook deliveries on this node; 0
     /// disables the delivery worker on this node.
     pub webhook_poll_interval: u64,
@@ -186,6 +189,7 @@ impl Default for Settings {
             connect_code_ttl: 600,
             manual_connect_code_ttl: 3600,
             allow_http_webhooks: false,
+            developer_signup: true,
             webhook_poll_interval: 2,
             secret_key: None,
             id_token_ttl: 3600,
@@ -250,6 +254,7 @@ pub const KEYS: &[&str] = &[
     "connect_code_ttl",
     "manual_connect_code_ttl",
     "allow_http_webhooks",
+    "developer_signup",
     "webhook_poll_interval",
     "secret_key",
     "id_token_ttl",

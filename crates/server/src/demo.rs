@@ -169,6 +169,8 @@ pub async fn seed(
                     provisioning_scopes: None,
                     jwt_access_tokens: false,
                     id_token_alg: Default::default(),
+                    owner_id: None,
+                    suspended_at: None,
                     created_at: now,
                     updated_at: now,
                 })

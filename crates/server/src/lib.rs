@@ -11,6 +11,7 @@ pub mod cleanup;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod forms;
 pub mod grants;
 pub mod health;
 pub mod integrations;

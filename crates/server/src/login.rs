@@ -11,7 +11,7 @@ use crate::error::PageError;
 use crate::ip::ClientIp;
 use crate::pages::{self, HomePage, LoginPage, Site};
 use crate::passwords;
-use crate::session::{self, form_field};
+use crate::session::{self, Browser, form_field};
 use crate::state::AppState;
 use healthgate_core::event::EventKind;
 use healthgate_store::Event;
@@ -83,6 +83,7 @@ async fn login_page(
 
 pub async fn get(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     Query(q): Query<LoginQuery>,
 ) -> Result<Response, PageError> {
@@ -91,7 +92,7 @@ pub async fn get(
     let (session, cookie) = match session::current(&state, &headers).await? {
         Some(s) => (s, None),
         None => {
-            let (s, c) = session::start(&state, None, None).await?;
+            let (s, c) = session::start(&state, None, None, Browser::of(&headers, &ip)).await?;
             (s, Some(c))
         }
     };
@@ -138,8 +139,13 @@ pub async fn post(
                 .actor(Some(&user.id))
                 .ip(ip.as_deref());
             state.store.record_event(now, &event).await?;
-            let (_, cookie) =
-                session::start(&state, Some(&session.id_digest), Some(user.id)).await?;
+            let (_, cookie) = session::start(
+                &state,
+                Some(&session.id_digest),
+                Some(user.id),
+                Browser::of(&headers, &ip),
+            )
+            .await?;
             Ok(with_cookie(
                 Redirect::to(return_to).into_response(),
                 Some(cookie),

@@ -160,3 +160,74 @@ pub struct DemoConnectPage<'a> {
     pub code: Option<&'a str>,
     pub exchange_url: &'a str,
 }
+
+/// An instant shown to people, and the same instant for `<time datetime>`.
+pub struct Stamp {
+    pub text: String,
+    pub iso: String,
+}
+
+impl Stamp {
+    pub fn at(epoch_seconds: i64) -> Self {
+        Self {
+            text: format_utc(epoch_seconds),
+            iso: format_iso(epoch_seconds),
+        }
+    }
+}
+
+/// The civil date (proleptic Gregorian) of a day counted from 1970-01-01
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+fn parts(epoch_seconds: i64) -> (i64, u32, u32, i64, i64) {
+    let days = epoch_seconds.div_euclid(86_400);
+    let secs = epoch_seconds.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    (y, m, d, secs / 3600, secs % 3600 / 60)
+}
+
+/// An instant as people read it: `2026-11-22 13:45 UTC`.
+pub fn format_utc(epoch_seconds: i64) -> String {
+    let (y, m, d, hh, mm) = parts(epoch_seconds);
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02} UTC")
+}
+
+/// An instant for `<time datetime>`: `2026-11-22T13:45Z`.
+fn format_iso(epoch_seconds: i64) -> String {
+    let (y, m, d, hh, mm) = parts(epoch_seconds);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}Z")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{format_iso, format_utc};
+
+    #[test]
+    fn instants_read_well() {
+        let cases = [
+            (0, "1970-01-01 00:00 UTC"),
+            (59, "1970-01-01 00:00 UTC"),
+            (951_782_400, "2000-02-29 00:00 UTC"),
+            (1_795_355_100, "2026-11-22 13:45 UTC"),
+            (1_709_251_199, "2024-02-29 23:59 UTC"),
+            (4_102_444_800, "2100-01-01 00:00 UTC"),
+            (-1, "1969-12-31 23:59 UTC"),
+        ];
+        for (at, text) in cases {
+            assert_eq!(format_utc(at), text, "{at}");
+        }
+        assert_eq!(format_iso(1_795_355_100), "2026-11-22T13:45Z");
+    }
+}

@@ -10,6 +10,7 @@ use healthgate_core::secret::{self, SecretKind, constant_time_eq, mint};
 use healthgate_store::Session;
 
 use crate::error::PageError;
+use crate::ip::ClientIp;
 use crate::state::AppState;
 
 /// The cookie's name: `__Host-` prefixed whenever it can be `Secure`.
@@ -57,12 +58,32 @@ pub async fn logged_in(
         .filter(|s| s.user_id.is_some()))
 }
 
+/// The browser a session is started from, as the sessions page shows it.
+pub struct Browser {
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+impl Browser {
+    pub fn of(headers: &HeaderMap, ip: &ClientIp) -> Self {
+        let user_agent = headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(300).collect());
+        Self {
+            user_agent,
+            ip: ip.0.clone(),
+        }
+    }
+}
+
 /// Creates a session (anonymous when `user_id` is `None`), replacing the one
 /// the browser had. Returns it with the `Set-Cookie` header that installs it.
 pub async fn start(
     state: &AppState,
     replaces: Option<&str>,
     user_id: Option<String>,
+    browser: Browser,
 ) -> Result<(Session, HeaderValue), PageError> {
     let now = state.now();
     let id = mint(SecretKind::Session);
@@ -74,6 +95,8 @@ pub async fn start(
         csrf_token: csrf.value,
         created_at: now,
         expires_at: now + state.settings.session_ttl,
+        user_agent: browser.user_agent,
+        ip: browser.ip,
     };
     state.store.replace_session(replaces, &session).await?;
     let cookie = set_cookie(state, &id.value, state.settings.session_ttl);

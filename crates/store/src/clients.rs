@@ -13,7 +13,8 @@ use crate::{Result, Store, StoreError, conflict};
 
 const COLUMNS: &str = "id, name, photo_url, redirect_uris, allowed_scopes, user_types, kind, secret_digest, description, \
                        connect_redirect_url, published, webhook_url, webhook_secret_version, webhook_muted_at, \
-                       authorization_level, provisioning_scopes, access_token_format, id_token_alg, created_at, updated_at";
+                       authorization_level, provisioning_scopes, access_token_format, id_token_alg, owner_id, suspended_at, \
+                       created_at, updated_at";
 
 fn from_row(row: &AnyRow) -> Result<Client> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("client {what}"));
@@ -56,6 +57,8 @@ fn from_row(row: &AnyRow) -> Result<Client> {
             .try_get::<String, _>("id_token_alg")?
             .parse()
             .map_err(|_| corrupt("id token alg"))?,
+        owner_id: row.try_get("owner_id")?,
+        suspended_at: row.try_get("suspended_at")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -75,8 +78,9 @@ impl Store {
         sqlx::query(
             "INSERT INTO clients (id, name, photo_url, redirect_uris, allowed_scopes, user_types, kind, secret_digest,
                                   description, connect_redirect_url, published, webhook_url, webhook_secret_version,
-                                  authorization_level, provisioning_scopes, created_at, updated_at, access_token_format, id_token_alg)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+                                  authorization_level, provisioning_scopes, created_at, updated_at, access_token_format, id_token_alg,
+                                  owner_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
         )
         .bind(&c.id)
         .bind(&c.name)
@@ -97,6 +101,7 @@ impl Store {
         .bind(c.updated_at)
         .bind(if c.jwt_access_tokens { "jwt" } else { "opaque" })
         .bind(c.id_token_alg.as_str())
+        .bind(&c.owner_id)
         .execute(&mut *tx)
         .await
         .map_err(conflict("client"))?;
@@ -136,7 +141,6 @@ impl Store {
         .bind(c.provisioning_scopes.as_ref().map(ScopeSet::to_string))
         .bind(&c.id)
         .bind(if c.jwt_access_tokens { "jwt" } else { "opaque" })
-        .bind(c.id_token_alg.as_str())
         .bind(c.id_token_alg.as_str())
         .execute(&mut *tx)
         .await?;
@@ -182,6 +186,18 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
+    /// The apps a person registered in the developer portal, newest first.
+    pub async fn clients_of_owner(&self, owner_id: &str) -> Result<Vec<Client>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM clients WHERE owner_id = $1 ORDER BY created_at DESC, id"
+        ));
+        let rows = sqlx::query(sql)
+            .bind(owner_id)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(from_row).collect()
+    }
+
     /// Apps listed in the integration directory, by name.
     pub async fn published_clients(&self) -> Result<Vec<Client>> {
         let sql = sqlx::AssertSqlSafe(format!(
@@ -212,6 +228,62 @@ impl Store {
         }
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Keeps a photo uploaded for an app and points its `photo_url` at
+    /// where it is served, in one transaction; `false` if there is no such
+    /// client.
+    pub async fn set_client_photo(
+        &self,
+        id: &str,
+        content_type: &str,
+        bytes: &[u8],
+        photo_url: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let done = sqlx::query("UPDATE clients SET photo_url = $1, updated_at = $2 WHERE id = $3")
+            .bind(photo_url)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 1 {
+            sqlx::query("DELETE FROM client_photos WHERE client_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO client_photos (client_id, content_type, bytes, updated_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(id)
+            .bind(content_type)
+            .bind(bytes.to_vec())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The photo uploaded for an app: its content type and bytes.
+    pub async fn client_photo(&self, id: &str) -> Result<Option<(String, Vec<u8>)>> {
+        let row = sqlx::query("SELECT content_type, bytes FROM client_photos WHERE client_id = $1")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(|r| Ok((r.try_get("content_type")?, r.try_get("bytes")?)))
+            .transpose()
+    }
+
+    /// Forgets an app's uploaded photo (its `photo_url` is the caller's).
+    pub async fn delete_client_photo(&self, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM client_photos WHERE client_id = $1")
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
     }
 
     /// Deletes a client and, by cascade, its codes, consents, tokens and

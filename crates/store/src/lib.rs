@@ -271,6 +271,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "id token alg",
         include_str!("../migrations/sqlite/0006_id_token_alg.sql"),
     ),
+    (7, "web", include_str!("../migrations/sqlite/0007_web.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -302,6 +303,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "id token alg",
         include_str!("../migrations/postgres/0006_id_token_alg.sql"),
+    ),
+    (
+        7,
+        "web",
+        include_str!("../migrations/postgres/0007_web.sql"),
     ),
 ];
 

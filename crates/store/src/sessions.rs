@@ -13,6 +13,10 @@ pub struct Session {
     pub auth_time: Option<i64>,
     pub created_at: i64,
     pub expires_at: i64,
+    /// The browser's `User-Agent` and address when the session began, shown
+    /// on the account's sessions page.
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
 }
 
 impl std::fmt::Debug for Session {
@@ -28,7 +32,7 @@ impl Store {
     /// The session with this digest, if it exists and has not expired.
     pub async fn session(&self, id_digest: &str, now: i64) -> Result<Option<Session>> {
         let row = sqlx::query(
-            "SELECT id_digest, user_id, csrf_token, auth_time, created_at, expires_at
+            "SELECT id_digest, user_id, csrf_token, auth_time, created_at, expires_at, user_agent, ip
              FROM sessions WHERE id_digest = $1 AND expires_at > $2",
         )
         .bind(id_digest)
@@ -43,6 +47,8 @@ impl Store {
                 auth_time: r.try_get("auth_time")?,
                 created_at: r.try_get("created_at")?,
                 expires_at: r.try_get("expires_at")?,
+                user_agent: r.try_get("user_agent")?,
+                ip: r.try_get("ip")?,
             })
         })
         .transpose()
@@ -59,8 +65,8 @@ impl Store {
                 .await?;
         }
         sqlx::query(
-            "INSERT INTO sessions (id_digest, user_id, csrf_token, auth_time, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO sessions (id_digest, user_id, csrf_token, auth_time, created_at, expires_at, user_agent, ip)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&new.id_digest)
         .bind(&new.user_id)
@@ -68,6 +74,8 @@ impl Store {
         .bind(new.auth_time)
         .bind(new.created_at)
         .bind(new.expires_at)
+        .bind(&new.user_agent)
+        .bind(&new.ip)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

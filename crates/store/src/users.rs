@@ -11,8 +11,9 @@ use healthgate_core::event::EventKind;
 /// Inserts a user on `conn`, with its event.
 pub(crate) async fn insert_user_in(conn: &mut sqlx::AnyConnection, u: &User) -> Result<()> {
     sqlx::query(
-        "INSERT INTO users (id, username, name, email, user_type, password_hash, created_at, updated_at, locked_at, provisioned_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9)",
+        "INSERT INTO users (id, username, name, email, user_type, password_hash, created_at, updated_at, locked_at, provisioned_by,
+                            operator)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10)",
     )
     .bind(&u.id)
     .bind(&u.username)
@@ -23,6 +24,7 @@ pub(crate) async fn insert_user_in(conn: &mut sqlx::AnyConnection, u: &User) -> 
     .bind(u.created_at)
     .bind(u.locked_at)
     .bind(&u.provisioned_by)
+    .bind(i64::from(u.operator))
     .execute(&mut *conn)
     .await
     .map_err(conflict("username"))?;
@@ -57,10 +59,11 @@ pub(crate) fn user_from_row(row: &AnyRow) -> Result<User> {
         created_at: row.try_get("created_at")?,
         locked_at: row.try_get("locked_at")?,
         provisioned_by: row.try_get("provisioned_by")?,
+        operator: row.try_get::<i64, _>("operator")? != 0,
     })
 }
 
-const SELECT: &str = "SELECT id, username, name, email, user_type, password_hash, created_at, locked_at, provisioned_by FROM users";
+const SELECT: &str = "SELECT id, username, name, email, user_type, password_hash, created_at, locked_at, provisioned_by, operator FROM users";
 
 impl Store {
     /// Inserts a user; [`StoreError::Conflict`] if the username is taken.

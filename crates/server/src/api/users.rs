@@ -158,6 +158,7 @@ pub async fn create(
         created_at: state.now(),
         locked_at: None,
         provisioned_by: Some(client.id.clone()),
+        operator: false,
     };
     tokens_for(&state, &client, &user, true).await
 }

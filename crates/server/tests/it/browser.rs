@@ -102,6 +102,7 @@ async fn app_with_callback(app: &TestApp) -> (String, String) {
             photo_url: None,
             user_types: vec![],
             authorization_level: Default::default(),
+            ..Default::default()
         },
     )
     .await

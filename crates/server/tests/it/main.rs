@@ -232,6 +232,7 @@ impl TestApp {
                 photo_url: Some("https://partner.example/logo.png".into()),
                 user_types: spec.user_types,
                 authorization_level: spec.authorization_level,
+                ..Default::default()
             },
         )
         .await

@@ -108,6 +108,8 @@ fn client(id: &str) -> Client {
         provisioning_scopes: None,
         jwt_access_tokens: false,
         id_token_alg: Default::default(),
+        owner_id: None,
+        suspended_at: None,
         created_at: NOW,
         updated_at: NOW,
     }
@@ -124,6 +126,7 @@ fn user(username: &str) -> User {
         created_at: NOW,
         locked_at: None,
         provisioned_by: None,
+        operator: false,
     }
 }
 
@@ -518,6 +521,8 @@ async fn sessions_expire_and_rotate() {
             auth_time: None,
             created_at: NOW,
             expires_at: NOW + 60,
+            user_agent: Some("Mozilla/5.0".into()),
+            ip: Some("192.0.2.7".into()),
         };
         b.store.replace_session(None, &s("d1", None)).await.unwrap();
         assert!(b.store.session("d1", NOW).await.unwrap().is_some());
@@ -532,8 +537,10 @@ async fn sessions_expire_and_rotate() {
             .unwrap();
         assert!(b.store.session("d1", NOW).await.unwrap().is_none());
         assert_eq!(
-            b.store.session("d2", NOW).await.unwrap().unwrap().user_id,
-            Some(u.id.clone())
+            b.store.session("d2", NOW).await.unwrap(),
+            Some(s("d2", Some(u.id.clone()))),
+            "{}: every field, the browser's too, round-trips",
+            b.name
         );
         // Locking the account ends its sessions.
         assert!(b.store.lock_user(&u.id, NOW).await.unwrap());
@@ -603,6 +610,8 @@ fn session(digest: &str, expires_at: i64) -> Session {
         auth_time: None,
         created_at: NOW,
         expires_at,
+        user_agent: None,
+        ip: None,
     }
 }
 
