@@ -88,6 +88,23 @@ pub fn matches_digest(presented: &str, stored_digest: &str) -> bool {
     constant_time_eq(&digest(presented), stored_digest)
 }
 
+/// A value bound to `parts` under `key`: base64url (no padding) of
+/// HMAC-SHA256 over `label` and the parts, each ended by a NUL so that no
+/// two different lists give the same input. Anyone holding the key can
+/// recompute it from the parts; no one else can forge it.
+pub fn keyed_digest(key: &[u8], label: &str, parts: &[&str]) -> String {
+    use hmac::{Hmac, Mac};
+    // HMAC accepts keys of any length; new_from_slice cannot fail here.
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(label.as_bytes());
+    mac.update(b"\0");
+    for part in parts {
+        mac.update(part.as_bytes());
+        mac.update(b"\0");
+    }
+    URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
 /// Constant-time equality of two strings (length is not hidden).
 pub fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
@@ -154,5 +171,16 @@ mod tests {
     fn minted_debug_hides_the_value() {
         let m = mint(SecretKind::ClientSecret);
         assert!(!format!("{m:?}").contains(&m.value));
+    }
+
+    #[test]
+    fn keyed_digests_bind_every_part() {
+        let d = keyed_digest(b"key", "label", &["a", "b"]);
+        assert_eq!(d.len(), 43);
+        assert_eq!(d, keyed_digest(b"key", "label", &["a", "b"]));
+        assert_ne!(d, keyed_digest(b"other", "label", &["a", "b"]));
+        assert_ne!(d, keyed_digest(b"key", "other", &["a", "b"]));
+        assert_ne!(d, keyed_digest(b"key", "label", &["ab"]));
+        assert_ne!(d, keyed_digest(b"key", "label", &["a", "b", ""]));
     }
 }

@@ -10,6 +10,7 @@ pub mod api;
 pub mod cleanup;
 pub mod config;
 pub mod demo;
+pub mod developers;
 pub mod error;
 pub mod forms;
 pub mod grants;
@@ -22,6 +23,7 @@ pub mod middleware;
 pub mod oauth;
 pub mod pages;
 pub mod passwords;
+pub mod playground;
 pub mod session;
 pub mod state;
 pub mod webhooks;
@@ -233,6 +235,8 @@ fn standard_routes() -> Router<AppState> {
         .route("/demo/callback", get(demo::callback))
         .route("/static/healthgate.css", get(stylesheet))
         .route("/static/brand.css", get(brand_stylesheet))
+        .merge(developers::routes())
+        .merge(playground::routes())
 }
 
 /// Serves until `shutdown` resolves, then finishes requests in flight and

@@ -29,6 +29,8 @@ macro_rules! backend_tests {
             mod e2e;
             mod integrations;
             mod oidc;
+            mod playground;
+            mod portal;
             mod provisioning;
             mod refresh;
             mod roles;
@@ -444,7 +446,7 @@ pub fn serde_urlencoded(params: &[(&str, &str)]) -> String {
 }
 
 /// Decodes the character references askama writes (named and numeric).
-fn unescape_html(s: &str) -> String {
+pub fn unescape_html(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find('&') {

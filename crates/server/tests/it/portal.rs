@@ -1,0 +1,528 @@
+//! The developer portal (`/developers`) over HTTP: sign-up, registering an
+//! app with the seeds' fields, the secret shown once, rotation, editing,
+//! deleting, photos, what another developer can (not) reach, and every
+//! refusal shown next to its field.
+
+use healthgate_core::org::OrganizationKind;
+use healthgate_server::admin;
+use reqwest::StatusCode;
+
+use super::*;
+
+/// The text of the element with `id` (its first text, entities decoded).
+pub fn element_text(page: &str, id: &str) -> Option<String> {
+    let start = page.find(&format!("id=\"{id}\""))?;
+    let rest = &page[start..];
+    let open = rest.find('>')? + 1;
+    let close = rest[open..].find('<')?;
+    Some(unescape_html(&rest[open..open + close]))
+}
+
+/// The CSRF token of a page the browser can open.
+pub async fn csrf_of(browser: &Browser, path: &str) -> String {
+    let page = browser.get(path).await.text().await.unwrap();
+    hidden_inputs(&page)
+        .remove("csrf_token")
+        .unwrap_or_else(|| panic!("no csrf_token on {path}"))
+}
+
+/// A registration form as the portal's page sends it.
+pub fn app_form(name: &str) -> Vec<(String, String)> {
+    [
+        ("name", name),
+        ("description", "Scheduling for practices"),
+        ("redirect_uris", "https://partner.example/callback\nhttp://127.0.0.1:7777/cb"),
+        ("scope", "profile_read"),
+        ("scope", "openid"),
+        ("user_type", "member"),
+        ("user_type", "expert"),
+        ("client_type", "confidential"),
+        ("authorization_level", "user"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Registers an app through the portal; returns its id and secret.
+pub async fn register_in_portal(browser: &Browser, form: Vec<(String, String)>) -> (String, Option<String>) {
+    let mut fields = vec![("csrf_token".to_owned(), csrf_of(browser, "/developers/apps/new").await)];
+    fields.extend(form);
+    let r = browser.post_form("/developers/apps", &fields).await;
+    let status = r.status();
+    let page = r.text().await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{page}");
+    (
+        element_text(&page, "app-id").expect("APP_ID shown"),
+        element_text(&page, "app-secret"),
+    )
+}
+
+fn with(mut form: Vec<(String, String)>, changes: &[(&str, &str)]) -> Vec<(String, String)> {
+    for (k, v) in changes {
+        form.retain(|(name, _)| name != k);
+        if !v.is_empty() {
+            form.push((k.to_string(), v.to_string()));
+        }
+    }
+    form
+}
+
+async fn token_with(app: &TestApp, client_id: &str, secret: &str) -> StatusCode {
+    app.http()
+        .post(app.url("/oauth/token"))
+        .basic_auth(client_id, Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn the_portal_asks_strangers_to_sign_in_or_sign_up() {
+    let app = spawn_app().await;
+    let b = app.browser();
+    let page = b.get("/developers").await.text().await.unwrap();
+    assert!(page.contains("href=\"/login?return_to=/developers\""));
+    assert!(page.contains("href=\"/developers/signup\""));
+    for path in ["/developers/apps/new", "/developers/apps/app-x", "/playground"] {
+        let r = b.get(path).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{path}");
+        assert!(location(&r).starts_with("/login?return_to="), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn signing_up_makes_an_account_and_signs_it_in() {
+    let app = spawn_app().await;
+    app.user("taken", UserType::Member).await;
+    let b = app.browser();
+    let csrf = csrf_of(&b, "/developers/signup").await;
+    let form = |username: &str, password: &str, again: &str| {
+        vec![
+            ("csrf_token".to_owned(), csrf.clone()),
+            ("username".to_owned(), username.to_owned()),
+            ("name".to_owned(), "Dev Eloper".to_owned()),
+            ("email".to_owned(), "dev@partner.example".to_owned()),
+            ("password".to_owned(), password.to_owned()),
+            ("password_confirmation".to_owned(), again.to_owned()),
+        ]
+    };
+    let cases = [
+        (form("dev", PASSWORD, "something else"), "password_confirmation"),
+        (form("dev", "short", "short"), "password"),
+        (form("taken", PASSWORD, PASSWORD), "username"),
+        (form("", PASSWORD, PASSWORD), "username"),
+        (form("a/b", PASSWORD, PASSWORD), "username"),
+    ];
+    for (fields, field) in cases {
+        let r = b.post_form("/developers/signup", &fields).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{field}");
+        let page = r.text().await.unwrap();
+        assert!(
+            page.contains(&format!("id=\"{field}-error\"")),
+            "{field}: {page}"
+        );
+        assert!(page.contains(&format!("aria-describedby=\"{field}-error\"")));
+    }
+    assert!(app.state.store.user_by_username("dev").await.unwrap().is_none());
+    let r = b
+        .post_form("/developers/signup", &form("dev", PASSWORD, PASSWORD))
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&r), "/developers");
+    let page = b.get("/developers").await.text().await.unwrap();
+    assert!(page.contains("Signed in as <strong>Dev Eloper</strong>"), "{page}");
+    // The account signs in like any other.
+    let other = app.browser();
+    let r = other.login("dev", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn sign_up_can_be_closed_by_the_operator() {
+    let app = spawn_app_with(|s| s.developer_signup = false).await;
+    let b = app.browser();
+    assert_eq!(b.get("/developers/signup").await.status(), StatusCode::FORBIDDEN);
+    let login = b.get("/login").await.text().await.unwrap();
+    let csrf = hidden_inputs(&login)["csrf_token"].clone();
+    let r = b
+        .post_form(
+            "/developers/signup",
+            &[
+                ("csrf_token".into(), csrf),
+                ("username".into(), "dev".into()),
+                ("password".into(), PASSWORD.into()),
+                ("password_confirmation".into(), PASSWORD.into()),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(app.state.store.user_by_username("dev").await.unwrap().is_none());
+    let page = b.get("/developers").await.text().await.unwrap();
+    assert!(!page.contains("/developers/signup"));
+}
+
+#[tokio::test]
+async fn a_registered_app_shows_its_secret_once_and_works() {
+    let app = spawn_app().await;
+    let (b, dev) = app.signed_in("dev").await;
+    let (id, secret) = register_in_portal(&b, app_form("Scheduler")).await;
+    let secret = secret.expect("a confidential app gets a secret");
+    assert!(secret.starts_with("hg_cs_"), "{secret}");
+    let client = app.state.store.client(&id).await.unwrap().unwrap();
+    assert_eq!(client.owner_id.as_deref(), Some(dev.id.as_str()));
+    assert_eq!(client.allowed_scopes.to_string(), "openid profile_read");
+    assert_eq!(client.description.as_deref(), Some("Scheduling for practices"));
+    assert_eq!(client.redirect_uris.len(), 2);
+    // The secret is never shown again.
+    let page = b.get(&format!("/developers/apps/{id}")).await.text().await.unwrap();
+    assert!(page.contains(&id));
+    assert!(!page.contains(&secret));
+    let list = b.get("/developers").await.text().await.unwrap();
+    assert!(list.contains(&format!("href=\"/developers/apps/{id}\"")));
+    // And it authenticates the app: a code flow end to end.
+    let test_client = TestClient {
+        client,
+        secret: Some(secret),
+    };
+    let code = app.code(&b, &test_client, &[]).await;
+    let (status, body) = app.exchange(&test_client, &code, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn a_public_app_has_no_secret() {
+    let app = spawn_app().await;
+    let (b, _) = app.signed_in("dev").await;
+    let form = with(app_form("Phone app"), &[("client_type", "public")]);
+    let (id, secret) = register_in_portal(&b, form).await;
+    assert_eq!(secret, None);
+    assert!(app.state.store.client(&id).await.unwrap().unwrap().is_public());
+}
+
+#[tokio::test]
+async fn refusals_are_shown_next_to_their_field_and_register_nothing() {
+    let app = spawn_app().await;
+    let (b, dev) = app.signed_in("dev").await;
+    let long = "x".repeat(2001);
+    let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("name", vec![("name", "")]),
+        ("redirect_uris", vec![("redirect_uris", "")]),
+        ("redirect_uris", vec![("redirect_uris", "not a uri")]),
+        ("redirect_uris", vec![("redirect_uris", "https://partner.example/cb#fragment")]),
+        ("scope", vec![("scope", "")]),
+        ("scope", vec![("scope", "no_such_scope")]),
+        ("user_types", vec![("user_type", "")]),
+        ("user_types", vec![("user_type", "robot")]),
+        ("webhook_url", vec![("webhook_url", "http://partner.example/hook")]),
+        ("connect_url", vec![("published", "1")]),
+        ("photo_url", vec![("photo_url", "javascript:alert(1)")]),
+        ("description", vec![("description", &long)]),
+    ];
+    for (field, changes) in cases {
+        let mut fields = vec![(
+            "csrf_token".to_owned(),
+            csrf_of(&b, "/developers/apps/new").await,
+        )];
+        fields.extend(with(app_form("Scheduler"), &changes));
+        let r = b.post_form("/developers/apps", &fields).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{field}: {changes:?}");
+        let page = r.text().await.unwrap();
+        assert!(
+            page.contains(&format!("id=\"{field}-error\"")),
+            "{field}: {changes:?}: {page}"
+        );
+        assert!(page.contains(&format!("aria-invalid=\"true\" aria-describedby=\"{field}-error\"")));
+        // What was typed is kept.
+        assert!(page.contains("Scheduling for practices") || field == "description");
+    }
+    assert!(app.state.store.clients_of_owner(&dev.id).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn forms_without_the_session_token_or_from_elsewhere_are_refused() {
+    let app = spawn_app().await;
+    let (b, dev) = app.signed_in("dev").await;
+    let r = b.post_form("/developers/apps", &app_form("Scheduler")).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let mut fields = vec![(
+        "csrf_token".to_owned(),
+        csrf_of(&b, "/developers/apps/new").await,
+    )];
+    fields.extend(app_form("Scheduler"));
+    let r = b
+        .http
+        .post(app.url("/developers/apps"))
+        .header("Origin", "https://evil.example")
+        .form(&fields)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(app.state.store.clients_of_owner(&dev.id).await.unwrap().is_empty());
+}
+
+/// A multipart body with the form's fields and one file.
+fn multipart(fields: &[(String, String)], file: (&str, &str, &[u8])) -> (String, Vec<u8>) {
+    let boundary = "----healthgate-test-boundary";
+    let mut body = Vec::new();
+    for (k, v) in fields {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
+        );
+    }
+    let (name, filename, bytes) = file;
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89\0\0\0\rIDATx\x9cc\xf8\x0f\0\0\x01\x01\0\x05\x18\xd8N\0\0\0\0IEND\xaeB`\x82";
+
+#[tokio::test]
+async fn an_uploaded_photo_is_checked_stored_and_served() {
+    let app = spawn_app().await;
+    let (b, dev) = app.signed_in("dev").await;
+    let post = |file: (&'static str, &'static str, &'static [u8])| {
+        let b = &b;
+        async move {
+            let mut fields = vec![(
+                "csrf_token".to_owned(),
+                csrf_of(b, "/developers/apps/new").await,
+            )];
+            fields.extend(app_form("Pictured"));
+            let (content_type, body) = multipart(&fields, file);
+            b.http
+                .post(format!("{}/developers/apps", b.base))
+                .header("Content-Type", content_type)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // An SVG (which can carry script) named .png is refused.
+    let r = post(("photo", "logo.png", b"<svg xmlns=\"http://www.w3.org/2000/svg\"><script>alert(1)</script></svg>")).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("id=\"photo-error\""));
+    assert!(app.state.store.clients_of_owner(&dev.id).await.unwrap().is_empty());
+
+    let r = post(("photo", "logo.png", PNG)).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let page = r.text().await.unwrap();
+    let id = element_text(&page, "app-id").unwrap();
+    let client = app.state.store.client(&id).await.unwrap().unwrap();
+    let photo = client.photo_url.expect("photo_url points at the upload");
+    assert!(photo.starts_with(&format!("{}/apps/{id}/photo", app.base)), "{photo}");
+    let served = app.http().get(&photo).send().await.unwrap();
+    assert_eq!(served.status(), StatusCode::OK);
+    assert_eq!(served.headers()["content-type"], "image/png");
+    assert_eq!(served.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(served.bytes().await.unwrap().as_ref(), PNG);
+    // The consent page shows it.
+    let test_client = TestClient { client: app.state.store.client(&id).await.unwrap().unwrap(), secret: None };
+    let consent = b
+        .authorize(&[
+            ("response_type", "code"),
+            ("client_id", test_client.id()),
+            ("redirect_uri", REDIRECT),
+            ("scope", "profile_read"),
+            ("state", "s"),
+        ])
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(consent.contains(&format!("/apps/{id}/photo")), "{consent}");
+
+    // An oversized file is refused with a page saying so.
+    let big: &'static [u8] = Box::leak(vec![0x89u8; 300 * 1024].into_boxed_slice());
+    let r = post(("photo", "big.png", big)).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("too large"));
+    assert_eq!(
+        app.http().get(app.url("/apps/app-none/photo")).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn rotating_the_secret_shows_the_new_one_once_and_ends_the_old() {
+    let app = spawn_app().await;
+    let (b, _) = app.signed_in("dev").await;
+    let form = with(app_form("Backend"), &[("scope", "profile_read")]);
+    let (id, old) = register_in_portal(&b, form).await;
+    let old = old.unwrap();
+    assert_eq!(token_with(&app, &id, &old).await, StatusCode::OK);
+    let csrf = csrf_of(&b, &format!("/developers/apps/{id}")).await;
+    let r = b
+        .post_form(&format!("/developers/apps/{id}/secret"), &[("csrf_token".into(), csrf)])
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let new = element_text(&r.text().await.unwrap(), "app-secret").unwrap();
+    assert_ne!(new, old);
+    assert_eq!(token_with(&app, &id, &old).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(token_with(&app, &id, &new).await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn editing_an_app_saves_valid_changes_and_explains_invalid_ones() {
+    let app = spawn_app().await;
+    let (b, _) = app.signed_in("dev").await;
+    let (id, _) = register_in_portal(&b, app_form("Scheduler")).await;
+    let edit = format!("/developers/apps/{id}/edit");
+    let page = b.get(&edit).await.text().await.unwrap();
+    assert!(page.contains("value=\"Scheduler\""));
+    let csrf = hidden_inputs(&page)["csrf_token"].clone();
+    let post = |changes: Vec<(&'static str, &'static str)>| {
+        let (b, edit, csrf) = (&b, &edit, csrf.clone());
+        async move {
+            let mut fields = vec![("csrf_token".to_owned(), csrf)];
+            // Trying to turn a confidential app public is ignored.
+            fields.extend(with(app_form("Scheduler"), &[("client_type", "public")]));
+            fields = with(fields, &changes);
+            b.post_form(edit, &fields).await
+        }
+    };
+    let r = post(vec![("redirect_uris", "ftp://nope")]).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("id=\"redirect_uris-error\""));
+    let r = post(vec![
+        ("name", "Scheduler Pro"),
+        ("redirect_uris", "https://partner.example/new-callback"),
+        ("webhook_url", "https://partner.example/hooks"),
+        ("authorization_level", "organization"),
+    ])
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&r), format!("/developers/apps/{id}?saved=1"));
+    let c = app.state.store.client(&id).await.unwrap().unwrap();
+    assert_eq!(c.name, "Scheduler Pro");
+    assert!(!c.is_public());
+    assert_eq!(c.redirect_uris.len(), 1);
+    assert_eq!(c.webhook_url.as_deref(), Some("https://partner.example/hooks"));
+    assert_eq!(c.authorization_level.as_str(), "organization");
+    let page = b.get(&format!("/developers/apps/{id}?saved=1")).await.text().await.unwrap();
+    assert!(page.contains("Your changes were saved."));
+    // With a webhook URL the page shows the signing secret the deliveries carry.
+    let secret = admin::webhook_secret(&app.state.store, &app.state.settings, &c).await.unwrap();
+    assert_eq!(element_text(&page, "webhook-secret").as_deref(), Some(secret.as_str()));
+}
+
+#[tokio::test]
+async fn another_developers_app_does_not_exist_for_you() {
+    let app = spawn_app().await;
+    let (owner, _) = app.signed_in("owner").await;
+    let (id, secret) = register_in_portal(&owner, app_form("Mine")).await;
+    let (other, _) = app.signed_in("other").await;
+    for path in ["", "/edit", "/delete"] {
+        let r = other.get(&format!("/developers/apps/{id}{path}")).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    let csrf = csrf_of(&other, "/developers/apps/new").await;
+    for path in ["/secret", "/webhook-secret", "/delete", "/edit"] {
+        let mut form = vec![("csrf_token".to_owned(), csrf.clone())];
+        form.extend(with(app_form("Stolen"), &[("confirm_name", "Mine")]));
+        let r = other.post_form(&format!("/developers/apps/{id}{path}"), &form).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    // Apps the operator registered (no owner) are no one's in the portal.
+    let cli_app = app.confidential().await;
+    let r = other.get(&format!("/developers/apps/{}", cli_app.id())).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let c = app.state.store.client(&id).await.unwrap().unwrap();
+    assert_eq!(c.name, "Mine");
+    assert_eq!(token_with(&app, &id, &secret.unwrap()).await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn deleting_an_app_needs_its_name_and_ends_its_tokens() {
+    let app = spawn_app().await;
+    let (b, dev) = app.signed_in("dev").await;
+    let (id, secret) = register_in_portal(&b, app_form("Doomed")).await;
+    let client = TestClient {
+        client: app.state.store.client(&id).await.unwrap().unwrap(),
+        secret,
+    };
+    let code = app.code(&b, &client, &[]).await;
+    let (_, tokens) = app.exchange(&client, &code, &[]).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(app.me(access).await, StatusCode::OK);
+    let path = format!("/developers/apps/{id}/delete");
+    let csrf = csrf_of(&b, &path).await;
+    let r = b
+        .post_form(&path, &[("csrf_token".into(), csrf.clone()), ("confirm_name".into(), "doomed".into())])
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("id=\"confirm_name-error\""));
+    assert!(app.state.store.client(&id).await.unwrap().is_some());
+    let r = b
+        .post_form(&path, &[("csrf_token".into(), csrf), ("confirm_name".into(), "Doomed".into())])
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&r), "/developers?deleted=1");
+    assert!(app.state.store.client(&id).await.unwrap().is_none());
+    assert_eq!(app.me(access).await, StatusCode::UNAUTHORIZED);
+    assert!(app.state.store.clients_of_owner(&dev.id).await.unwrap().is_empty());
+    let page = b.get("/developers?deleted=1").await.text().await.unwrap();
+    assert!(page.contains("The app was deleted"));
+}
+
+#[tokio::test]
+async fn the_app_page_lists_integrations_and_webhook_deliveries() {
+    let app = spawn_app_with(|s| s.allow_http_webhooks = true).await;
+    let (b, _) = app.signed_in("dev").await;
+    let form = with(
+        app_form("Connector"),
+        &[
+            ("connect_url", "https://partner.example/connect?code="),
+            ("published", "1"),
+            ("webhook_url", "http://127.0.0.1:9/hook"),
+        ],
+    );
+    let (id, _) = register_in_portal(&b, form).await;
+    // A practice admin connects it from the directory.
+    let org = admin::create_organization(
+        &app.state.store,
+        app.clock.as_ref(),
+        "Maple Practice",
+        OrganizationKind::Practice,
+    )
+    .await
+    .unwrap();
+    app.user("maple-admin", UserType::Member).await;
+    admin::add_member(&app.state.store, &app.state.settings, app.clock.as_ref(), &org.id, "maple-admin", "admin")
+        .await
+        .unwrap();
+    let practice = app.browser();
+    practice.login("maple-admin", PASSWORD).await;
+    let csrf = csrf_of(&practice, &format!("/integrations?org={}", org.id)).await;
+    let r = practice
+        .post_form(
+            "/integrations/connect",
+            &[
+                ("csrf_token".into(), csrf),
+                ("org".into(), org.id.clone()),
+                ("client_id".into(), id.clone()),
+                ("mode".into(), "redirect".into()),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    // Rotating the secret is an event the partner is told of.
+    let csrf = csrf_of(&b, &format!("/developers/apps/{id}")).await;
+    b.post_form(&format!("/developers/apps/{id}/secret"), &[("csrf_token".into(), csrf)])
+        .await;
+    let page = b.get(&format!("/developers/apps/{id}")).await.text().await.unwrap();
+    assert!(page.contains("<td>Maple Practice</td><td>pending</td>"), "{page}");
+    assert!(page.contains("<td><code>client.secret_rotated</code></td>"), "{page}");
+}
