@@ -38,6 +38,15 @@ pub enum EventKind {
     ConnectCodeReplayed,
     ApiKeyCreated,
     ApiKeyRevoked,
+    /// A person changed their display name or email on their account page.
+    UserUpdated,
+    /// A person changed their own password (their other sessions end).
+    PasswordChanged,
+    /// A password change refused because the current password was wrong.
+    PasswordChangeFailed,
+    /// A person signed sessions out from their account page: one, every
+    /// other one, or all (`data.which`).
+    SessionEnded,
 }
 
 impl EventKind {
@@ -73,6 +82,10 @@ impl EventKind {
         Self::ConnectCodeReplayed,
         Self::ApiKeyCreated,
         Self::ApiKeyRevoked,
+        Self::UserUpdated,
+        Self::PasswordChanged,
+        Self::PasswordChangeFailed,
+        Self::SessionEnded,
     ];
 
     /// The event's type as written to the audit trail and webhooks.
@@ -109,6 +122,10 @@ impl EventKind {
             Self::ConnectCodeReplayed => "integration.code_replayed",
             Self::ApiKeyCreated => "api_key.created",
             Self::ApiKeyRevoked => "api_key.revoked",
+            Self::UserUpdated => "user.updated",
+            Self::PasswordChanged => "user.password_changed",
+            Self::PasswordChangeFailed => "user.password_change_failed",
+            Self::SessionEnded => "session.ended",
         }
     }
 

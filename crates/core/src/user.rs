@@ -126,6 +126,31 @@ pub fn validate_password(s: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Email addresses: something on each side of one `@`, no spaces or control
+/// characters, at most 254 bytes (RFC 5321 §4.5.3.1.3's path limit less
+/// the angle brackets). Deliverability is the mail server's question.
+pub fn validate_email(s: &str) -> Result<(), &'static str> {
+    let shaped = s
+        .rsplit_once('@')
+        .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty());
+    if s.len() > 254 || !shaped || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("email must be an address such as name@example.org, without spaces");
+    }
+    Ok(())
+}
+
+/// Display names ("Dr. Jane Doe"): at most 200 characters, without control
+/// characters or surrounding spaces. Blank means no display name.
+pub fn validate_display_name(s: &str) -> Result<(), &'static str> {
+    if s.chars().count() > 200 {
+        return Err("name must be at most 200 characters");
+    }
+    if s.trim() != s || s.chars().any(char::is_control) {
+        return Err("name must not have surrounding spaces or control characters");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,5 +172,33 @@ mod tests {
         assert!(validate_username("").is_err());
         assert!(validate_password("short").is_err());
         assert!(validate_password("long enough").is_ok());
+    }
+
+    #[test]
+    fn email_rule() {
+        let cases = [
+            ("alice@example.org", true),
+            ("a.b+tag@sub.example.org", true),
+            ("not-an-email", false),
+            ("@example.org", false),
+            ("alice@", false),
+            ("alice @example.org", false),
+            ("alice@example.org\n", false),
+            ("", false),
+        ];
+        for (email, ok) in cases {
+            assert_eq!(validate_email(email).is_ok(), ok, "{email:?}");
+        }
+        let long = format!("{}@example.org", "a".repeat(250));
+        assert!(validate_email(&long).is_err());
+    }
+
+    #[test]
+    fn display_name_rule() {
+        assert!(validate_display_name("Dr. Jane Doe").is_ok());
+        assert!(validate_display_name(" Jane").is_err());
+        assert!(validate_display_name("Jane\u{7}").is_err());
+        assert!(validate_display_name(&"é".repeat(200)).is_ok());
+        assert!(validate_display_name(&"é".repeat(201)).is_err());
     }
 }

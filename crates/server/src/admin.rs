@@ -9,7 +9,7 @@ use healthgate_core::owner::AuthorizationLevel;
 use healthgate_core::redirect::RedirectUri;
 use healthgate_core::scope::ScopeSet;
 use healthgate_core::secret::{SecretKind, mint, new_id};
-use healthgate_core::user::{User, UserType, validate_password, validate_username};
+use healthgate_core::user::{User, UserType, validate_email, validate_password, validate_username};
 use healthgate_store::{Store, StoreError};
 
 use crate::config::Settings;
@@ -407,13 +407,9 @@ pub async fn create_user(
     req: NewUser,
 ) -> Result<User, AdminError> {
     validate_username(&req.username).map_err(|e| invalid_field("username", e))?;
-    if let Some(email) = &req.email
-        && (email.len() > 254 || !email.contains('@') || email.chars().any(char::is_whitespace))
-    {
-        return Err(invalid_field(
-            "email",
-            format!("{email:?} is not an email address"),
-        ));
+    if let Some(email) = &req.email {
+        validate_email(email)
+            .map_err(|_| invalid_field("email", format!("{email:?} is not an email address")))?;
     }
     let password_hash = match req.password {
         Some(p) => {

@@ -184,12 +184,7 @@ fn standard_routes() -> Router<AppState> {
             get(oauth::discovery::metadata),
         )
         .route("/api/v1/me", get(api::me::get))
-        .route("/account/apps", get(account::page))
-        .route("/account/apps/revoke", post(account::revoke))
-        .route(
-            "/account/apps/revoke-organization",
-            post(account::revoke_organization),
-        )
+        .merge(account::routes())
         .route("/api/v1/users", post(api::users::create))
         .route(
             "/api/v1/users/{guid}",

@@ -85,6 +85,18 @@ pub async fn start(
     user_id: Option<String>,
     browser: Browser,
 ) -> Result<(Session, HeaderValue), PageError> {
+    let (session, cookie) = fresh(state, user_id, browser);
+    state.store.replace_session(replaces, &session).await?;
+    Ok((session, cookie))
+}
+
+/// A new session, not stored yet, with the `Set-Cookie` header that installs
+/// it once the caller has stored it (in the transaction of its choice).
+pub fn fresh(
+    state: &AppState,
+    user_id: Option<String>,
+    browser: Browser,
+) -> (Session, HeaderValue) {
     let now = state.now();
     let id = mint(SecretKind::Session);
     let csrf = mint(SecretKind::Csrf);
@@ -98,9 +110,8 @@ pub async fn start(
         user_agent: browser.user_agent,
         ip: browser.ip,
     };
-    state.store.replace_session(replaces, &session).await?;
     let cookie = set_cookie(state, &id.value, state.settings.session_ttl);
-    Ok((session, cookie))
+    (session, cookie)
 }
 
 /// A `Set-Cookie` value for the session cookie; `max_age` 0 clears it.

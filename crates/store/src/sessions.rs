@@ -1,9 +1,71 @@
 //! Browser sessions. The cookie holds a random session secret; the table holds
 //! its digest, the CSRF token bound to it and, once logged in, the user.
+//! A person lists and ends their own sessions from their account page; every
+//! statement that does so names the person in its `WHERE`, so no one can end
+//! another person's session.
 
+use healthgate_core::event::EventKind;
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
+use crate::events::{Event, append};
 use crate::{Result, Store};
+
+const COLUMNS: &str =
+    "id_digest, user_id, csrf_token, auth_time, created_at, expires_at, user_agent, ip";
+
+fn session_from_row(r: &AnyRow) -> Result<Session> {
+    Ok(Session {
+        id_digest: r.try_get("id_digest")?,
+        user_id: r.try_get("user_id")?,
+        csrf_token: r.try_get("csrf_token")?,
+        auth_time: r.try_get("auth_time")?,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+        user_agent: r.try_get("user_agent")?,
+        ip: r.try_get("ip")?,
+    })
+}
+
+/// Inserts a session on `conn` (a transaction, normally).
+pub(crate) async fn insert_session_in(conn: &mut sqlx::AnyConnection, s: &Session) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO sessions (id_digest, user_id, csrf_token, auth_time, created_at, expires_at, user_agent, ip)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&s.id_digest)
+    .bind(&s.user_id)
+    .bind(&s.csrf_token)
+    .bind(s.auth_time)
+    .bind(s.created_at)
+    .bind(s.expires_at)
+    .bind(&s.user_agent)
+    .bind(&s.ip)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Which of a person's sessions a sign-out ended, as its event says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SignOut {
+    /// One session, named by its digest.
+    One,
+    /// Every session but the one kept.
+    EverywhereElse,
+    /// Every session, the browser that asked included.
+    Everywhere,
+}
+
+impl SignOut {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::One => "one",
+            Self::EverywhereElse => "everywhere_else",
+            Self::Everywhere => "everywhere",
+        }
+    }
+}
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct Session {
@@ -31,27 +93,84 @@ impl std::fmt::Debug for Session {
 impl Store {
     /// The session with this digest, if it exists and has not expired.
     pub async fn session(&self, id_digest: &str, now: i64) -> Result<Option<Session>> {
-        let row = sqlx::query(
-            "SELECT id_digest, user_id, csrf_token, auth_time, created_at, expires_at, user_agent, ip
-             FROM sessions WHERE id_digest = $1 AND expires_at > $2",
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM sessions WHERE id_digest = $1 AND expires_at > $2"
+        ));
+        let row = sqlx::query(sql)
+            .bind(id_digest)
+            .bind(now)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    /// Every live session of a person, the newest first.
+    pub async fn sessions_of_user(&self, user_id: &str, now: i64) -> Result<Vec<Session>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM sessions WHERE user_id = $1 AND expires_at > $2
+             ORDER BY created_at DESC, id_digest"
+        ));
+        let rows = sqlx::query(sql)
+            .bind(user_id)
+            .bind(now)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    /// Ends one session of `user_id`, with its `session.ended` event. A
+    /// digest that is not one of that person's sessions ends nothing:
+    /// `false`.
+    pub async fn end_session_of_user(
+        &self,
+        user_id: &str,
+        id_digest: &str,
+        ip: Option<&str>,
+        now: i64,
+    ) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let done = sqlx::query("DELETE FROM sessions WHERE id_digest = $1 AND user_id = $2")
+            .bind(id_digest)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        let ended = done.rows_affected() == 1;
+        if ended {
+            append(&mut tx, now, &sign_out_event(user_id, SignOut::One, 1, ip)).await?;
+        }
+        tx.commit().await?;
+        Ok(ended)
+    }
+
+    /// Ends every live session of `user_id` except `keep` (every one when
+    /// `keep` is `None`), with one `session.ended` event saying how many.
+    /// Returns how many ended.
+    pub async fn end_sessions_of_user(
+        &self,
+        user_id: &str,
+        keep: Option<&str>,
+        ip: Option<&str>,
+        now: i64,
+    ) -> Result<u64> {
+        let mut tx = self.writer.begin().await?;
+        // No digest is empty: with nothing kept, every session goes. Expired
+        // ones are left to the purge, so the count is of live sessions.
+        let done = sqlx::query(
+            "DELETE FROM sessions WHERE user_id = $1 AND id_digest <> $2 AND expires_at > $3",
         )
-        .bind(id_digest)
+        .bind(user_id)
+        .bind(keep.unwrap_or(""))
         .bind(now)
-        .fetch_optional(&self.reader)
+        .execute(&mut *tx)
         .await?;
-        row.map(|r| {
-            Ok(Session {
-                id_digest: r.try_get("id_digest")?,
-                user_id: r.try_get("user_id")?,
-                csrf_token: r.try_get("csrf_token")?,
-                auth_time: r.try_get("auth_time")?,
-                created_at: r.try_get("created_at")?,
-                expires_at: r.try_get("expires_at")?,
-                user_agent: r.try_get("user_agent")?,
-                ip: r.try_get("ip")?,
-            })
-        })
-        .transpose()
+        let which = match keep {
+            Some(_) => SignOut::EverywhereElse,
+            None => SignOut::Everywhere,
+        };
+        let ended = done.rows_affected();
+        append(&mut tx, now, &sign_out_event(user_id, which, ended, ip)).await?;
+        tx.commit().await?;
+        Ok(ended)
     }
 
     /// Replaces one session by another in one transaction (a login rotates
@@ -64,20 +183,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query(
-            "INSERT INTO sessions (id_digest, user_id, csrf_token, auth_time, created_at, expires_at, user_agent, ip)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&new.id_digest)
-        .bind(&new.user_id)
-        .bind(&new.csrf_token)
-        .bind(new.auth_time)
-        .bind(new.created_at)
-        .bind(new.expires_at)
-        .bind(&new.user_agent)
-        .bind(&new.ip)
-        .execute(&mut *tx)
-        .await?;
+        insert_session_in(&mut tx, new).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -89,4 +195,17 @@ impl Store {
             .await?;
         Ok(())
     }
+}
+
+fn sign_out_event<'a>(
+    user_id: &'a str,
+    which: SignOut,
+    ended: u64,
+    ip: Option<&'a str>,
+) -> Event<'a> {
+    Event::new(EventKind::SessionEnded)
+        .actor(Some(user_id))
+        .subject(user_id)
+        .ip(ip)
+        .data(serde_json::json!({ "which": which.as_str(), "ended": ended }))
 }

@@ -5,7 +5,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::events::{Event, append};
-use crate::{Result, Store, StoreError, conflict};
+use crate::{Result, Session, Store, StoreError, conflict};
 use healthgate_core::event::EventKind;
 
 /// Inserts a user on `conn`, with its event.
@@ -156,6 +156,99 @@ impl Store {
         end_sessions(&mut tx, user_id).await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Sets a person's display name and email (`None` clears either), with
+    /// a `user.updated` event naming the fields that changed (never their
+    /// values). Returns those fields; none when nothing changed or there is
+    /// no such person.
+    pub async fn update_profile(
+        &self,
+        user_id: &str,
+        name: Option<&str>,
+        email: Option<&str>,
+        ip: Option<&str>,
+        now: i64,
+    ) -> Result<Vec<&'static str>> {
+        let mut tx = self.writer.begin().await?;
+        let current: Option<(Option<String>, Option<String>)> =
+            sqlx::query_as("SELECT name, email FROM users WHERE id = $1")
+                .bind(user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((old_name, old_email)) = current else {
+            return Ok(Vec::new());
+        };
+        let mut changed = Vec::new();
+        if old_name.as_deref() != name {
+            changed.push("name");
+        }
+        if old_email.as_deref() != email {
+            changed.push("email");
+        }
+        if changed.is_empty() {
+            return Ok(changed);
+        }
+        sqlx::query("UPDATE users SET name = $1, email = $2, updated_at = $3 WHERE id = $4")
+            .bind(name)
+            .bind(email)
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        let event = Event::new(EventKind::UserUpdated)
+            .actor(Some(user_id))
+            .subject(user_id)
+            .ip(ip)
+            .data(serde_json::json!({ "changed": changed }));
+        append(&mut tx, now, &event).await?;
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    /// A person changes their own password: the new hash is set only if the
+    /// stored one is still `old_hash` (two changes racing cannot both win),
+    /// every session of theirs ends, `fresh` starts in its place for the
+    /// browser that asked, and `user.password_changed` is appended, all in
+    /// one transaction. `false` (and nothing changed) if the stored hash
+    /// moved on meanwhile.
+    pub async fn change_password(
+        &self,
+        user_id: &str,
+        old_hash: &str,
+        new_hash: &str,
+        fresh: &Session,
+        ip: Option<&str>,
+        now: i64,
+    ) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let done = sqlx::query(
+            "UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3 AND password_hash = $4",
+        )
+        .bind(new_hash)
+        .bind(now)
+        .bind(user_id)
+        .bind(old_hash)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        let ended = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        crate::sessions::insert_session_in(&mut tx, fresh).await?;
+        let event = Event::new(EventKind::PasswordChanged)
+            .actor(Some(user_id))
+            .subject(user_id)
+            .ip(ip)
+            // The browser that asked keeps a (fresh) session.
+            .data(serde_json::json!({ "other_sessions_ended": ended.saturating_sub(1) }));
+        append(&mut tx, now, &event).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Locks an account: it can no longer log in, its sessions end, and its

@@ -20,7 +20,7 @@ use healthgate_core::client::Client;
 use healthgate_core::error::OAuthError;
 use healthgate_core::scope::ScopeSet;
 use healthgate_core::secret::new_id;
-use healthgate_core::user::{User, UserType, validate_password, validate_username};
+use healthgate_core::user::{User, UserType, validate_email, validate_password, validate_username};
 use healthgate_store::StoreError;
 use serde_json::{Value, json};
 
@@ -131,10 +131,7 @@ pub async fn create(
         )));
     }
     let email = params.get("email").map(str::to_owned);
-    if email
-        .as_deref()
-        .is_some_and(|e| !e.contains('@') || e.len() > 254)
-    {
+    if email.as_deref().is_some_and(|e| validate_email(e).is_err()) {
         return Err(invalid("email is not an email address".into()));
     }
     let password_hash = match params.get("password") {
@@ -210,7 +207,7 @@ pub async fn update(
     let params = Params::from_body(&headers, &body)?;
     let now = state.now();
     if let Some(email) = params.get("email") {
-        if !email.contains('@') || email.len() > 254 {
+        if validate_email(email).is_err() {
             return Err(OAuthError::invalid_request("email is not an email address").into());
         }
         state.store.set_email(&user.id, Some(email), now).await?;

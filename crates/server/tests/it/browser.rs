@@ -211,3 +211,296 @@ async fn a_person_signs_in_and_allows_then_denies_by_clicking() {
     assert_eq!(error, "access_denied");
     c.close().await.unwrap();
 }
+
+/// Fills the sign-in form the browser is on and sends it.
+async fn sign_in_here(c: &Client, username: &str) {
+    c.wait()
+        .for_element(Locator::Css("#username"))
+        .await
+        .unwrap()
+        .send_keys(username)
+        .await
+        .unwrap();
+    c.find(Locator::Css("#password"))
+        .await
+        .unwrap()
+        .send_keys(PASSWORD)
+        .await
+        .unwrap();
+    c.find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// The text of the page's status message, once one shows.
+async fn status_message(c: &Client) -> String {
+    c.wait()
+        .for_element(Locator::Css("[role=status]"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Replaces what a text field holds.
+async fn type_into(c: &Client, css: &str, text: &str) {
+    let field = c.find(Locator::Css(css)).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(text).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_person_revokes_an_app_from_their_account_by_clicking_and_its_token_stops_working() {
+    let Some((_driver, c)) = browser(
+        "a_person_revokes_an_app_from_their_account_by_clicking_and_its_token_stops_working",
+    )
+    .await
+    else {
+        return;
+    };
+    let app = spawn_on(Backend::Sqlite, |_| {}).await;
+    app.user("alice", UserType::Member).await;
+    let (client_id, redirect) = app_with_callback(&app).await;
+    let secret = admin::rotate_client_secret(&app.state.store, app.clock.as_ref(), &client_id)
+        .await
+        .unwrap();
+
+    // The real consent page, by clicking.
+    c.goto(&format!(
+        "{}?{}",
+        app.url("/oauth/authorize"),
+        serde_urlencoded(&[
+            ("response_type", "code"),
+            ("client_id", &client_id),
+            ("redirect_uri", &redirect),
+            ("scope", "profile_read"),
+            ("state", "revoke-me"),
+        ])
+    ))
+    .await
+    .unwrap();
+    sign_in_here(&c, "alice").await;
+    c.wait()
+        .for_element(Locator::Css("button[value=allow]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let code = c
+        .wait()
+        .for_element(Locator::Css("#code"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (status, body) = app
+        .token(
+            Some((&client_id, &secret)),
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", &redirect),
+            ],
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    let access = body["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(app.me(&access).await, reqwest::StatusCode::OK);
+
+    // The account page lists it; Revoke, by clicking.
+    c.goto(&app.url("/account")).await.unwrap();
+    c.wait()
+        .for_element(Locator::LinkText("Connected apps"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let card = c
+        .wait()
+        .for_element(Locator::Css(&format!("#app-{client_id}")))
+        .await
+        .unwrap();
+    assert!(card.text().await.unwrap().contains("Clicky Scheduler"));
+    screenshot(&c, "account-apps").await;
+    card.find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let notice = status_message(&c).await;
+    assert!(
+        notice.contains("Clicky Scheduler no longer has access"),
+        "{notice}"
+    );
+    assert!(
+        c.find(Locator::Css(&format!("#app-{client_id}")))
+            .await
+            .is_err(),
+        "the app is gone from the list"
+    );
+
+    // Its token stops working at once, at the resource and at introspection.
+    assert_eq!(app.me(&access).await, reqwest::StatusCode::UNAUTHORIZED);
+    let introspected: serde_json::Value = app
+        .http()
+        .post(app.url("/oauth/introspect"))
+        .basic_auth(&client_id, Some(&secret))
+        .form(&[("token", access.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(introspected["active"], false, "{introspected}");
+    c.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_person_edits_their_profile_and_signs_out_everywhere_else_by_clicking() {
+    let Some((_driver, c)) =
+        browser("a_person_edits_their_profile_and_signs_out_everywhere_else_by_clicking").await
+    else {
+        return;
+    };
+    let app = spawn_on(Backend::Sqlite, |_| {}).await;
+    let user = app.user("alice", UserType::Member).await;
+    // Alice is also signed in on her phone.
+    let phone = Browser {
+        base: app.base.clone(),
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .cookie_store(true)
+            .user_agent("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1")
+            .build()
+            .unwrap(),
+    };
+    assert_eq!(
+        phone.login("alice", PASSWORD).await.status(),
+        reqwest::StatusCode::SEE_OTHER
+    );
+
+    c.goto(&app.url("/account")).await.unwrap();
+    sign_in_here(&c, "alice").await;
+    c.wait()
+        .for_element(Locator::Css("#account-heading"))
+        .await
+        .unwrap();
+    assert!(
+        c.source()
+            .await
+            .unwrap()
+            .contains("Signed in on 2 browsers.")
+    );
+    screenshot(&c, "account").await;
+
+    // Profile: a wrong email is shown beside its field, then the name and
+    // email are saved.
+    c.find(Locator::LinkText("Profile"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Css("#name")).await.unwrap();
+    type_into(&c, "#name", "Alice Example").await;
+    type_into(&c, "#email", "not-an-email").await;
+    c.find(Locator::Css("form[action='/account/profile'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let message = c
+        .wait()
+        .for_element(Locator::Css("#email-error"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(message.starts_with("Email must be an address"), "{message}");
+    let email = c.find(Locator::Css("#email")).await.unwrap();
+    assert_eq!(
+        email.attr("aria-describedby").await.unwrap().as_deref(),
+        Some("email-error")
+    );
+    screenshot(&c, "account-profile-error").await;
+    type_into(&c, "#email", "alice@clinic.example").await;
+    c.find(Locator::Css("form[action='/account/profile'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(status_message(&c).await, "Your profile was saved.");
+    screenshot(&c, "account-profile").await;
+    let stored = app.state.store.user(&user.id).await.unwrap().unwrap();
+    assert_eq!(stored.name.as_deref(), Some("Alice Example"));
+    assert_eq!(stored.email.as_deref(), Some("alice@clinic.example"));
+
+    // Sessions: this browser and the phone; sign out everywhere else.
+    c.find(Locator::LinkText("Sessions"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let this = c
+        .wait()
+        .for_element(Locator::Css(".this-browser"))
+        .await
+        .unwrap();
+    assert_eq!(this.text().await.unwrap(), "This browser");
+    let page = c.source().await.unwrap();
+    assert!(page.contains("Chrome on Linux"), "this browser, named");
+    assert!(page.contains("Safari on iOS"), "the phone");
+    screenshot(&c, "account-sessions").await;
+    c.find(Locator::XPath(
+        "//button[normalize-space()='Sign out everywhere else']",
+    ))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    assert_eq!(
+        status_message(&c).await,
+        "Signed out of 1 other session. This browser stays signed in."
+    );
+    assert!(!c.source().await.unwrap().contains("Safari on iOS"));
+    let r = phone.get("/account").await;
+    assert_eq!(
+        r.status(),
+        reqwest::StatusCode::SEE_OTHER,
+        "the phone is signed out"
+    );
+
+    // At phone width the account pages fit without sideways scrolling.
+    c.set_window_size(390, 844).await.unwrap();
+    for path in ["/account", "/account/profile", "/account/sessions"] {
+        c.goto(&app.url(path)).await.unwrap();
+        c.wait()
+            .for_element(Locator::Css(".account-nav"))
+            .await
+            .unwrap();
+        let overflow = c
+            .execute(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(overflow.as_i64(), Some(0), "{path} fits 390px");
+    }
+    screenshot(&c, "account-phone").await;
+    c.close().await.unwrap();
+}

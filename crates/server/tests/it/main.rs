@@ -24,6 +24,7 @@ macro_rules! backend_tests {
             }
 
             mod account;
+            mod account_pages;
             mod api;
             mod authorize;
             mod e2e;

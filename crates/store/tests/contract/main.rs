@@ -1365,3 +1365,293 @@ async fn organization_grants_are_listed_and_revoked_for_the_organization_only() 
         b.cleanup().await;
     }
 }
+
+/// A signed-in session of `user_id` started at `created_at`.
+fn session_of(digest: &str, user_id: &str, created_at: i64, expires_at: i64) -> Session {
+    Session {
+        id_digest: digest.into(),
+        user_id: Some(user_id.to_owned()),
+        csrf_token: format!("csrf-{digest}"),
+        auth_time: Some(created_at),
+        created_at,
+        expires_at,
+        user_agent: Some(format!("Agent {digest}")),
+        ip: Some("192.0.2.9".into()),
+    }
+}
+
+fn digests(sessions: &[Session]) -> Vec<&str> {
+    sessions.iter().map(|s| s.id_digest.as_str()).collect()
+}
+
+#[tokio::test]
+async fn a_person_lists_and_ends_their_own_live_sessions_and_no_one_elses() {
+    for b in backends().await {
+        let s = &b.store;
+        let (alice, bob) = (user("alice"), user("bob"));
+        s.insert_user(&alice).await.unwrap();
+        s.insert_user(&bob).await.unwrap();
+        for session in [
+            session_of("a-old", &alice.id, NOW - 100, NOW + 1000),
+            session_of("a-new", &alice.id, NOW - 10, NOW + 1000),
+            session_of("a-expired", &alice.id, NOW - 5000, NOW),
+            session_of("b-1", &bob.id, NOW - 50, NOW + 1000),
+        ] {
+            s.replace_session(None, &session).await.unwrap();
+        }
+        s.replace_session(None, &session("anonymous", NOW + 1000))
+            .await
+            .unwrap();
+
+        let listed = s.sessions_of_user(&alice.id, NOW).await.unwrap();
+        assert_eq!(
+            digests(&listed),
+            ["a-new", "a-old"],
+            "{}: live ones only, newest first",
+            b.name
+        );
+        assert_eq!(
+            listed[0],
+            session_of("a-new", &alice.id, NOW - 10, NOW + 1000),
+            "{}: every field",
+            b.name
+        );
+
+        // Alice names Bob's session: the WHERE names her, so nothing ends.
+        assert!(
+            !s.end_session_of_user(&alice.id, "b-1", None, NOW)
+                .await
+                .unwrap(),
+            "{}",
+            b.name
+        );
+        assert!(s.session("b-1", NOW).await.unwrap().is_some(), "{}", b.name);
+        assert!(
+            !s.end_session_of_user(&alice.id, "no-such", None, NOW)
+                .await
+                .unwrap()
+        );
+        assert!(events_of_kind(s, "session.ended").await.is_empty());
+
+        assert!(
+            s.end_session_of_user(&alice.id, "a-old", Some("198.51.100.4"), NOW)
+                .await
+                .unwrap()
+        );
+        assert!(s.session("a-old", NOW).await.unwrap().is_none());
+        let ended = events_of_kind(s, "session.ended").await;
+        assert_eq!(ended.len(), 1, "{}", b.name);
+        assert_eq!(ended[0].actor_user_id.as_deref(), Some(alice.id.as_str()));
+        assert_eq!(ended[0].subject.as_deref(), Some(alice.id.as_str()));
+        assert_eq!(ended[0].ip.as_deref(), Some("198.51.100.4"));
+        let data: serde_json::Value =
+            serde_json::from_str(ended[0].data.as_deref().unwrap()).unwrap();
+        assert_eq!(data, serde_json::json!({"which": "one", "ended": 1}));
+
+        // Everywhere else: every other session of hers, none of Bob's.
+        for digest in ["a-2", "a-3"] {
+            s.replace_session(None, &session_of(digest, &alice.id, NOW, NOW + 1000))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            s.end_sessions_of_user(&alice.id, Some("a-new"), None, NOW)
+                .await
+                .unwrap(),
+            2,
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            digests(&s.sessions_of_user(&alice.id, NOW).await.unwrap()),
+            ["a-new"]
+        );
+        assert!(s.session("b-1", NOW).await.unwrap().is_some());
+        assert!(s.session("anonymous", NOW).await.unwrap().is_some());
+
+        // Everywhere: the kept one too.
+        assert_eq!(
+            s.end_sessions_of_user(&alice.id, None, None, NOW)
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(s.sessions_of_user(&alice.id, NOW).await.unwrap().is_empty());
+        assert_eq!(
+            digests(&s.sessions_of_user(&bob.id, NOW).await.unwrap()),
+            ["b-1"],
+            "{}",
+            b.name
+        );
+        let whiches: Vec<serde_json::Value> = events_of_kind(s, "session.ended")
+            .await
+            .iter()
+            .map(|e| serde_json::from_str(e.data.as_deref().unwrap()).unwrap())
+            .collect();
+        assert_eq!(
+            whiches,
+            [
+                serde_json::json!({"which": "everywhere", "ended": 1}),
+                serde_json::json!({"which": "everywhere_else", "ended": 2}),
+                serde_json::json!({"which": "one", "ended": 1}),
+            ],
+            "{}: newest first",
+            b.name
+        );
+        b.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_profile_update_records_which_fields_changed_and_never_their_values() {
+    for b in backends().await {
+        let s = &b.store;
+        let alice = user("alice");
+        s.insert_user(&alice).await.unwrap();
+
+        let changed = s
+            .update_profile(
+                &alice.id,
+                Some("Dr. Alice Example"),
+                Some("alice@example.org"),
+                Some("192.0.2.1"),
+                NOW,
+            )
+            .await
+            .unwrap();
+        assert_eq!(changed, ["name", "email"], "{}", b.name);
+        let stored = s.user(&alice.id).await.unwrap().unwrap();
+        assert_eq!(stored.name.as_deref(), Some("Dr. Alice Example"));
+        assert_eq!(stored.email.as_deref(), Some("alice@example.org"));
+
+        // The same values again change nothing and write no event.
+        let same = s
+            .update_profile(
+                &alice.id,
+                Some("Dr. Alice Example"),
+                Some("alice@example.org"),
+                None,
+                NOW + 1,
+            )
+            .await
+            .unwrap();
+        assert!(same.is_empty(), "{}", b.name);
+        // Clearing the name changes only the name.
+        let cleared = s
+            .update_profile(&alice.id, None, Some("alice@example.org"), None, NOW + 2)
+            .await
+            .unwrap();
+        assert_eq!(cleared, ["name"]);
+        assert_eq!(s.user(&alice.id).await.unwrap().unwrap().name, None);
+        // Nobody by that id: nothing.
+        assert!(
+            s.update_profile("usr-nobody", Some("X"), None, None, NOW)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        let updated = events_of_kind(s, "user.updated").await;
+        assert_eq!(updated.len(), 2, "{}", b.name);
+        assert_eq!(updated[1].actor_user_id.as_deref(), Some(alice.id.as_str()));
+        assert_eq!(updated[1].subject.as_deref(), Some(alice.id.as_str()));
+        assert_eq!(updated[1].ip.as_deref(), Some("192.0.2.1"));
+        let data = updated[1].data.as_deref().unwrap();
+        assert_eq!(data, r#"{"changed":["name","email"]}"#);
+        assert!(
+            !data.contains("alice@example.org"),
+            "no values in the trail"
+        );
+        b.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_password_change_ends_every_session_but_the_fresh_one_unless_the_hash_moved_on() {
+    for b in backends().await {
+        let s = &b.store;
+        let mut alice = user("alice");
+        alice.password_hash = Some("$argon2id$old".into());
+        let bob = user("bob");
+        s.insert_user(&alice).await.unwrap();
+        s.insert_user(&bob).await.unwrap();
+        for session in [
+            session_of("here", &alice.id, NOW - 20, NOW + 1000),
+            session_of("elsewhere", &alice.id, NOW - 10, NOW + 1000),
+            session_of("bobs", &bob.id, NOW - 10, NOW + 1000),
+        ] {
+            s.replace_session(None, &session).await.unwrap();
+        }
+        let fresh = session_of("fresh", &alice.id, NOW, NOW + 1000);
+
+        // A stale expected hash (the password changed meanwhile): nothing.
+        assert!(
+            !s.change_password(
+                &alice.id,
+                "$argon2id$stale",
+                "$argon2id$new",
+                &fresh,
+                None,
+                NOW
+            )
+            .await
+            .unwrap(),
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            s.user(&alice.id).await.unwrap().unwrap().password_hash,
+            alice.password_hash
+        );
+        assert_eq!(s.sessions_of_user(&alice.id, NOW).await.unwrap().len(), 2);
+        assert!(s.session("fresh", NOW).await.unwrap().is_none());
+        assert!(events_of_kind(s, "user.password_changed").await.is_empty());
+
+        assert!(
+            s.change_password(
+                &alice.id,
+                "$argon2id$old",
+                "$argon2id$new",
+                &fresh,
+                Some("192.0.2.3"),
+                NOW
+            )
+            .await
+            .unwrap()
+        );
+        assert_eq!(
+            s.user(&alice.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .password_hash
+                .as_deref(),
+            Some("$argon2id$new")
+        );
+        assert_eq!(
+            digests(&s.sessions_of_user(&alice.id, NOW).await.unwrap()),
+            ["fresh"],
+            "{}: the old sessions, this browser's old one too, are gone",
+            b.name
+        );
+        assert_eq!(s.session("fresh", NOW).await.unwrap(), Some(fresh.clone()));
+        assert!(s.session("bobs", NOW).await.unwrap().is_some());
+        let changed = events_of_kind(s, "user.password_changed").await;
+        assert_eq!(changed.len(), 1, "{}", b.name);
+        assert_eq!(changed[0].actor_user_id.as_deref(), Some(alice.id.as_str()));
+        assert_eq!(changed[0].ip.as_deref(), Some("192.0.2.3"));
+        assert_eq!(
+            changed[0].data.as_deref(),
+            Some(r#"{"other_sessions_ended":1}"#)
+        );
+        assert!(!changed[0].data.as_deref().unwrap().contains("argon2"));
+
+        // The old hash is no longer the stored one: a replay changes nothing.
+        assert!(
+            !s.change_password(&alice.id, "$argon2id$old", "$argon2id$x", &fresh, None, NOW)
+                .await
+                .unwrap()
+        );
+        b.cleanup().await;
+    }
+}

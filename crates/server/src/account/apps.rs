@@ -15,13 +15,14 @@ use axum::response::{IntoResponse, Redirect, Response};
 use healthgate_core::org::{ADMIN, Organization};
 use healthgate_core::redirect::with_query_params;
 use healthgate_core::scope::ScopeSet;
-use healthgate_store::{OrgGrant, Session, UserGrant};
+use healthgate_store::{OrgGrant, UserGrant};
 use serde::Deserialize;
 
+use super::{Nav, scope_lines, signed_in_form, signed_in_page};
 use crate::error::PageError;
 use crate::ip::ClientIp;
 use crate::pages::{self, ScopeLine, Site, Stamp};
-use crate::session::{self, form_field};
+use crate::session::form_field;
 use crate::state::AppState;
 
 const PAGE: &str = "/account/apps";
@@ -60,6 +61,7 @@ pub struct OrgSection {
 #[template(path = "account_apps.html")]
 pub struct AccountAppsPage<'a> {
     pub site: Site<'a>,
+    pub nav: Nav,
     pub username: &'a str,
     pub apps: Vec<AppLine>,
     pub orgs: Vec<OrgSection>,
@@ -75,22 +77,6 @@ pub struct AppsQuery {
     revoked: Option<String>,
     organization: Option<String>,
     nothing: Option<String>,
-}
-
-/// The scopes in the words of the configuration, each with its name.
-fn scope_lines(state: &AppState, scope: &ScopeSet) -> Vec<ScopeLine> {
-    scope
-        .iter()
-        .map(|name| ScopeLine {
-            name: name.to_owned(),
-            description: state
-                .settings
-                .scopes
-                .get(name)
-                .cloned()
-                .unwrap_or_else(|| name.to_owned()),
-        })
-        .collect()
 }
 
 fn app_line(state: &AppState, g: UserGrant) -> AppLine {
@@ -183,14 +169,11 @@ pub async fn page(
     headers: HeaderMap,
     Query(q): Query<AppsQuery>,
 ) -> Result<Response, PageError> {
-    let Some(session) = session::logged_in(&state, &headers).await? else {
-        let target = with_query_params("/login", &[("return_to", PAGE)]);
-        return Ok(Redirect::to(&target).into_response());
+    let (session, user) = match signed_in_page(&state, &headers, PAGE).await? {
+        Ok(signed_in) => signed_in,
+        Err(to_login) => return Ok(to_login),
     };
-    let user_id = session.user_id.clone().unwrap_or_default();
-    let Some(user) = state.store.user(&user_id).await? else {
-        return Ok(Redirect::to("/login").into_response());
-    };
+    let user_id = user.id.clone();
     let apps = state
         .store
         .grants_of_user(&user_id)
@@ -214,6 +197,7 @@ pub async fn page(
         StatusCode::OK,
         &AccountAppsPage {
             site: Site::of(&state.settings),
+            nav: Nav::on(PAGE),
             username: user.name.as_deref().unwrap_or(&user.username),
             apps,
             orgs,
@@ -221,22 +205,6 @@ pub async fn page(
             csrf_token: &session.csrf_token,
         },
     ))
-}
-
-/// Checks a form's CSRF token and origin; returns the signed-in person's
-/// session and id.
-async fn signed_in_form(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<(Session, String), PageError> {
-    match session::verified_form(state, headers, body).await? {
-        Some(s) => match s.user_id.clone() {
-            Some(user_id) => Ok((s, user_id)),
-            None => Err(PageError::forbidden("Please sign in again.")),
-        },
-        None => Err(PageError::forbidden("Please sign in again.")),
-    }
 }
 
 /// `POST /account/apps/revoke` (`csrf_token`, `client_id`): revokes the

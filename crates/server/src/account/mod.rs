@@ -1,0 +1,187 @@
+//! The account area (`/account`): where a signed-in person sees who they
+//! are, edits their profile and password, and reviews what can act for
+//! them: connected apps, the organizations they belong to, and the browsers
+//! signed in as them.
+//!
+//! Every page sends an anonymous visitor to sign in first and comes back
+//! after; every form is a CSRF-checked POST (`session::verified_form`) that
+//! acts only on the signed-in person and answers with a 303 back to its page
+//! and a status message, or with the page again (400) and the validation
+//! messages next to their fields.
+
+mod apps;
+mod organizations;
+mod overview;
+mod profile;
+mod sessions;
+
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use healthgate_core::redirect::with_query_params;
+use healthgate_core::scope::ScopeSet;
+use healthgate_core::user::User;
+use healthgate_store::Session;
+
+use crate::error::PageError;
+use crate::pages::ScopeLine;
+use crate::session;
+use crate::state::AppState;
+
+/// The account pages' routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/account", get(overview::page))
+        .route("/account/profile", get(profile::page).post(profile::save))
+        .route("/account/profile/password", post(profile::change_password))
+        .route("/account/apps", get(apps::page))
+        .route("/account/apps/revoke", post(apps::revoke))
+        .route(
+            "/account/apps/revoke-organization",
+            post(apps::revoke_organization),
+        )
+        .route("/account/organizations", get(organizations::page))
+        .route("/account/sessions", get(sessions::page))
+        .route("/account/sessions/end", post(sessions::end_one))
+        .route("/account/sessions/end-others", post(sessions::end_others))
+        .route("/account/sessions/end-all", post(sessions::end_all))
+}
+
+/// One link of the account navigation.
+pub struct NavLink {
+    pub href: &'static str,
+    pub label: &'static str,
+    pub current: bool,
+}
+
+/// The account navigation every account page shows, knowing which page it
+/// is on (`aria-current="page"`).
+pub struct Nav {
+    current: &'static str,
+}
+
+impl Nav {
+    const LINKS: [(&'static str, &'static str); 5] = [
+        ("/account", "Overview"),
+        ("/account/profile", "Profile"),
+        ("/account/apps", "Connected apps"),
+        ("/account/organizations", "Organizations"),
+        ("/account/sessions", "Sessions"),
+    ];
+
+    pub fn on(current: &'static str) -> Self {
+        Self { current }
+    }
+
+    pub fn links(&self) -> Vec<NavLink> {
+        Self::LINKS
+            .iter()
+            .map(|&(href, label)| NavLink {
+                href,
+                label,
+                current: href == self.current,
+            })
+            .collect()
+    }
+}
+
+/// The signed-in person behind a page request with their session, or the
+/// redirect that sends the browser to sign in and come back to `path`.
+pub(crate) async fn signed_in_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<Result<(Session, User), Response>, PageError> {
+    let to_login = || {
+        let target = with_query_params("/login", &[("return_to", path)]);
+        Redirect::to(&target).into_response()
+    };
+    let Some(session) = session::logged_in(state, headers).await? else {
+        return Ok(Err(to_login()));
+    };
+    let user_id = session.user_id.clone().unwrap_or_default();
+    match state.store.user(&user_id).await? {
+        Some(user) => Ok(Ok((session, user))),
+        None => Ok(Err(to_login())),
+    }
+}
+
+/// Checks a form's CSRF token and origin; returns the signed-in person's
+/// session and id.
+pub(crate) async fn signed_in_form(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Session, String), PageError> {
+    match session::verified_form(state, headers, body).await? {
+        Some(s) => match s.user_id.clone() {
+            Some(user_id) => Ok((s, user_id)),
+            None => Err(PageError::forbidden("Please sign in again.")),
+        },
+        None => Err(PageError::forbidden("Please sign in again.")),
+    }
+}
+
+/// The scopes in the words of the configuration, each with its name.
+pub(crate) fn scope_lines(state: &AppState, scope: &ScopeSet) -> Vec<ScopeLine> {
+    scope
+        .iter()
+        .map(|name| ScopeLine {
+            name: name.to_owned(),
+            description: state
+                .settings
+                .scopes
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| name.to_owned()),
+        })
+        .collect()
+}
+
+/// A rule's message (`email must be …`) as a sentence for a page.
+pub(crate) fn sentence(message: &str) -> String {
+    let mut chars = message.chars();
+    let mut out: String = match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    };
+    if !out.ends_with('.') {
+        out.push('.');
+    }
+    out
+}
+
+/// How a page names a kind of account.
+pub(crate) fn user_type_label(user: &User) -> &'static str {
+    match user.user_type {
+        healthgate_core::user::UserType::Member => "Member",
+        healthgate_core::user::UserType::Expert => "Expert",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_messages_read_as_sentences() {
+        assert_eq!(
+            sentence("password must be at least 8 characters"),
+            "Password must be at least 8 characters."
+        );
+        assert_eq!(sentence("Done."), "Done.");
+    }
+
+    #[test]
+    fn the_navigation_marks_the_page_it_is_on() {
+        let links = Nav::on("/account/sessions").links();
+        assert_eq!(links.len(), 5);
+        let current: Vec<&str> = links
+            .iter()
+            .filter(|l| l.current)
+            .map(|l| l.label)
+            .collect();
+        assert_eq!(current, ["Sessions"]);
+    }
+}
