@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use healthgate_core::client::Client;
 use healthgate_core::owner::AuthorizationLevel;
 use healthgate_core::redirect::with_query_params;
-use healthgate_core::user::{User, UserType};
+use healthgate_core::user::UserType;
 use serde::Deserialize;
 
 use crate::admin::{self, AdminError, ClientChanges, NewClient, NewUser};
@@ -71,32 +71,13 @@ pub fn image_type(bytes: &[u8]) -> Option<&'static str> {
     }
 }
 
-/// The signed-in person, or a redirect to the login page that comes back.
-async fn developer(
-    state: &AppState,
-    headers: &HeaderMap,
-    back_to: &str,
-) -> Result<Result<(User, String), Response>, PageError> {
-    let login = || {
-        let target = with_query_params("/login", &[("return_to", back_to)]);
-        Redirect::to(&target).into_response()
-    };
-    let Some(session) = session::logged_in(state, headers).await? else {
-        return Ok(Err(login()));
-    };
-    match state
-        .store
-        .user(session.user_id.as_deref().unwrap_or_default())
-        .await?
-    {
-        Some(user) if user.is_active() => Ok(Ok((user, session.csrf_token))),
-        _ => Ok(Err(login())),
-    }
-}
-
 /// The app with this id if the person registered it; anyone else is told
 /// there is no such app, so ids cannot be probed.
-async fn owned_app(state: &AppState, user_id: &str, id: &str) -> Result<Client, PageError> {
+pub(crate) async fn owned_app(
+    state: &AppState,
+    user_id: &str,
+    id: &str,
+) -> Result<Client, PageError> {
     match state.store.client(id).await? {
         Some(c) if c.owner_id.as_deref() == Some(user_id) => Ok(c),
         _ => Err(PageError {
@@ -535,14 +516,15 @@ pub async fn new_app(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
-    let (_, csrf) = match developer(&state, &headers, "/developers/apps/new").await? {
-        Ok(d) => d,
-        Err(login) => return Ok(login),
-    };
+    let (session, _) =
+        match session::signed_in_page(&state, &headers, "/developers/apps/new").await? {
+            Ok(d) => d,
+            Err(login) => return Ok(login),
+        };
     Ok(form_page(
         &state,
         StatusCode::OK,
-        &csrf,
+        &session.csrf_token,
         None,
         AppFormValues::blank(),
         FieldErrors::default(),
@@ -660,7 +642,7 @@ pub async fn edit_app(
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
     let back = format!("/developers/apps/{id}/edit");
-    let (user, csrf) = match developer(&state, &headers, &back).await? {
+    let (session, user) = match session::signed_in_page(&state, &headers, &back).await? {
         Ok(d) => d,
         Err(login) => return Ok(login),
     };
@@ -668,7 +650,7 @@ pub async fn edit_app(
     Ok(form_page(
         &state,
         StatusCode::OK,
-        &csrf,
+        &session.csrf_token,
         Some(&app),
         AppFormValues::of(&app, &state.issuer),
         FieldErrors::default(),
@@ -807,7 +789,7 @@ pub async fn show_app(
     Query(q): Query<AppQuery>,
 ) -> Result<Response, PageError> {
     let back = format!("/developers/apps/{id}");
-    let (user, csrf) = match developer(&state, &headers, &back).await? {
+    let (session, user) = match session::signed_in_page(&state, &headers, &back).await? {
         Ok(d) => d,
         Err(login) => return Ok(login),
     };
@@ -865,7 +847,7 @@ pub async fn show_app(
         StatusCode::OK,
         &AppPage {
             site: Site::of(&state.settings),
-            csrf_token: &csrf,
+            csrf_token: &session.csrf_token,
             issuer: &state.issuer,
             scopes: app.allowed_scopes.to_string(),
             user_types: app
@@ -946,7 +928,7 @@ pub async fn confirm_delete(
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
     let back = format!("/developers/apps/{id}/delete");
-    let (user, csrf) = match developer(&state, &headers, &back).await? {
+    let (session, user) = match session::signed_in_page(&state, &headers, &back).await? {
         Ok(d) => d,
         Err(login) => return Ok(login),
     };
@@ -955,7 +937,7 @@ pub async fn confirm_delete(
         StatusCode::OK,
         &DeletePage {
             site: Site::of(&state.settings),
-            csrf_token: &csrf,
+            csrf_token: &session.csrf_token,
             app: &app,
             error: None,
         },

@@ -110,27 +110,14 @@ impl Form {
         self.files.iter().find(|(k, _)| k == name).map(|(_, f)| f)
     }
 
-    /// The signed-in session behind the form, once its CSRF token and
-    /// origin are checked.
+    /// The signed-in session behind the form and its person's id, once
+    /// its CSRF token and origin are checked.
     pub async fn signed_in(
         &self,
         state: &AppState,
         headers: &HeaderMap,
     ) -> Result<(Session, String), PageError> {
-        let session = session::current(state, headers).await?;
-        session::check_csrf(
-            state,
-            headers,
-            session.as_ref(),
-            self.text("csrf_token").as_deref(),
-        )?;
-        match session {
-            Some(s) => match s.user_id.clone() {
-                Some(user_id) => Ok((s, user_id)),
-                None => Err(PageError::forbidden("Please sign in again.")),
-            },
-            None => Err(PageError::forbidden("Please sign in again.")),
-        }
+        session::signed_in_with(state, headers, self.text("csrf_token").as_deref()).await
     }
 }
 

@@ -33,6 +33,7 @@ use healthgate_core::secret::{constant_time_eq, keyed_digest, random_bytes};
 use tower::ServiceExt;
 
 use crate::admin::{self, ClientChanges};
+use crate::developers::owned_app;
 use crate::error::PageError;
 use crate::forms::Form;
 use crate::pages::{self, Site};
@@ -127,34 +128,6 @@ impl<'a> PlaygroundPage<'a> {
 
 fn redirect_uri(state: &AppState) -> String {
     format!("{}{CALLBACK}", state.issuer)
-}
-
-/// The signed-in developer's id and CSRF token, or a redirect to sign in.
-async fn developer(
-    state: &AppState,
-    headers: &HeaderMap,
-    back_to: &str,
-) -> Result<Result<(String, String), Response>, PageError> {
-    match session::logged_in(state, headers).await? {
-        Some(s) => Ok(Ok((s.user_id.unwrap_or_default(), s.csrf_token))),
-        None => {
-            let target = with_query_params("/login", &[("return_to", back_to)]);
-            Ok(Err(Redirect::to(&target).into_response()))
-        }
-    }
-}
-
-/// The developer's app with this id; anyone else's is "no such app".
-async fn owned_app(state: &AppState, user_id: &str, id: &str) -> Result<Client, PageError> {
-    match state.store.client(id).await? {
-        Some(c) if c.owner_id.as_deref() == Some(user_id) => Ok(c),
-        _ => Err(PageError {
-            status: StatusCode::NOT_FOUND,
-            title: "No such app",
-            message: "The playground works with the apps you registered in the developer portal."
-                .into(),
-        }),
-    }
 }
 
 fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
@@ -375,17 +348,17 @@ pub async fn index(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
-    let (user_id, csrf) = match developer(&state, &headers, HOME).await? {
+    let (session, user) = match session::signed_in_page(&state, &headers, HOME).await? {
         Ok(d) => d,
         Err(login) => return Ok(login),
     };
     let pairs = query_pairs(query.as_deref());
-    let apps = state.store.clients_of_owner(&user_id).await?;
+    let apps = state.store.clients_of_owner(&user.id).await?;
     let chosen = first(&pairs, "client_id")
         .and_then(|id| apps.iter().find(|a| a.id == id))
         .or(apps.first())
         .cloned();
-    let mut page = PlaygroundPage::new(&state, &csrf, 1);
+    let mut page = PlaygroundPage::new(&state, &session.csrf_token, 1);
     page.apps = apps
         .iter()
         .map(|a| AppChoice {
@@ -420,14 +393,14 @@ pub async fn authorize(
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
     let back = format!("{HOME}?{}", query.as_deref().unwrap_or_default());
-    let (user_id, csrf) = match developer(&state, &headers, &back).await? {
+    let (session, user) = match session::signed_in_page(&state, &headers, &back).await? {
         Ok(d) => d,
         Err(login) => return Ok(login),
     };
     let pairs = query_pairs(query.as_deref());
     let app = owned_app(
         &state,
-        &user_id,
+        &user.id,
         first(&pairs, "client_id").unwrap_or_default(),
     )
     .await?;
@@ -437,7 +410,7 @@ pub async fn authorize(
         .map(|(_, v)| v.as_str())
         .filter(|s| app.allowed_scopes.contains(s))
         .collect();
-    let mut page = PlaygroundPage::new(&state, &csrf, 2);
+    let mut page = PlaygroundPage::new(&state, &session.csrf_token, 2);
     if scopes.is_empty() {
         return Err(PageError::bad_request(
             "Tick at least one scope the app may ask for.",
@@ -445,7 +418,7 @@ pub async fn authorize(
     }
     let key = key(&state).await?;
     let run = Run::start(&app.id);
-    let run_state = run.state(&key, &user_id);
+    let run_state = run.state(&key, &user.id);
     let verifier = CodeVerifier::parse(&Run::verifier(&key, &run_state))
         .map_err(|_| PageError::bad_request("The PKCE verifier could not be made."))?;
     let scope = scopes.join(" ");
@@ -532,16 +505,16 @@ pub async fn callback(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
-    let (user_id, csrf) = match developer(&state, &headers, HOME).await? {
+    let (session, user) = match session::signed_in_page(&state, &headers, HOME).await? {
         Ok(d) => d,
         Err(login) => return Ok(login),
     };
     let pairs = query_pairs(query.as_deref());
     let run_state = first(&pairs, "state").unwrap_or_default().to_owned();
     let key = key(&state).await?;
-    let run = Run::verify(&key, &user_id, &run_state).ok_or_else(bad_run)?;
-    let app = owned_app(&state, &user_id, &run.client_id).await?;
-    let mut page = PlaygroundPage::new(&state, &csrf, 3);
+    let run = Run::verify(&key, &user.id, &run_state).ok_or_else(bad_run)?;
+    let app = owned_app(&state, &user.id, &run.client_id).await?;
+    let mut page = PlaygroundPage::new(&state, &session.csrf_token, 3);
     let host = url::Url::parse(&state.issuer)
         .ok()
         .and_then(|u| u.host_str().map(str::to_owned))

@@ -16,17 +16,11 @@ mod profile;
 mod sessions;
 
 use axum::Router;
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use healthgate_core::redirect::with_query_params;
 use healthgate_core::scope::ScopeSet;
 use healthgate_core::user::User;
-use healthgate_store::Session;
 
-use crate::error::PageError;
 use crate::pages::ScopeLine;
-use crate::session;
 use crate::state::AppState;
 
 /// The account pages' routes.
@@ -86,42 +80,7 @@ impl Nav {
     }
 }
 
-/// The signed-in person behind a page request with their session, or the
-/// redirect that sends the browser to sign in and come back to `path`.
-pub(crate) async fn signed_in_page(
-    state: &AppState,
-    headers: &HeaderMap,
-    path: &str,
-) -> Result<Result<(Session, User), Response>, PageError> {
-    let to_login = || {
-        let target = with_query_params("/login", &[("return_to", path)]);
-        Redirect::to(&target).into_response()
-    };
-    let Some(session) = session::logged_in(state, headers).await? else {
-        return Ok(Err(to_login()));
-    };
-    let user_id = session.user_id.clone().unwrap_or_default();
-    match state.store.user(&user_id).await? {
-        Some(user) => Ok(Ok((session, user))),
-        None => Ok(Err(to_login())),
-    }
-}
-
-/// Checks a form's CSRF token and origin; returns the signed-in person's
-/// session and id.
-pub(crate) async fn signed_in_form(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<(Session, String), PageError> {
-    match session::verified_form(state, headers, body).await? {
-        Some(s) => match s.user_id.clone() {
-            Some(user_id) => Ok((s, user_id)),
-            None => Err(PageError::forbidden("Please sign in again.")),
-        },
-        None => Err(PageError::forbidden("Please sign in again.")),
-    }
-}
+pub(crate) use crate::session::{signed_in_form, signed_in_page};
 
 /// The scopes in the words of the configuration, each with its name.
 pub(crate) fn scope_lines(state: &AppState, scope: &ScopeSet) -> Vec<ScopeLine> {

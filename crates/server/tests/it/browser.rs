@@ -504,3 +504,206 @@ async fn a_person_edits_their_profile_and_signs_out_everywhere_else_by_clicking(
     screenshot(&c, "account-phone").await;
     c.close().await.unwrap();
 }
+
+/// Clicks the element `css` selects.
+async fn click(c: &Client, css: &str) {
+    c.wait()
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn text_of(c: &Client, css: &str) -> String {
+    c.wait()
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_developer_signs_up_registers_an_app_and_walks_the_playground_by_clicking() {
+    let Some((_driver, c)) =
+        browser("a_developer_signs_up_registers_an_app_and_walks_the_playground_by_clicking").await
+    else {
+        return;
+    };
+    let app = spawn_on(Backend::Sqlite, |_| {}).await;
+
+    // Sign up from the portal's front page.
+    c.goto(&app.url("/developers")).await.unwrap();
+    click(&c, "a[href='/developers/signup']").await;
+    c.wait()
+        .for_element(Locator::Css("#username"))
+        .await
+        .unwrap();
+    type_into(&c, "#username", "devon").await;
+    type_into(&c, "#name", "Devon Partner").await;
+    type_into(&c, "#email", "devon@partner.example").await;
+    type_into(&c, "#password", PASSWORD).await;
+    type_into(&c, "#password_confirmation", "not the same").await;
+    click(&c, "button[type=submit]").await;
+    // The mismatch is said next to the field.
+    assert!(
+        text_of(&c, "#password_confirmation-error")
+            .await
+            .contains("differ")
+    );
+    type_into(&c, "#password", PASSWORD).await;
+    type_into(&c, "#password_confirmation", PASSWORD).await;
+    click(&c, "button[type=submit]").await;
+
+    // Register an app with the seed's fields.
+    click(&c, "a[href='/developers/apps/new']").await;
+    c.wait().for_element(Locator::Css("#name")).await.unwrap();
+    type_into(&c, "#name", "Sunrise Scheduling").await;
+    type_into(&c, "#description", "Books appointments for your practice.").await;
+    type_into(
+        &c,
+        "#redirect_uris",
+        "https://sunrise.example/oauth/callback",
+    )
+    .await;
+    click(&c, "input[name=scope][value=openid]").await;
+    click(&c, "input[name=scope][value=profile_read]").await;
+    screenshot(&c, "portal-register").await;
+    click(&c, "form button[type=submit].primary").await;
+    let client_id = text_of(&c, "#app-id").await;
+    let secret = text_of(&c, "#app-secret").await;
+    assert!(client_id.starts_with("app-") && secret.starts_with("hg_cs_"));
+    screenshot(&c, "portal-credentials").await;
+
+    // The playground: add its redirect URI, then walk the flow.
+    click(&c, &format!("a[href='/playground?client_id={client_id}']")).await;
+    click(&c, "form[action='/playground/redirect-uri'] button").await;
+    click(&c, "form[action='/playground/authorize'] button").await;
+    click(&c, "#authorize-link").await;
+    click(&c, "button[value=allow]").await;
+    c.wait()
+        .for_element(Locator::Css("#client_secret"))
+        .await
+        .unwrap();
+    let page = c.source().await.unwrap();
+    assert!(page.contains("GET /playground/callback?code="), "{page}");
+    type_into(&c, "#client_secret", &secret).await;
+    click(&c, "form[action='/playground/token'] button").await;
+    c.wait()
+        .for_element(Locator::Css("button[formaction='/playground/me']"))
+        .await
+        .unwrap();
+    let page = c.source().await.unwrap();
+    assert!(page.contains("HTTP/1.1 200 OK"), "{page}");
+    screenshot(&c, "playground").await;
+    click(&c, "button[formaction='/playground/me']").await;
+    c.wait()
+        .for_element(Locator::Css("button[formaction='/playground/introspect']"))
+        .await
+        .unwrap();
+    let page = c.source().await.unwrap();
+    assert!(page.contains("GET /api/v1/me HTTP/1.1"));
+    assert!(
+        page.contains("HTTP/1.1 200 OK") && page.contains("devon"),
+        "{page}"
+    );
+
+    // The app's page, and the portal's list, on a desktop and on a phone.
+    c.goto(&app.url(&format!("/developers/apps/{client_id}")))
+        .await
+        .unwrap();
+    assert_eq!(text_of(&c, "#app-id").await, client_id);
+    screenshot(&c, "portal-app").await;
+    c.goto(&app.url("/developers")).await.unwrap();
+    assert!(c.source().await.unwrap().contains("Sunrise Scheduling"));
+    screenshot(&c, "portal").await;
+    c.set_window_size(390, 844).await.unwrap();
+    c.goto(&app.url(&format!("/developers/apps/{client_id}")))
+        .await
+        .unwrap();
+    let scroll_width: f64 = serde_json::from_value(
+        c.execute("return document.documentElement.scrollWidth", vec![])
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        scroll_width <= 390.0,
+        "the page scrolls sideways on a phone: {scroll_width}"
+    );
+    screenshot(&c, "portal-phone").await;
+    c.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_practice_admin_connects_an_app_from_the_directory_by_clicking() {
+    let Some((_driver, c)) =
+        browser("a_practice_admin_connects_an_app_from_the_directory_by_clicking").await
+    else {
+        return;
+    };
+    let app = spawn_on(Backend::Sqlite, |_| {}).await;
+    let org = admin::create_organization(
+        &app.state.store,
+        app.clock.as_ref(),
+        "Maple Family Practice",
+        healthgate_core::org::OrganizationKind::Practice,
+    )
+    .await
+    .unwrap();
+    app.user("maple-admin", UserType::Member).await;
+    admin::add_member(
+        &app.state.store,
+        &app.state.settings,
+        app.clock.as_ref(),
+        &org.id,
+        "maple-admin",
+        "admin",
+    )
+    .await
+    .unwrap();
+    // The partner's connect URL is the server's own demo page, which shows
+    // the code it received.
+    let (partner, _) = admin::create_client(
+        &app.state.store,
+        &app.state.settings,
+        app.clock.as_ref(),
+        NewClient {
+            name: "Lab Results Sync".into(),
+            redirect_uris: vec!["https://labsync.example/cb".into()],
+            scope: "profile_read".into(),
+            description: Some("Sends lab results to your charts.".into()),
+            connect_redirect_url: Some(app.url("/demo/connect?code=")),
+            published: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    c.goto(&app.url("/integrations")).await.unwrap();
+    sign_in_here(&c, "maple-admin").await;
+    c.wait()
+        .for_element(Locator::Css(&format!("#app-{}", partner.id)))
+        .await
+        .unwrap();
+    screenshot(&c, "integrations").await;
+    click(&c, &format!("#app-{} button[value=redirect]", partner.id)).await;
+    let code = text_of(&c, "#code").await;
+    assert!(code.starts_with("hg_cc_"), "{code}");
+    // Back in the directory the app shows as connecting.
+    c.goto(&app.url("/integrations")).await.unwrap();
+    let page = c.source().await.unwrap();
+    assert!(page.contains("Lab Results Sync"));
+    let integrations = app
+        .state
+        .store
+        .integrations_of_client(&partner.id)
+        .await
+        .unwrap();
+    assert_eq!(integrations.len(), 1);
+    assert_eq!(integrations[0].organization_id, org.id);
+    c.close().await.unwrap();
+}
