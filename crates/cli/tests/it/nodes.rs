@@ -1182,3 +1182,151 @@ async fn id_tokens_signed_on_one_node_verify_with_the_keys_another_publishes() {
         .unwrap();
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
 }
+
+/// The text of the element with `id` in a page, decoded.
+fn element_text(html: &str, id: &str) -> String {
+    let at = html
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id} in page:\n{html}"));
+    let open = at + html[at..].find('>').expect("end of tag") + 1;
+    let close = open + html[open..].find('<').expect("end of text");
+    crate::support::html_unescape(&html[open..close])
+}
+
+/// A page's form: its hidden fields plus `extra`.
+fn form_of(html: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut form = hidden_inputs(html);
+    form.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    form
+}
+
+async fn page(http: &reqwest::Client, node: &Server, path: &str) -> String {
+    let r = http.get(node.url(path)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "GET {path}");
+    r.text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_app_registered_in_the_portal_on_one_node_runs_in_the_playground_across_the_others() {
+    let Some(cluster) = Cluster::start(
+        "an_app_registered_in_the_portal_on_one_node_runs_in_the_playground_across_the_others",
+        2,
+    )
+    .await
+    else {
+        return;
+    };
+    let (a, b) = (cluster.a(), cluster.b());
+    // One browser: cookies ignore ports, so one session on both nodes.
+    let http = browser();
+
+    // Sign up on A, register the app on B.
+    let signup = page(&http, a, "/developers/signup").await;
+    let r = http
+        .post(a.url("/developers/signup"))
+        .form(&form_of(
+            &signup,
+            &[
+                ("username", "devon"),
+                ("password", "correct horse battery"),
+                ("password_confirmation", "correct horse battery"),
+            ],
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "{}", cluster.logs());
+    let new = page(&http, b, "/developers/apps/new").await;
+    let r = http
+        .post(b.url("/developers/apps"))
+        .form(&form_of(
+            &new,
+            &[
+                ("name", "Across Nodes"),
+                ("redirect_uris", "https://across.example/cb"),
+                ("scope", "profile_read"),
+                ("user_type", "member"),
+                ("client_type", "confidential"),
+                ("authorization_level", "user"),
+            ],
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let created = r.text().await.unwrap();
+    let client_id = element_text(&created, "app-id");
+    let secret = element_text(&created, "app-secret");
+
+    // The playground: its redirect URI added on A, the run built on B,
+    // consent shown on B and decided on A, the callback on B, the token
+    // request on A, the API call on B.
+    let pg = page(&http, a, &format!("/playground?client_id={client_id}")).await;
+    let r = http
+        .post(a.url("/playground/redirect-uri"))
+        .form(&form_of(&pg, &[("client_id", &client_id)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let built = page(
+        &http,
+        b,
+        &format!("/playground/authorize?client_id={client_id}&scope=profile_read"),
+    )
+    .await;
+    let marker = "id=\"authorize-link\" href=\"";
+    let start = built.find(marker).expect("authorize link") + marker.len();
+    let href =
+        crate::support::html_unescape(&built[start..start + built[start..].find('"').unwrap()]);
+    let authorize = reqwest::Url::parse(&href).unwrap();
+    let consent = page(&http, b, &path_and_query(&authorize)).await;
+    let r = http
+        .post(a.url("/oauth/authorize"))
+        .form(&form_of(&consent, &[("decision", "allow")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let back = location(&r);
+    assert_eq!(back.path(), "/playground/callback");
+    let callback = page(&http, b, &path_and_query(&back)).await;
+    let r = http
+        .post(a.url("/playground/token"))
+        .form(&form_of(&callback, &[("client_secret", &secret)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let tokens = r.text().await.unwrap();
+    assert!(tokens.contains("HTTP/1.1 200 OK"), "{tokens}");
+    let r = http
+        .post(b.url("/playground/me"))
+        .form(&form_of(&tokens, &[]))
+        .send()
+        .await
+        .unwrap();
+    let me = r.text().await.unwrap();
+    assert!(
+        me.contains("GET /api/v1/me HTTP/1.1") && me.contains("HTTP/1.1 200 OK"),
+        "{me}"
+    );
+
+    // A secret rotated on A is refused on B at once.
+    let app_page = page(&http, a, &format!("/developers/apps/{client_id}")).await;
+    let r = http
+        .post(a.url(&format!("/developers/apps/{client_id}/secret")))
+        .form(&form_of(&app_page, &[]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = api()
+        .post(b.url("/oauth/token"))
+        .basic_auth(&client_id, Some(&secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
