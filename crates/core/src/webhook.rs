@@ -77,6 +77,53 @@ pub fn derive_secret(instance_key: &[u8], client_id: &str, version: i64) -> Stri
     format!("hg_whsec_{mac}")
 }
 
+/// Whether a webhook may be sent to `ip`: a public unicast address. Refused
+/// are the addresses of the platform's own network and machine — loopback,
+/// private (RFC 1918, RFC 4193), link-local (RFC 3927, including the cloud
+/// metadata service at 169.254.169.254; fe80::/10), shared address space
+/// (RFC 6598), unspecified, broadcast, multicast, documentation and
+/// benchmarking ranges, and IPv6 forms that wrap a refused IPv4 address — so
+/// a registered URL cannot turn the delivery worker against them (SSRF,
+/// RFC 9700 §4.15 in spirit). Loopback is allowed only when `allow_loopback`
+/// (development, with `allow_http_webhooks`).
+pub fn may_receive(ip: std::net::IpAddr, allow_loopback: bool) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            if v4.is_loopback() {
+                return allow_loopback;
+            }
+            !(v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (18..20).contains(&b))
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if v6.is_loopback() {
+                return allow_loopback;
+            }
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return may_receive(IpAddr::V4(v4), allow_loopback);
+            }
+            let first = v6.segments()[0];
+            !(v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && v6.segments()[1] == 0x0db8
+                || first == 0x0064 && v6.segments()[1] == 0xff9b
+                || v6.segments()[..6] == [0, 0, 0, 0, 0, 0])
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +176,47 @@ mod tests {
         assert_eq!(a, derive_secret(&k, "app-1", 1));
         assert_ne!(a, derive_secret(&k, "app-1", 2));
         assert_ne!(a, derive_secret(&k, "app-2", 1));
+    }
+
+    #[test]
+    fn webhooks_reach_public_addresses_only() {
+        let cases: &[(&str, bool, bool)] = &[
+            // address, allowed, allowed with loopback allowed
+            ("93.184.216.34", true, true),
+            ("2606:2800:220:1:248:1893:25c8:1946", true, true),
+            ("127.0.0.1", false, true),
+            ("127.8.9.10", false, true),
+            ("::1", false, true),
+            ("10.1.2.3", false, false),
+            ("172.16.0.1", false, false),
+            ("172.31.255.255", false, false),
+            ("192.168.1.1", false, false),
+            ("169.254.169.254", false, false),
+            ("100.64.0.1", false, false),
+            ("0.0.0.0", false, false),
+            ("0.1.2.3", false, false),
+            ("255.255.255.255", false, false),
+            ("224.0.0.1", false, false),
+            ("192.0.2.1", false, false),
+            ("198.18.0.1", false, false),
+            ("240.0.0.1", false, false),
+            ("::", false, false),
+            ("fd00::1", false, false),
+            ("fe80::1", false, false),
+            ("ff02::1", false, false),
+            ("2001:db8::1", false, false),
+            ("::ffff:10.0.0.1", false, false),
+            ("::ffff:127.0.0.1", false, true),
+            ("::ffff:93.184.216.34", true, true),
+            ("64:ff9b::a00:1", false, false),
+            ("::10.0.0.1", false, false),
+            ("172.32.0.1", true, true),
+            ("100.128.0.1", true, true),
+        ];
+        for (ip, allowed, with_loopback) in cases {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(may_receive(ip, false), *allowed, "{ip}");
+            assert_eq!(may_receive(ip, true), *with_loopback, "{ip} with loopback");
+        }
     }
 }

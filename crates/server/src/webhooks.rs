@@ -13,9 +13,11 @@
 //! built in (reqwest's `rustls-tls`), so the binary needs neither OpenSSL nor
 //! the system's certificate store.
 
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use healthgate_core::webhook::{SIGNATURE_HEADER, signature};
+use healthgate_core::webhook::{SIGNATURE_HEADER, may_receive, signature};
 use healthgate_store::StoreError;
 use healthgate_store::{AttemptResult, Delivery};
 use reqwest::header::{CONTENT_TYPE, USER_AGENT};
@@ -52,11 +54,60 @@ const SEAL_BATCH: i64 = 1000;
 /// Sealing transactions per pass at most.
 const MAX_SEALS_PER_TICK: usize = 20;
 
+/// Resolves webhook hosts to the addresses a delivery may reach
+/// ([`may_receive`]): a name that resolves only to the platform's own
+/// network is refused, and since the check is made on the addresses the
+/// connection then uses, a name cannot pass it and be re-pointed after
+/// (DNS rebinding).
+struct PublicAddresses {
+    allow_loopback: bool,
+}
+
+impl reqwest::dns::Resolve for PublicAddresses {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow_loopback = self.allow_loopback;
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let usable: Vec<SocketAddr> = found
+                .iter()
+                .copied()
+                .filter(|a| may_receive(a.ip(), allow_loopback))
+                .collect();
+            if usable.is_empty() && !found.is_empty() {
+                return Err(format!(
+                    "{host} resolves only to private or reserved addresses; webhooks go to public addresses"
+                )
+                .into());
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(usable.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// Why a URL whose host is an IP address may not receive a webhook, if it
+/// may not (names are checked when they are resolved).
+fn refused_literal(url: &str, allow_loopback: bool) -> Option<String> {
+    let host = url::Url::parse(url).ok()?.host()?.to_owned();
+    let ip: IpAddr = match host {
+        url::Host::Ipv4(ip) => ip.into(),
+        url::Host::Ipv6(ip) => ip.into(),
+        url::Host::Domain(_) => return None,
+    };
+    (!may_receive(ip, allow_loopback))
+        .then(|| format!("{ip} is a private or reserved address; webhooks go to public addresses"))
+}
+
 /// The HTTP client deliveries must be sent with: redirects are not followed
 /// (a partner's endpoint answers where it was registered, or the attempt
-/// fails), every request times out after [`TIMEOUT`], and no cookies are kept.
-pub fn http_client() -> reqwest::Result<reqwest::Client> {
+/// fails), every request times out after [`TIMEOUT`], no cookies are kept,
+/// and names resolve only to public addresses (loopback too when
+/// `allow_loopback`, for development).
+pub fn http_client(allow_loopback: bool) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
+        .dns_resolver(Arc::new(PublicAddresses { allow_loopback }))
         .redirect(reqwest::redirect::Policy::none())
         .timeout(TIMEOUT)
         .connect_timeout(CONNECT_TIMEOUT)
@@ -153,6 +204,14 @@ async fn send(
     url: &str,
     secret: &str,
 ) -> AttemptResult {
+    if let Some(refused) = refused_literal(url, state.settings.allow_http_webhooks) {
+        return AttemptResult {
+            status_code: None,
+            error: Some(refused),
+            duration_ms: 0,
+            succeeded: false,
+        };
+    }
     let body = delivery.payload.clone().into_bytes();
     let signed = signature(secret, state.now(), &body);
     let mut request = http
@@ -253,7 +312,7 @@ pub fn spawn(state: AppState) -> Option<JoinHandle<()>> {
     if every == 0 {
         return None;
     }
-    let http = match http_client() {
+    let http = match http_client(state.settings.allow_http_webhooks) {
         Ok(http) => http,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the webhook worker: no HTTP client; webhooks stay queued");

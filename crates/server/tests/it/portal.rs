@@ -217,6 +217,8 @@ async fn refusals_are_shown_next_to_their_field_and_register_nothing() {
         ("user_types", vec![("user_type", "")]),
         ("user_types", vec![("user_type", "robot")]),
         ("webhook_url", vec![("webhook_url", "http://partner.example/hook")]),
+        ("webhook_url", vec![("webhook_url", "https://169.254.169.254/latest")]),
+        ("webhook_url", vec![("webhook_url", "https://[fd00::1]/hook")]),
         ("connect_url", vec![("published", "1")]),
         ("photo_url", vec![("photo_url", "javascript:alert(1)")]),
         ("description", vec![("description", &long)]),

@@ -156,7 +156,7 @@ async fn raise(app: &TestApp, client: &TestClient) -> String {
 }
 
 async fn deliver(state: &AppState) -> usize {
-    let http = webhooks::http_client().expect("http client");
+    let http = webhooks::http_client(state.settings.allow_http_webhooks).expect("http client");
     webhooks::deliver_due(state, &http).await.expect("deliver")
 }
 
@@ -540,4 +540,45 @@ async fn the_worker_runs_in_the_background() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(receiver.received().len(), 1);
+}
+
+/// A webhook URL that passed registration (https) but points into the
+/// platform's own network is refused at send time, by name or by address,
+/// and never reaches a listener there.
+#[tokio::test]
+async fn webhooks_are_not_sent_to_private_or_reserved_addresses() {
+    // A listener on loopback that must never be reached.
+    let receiver = Receiver::start(&[], 200).await;
+    let port = url::Url::parse(&receiver.url).unwrap().port().unwrap();
+    let app = spawn_app_with(|s| s.webhook_poll_interval = 0).await;
+    let cases = [
+        format!("https://localhost:{port}/hook"),
+        format!("https://127.0.0.1:{port}/hook"),
+        "https://10.0.0.7/hook".to_owned(),
+        "https://169.254.169.254/latest/meta-data".to_owned(),
+        "https://[::ffff:192.168.0.1]/hook".to_owned(),
+        "https://[fd00::1]/hook".to_owned(),
+    ];
+    for url in &cases {
+        let client = app.confidential().await;
+        if url.contains("localhost") {
+            hook(&app, &client, url).await;
+        } else {
+            // Registration refuses these addresses now; one stored before
+            // that rule is still refused when sending.
+            let mut c = client.client.clone();
+            c.webhook_url = Some(url.clone());
+            app.state.store.update_client(&c).await.unwrap();
+        }
+        raise(&app, &client).await;
+        deliver_all(&app).await;
+        let d = only_delivery(&app, &client).await;
+        assert_eq!(d.delivered_at, None, "{url}");
+        let error = d.last_error.unwrap_or_default();
+        assert!(
+            error.contains("private or reserved address"),
+            "{url}: {error}"
+        );
+    }
+    assert!(receiver.received().is_empty(), "a private address was reached");
 }
