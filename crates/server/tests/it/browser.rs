@@ -79,7 +79,51 @@ async fn browser(test: &str) -> Option<(Driver, Client)> {
     panic!("chromedriver did not start");
 }
 
+/// What a screen-reader and keyboard user would trip on, as the page is now:
+/// no language, not exactly one `h1`, a form control without a label, an
+/// image without `alt`, a button or link without a name, a duplicate id, an
+/// `aria-describedby` pointing nowhere.
+const ACCESSIBILITY_AUDIT: &str = r#"
+const problems = [];
+if (!document.documentElement.lang) problems.push('the page has no lang');
+const h1 = document.querySelectorAll('h1').length;
+if (h1 !== 1) problems.push('h1 elements: ' + h1);
+for (const el of document.querySelectorAll('input:not([type=hidden]):not([hidden]), select, textarea')) {
+  const labelled = (el.id && document.querySelector('label[for="' + el.id + '"]'))
+    || el.closest('label') || el.getAttribute('aria-label') || el.getAttribute('aria-labelledby');
+  if (!labelled) problems.push('unlabelled control: ' + el.outerHTML.slice(0, 100));
+}
+for (const img of document.querySelectorAll('img')) {
+  if (!img.hasAttribute('alt')) problems.push('image without alt: ' + img.outerHTML.slice(0, 100));
+}
+for (const el of document.querySelectorAll('button, a')) {
+  if (!el.textContent.trim() && !el.getAttribute('aria-label')) problems.push('nameless: ' + el.outerHTML.slice(0, 100));
+}
+const seen = new Set();
+for (const el of document.querySelectorAll('[id]')) {
+  if (seen.has(el.id)) problems.push('duplicate id: ' + el.id);
+  seen.add(el.id);
+}
+for (const el of document.querySelectorAll('[aria-describedby]')) {
+  for (const ref of el.getAttribute('aria-describedby').split(/\s+/)) {
+    if (ref && !document.getElementById(ref)) problems.push('aria-describedby names no element: ' + ref);
+  }
+}
+return problems;
+"#;
+
+/// Saves the page as `name.png`, after checking it has none of the
+/// problems [`ACCESSIBILITY_AUDIT`] looks for.
 async fn screenshot(c: &Client, name: &str) {
+    let problems = c
+        .execute(ACCESSIBILITY_AUDIT, vec![])
+        .await
+        .expect("run the accessibility audit");
+    assert_eq!(
+        problems,
+        serde_json::json!([]),
+        "{name}: accessibility problems"
+    );
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
     std::fs::create_dir_all(&dir).unwrap();
     let png = c.screenshot().await.expect("screenshot");
@@ -505,15 +549,27 @@ async fn a_person_edits_their_profile_and_signs_out_everywhere_else_by_clicking(
     c.close().await.unwrap();
 }
 
-/// Clicks the element `css` selects.
+/// Clicks the element `css` selects. The page may still be the previous
+/// one when the element is found (when both have it) and be replaced
+/// before the click lands: then it is found again on the new page.
 async fn click(c: &Client, css: &str) {
-    c.wait()
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .click()
-        .await
-        .unwrap();
+    for _ in 0..20 {
+        let element = c
+            .wait()
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"));
+        match element.click().await {
+            Ok(()) => return,
+            Err(fantoccini::error::CmdError::Standard(e))
+                if e.error == fantoccini::error::ErrorStatus::StaleElementReference =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{css}: {e}"),
+        }
+    }
+    panic!("{css}: the element kept going stale");
 }
 
 async fn text_of(c: &Client, css: &str) -> String {
