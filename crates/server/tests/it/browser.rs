@@ -763,3 +763,76 @@ async fn a_practice_admin_connects_an_app_from_the_directory_by_clicking() {
     assert_eq!(integrations[0].organization_id, org.id);
     c.close().await.unwrap();
 }
+
+/// Presses keys on whatever has the focus.
+async fn keys(c: &Client, keys: &str) {
+    c.active_element()
+        .await
+        .unwrap()
+        .send_keys(keys)
+        .await
+        .unwrap();
+}
+
+const TAB: &str = "\u{e004}";
+const ENTER: &str = "\u{e007}";
+
+#[tokio::test]
+async fn a_person_signs_in_and_allows_with_the_keyboard_alone() {
+    let Some((_driver, c)) = browser("a_person_signs_in_and_allows_with_the_keyboard_alone").await
+    else {
+        return;
+    };
+    let app = spawn_on(Backend::Sqlite, |_| {}).await;
+    app.user("kim", UserType::Member).await;
+    let (client_id, redirect) = app_with_callback(&app).await;
+    let authorize = format!(
+        "{}?{}",
+        app.url("/oauth/authorize"),
+        serde_urlencoded(&[
+            ("response_type", "code"),
+            ("client_id", &client_id),
+            ("redirect_uri", &redirect),
+            ("scope", "profile_read"),
+            ("state", "keys"),
+        ])
+    );
+    c.goto(&authorize).await.unwrap();
+    c.wait()
+        .for_element(Locator::Css("#username"))
+        .await
+        .unwrap();
+    // The username field has the focus on arrival: type, Tab, type, Enter.
+    let focused = c.active_element().await.unwrap();
+    assert_eq!(
+        focused.attr("id").await.unwrap().as_deref(),
+        Some("username")
+    );
+    keys(&c, "kim").await;
+    keys(&c, TAB).await;
+    keys(&c, PASSWORD).await;
+    keys(&c, ENTER).await;
+    // On the consent page the first Tab reaches the skip link, and Tab
+    // moves on through the controls to Allow.
+    c.wait()
+        .for_element(Locator::Css("button[value=allow]"))
+        .await
+        .unwrap();
+    keys(&c, TAB).await;
+    let skip = c.active_element().await.unwrap();
+    assert_eq!(skip.attr("href").await.unwrap().as_deref(), Some("#main"));
+    let mut reached = false;
+    for _ in 0..30 {
+        keys(&c, TAB).await;
+        let el = c.active_element().await.unwrap();
+        if el.attr("value").await.unwrap().as_deref() == Some("allow") {
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "Allow cannot be reached with Tab");
+    keys(&c, ENTER).await;
+    let code = text_of(&c, "#code").await;
+    assert!(code.starts_with("hg_ac_"), "{code}");
+    c.close().await.unwrap();
+}
