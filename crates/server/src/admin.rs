@@ -202,7 +202,7 @@ fn check_client(settings: &Settings, c: &Client) -> Result<(), AdminError> {
     if c.published && c.connect_redirect_url.is_none() {
         return Err(invalid_field(
             "connect_url",
-            "a published app needs a connect URL (--connect-url)",
+            "a published app needs a connect URL",
         ));
     }
     if let Some(hook) = &c.webhook_url {

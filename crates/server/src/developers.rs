@@ -24,7 +24,7 @@ use serde::Deserialize;
 
 use crate::admin::{self, AdminError, ClientChanges, NewClient, NewUser};
 use crate::error::PageError;
-use crate::forms::{FieldErrors, Form};
+use crate::forms::{FieldErrors, Form, sentence};
 use crate::ip::ClientIp;
 use crate::pages::{self, Site, Stamp, format_utc};
 use crate::session::{self, Browser};
@@ -313,28 +313,8 @@ fn field_error(e: AdminError, errors: &mut FieldErrors) -> Result<(), PageError>
             errors.add("form", sentence(&message));
             Ok(())
         }
-        AdminError::Store(e) => Err(e.into()),
-        other => {
-            tracing::error!(error = %other, "portal request failed");
-            Err(PageError::bad_request(
-                "The request could not be completed. Please try again.",
-            ))
-        }
+        other => Err(other.into()),
     }
-}
-
-/// A message of `admin` (written for the command line) as a sentence.
-fn sentence(message: &str) -> String {
-    let message = message.replace(" (--connect-url)", "");
-    let mut chars = message.chars();
-    let mut out: String = match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
-    };
-    if !out.ends_with('.') {
-        out.push('.');
-    }
-    out
 }
 
 // ---------------------------------------------------------------- app form
@@ -875,12 +855,7 @@ pub async fn rotate_secret(
     let (headers, form) = Form::read(&state, request, 0).await?;
     let (_, user_id) = form.signed_in(&state, &headers).await?;
     let app = owned_app(&state, &user_id, &id).await?;
-    let secret = admin::rotate_client_secret(&state.store, state.clock.as_ref(), &app.id)
-        .await
-        .map_err(|e| match e {
-            AdminError::Store(e) => e.into(),
-            other => PageError::bad_request(sentence(&other.to_string())),
-        })?;
+    let secret = admin::rotate_client_secret(&state.store, state.clock.as_ref(), &app.id).await?;
     Ok(pages::render(
         StatusCode::OK,
         &SecretPage {
@@ -903,11 +878,7 @@ pub async fn rotate_webhook_secret(
     let (_, user_id) = form.signed_in(&state, &headers).await?;
     let app = owned_app(&state, &user_id, &id).await?;
     admin::rotate_webhook_secret(&state.store, &state.settings, state.clock.as_ref(), &app.id)
-        .await
-        .map_err(|e| match e {
-            AdminError::Store(e) => e.into(),
-            other => PageError::bad_request(sentence(&other.to_string())),
-        })?;
+        .await?;
     let back = format!("/developers/apps/{}#webhooks", app.id);
     Ok(Redirect::to(&back).into_response())
 }
@@ -965,12 +936,7 @@ pub async fn delete_app(
             },
         ));
     }
-    admin::delete_client(&state.store, state.clock.as_ref(), &app.id)
-        .await
-        .map_err(|e| match e {
-            AdminError::Store(e) => e.into(),
-            other => PageError::bad_request(sentence(&other.to_string())),
-        })?;
+    admin::delete_client(&state.store, state.clock.as_ref(), &app.id).await?;
     Ok(Redirect::to("/developers?deleted=1").into_response())
 }
 
@@ -1006,7 +972,7 @@ pub async fn photo(
 
 #[cfg(test)]
 mod tests {
-    use super::{image_type, sentence};
+    use super::image_type;
 
     #[test]
     fn photos_are_recognised_by_their_bytes() {
@@ -1023,14 +989,5 @@ mod tests {
         for (bytes, expected) in cases {
             assert_eq!(image_type(bytes), *expected, "{bytes:?}");
         }
-    }
-
-    #[test]
-    fn command_line_messages_read_as_sentences() {
-        assert_eq!(
-            sentence("a published app needs a connect URL (--connect-url)"),
-            "A published app needs a connect URL."
-        );
-        assert_eq!(sentence("Done."), "Done.");
     }
 }

@@ -185,6 +185,27 @@ impl From<StoreError> for PageError {
     }
 }
 
+impl From<crate::admin::AdminError> for PageError {
+    fn from(e: crate::admin::AdminError) -> Self {
+        use crate::admin::AdminError;
+        match e {
+            AdminError::Store(e) => e.into(),
+            AdminError::Invalid(message) | AdminError::Field { message, .. } => {
+                Self::bad_request(crate::forms::sentence(&message))
+            }
+            AdminError::NoSuchClient(_) => Self {
+                status: StatusCode::NOT_FOUND,
+                title: "No such app",
+                message: "There is no app with this id. It may have been deleted.".into(),
+            },
+            AdminError::Hash(e) => {
+                tracing::error!(error = %e, "password hashing failed");
+                Self::bad_request("The request could not be completed. Please try again.")
+            }
+        }
+    }
+}
+
 /// What an error page says; the `error_pages` middleware renders it with
 /// the deployment's branding, which a bare `IntoResponse` cannot reach.
 #[derive(Debug, Clone)]

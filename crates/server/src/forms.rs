@@ -121,6 +121,20 @@ impl Form {
     }
 }
 
+/// A rule's message (`email must be …`, written for the command line too)
+/// as a sentence for a page.
+pub fn sentence(message: &str) -> String {
+    let mut chars = message.chars();
+    let mut out: String = match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    };
+    if !out.ends_with('.') {
+        out.push('.');
+    }
+    out
+}
+
 /// Validation messages by field name, shown next to their fields.
 #[derive(Debug, Default)]
 pub struct FieldErrors(Vec<(&'static str, String)>);
@@ -140,5 +154,20 @@ impl FieldErrors {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sentence;
+
+    #[test]
+    fn rule_messages_read_as_sentences() {
+        assert_eq!(
+            sentence("password must be at least 8 characters"),
+            "Password must be at least 8 characters."
+        );
+        assert_eq!(sentence("Done."), "Done.");
+        assert_eq!(sentence(""), ".");
     }
 }

@@ -489,11 +489,7 @@ pub async fn add_redirect_uri(
             ..ClientChanges::default()
         },
     )
-    .await
-    .map_err(|e| match e {
-        admin::AdminError::Store(e) => e.into(),
-        other => PageError::bad_request(other.to_string()),
-    })?;
+    .await?;
     let back = with_query_params(HOME, &[("client_id", &app.id)]);
     Ok(Redirect::to(&back).into_response())
 }
@@ -601,36 +597,59 @@ fn tokens_from(json: Option<&serde_json::Value>, form: &Form) -> Tokens {
     }
 }
 
+/// A step where the app authenticates and POSTs a form to `path`: the
+/// form is `params` (given the step's form and the run's PKCE verifier)
+/// plus the app's authentication; a token-endpoint answer's tokens are
+/// carried on.
+async fn client_step(
+    state: &AppState,
+    request: Request,
+    title: &'static str,
+    path: &str,
+    params: impl FnOnce(&Form, &str) -> Vec<(&'static str, String)>,
+) -> Result<Response, PageError> {
+    let (csrf, app, form, run_state) = step_form(state, request).await?;
+    let verifier = Run::verifier(&key(state).await?, &run_state);
+    let secret = form.text("client_secret").unwrap_or_default();
+    let (headers, client_id) = client_auth(&app, &secret);
+    let mut fields = params(&form, &verifier);
+    fields.push(("client_id", client_id.unwrap_or_default()));
+    let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (exchange, json) = send(
+        state,
+        title,
+        Method::POST,
+        path,
+        &headers,
+        form_body(&pairs),
+    )
+    .await;
+    let answer = json.as_ref().filter(|_| path == "/oauth/token");
+    let tokens = tokens_from(answer, &form);
+    Ok(result_page(
+        state, &csrf, &app, &form, run_state, exchange, tokens,
+    ))
+}
+
 /// `POST /playground/token` (`run`, `code`, `client_secret`): exchanges the
 /// code at the token endpoint.
 pub async fn token(State(state): State<AppState>, request: Request) -> Result<Response, PageError> {
-    let (csrf, app, form, run_state) = step_form(&state, request).await?;
-    let key = key(&state).await?;
-    let verifier = Run::verifier(&key, &run_state);
-    let secret = form.text("client_secret").unwrap_or_default();
-    let (headers, client_id) = client_auth(&app, &secret);
-    let code = form.text("code").unwrap_or_default();
     let redirect = redirect_uri(&state);
-    let body = form_body(&[
-        ("grant_type", "authorization_code"),
-        ("code", &code),
-        ("redirect_uri", &redirect),
-        ("code_verifier", &verifier),
-        ("client_id", client_id.as_deref().unwrap_or_default()),
-    ]);
-    let (exchange, json) = send(
+    client_step(
         &state,
+        request,
         "The app exchanges the code at the token endpoint",
-        Method::POST,
         "/oauth/token",
-        &headers,
-        body,
+        |form, verifier| {
+            vec![
+                ("grant_type", "authorization_code".to_owned()),
+                ("code", form.text("code").unwrap_or_default()),
+                ("redirect_uri", redirect),
+                ("code_verifier", verifier.to_owned()),
+            ]
+        },
     )
-    .await;
-    let tokens = tokens_from(json.as_ref(), &form);
-    Ok(result_page(
-        &state, &csrf, &app, &form, run_state, exchange, tokens,
-    ))
+    .await
 }
 
 /// `POST /playground/refresh`: a refresh token grant.
@@ -638,28 +657,22 @@ pub async fn refresh(
     State(state): State<AppState>,
     request: Request,
 ) -> Result<Response, PageError> {
-    let (csrf, app, form, run_state) = step_form(&state, request).await?;
-    let secret = form.text("client_secret").unwrap_or_default();
-    let (headers, client_id) = client_auth(&app, &secret);
-    let refresh_token = form.text("refresh_token").unwrap_or_default();
-    let body = form_body(&[
-        ("grant_type", "refresh_token"),
-        ("refresh_token", &refresh_token),
-        ("client_id", client_id.as_deref().unwrap_or_default()),
-    ]);
-    let (exchange, json) = send(
+    client_step(
         &state,
+        request,
         "The app refreshes its access token",
-        Method::POST,
         "/oauth/token",
-        &headers,
-        body,
+        |form, _| {
+            vec![
+                ("grant_type", "refresh_token".to_owned()),
+                (
+                    "refresh_token",
+                    form.text("refresh_token").unwrap_or_default(),
+                ),
+            ]
+        },
     )
-    .await;
-    let tokens = tokens_from(json.as_ref(), &form);
-    Ok(result_page(
-        &state, &csrf, &app, &form, run_state, exchange, tokens,
-    ))
+    .await
 }
 
 /// `POST /playground/introspect`: RFC 7662 introspection of the access
@@ -668,28 +681,19 @@ pub async fn introspect(
     State(state): State<AppState>,
     request: Request,
 ) -> Result<Response, PageError> {
-    let (csrf, app, form, run_state) = step_form(&state, request).await?;
-    let secret = form.text("client_secret").unwrap_or_default();
-    let (headers, client_id) = client_auth(&app, &secret);
-    let access_token = form.text("access_token").unwrap_or_default();
-    let body = form_body(&[
-        ("token", &access_token),
-        ("token_type_hint", "access_token"),
-        ("client_id", client_id.as_deref().unwrap_or_default()),
-    ]);
-    let (exchange, _) = send(
+    client_step(
         &state,
+        request,
         "The app asks whether its access token is active",
-        Method::POST,
         "/oauth/introspect",
-        &headers,
-        body,
+        |form, _| {
+            vec![
+                ("token", form.text("access_token").unwrap_or_default()),
+                ("token_type_hint", "access_token".to_owned()),
+            ]
+        },
     )
-    .await;
-    let tokens = tokens_from(None, &form);
-    Ok(result_page(
-        &state, &csrf, &app, &form, run_state, exchange, tokens,
-    ))
+    .await
 }
 
 /// `POST /playground/me`: the access token used at `/api/v1/me`.

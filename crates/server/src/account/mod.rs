@@ -98,18 +98,7 @@ pub(crate) fn scope_lines(state: &AppState, scope: &ScopeSet) -> Vec<ScopeLine> 
         .collect()
 }
 
-/// A rule's message (`email must be …`) as a sentence for a page.
-pub(crate) fn sentence(message: &str) -> String {
-    let mut chars = message.chars();
-    let mut out: String = match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
-    };
-    if !out.ends_with('.') {
-        out.push('.');
-    }
-    out
-}
+pub(crate) use crate::forms::sentence;
 
 /// How a page names a kind of account.
 pub(crate) fn user_type_label(user: &User) -> &'static str {
@@ -122,15 +111,6 @@ pub(crate) fn user_type_label(user: &User) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rule_messages_read_as_sentences() {
-        assert_eq!(
-            sentence("password must be at least 8 characters"),
-            "Password must be at least 8 characters."
-        );
-        assert_eq!(sentence("Done."), "Done.");
-    }
 
     #[test]
     fn the_navigation_marks_the_page_it_is_on() {
