@@ -1329,4 +1329,22 @@ async fn an_app_registered_in_the_portal_on_one_node_runs_in_the_playground_acro
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    // Signing out everywhere on B ends the session A was serving.
+    let sessions = page(&http, b, "/account/sessions").await;
+    assert!(sessions.contains("This browser"), "{sessions}");
+    let r = http
+        .post(b.url("/account/sessions/end-all"))
+        .form(&[("csrf_token", csrf_token(&sessions))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let r = http
+        .get(a.url("/developers/apps/new"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&r).path(), "/login");
 }
