@@ -382,6 +382,9 @@ fn print_demo(seed: &demo::DemoSeed, as_json: bool) {
     println!("  redirect_uri   {}", seed.redirect_uri);
     println!("Open this in a browser to run the flow:");
     println!("  {}", seed.authorize_url);
+    let base = seed.redirect_uri.trim_end_matches("/demo/callback");
+    println!("Partner developers register their own apps at {base}/developers");
+    println!("  and walk them through the flow at {base}/playground.");
 }
 
 async fn shutdown_signal() {
