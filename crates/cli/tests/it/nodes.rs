@@ -131,7 +131,9 @@ impl Cluster {
         let port_a = free_port();
         let issuer = format!("http://127.0.0.1:{port_a}");
         let bind = format!("127.0.0.1:{port_a}");
-        let cmd = sandbox.command(&[
+        // Loopback webhook receivers stand in for partners: every node may
+        // deliver to them (development setting).
+        let mut cmd = sandbox.command(&[
             "--database-url",
             &url,
             "serve",
@@ -142,6 +144,7 @@ impl Cluster {
             "--bind",
             &bind,
         ]);
+        cmd.env("HEALTHGATE_ALLOW_HTTP_WEBHOOKS", "true");
         let mut a = sandbox.spawn(cmd, port_a);
         let demo = Demo::parse(&a.stdout_line());
         assert_eq!(demo.redirect_uri, format!("{issuer}/demo/callback"));
@@ -151,7 +154,7 @@ impl Cluster {
         for _ in 1..count {
             let port = free_port();
             let bind = format!("127.0.0.1:{port}");
-            let cmd = sandbox.command(&[
+            let mut cmd = sandbox.command(&[
                 "--database-url",
                 &url,
                 "serve",
@@ -160,6 +163,7 @@ impl Cluster {
                 "--bind",
                 &bind,
             ]);
+            cmd.env("HEALTHGATE_ALLOW_HTTP_WEBHOOKS", "true");
             let mut node = sandbox.spawn(cmd, port);
             node.wait_healthy().await;
             nodes.push(node);
