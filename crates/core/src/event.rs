@@ -38,6 +38,14 @@ pub enum EventKind {
     ConnectCodeReplayed,
     ApiKeyCreated,
     ApiKeyRevoked,
+    UserUnlocked,
+    UserPasswordReset,
+    OperatorGranted,
+    OperatorRevoked,
+    ClientSuspended,
+    ClientRestored,
+    MemberRoleChanged,
+    WebhookUnmuted,
 }
 
 impl EventKind {
@@ -73,6 +81,14 @@ impl EventKind {
         Self::ConnectCodeReplayed,
         Self::ApiKeyCreated,
         Self::ApiKeyRevoked,
+        Self::UserUnlocked,
+        Self::UserPasswordReset,
+        Self::OperatorGranted,
+        Self::OperatorRevoked,
+        Self::ClientSuspended,
+        Self::ClientRestored,
+        Self::MemberRoleChanged,
+        Self::WebhookUnmuted,
     ];
 
     /// The event's type as written to the audit trail and webhooks.
@@ -109,6 +125,14 @@ impl EventKind {
             Self::ConnectCodeReplayed => "integration.code_replayed",
             Self::ApiKeyCreated => "api_key.created",
             Self::ApiKeyRevoked => "api_key.revoked",
+            Self::UserUnlocked => "user.unlocked",
+            Self::UserPasswordReset => "user.password_reset",
+            Self::OperatorGranted => "user.operator_granted",
+            Self::OperatorRevoked => "user.operator_revoked",
+            Self::ClientSuspended => "client.suspended",
+            Self::ClientRestored => "client.restored",
+            Self::MemberRoleChanged => "organization.member_role_changed",
+            Self::WebhookUnmuted => "webhook.unmuted",
         }
     }
 
@@ -130,6 +154,8 @@ impl EventKind {
                 | Self::ConnectCodeReplayed
                 | Self::ApiKeyCreated
                 | Self::ApiKeyRevoked
+                | Self::ClientSuspended
+                | Self::ClientRestored
         )
     }
 }
@@ -169,5 +195,8 @@ mod tests {
         assert_eq!(names.len(), count);
         assert!(EventKind::IntegrationConnected.notifies_partner());
         assert!(!EventKind::LoginSucceeded.notifies_partner());
+        // A partner hears when an operator suspends or restores its app.
+        assert!(EventKind::ClientSuspended.notifies_partner());
+        assert!(EventKind::ClientRestored.notifies_partner());
     }
 }
