@@ -189,6 +189,17 @@ impl Store {
     ) -> Result<()> {
         let attempt = delivery.attempts + 1;
         let mut tx = self.writer.begin().await?;
+        if self.backend == Backend::Postgres {
+            // The partner's row first: attempts of one partner's deliveries
+            // are recorded one at a time. Otherwise the one that mutes the
+            // webhook (it updates every pending delivery of the partner,
+            // holding the partner's row) and one that holds its own delivery
+            // row while waiting for the partner's deadlock.
+            sqlx::query("SELECT id FROM clients WHERE id = $1 FOR UPDATE")
+                .bind(&delivery.client_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        }
         sqlx::query(
             "INSERT INTO webhook_attempts (delivery_id, attempt, at, status_code, error, duration_ms)
              VALUES ($1, $2, $3, $4, $5, $6)",

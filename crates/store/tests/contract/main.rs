@@ -2238,3 +2238,44 @@ async fn webhook_health_counts_each_state_with_the_last_success_and_failure() {
         b.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn failed_attempts_recorded_at_once_that_mute_a_webhook_do_not_deadlock() {
+    for b in backends().await {
+        let c = hooked_client(&b.store, "https://hooks.partner.example/a").await;
+        let many = healthgate_core::webhook::MUTE_AFTER_FAILURES as usize + 20;
+        notify(&b.store, &c, many, NOW).await;
+        let due = b
+            .store
+            .claim_deliveries(NOW, many as i64, 60)
+            .await
+            .unwrap();
+        assert_eq!(due.len(), many);
+        // Every attempt recorded concurrently, as the worker's batch does:
+        // the one that mutes updates every pending delivery of the partner
+        // while others hold their own delivery rows.
+        let mut handles = Vec::new();
+        for d in due {
+            let store = b.store.clone();
+            handles.push(tokio::spawn(async move {
+                store.record_attempt(&d, NOW + 1, &answered(500)).await
+            }));
+        }
+        for h in handles {
+            h.await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{}: {e}", b.name));
+        }
+        let h = b
+            .store
+            .webhook_health()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|h| h.client_id == c.id)
+            .unwrap();
+        assert!(h.muted_at.is_some(), "{}", b.name);
+        assert_eq!(h.consecutive_failures, many as i64, "{}", b.name);
+        b.cleanup().await;
+    }
+}
