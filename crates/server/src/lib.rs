@@ -9,6 +9,7 @@ pub mod admin;
 pub mod api;
 pub mod cleanup;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod error;
 pub mod forms;
@@ -233,6 +234,7 @@ fn standard_routes() -> Router<AppState> {
         .route("/demo/callback", get(demo::callback))
         .route("/static/healthgate.css", get(stylesheet))
         .route("/static/brand.css", get(brand_stylesheet))
+        .merge(console::routes())
 }
 
 /// Serves until `shutdown` resolves, then finishes requests in flight and

@@ -26,6 +26,7 @@ macro_rules! backend_tests {
             mod account;
             mod api;
             mod authorize;
+            mod console;
             mod e2e;
             mod integrations;
             mod oidc;
