@@ -14,6 +14,7 @@ use healthgate_core::user::{UserType, parse_user_types};
 use healthgate_core::{Clock, SystemClock};
 use healthgate_server::admin::{self, AdminError, ClientChanges, NewClient, NewUser};
 use healthgate_server::{Settings, demo};
+use healthgate_store::{Actor, Suspension};
 use serde_json::json;
 
 #[derive(Parser, Debug)]
@@ -118,6 +119,12 @@ enum ClientCommand {
         #[arg(long)]
         rotate: bool,
     },
+    /// Suspend an app: it may do nothing (no sign-ins, tokens, partner or
+    /// practice API calls) until restored, and every token it holds stops
+    /// working at once.
+    Suspend { id: String },
+    /// Lift an app's suspension; tokens the suspension revoked stay revoked.
+    Restore { id: String },
 }
 
 #[derive(Args, Debug)]
@@ -181,6 +188,17 @@ enum UserCommand {
         email: Option<String>,
         #[arg(long = "type", default_value = "member", value_parser = parse_type)]
         user_type: UserType,
+        /// Make the account one of the platform's operators (the admin
+        /// console, `/admin`).
+        #[arg(long)]
+        operator: bool,
+    },
+    /// Make an account (id or username) one of the platform's operators,
+    /// who may use the admin console; `--revoke` takes that away.
+    Operator {
+        user: String,
+        #[arg(long)]
+        revoke: bool,
     },
 }
 
@@ -427,6 +445,7 @@ fn client_json(c: &Client) -> serde_json::Value {
         "access_token_format": if c.jwt_access_tokens { "jwt" } else { "opaque" },
         "id_token_alg": c.id_token_alg.as_str(),
         "provisioning_scope": c.provisioning_scopes.as_ref().map(|s| s.to_string()),
+        "suspended_at": c.suspended_at,
         "created_at": c.created_at,
     })
 }
@@ -435,9 +454,14 @@ fn client_text(c: &Client) -> String {
     let uris: Vec<&str> = c.redirect_uris.iter().map(|u| u.as_str()).collect();
     let types: Vec<&str> = c.user_types.iter().map(|t| t.as_str()).collect();
     format!(
-        "client_id      {}\nname           {}\ntype           {}\nredirect_uris  {}\nscope          {}\nuser_types     {}\nphoto_url      {}\npublished      {}\nconnect_url    {}\nwebhook_url    {}{}",
+        "client_id      {}\nname           {}\nstatus         {}\ntype           {}\nredirect_uris  {}\nscope          {}\nuser_types     {}\nphoto_url      {}\npublished      {}\nconnect_url    {}\nwebhook_url    {}{}",
         c.id,
         c.name,
+        if c.suspended_at.is_some() {
+            "suspended"
+        } else {
+            "active"
+        },
         c.kind,
         uris.join(" "),
         c.allowed_scopes,
@@ -575,6 +599,40 @@ async fn client_command(
                 ),
             );
         }
+        ClientCommand::Suspend { id } => {
+            let done = admin::suspend_client(store, clock.as_ref(), &id, Actor::system()).await?;
+            let (value, text) = match done {
+                Suspension::Suspended {
+                    families_revoked,
+                    codes_expired,
+                } => (
+                    json!({"client_id": id, "suspended": true, "changed": true,
+                           "families_revoked": families_revoked, "codes_expired": codes_expired}),
+                    format!(
+                        "suspended {id}: {families_revoked} token families revoked, {codes_expired} pending codes expired"
+                    ),
+                ),
+                _ => (
+                    json!({"client_id": id, "suspended": true, "changed": false}),
+                    format!("{id} was already suspended"),
+                ),
+            };
+            print(as_json, &value, &text);
+        }
+        ClientCommand::Restore { id } => {
+            let changed =
+                admin::restore_client(store, clock.as_ref(), &id, Actor::system()).await?;
+            let text = if changed {
+                format!("restored {id}: it may ask for new tokens; revoked tokens stay revoked")
+            } else {
+                format!("{id} was not suspended")
+            };
+            print(
+                as_json,
+                &json!({"client_id": id, "suspended": false, "changed": changed}),
+                &text,
+            );
+        }
         ClientCommand::Delete { id } => {
             admin::delete_client(store, clock.as_ref(), &id).await?;
             print(
@@ -602,8 +660,9 @@ async fn user_command(
             name,
             email,
             user_type,
+            operator,
         } => {
-            let user = admin::create_user(
+            let mut user = admin::create_user(
                 &state.store,
                 clock.as_ref(),
                 NewUser {
@@ -615,13 +674,49 @@ async fn user_command(
                 },
             )
             .await?;
+            if operator {
+                (user, _) = admin::set_operator(
+                    &state.store,
+                    clock.as_ref(),
+                    &user.id,
+                    true,
+                    Actor::system(),
+                )
+                .await?;
+            }
             print(
                 as_json,
-                &json!({"id": user.id, "username": user.username, "email": user.email, "type": user.user_type.as_str()}),
+                &json!({"id": user.id, "username": user.username, "email": user.email, "type": user.user_type.as_str(), "operator": user.operator}),
                 &format!(
-                    "created user {} ({}, {})",
-                    user.username, user.id, user.user_type
+                    "created user {} ({}, {}{})",
+                    user.username,
+                    user.id,
+                    user.user_type,
+                    if user.operator { ", operator" } else { "" }
                 ),
+            );
+        }
+        UserCommand::Operator { user, revoke } => {
+            let (user, changed) = admin::set_operator(
+                &state.store,
+                clock.as_ref(),
+                &user,
+                !revoke,
+                Actor::system(),
+            )
+            .await?;
+            let text = match (user.operator, changed) {
+                (true, true) => format!("{} ({}) is now an operator", user.username, user.id),
+                (true, false) => format!("{} ({}) was already an operator", user.username, user.id),
+                (false, true) => {
+                    format!("{} ({}) is no longer an operator", user.username, user.id)
+                }
+                (false, false) => format!("{} ({}) was not an operator", user.username, user.id),
+            };
+            print(
+                as_json,
+                &json!({"id": user.id, "username": user.username, "operator": user.operator, "changed": changed}),
+                &text,
             );
         }
     }

@@ -47,6 +47,14 @@ pub enum EventKind {
     /// A person signed sessions out from their account page: one, every
     /// other one, or all (`data.which`).
     SessionEnded,
+    UserUnlocked,
+    UserPasswordReset,
+    OperatorGranted,
+    OperatorRevoked,
+    ClientSuspended,
+    ClientRestored,
+    MemberRoleChanged,
+    WebhookUnmuted,
 }
 
 impl EventKind {
@@ -86,6 +94,14 @@ impl EventKind {
         Self::PasswordChanged,
         Self::PasswordChangeFailed,
         Self::SessionEnded,
+        Self::UserUnlocked,
+        Self::UserPasswordReset,
+        Self::OperatorGranted,
+        Self::OperatorRevoked,
+        Self::ClientSuspended,
+        Self::ClientRestored,
+        Self::MemberRoleChanged,
+        Self::WebhookUnmuted,
     ];
 
     /// The event's type as written to the audit trail and webhooks.
@@ -126,6 +142,14 @@ impl EventKind {
             Self::PasswordChanged => "user.password_changed",
             Self::PasswordChangeFailed => "user.password_change_failed",
             Self::SessionEnded => "session.ended",
+            Self::UserUnlocked => "user.unlocked",
+            Self::UserPasswordReset => "user.password_reset",
+            Self::OperatorGranted => "user.operator_granted",
+            Self::OperatorRevoked => "user.operator_revoked",
+            Self::ClientSuspended => "client.suspended",
+            Self::ClientRestored => "client.restored",
+            Self::MemberRoleChanged => "organization.member_role_changed",
+            Self::WebhookUnmuted => "webhook.unmuted",
         }
     }
 
@@ -147,6 +171,8 @@ impl EventKind {
                 | Self::ConnectCodeReplayed
                 | Self::ApiKeyCreated
                 | Self::ApiKeyRevoked
+                | Self::ClientSuspended
+                | Self::ClientRestored
         )
     }
 }
@@ -186,5 +212,8 @@ mod tests {
         assert_eq!(names.len(), count);
         assert!(EventKind::IntegrationConnected.notifies_partner());
         assert!(!EventKind::LoginSucceeded.notifies_partner());
+        // A partner hears when an operator suspends or restores its app.
+        assert!(EventKind::ClientSuspended.notifies_partner());
+        assert!(EventKind::ClientRestored.notifies_partner());
     }
 }

@@ -129,6 +129,35 @@ pub fn new_id(prefix: &str) -> String {
     id
 }
 
+/// Characters of temporary passwords: letters and digits people can read
+/// back without confusing them (no `0`/`O`, `1`/`l`/`I`).
+const PASSWORD_ALPHABET: &[u8] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+
+/// Length of a temporary password: 22 characters of a 57-letter alphabet,
+/// about 128 bits.
+pub const TEMPORARY_PASSWORD_LEN: usize = 22;
+
+/// A temporary password an operator hands to a person once (an account
+/// reset): [`TEMPORARY_PASSWORD_LEN`] characters drawn without bias
+/// (rejection sampling) from [`random_bytes`].
+pub fn temporary_password() -> String {
+    // The largest multiple of the alphabet's size that fits in a byte:
+    // bytes at or above it are drawn again, so every character is equally
+    // likely.
+    let limit = 256 - 256 % PASSWORD_ALPHABET.len();
+    let mut out = String::with_capacity(TEMPORARY_PASSWORD_LEN);
+    let mut buf = [0u8; 32];
+    while out.len() < TEMPORARY_PASSWORD_LEN {
+        random_bytes(&mut buf);
+        for &b in &buf {
+            if (b as usize) < limit && out.len() < TEMPORARY_PASSWORD_LEN {
+                out.push(PASSWORD_ALPHABET[b as usize % PASSWORD_ALPHABET.len()] as char);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +211,17 @@ mod tests {
         assert_ne!(d, keyed_digest(b"key", "other", &["a", "b"]));
         assert_ne!(d, keyed_digest(b"key", "label", &["ab"]));
         assert_ne!(d, keyed_digest(b"key", "label", &["a", "b", ""]));
+    }
+
+    #[test]
+    fn temporary_passwords_are_long_readable_and_distinct() {
+        let a = temporary_password();
+        assert_eq!(a.len(), TEMPORARY_PASSWORD_LEN);
+        assert!(a.bytes().all(|b| PASSWORD_ALPHABET.contains(&b)), "{a}");
+        assert!(!a.contains(['0', 'O', '1', 'l', 'I']), "{a}");
+        assert_ne!(a, temporary_password());
+        // At least 128 bits.
+        let bits = (PASSWORD_ALPHABET.len() as f64).log2() * TEMPORARY_PASSWORD_LEN as f64;
+        assert!(bits >= 128.0, "{bits}");
     }
 }

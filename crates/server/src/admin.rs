@@ -1,6 +1,7 @@
 //! Administrative operations: registering clients and users, rotating
-//! secrets. The CLI calls these, and later the portal and admin console will,
-//! so every rule about what may be registered is enforced in one place.
+//! secrets, suspending apps, resetting and locking accounts. The CLI, the
+//! portal and the admin console call these, so every rule about what may be
+//! registered or changed is enforced in one place.
 
 use healthgate_core::Clock;
 use healthgate_core::client::{Client, ClientKind};
@@ -10,7 +11,7 @@ use healthgate_core::redirect::RedirectUri;
 use healthgate_core::scope::ScopeSet;
 use healthgate_core::secret::{SecretKind, mint, new_id};
 use healthgate_core::user::{User, UserType, validate_email, validate_password, validate_username};
-use healthgate_store::{Store, StoreError};
+use healthgate_store::{Actor, Store, StoreError, Suspension};
 
 use crate::config::Settings;
 use crate::passwords;
@@ -463,9 +464,23 @@ pub async fn create_organization(
     name: &str,
     kind: OrganizationKind,
 ) -> Result<Organization, AdminError> {
+    create_organization_by(store, clock, name, kind, Actor::system()).await
+}
+
+/// Creates a practice or clinic on behalf of `actor`.
+pub async fn create_organization_by(
+    store: &Store,
+    clock: &dyn Clock,
+    name: &str,
+    kind: OrganizationKind,
+    actor: Actor<'_>,
+) -> Result<Organization, AdminError> {
     let name = name.trim();
-    if name.is_empty() || name.len() > 200 {
-        return Err(invalid("the name must be 1 to 200 characters"));
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(invalid_field(
+            "name",
+            "the name must be 1 to 200 characters",
+        ));
     }
     let org = Organization {
         id: new_id(kind.id_prefix()),
@@ -473,7 +488,7 @@ pub async fn create_organization(
         kind,
         created_at: clock.now(),
     };
-    store.insert_organization(&org).await?;
+    store.insert_organization_by(&org, actor).await?;
     Ok(org)
 }
 
@@ -487,20 +502,135 @@ pub async fn add_member(
     user: &str,
     role: &str,
 ) -> Result<(Organization, User), AdminError> {
-    validate_role(role, settings.roles.keys().map(String::as_str)).map_err(invalid)?;
+    add_member_by(
+        store,
+        settings,
+        clock,
+        organization_id,
+        user,
+        role,
+        Actor::system(),
+    )
+    .await
+}
+
+/// Adds a person (by id or username) to an organization with a role, or
+/// changes their role, on behalf of `actor`. A role that is not configured
+/// is refused on the `role` field, a person who does not exist on the
+/// `username` field.
+pub async fn add_member_by(
+    store: &Store,
+    settings: &Settings,
+    clock: &dyn Clock,
+    organization_id: &str,
+    user: &str,
+    role: &str,
+    actor: Actor<'_>,
+) -> Result<(Organization, User), AdminError> {
+    check_role(settings, role)?;
     let org = store
         .organization(organization_id)
         .await?
         .ok_or_else(|| invalid(format!("no organization with id {organization_id:?}")))?;
-    let person = match store.user(user).await? {
-        Some(u) => u,
-        None => store
-            .user_by_username(user)
-            .await?
-            .ok_or_else(|| invalid(format!("no user with id or username {user:?}")))?,
-    };
+    let person = find_user(store, user).await?;
     store
-        .set_membership(&org.id, &person.id, role, None, clock.now())
+        .set_membership_by(&org.id, &person.id, role, actor, clock.now())
         .await?;
     Ok((org, person))
+}
+
+/// Refuses a role the configuration does not define, on the `role` field.
+pub fn check_role(settings: &Settings, role: &str) -> Result<(), AdminError> {
+    validate_role(role, settings.roles.keys().map(String::as_str))
+        .map_err(|e| invalid_field("role", e))
+}
+
+/// The account with this id or, failing that, this username; refused on
+/// the `username` field when there is none.
+pub async fn find_user(store: &Store, id_or_username: &str) -> Result<User, AdminError> {
+    if let Some(u) = store.user(id_or_username).await? {
+        return Ok(u);
+    }
+    store
+        .user_by_username(id_or_username)
+        .await?
+        .ok_or_else(|| {
+            invalid_field(
+                "username",
+                format!("no user with id or username {id_or_username:?}"),
+            )
+        })
+}
+
+/// Suspends an app: it may do nothing until restored, and every token it
+/// held stops working at once (see [`Store::suspend_client`]).
+pub async fn suspend_client(
+    store: &Store,
+    clock: &dyn Clock,
+    client_id: &str,
+    actor: Actor<'_>,
+) -> Result<Suspension, AdminError> {
+    match store.suspend_client(client_id, actor, clock.now()).await? {
+        Suspension::NoSuchClient => Err(AdminError::NoSuchClient(client_id.to_owned())),
+        done => Ok(done),
+    }
+}
+
+/// Lifts an app's suspension; what the suspension revoked stays revoked.
+/// Returns whether it was suspended.
+pub async fn restore_client(
+    store: &Store,
+    clock: &dyn Clock,
+    client_id: &str,
+    actor: Actor<'_>,
+) -> Result<bool, AdminError> {
+    if store.restore_client(client_id, actor, clock.now()).await? {
+        return Ok(true);
+    }
+    match store.client(client_id).await? {
+        Some(_) => Ok(false),
+        None => Err(AdminError::NoSuchClient(client_id.to_owned())),
+    }
+}
+
+/// Gives an account a new, random temporary password and ends every
+/// session of it. The password exists only in this return value (the store
+/// keeps its argon2id hash): show it once, to the operator.
+pub async fn reset_password(
+    store: &Store,
+    clock: &dyn Clock,
+    user_id: &str,
+    actor: Actor<'_>,
+) -> Result<(User, String), AdminError> {
+    let user = find_user(store, user_id).await?;
+    let password = healthgate_core::secret::temporary_password();
+    let hash = passwords::hash(password.clone()).await?;
+    if !store
+        .reset_password(&user.id, &hash, actor, clock.now())
+        .await?
+    {
+        return Err(invalid_field(
+            "username",
+            format!("no user with id {user_id:?}"),
+        ));
+    }
+    Ok((user, password))
+}
+
+/// Makes a person (by id or username) one of the platform's operators, or
+/// (`operator` false) no longer one. Returns them as they are now, and
+/// whether that changed.
+pub async fn set_operator(
+    store: &Store,
+    clock: &dyn Clock,
+    user: &str,
+    operator: bool,
+    actor: Actor<'_>,
+) -> Result<(User, bool), AdminError> {
+    let mut person = find_user(store, user).await?;
+    let changed = store
+        .set_operator(&person.id, operator, actor, clock.now())
+        .await?;
+    person.operator = operator;
+    Ok((person, changed))
 }

@@ -1,6 +1,8 @@
 //! `serve --demo`: a practice with a practitioner, a staff member and a
 //! member, and a demo partner app whose redirect URI is a page of this server
-//! (`/demo/callback`) that shows the code and how to exchange it.
+//! (`/demo/callback`) that shows the code and how to exchange it. The
+//! practice's admin is also one of the platform's operators, so the demo
+//! shows the admin console (`/admin`) too.
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -105,6 +107,11 @@ pub async fn seed(
         if role != "member" {
             store
                 .set_membership(&practice_id, &user.id, role, None, now)
+                .await?;
+        }
+        if role == "admin" {
+            store
+                .set_operator(&user.id, true, healthgate_store::Actor::system(), now)
                 .await?;
         }
         accounts.push(DemoAccount {

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod api;
 pub mod cleanup;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod developers;
 pub mod error;
@@ -232,6 +233,7 @@ fn standard_routes() -> Router<AppState> {
         .route("/static/brand.css", get(brand_stylesheet))
         .merge(developers::routes())
         .merge(playground::routes())
+        .merge(console::routes())
 }
 
 /// Serves until `shutdown` resolves, then finishes requests in flight and

@@ -8,7 +8,7 @@ use healthgate_core::user::{join_user_types, parse_user_types};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::events::{Event, append};
+use crate::events::{Actor, Event, append};
 use crate::{Result, Store, StoreError, conflict};
 
 const COLUMNS: &str = "id, name, photo_url, redirect_uris, allowed_scopes, user_types, kind, secret_digest, description, \
@@ -72,7 +72,143 @@ fn uris(c: &Client) -> String {
         .join("\n")
 }
 
+/// What suspending an app did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suspension {
+    /// The app is suspended now: its live token families were revoked and
+    /// its pending authorization codes expired.
+    Suspended {
+        families_revoked: u64,
+        codes_expired: u64,
+    },
+    /// It was suspended already, since this instant; nothing changed.
+    AlreadySuspended(i64),
+    NoSuchClient,
+}
+
+/// The reason written on the token families a suspension revokes.
+pub const CLIENT_SUSPENDED: &str = "client_suspended";
+
 impl Store {
+    /// Every registered app with the username of the person who registered
+    /// it in the developer portal (if one did), oldest first.
+    pub async fn clients_with_owners(&self) -> Result<Vec<(Client, Option<String>)>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS}, (SELECT u.username FROM users u WHERE u.id = clients.owner_id) AS owner_username
+             FROM clients ORDER BY created_at, id"
+        ));
+        let rows = sqlx::query(sql).fetch_all(&self.reader).await?;
+        rows.iter()
+            .map(|r| Ok((from_row(r)?, r.try_get("owner_username")?)))
+            .collect()
+    }
+
+    /// Suspends an app, in one transaction: marks it suspended, revokes
+    /// every live token family it holds (reason `client_suspended`; every
+    /// access and refresh token in them stops working at the next request),
+    /// expires its authorization codes not yet redeemed (a code becomes a
+    /// family only when redeemed), and writes `client.suspended` with what
+    /// was revoked. One event for the whole suspension rather than one per
+    /// family: an app can hold many grants, and the partner hears the one
+    /// thing that happened.
+    pub async fn suspend_client(
+        &self,
+        client_id: &str,
+        actor: Actor<'_>,
+        now: i64,
+    ) -> Result<Suspension> {
+        let mut tx = self.writer.begin().await?;
+        let marked = sqlx::query(
+            "UPDATE clients SET suspended_at = $1, updated_at = $1 WHERE id = $2 AND suspended_at IS NULL",
+        )
+        .bind(now)
+        .bind(client_id)
+        .execute(&mut *tx)
+        .await?;
+        if marked.rows_affected() == 0 {
+            let since: Option<Option<i64>> =
+                sqlx::query_scalar("SELECT suspended_at FROM clients WHERE id = $1")
+                    .bind(client_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            return Ok(match since {
+                Some(Some(at)) => Suspension::AlreadySuspended(at),
+                _ => Suspension::NoSuchClient,
+            });
+        }
+        // Codes first: a redemption racing this transaction either finished
+        // before (its family is revoked below) or finds its code expired.
+        let codes_expired = sqlx::query(
+            "UPDATE authorization_codes SET expires_at = $1
+             WHERE client_id = $2 AND consumed_at IS NULL AND expires_at > $1",
+        )
+        .bind(now)
+        .bind(client_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let families_revoked = sqlx::query(
+            "UPDATE token_families SET revoked_at = $1, revoked_reason = $2
+             WHERE client_id = $3 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(CLIENT_SUSPENDED)
+        .bind(client_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        append(
+            &mut tx,
+            now,
+            &Event::new(EventKind::ClientSuspended)
+                .by(actor)
+                .client(client_id)
+                .subject(client_id)
+                .data(serde_json::json!({
+                    "families_revoked": families_revoked,
+                    "codes_expired": codes_expired,
+                })),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Suspension::Suspended {
+            families_revoked,
+            codes_expired,
+        })
+    }
+
+    /// Lifts an app's suspension: it may ask for codes and tokens again.
+    /// What the suspension revoked stays revoked. Returns whether it was
+    /// suspended (`client.restored` is written only then).
+    pub async fn restore_client(
+        &self,
+        client_id: &str,
+        actor: Actor<'_>,
+        now: i64,
+    ) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let done = sqlx::query(
+            "UPDATE clients SET suspended_at = NULL, updated_at = $1 WHERE id = $2 AND suspended_at IS NOT NULL",
+        )
+        .bind(now)
+        .bind(client_id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 1 {
+            append(
+                &mut tx,
+                now,
+                &Event::new(EventKind::ClientRestored)
+                    .by(actor)
+                    .client(client_id)
+                    .subject(client_id),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     pub async fn insert_client(&self, c: &Client) -> Result<()> {
         let mut tx = self.writer.begin().await?;
         sqlx::query(
@@ -198,10 +334,11 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
-    /// Apps listed in the integration directory, by name.
+    /// Apps listed in the integration directory, by name. A suspended app
+    /// is not listed.
     pub async fn published_clients(&self) -> Result<Vec<Client>> {
         let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM clients WHERE published = 1 ORDER BY name, id"
+            "SELECT {COLUMNS} FROM clients WHERE published = 1 AND suspended_at IS NULL ORDER BY name, id"
         ));
         let rows = sqlx::query(sql).fetch_all(&self.reader).await?;
         rows.iter().map(from_row).collect()

@@ -133,10 +133,13 @@ fn owner_of(row: &AnyRow) -> Result<Option<ResourceOwner>> {
     )
 }
 
+/// A refresh token by digest. It reads as revoked when its family is, or
+/// while its client is suspended (a suspension revokes the families; this
+/// covers one issued in the instant the suspension was committing).
 pub(crate) const REFRESH_SELECT: &str = "SELECT r.digest, r.family_id, r.client_id, r.user_id, r.scope, r.redirect_uri, r.parent_digest,
         r.created_at, r.expires_at, r.consumed_at, r.first_used_at,
-        COALESCE(r.revoked_at, f.revoked_at) AS revoked_at
- FROM refresh_tokens r JOIN token_families f ON f.id = r.family_id
+        COALESCE(r.revoked_at, f.revoked_at, c.suspended_at) AS revoked_at
+ FROM refresh_tokens r JOIN token_families f ON f.id = r.family_id JOIN clients c ON c.id = f.client_id
  WHERE r.digest = $1";
 
 pub(crate) fn refresh_from_row(row: &AnyRow) -> Result<RefreshToken> {
@@ -802,14 +805,15 @@ impl Store {
     }
 
     /// Looks an access token up by digest, for a resource request. A token of
-    /// a revoked family comes back with `revoked_at` set.
+    /// a revoked family, or of a client that is suspended, comes back with
+    /// `revoked_at` set.
     pub async fn access_token(&self, digest: &str) -> Result<Option<AccessToken>> {
         let row = sqlx::query(
             "SELECT a.digest, a.family_id, a.client_id, a.user_id, a.scope, a.created_at, a.expires_at,
                     a.parent_refresh_digest, a.first_used_at,
-                    COALESCE(a.revoked_at, f.revoked_at) AS revoked_at,
+                    COALESCE(a.revoked_at, f.revoked_at, c.suspended_at) AS revoked_at,
                     f.organization_id, f.owner_type, f.owner_id, f.granted_by
-             FROM access_tokens a JOIN token_families f ON f.id = a.family_id
+             FROM access_tokens a JOIN token_families f ON f.id = a.family_id JOIN clients c ON c.id = f.client_id
              WHERE a.digest = $1",
         )
         .bind(digest)

@@ -8,7 +8,7 @@ use healthgate_core::secret::{Minted, new_id};
 use healthgate_core::user::User;
 use sqlx::{Any, AnyConnection, Row, Transaction};
 
-use crate::events::{Event, append};
+use crate::events::{Actor, Event, append};
 use crate::grants::GrantError;
 use crate::{Result, Store, StoreError, conflict};
 
@@ -99,6 +99,25 @@ async fn insert_key(
     Ok(record)
 }
 
+/// A practice API key as presented: the key, its integration's status, and
+/// whether the partner app it belongs to is suspended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresentedKey {
+    pub key: ApiKey,
+    pub status: IntegrationStatus,
+    pub client_suspended: bool,
+}
+
+impl PresentedKey {
+    /// Whether the key opens the practice API now: not revoked, its
+    /// integration not disconnected, its app not suspended.
+    pub fn is_usable(&self) -> bool {
+        self.key.revoked_at.is_none()
+            && self.status != IntegrationStatus::Disconnected
+            && !self.client_suspended
+    }
+}
+
 /// A connect code presented by a partner.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectRedemption<'a> {
@@ -110,6 +129,11 @@ pub struct ConnectRedemption<'a> {
 
 impl Store {
     pub async fn insert_organization(&self, org: &Organization) -> Result<()> {
+        self.insert_organization_by(org, Actor::system()).await
+    }
+
+    /// Inserts an organization, naming who created it in its event.
+    pub async fn insert_organization_by(&self, org: &Organization, actor: Actor<'_>) -> Result<()> {
         let mut tx = self.writer.begin().await?;
         sqlx::query(
             "INSERT INTO organizations (id, name, kind, created_at) VALUES ($1, $2, $3, $4)",
@@ -124,11 +148,28 @@ impl Store {
         append(
             &mut tx,
             org.created_at,
-            &Event::new(EventKind::OrganizationCreated).organization(&org.id),
+            &Event::new(EventKind::OrganizationCreated)
+                .by(actor)
+                .organization(&org.id)
+                .data(serde_json::json!({ "name": org.name, "kind": org.kind.as_str() })),
         )
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Every organization with how many members it has, by name.
+    pub async fn organizations_with_member_counts(&self) -> Result<Vec<(Organization, i64)>> {
+        let rows = sqlx::query(
+            "SELECT o.id, o.name, o.kind, o.created_at,
+                    (SELECT COUNT(*) FROM memberships m WHERE m.organization_id = o.id) AS members
+             FROM organizations o ORDER BY o.name, o.id",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((organization_from_row(r)?, r.try_get("members")?)))
+            .collect()
     }
 
     pub async fn organization(&self, id: &str) -> Result<Option<Organization>> {
@@ -167,6 +208,24 @@ impl Store {
         actor: Option<&str>,
         now: i64,
     ) -> Result<()> {
+        let actor = Actor {
+            user_id: actor,
+            ip: None,
+        };
+        self.set_membership_by(organization_id, user_id, role, actor, now)
+            .await
+    }
+
+    /// Adds `user_id` to an organization with `role`, or changes their
+    /// role, on behalf of `actor`.
+    pub async fn set_membership_by(
+        &self,
+        organization_id: &str,
+        user_id: &str,
+        role: &str,
+        actor: Actor<'_>,
+        now: i64,
+    ) -> Result<()> {
         let mut tx = self.writer.begin().await?;
         sqlx::query(
             "INSERT INTO memberships (organization_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)
@@ -179,7 +238,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let event = Event::new(EventKind::MemberAdded)
-            .actor(actor)
+            .by(actor)
             .subject(user_id)
             .organization(organization_id)
             .data(serde_json::json!({ "role": role }));
@@ -224,21 +283,80 @@ impl Store {
         user_id: &str,
         now: i64,
     ) -> Result<bool> {
+        self.remove_membership_by(organization_id, user_id, Actor::system(), now)
+            .await
+    }
+
+    /// Removes a person from an organization on behalf of `actor`; `false`
+    /// (and no event) if they were not in it.
+    pub async fn remove_membership_by(
+        &self,
+        organization_id: &str,
+        user_id: &str,
+        actor: Actor<'_>,
+        now: i64,
+    ) -> Result<bool> {
         let mut tx = self.writer.begin().await?;
-        let done =
-            sqlx::query("DELETE FROM memberships WHERE organization_id = $1 AND user_id = $2")
-                .bind(organization_id)
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await?;
-        if done.rows_affected() == 1 {
+        let role: Option<String> = sqlx::query_scalar(
+            "DELETE FROM memberships WHERE organization_id = $1 AND user_id = $2 RETURNING role",
+        )
+        .bind(organization_id)
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(role) = &role {
             let event = Event::new(EventKind::MemberRemoved)
+                .by(actor)
                 .subject(user_id)
-                .organization(organization_id);
+                .organization(organization_id)
+                .data(serde_json::json!({ "role": role }));
             append(&mut tx, now, &event).await?;
         }
         tx.commit().await?;
-        Ok(done.rows_affected() == 1)
+        Ok(role.is_some())
+    }
+
+    /// Changes the role of someone already in an organization, on behalf of
+    /// `actor`. Returns their previous role, or `None` (and changes nothing)
+    /// if they are not a member. Setting the role they have already writes
+    /// no event.
+    pub async fn change_member_role(
+        &self,
+        organization_id: &str,
+        user_id: &str,
+        role: &str,
+        actor: Actor<'_>,
+        now: i64,
+    ) -> Result<Option<String>> {
+        let mut tx = self.writer.begin().await?;
+        let previous: Option<String> = sqlx::query_scalar(
+            "SELECT role FROM memberships WHERE organization_id = $1 AND user_id = $2",
+        )
+        .bind(organization_id)
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(previous) = previous else {
+            return Ok(None);
+        };
+        if previous != role {
+            sqlx::query(
+                "UPDATE memberships SET role = $1 WHERE organization_id = $2 AND user_id = $3",
+            )
+            .bind(role)
+            .bind(organization_id)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+            let event = Event::new(EventKind::MemberRoleChanged)
+                .by(actor)
+                .subject(user_id)
+                .organization(organization_id)
+                .data(serde_json::json!({ "role": role, "previous_role": previous }));
+            append(&mut tx, now, &event).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(previous))
     }
 
     /// The organizations in which `user_id` holds `role`.
@@ -604,15 +722,14 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Looks up a presented key by digest, with its integration's status.
-    pub async fn api_key_by_digest(
-        &self,
-        digest: &str,
-    ) -> Result<Option<(ApiKey, IntegrationStatus)>> {
+    /// Looks up a presented key by digest, with its integration's status
+    /// and whether its partner app is suspended.
+    pub async fn api_key_by_digest(&self, digest: &str) -> Result<Option<PresentedKey>> {
         let row = sqlx::query(
             "SELECT k.id, k.integration_id, k.organization_id, k.client_id, k.description, k.created_at, k.last_used_at,
-                    k.revoked_at, i.status
-             FROM api_keys k JOIN integrations i ON i.id = k.integration_id WHERE k.digest = $1",
+                    k.revoked_at, i.status, c.suspended_at
+             FROM api_keys k JOIN integrations i ON i.id = k.integration_id JOIN clients c ON c.id = k.client_id
+             WHERE k.digest = $1",
         )
         .bind(digest)
         .fetch_optional(&self.reader)
@@ -622,7 +739,11 @@ impl Store {
                 .try_get::<String, _>("status")?
                 .parse()
                 .map_err(StoreError::Corrupt)?;
-            Ok((key_from_row(&r)?, status))
+            Ok(PresentedKey {
+                key: key_from_row(&r)?,
+                status,
+                client_suspended: r.try_get::<Option<i64>, _>("suspended_at")?.is_some(),
+            })
         })
         .transpose()
     }

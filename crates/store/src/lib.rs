@@ -24,14 +24,15 @@ mod users;
 mod webhooks;
 
 pub use account::{OrgGrant, UserGrant};
-pub use events::{ChainReport, Event, StoredEvent};
+pub use clients::{CLIENT_SUSPENDED, Suspension};
+pub use events::{Actor, ChainReport, Event, EventFilter, StoredEvent};
 pub use grants::{CodeRedemption, GrantError, Issued, NewTokens, Refresh};
-pub use integrations::ConnectRedemption;
+pub use integrations::{ConnectRedemption, PresentedKey};
 pub use keys::StoredKey;
 pub use purge::Purged;
 pub use revocation::Revoked;
 pub use sessions::Session;
-pub use webhooks::{Attempt, AttemptResult, Delivery};
+pub use webhooks::{Attempt, AttemptResult, Delivery, WebhookHealth};
 
 use std::borrow::Cow;
 use std::path::Path;

@@ -4,7 +4,7 @@ use healthgate_core::user::{User, UserType};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::events::{Event, append};
+use crate::events::{Actor, Event, append};
 use crate::{Result, Session, Store, StoreError, conflict};
 use healthgate_core::event::EventKind;
 
@@ -37,7 +37,7 @@ pub(crate) async fn insert_user_in(conn: &mut sqlx::AnyConnection, u: &User) -> 
 }
 
 /// Ends every browser session of a user.
-async fn end_sessions(conn: &mut sqlx::AnyConnection, user_id: &str) -> Result<()> {
+pub(crate) async fn end_sessions(conn: &mut sqlx::AnyConnection, user_id: &str) -> Result<()> {
     sqlx::query("DELETE FROM sessions WHERE user_id = $1")
         .bind(user_id)
         .execute(conn)
@@ -63,7 +63,7 @@ pub(crate) fn user_from_row(row: &AnyRow) -> Result<User> {
     })
 }
 
-const SELECT: &str = "SELECT id, username, name, email, user_type, password_hash, created_at, locked_at, provisioned_by, operator FROM users";
+pub(crate) const SELECT: &str = "SELECT id, username, name, email, user_type, password_hash, created_at, locked_at, provisioned_by, operator FROM users";
 
 impl Store {
     /// Inserts a user; [`StoreError::Conflict`] if the username is taken.
@@ -254,6 +254,13 @@ impl Store {
     /// Locks an account: it can no longer log in, its sessions end, and its
     /// grants issue no new tokens.
     pub async fn lock_user(&self, user_id: &str, now: i64) -> Result<bool> {
+        self.lock_user_by(user_id, Actor::system(), now).await
+    }
+
+    /// Locks an account (see [`Store::lock_user`]) on behalf of `actor`.
+    /// Returns whether it was unlocked before; the sessions end either way,
+    /// and `user.locked` is written only when the account changed.
+    pub async fn lock_user_by(&self, user_id: &str, actor: Actor<'_>, now: i64) -> Result<bool> {
         let mut tx = self.writer.begin().await?;
         let done = sqlx::query(
             "UPDATE users SET locked_at = $1, updated_at = $1 WHERE id = $2 AND locked_at IS NULL",
@@ -263,13 +270,165 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         end_sessions(&mut tx, user_id).await?;
-        append(
-            &mut tx,
-            now,
-            &Event::new(EventKind::UserLocked).subject(user_id),
-        )
-        .await?;
+        if done.rows_affected() == 1 {
+            append(
+                &mut tx,
+                now,
+                &Event::new(EventKind::UserLocked).by(actor).subject(user_id),
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Unlocks an account: it can log in again and its grants issue tokens
+    /// again. Returns whether it was locked.
+    pub async fn unlock_user(&self, user_id: &str, actor: Actor<'_>, now: i64) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let done = sqlx::query(
+            "UPDATE users SET locked_at = NULL, updated_at = $1 WHERE id = $2 AND locked_at IS NOT NULL",
+        )
+        .bind(now)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 1 {
+            append(
+                &mut tx,
+                now,
+                &Event::new(EventKind::UserUnlocked)
+                    .by(actor)
+                    .subject(user_id),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Replaces a person's password with one an operator set for them (a
+    /// reset), ends every session of theirs and writes
+    /// `user.password_reset`, in one transaction. `false` if there is no
+    /// such account.
+    pub async fn reset_password(
+        &self,
+        user_id: &str,
+        password_hash: &str,
+        actor: Actor<'_>,
+        now: i64,
+    ) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let done =
+            sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+                .bind(password_hash)
+                .bind(now)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        if done.rows_affected() == 1 {
+            end_sessions(&mut tx, user_id).await?;
+            append(
+                &mut tx,
+                now,
+                &Event::new(EventKind::UserPasswordReset)
+                    .by(actor)
+                    .subject(user_id),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Makes a person one of the platform's operators, or no longer one.
+    /// Returns whether that changed anything (the event is written only
+    /// then).
+    pub async fn set_operator(
+        &self,
+        user_id: &str,
+        operator: bool,
+        actor: Actor<'_>,
+        now: i64,
+    ) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let done = sqlx::query(
+            "UPDATE users SET operator = $1, updated_at = $2 WHERE id = $3 AND operator <> $1",
+        )
+        .bind(i64::from(operator))
+        .bind(now)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 1 {
+            let kind = if operator {
+                EventKind::OperatorGranted
+            } else {
+                EventKind::OperatorRevoked
+            };
+            append(&mut tx, now, &Event::new(kind).by(actor).subject(user_id)).await?;
+        }
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Accounts whose username, name or email contains `search` (any case),
+    /// by username: at most `limit`, skipping `offset`; and how many match
+    /// in all. The same statement on both backends: the search is lowered
+    /// here and compared with `LOWER(…) LIKE`, with `%`, `_` and `\` in it
+    /// taken literally. (SQLite's `LOWER` folds ASCII letters only.)
+    pub async fn search_users(
+        &self,
+        search: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<User>, i64)> {
+        let pattern = like_pattern(search);
+        const MATCHES: &str = "LOWER(username) LIKE $1 ESCAPE '\\'
+             OR LOWER(COALESCE(name, '')) LIKE $1 ESCAPE '\\'
+             OR LOWER(COALESCE(email, '')) LIKE $1 ESCAPE '\\'";
+        let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM users WHERE ({MATCHES})"
+        )))
+        .bind(&pattern)
+        .fetch_one(&self.reader)
+        .await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{SELECT} WHERE ({MATCHES}) ORDER BY username, id LIMIT $2 OFFSET $3"
+        )))
+        .bind(&pattern)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.reader)
+        .await?;
+        let users = rows.iter().map(user_from_row).collect::<Result<_>>()?;
+        Ok((users, total))
+    }
+}
+
+/// A `LIKE` pattern matching values that contain `search` (lowered), with
+/// the pattern's own special characters escaped by `\\`.
+fn like_pattern(search: &str) -> String {
+    let mut p = String::with_capacity(search.len() + 2);
+    p.push('%');
+    for c in search.trim().to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::like_pattern;
+
+    #[test]
+    fn search_patterns_take_wildcards_literally() {
+        assert_eq!(like_pattern(""), "%%");
+        assert_eq!(like_pattern(" Alice "), "%alice%");
+        assert_eq!(like_pattern("50%_a\\b"), "%50\\%\\_a\\\\b%");
     }
 }

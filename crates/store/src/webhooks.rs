@@ -6,8 +6,9 @@ use healthgate_core::secret::new_id;
 use healthgate_core::webhook::{MUTE_AFTER_FAILURES, RETRY_WINDOW, backoff};
 use sqlx::{AnyConnection, Row};
 
-use crate::events::Event;
+use crate::events::{Actor, Event, append};
 use crate::{Backend, Result, Store};
+use healthgate_core::event::EventKind;
 
 /// A delivery claimed for sending.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +35,29 @@ pub struct Attempt {
     pub status_code: Option<i64>,
     pub error: Option<String>,
     pub duration_ms: i64,
+}
+
+/// How one app's webhook is doing, for the operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookHealth {
+    pub client_id: String,
+    pub client_name: String,
+    pub url: String,
+    /// Set while deliveries are held after too many failures in a row.
+    pub muted_at: Option<i64>,
+    /// Failed attempts since the last success.
+    pub consecutive_failures: i64,
+    /// Waiting for their next attempt.
+    pub pending: i64,
+    /// Held while the webhook is muted; sent again when it is unmuted.
+    pub held: i64,
+    pub delivered: i64,
+    /// Given up on: still failing when the retry window (72 hours) ended.
+    pub failed: i64,
+    /// When a delivery last succeeded.
+    pub last_success_at: Option<i64>,
+    /// The last failed attempt: when, and what went wrong.
+    pub last_failure: Option<(i64, String)>,
 }
 
 /// What happened when a delivery was sent.
@@ -165,6 +189,17 @@ impl Store {
     ) -> Result<()> {
         let attempt = delivery.attempts + 1;
         let mut tx = self.writer.begin().await?;
+        if self.backend == Backend::Postgres {
+            // The partner's row first: attempts of one partner's deliveries
+            // are recorded one at a time. Otherwise the one that mutes the
+            // webhook (it updates every pending delivery of the partner,
+            // holding the partner's row) and one that holds its own delivery
+            // row while waiting for the partner's deadlock.
+            sqlx::query("SELECT id FROM clients WHERE id = $1 FOR UPDATE")
+                .bind(&delivery.client_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        }
         sqlx::query(
             "INSERT INTO webhook_attempts (delivery_id, attempt, at, status_code, error, duration_ms)
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -230,7 +265,26 @@ impl Store {
 
     /// Re-enables a muted webhook: held deliveries are due again at once.
     pub async fn unmute_webhook(&self, client_id: &str, now: i64) -> Result<u64> {
+        self.unmute_webhook_by(client_id, Actor::system(), now)
+            .await
+    }
+
+    /// Re-enables a muted webhook on behalf of `actor` and writes
+    /// `webhook.unmuted` (when it was muted): held deliveries are due again
+    /// at once. Returns how many were held.
+    pub async fn unmute_webhook_by(
+        &self,
+        client_id: &str,
+        actor: Actor<'_>,
+        now: i64,
+    ) -> Result<u64> {
         let mut tx = self.writer.begin().await?;
+        let muted_at: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT webhook_muted_at FROM clients WHERE id = $1")
+                .bind(client_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let was_muted = matches!(muted_at, Some(Some(_)));
         sqlx::query(
             "UPDATE clients SET webhook_muted_at = NULL, webhook_failures = 0 WHERE id = $1",
         )
@@ -244,8 +298,71 @@ impl Store {
         .bind(client_id)
         .execute(&mut *tx)
         .await?;
+        if was_muted {
+            append(
+                &mut tx,
+                now,
+                &Event::new(EventKind::WebhookUnmuted)
+                    .by(actor)
+                    .client(client_id)
+                    .subject(client_id)
+                    .data(serde_json::json!({ "resumed": done.rows_affected() })),
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(done.rows_affected())
+    }
+
+    /// The health of every app's webhook (apps with a webhook URL), by app
+    /// name: deliveries by status, the last success, the last failure with
+    /// its error, and the failures in a row.
+    pub async fn webhook_health(&self) -> Result<Vec<WebhookHealth>> {
+        let rows = sqlx::query(
+            "SELECT c.id, c.name, c.webhook_url, c.webhook_muted_at, c.webhook_failures,
+                    (SELECT COUNT(*) FROM webhook_deliveries d WHERE d.client_id = c.id AND d.status = 'pending') AS pending,
+                    (SELECT COUNT(*) FROM webhook_deliveries d WHERE d.client_id = c.id AND d.status = 'muted') AS held,
+                    (SELECT COUNT(*) FROM webhook_deliveries d WHERE d.client_id = c.id AND d.status = 'delivered') AS delivered,
+                    (SELECT COUNT(*) FROM webhook_deliveries d WHERE d.client_id = c.id AND d.status = 'failed') AS failed,
+                    (SELECT MAX(d.delivered_at) FROM webhook_deliveries d WHERE d.client_id = c.id) AS last_success_at
+             FROM clients c WHERE c.webhook_url IS NOT NULL ORDER BY c.name, c.id",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let client_id: String = r.try_get("id")?;
+            let last_failure: Option<(i64, Option<i64>, Option<String>)> = sqlx::query_as(
+                "SELECT a.at, a.status_code, a.error FROM webhook_attempts a
+                 JOIN webhook_deliveries d ON d.id = a.delivery_id
+                 WHERE d.client_id = $1 AND a.error IS NOT NULL
+                 ORDER BY a.at DESC, a.attempt DESC LIMIT 1",
+            )
+            .bind(&client_id)
+            .fetch_optional(&self.reader)
+            .await?;
+            out.push(WebhookHealth {
+                client_name: r.try_get("name")?,
+                url: r.try_get("webhook_url")?,
+                muted_at: r.try_get("webhook_muted_at")?,
+                consecutive_failures: r.try_get("webhook_failures")?,
+                pending: r.try_get("pending")?,
+                held: r.try_get("held")?,
+                delivered: r.try_get("delivered")?,
+                failed: r.try_get("failed")?,
+                last_success_at: r.try_get("last_success_at")?,
+                last_failure: last_failure.map(|(at, status, error)| {
+                    let what = match (status, error) {
+                        (_, Some(e)) => e,
+                        (Some(code), None) => format!("HTTP {code}"),
+                        (None, None) => "failed".to_owned(),
+                    };
+                    (at, what)
+                }),
+                client_id,
+            });
+        }
+        Ok(out)
     }
 
     /// Deliveries, newest first, optionally for one client.

@@ -1,9 +1,10 @@
 //! The admin commands: `client …` and `user …` with `--json`, and what they
-//! leave in the database.
+//! leave in the database; suspending an app and making someone an operator,
+//! seen at once by a server running on the same database.
 
 use serde_json::{Value, json};
 
-use crate::support::{Sandbox, contains_bytes};
+use crate::support::{Sandbox, browser, contains_bytes, csrf_token};
 
 #[test]
 fn client_commands_round_trip_as_json() {
@@ -165,4 +166,224 @@ fn user_create_prints_id() {
         contains_bytes(&data, "$argon2id$"),
         "no argon2id hash stored"
     );
+}
+
+/// A client-credentials token request to a running server.
+async fn client_token(base: &str, id: &str, secret: &str) -> (reqwest::StatusCode, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/oauth/token"))
+        .basic_auth(id, Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .expect("token request");
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn client_suspend_and_restore_act_at_once_on_a_running_server() {
+    let sandbox = Sandbox::new();
+    let created = sandbox
+        .run(&[
+            "client",
+            "create",
+            "--name",
+            "Batch App",
+            "--redirect-uri",
+            "https://batch.example/cb",
+            "--scope",
+            "profile_read",
+            "--json",
+        ])
+        .json();
+    let id = created["client_id"].as_str().unwrap().to_owned();
+    let secret = created["client_secret"].as_str().unwrap().to_owned();
+    assert_eq!(created["suspended_at"], Value::Null);
+    let mut server = sandbox.serve(&[]);
+    server.wait_healthy().await;
+    let base = server.base();
+    let (status, body) = client_token(&base, &id, &secret).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+
+    let suspended = sandbox.run(&["client", "suspend", &id, "--json"]).json();
+    assert_eq!(
+        suspended,
+        json!({"client_id": id, "suspended": true, "changed": true,
+               "families_revoked": 1, "codes_expired": 0})
+    );
+    // The server reads the suspension from the database at the next request.
+    let (status, body) = client_token(&base, &id, &secret).await;
+    assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"], "invalid_client");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("suspended"),
+        "{body}"
+    );
+    let shown = sandbox.run(&["client", "show", &id, "--json"]).json();
+    assert!(shown["suspended_at"].is_i64(), "{shown}");
+    let text = sandbox.run(&["client", "show", &id]);
+    assert!(
+        text.stdout.contains("status         suspended"),
+        "{text:#?}"
+    );
+    let again = sandbox.run(&["client", "suspend", &id, "--json"]).json();
+    assert_eq!(
+        again,
+        json!({"client_id": id, "suspended": true, "changed": false})
+    );
+
+    let restored = sandbox.run(&["client", "restore", &id, "--json"]).json();
+    assert_eq!(
+        restored,
+        json!({"client_id": id, "suspended": false, "changed": true})
+    );
+    let (status, body) = client_token(&base, &id, &secret).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    let again = sandbox.run(&["client", "restore", &id, "--json"]).json();
+    assert_eq!(again["changed"], false);
+    let text = sandbox.run(&["client", "restore", &id]);
+    assert!(text.stdout.contains("was not suspended"), "{text:#?}");
+
+    for cmd in ["suspend", "restore"] {
+        let out = sandbox.run(&["client", cmd, "app-nothing"]);
+        let line = out.one_line_failure(2);
+        assert!(line.contains("no client"), "{cmd}: {line}");
+    }
+    let trail = sandbox.run(&["audit", "tail", "--json"]);
+    assert_eq!(trail.code, Some(0), "{trail:#?}");
+    for kind in ["client.suspended", "client.restored"] {
+        assert_eq!(
+            trail.stdout.matches(&format!("\"{kind}\"")).count(),
+            1,
+            "{kind}: {}",
+            trail.stdout
+        );
+    }
+    server.terminate().await;
+}
+
+/// Signs `username` in to a running server and opens `/admin`.
+async fn open_console(base: &str, username: &str, password: &str) -> reqwest::StatusCode {
+    let b = browser();
+    let page = b
+        .get(format!("{base}/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = b
+        .post(format!("{base}/login"))
+        .form(&[
+            ("username", username),
+            ("password", password),
+            ("csrf_token", &csrf_token(&page)),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::SEE_OTHER, "signed in");
+    b.get(format!("{base}/admin"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn user_operator_opens_and_closes_the_admin_console() {
+    let sandbox = Sandbox::new();
+    let password = "correct horse";
+    let ops = sandbox
+        .run(&[
+            "user",
+            "create",
+            "--username",
+            "olivia",
+            "--password",
+            password,
+            "--operator",
+            "--json",
+        ])
+        .json();
+    assert_eq!(ops["operator"], true, "{ops}");
+    let bob = sandbox
+        .run(&[
+            "user",
+            "create",
+            "--username",
+            "bob",
+            "--password",
+            password,
+            "--json",
+        ])
+        .json();
+    assert_eq!(bob["operator"], false, "{bob}");
+    let bob_id = bob["id"].as_str().unwrap().to_owned();
+    let mut server = sandbox.serve(&[]);
+    server.wait_healthy().await;
+    let base = server.base();
+    assert_eq!(open_console(&base, "olivia", password).await, 200);
+    assert_eq!(open_console(&base, "bob", password).await, 403);
+
+    let granted = sandbox.run(&["user", "operator", "bob", "--json"]).json();
+    assert_eq!(
+        granted,
+        json!({"id": bob_id, "username": "bob", "operator": true, "changed": true})
+    );
+    assert_eq!(open_console(&base, "bob", password).await, 200);
+    let again = sandbox.run(&["user", "operator", &bob_id, "--json"]).json();
+    assert_eq!(again["changed"], false);
+
+    let revoked = sandbox
+        .run(&["user", "operator", &bob_id, "--revoke", "--json"])
+        .json();
+    assert_eq!(
+        revoked,
+        json!({"id": bob_id, "username": "bob", "operator": false, "changed": true})
+    );
+    assert_eq!(open_console(&base, "bob", password).await, 403);
+    let text = sandbox.run(&["user", "operator", "bob", "--revoke"]);
+    assert!(text.stdout.contains("bob"), "{text:#?}");
+    assert!(text.stdout.contains("was not an operator"), "{text:#?}");
+
+    let out = sandbox.run(&["user", "operator", "nobody"]);
+    let line = out.one_line_failure(2);
+    assert!(line.contains("nobody"), "{line}");
+    let trail = sandbox.run(&["audit", "tail", "--json"]);
+    for (kind, n) in [("user.operator_granted", 2), ("user.operator_revoked", 1)] {
+        assert_eq!(
+            trail.stdout.matches(&format!("\"{kind}\"")).count(),
+            n,
+            "{kind}: {}",
+            trail.stdout
+        );
+    }
+    server.terminate().await;
+}
+
+#[tokio::test]
+async fn the_demo_practice_admin_is_an_operator() {
+    let sandbox = Sandbox::new();
+    let mut server = sandbox.serve(&["--demo", "--json"]);
+    let demo = crate::flow::Demo::parse(&server.stdout_line());
+    server.wait_healthy().await;
+    let account = |role: &str| {
+        demo.accounts
+            .iter()
+            .find(|(r, _, _)| r == role)
+            .unwrap_or_else(|| panic!("no {role} in the demo"))
+            .clone()
+    };
+    let (_, admin, password) = account("admin");
+    assert_eq!(admin, "admin.demo");
+    assert_eq!(open_console(&server.base(), &admin, &password).await, 200);
+    let (_, member, password) = account("member");
+    assert_eq!(open_console(&server.base(), &member, &password).await, 403);
+    server.terminate().await;
 }

@@ -138,7 +138,7 @@ pub async fn connect(
         .store
         .client(&client_id)
         .await?
-        .filter(|c| c.published)
+        .filter(|c| c.published && c.suspended_at.is_none())
         .ok_or_else(|| PageError::bad_request("That app is not in the directory."))?;
     let mode = match form_field(&body, "mode").as_deref() {
         Some("manual") => ConnectMode::Manual,

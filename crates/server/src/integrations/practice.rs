@@ -18,7 +18,8 @@ fn invalid_key(description: &'static str) -> ApiError {
 }
 
 /// Authenticates a request by its practice API key (bearer). A revoked key,
-/// or one of a disconnected integration, is refused at once.
+/// one of a disconnected integration, or one of an app an operator
+/// suspended (for as long as it is suspended) is refused at once.
 pub async fn api_key(state: &AppState, headers: &HeaderMap) -> Result<ApiKey, ApiError> {
     let presented = headers
         .get(header::AUTHORIZATION)
@@ -27,16 +28,24 @@ pub async fn api_key(state: &AppState, headers: &HeaderMap) -> Result<ApiKey, Ap
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim())
         .ok_or_else(|| invalid_key("a practice API key is required as a bearer token"))?;
-    let (key, status) = state
+    let presented = state
         .store
         .api_key_by_digest(&secret::digest(presented))
         .await?
         .ok_or_else(|| invalid_key("the API key is not valid"))?;
-    if key.revoked_at.is_some() || status == IntegrationStatus::Disconnected {
+    if presented.key.revoked_at.is_some() || presented.status == IntegrationStatus::Disconnected {
         return Err(invalid_key("the API key was revoked"));
     }
-    state.store.touch_api_key(&key.id, state.now()).await?;
-    Ok(key)
+    if presented.client_suspended {
+        return Err(invalid_key(
+            "the app this API key belongs to is suspended by the platform's operators",
+        ));
+    }
+    state
+        .store
+        .touch_api_key(&presented.key.id, state.now())
+        .await?;
+    Ok(presented.key)
 }
 
 async fn practice_json(state: &AppState, id: &str) -> Result<Value, ApiError> {

@@ -84,6 +84,18 @@ async fn check(
         }
         Err(e) => return Err(PageError::from(e).into_response()),
     };
+    // A suspended app gets a page, never a redirect: nothing may reach it.
+    if client.suspended_at.is_some() {
+        return Err(PageError {
+            status: StatusCode::FORBIDDEN,
+            title: "This app is suspended",
+            message: format!(
+                "{} has been suspended by the operators of {}, so it cannot ask for access to your account. Nothing was shared with it.",
+                client.name, state.settings.platform_name
+            ),
+        }
+        .into_response());
+    }
     match validate(params, &client) {
         Ok(v) => Ok((client, v)),
         Err(AuthorizeError::Page(message)) => Err(PageError::bad_request(message).into_response()),

@@ -85,6 +85,18 @@ fn presented(headers: &HeaderMap, params: &Params) -> Result<Presented, OAuthErr
     }
 }
 
+/// Every endpoint where an app acts authenticates it here, so this is where
+/// a suspended app is stopped: it proved who it is, and is told why it may
+/// do nothing (RFC 6749 §5.2 `invalid_client`).
+fn unless_suspended(client: Client) -> Result<Client, JsonError> {
+    match client.suspended_at {
+        None => Ok(client),
+        Some(_) => Err(JsonError(OAuthError::invalid_client(
+            "the client is suspended by the platform's operators",
+        ))),
+    }
+}
+
 /// Authenticates a partner calling the integration APIs: HTTP Basic with its
 /// client id and secret, or `Authorization: Bearer <client_secret>` (Hint's
 /// partner-level key). Only confidential clients have a secret to present.
@@ -104,7 +116,8 @@ pub async fn authenticate_partner(
             .store
             .client_by_secret_digest(&healthgate_core::secret::digest(&secret))
             .await?
-            .ok_or_else(failed);
+            .ok_or_else(failed)
+            .and_then(unless_suspended);
     }
     let Some((id, secret)) = basic_credentials(headers)? else {
         return Err(JsonError(OAuthError::invalid_client(
@@ -112,13 +125,14 @@ pub async fn authenticate_partner(
         )));
     };
     match state.store.client(&id).await? {
-        Some(client) if client.secret_matches(&secret) => Ok(client),
+        Some(client) if client.secret_matches(&secret) => unless_suspended(client),
         _ => Err(failed()),
     }
 }
 
 /// Authenticates the client of a token request. Every failure is
-/// `invalid_client` (401) without saying whether the client exists.
+/// `invalid_client` (401) without saying whether the client exists; a
+/// suspended client that authenticates is told it is suspended.
 pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
@@ -131,8 +145,8 @@ pub async fn authenticate(
         return Err(failed());
     };
     match (&p.secret, client.is_public()) {
-        (Some(secret), false) if client.secret_matches(secret) => Ok(client),
-        (None, true) => Ok(client),
+        (Some(secret), false) if client.secret_matches(secret) => unless_suspended(client),
+        (None, true) => unless_suspended(client),
         _ => Err(failed()),
     }
 }

@@ -10,7 +10,6 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use healthgate_core::error::OAuthError;
-use healthgate_core::integration::IntegrationStatus;
 use healthgate_core::secret::{self, SecretKind};
 use serde_json::{Value, json};
 
@@ -98,12 +97,13 @@ async fn describe(state: &AppState, token: &str) -> Result<Value, JsonError> {
             "iss": state.issuer,
         }))
     } else if token.starts_with(SecretKind::ApiKey.prefix()) {
-        let Some((key, status)) = state.store.api_key_by_digest(&digest).await? else {
+        let Some(presented) = state.store.api_key_by_digest(&digest).await? else {
             return Ok(inactive());
         };
-        if key.revoked_at.is_some() || status == IntegrationStatus::Disconnected {
+        if !presented.is_usable() {
             return Ok(inactive());
         }
+        let key = presented.key;
         Ok(json!({
             "active": true,
             "client_id": key.client_id,

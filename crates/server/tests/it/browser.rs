@@ -836,3 +836,251 @@ async fn a_person_signs_in_and_allows_with_the_keyboard_alone() {
     assert!(code.starts_with("hg_ac_"), "{code}");
     c.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_operator_suspends_an_app_and_filters_the_audit_log_by_clicking() {
+    let Some((_driver, c)) =
+        browser("an_operator_suspends_an_app_and_filters_the_audit_log_by_clicking").await
+    else {
+        return;
+    };
+    let app = spawn_on(Backend::Sqlite, |_| {}).await;
+    let store = &app.state.store;
+    let olivia = admin::create_user(
+        store,
+        app.clock.as_ref(),
+        admin::NewUser {
+            username: "olivia".into(),
+            name: Some("Olivia Operator".into()),
+            password: Some(PASSWORD.into()),
+            email: Some("olivia@platform.example".into()),
+            user_type: UserType::Member,
+        },
+    )
+    .await
+    .unwrap();
+    store
+        .set_operator(
+            &olivia.id,
+            true,
+            healthgate_store::Actor::system(),
+            app.clock.now(),
+        )
+        .await
+        .unwrap();
+    for (username, name) in [
+        ("ada", "Dr. Ada Lovelace"),
+        ("grace", "Grace Hopper"),
+        ("sam.staff", "Sam Staff"),
+    ] {
+        admin::create_user(
+            store,
+            app.clock.as_ref(),
+            admin::NewUser {
+                username: username.into(),
+                name: Some(name.into()),
+                password: None,
+                email: Some(format!("{username}@clinic.example")),
+                user_type: UserType::Expert,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let alice = app.user("alice", UserType::Member).await;
+    store.lock_user(&alice.id, app.clock.now()).await.unwrap();
+    let clinic = admin::create_organization(
+        store,
+        app.clock.as_ref(),
+        "Harbor Clinic",
+        healthgate_core::org::OrganizationKind::Clinic,
+    )
+    .await
+    .unwrap();
+    for (username, role) in [
+        ("ada", "practitioner"),
+        ("grace", "admin"),
+        ("sam.staff", "staff"),
+    ] {
+        admin::add_member(
+            store,
+            &app.state.settings,
+            app.clock.as_ref(),
+            &clinic.id,
+            username,
+            role,
+        )
+        .await
+        .unwrap();
+    }
+    let (client_id, _) = app_with_callback(&app).await;
+    app.confidential().await;
+
+    // Signing in on the way to the console comes back to it.
+    c.set_window_size(1200, 900).await.unwrap();
+    c.goto(&app.url("/admin")).await.unwrap();
+    c.wait()
+        .for_element(Locator::Css("#username"))
+        .await
+        .unwrap()
+        .send_keys("olivia")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#password"))
+        .await
+        .unwrap()
+        .send_keys(PASSWORD)
+        .await
+        .unwrap();
+    c.find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("#home-heading"))
+        .await
+        .unwrap();
+
+    c.find(Locator::LinkText("Users"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("#users-heading"))
+        .await
+        .unwrap();
+    let page = c.source().await.unwrap();
+    assert!(page.contains("ada") && page.contains("Locked"));
+    screenshot(&c, "admin-users").await;
+
+    // Suspend the app by clicking.
+    c.find(Locator::LinkText("Apps"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css(
+            "button[aria-label='Suspend Clicky Scheduler']",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let notice = c
+        .wait()
+        .for_element(Locator::Css(".notice"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        notice.starts_with("Clicky Scheduler is suspended"),
+        "{notice}"
+    );
+    assert!(
+        store
+            .client(&client_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .suspended_at
+            .is_some()
+    );
+    c.find(Locator::Css(
+        "button[aria-label='Restore Clicky Scheduler']",
+    ))
+    .await
+    .unwrap();
+    screenshot(&c, "admin-apps").await;
+
+    // The audit log, narrowed to suspensions by choosing the kind.
+    c.find(Locator::LinkText("Audit log"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("#kind"))
+        .await
+        .unwrap()
+        .select_by_value("client.suspended")
+        .await
+        .unwrap();
+    c.find(Locator::Css("button.primary"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("tr.event"))
+        .await
+        .unwrap();
+    let url = c.current_url().await.unwrap();
+    assert!(url.as_str().contains("kind=client.suspended"), "{url}");
+    let rows = c.find_all(Locator::Css("tr.event")).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    let row = rows[0].text().await.unwrap();
+    assert!(
+        row.contains("client.suspended") && row.contains("olivia"),
+        "{row}"
+    );
+    screenshot(&c, "admin-audit").await;
+
+    let organization = format!("/admin/organizations/{}", clinic.id);
+    c.goto(&app.url(&organization)).await.unwrap();
+    c.wait()
+        .for_element(Locator::Css("#org-heading"))
+        .await
+        .unwrap();
+    screenshot(&c, "admin-organization").await;
+
+    // On a phone: the tables become labelled rows, nothing runs off the side.
+    c.set_window_size(390, 844).await.unwrap();
+    for path in [
+        "/admin",
+        "/admin/organizations",
+        organization.as_str(),
+        "/admin/apps",
+        "/admin/audit",
+        "/admin/webhooks",
+        "/admin/users",
+    ] {
+        c.goto(&app.url(path)).await.unwrap();
+        c.wait()
+            .for_element(Locator::Css("nav.console-nav"))
+            .await
+            .unwrap();
+        let overflow = c
+            .execute(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            overflow,
+            serde_json::json!(0),
+            "{path}: no sideways scrolling"
+        );
+    }
+    screenshot(&c, "admin-users-phone").await;
+    c.goto(&app.url("/admin/audit?kind=client.suspended"))
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("tr.event"))
+        .await
+        .unwrap();
+    screenshot(&c, "admin-audit-phone").await;
+    c.close().await.unwrap();
+}

@@ -27,6 +27,7 @@ macro_rules! backend_tests {
             mod account_pages;
             mod api;
             mod authorize;
+            mod console;
             mod e2e;
             mod integrations;
             mod oidc;

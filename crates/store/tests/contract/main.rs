@@ -1655,3 +1655,917 @@ async fn a_password_change_ends_every_session_but_the_fresh_one_unless_the_hash_
         b.cleanup().await;
     }
 }
+
+// The operators' functions (the admin console and the CLI): suspending
+// apps, finding and changing accounts, memberships changed on someone's
+// behalf, the filtered audit log and webhook health.
+
+/// A practice API key for `client` in a new practice (a connect code
+/// exchanged); returns the key's digest.
+async fn practice_key(store: &Store, client: &Client, admin: &User) -> String {
+    use healthgate_core::integration::ConnectMode;
+    let org = organization_named(store, "Keyed Practice").await;
+    let code = mint(SecretKind::ConnectCode);
+    store
+        .start_integration(
+            &org.id,
+            &client.id,
+            &admin.id,
+            &code,
+            ConnectMode::Manual,
+            NOW + 600,
+            None,
+            NOW,
+        )
+        .await
+        .unwrap();
+    let key = mint(SecretKind::ApiKey);
+    store
+        .redeem_connect_code(
+            healthgate_store::ConnectRedemption {
+                code_digest: &code.digest,
+                client_id: &client.id,
+                activate: true,
+                now: NOW,
+            },
+            &key,
+        )
+        .await
+        .unwrap();
+    key.digest
+}
+
+fn data_of(e: &healthgate_store::StoredEvent) -> serde_json::Value {
+    serde_json::from_str(e.data.as_deref().unwrap_or("null")).unwrap()
+}
+
+#[tokio::test]
+async fn suspending_an_app_revokes_its_families_expires_its_codes_and_stops_its_keys_until_restored()
+ {
+    use healthgate_core::owner::AuthorizationLevel;
+    use healthgate_store::{Actor, Suspension};
+    for b in backends().await {
+        let s = &b.store;
+        let mut c = client(&new_id("app"));
+        c.published = true;
+        c.connect_redirect_url = Some("https://partner.example/connect?code=".into());
+        s.insert_client(&c).await.unwrap();
+        let other = named_client(s, "Other", AuthorizationLevel::User).await;
+        let alice = user("alice");
+        let olivia = user("olivia");
+        s.insert_user(&alice).await.unwrap();
+        s.insert_user(&olivia).await.unwrap();
+        let theirs = granted(s, &c, &alice, "profile_read", Default::default(), NOW).await;
+        let pending = pending_code(s, &c, &alice, "profile_read", Default::default(), NOW).await;
+        let cc = tokens(false);
+        s.issue_client_token(&c.id, &ScopeSet::parse("profile_read").unwrap(), &cc, NOW)
+            .await
+            .unwrap();
+        let unaffected = granted(s, &other, &alice, "profile_read", Default::default(), NOW).await;
+        let key = practice_key(s, &c, &olivia).await;
+        assert!(
+            s.api_key_by_digest(&key)
+                .await
+                .unwrap()
+                .unwrap()
+                .is_usable()
+        );
+
+        let by = Actor::user(&olivia.id, Some("192.0.2.1"));
+        let done = s.suspend_client(&c.id, by, NOW + 10).await.unwrap();
+        assert_eq!(
+            done,
+            Suspension::Suspended {
+                families_revoked: 2,
+                codes_expired: 1
+            },
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            s.client(&c.id).await.unwrap().unwrap().suspended_at,
+            Some(NOW + 10)
+        );
+        assert!(access_revoked(s, &theirs).await, "{}", b.name);
+        assert!(access_revoked(s, &cc).await, "{}", b.name);
+        assert!(
+            !access_revoked(s, &unaffected).await,
+            "{}: other apps",
+            b.name
+        );
+        let refresh = s
+            .refresh(
+                refresh_of(&c.id, &theirs, RefreshRotation::Immediate),
+                &tokens(true),
+            )
+            .await;
+        assert!(invalid_grant(refresh), "{}", b.name);
+        let mut r = redemption(&c.id, &pending);
+        r.now = NOW + 11;
+        assert!(invalid_grant(
+            s.redeem_authorization_code(r, &tokens(true)).await
+        ));
+        let presented = s.api_key_by_digest(&key).await.unwrap().unwrap();
+        assert!(presented.client_suspended && !presented.is_usable());
+        assert!(presented.key.revoked_at.is_none(), "the key itself is kept");
+        assert!(
+            !s.published_clients()
+                .await
+                .unwrap()
+                .iter()
+                .any(|p| p.id == c.id)
+        );
+        let events = events_of_kind(s, "client.suspended").await;
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].actor_user_id.as_deref(), Some(olivia.id.as_str()));
+        assert_eq!(events[0].ip.as_deref(), Some("192.0.2.1"));
+        assert_eq!(events[0].client_id.as_deref(), Some(c.id.as_str()));
+        assert_eq!(
+            data_of(&events[0]),
+            serde_json::json!({"families_revoked": 2, "codes_expired": 1})
+        );
+
+        // Twice is once; an unknown app is said to be unknown.
+        assert_eq!(
+            s.suspend_client(&c.id, by, NOW + 20).await.unwrap(),
+            Suspension::AlreadySuspended(NOW + 10)
+        );
+        assert_eq!(
+            s.suspend_client("app-none", by, NOW).await.unwrap(),
+            Suspension::NoSuchClient
+        );
+        assert_eq!(events_of_kind(s, "client.suspended").await.len(), 1);
+
+        assert!(s.restore_client(&c.id, by, NOW + 30).await.unwrap());
+        assert!(!s.restore_client(&c.id, by, NOW + 31).await.unwrap());
+        assert!(!s.restore_client("app-none", by, NOW).await.unwrap());
+        assert_eq!(s.client(&c.id).await.unwrap().unwrap().suspended_at, None);
+        assert_eq!(events_of_kind(s, "client.restored").await.len(), 1);
+        assert!(
+            access_revoked(s, &theirs).await,
+            "what was revoked stays so"
+        );
+        assert!(
+            s.api_key_by_digest(&key)
+                .await
+                .unwrap()
+                .unwrap()
+                .is_usable()
+        );
+        assert!(
+            s.published_clients()
+                .await
+                .unwrap()
+                .iter()
+                .any(|p| p.id == c.id)
+        );
+        let fresh = granted(s, &c, &alice, "profile_read", Default::default(), NOW + 40).await;
+        assert!(!access_revoked(s, &fresh).await, "{}", b.name);
+        b.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn people_are_found_by_any_part_of_their_username_name_or_email_in_any_case() {
+    for b in backends().await {
+        let s = &b.store;
+        for (username, name, email) in [
+            ("alice", Some("Alice Liddell"), Some("alice@wonder.example")),
+            ("bob", None, Some("BOB@Builders.example")),
+            ("carol_c", Some("Carol 100%"), None),
+            ("dave", Some("Dr. Dave"), Some("dave@wonder.example")),
+        ] {
+            let mut u = user(username);
+            u.name = name.map(str::to_owned);
+            u.email = email.map(str::to_owned);
+            s.insert_user(&u).await.unwrap();
+        }
+        let found = |q: &'static str, limit: i64, offset: i64| async move {
+            let (users, total) = s.search_users(q, limit, offset).await.unwrap();
+            (
+                users.into_iter().map(|u| u.username).collect::<Vec<_>>(),
+                total,
+            )
+        };
+        assert_eq!(
+            found("", 10, 0).await,
+            (
+                vec![
+                    "alice".into(),
+                    "bob".into(),
+                    "carol_c".into(),
+                    "dave".into()
+                ],
+                4
+            ),
+            "{}: everyone, by username",
+            b.name
+        );
+        assert_eq!(
+            found("WONDER", 10, 0).await,
+            (vec!["alice".into(), "dave".into()], 2)
+        );
+        assert_eq!(found("builders.EX", 10, 0).await, (vec!["bob".into()], 1));
+        assert_eq!(found("liddell", 10, 0).await, (vec!["alice".into()], 1));
+        assert_eq!(
+            found(" dr. ", 10, 0).await,
+            (vec!["dave".into()], 1),
+            "trimmed"
+        );
+        // `%`, `_` and `\` are themselves, not patterns.
+        assert_eq!(found("_", 10, 0).await, (vec!["carol_c".into()], 1));
+        assert_eq!(found("100%", 10, 0).await, (vec!["carol_c".into()], 1));
+        assert_eq!(found("%", 10, 0).await, (vec!["carol_c".into()], 1));
+        assert_eq!(found("\\", 10, 0).await, (vec![], 0));
+        assert_eq!(found("' OR 1=1 --", 10, 0).await, (vec![], 0));
+        // Paging: the total counts every match.
+        assert_eq!(
+            found("", 2, 0).await,
+            (vec!["alice".into(), "bob".into()], 4)
+        );
+        assert_eq!(
+            found("", 2, 2).await,
+            (vec!["carol_c".into(), "dave".into()], 4)
+        );
+        assert_eq!(found("", 2, 4).await, (vec![], 4));
+        b.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn account_changes_made_by_an_operator_are_recorded_with_the_operator() {
+    use healthgate_store::Actor;
+    for b in backends().await {
+        let s = &b.store;
+        let alice = user("alice");
+        let olivia = user("olivia");
+        s.insert_user(&alice).await.unwrap();
+        s.insert_user(&olivia).await.unwrap();
+        let by = Actor::user(&olivia.id, Some("192.0.2.9"));
+        let signed_in = |digest: &str| Session {
+            id_digest: digest.into(),
+            user_id: Some(alice.id.clone()),
+            csrf_token: "csrf".into(),
+            auth_time: Some(NOW),
+            created_at: NOW,
+            expires_at: NOW + 3600,
+            user_agent: None,
+            ip: None,
+        };
+
+        s.replace_session(None, &signed_in("s1")).await.unwrap();
+        assert!(s.lock_user_by(&alice.id, by, NOW + 1).await.unwrap());
+        assert!(
+            s.session("s1", NOW + 1).await.unwrap().is_none(),
+            "sessions end"
+        );
+        assert!(!s.lock_user_by(&alice.id, by, NOW + 2).await.unwrap());
+        assert_eq!(
+            s.user(&alice.id).await.unwrap().unwrap().locked_at,
+            Some(NOW + 1),
+            "{}",
+            b.name
+        );
+        assert!(s.unlock_user(&alice.id, by, NOW + 3).await.unwrap());
+        assert!(!s.unlock_user(&alice.id, by, NOW + 4).await.unwrap());
+        assert!(s.user(&alice.id).await.unwrap().unwrap().is_active());
+
+        s.replace_session(None, &signed_in("s2")).await.unwrap();
+        assert!(
+            s.reset_password(&alice.id, "$argon2id$new", by, NOW + 5)
+                .await
+                .unwrap()
+        );
+        assert!(
+            s.session("s2", NOW + 5).await.unwrap().is_none(),
+            "sessions end"
+        );
+        assert_eq!(
+            s.user(&alice.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .password_hash
+                .as_deref(),
+            Some("$argon2id$new")
+        );
+        assert!(
+            !s.reset_password("usr-none", "$argon2id$x", by, NOW)
+                .await
+                .unwrap()
+        );
+
+        assert!(s.set_operator(&alice.id, true, by, NOW + 6).await.unwrap());
+        assert!(s.user(&alice.id).await.unwrap().unwrap().operator);
+        assert!(!s.set_operator(&alice.id, true, by, NOW + 7).await.unwrap());
+        assert!(
+            s.set_operator(&alice.id, false, Actor::system(), NOW + 8)
+                .await
+                .unwrap()
+        );
+        assert!(!s.user(&alice.id).await.unwrap().unwrap().operator);
+
+        // One event per change, none for what changed nothing.
+        let trail: Vec<(String, Option<String>, Option<String>)> = s
+            .events(Some(NOW + 1), 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .rev()
+            .map(|e| (e.kind, e.actor_user_id, e.ip))
+            .collect();
+        let by_olivia = |kind: &str| {
+            (
+                kind.to_owned(),
+                Some(olivia.id.clone()),
+                Some("192.0.2.9".to_owned()),
+            )
+        };
+        assert_eq!(
+            trail,
+            [
+                by_olivia("user.locked"),
+                by_olivia("user.unlocked"),
+                by_olivia("user.password_reset"),
+                by_olivia("user.operator_granted"),
+                ("user.operator_revoked".to_owned(), None, None),
+            ],
+            "{}",
+            b.name
+        );
+        for e in s.events(Some(NOW + 1), 100).await.unwrap() {
+            assert_eq!(e.subject.as_deref(), Some(alice.id.as_str()));
+            assert!(!format!("{e:?}").contains("argon2"), "no hash in the trail");
+        }
+        b.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn organizations_and_memberships_changed_by_an_operator_name_them() {
+    use healthgate_core::org::{Organization, OrganizationKind};
+    use healthgate_store::Actor;
+    for b in backends().await {
+        let s = &b.store;
+        let ada = user("ada");
+        let olivia = user("olivia");
+        s.insert_user(&ada).await.unwrap();
+        s.insert_user(&olivia).await.unwrap();
+        let by = Actor::user(&olivia.id, None);
+        let org = Organization {
+            id: new_id("pra"),
+            name: "Zeta Practice".into(),
+            kind: OrganizationKind::Practice,
+            created_at: NOW,
+        };
+        s.insert_organization_by(&org, by).await.unwrap();
+        let empty = organization_named(s, "Alpha Clinic").await;
+
+        s.set_membership_by(&org.id, &ada.id, "staff", by, NOW + 1)
+            .await
+            .unwrap();
+        s.set_membership(&org.id, &olivia.id, "admin", None, NOW + 1)
+            .await
+            .unwrap();
+        let counts: Vec<(String, i64)> = s
+            .organizations_with_member_counts()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(o, n)| (o.name, n))
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                ("Alpha Clinic".to_owned(), 0),
+                ("Zeta Practice".to_owned(), 2)
+            ],
+            "{}: by name",
+            b.name
+        );
+        assert_eq!(
+            s.change_member_role(&org.id, &ada.id, "practitioner", by, NOW + 2)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("staff")
+        );
+        assert_eq!(
+            s.change_member_role(&org.id, &ada.id, "practitioner", by, NOW + 3)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("practitioner"),
+            "unchanged"
+        );
+        assert_eq!(
+            s.change_member_role(&empty.id, &ada.id, "staff", by, NOW + 3)
+                .await
+                .unwrap(),
+            None,
+            "not a member: nothing changes"
+        );
+        assert!(s.memberships(&ada.id).await.unwrap().len() == 1);
+        assert!(
+            s.remove_membership_by(&org.id, &ada.id, by, NOW + 4)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.remove_membership_by(&org.id, &ada.id, by, NOW + 5)
+                .await
+                .unwrap()
+        );
+        assert!(s.memberships(&ada.id).await.unwrap().is_empty());
+
+        let trail: Vec<(String, Option<String>, serde_json::Value)> = s
+            .events(None, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .rev()
+            .filter(|e| {
+                e.kind.starts_with("organization.")
+                    && e.subject.as_deref() != Some(olivia.id.as_str())
+            })
+            .filter(|e| e.organization_id.as_deref() == Some(org.id.as_str()))
+            .map(|e| (e.kind.clone(), e.actor_user_id.clone(), data_of(&e)))
+            .collect();
+        let me = Some(olivia.id.clone());
+        assert_eq!(
+            trail,
+            [
+                (
+                    "organization.created".to_owned(),
+                    me.clone(),
+                    serde_json::json!({"name": "Zeta Practice", "kind": "practice"})
+                ),
+                (
+                    "organization.member_added".to_owned(),
+                    me.clone(),
+                    serde_json::json!({"role": "staff"})
+                ),
+                (
+                    "organization.member_role_changed".to_owned(),
+                    me.clone(),
+                    serde_json::json!({"role": "practitioner", "previous_role": "staff"})
+                ),
+                (
+                    "organization.member_removed".to_owned(),
+                    me.clone(),
+                    serde_json::json!({"role": "practitioner"})
+                ),
+            ],
+            "{}",
+            b.name
+        );
+        b.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn apps_are_listed_with_the_username_of_who_registered_them() {
+    for b in backends().await {
+        let s = &b.store;
+        let dev = user("devon");
+        s.insert_user(&dev).await.unwrap();
+        let mut mine = client("app-a-mine");
+        mine.owner_id = Some(dev.id.clone());
+        s.insert_client(&mine).await.unwrap();
+        let mut theirs = client("app-b-operators");
+        theirs.created_at = NOW + 1;
+        s.insert_client(&theirs).await.unwrap();
+        let listed: Vec<(String, Option<String>)> = s
+            .clients_with_owners()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(c, owner)| (c.id, owner))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("app-a-mine".to_owned(), Some("devon".to_owned())),
+                ("app-b-operators".to_owned(), None)
+            ],
+            "{}",
+            b.name
+        );
+        b.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn the_audit_log_is_narrowed_by_bound_filters_and_paged_by_seq() {
+    use healthgate_core::event::EventKind;
+    use healthgate_store::{Event, EventFilter};
+    for b in backends().await {
+        let s = &b.store;
+        let day = 86_400;
+        // Kind, actor, subject, app, organization, failed, when.
+        type Planned = (
+            EventKind,
+            Option<&'static str>,
+            Option<&'static str>,
+            Option<&'static str>,
+            Option<&'static str>,
+            bool,
+            i64,
+        );
+        let plan: [Planned; 6] = [
+            (
+                EventKind::LoginSucceeded,
+                Some("usr-a"),
+                None,
+                None,
+                None,
+                false,
+                0,
+            ),
+            (
+                EventKind::LoginFailed,
+                None,
+                Some("usr-a"),
+                None,
+                None,
+                true,
+                0,
+            ),
+            (
+                EventKind::TokenIssued,
+                Some("usr-a"),
+                None,
+                Some("app-x"),
+                None,
+                false,
+                day,
+            ),
+            (
+                EventKind::MemberAdded,
+                Some("usr-op"),
+                Some("usr-b"),
+                None,
+                Some("pra-1"),
+                false,
+                day,
+            ),
+            (
+                EventKind::ApiKeyCreated,
+                None,
+                Some("key-1"),
+                Some("app-x"),
+                Some("pra-1"),
+                false,
+                2 * day,
+            ),
+            (
+                EventKind::LoginFailed,
+                None,
+                Some("usr-b"),
+                None,
+                None,
+                true,
+                3 * day,
+            ),
+        ];
+        for (kind, actor, subject, client_id, org, failed, at) in plan {
+            let mut e = Event::new(kind).actor(actor);
+            if let Some(v) = subject {
+                e = e.subject(v);
+            }
+            if let Some(v) = client_id {
+                e = e.client(v);
+            }
+            if let Some(v) = org {
+                e = e.organization(v);
+            }
+            if failed {
+                e = e.failed();
+            }
+            s.record_event(NOW + at, &e).await.unwrap();
+        }
+        let all = s.events(None, 100).await.unwrap();
+        let seq = |i: usize| all[all.len() - 1 - i].seq;
+        let kept = |f: EventFilter<'static>, limit: i64| async move {
+            s.audit_events(&f, limit)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.seq)
+                .collect::<Vec<i64>>()
+        };
+        let none = EventFilter::default();
+        assert_eq!(
+            kept(none, 100).await,
+            [seq(5), seq(4), seq(3), seq(2), seq(1), seq(0)],
+            "{}: everything, newest first",
+            b.name
+        );
+        let cases: Vec<(EventFilter<'static>, Vec<i64>)> = vec![
+            (
+                EventFilter {
+                    kind: Some("login.failed"),
+                    ..none
+                },
+                vec![seq(5), seq(1)],
+            ),
+            (
+                EventFilter {
+                    person: Some("usr-a"),
+                    ..none
+                },
+                vec![seq(2), seq(1), seq(0)],
+            ),
+            (
+                EventFilter {
+                    person: Some("usr-b"),
+                    ..none
+                },
+                vec![seq(5), seq(3)],
+            ),
+            (
+                EventFilter {
+                    client_id: Some("app-x"),
+                    ..none
+                },
+                vec![seq(4), seq(2)],
+            ),
+            (
+                EventFilter {
+                    organization_id: Some("pra-1"),
+                    ..none
+                },
+                vec![seq(4), seq(3)],
+            ),
+            (
+                EventFilter {
+                    outcome: Some("failure"),
+                    ..none
+                },
+                vec![seq(5), seq(1)],
+            ),
+            (
+                EventFilter {
+                    from: Some(NOW + day),
+                    ..none
+                },
+                vec![seq(5), seq(4), seq(3), seq(2)],
+            ),
+            (
+                EventFilter {
+                    to: Some(NOW + day),
+                    ..none
+                },
+                vec![seq(1), seq(0)],
+            ),
+            (
+                EventFilter {
+                    from: Some(NOW + day),
+                    to: Some(NOW + 2 * day),
+                    ..none
+                },
+                vec![seq(3), seq(2)],
+            ),
+            (
+                EventFilter {
+                    person: Some("usr-a"),
+                    kind: Some("login.failed"),
+                    ..none
+                },
+                vec![seq(1)],
+            ),
+            (
+                EventFilter {
+                    before: Some(seq(3)),
+                    ..none
+                },
+                vec![seq(2), seq(1), seq(0)],
+            ),
+            // A value is a value, never SQL.
+            (
+                EventFilter {
+                    person: Some("' OR '1'='1"),
+                    ..none
+                },
+                vec![],
+            ),
+            (
+                EventFilter {
+                    kind: Some("login.failed' --"),
+                    ..none
+                },
+                vec![],
+            ),
+        ];
+        for (filter, want) in cases {
+            assert_eq!(kept(filter, 100).await, want, "{}: {filter:?}", b.name);
+        }
+        // Paging: a page, then the next from the last one's seq.
+        let first = kept(none, 4).await;
+        assert_eq!(first, [seq(5), seq(4), seq(3), seq(2)]);
+        let next = kept(
+            EventFilter {
+                before: Some(seq(2)),
+                ..none
+            },
+            4,
+        )
+        .await;
+        assert_eq!(next, [seq(1), seq(0)]);
+        b.cleanup().await;
+    }
+}
+
+/// A client whose webhook goes to `url`.
+async fn hooked_client(store: &Store, url: &str) -> Client {
+    let mut c = client(&new_id("app"));
+    c.webhook_url = Some(url.to_owned());
+    store.insert_client(&c).await.unwrap();
+    c
+}
+
+/// Queues `n` deliveries to `client` at `at`.
+async fn notify(store: &Store, client: &Client, n: usize, at: i64) {
+    use healthgate_core::event::EventKind;
+    for _ in 0..n {
+        let e = healthgate_store::Event::new(EventKind::ApiKeyCreated)
+            .client(&client.id)
+            .subject("key-1");
+        store.record_event(at, &e).await.unwrap();
+    }
+}
+
+fn answered(status: i64) -> healthgate_store::AttemptResult {
+    healthgate_store::AttemptResult {
+        status_code: Some(status),
+        error: (!(200..300).contains(&status)).then(|| format!("HTTP {status}")),
+        duration_ms: 5,
+        succeeded: (200..300).contains(&status),
+    }
+}
+
+#[tokio::test]
+async fn webhook_health_counts_each_state_with_the_last_success_and_failure() {
+    use healthgate_core::webhook::RETRY_WINDOW;
+    use healthgate_store::Actor;
+    for b in backends().await {
+        let s = &b.store;
+        let c = hooked_client(s, "https://hooks.partner.example/a").await;
+        let quiet = hooked_client(s, "https://hooks.partner.example/b").await;
+        let _no_hook = named_client(s, "No hook", Default::default()).await;
+
+        notify(s, &c, 2, NOW).await;
+        for d in s.claim_deliveries(NOW, 10, 60).await.unwrap() {
+            s.record_attempt(&d, NOW + 1, &answered(204)).await.unwrap();
+        }
+        notify(s, &c, 2, NOW + 10).await;
+        for d in s.claim_deliveries(NOW + 10, 10, 60).await.unwrap() {
+            s.record_attempt(&d, NOW + 11, &answered(503))
+                .await
+                .unwrap();
+        }
+        let late = NOW + 10 + RETRY_WINDOW + 1;
+        let due = s.claim_deliveries(late, 10, 60).await.unwrap();
+        assert_eq!(due.len(), 2);
+        for d in due {
+            s.record_attempt(&d, late, &answered(500)).await.unwrap();
+        }
+        notify(s, &c, 1, late).await;
+
+        let health = s.webhook_health().await.unwrap();
+        let ids: Vec<&str> = health.iter().map(|h| h.client_id.as_str()).collect();
+        assert_eq!(ids.len(), 2, "{}: only apps with a webhook", b.name);
+        assert!(ids.contains(&c.id.as_str()) && ids.contains(&quiet.id.as_str()));
+        let h = health.iter().find(|h| h.client_id == c.id).unwrap();
+        assert_eq!(
+            (
+                h.pending,
+                h.delivered,
+                h.failed,
+                h.held,
+                h.consecutive_failures
+            ),
+            (1, 2, 2, 0, 4),
+            "{}",
+            b.name
+        );
+        assert_eq!(h.url, "https://hooks.partner.example/a");
+        assert_eq!(h.muted_at, None);
+        assert_eq!(h.last_success_at, Some(NOW + 1));
+        assert_eq!(h.last_failure, Some((late, "HTTP 500".to_owned())));
+        let q = health.iter().find(|h| h.client_id == quiet.id).unwrap();
+        assert_eq!(
+            (
+                q.pending,
+                q.delivered,
+                q.failed,
+                q.held,
+                q.consecutive_failures
+            ),
+            (0, 0, 0, 0, 0)
+        );
+        assert_eq!((q.last_success_at, q.last_failure.clone()), (None, None));
+
+        // Muted after too many failures in a row: the rest is held, and
+        // unmuting by an operator resends it and says so in the trail.
+        let mut failures = h.consecutive_failures;
+        let mut at = late + 100;
+        while failures < healthgate_core::webhook::MUTE_AFTER_FAILURES {
+            notify(s, &c, 1, at).await;
+            for d in s.claim_deliveries(at, 100, 60).await.unwrap() {
+                s.record_attempt(&d, at, &answered(500)).await.unwrap();
+                failures += 1;
+            }
+            at += 4000;
+        }
+        notify(s, &c, 3, at).await;
+        let h = s
+            .webhook_health()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|h| h.client_id == c.id)
+            .unwrap();
+        assert!(h.muted_at.is_some(), "{}", b.name);
+        assert!(h.held >= 3, "{}: {h:?}", b.name);
+        let olivia = user("olivia");
+        s.insert_user(&olivia).await.unwrap();
+        let resumed = s
+            .unmute_webhook_by(&c.id, Actor::user(&olivia.id, None), at)
+            .await
+            .unwrap();
+        assert_eq!(resumed, h.held as u64);
+        let after = s
+            .webhook_health()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|h| h.client_id == c.id)
+            .unwrap();
+        assert_eq!(
+            (after.held, after.muted_at, after.consecutive_failures),
+            (0, None, 0)
+        );
+        assert_eq!(after.pending, h.pending + h.held);
+        let unmuted = events_of_kind(s, "webhook.unmuted").await;
+        assert_eq!(unmuted.len(), 1);
+        assert_eq!(
+            unmuted[0].actor_user_id.as_deref(),
+            Some(olivia.id.as_str())
+        );
+        assert_eq!(
+            data_of(&unmuted[0]),
+            serde_json::json!({"resumed": resumed})
+        );
+        // Unmuting what is not muted writes nothing.
+        assert_eq!(
+            s.unmute_webhook_by(&c.id, Actor::system(), at)
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(events_of_kind(s, "webhook.unmuted").await.len(), 1);
+        b.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn failed_attempts_recorded_at_once_that_mute_a_webhook_do_not_deadlock() {
+    for b in backends().await {
+        let c = hooked_client(&b.store, "https://hooks.partner.example/a").await;
+        let many = healthgate_core::webhook::MUTE_AFTER_FAILURES as usize + 20;
+        notify(&b.store, &c, many, NOW).await;
+        let due = b
+            .store
+            .claim_deliveries(NOW, many as i64, 60)
+            .await
+            .unwrap();
+        assert_eq!(due.len(), many);
+        // Every attempt recorded concurrently, as the worker's batch does:
+        // the one that mutes updates every pending delivery of the partner
+        // while others hold their own delivery rows.
+        let mut handles = Vec::new();
+        for d in due {
+            let store = b.store.clone();
+            handles.push(tokio::spawn(async move {
+                store.record_attempt(&d, NOW + 1, &answered(500)).await
+            }));
+        }
+        for h in handles {
+            h.await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{}: {e}", b.name));
+        }
+        let h = b
+            .store
+            .webhook_health()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|h| h.client_id == c.id)
+            .unwrap();
+        assert!(h.muted_at.is_some(), "{}", b.name);
+        assert_eq!(h.consecutive_failures, many as i64, "{}", b.name);
+        b.cleanup().await;
+    }
+}
