@@ -206,6 +206,7 @@ pub async fn home(
         &HomePage {
             site: Site::of(&state.settings),
             username: user.as_ref().map(|u| u.username.as_str()),
+            operator: user.as_ref().is_some_and(|u| u.operator),
             csrf_token: session
                 .as_ref()
                 .map(|s| s.csrf_token.as_str())

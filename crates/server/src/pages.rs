@@ -104,6 +104,8 @@ pub struct ConsentPage<'a> {
 pub struct HomePage<'a> {
     pub site: Site<'a>,
     pub username: Option<&'a str>,
+    /// One of the platform's operators: the page links the admin console.
+    pub operator: bool,
     pub csrf_token: &'a str,
 }
 

@@ -1352,3 +1352,97 @@ async fn an_app_registered_in_the_portal_on_one_node_runs_in_the_playground_acro
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&r).path(), "/login");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_app_suspended_in_the_console_on_one_node_is_stopped_on_the_others() {
+    let Some(cluster) = Cluster::start(
+        "an_app_suspended_in_the_console_on_one_node_is_stopped_on_the_others",
+        2,
+    )
+    .await
+    else {
+        return;
+    };
+    let (a, b, demo) = (cluster.a(), cluster.b(), &cluster.demo);
+    let grant = |node: &Server| {
+        api()
+            .post(node.url("/oauth/token"))
+            .basic_auth(&demo.client_id, Some(&demo.client_secret))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+    };
+    let r = grant(b).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let token = str_field(&r.json().await.unwrap(), "access_token");
+
+    // The demo's admin is an operator: they sign in on A and suspend the
+    // app from the console there.
+    let (_, username, password) = demo
+        .accounts
+        .iter()
+        .find(|(role, _, _)| role == "admin")
+        .expect("the demo's admin")
+        .clone();
+    let http = browser();
+    let login = page(&http, a, "/login").await;
+    let r = http
+        .post(a.url("/login"))
+        .form(&form_of(
+            &login,
+            &[("username", &username), ("password", &password)],
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let apps = page(&http, a, "/admin/apps").await;
+    let r = http
+        .post(a.url("/admin/apps/suspend"))
+        .form(&[
+            ("csrf_token", csrf_token(&apps).as_str()),
+            ("client_id", demo.client_id.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "{}", cluster.logs());
+
+    // B refuses the app at once, and its token no longer works anywhere.
+    let r = grant(b).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = api()
+        .post(b.url("/oauth/introspect"))
+        .basic_auth(&demo.client_id, Some(&demo.client_secret))
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "a suspended app cannot introspect"
+    );
+    // Restored on B, it gets tokens on A again.
+    let apps = page(&http, b, "/admin/apps").await;
+    let r = http
+        .post(b.url("/admin/apps/restore"))
+        .form(&[
+            ("csrf_token", csrf_token(&apps).as_str()),
+            ("client_id", demo.client_id.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(grant(a).await.unwrap().status(), StatusCode::OK);
+    // What the suspension revoked stays revoked.
+    let r = api()
+        .post(a.url("/oauth/introspect"))
+        .basic_auth(&demo.client_id, Some(&demo.client_secret))
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["active"], false, "{body}");
+}
