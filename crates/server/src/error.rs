@@ -200,7 +200,13 @@ impl From<crate::admin::AdminError> for PageError {
             },
             AdminError::Hash(e) => {
                 tracing::error!(error = %e, "password hashing failed");
-                Self::bad_request("The request could not be completed. Please try again.")
+                Self {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    title: "Temporarily unavailable",
+                    message:
+                        "The service could not complete your request. Please try again in a moment."
+                            .into(),
+                }
             }
         }
     }

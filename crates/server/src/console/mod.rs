@@ -166,21 +166,7 @@ pub fn required(body: &[u8], name: &str, what: &str) -> Result<String, Refusal> 
 /// An administrative refusal as a page: the request was wrong (400), or
 /// storage failed.
 pub fn admin_failure(e: AdminError) -> Refusal {
-    match e {
-        AdminError::Store(e) => e.into(),
-        AdminError::Hash(e) => {
-            tracing::error!(error = %e, "password hashing failed");
-            PageError {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                title: "Temporarily unavailable",
-                message:
-                    "The service could not complete your request. Please try again in a moment."
-                        .into(),
-            }
-            .into()
-        }
-        other => PageError::bad_request(other.to_string()).into(),
-    }
+    PageError::from(e).into()
 }
 
 /// The 303 that answers an action: back to `path` with `params` (which say

@@ -834,7 +834,7 @@ async fn a_suspended_app_can_do_nothing_until_it_is_restored() {
     assert!(location(&r).contains("done=already-suspended"));
     assert_eq!(events_of(&app, "client.suspended").await.len(), 2);
     let r = post(&op, "/admin/apps/suspend", &[("client_id", "app-nothing")]).await;
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
 
 /// The `seq`s of the events a page of the audit log shows, in order.
