@@ -170,6 +170,14 @@ async fn deliver(
     // when the event happened; with no URL left, the attempt fails and is
     // retried in case one is registered again.
     let result = match client.webhook_url.as_deref() {
+        // A suspended app is told nothing while it is suspended; the
+        // delivery is retried, so it arrives if the app is restored in time.
+        Some(_) if client.suspended_at.is_some() => AttemptResult {
+            status_code: None,
+            error: Some("the app is suspended; deliveries resume if it is restored".into()),
+            duration_ms: 0,
+            succeeded: false,
+        },
         Some(url) => send(state, http, &delivery, url, &secret).await,
         None => AttemptResult {
             status_code: None,

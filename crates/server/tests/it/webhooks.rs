@@ -582,3 +582,41 @@ async fn webhooks_are_not_sent_to_private_or_reserved_addresses() {
     }
     assert!(receiver.received().is_empty(), "a private address was reached");
 }
+
+/// A suspended app is sent nothing; once restored, what waited arrives.
+#[tokio::test]
+async fn a_suspended_app_is_sent_nothing_until_restored() {
+    let receiver = Receiver::start(&[], 200).await;
+    let (app, client) = hooked(&receiver).await;
+    raise(&app, &client).await;
+    admin::suspend_client(
+        &app.state.store,
+        app.clock.as_ref(),
+        client.id(),
+        healthgate_store::Actor::system(),
+    )
+    .await
+    .unwrap();
+    deliver_all(&app).await;
+    assert!(receiver.received().is_empty(), "a suspended app was sent events");
+    let waiting = deliveries(&app, &client).await;
+    assert!(waiting.iter().all(|d| d.delivered_at.is_none()));
+    assert!(
+        waiting
+            .iter()
+            .all(|d| d.last_error.as_deref().is_some_and(|e| e.contains("suspended"))),
+        "{waiting:?}"
+    );
+    admin::restore_client(
+        &app.state.store,
+        app.clock.as_ref(),
+        client.id(),
+        healthgate_store::Actor::system(),
+    )
+    .await
+    .unwrap();
+    app.clock.advance(3600);
+    deliver_all(&app).await;
+    assert!(!receiver.received().is_empty(), "the waiting deliveries arrive after the restore");
+    assert!(deliveries(&app, &client).await.iter().all(|d| d.delivered_at.is_some()));
+}
