@@ -183,24 +183,7 @@ async fn a_person_signs_in_and_allows_then_denies_by_clicking() {
         .await
         .unwrap();
     screenshot(&c, "login").await;
-    c.find(Locator::Css("#username"))
-        .await
-        .unwrap()
-        .send_keys("alice")
-        .await
-        .unwrap();
-    c.find(Locator::Css("#password"))
-        .await
-        .unwrap()
-        .send_keys(PASSWORD)
-        .await
-        .unwrap();
-    c.find(Locator::Css("button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    sign_in_here(&c, "alice").await;
     let allow = c
         .wait()
         .for_element(Locator::Css("button[value=allow]"))
@@ -210,14 +193,7 @@ async fn a_person_signs_in_and_allows_then_denies_by_clicking() {
     let page = c.source().await.unwrap();
     assert!(page.contains("Clicky Scheduler") && page.contains("Read your profile"));
     allow.click().await.unwrap();
-    let code = c
-        .wait()
-        .for_element(Locator::Css("#code"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let code = text_of(&c, "#code").await;
     assert!(code.starts_with("hg_ac_"), "{code}");
     assert_eq!(
         c.find(Locator::Css("#state"))
@@ -237,21 +213,8 @@ async fn a_person_signs_in_and_allows_then_denies_by_clicking() {
     c.goto(&authorize("profile_read profile_write"))
         .await
         .unwrap();
-    c.wait()
-        .for_element(Locator::Css("button[value=deny]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let error = c
-        .wait()
-        .for_element(Locator::Css("#error"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    click(&c, "button[value=deny]").await;
+    let error = text_of(&c, "#error").await;
     assert_eq!(error, "access_denied");
     c.close().await.unwrap();
 }
@@ -281,13 +244,7 @@ async fn sign_in_here(c: &Client, username: &str) {
 
 /// The text of the page's status message, once one shows.
 async fn status_message(c: &Client) -> String {
-    c.wait()
-        .for_element(Locator::Css("[role=status]"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    text_of(c, "[role=status]").await
 }
 
 /// Replaces what a text field holds.
@@ -328,21 +285,8 @@ async fn a_person_revokes_an_app_from_their_account_by_clicking_and_its_token_st
     .await
     .unwrap();
     sign_in_here(&c, "alice").await;
-    c.wait()
-        .for_element(Locator::Css("button[value=allow]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let code = c
-        .wait()
-        .for_element(Locator::Css("#code"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    click(&c, "button[value=allow]").await;
+    let code = text_of(&c, "#code").await;
     let (status, body) = app
         .token(
             Some((&client_id, &secret)),
@@ -457,20 +401,8 @@ async fn a_person_edits_their_profile_and_signs_out_everywhere_else_by_clicking(
     c.wait().for_element(Locator::Css("#name")).await.unwrap();
     type_into(&c, "#name", "Alice Example").await;
     type_into(&c, "#email", "not-an-email").await;
-    c.find(Locator::Css("form[action='/account/profile'] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let message = c
-        .wait()
-        .for_element(Locator::Css("#email-error"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    click(&c, "form[action='/account/profile'] button").await;
+    let message = text_of(&c, "#email-error").await;
     assert!(message.starts_with("Email must be an address"), "{message}");
     let email = c.find(Locator::Css("#email")).await.unwrap();
     assert_eq!(
@@ -479,12 +411,7 @@ async fn a_person_edits_their_profile_and_signs_out_everywhere_else_by_clicking(
     );
     screenshot(&c, "account-profile-error").await;
     type_into(&c, "#email", "alice@clinic.example").await;
-    c.find(Locator::Css("form[action='/account/profile'] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "form[action='/account/profile'] button").await;
     assert_eq!(status_message(&c).await, "Your profile was saved.");
     screenshot(&c, "account-profile").await;
     let stored = app.state.store.user(&user.id).await.unwrap().unwrap();
@@ -919,25 +846,7 @@ async fn an_operator_suspends_an_app_and_filters_the_audit_log_by_clicking() {
     // Signing in on the way to the console comes back to it.
     c.set_window_size(1200, 900).await.unwrap();
     c.goto(&app.url("/admin")).await.unwrap();
-    c.wait()
-        .for_element(Locator::Css("#username"))
-        .await
-        .unwrap()
-        .send_keys("olivia")
-        .await
-        .unwrap();
-    c.find(Locator::Css("#password"))
-        .await
-        .unwrap()
-        .send_keys(PASSWORD)
-        .await
-        .unwrap();
-    c.find(Locator::Css("button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    sign_in_here(&c, "olivia").await;
     c.wait()
         .for_element(Locator::Css("#home-heading"))
         .await
@@ -964,23 +873,8 @@ async fn an_operator_suspends_an_app_and_filters_the_audit_log_by_clicking() {
         .click()
         .await
         .unwrap();
-    c.wait()
-        .for_element(Locator::Css(
-            "button[aria-label='Suspend Clicky Scheduler']",
-        ))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let notice = c
-        .wait()
-        .for_element(Locator::Css(".notice"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    click(&c, "button[aria-label='Suspend Clicky Scheduler']").await;
+    let notice = text_of(&c, ".notice").await;
     assert!(
         notice.starts_with("Clicky Scheduler is suspended"),
         "{notice}"
@@ -1015,12 +909,7 @@ async fn an_operator_suspends_an_app_and_filters_the_audit_log_by_clicking() {
         .select_by_value("client.suspended")
         .await
         .unwrap();
-    c.find(Locator::Css("button.primary"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "button.primary").await;
     c.wait()
         .for_element(Locator::Css("tr.event"))
         .await
