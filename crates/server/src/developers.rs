@@ -20,13 +20,14 @@ use healthgate_core::client::Client;
 use healthgate_core::owner::AuthorizationLevel;
 use healthgate_core::redirect::with_query_params;
 use healthgate_core::user::UserType;
+use healthgate_store::Session;
 use serde::Deserialize;
 
 use crate::admin::{self, AdminError, ClientChanges, NewClient, NewUser};
 use crate::error::PageError;
 use crate::forms::{FieldErrors, Form, sentence};
 use crate::ip::ClientIp;
-use crate::pages::{self, Site, Stamp, format_utc};
+use crate::pages::{self, ScopeLine, Site, Stamp, format_utc};
 use crate::session::{self, Browser};
 use crate::state::AppState;
 
@@ -86,6 +87,21 @@ pub(crate) async fn owned_app(
             message: "You have no app with this id. It may have been deleted.".into(),
         }),
     }
+}
+
+/// The form of an action on one of the developer's apps: read (with an
+/// uploaded file of at most `max_file` bytes), its CSRF token and origin
+/// checked, and the app, which must be theirs.
+async fn app_form(
+    state: &AppState,
+    id: &str,
+    request: Request,
+    max_file: usize,
+) -> Result<(Session, Client, Form), PageError> {
+    let (headers, form) = Form::read(state, request, max_file).await?;
+    let (session, user_id) = form.signed_in(state, &headers).await?;
+    let app = owned_app(state, &user_id, id).await?;
+    Ok((session, app, form))
 }
 
 // ---------------------------------------------------------------- index
@@ -440,12 +456,6 @@ impl AppFormValues {
     }
 }
 
-/// A scope as a checkbox: its name and the words the consent page uses.
-pub struct ScopeChoice {
-    pub name: String,
-    pub description: String,
-}
-
 #[derive(Template)]
 #[template(path = "developers_app_form.html")]
 pub struct AppFormPage<'a> {
@@ -454,16 +464,17 @@ pub struct AppFormPage<'a> {
     /// `None` when registering; the app when editing.
     pub app: Option<&'a Client>,
     pub values: AppFormValues,
-    pub scope_choices: Vec<ScopeChoice>,
+    /// Every scope of the vocabulary, as a checkbox.
+    pub scope_choices: Vec<ScopeLine>,
     pub errors: FieldErrors,
 }
 
-fn scope_choices(state: &AppState) -> Vec<ScopeChoice> {
+fn scope_choices(state: &AppState) -> Vec<ScopeLine> {
     state
         .settings
         .scopes
         .iter()
-        .map(|(name, description)| ScopeChoice {
+        .map(|(name, description)| ScopeLine {
             name: name.clone(),
             description: description.clone(),
         })
@@ -643,9 +654,7 @@ pub async fn update_app(
     Path(id): Path<String>,
     request: Request,
 ) -> Result<Response, PageError> {
-    let (headers, form) = Form::read(&state, request, MAX_PHOTO).await?;
-    let (session, user_id) = form.signed_in(&state, &headers).await?;
-    let app = owned_app(&state, &user_id, &id).await?;
+    let (session, app, form) = app_form(&state, &id, request, MAX_PHOTO).await?;
     let mut values = AppFormValues::read(&form);
     // The kind of client is chosen once: a secret cannot appear or vanish.
     values.public = app.is_public();
@@ -852,9 +861,7 @@ pub async fn rotate_secret(
     Path(id): Path<String>,
     request: Request,
 ) -> Result<Response, PageError> {
-    let (headers, form) = Form::read(&state, request, 0).await?;
-    let (_, user_id) = form.signed_in(&state, &headers).await?;
-    let app = owned_app(&state, &user_id, &id).await?;
+    let (_, app, _) = app_form(&state, &id, request, 0).await?;
     let secret = admin::rotate_client_secret(&state.store, state.clock.as_ref(), &app.id).await?;
     Ok(pages::render(
         StatusCode::OK,
@@ -874,9 +881,7 @@ pub async fn rotate_webhook_secret(
     Path(id): Path<String>,
     request: Request,
 ) -> Result<Response, PageError> {
-    let (headers, form) = Form::read(&state, request, 0).await?;
-    let (_, user_id) = form.signed_in(&state, &headers).await?;
-    let app = owned_app(&state, &user_id, &id).await?;
+    let (_, app, _) = app_form(&state, &id, request, 0).await?;
     admin::rotate_webhook_secret(&state.store, &state.settings, state.clock.as_ref(), &app.id)
         .await?;
     let back = format!("/developers/apps/{}#webhooks", app.id);
@@ -922,9 +927,7 @@ pub async fn delete_app(
     Path(id): Path<String>,
     request: Request,
 ) -> Result<Response, PageError> {
-    let (headers, form) = Form::read(&state, request, 0).await?;
-    let (session, user_id) = form.signed_in(&state, &headers).await?;
-    let app = owned_app(&state, &user_id, &id).await?;
+    let (session, app, form) = app_form(&state, &id, request, 0).await?;
     if form.text("confirm_name").as_deref() != Some(app.name.as_str()) {
         return Ok(pages::render(
             StatusCode::BAD_REQUEST,

@@ -69,12 +69,6 @@ pub struct AppChoice {
     pub selected: bool,
 }
 
-/// A scope checkbox.
-pub struct ScopeChoice {
-    pub name: String,
-    pub checked: bool,
-}
-
 /// The tokens a run holds, carried from step to step in the page's form.
 #[derive(Default)]
 pub struct Tokens {
@@ -89,7 +83,8 @@ pub struct PlaygroundPage<'a> {
     pub csrf_token: &'a str,
     pub apps: Vec<AppChoice>,
     pub app: Option<&'a Client>,
-    pub scopes: Vec<ScopeChoice>,
+    /// The chosen app's allowed scopes, offered ticked.
+    pub scopes: Vec<String>,
     /// 1 pick, 2 the authorize request, 3 the redirect back, 4 the token
     /// endpoint and what follows.
     pub step: u8,
@@ -368,14 +363,7 @@ pub async fn index(
         })
         .collect();
     if let Some(app) = &chosen {
-        page.scopes = app
-            .allowed_scopes
-            .iter()
-            .map(|s| ScopeChoice {
-                name: s.to_owned(),
-                checked: true,
-            })
-            .collect();
+        page.scopes = app.allowed_scopes.iter().map(str::to_owned).collect();
         page.redirect_registered = app
             .redirect_uris
             .iter()
