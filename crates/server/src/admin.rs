@@ -139,20 +139,8 @@ fn check_webhook_url(settings: &Settings, url: &str) -> Result<(), AdminError> {
         Some(url::Host::Domain(d)) => d == "localhost",
         None => false,
     };
-    let literal: Option<std::net::IpAddr> = match parsed.host() {
-        Some(url::Host::Ipv4(ip)) => Some(ip.into()),
-        Some(url::Host::Ipv6(ip)) => Some(ip.into()),
-        _ => None,
-    };
-    if let Some(ip) = literal
-        && !healthgate_core::webhook::may_receive(ip, settings.allow_http_webhooks)
-    {
-        return Err(invalid_field(
-            "webhook_url",
-            format!(
-                "{url}: {ip} is a private or reserved address; webhooks go to public addresses"
-            ),
-        ));
+    if let Some(refused) = crate::webhooks::refused_literal(url, settings.allow_http_webhooks) {
+        return Err(invalid_field("webhook_url", format!("{url}: {refused}")));
     }
     match parsed.scheme() {
         "https" if parsed.host().is_some() => Ok(()),

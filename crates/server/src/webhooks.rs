@@ -88,8 +88,9 @@ impl reqwest::dns::Resolve for PublicAddresses {
 }
 
 /// Why a URL whose host is an IP address may not receive a webhook, if it
-/// may not (names are checked when they are resolved).
-fn refused_literal(url: &str, allow_loopback: bool) -> Option<String> {
+/// may not (names are checked when they are resolved). Registration asks
+/// too, so such a URL is refused before it is ever stored.
+pub(crate) fn refused_literal(url: &str, allow_loopback: bool) -> Option<String> {
     let host = url::Url::parse(url).ok()?.host()?.to_owned();
     let ip: IpAddr = match host {
         url::Host::Ipv4(ip) => ip.into(),
