@@ -12,7 +12,7 @@ use healthgate_core::client::Client;
 use healthgate_core::owner::AuthorizationLevel;
 use healthgate_core::user::{UserType, parse_user_types};
 use healthgate_core::{Clock, SystemClock};
-use healthgate_server::admin::{self, AdminError, ClientChanges, NewClient, NewUser};
+use healthgate_server::admin::{self, AdminError, ClientChanges, Creator, NewClient, NewUser};
 use healthgate_server::{Settings, demo};
 use healthgate_store::{Actor, Suspension};
 use serde_json::json;
@@ -101,6 +101,10 @@ enum ClientCommand {
         /// the whole organization.
         #[arg(long, default_value = "user", value_parser = parse_level)]
         authorization_level: AuthorizationLevel,
+        /// A resource server (the platform's API, its FHIR server): may
+        /// introspect every token, not only its own (RFC 7662 §4).
+        #[arg(long)]
+        resource_server: bool,
     },
     /// List registered apps.
     List,
@@ -171,6 +175,12 @@ struct ClientUpdate {
     /// Remove the app from the integration directory.
     #[arg(long)]
     unpublish: bool,
+    /// Make the app a resource server: it may introspect every token.
+    #[arg(long, conflicts_with = "no_resource_server")]
+    resource_server: bool,
+    /// The app may introspect only its own tokens again.
+    #[arg(long)]
+    no_resource_server: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -446,6 +456,7 @@ fn client_json(c: &Client) -> serde_json::Value {
         "id_token_alg": c.id_token_alg.as_str(),
         "provisioning_scope": c.provisioning_scopes.as_ref().map(|s| s.to_string()),
         "suspended_at": c.suspended_at,
+        "resource_server": c.resource_server,
         "created_at": c.created_at,
     })
 }
@@ -454,7 +465,7 @@ fn client_text(c: &Client) -> String {
     let uris: Vec<&str> = c.redirect_uris.iter().map(|u| u.as_str()).collect();
     let types: Vec<&str> = c.user_types.iter().map(|t| t.as_str()).collect();
     format!(
-        "client_id      {}\nname           {}\nstatus         {}\ntype           {}\nredirect_uris  {}\nscope          {}\nuser_types     {}\nphoto_url      {}\npublished      {}\nconnect_url    {}\nwebhook_url    {}{}",
+        "client_id      {}\nname           {}\nstatus         {}\ntype           {}\nredirect_uris  {}\nscope          {}\nuser_types     {}\nphoto_url      {}\npublished      {}\nconnect_url    {}\nwebhook_url    {}{}\nresource_server {}",
         c.id,
         c.name,
         if c.suspended_at.is_some() {
@@ -475,6 +486,7 @@ fn client_text(c: &Client) -> String {
         } else {
             ""
         },
+        c.resource_server,
     )
 }
 
@@ -495,6 +507,7 @@ async fn client_command(
             photo_url,
             user_types,
             authorization_level,
+            resource_server,
         } => {
             let (client, secret) = admin::create_client(
                 store,
@@ -508,8 +521,10 @@ async fn client_command(
                     photo_url,
                     user_types: user_types.unwrap_or_default(),
                     authorization_level,
+                    resource_server,
                     ..Default::default()
                 },
+                Actor::system(),
             )
             .await?;
             let mut value = client_json(&client);
@@ -545,7 +560,8 @@ async fn client_command(
             print(as_json, &client_json(&client), &client_text(&client));
         }
         ClientCommand::RotateSecret { id } => {
-            let secret = admin::rotate_client_secret(store, clock.as_ref(), &id).await?;
+            let secret =
+                admin::rotate_client_secret(store, clock.as_ref(), &id, Actor::system()).await?;
             print(
                 as_json,
                 &json!({"client_id": id, "client_secret": secret}),
@@ -574,15 +590,33 @@ async fn client_command(
                     (_, true) => Some(false),
                     _ => None,
                 },
+                resource_server: match (u.resource_server, u.no_resource_server) {
+                    (true, _) => Some(true),
+                    (_, true) => Some(false),
+                    _ => None,
+                },
             };
-            let client =
-                admin::update_client(store, &state.settings, clock.as_ref(), &u.id, changes)
-                    .await?;
+            let client = admin::update_client(
+                store,
+                &state.settings,
+                clock.as_ref(),
+                &u.id,
+                changes,
+                Actor::system(),
+            )
+            .await?;
             print(as_json, &client_json(&client), &client_text(&client));
         }
         ClientCommand::WebhookSecret { id, rotate } => {
             let secret = if rotate {
-                admin::rotate_webhook_secret(store, &state.settings, clock.as_ref(), &id).await?
+                admin::rotate_webhook_secret(
+                    store,
+                    &state.settings,
+                    clock.as_ref(),
+                    &id,
+                    Actor::system(),
+                )
+                .await?
             } else {
                 let client = store
                     .client(&id)
@@ -634,7 +668,7 @@ async fn client_command(
             );
         }
         ClientCommand::Delete { id } => {
-            admin::delete_client(store, clock.as_ref(), &id).await?;
+            admin::delete_client(store, clock.as_ref(), &id, Actor::system()).await?;
             print(
                 as_json,
                 &json!({"client_id": id, "deleted": true}),
@@ -672,6 +706,7 @@ async fn user_command(
                     email,
                     user_type,
                 },
+                Creator::By(Actor::system()),
             )
             .await?;
             if operator {

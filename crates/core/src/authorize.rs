@@ -158,7 +158,7 @@ impl Prompt {
                 "select_account" => {}
                 other => {
                     return Err(OAuthError::invalid_request(format!(
-                        "unsupported prompt value {other:?}"
+                        "unsupported prompt value '{other}'"
                     )));
                 }
             }

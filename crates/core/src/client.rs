@@ -87,6 +87,10 @@ pub struct Client {
     /// Set while an operator has suspended the app: it gets no codes or
     /// tokens, and the tokens it held were revoked.
     pub suspended_at: Option<i64>,
+    /// A resource server (the platform's own API, its FHIR server) may
+    /// introspect any token; every other client only the tokens issued to
+    /// it (RFC 7662 §2.1, §4).
+    pub resource_server: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -201,6 +205,7 @@ pub(crate) fn example(kind: ClientKind) -> Client {
         id_token_alg: Default::default(),
         owner_id: None,
         suspended_at: None,
+        resource_server: false,
         created_at: 0,
         updated_at: 0,
     }

@@ -64,21 +64,88 @@ impl fmt::Display for ErrorCode {
     }
 }
 
+/// The text of an `error_description` (RFC 6749 §4.1.2.1, §5.2; RFC 6750
+/// §3; RFC 7009 and RFC 7662 reuse them): only the characters
+/// `%x20-21 / %x23-5B / %x5D-7E`, that is printable ASCII without `"` and
+/// `\`. The only way to make one is [`Description::new`], which rewrites
+/// anything else, so no answer can carry a character outside the RFC's
+/// alphabet, however the text was built (a `{:?}` that quotes, a `§` in an
+/// error message, a name someone typed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Description(Cow<'static, str>);
+
+/// Whether `c` may appear in an `error_description`.
+pub fn allowed_in_description(c: char) -> bool {
+    matches!(c, '\x20'..='\x21' | '\x23'..='\x5b' | '\x5d'..='\x7e')
+}
+
+impl Description {
+    /// `text` as a description, unchanged when it is already inside the
+    /// alphabet (no copy), else with each other character replaced:
+    /// quotes become `'`, `\` becomes `/`, `§` becomes `section `, dashes,
+    /// ellipses and spaces become their ASCII spelling, and anything else
+    /// `?`.
+    pub fn new(text: impl Into<Cow<'static, str>>) -> Self {
+        let text = text.into();
+        if text.chars().all(allowed_in_description) {
+            return Self(text);
+        }
+        let mut clean = String::with_capacity(text.len());
+        for c in text.chars() {
+            match c {
+                c if allowed_in_description(c) => clean.push(c),
+                '"' | '\u{201c}' | '\u{201d}' | '\u{2018}' | '\u{2019}' | '`' => clean.push('\''),
+                '\\' => clean.push('/'),
+                '\u{a7}' => clean.push_str("section "),
+                '\u{2026}' => clean.push_str("..."),
+                '\u{2013}' | '\u{2014}' | '\u{2212}' => clean.push('-'),
+                '\u{2192}' => clean.push_str("->"),
+                c if c.is_whitespace() => clean.push(' '),
+                _ => clean.push('?'),
+            }
+        }
+        Self(Cow::Owned(clean))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Description {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Description {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl serde::Serialize for Description {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
 /// An RFC 6749 error: a code and a human-readable description. The
 /// description is shown to client developers, so it never carries internal
-/// detail (SQL, paths, secrets).
+/// detail (SQL, paths, secrets), and is always inside the RFC's alphabet.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {description}")]
 pub struct OAuthError {
     pub code: ErrorCode,
-    pub description: Cow<'static, str>,
+    pub description: Description,
 }
 
 impl OAuthError {
     pub fn new(code: ErrorCode, description: impl Into<Cow<'static, str>>) -> Self {
         Self {
             code,
-            description: description.into(),
+            description: Description::new(description),
         }
     }
 
@@ -108,5 +175,44 @@ impl OAuthError {
             ErrorCode::TemporarilyUnavailable,
             "the service is temporarily unavailable, try again shortly",
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn descriptions_keep_clean_text_and_rewrite_the_rest() {
+        let clean = "the code has expired; ask for a new one (RFC 6749 section 4.1.2)";
+        assert!(matches!(Description::new(clean).0, Cow::Borrowed(_)));
+        let cases = [
+            (
+                "grant_type \"password\" is not supported",
+                "grant_type 'password' is not supported",
+            ),
+            ("C:\\path", "C:/path"),
+            ("RFC 6749 \u{a7}5.2", "RFC 6749 section 5.2"),
+            (
+                "wait\u{2026} \u{201c}quoted\u{201d} \u{2014} ok",
+                "wait... 'quoted' - ok",
+            ),
+            ("tab\tnew\nline", "tab new line"),
+            ("caf\u{e9} \u{1f600}", "caf? ?"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(Description::new(text.to_owned()).as_str(), want, "{text:?}");
+        }
+    }
+
+    proptest! {
+        /// Whatever text a description is made from, every character of it
+        /// is in RFC 6749's alphabet.
+        #[test]
+        fn every_description_is_inside_the_alphabet(text in "\\PC*") {
+            let d = OAuthError::invalid_request(text);
+            prop_assert!(d.description.chars().all(allowed_in_description), "{:?}", d.description);
+        }
     }
 }

@@ -55,6 +55,12 @@ pub enum EventKind {
     ClientRestored,
     MemberRoleChanged,
     WebhookUnmuted,
+    /// A client presented credentials that did not hold (never the secret
+    /// itself: the client id and the address).
+    ClientAuthFailed,
+    /// A partner asked for another partner's user, integration, key or
+    /// token, and was refused.
+    AccessRefused,
 }
 
 impl EventKind {
@@ -102,6 +108,8 @@ impl EventKind {
         Self::ClientRestored,
         Self::MemberRoleChanged,
         Self::WebhookUnmuted,
+        Self::ClientAuthFailed,
+        Self::AccessRefused,
     ];
 
     /// The event's type as written to the audit trail and webhooks.
@@ -150,6 +158,8 @@ impl EventKind {
             Self::ClientRestored => "client.restored",
             Self::MemberRoleChanged => "organization.member_role_changed",
             Self::WebhookUnmuted => "webhook.unmuted",
+            Self::ClientAuthFailed => "client.authentication_failed",
+            Self::AccessRefused => "access.refused",
         }
     }
 

@@ -9,6 +9,7 @@ pub mod client;
 pub mod clock;
 pub mod error;
 pub mod event;
+pub mod forwarded;
 pub mod integration;
 pub mod jose;
 pub mod org;

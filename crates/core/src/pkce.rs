@@ -83,7 +83,7 @@ impl CodeVerifier {
             Ok(Self(s.to_owned()))
         } else {
             Err(OAuthError::invalid_grant(
-                "code_verifier must be 43 to 128 unreserved characters (RFC 7636 §4.1)",
+                "code_verifier must be 43 to 128 unreserved characters (RFC 7636 section 4.1)",
             ))
         }
     }

@@ -16,7 +16,7 @@ pub struct RedirectUri(String);
 pub enum InvalidRedirectUri {
     #[error("redirect URI is not an absolute URI")]
     NotAbsolute,
-    #[error("redirect URI must not contain a fragment (RFC 6749 §3.1.2)")]
+    #[error("redirect URI must not contain a fragment (RFC 6749 section 3.1.2)")]
     Fragment,
     #[error("redirect URI must not contain user information")]
     UserInfo,
@@ -28,6 +28,10 @@ pub enum InvalidRedirectUri {
     TooLong,
     #[error("redirect URI contains whitespace or control characters")]
     Characters,
+    /// RFC 9700 §2.1, §4.1.3: redirect URIs match exactly, so a `*` is never
+    /// a pattern; refusing it says so to the developer who meant one.
+    #[error("redirect URI must not contain a wildcard (*): register each URI exactly")]
+    Wildcard,
 }
 
 const LOOPBACK_PREFIXES: &[&str] = &["http://127.0.0.1", "http://[::1]"];
@@ -44,6 +48,9 @@ impl RedirectUri {
         }
         if s.contains('#') {
             return Err(InvalidRedirectUri::Fragment);
+        }
+        if s.contains('*') {
+            return Err(InvalidRedirectUri::Wildcard);
         }
         let url = url::Url::parse(s).map_err(|_| InvalidRedirectUri::NotAbsolute)?;
         if !url.username().is_empty() || url.password().is_some() {
@@ -178,6 +185,24 @@ mod tests {
         ];
         for (uri, ok) in table {
             assert_eq!(RedirectUri::parse(uri).is_ok(), *ok, "{uri}");
+        }
+    }
+
+    #[test]
+    fn wildcards_are_refused_wherever_they_stand() {
+        for uri in [
+            "https://*.example.com/cb",
+            "https://app.example.com/*",
+            "https://app.example.com/cb?next=*",
+            "http://127.0.0.1:*/cb",
+            "com.example.*:/cb",
+            "*",
+        ] {
+            assert_eq!(
+                RedirectUri::parse(uri),
+                Err(InvalidRedirectUri::Wildcard),
+                "{uri}"
+            );
         }
     }
 

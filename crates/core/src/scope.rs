@@ -11,7 +11,7 @@ use std::fmt;
 pub struct ScopeSet(BTreeSet<String>);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("scope token {0:?} contains a character RFC 6749 §3.3 does not allow")]
+#[error("scope token '{0}' contains a character RFC 6749 section 3.3 does not allow")]
 pub struct InvalidScopeToken(pub String);
 
 fn valid_token_char(c: char) -> bool {

@@ -187,7 +187,8 @@ pub struct RefreshToken {
 impl RefreshToken {
     /// RFC 6749 §6 checks on a refresh request by `client_id`; returns the
     /// scope of the new access token. A narrower scope may be asked for, never
-    /// a wider one; a `redirect_uri`, if sent, must equal the original.
+    /// a wider one, and narrows only that access token: the new refresh token
+    /// keeps `self.scope`. A `redirect_uri`, if sent, must equal the original.
     pub fn check_refresh(
         &self,
         client_id: &str,

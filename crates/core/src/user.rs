@@ -29,7 +29,7 @@ impl fmt::Display for UserType {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown user type {0:?}: expected member or expert")]
+#[error("unknown user type '{0}': expected member or expert")]
 pub struct UnknownUserType(pub String);
 
 impl FromStr for UserType {

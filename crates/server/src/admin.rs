@@ -55,6 +55,9 @@ pub struct NewClient {
     pub published: bool,
     /// The developer who registered it in the portal.
     pub owner_id: Option<String>,
+    /// May introspect every token (the platform's own APIs); set by
+    /// operators only.
+    pub resource_server: bool,
 }
 
 /// Changes to a registration; `None` leaves a field as it is, and for the
@@ -78,6 +81,9 @@ pub struct ClientChanges {
     pub jwt_access_tokens: Option<bool>,
     /// What the client's ID tokens are signed with.
     pub id_token_alg: Option<healthgate_core::jose::Alg>,
+    /// May introspect every token (the platform's own APIs); operators
+    /// only.
+    pub resource_server: Option<bool>,
 }
 
 fn invalid(message: impl Into<String>) -> AdminError {
@@ -207,12 +213,14 @@ fn check_client(settings: &Settings, c: &Client) -> Result<(), AdminError> {
 }
 
 /// Validates and registers a client. Returns it with its secret, which exists
-/// only in this return value: the store keeps its digest.
+/// only in this return value: the store keeps its digest. `actor` is who
+/// registers it (the developer in the portal, nobody for the CLI).
 pub async fn create_client(
     store: &Store,
     settings: &Settings,
     clock: &dyn Clock,
     req: NewClient,
+    actor: Actor<'_>,
 ) -> Result<(Client, Option<String>), AdminError> {
     let secret = (!req.public).then(|| mint(SecretKind::ClientSecret));
     let now = clock.now();
@@ -245,11 +253,12 @@ pub async fn create_client(
         id_token_alg: Default::default(),
         owner_id: req.owner_id,
         suspended_at: None,
+        resource_server: req.resource_server,
         created_at: now,
         updated_at: now,
     };
     check_client(settings, &client)?;
-    store.insert_client(&client).await?;
+    store.insert_client_by(&client, actor).await?;
     Ok((client, secret.map(|s| s.value)))
 }
 
@@ -260,6 +269,7 @@ pub async fn update_client(
     clock: &dyn Clock,
     client_id: &str,
     changes: ClientChanges,
+    actor: Actor<'_>,
 ) -> Result<Client, AdminError> {
     let mut c = store
         .client(client_id)
@@ -298,6 +308,9 @@ pub async fn update_client(
     if let Some(jwt) = changes.jwt_access_tokens {
         c.jwt_access_tokens = jwt;
     }
+    if let Some(rs) = changes.resource_server {
+        c.resource_server = rs;
+    }
     if let Some(level) = changes.authorization_level {
         c.authorization_level = level;
     }
@@ -309,7 +322,7 @@ pub async fn update_client(
     }
     c.updated_at = clock.now();
     check_client(settings, &c)?;
-    store.update_client(&c).await?;
+    store.update_client(&c, actor).await?;
     Ok(c)
 }
 
@@ -347,6 +360,7 @@ pub async fn rotate_webhook_secret(
     settings: &Settings,
     clock: &dyn Clock,
     client_id: &str,
+    actor: Actor<'_>,
 ) -> Result<String, AdminError> {
     let mut c = store
         .client(client_id)
@@ -354,7 +368,7 @@ pub async fn rotate_webhook_secret(
         .ok_or_else(|| AdminError::NoSuchClient(client_id.to_owned()))?;
     c.webhook_secret_version += 1;
     c.updated_at = clock.now();
-    store.update_client(&c).await?;
+    store.update_client(&c, actor).await?;
     webhook_secret(store, settings, &c).await
 }
 
@@ -363,6 +377,7 @@ pub async fn rotate_client_secret(
     store: &Store,
     clock: &dyn Clock,
     client_id: &str,
+    actor: Actor<'_>,
 ) -> Result<String, AdminError> {
     let client = store
         .client(client_id)
@@ -376,7 +391,7 @@ pub async fn rotate_client_secret(
     let secret = mint(SecretKind::ClientSecret);
     let now = clock.now();
     store
-        .set_client_secret(client_id, &secret.digest, now)
+        .set_client_secret(client_id, &secret.digest, actor, now)
         .await?;
     Ok(secret.value)
 }
@@ -386,8 +401,9 @@ pub async fn delete_client(
     store: &Store,
     clock: &dyn Clock,
     client_id: &str,
+    actor: Actor<'_>,
 ) -> Result<(), AdminError> {
-    if !store.delete_client(client_id, clock.now()).await? {
+    if !store.delete_client(client_id, actor, clock.now()).await? {
         return Err(AdminError::NoSuchClient(client_id.to_owned()));
     }
     Ok(())
@@ -404,11 +420,21 @@ pub struct NewUser {
     pub user_type: UserType,
 }
 
+/// Who creates an account, for its `user.created` event.
+#[derive(Debug, Clone, Copy)]
+pub enum Creator<'a> {
+    /// An operator (console) or the server itself (CLI, demo).
+    By(Actor<'a>),
+    /// The person, signing up for themselves from this address.
+    Themselves { ip: Option<&'a str> },
+}
+
 /// Validates and creates a user account.
 pub async fn create_user(
     store: &Store,
     clock: &dyn Clock,
     req: NewUser,
+    creator: Creator<'_>,
 ) -> Result<User, AdminError> {
     validate_username(&req.username).map_err(|e| invalid_field("username", e))?;
     if let Some(email) = &req.email {
@@ -435,13 +461,20 @@ pub async fn create_user(
         provisioned_by: None,
         operator: false,
     };
-    store.insert_user(&user).await.map_err(|e| match e {
-        StoreError::Conflict(_) => invalid_field(
-            "username",
-            format!("the username {:?} is taken", user.username),
-        ),
-        other => other.into(),
-    })?;
+    let actor = match creator {
+        Creator::By(actor) => actor,
+        Creator::Themselves { ip } => Actor::user(&user.id, ip),
+    };
+    store
+        .insert_user_by(&user, actor)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => invalid_field(
+                "username",
+                format!("the username {:?} is taken", user.username),
+            ),
+            other => other.into(),
+        })?;
     Ok(user)
 }
 

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use healthgate_core::forwarded::IpRange;
 use healthgate_core::token::{RefreshRotation, TokenPolicy};
 use serde::{Deserialize, Serialize};
 
@@ -37,9 +38,13 @@ pub struct Settings {
     /// How long retired refresh tokens and revoked token families are kept,
     /// seconds, so that a late replay is still recognised as reuse.
     pub retired_token_retention: i64,
-    /// Take the client address for the audit trail from the first
-    /// `X-Forwarded-For` entry; only behind a proxy that sets it.
+    /// Read the client address from `X-Forwarded-For` (behind a reverse
+    /// proxy): the rightmost entry that is not one of `trusted_proxies`.
     pub trust_forwarded_for: bool,
+    /// The proxies whose `X-Forwarded-For` entries are believed: addresses
+    /// or CIDR ranges. A request from anywhere else is taken at its peer
+    /// address, whatever its headers say.
+    pub trusted_proxies: Vec<IpRange>,
     /// Lifetime of an InstantOn connect code, seconds.
     pub connect_code_ttl: i64,
     /// Lifetime of a connect code an admin copies by hand, seconds.
@@ -186,6 +191,7 @@ impl Default for Settings {
             cleanup_interval: 300,
             retired_token_retention: 30 * 86_400,
             trust_forwarded_for: false,
+            trusted_proxies: healthgate_core::forwarded::loopback_ranges(),
             connect_code_ttl: 600,
             manual_connect_code_ttl: 3600,
             allow_http_webhooks: false,

@@ -16,12 +16,12 @@ use healthgate_core::secret::{SecretKind, mint, new_id};
 use healthgate_core::user::UserType;
 use serde::{Deserialize, Serialize};
 
-use crate::admin::{AdminError, NewUser, create_user};
+use crate::admin::{AdminError, Creator, NewUser, create_user};
 use crate::config::Settings;
 use crate::pages::{self, DemoCallbackPage, Site};
 use crate::passwords;
 use crate::state::AppState;
-use healthgate_store::Store;
+use healthgate_store::{Actor, Store};
 
 pub const DEMO_CLIENT_ID: &str = "app-demo";
 const DEMO_PRACTICE: &str = "Demo Family Practice";
@@ -100,6 +100,7 @@ pub async fn seed(
                         email: Some(format!("{username}@example.org")),
                         user_type,
                     },
+                    Creator::By(Actor::system()),
                 )
                 .await?
             }
@@ -132,13 +133,15 @@ pub async fn seed(
                 .any(|r| r.as_str() == redirect_uri) =>
         {
             store
-                .set_client_secret(DEMO_CLIENT_ID, &secret.digest, now)
+                .set_client_secret(DEMO_CLIENT_ID, &secret.digest, Actor::system(), now)
                 .await?;
         }
         existing => {
             if existing.is_some() {
                 // The issuer changed since the last demo: register afresh.
-                store.delete_client(DEMO_CLIENT_ID, now).await?;
+                store
+                    .delete_client(DEMO_CLIENT_ID, Actor::system(), now)
+                    .await?;
             }
             let uri = RedirectUri::parse(&redirect_uri).map_err(|e| {
                 AdminError::Invalid(format!("demo redirect URI {redirect_uri}: {e}"))
@@ -178,6 +181,7 @@ pub async fn seed(
                     id_token_alg: Default::default(),
                     owner_id: None,
                     suspended_at: None,
+                    resource_server: false,
                     created_at: now,
                     updated_at: now,
                 })

@@ -20,10 +20,10 @@ use healthgate_core::client::Client;
 use healthgate_core::owner::AuthorizationLevel;
 use healthgate_core::redirect::with_query_params;
 use healthgate_core::user::UserType;
-use healthgate_store::Session;
+use healthgate_store::{Actor, Session};
 use serde::Deserialize;
 
-use crate::admin::{self, AdminError, ClientChanges, NewClient, NewUser};
+use crate::admin::{self, AdminError, ClientChanges, Creator, NewClient, NewUser};
 use crate::error::PageError;
 use crate::forms::{FieldErrors, Form, sentence};
 use crate::ip::ClientIp;
@@ -92,6 +92,15 @@ pub(crate) async fn owned_app(
 /// The form of an action on one of the developer's apps: read (with an
 /// uploaded file of at most `max_file` bytes), its CSRF token and origin
 /// checked, and the app, which must be theirs.
+/// The developer making a change from the signed-in `session`, for the
+/// change's event.
+fn acting<'a>(session: &'a Session, ip: &'a ClientIp) -> Actor<'a> {
+    Actor {
+        user_id: session.user_id.as_deref(),
+        ip: ip.as_deref(),
+    }
+}
+
 async fn app_form(
     state: &AppState,
     id: &str,
@@ -286,6 +295,7 @@ pub async fn signup(
                 email: email.clone(),
                 user_type: UserType::Member,
             },
+            Creator::Themselves { ip: ip.as_deref() },
         )
         .await
         .map(Some)
@@ -564,6 +574,7 @@ pub struct SecretPage<'a> {
 /// shows its APP_ID and, once, its APP_SECRET.
 pub async fn create_app(
     State(state): State<AppState>,
+    ip: ClientIp,
     request: Request,
 ) -> Result<Response, PageError> {
     let (headers, form) = Form::read(&state, request, MAX_PHOTO).await?;
@@ -592,8 +603,11 @@ pub async fn create_app(
                 connect_redirect_url: Some(values.connect_url.clone()),
                 webhook_url: Some(values.webhook_url.clone()),
                 published: values.published,
-                owner_id: Some(user_id),
+                owner_id: Some(user_id.clone()),
+                // Only operators make an app a resource server.
+                resource_server: false,
             },
+            Actor::user(&user_id, ip.as_deref()),
         )
         .await
         .map(Some)
@@ -652,6 +666,7 @@ pub async fn edit_app(
 pub async fn update_app(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    ip: ClientIp,
     request: Request,
 ) -> Result<Response, PageError> {
     let (session, app, form) = app_form(&state, &id, request, MAX_PHOTO).await?;
@@ -694,6 +709,7 @@ pub async fn update_app(
                 authorization_level: Some(values.level()),
                 ..ClientChanges::default()
             },
+            acting(&session, &ip),
         )
         .await
         .map(Some)
@@ -859,10 +875,17 @@ pub async fn show_app(
 pub async fn rotate_secret(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    ip: ClientIp,
     request: Request,
 ) -> Result<Response, PageError> {
-    let (_, app, _) = app_form(&state, &id, request, 0).await?;
-    let secret = admin::rotate_client_secret(&state.store, state.clock.as_ref(), &app.id).await?;
+    let (session, app, _) = app_form(&state, &id, request, 0).await?;
+    let secret = admin::rotate_client_secret(
+        &state.store,
+        state.clock.as_ref(),
+        &app.id,
+        acting(&session, &ip),
+    )
+    .await?;
     Ok(pages::render(
         StatusCode::OK,
         &SecretPage {
@@ -879,11 +902,18 @@ pub async fn rotate_secret(
 pub async fn rotate_webhook_secret(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    ip: ClientIp,
     request: Request,
 ) -> Result<Response, PageError> {
-    let (_, app, _) = app_form(&state, &id, request, 0).await?;
-    admin::rotate_webhook_secret(&state.store, &state.settings, state.clock.as_ref(), &app.id)
-        .await?;
+    let (session, app, _) = app_form(&state, &id, request, 0).await?;
+    admin::rotate_webhook_secret(
+        &state.store,
+        &state.settings,
+        state.clock.as_ref(),
+        &app.id,
+        acting(&session, &ip),
+    )
+    .await?;
     let back = format!("/developers/apps/{}#webhooks", app.id);
     Ok(Redirect::to(&back).into_response())
 }
@@ -925,6 +955,7 @@ pub async fn confirm_delete(
 pub async fn delete_app(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    ip: ClientIp,
     request: Request,
 ) -> Result<Response, PageError> {
     let (session, app, form) = app_form(&state, &id, request, 0).await?;
@@ -939,7 +970,13 @@ pub async fn delete_app(
             },
         ));
     }
-    admin::delete_client(&state.store, state.clock.as_ref(), &app.id).await?;
+    admin::delete_client(
+        &state.store,
+        state.clock.as_ref(),
+        &app.id,
+        acting(&session, &ip),
+    )
+    .await?;
     Ok(Redirect::to("/developers?deleted=1").into_response())
 }
 

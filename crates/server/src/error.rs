@@ -4,7 +4,9 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use healthgate_core::error::{ErrorCode, OAuthError};
+use std::borrow::Cow;
+
+use healthgate_core::error::{Description, ErrorCode, OAuthError};
 use healthgate_store::{GrantError, StoreError};
 use serde::Serialize;
 
@@ -85,7 +87,8 @@ impl IntoResponse for JsonError {
                 let value = format!(
                     "Bearer realm=\"healthgate\", error=\"{}\", error_description=\"{}\"",
                     self.0.code.as_str(),
-                    self.0.description.replace(['"', '\\'], "'")
+                    // Inside the RFC's alphabet, so safe in a quoted-string.
+                    self.0.description
                 );
                 if let Ok(v) = HeaderValue::from_str(&value) {
                     response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
@@ -103,7 +106,7 @@ impl IntoResponse for JsonError {
 #[derive(Debug)]
 pub enum ApiError {
     OAuth(OAuthError),
-    Status(StatusCode, &'static str, String),
+    Status(StatusCode, &'static str, Description),
 }
 
 impl ApiError {
@@ -111,16 +114,24 @@ impl ApiError {
         Self::Status(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("no such {what}"),
+            Description::new(format!("no such {what}")),
         )
     }
 
-    pub fn conflict(description: impl Into<String>) -> Self {
-        Self::Status(StatusCode::CONFLICT, "conflict", description.into())
+    pub fn conflict(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::Status(
+            StatusCode::CONFLICT,
+            "conflict",
+            Description::new(description),
+        )
     }
 
-    pub fn forbidden(description: impl Into<String>) -> Self {
-        Self::Status(StatusCode::FORBIDDEN, "forbidden", description.into())
+    pub fn forbidden(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::Status(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            Description::new(description),
+        )
     }
 }
 
@@ -230,3 +241,6 @@ impl IntoResponse for PageError {
         response
     }
 }
+
+#[cfg(test)]
+mod descriptions_test;

@@ -1,12 +1,16 @@
-//! The address a request came from, for the audit trail. Behind a reverse
-//! proxy the peer is the proxy, so `X-Forwarded-For` is read, but only when
-//! the operator says the proxy is trusted (`trust_forwarded_for`): otherwise
-//! anyone could write any address into the audit log.
+//! The address a request came from, for the audit trail and everything else
+//! that needs it (rate limits): one extractor applying the one rule of
+//! `healthgate_core::forwarded`. Behind a reverse proxy the peer is the
+//! proxy, so `X-Forwarded-For` is read, but only when the operator says so
+//! (`trust_forwarded_for`) and only as far as proxies in `trusted_proxies`
+//! wrote it: otherwise anyone could write any address into the audit log.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::HeaderMap;
 use axum::http::request::Parts;
+use healthgate_core::forwarded::client_address;
 
 use crate::state::AppState;
 
@@ -18,6 +22,27 @@ impl ClientIp {
     pub fn as_deref(&self) -> Option<&str> {
         self.0.as_deref()
     }
+
+    /// The address of a request from `peer` with `headers`, under the
+    /// deployment's settings.
+    pub fn of(state: &AppState, peer: Option<IpAddr>, headers: &HeaderMap) -> Self {
+        let Some(peer) = peer else {
+            return Self(None);
+        };
+        let settings = &state.settings;
+        let forwarded: Vec<&str> = if settings.trust_forwarded_for {
+            headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Self(Some(
+            client_address(peer, &forwarded, &settings.trusted_proxies).to_string(),
+        ))
+    }
 }
 
 impl FromRequestParts<AppState> for ClientIp {
@@ -27,21 +52,10 @@ impl FromRequestParts<AppState> for ClientIp {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        if state.settings.trust_forwarded_for
-            && let Some(forwarded) = parts
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .map(str::trim)
-                .filter(|v| v.parse::<std::net::IpAddr>().is_ok())
-        {
-            return Ok(Self(Some(forwarded.to_owned())));
-        }
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip().to_string());
-        Ok(Self(peer))
+            .map(|ConnectInfo(addr)| addr.ip());
+        Ok(Self::of(state, peer, &parts.headers))
     }
 }

@@ -176,6 +176,17 @@ impl Stamp {
             iso: format_iso(epoch_seconds),
         }
     }
+
+    /// To the second, where what happened first matters: the operators'
+    /// console, the audit log above all (`2026-11-22 13:45:07 UTC`).
+    pub fn exact(epoch_seconds: i64) -> Self {
+        let (y, m, d, hh, mm) = parts(epoch_seconds);
+        let ss = epoch_seconds.rem_euclid(60);
+        Self {
+            text: format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02} UTC"),
+            iso: format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z"),
+        }
+    }
 }
 
 /// The civil date (proleptic Gregorian) of a day counted from 1970-01-01
@@ -231,5 +242,9 @@ mod tests {
             assert_eq!(format_utc(at), text, "{at}");
         }
         assert_eq!(format_iso(1_795_355_100), "2026-11-22T13:45Z");
+        let exact = super::Stamp::exact(1_795_355_107);
+        assert_eq!(exact.text, "2026-11-22 13:45:07 UTC");
+        assert_eq!(exact.iso, "2026-11-22T13:45:07Z");
+        assert_eq!(super::Stamp::exact(-1).text, "1969-12-31 23:59:59 UTC");
     }
 }

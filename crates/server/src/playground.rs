@@ -448,6 +448,7 @@ pub async fn authorize(
 /// playground's redirect URI on the developer's app.
 pub async fn add_redirect_uri(
     State(state): State<AppState>,
+    ip: crate::ip::ClientIp,
     request: Request,
 ) -> Result<Response, PageError> {
     let (headers, form) = Form::read(&state, request, 0).await?;
@@ -476,6 +477,7 @@ pub async fn add_redirect_uri(
             redirect_uris: Some(uris),
             ..ClientChanges::default()
         },
+        healthgate_store::Actor::user(&user_id, ip.as_deref()),
     )
     .await?;
     let back = with_query_params(HOME, &[("client_id", &app.id)]);

@@ -14,7 +14,7 @@ use crate::{Result, Store, StoreError, conflict};
 const COLUMNS: &str = "id, name, photo_url, redirect_uris, allowed_scopes, user_types, kind, secret_digest, description, \
                        connect_redirect_url, published, webhook_url, webhook_secret_version, webhook_muted_at, \
                        authorization_level, provisioning_scopes, access_token_format, id_token_alg, owner_id, suspended_at, \
-                       created_at, updated_at";
+                       resource_server, created_at, updated_at";
 
 fn from_row(row: &AnyRow) -> Result<Client> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("client {what}"));
@@ -59,6 +59,7 @@ fn from_row(row: &AnyRow) -> Result<Client> {
             .map_err(|_| corrupt("id token alg"))?,
         owner_id: row.try_get("owner_id")?,
         suspended_at: row.try_get("suspended_at")?,
+        resource_server: row.try_get::<i64, _>("resource_server")? != 0,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -209,14 +210,20 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Registers a client (made on the server itself: no actor).
     pub async fn insert_client(&self, c: &Client) -> Result<()> {
+        self.insert_client_by(c, Actor::system()).await
+    }
+
+    /// Registers a client; `client.created` names who registered it.
+    pub async fn insert_client_by(&self, c: &Client, actor: Actor<'_>) -> Result<()> {
         let mut tx = self.writer.begin().await?;
         sqlx::query(
             "INSERT INTO clients (id, name, photo_url, redirect_uris, allowed_scopes, user_types, kind, secret_digest,
                                   description, connect_redirect_url, published, webhook_url, webhook_secret_version,
                                   authorization_level, provisioning_scopes, created_at, updated_at, access_token_format, id_token_alg,
-                                  owner_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+                                  owner_id, resource_server)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
         )
         .bind(&c.id)
         .bind(&c.name)
@@ -238,13 +245,17 @@ impl Store {
         .bind(if c.jwt_access_tokens { "jwt" } else { "opaque" })
         .bind(c.id_token_alg.as_str())
         .bind(&c.owner_id)
+        .bind(i64::from(c.resource_server))
         .execute(&mut *tx)
         .await
         .map_err(conflict("client"))?;
         append(
             &mut tx,
             c.created_at,
-            &Event::new(EventKind::ClientCreated).client(&c.id),
+            &Event::new(EventKind::ClientCreated)
+                .by(actor)
+                .client(&c.id)
+                .data(serde_json::json!({ "published": c.published })),
         )
         .await?;
         tx.commit().await?;
@@ -252,14 +263,16 @@ impl Store {
     }
 
     /// Saves a client's registration (everything but its secret and webhook
-    /// delivery state); `false` if there is no such client.
-    pub async fn update_client(&self, c: &Client) -> Result<bool> {
+    /// delivery state); `false` if there is no such client. `client.updated`
+    /// names who changed it and whether the app is now published.
+    pub async fn update_client(&self, c: &Client, actor: Actor<'_>) -> Result<bool> {
         let mut tx = self.writer.begin().await?;
         let done = sqlx::query(
             "UPDATE clients SET name = $1, photo_url = $2, redirect_uris = $3, allowed_scopes = $4, user_types = $5,
                                 description = $6, connect_redirect_url = $7, published = $8, webhook_url = $9,
                                 webhook_secret_version = $10, updated_at = $11, authorization_level = $12,
-                                provisioning_scopes = $13, access_token_format = $15, id_token_alg = $16
+                                provisioning_scopes = $13, access_token_format = $15, id_token_alg = $16,
+                                resource_server = $17
              WHERE id = $14",
         )
         .bind(&c.name)
@@ -278,13 +291,17 @@ impl Store {
         .bind(&c.id)
         .bind(if c.jwt_access_tokens { "jwt" } else { "opaque" })
         .bind(c.id_token_alg.as_str())
+        .bind(i64::from(c.resource_server))
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 1 {
             append(
                 &mut tx,
                 c.updated_at,
-                &Event::new(EventKind::ClientUpdated).client(&c.id),
+                &Event::new(EventKind::ClientUpdated)
+                    .by(actor)
+                    .client(&c.id)
+                    .data(serde_json::json!({ "published": c.published })),
             )
             .await?;
         }
@@ -345,7 +362,13 @@ impl Store {
     }
 
     /// Replaces the client's secret digest; `false` if there is no such client.
-    pub async fn set_client_secret(&self, id: &str, secret_digest: &str, now: i64) -> Result<bool> {
+    pub async fn set_client_secret(
+        &self,
+        id: &str,
+        secret_digest: &str,
+        actor: Actor<'_>,
+        now: i64,
+    ) -> Result<bool> {
         let mut tx = self.writer.begin().await?;
         let done = sqlx::query(
             "UPDATE clients SET secret_digest = $1, updated_at = $2 WHERE id = $3 AND kind = 'confidential'",
@@ -359,7 +382,9 @@ impl Store {
             append(
                 &mut tx,
                 now,
-                &Event::new(EventKind::ClientSecretRotated).client(id),
+                &Event::new(EventKind::ClientSecretRotated)
+                    .by(actor)
+                    .client(id),
             )
             .await?;
         }
@@ -425,7 +450,7 @@ impl Store {
 
     /// Deletes a client and, by cascade, its codes, consents, tokens and
     /// integrations.
-    pub async fn delete_client(&self, id: &str, now: i64) -> Result<bool> {
+    pub async fn delete_client(&self, id: &str, actor: Actor<'_>, now: i64) -> Result<bool> {
         let mut tx = self.writer.begin().await?;
         let done = sqlx::query("DELETE FROM clients WHERE id = $1")
             .bind(id)
@@ -435,7 +460,7 @@ impl Store {
             append(
                 &mut tx,
                 now,
-                &Event::new(EventKind::ClientDeleted).subject(id),
+                &Event::new(EventKind::ClientDeleted).by(actor).subject(id),
             )
             .await?;
         }

@@ -17,7 +17,7 @@ use healthgate_core::token::{
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Row, Transaction};
 
-use crate::events::{Event, append};
+use crate::events::{Actor, Event, append};
 use crate::users::insert_user_in;
 use crate::{Result, Store, StoreError};
 use healthgate_core::event::EventKind;
@@ -71,6 +71,8 @@ pub struct CodeRedemption<'a> {
     pub client_id: &'a str,
     pub redirect_uri: Option<&'a str>,
     pub code_verifier: Option<&'a str>,
+    /// The caller's address, for the audit trail.
+    pub ip: Option<&'a str>,
     pub now: i64,
 }
 
@@ -82,6 +84,8 @@ pub struct Refresh<'a> {
     pub scope: Option<&'a ScopeSet>,
     pub redirect_uri: Option<&'a str>,
     pub rotation: RefreshRotation,
+    /// The caller's address, for the audit trail.
+    pub ip: Option<&'a str>,
     pub now: i64,
 }
 
@@ -210,6 +214,25 @@ async fn require_active_user(
     }
 }
 
+/// The scopes of a new token pair: the refresh token always carries the
+/// grant's whole scope (RFC 6749 §6: "identical to that of the refresh token
+/// included by the client"); the access token may carry less, when a refresh
+/// asked for a narrower scope.
+#[derive(Clone, Copy)]
+struct PairScopes<'a> {
+    grant: &'a ScopeSet,
+    access: &'a ScopeSet,
+}
+
+impl<'a> PairScopes<'a> {
+    fn whole(scope: &'a ScopeSet) -> Self {
+        Self {
+            grant: scope,
+            access: scope,
+        }
+    }
+}
+
 /// Inserts an access token and, if any, its refresh token into `family_id`.
 #[allow(clippy::too_many_arguments)]
 async fn insert_tokens(
@@ -217,13 +240,12 @@ async fn insert_tokens(
     family_id: &str,
     client_id: &str,
     user_id: Option<&str>,
-    scope: &ScopeSet,
+    scopes: PairScopes<'_>,
     redirect_uri: Option<&str>,
     parent_refresh: Option<&str>,
     tokens: &NewTokens,
     now: i64,
 ) -> Result<()> {
-    let scope = scope.to_string();
     if let Some(refresh) = &tokens.refresh {
         sqlx::query(
             "INSERT INTO refresh_tokens (digest, family_id, client_id, user_id, scope, redirect_uri, parent_digest, created_at, expires_at)
@@ -233,7 +255,7 @@ async fn insert_tokens(
         .bind(family_id)
         .bind(client_id)
         .bind(user_id)
-        .bind(&scope)
+        .bind(scopes.grant.to_string())
         .bind(redirect_uri)
         .bind(parent_refresh)
         .bind(now)
@@ -249,7 +271,7 @@ async fn insert_tokens(
     .bind(family_id)
     .bind(client_id)
     .bind(user_id)
-    .bind(&scope)
+    .bind(scopes.access.to_string())
     .bind(tokens.refresh.as_ref().map(|r| r.digest.as_str()))
     .bind(parent_refresh)
     .bind(now)
@@ -338,7 +360,15 @@ async fn issue_family(
     };
     insert_family(tx, &family_id, client_id, user_id, &grant, scope, now).await?;
     insert_tokens(
-        tx, &family_id, client_id, user_id, scope, None, None, tokens, now,
+        tx,
+        &family_id,
+        client_id,
+        user_id,
+        PairScopes::whole(scope),
+        None,
+        None,
+        tokens,
+        now,
     )
     .await?;
     let event = Event::new(EventKind::TokenIssued)
@@ -534,7 +564,11 @@ impl Store {
                         .failed()
                         .client(&client_id)
                         .subject(&family_id)
-                        .data(serde_json::json!({ "family_id": family_id })),
+                        .ip(r.ip)
+                        .data(serde_json::json!({
+                            "family_id": family_id,
+                            "presented_by": r.client_id,
+                        })),
                 )
                 .await?;
                 tx.commit().await?;
@@ -567,7 +601,7 @@ impl Store {
             &code.family_id,
             &code.client_id,
             token_user,
-            &code.scope,
+            PairScopes::whole(&code.scope),
             Some(&code.redirect_uri),
             None,
             tokens,
@@ -610,8 +644,10 @@ impl Store {
         };
         let old = refresh_from_row(&row)?;
         if old.consumed_at.is_some() && old.revoked_at.is_none() {
-            return Err(self.refresh_reuse(tx, &old, r.now).await);
+            return Err(self.refresh_reuse(tx, &old, &r).await);
         }
+        // The access token may be narrowed; the new refresh token keeps the
+        // grant's whole scope.
         let scope = old.check_refresh(r.client_id, r.scope, r.redirect_uri, r.now)?;
         require_active_user(&mut tx, old.user_id.as_deref()).await?;
 
@@ -625,7 +661,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
                 if consumed.rows_affected() == 0 {
-                    return Err(self.refresh_reuse(tx, &old, r.now).await);
+                    return Err(self.refresh_reuse(tx, &old, &r).await);
                 }
                 sqlx::query("UPDATE access_tokens SET revoked_at = $1 WHERE refresh_digest = $2 AND revoked_at IS NULL")
                     .bind(r.now)
@@ -646,7 +682,10 @@ impl Store {
             &old.family_id,
             &old.client_id,
             old.user_id.as_deref(),
-            &scope,
+            PairScopes {
+                grant: &old.scope,
+                access: &scope,
+            },
             old.redirect_uri.as_deref(),
             parent,
             tokens,
@@ -691,8 +730,9 @@ impl Store {
         &self,
         mut tx: Transaction<'static, Any>,
         old: &RefreshToken,
-        now: i64,
+        r: &Refresh<'_>,
     ) -> GrantError {
+        let now = r.now;
         let result: Result<()> = async {
             revoke_family(&mut tx, &old.family_id, "refresh token reused", now).await?;
             append(
@@ -703,7 +743,11 @@ impl Store {
                     .actor(old.user_id.as_deref())
                     .client(&old.client_id)
                     .subject(&old.family_id)
-                    .data(serde_json::json!({ "family_id": old.family_id })),
+                    .ip(r.ip)
+                    .data(serde_json::json!({
+                        "family_id": old.family_id,
+                        "presented_by": r.client_id,
+                    })),
             )
             .await?;
             tx.commit().await?;
@@ -752,7 +796,7 @@ impl Store {
         now: i64,
     ) -> Result<Issued> {
         let mut tx = self.writer.begin().await?;
-        insert_user_in(&mut tx, user).await?;
+        insert_user_in(&mut tx, user, Actor::system()).await?;
         sqlx::query(
             "INSERT INTO consents (user_id, client_id, scope, granted_at) VALUES ($1, $2, $3, $4)",
         )

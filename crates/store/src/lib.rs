@@ -273,6 +273,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0006_id_token_alg.sql"),
     ),
     (7, "web", include_str!("../migrations/sqlite/0007_web.sql")),
+    (
+        8,
+        "resource servers",
+        include_str!("../migrations/sqlite/0008_resource_servers.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -309,6 +314,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "web",
         include_str!("../migrations/postgres/0007_web.sql"),
+    ),
+    (
+        8,
+        "resource servers",
+        include_str!("../migrations/postgres/0008_resource_servers.sql"),
     ),
 ];
 

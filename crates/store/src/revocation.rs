@@ -10,14 +10,15 @@ use crate::grants::{REFRESH_SELECT, refresh_from_row, revoke_family};
 use crate::{Result, Store};
 
 /// What a revocation request found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revoked {
     /// The token was the caller's and is now dead (or already was).
     Done,
     /// No such token: RFC 7009 §2.2 answers 200 all the same.
     Unknown,
-    /// Another client's token: left alone, and 200 all the same.
-    NotYours,
+    /// Another client's token (issued to `owner`): left alone, and the
+    /// caller is told so (RFC 7009 §2.1).
+    NotYours { owner: String },
 }
 
 impl Store {
@@ -40,7 +41,7 @@ impl Store {
             return Ok(Revoked::Unknown);
         };
         if owner != client_id {
-            return Ok(Revoked::NotYours);
+            return Ok(Revoked::NotYours { owner });
         }
         let done = sqlx::query(
             "UPDATE access_tokens SET revoked_at = $1 WHERE digest = $2 AND revoked_at IS NULL",
@@ -79,7 +80,7 @@ impl Store {
             return Ok(Revoked::Unknown);
         };
         if owner != client_id {
-            return Ok(Revoked::NotYours);
+            return Ok(Revoked::NotYours { owner });
         }
         revoke_family(&mut tx, &family_id, "revoked by the client", now).await?;
         tx.commit().await?;
@@ -104,7 +105,7 @@ impl Store {
             return Ok(Revoked::Unknown);
         };
         if owner != client_id {
-            return Ok(Revoked::NotYours);
+            return Ok(Revoked::NotYours { owner });
         }
         let done = sqlx::query(
             "UPDATE api_keys SET revoked_at = $1 WHERE digest = $2 AND revoked_at IS NULL",

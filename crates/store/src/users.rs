@@ -8,8 +8,12 @@ use crate::events::{Actor, Event, append};
 use crate::{Result, Session, Store, StoreError, conflict};
 use healthgate_core::event::EventKind;
 
-/// Inserts a user on `conn`, with its event.
-pub(crate) async fn insert_user_in(conn: &mut sqlx::AnyConnection, u: &User) -> Result<()> {
+/// Inserts a user on `conn`, with its event naming who created it.
+pub(crate) async fn insert_user_in(
+    conn: &mut sqlx::AnyConnection,
+    u: &User,
+    actor: Actor<'_>,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO users (id, username, name, email, user_type, password_hash, created_at, updated_at, locked_at, provisioned_by,
                             operator)
@@ -28,7 +32,7 @@ pub(crate) async fn insert_user_in(conn: &mut sqlx::AnyConnection, u: &User) -> 
     .execute(&mut *conn)
     .await
     .map_err(conflict("username"))?;
-    let mut event = Event::new(EventKind::UserCreated).subject(&u.id);
+    let mut event = Event::new(EventKind::UserCreated).by(actor).subject(&u.id);
     if let Some(c) = &u.provisioned_by {
         event = event.client(c);
     }
@@ -68,8 +72,14 @@ pub(crate) const SELECT: &str = "SELECT id, username, name, email, user_type, pa
 impl Store {
     /// Inserts a user; [`StoreError::Conflict`] if the username is taken.
     pub async fn insert_user(&self, u: &User) -> Result<()> {
+        self.insert_user_by(u, Actor::system()).await
+    }
+
+    /// Inserts a user; `user.created` names who created the account (the
+    /// person signing up for themselves, or an operator).
+    pub async fn insert_user_by(&self, u: &User, actor: Actor<'_>) -> Result<()> {
         let mut tx = self.writer.begin().await?;
-        insert_user_in(&mut tx, u).await?;
+        insert_user_in(&mut tx, u, actor).await?;
         tx.commit().await?;
         Ok(())
     }

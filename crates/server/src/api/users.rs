@@ -25,7 +25,8 @@ use healthgate_store::StoreError;
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, no_store};
-use crate::oauth::client_auth::authenticate_partner;
+use crate::ip::ClientIp;
+use crate::oauth::client_auth::{self, authenticate_partner};
 use crate::oauth::params::Params;
 use crate::oauth::token::new_tokens;
 use crate::passwords;
@@ -113,10 +114,11 @@ async fn tokens_for(
 /// `POST /api/v1/users`.
 pub async fn create(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let client = authenticate_partner(&state, &headers).await?;
+    let client = authenticate_partner(&state, &headers, &ip).await?;
     let params = Params::from_body(&headers, &body)?;
     let invalid = |m: String| ApiError::from(OAuthError::invalid_request(m));
     let username = params.require("username")?;
@@ -162,23 +164,49 @@ pub async fn create(
 
 /// The user `guid` if the partner may see it (it created the account or
 /// the person authorized it); 403 otherwise, unknown ids included, so the
-/// answer says nothing about accounts the partner may not see.
-async fn visible(state: &AppState, client: &Client, guid: &str) -> Result<User, ApiError> {
+/// answer says nothing about accounts the partner may not see. A refusal on
+/// an account that exists is audited, naming the partner that created it.
+async fn visible(
+    state: &AppState,
+    client: &Client,
+    guid: &str,
+    ip: &ClientIp,
+) -> Result<User, ApiError> {
     let refused = || ApiError::forbidden("this app may not access that user");
     let user = state.store.user(guid).await?.ok_or_else(refused)?;
     if state.store.partner_knows_user(&client.id, &user.id).await? {
         Ok(user)
     } else {
+        refuse(state, ip, client, &user).await?;
         Err(refused())
     }
 }
 
+/// Audits a partner's refused access to `user`.
+async fn refuse(
+    state: &AppState,
+    ip: &ClientIp,
+    client: &Client,
+    user: &User,
+) -> Result<(), ApiError> {
+    let owner = user.provisioned_by.as_deref();
+    client_auth::record_refused_access(state, ip, &client.id, "user", Some(&user.id), owner)
+        .await?;
+    Ok(())
+}
+
 /// The user `guid` if the partner created it.
-async fn own(state: &AppState, client: &Client, guid: &str) -> Result<User, ApiError> {
-    let user = visible(state, client, guid).await?;
+async fn own(
+    state: &AppState,
+    client: &Client,
+    guid: &str,
+    ip: &ClientIp,
+) -> Result<User, ApiError> {
+    let user = visible(state, client, guid, ip).await?;
     if user.provisioned_by.as_deref() == Some(client.id.as_str()) {
         Ok(user)
     } else {
+        refuse(state, ip, client, &user).await?;
         Err(ApiError::forbidden("this app did not create that user"))
     }
 }
@@ -186,11 +214,12 @@ async fn own(state: &AppState, client: &Client, guid: &str) -> Result<User, ApiE
 /// `GET /api/v1/users/{guid}`.
 pub async fn show(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     Path(guid): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let client = authenticate_partner(&state, &headers).await?;
-    let user = visible(&state, &client, &guid).await?;
+    let client = authenticate_partner(&state, &headers, &ip).await?;
+    let user = visible(&state, &client, &guid, &ip).await?;
     Ok(Json(user_json(&client, &user)))
 }
 
@@ -198,12 +227,13 @@ pub async fn show(
 /// own user. A new password ends the person's sessions.
 pub async fn update(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     Path(guid): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let client = authenticate_partner(&state, &headers).await?;
-    let user = own(&state, &client, &guid).await?;
+    let client = authenticate_partner(&state, &headers, &ip).await?;
+    let user = own(&state, &client, &guid, &ip).await?;
     let params = Params::from_body(&headers, &body)?;
     let now = state.now();
     if let Some(email) = params.get("email") {
@@ -230,11 +260,12 @@ pub async fn update(
 /// `POST /api/v1/users/{guid}/tokens`: fresh tokens for the partner's own user.
 pub async fn tokens(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     Path(guid): Path<String>,
 ) -> Result<Response, ApiError> {
-    let client = authenticate_partner(&state, &headers).await?;
-    let user = own(&state, &client, &guid).await?;
+    let client = authenticate_partner(&state, &headers, &ip).await?;
+    let user = own(&state, &client, &guid, &ip).await?;
     if !user.is_active() {
         return Err(ApiError::forbidden("the account is locked"));
     }
@@ -245,11 +276,12 @@ pub async fn tokens(
 /// issued for it.
 pub async fn delete(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     Path(guid): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let client = authenticate_partner(&state, &headers).await?;
-    let user = own(&state, &client, &guid).await?;
+    let client = authenticate_partner(&state, &headers, &ip).await?;
+    let user = own(&state, &client, &guid, &ip).await?;
     state
         .store
         .delete_user(&user.id, Some(&client.id), state.now())

@@ -1,7 +1,9 @@
 //! `/admin/apps`: every registered app with who registered it, its kind and
 //! status, and Suspend / Restore. A suspended app may do nothing (see
 //! `Store::suspend_client` and `client_auth`); restoring it lets it ask
-//! for new tokens, while what the suspension revoked stays revoked.
+//! for new tokens, while what the suspension revoked stays revoked. An
+//! operator also makes an app a resource server here (it may introspect
+//! every token, not only its own), or takes that back.
 
 use askama::Template;
 use axum::body::Bytes;
@@ -26,6 +28,7 @@ pub struct AppRow {
     pub owner: Option<String>,
     pub kind: &'static str,
     pub published: bool,
+    pub resource_server: bool,
     pub created: Stamp,
     pub suspended: Option<Stamp>,
 }
@@ -91,6 +94,10 @@ pub async fn list(
             "{name} is restored: it may ask for new tokens. Tokens revoked by the suspension stay revoked."
         )),
         Some("not-suspended") => Some(format!("{name} was not suspended.")),
+        Some("resource-server") => Some(format!(
+            "{name} is a resource server: it may introspect every token."
+        )),
+        Some("not-resource-server") => Some(format!("{name} may introspect only its own tokens.")),
         _ => None,
     };
     let apps = listed
@@ -98,8 +105,9 @@ pub async fn list(
         .map(|(c, owner)| AppRow {
             kind: c.kind.as_str(),
             published: c.published,
-            created: Stamp::at(c.created_at),
-            suspended: c.suspended_at.map(Stamp::at),
+            resource_server: c.resource_server,
+            created: Stamp::exact(c.created_at),
+            suspended: c.suspended_at.map(Stamp::exact),
             id: c.id,
             name: c.name,
             owner,
@@ -172,6 +180,38 @@ pub async fn restore(
         "restored"
     } else {
         "not-suspended"
+    };
+    Ok(back_to(PAGE, &[("done", done), ("app", &client_id)]))
+}
+
+/// `POST /admin/apps/resource-server` (`client_id`, `resource_server` =
+/// `1` or `0`): whether the app may introspect every token (RFC 7662 §4).
+pub async fn set_resource_server(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let op = operator_form(&state, &headers, &body).await?;
+    let client_id = required(&body, "client_id", "the app")?;
+    let on = required(&body, "resource_server", "whether it is a resource server")? == "1";
+    admin::update_client(
+        &state.store,
+        &state.settings,
+        state.clock.as_ref(),
+        &client_id,
+        admin::ClientChanges {
+            resource_server: Some(on),
+            ..admin::ClientChanges::default()
+        },
+        op.actor(&ip),
+    )
+    .await
+    .map_err(admin_failure)?;
+    let done = if on {
+        "resource-server"
+    } else {
+        "not-resource-server"
     };
     Ok(back_to(PAGE, &[("done", done), ("app", &client_id)]))
 }

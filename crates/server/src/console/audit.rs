@@ -253,7 +253,7 @@ pub async fn page(
     for e in stored.into_iter().take(PAGE_SIZE as usize) {
         events.push(EventRow {
             seq: e.seq,
-            at: Stamp::at(e.at),
+            at: Stamp::exact(e.at),
             failed: e.outcome == "failure",
             actor: names.of(e.actor_user_id.as_deref()).await?,
             subject: names.of(e.subject.as_deref()).await?,

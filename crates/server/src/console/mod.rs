@@ -61,6 +61,10 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/apps", get(apps::list))
         .route("/admin/apps/suspend", post(apps::suspend))
         .route("/admin/apps/restore", post(apps::restore))
+        .route(
+            "/admin/apps/resource-server",
+            post(apps::set_resource_server),
+        )
         .route("/admin/audit", get(audit::page))
         .route("/admin/webhooks", get(webhooks::page))
         .route("/admin/webhooks/unmute", post(webhooks::unmute))

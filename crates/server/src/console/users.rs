@@ -99,8 +99,8 @@ fn listing(q: &str, page: i64) -> String {
 fn row(u: User, me: &str) -> UserRow {
     UserRow {
         is_self: u.id == me,
-        created: Stamp::at(u.created_at),
-        locked: u.locked_at.map(Stamp::at),
+        created: Stamp::exact(u.created_at),
+        locked: u.locked_at.map(Stamp::exact),
         user_type: u.user_type.as_str(),
         operator: u.operator,
         provisioned_by: u.provisioned_by,

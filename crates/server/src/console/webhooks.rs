@@ -78,14 +78,14 @@ pub async fn page(
             client_id: h.client_id,
             name: h.client_name,
             url: h.url,
-            muted: h.muted_at.map(Stamp::at),
+            muted: h.muted_at.map(Stamp::exact),
             consecutive_failures: h.consecutive_failures,
             pending: h.pending,
             held: h.held,
             delivered: h.delivered,
             failed: h.failed,
-            last_success: h.last_success_at.map(Stamp::at),
-            last_failure: h.last_failure.map(|(at, error)| (Stamp::at(at), error)),
+            last_success: h.last_success_at.map(Stamp::exact),
+            last_failure: h.last_failure.map(|(at, error)| (Stamp::exact(at), error)),
         })
         .collect();
     Ok(pages::render(

@@ -5,6 +5,7 @@ use healthgate_core::secret;
 use healthgate_store::CodeRedemption;
 
 use crate::error::JsonError;
+use crate::ip::ClientIp;
 use crate::oauth::openid;
 use crate::oauth::params::Params;
 use crate::oauth::token::{TokenResponse, new_tokens, respond};
@@ -14,6 +15,7 @@ pub async fn exchange(
     state: &AppState,
     client: &Client,
     params: &Params,
+    ip: &ClientIp,
 ) -> Result<TokenResponse, JsonError> {
     let code = params.require("code")?;
     let (tokens, now) = new_tokens(state, true);
@@ -26,6 +28,7 @@ pub async fn exchange(
                 client_id: &client.id,
                 redirect_uri: params.get("redirect_uri"),
                 code_verifier: params.get("code_verifier"),
+                ip: ip.as_deref(),
                 now,
             },
             &tokens,

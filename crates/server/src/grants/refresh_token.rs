@@ -7,6 +7,7 @@ use healthgate_core::secret;
 use healthgate_store::Refresh;
 
 use crate::error::JsonError;
+use crate::ip::ClientIp;
 use crate::oauth::params::Params;
 use crate::oauth::token::{TokenResponse, new_tokens, respond};
 use crate::state::AppState;
@@ -15,6 +16,7 @@ pub async fn exchange(
     state: &AppState,
     client: &Client,
     params: &Params,
+    ip: &ClientIp,
 ) -> Result<TokenResponse, JsonError> {
     let refresh_token = params.require("refresh_token")?;
     let scope = params
@@ -33,6 +35,7 @@ pub async fn exchange(
                 scope: scope.as_ref(),
                 redirect_uri: params.get("redirect_uri"),
                 rotation: state.policy.rotation,
+                ip: ip.as_deref(),
                 now,
             },
             &tokens,

@@ -16,6 +16,7 @@ use healthgate_store::ConnectRedemption;
 
 use crate::error::{ApiError, no_store};
 use crate::integrations::integration_json;
+use crate::ip::ClientIp;
 use crate::oauth::client_auth::authenticate_partner;
 use crate::oauth::params::Params;
 use crate::state::AppState;
@@ -33,11 +34,12 @@ fn parse_bool(name: &str, v: Option<&str>) -> Result<bool, OAuthError> {
 
 pub async fn post(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let params = Params::from_body(&headers, &body)?;
-    let partner = authenticate_partner(&state, &headers).await?;
+    let partner = authenticate_partner(&state, &headers, &ip).await?;
     if let Some(gt) = params.get("grant_type")
         && gt != "authorization_code"
     {

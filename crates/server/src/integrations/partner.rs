@@ -14,28 +14,45 @@ use serde_json::{Value, json};
 
 use crate::error::{ApiError, no_store};
 use crate::integrations::integration_json;
-use crate::oauth::client_auth::authenticate_partner;
+use crate::ip::ClientIp;
+use crate::oauth::client_auth::{self, authenticate_partner};
 use crate::oauth::params::Params;
 use crate::state::AppState;
 
-/// The partner's own integration with this id.
+/// The partner's own integration with this id. Another partner's is 404,
+/// like one that does not exist, and the attempt is audited.
 async fn own(
     state: &AppState,
     headers: &HeaderMap,
     id: &str,
+    ip: &ClientIp,
 ) -> Result<(Client, Integration), ApiError> {
-    let partner = authenticate_partner(state, headers).await?;
+    let partner = authenticate_partner(state, headers, ip).await?;
     match state.store.integration(id).await? {
         Some(i) if i.client_id == partner.id => Ok((partner, i)),
-        _ => Err(ApiError::not_found("integration")),
+        Some(theirs) => {
+            let owner = Some(theirs.client_id.as_str());
+            client_auth::record_refused_access(
+                state,
+                ip,
+                &partner.id,
+                "integration",
+                Some(id),
+                owner,
+            )
+            .await?;
+            Err(ApiError::not_found("integration"))
+        }
+        None => Err(ApiError::not_found("integration")),
     }
 }
 
 pub async fn list(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let partner = authenticate_partner(&state, &headers).await?;
+    let partner = authenticate_partner(&state, &headers, &ip).await?;
     let mut out = Vec::new();
     for i in state.store.integrations_of_client(&partner.id).await? {
         out.push(integration_json(&state, &i).await?);
@@ -45,10 +62,11 @@ pub async fn list(
 
 pub async fn show(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (_, i) = own(&state, &headers, &id).await?;
+    let (_, i) = own(&state, &headers, &id, &ip).await?;
     Ok(Json(integration_json(&state, &i).await?))
 }
 
@@ -56,10 +74,11 @@ pub async fn show(
 /// code was exchanged with `activate=false`) becomes connected.
 pub async fn activate(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (_, i) = own(&state, &headers, &id).await?;
+    let (_, i) = own(&state, &headers, &id, &ip).await?;
     match i.status {
         IntegrationStatus::Disconnected => {
             return Err(ApiError::conflict(
@@ -85,10 +104,11 @@ pub async fn activate(
 /// every key of the integration stops working at once.
 pub async fn deactivate(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (_, i) = own(&state, &headers, &id).await?;
+    let (_, i) = own(&state, &headers, &id, &ip).await?;
     let updated = state
         .store
         .deactivate_integration(&i.id, None, None, state.now())
@@ -109,10 +129,11 @@ fn key_json(k: &healthgate_core::integration::ApiKey) -> Value {
 
 pub async fn list_keys(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (_, i) = own(&state, &headers, &id).await?;
+    let (_, i) = own(&state, &headers, &id, &ip).await?;
     let keys: Vec<Value> = state
         .store
         .api_keys(&i.id)
@@ -127,11 +148,12 @@ pub async fn list_keys(
 /// `description`: a new key, shown once.
 pub async fn create_key(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let (_, i) = own(&state, &headers, &id).await?;
+    let (_, i) = own(&state, &headers, &id, &ip).await?;
     let params = Params::from_body(&headers, &body)?;
     let description = params
         .get("description")
@@ -163,10 +185,11 @@ pub async fn create_key(
 
 pub async fn revoke_key(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     Path((id, key_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let (_, i) = own(&state, &headers, &id).await?;
+    let (_, i) = own(&state, &headers, &id, &ip).await?;
     if state.store.revoke_api_key(&i, &key_id, state.now()).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

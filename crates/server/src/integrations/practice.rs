@@ -11,6 +11,8 @@ use healthgate_core::secret;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
+use crate::ip::ClientIp;
+use crate::oauth::client_auth;
 use crate::state::AppState;
 
 fn invalid_key(description: &'static str) -> ApiError {
@@ -86,11 +88,21 @@ pub async fn mine(
 
 pub async fn by_id(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let key = api_key(&state, &headers).await?;
     if key.organization_id != id {
+        client_auth::record_refused_access(
+            &state,
+            &ip,
+            &key.client_id,
+            "practice",
+            Some(&id),
+            None,
+        )
+        .await?;
         return Err(ApiError::forbidden(
             "this API key belongs to another practice",
         ));

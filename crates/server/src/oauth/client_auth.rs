@@ -7,9 +7,12 @@ use axum::http::{HeaderMap, header};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use healthgate_core::client::Client;
-use healthgate_core::error::OAuthError;
+use healthgate_core::error::{ErrorCode, OAuthError};
+use healthgate_core::event::EventKind;
+use healthgate_store::{Event, StoreError};
 
 use crate::error::JsonError;
+use crate::ip::ClientIp;
 use crate::oauth::params::Params;
 use crate::state::AppState;
 
@@ -88,23 +91,121 @@ fn presented(headers: &HeaderMap, params: &Params) -> Result<Presented, OAuthErr
 /// Every endpoint where an app acts authenticates it here, so this is where
 /// a suspended app is stopped: it proved who it is, and is told why it may
 /// do nothing (RFC 6749 §5.2 `invalid_client`).
-fn unless_suspended(client: Client) -> Result<Client, JsonError> {
+fn unless_suspended(client: Client) -> Result<Client, Refusal> {
     match client.suspended_at {
         None => Ok(client),
-        Some(_) => Err(JsonError(OAuthError::invalid_client(
-            "the client is suspended by the platform's operators",
-        ))),
+        Some(_) => Err(Refusal::of(
+            Some(client.id),
+            true,
+            OAuthError::invalid_client("the client is suspended by the platform's operators"),
+        )),
     }
+}
+
+/// Why a client was not authenticated, and who it claimed to be.
+struct Refusal {
+    client_id: Option<String>,
+    /// Whether `client_id` names a registered client.
+    registered: bool,
+    error: OAuthError,
+}
+
+impl Refusal {
+    fn of(client_id: Option<String>, registered: bool, error: OAuthError) -> Self {
+        Self {
+            client_id,
+            registered,
+            error,
+        }
+    }
+}
+
+impl From<OAuthError> for Refusal {
+    fn from(error: OAuthError) -> Self {
+        Self::of(None, false, error)
+    }
+}
+
+/// The longest presented client id the audit trail keeps of an unknown
+/// client: enough to recognise it, too little to fill the log.
+const PRESENTED_ID_KEPT: usize = 64;
+
+/// Writes the failed authentication to the audit trail (the client id
+/// presented and the address, never the secret) and answers the refusal.
+/// A malformed request (`invalid_request`) is answered, not audited: it
+/// authenticated nobody. If the event cannot be written the request fails
+/// closed (503), as every storage failure does.
+async fn refuse(state: &AppState, ip: &ClientIp, refusal: Refusal) -> JsonError {
+    if refusal.error.code != ErrorCode::InvalidClient {
+        return JsonError(refusal.error);
+    }
+    let presented = refusal
+        .client_id
+        .as_deref()
+        .map(|id| id.chars().take(PRESENTED_ID_KEPT).collect::<String>());
+    let mut event = Event::new(EventKind::ClientAuthFailed)
+        .failed()
+        .ip(ip.as_deref())
+        .data(serde_json::json!({
+            "reason": refusal.error.description,
+            "registered": refusal.registered,
+            "presented_client_id": presented,
+        }));
+    if refusal.registered
+        && let Some(id) = &refusal.client_id
+    {
+        event = event.client(id);
+    }
+    match state.store.record_event(state.now(), &event).await {
+        Ok(_) => JsonError(refusal.error),
+        Err(e) => e.into(),
+    }
+}
+
+/// Writes to the audit trail that the authenticated client `client_id`
+/// asked for `resource` (`user`, `integration`, `practice`, `token`)
+/// `subject`, which belongs to `owner` (another partner, or none), and was
+/// refused.
+pub async fn record_refused_access(
+    state: &AppState,
+    ip: &ClientIp,
+    client_id: &str,
+    resource: &str,
+    subject: Option<&str>,
+    owner: Option<&str>,
+) -> Result<(), StoreError> {
+    let mut event = Event::new(EventKind::AccessRefused)
+        .failed()
+        .client(client_id)
+        .ip(ip.as_deref())
+        .data(serde_json::json!({ "resource": resource, "owner_client_id": owner }));
+    if let Some(subject) = subject {
+        event = event.subject(subject);
+    }
+    state.store.record_event(state.now(), &event).await?;
+    Ok(())
 }
 
 /// Authenticates a partner calling the integration APIs: HTTP Basic with its
 /// client id and secret, or `Authorization: Bearer <client_secret>` (Hint's
 /// partner-level key). Only confidential clients have a secret to present.
+/// A failure is audited.
 pub async fn authenticate_partner(
     state: &AppState,
     headers: &HeaderMap,
+    ip: &ClientIp,
 ) -> Result<Client, JsonError> {
-    let failed = || JsonError(OAuthError::invalid_client("partner authentication failed"));
+    match partner(state, headers).await? {
+        Ok(client) => Ok(client),
+        Err(refusal) => Err(refuse(state, ip, refusal).await),
+    }
+}
+
+async fn partner(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Result<Client, Refusal>, StoreError> {
+    let failed = || OAuthError::invalid_client("partner authentication failed");
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -112,43 +213,65 @@ pub async fn authenticate_partner(
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, secret)| secret.trim().to_owned());
     if let Some(secret) = bearer {
-        return state
+        let found = state
             .store
             .client_by_secret_digest(&healthgate_core::secret::digest(&secret))
-            .await?
-            .ok_or_else(failed)
-            .and_then(unless_suspended);
+            .await?;
+        return Ok(match found {
+            Some(client) => unless_suspended(client),
+            None => Err(failed().into()),
+        });
     }
-    let Some((id, secret)) = basic_credentials(headers)? else {
-        return Err(JsonError(OAuthError::invalid_client(
-            "authenticate with HTTP Basic (client id and secret) or Authorization: Bearer <client secret>",
-        )));
+    let (id, secret) = match basic_credentials(headers) {
+        Ok(Some(credentials)) => credentials,
+        Ok(None) => {
+            return Ok(Err(OAuthError::invalid_client(
+                "authenticate with HTTP Basic (client id and secret) or Authorization: Bearer <client secret>",
+            )
+            .into()));
+        }
+        Err(e) => return Ok(Err(e.into())),
     };
-    match state.store.client(&id).await? {
+    Ok(match state.store.client(&id).await? {
         Some(client) if client.secret_matches(&secret) => unless_suspended(client),
-        _ => Err(failed()),
-    }
+        found => Err(Refusal::of(Some(id), found.is_some(), failed())),
+    })
 }
 
-/// Authenticates the client of a token request. Every failure is
-/// `invalid_client` (401) without saying whether the client exists; a
-/// suspended client that authenticates is told it is suspended.
+/// Authenticates the client of a token, introspection or revocation
+/// request. Every failure is `invalid_client` (401) without saying whether
+/// the client exists, and is audited; a suspended client that authenticates
+/// is told it is suspended.
 pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     params: &Params,
+    ip: &ClientIp,
 ) -> Result<Client, JsonError> {
-    let p = presented(headers, params)?;
-    let client = state.store.client(&p.client_id).await?;
-    let failed = || JsonError(OAuthError::invalid_client("client authentication failed"));
-    let Some(client) = client else {
-        return Err(failed());
+    match client(state, headers, params).await? {
+        Ok(client) => Ok(client),
+        Err(refusal) => Err(refuse(state, ip, refusal).await),
+    }
+}
+
+async fn client(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &Params,
+) -> Result<Result<Client, Refusal>, StoreError> {
+    let p = match presented(headers, params) {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(e.into())),
     };
-    match (&p.secret, client.is_public()) {
+    let failed = || OAuthError::invalid_client("client authentication failed");
+    let Some(client) = state.store.client(&p.client_id).await? else {
+        return Ok(Err(Refusal::of(Some(p.client_id), false, failed())));
+    };
+    Ok(match (&p.secret, client.is_public()) {
         (Some(secret), false) if client.secret_matches(secret) => unless_suspended(client),
         (None, true) => unless_suspended(client),
-        _ => Err(failed()),
-    }
+        _ => Err(Refusal::of(Some(client.id), true, failed())),
+    })
 }
 
 #[cfg(test)]

@@ -1,19 +1,25 @@
-//! `POST /oauth/introspect` (RFC 7662): a resource server, authenticated as
-//! a confidential client, asks whether a token is active and what it
-//! carries. Access tokens, refresh tokens and practice API keys are known;
-//! anything else, or anything no longer valid, is `{"active": false}` and
-//! nothing more (§2.2).
+//! `POST /oauth/introspect` (RFC 7662): a confidential client asks whether a
+//! token is active and what it carries. Access tokens, refresh tokens and
+//! practice API keys are known; anything else, or anything no longer valid,
+//! is `{"active": false}` and nothing more (§2.2).
+//!
+//! Who may ask about what (§2.1, §4): a client may introspect the tokens
+//! issued to itself, and a client registered as a resource server any token.
+//! Anyone else learns `{"active": false}`, exactly as for an unknown token,
+//! so one partner cannot learn who uses another partner's app.
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use healthgate_core::client::Client;
 use healthgate_core::error::OAuthError;
 use healthgate_core::secret::{self, SecretKind};
 use serde_json::{Value, json};
 
 use crate::error::{JsonError, no_store};
+use crate::ip::ClientIp;
 use crate::oauth::client_auth;
 use crate::oauth::params::Params;
 use crate::state::AppState;
@@ -24,19 +30,31 @@ fn inactive() -> Value {
 
 pub async fn post(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, JsonError> {
     let params = Params::from_body(&headers, &body)?;
-    let caller = client_auth::authenticate(&state, &headers, &params).await?;
+    let caller = client_auth::authenticate(&state, &headers, &params, &ip).await?;
     if caller.is_public() {
         return Err(OAuthError::invalid_client("introspection is for confidential clients").into());
     }
     let token = params.require("token")?;
     let answer = describe(&state, token).await?;
+    let answer = if may_see(&caller, &answer) {
+        answer
+    } else {
+        inactive()
+    };
     let mut response = Json(answer).into_response();
     no_store(&mut response);
     Ok(response)
+}
+
+/// Whether `caller` may learn what `answer` says: its own token, or any
+/// token when it is a resource server.
+fn may_see(caller: &Client, answer: &Value) -> bool {
+    caller.resource_server || answer["client_id"].as_str() == Some(caller.id.as_str())
 }
 
 async fn describe(state: &AppState, token: &str) -> Result<Value, JsonError> {

@@ -1,26 +1,32 @@
 //! `POST /oauth/revoke` (RFC 7009): a client revokes one of its access
 //! tokens, refresh tokens (which revokes the whole grant) or practice API
-//! keys. Unknown tokens and other clients' tokens are answered 200 and left
-//! alone (§2.2); a storage failure is 503, never 200.
+//! keys. Unknown tokens are answered 200 (§2.2). Another client's token is
+//! left alone and the request refused, 400 `unauthorized_client` (§2.1: "the
+//! request is refused and the client is informed of the error"), and
+//! audited. A storage failure is 503, never 200.
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use healthgate_core::error::OAuthError;
 use healthgate_core::secret::{self, SecretKind};
+use healthgate_store::Revoked;
 
 use crate::error::{JsonError, no_store};
+use crate::ip::ClientIp;
 use crate::oauth::client_auth;
 use crate::oauth::params::Params;
 use crate::state::AppState;
 
 pub async fn post(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, JsonError> {
     let params = Params::from_body(&headers, &body)?;
-    let client = client_auth::authenticate(&state, &headers, &params).await?;
+    let client = client_auth::authenticate(&state, &headers, &params, &ip).await?;
     let presented = params.require("token")?;
     // A JWT access token stands for the opaque token it carries; one that
     // does not verify is unknown (200, nothing done).
@@ -56,8 +62,13 @@ pub async fn post(
     } else {
         None
     };
-    if let Some(healthgate_store::Revoked::NotYours) = outcome {
-        tracing::info!(client = %client.id, "revocation of another client's token ignored");
+    if let Some(Revoked::NotYours { owner }) = outcome {
+        let owner = Some(owner.as_str());
+        client_auth::record_refused_access(&state, &ip, &client.id, "token", None, owner).await?;
+        return Err(OAuthError::unauthorized_client(
+            "the token was not issued to this client, and was left alone",
+        )
+        .into());
     }
     let mut response = StatusCode::OK.into_response();
     no_store(&mut response);

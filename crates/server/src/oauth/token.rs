@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::error::{JsonError, no_store};
 use crate::grants;
+use crate::ip::ClientIp;
 use crate::oauth::client_auth;
 use crate::oauth::params::Params;
 use crate::state::AppState;
@@ -163,6 +164,7 @@ pub async fn respond(
 
 pub async fn post(
     State(state): State<AppState>,
+    ip: ClientIp,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
     body: Bytes,
@@ -184,14 +186,16 @@ pub async fn post(
         params = params.merged_with(Params::from_form(q.as_bytes())?)?;
     }
     let grant_type = params.require("grant_type")?;
-    let client = client_auth::authenticate(&state, &headers, &params).await?;
+    let client = client_auth::authenticate(&state, &headers, &params, &ip).await?;
     let response = match grant_type {
-        "authorization_code" => grants::authorization_code::exchange(&state, &client, &params).await,
-        "refresh_token" => grants::refresh_token::exchange(&state, &client, &params).await,
+        "authorization_code" => {
+            grants::authorization_code::exchange(&state, &client, &params, &ip).await
+        }
+        "refresh_token" => grants::refresh_token::exchange(&state, &client, &params, &ip).await,
         "client_credentials" => grants::client_credentials::exchange(&state, &client, &params).await,
         other => Err(OAuthError::new(
             ErrorCode::UnsupportedGrantType,
-            format!("grant_type {other:?} is not supported; use authorization_code, refresh_token or client_credentials"),
+            format!("grant_type '{other}' is not supported; use authorization_code, refresh_token or client_credentials"),
         )
         .into()),
     }?;

@@ -148,6 +148,7 @@ async fn app_with_callback(app: &TestApp) -> (String, String) {
             authorization_level: Default::default(),
             ..Default::default()
         },
+        Actor::system(),
     )
     .await
     .unwrap();
@@ -266,9 +267,14 @@ async fn a_person_revokes_an_app_from_their_account_by_clicking_and_its_token_st
     let app = spawn_on(Backend::Sqlite, |_| {}).await;
     app.user("alice", UserType::Member).await;
     let (client_id, redirect) = app_with_callback(&app).await;
-    let secret = admin::rotate_client_secret(&app.state.store, app.clock.as_ref(), &client_id)
-        .await
-        .unwrap();
+    let secret = admin::rotate_client_secret(
+        &app.state.store,
+        app.clock.as_ref(),
+        &client_id,
+        Actor::system(),
+    )
+    .await
+    .unwrap();
 
     // The real consent page, by clicking.
     c.goto(&format!(
@@ -663,6 +669,7 @@ async fn a_practice_admin_connects_an_app_from_the_directory_by_clicking() {
             published: true,
             ..Default::default()
         },
+        Actor::system(),
     )
     .await
     .unwrap();
@@ -783,16 +790,12 @@ async fn an_operator_suspends_an_app_and_filters_the_audit_log_by_clicking() {
             email: Some("olivia@platform.example".into()),
             user_type: UserType::Member,
         },
+        Creator::By(Actor::system()),
     )
     .await
     .unwrap();
     store
-        .set_operator(
-            &olivia.id,
-            true,
-            healthgate_store::Actor::system(),
-            app.clock.now(),
-        )
+        .set_operator(&olivia.id, true, Actor::system(), app.clock.now())
         .await
         .unwrap();
     for (username, name) in [
@@ -810,6 +813,7 @@ async fn an_operator_suspends_an_app_and_filters_the_audit_log_by_clicking() {
                 email: Some(format!("{username}@clinic.example")),
                 user_type: UserType::Expert,
             },
+            Creator::By(Actor::system()),
         )
         .await
         .unwrap();

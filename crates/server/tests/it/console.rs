@@ -11,7 +11,7 @@ use healthgate_core::event::EventKind;
 use healthgate_core::org::{Organization, OrganizationKind};
 use healthgate_core::webhook::RETRY_WINDOW;
 use healthgate_server::admin::{self, ClientChanges};
-use healthgate_server::pages::format_utc;
+use healthgate_server::pages::{Stamp, format_utc};
 use healthgate_server::webhooks;
 use healthgate_store::{Actor, Event, StoredEvent};
 use reqwest::StatusCode;
@@ -70,18 +70,6 @@ fn notice(page: &str) -> Option<String> {
     let i = page.find(start)? + start.len();
     let end = page[i..].find("</p>")?;
     Some(crate::unescape_html(&page[i..i + end]))
-}
-
-async fn all_events(app: &TestApp) -> Vec<StoredEvent> {
-    app.state.store.events(None, 100_000).await.unwrap()
-}
-
-async fn events_of(app: &TestApp, kind: &str) -> Vec<StoredEvent> {
-    all_events(app)
-        .await
-        .into_iter()
-        .filter(|e| e.kind == kind)
-        .collect()
 }
 
 async fn organization(app: &TestApp, name: &str) -> Organization {
@@ -179,7 +167,7 @@ async fn the_console_is_for_operators_only() {
     // None of them changed anything.
     let stored = app.state.store.client(client.id()).await.unwrap().unwrap();
     assert!(stored.suspended_at.is_none());
-    assert!(events_of(&app, "client.suspended").await.is_empty());
+    assert!(app.events_of("client.suspended").await.is_empty());
 
     // Taking operator status away closes the console at the next request.
     let olivia = app.state.store.user_by_username("olivia").await.unwrap().unwrap();
@@ -214,7 +202,7 @@ async fn operators_create_organizations_and_manage_their_members() {
     let org = app.state.store.organization(&org_id).await.unwrap().unwrap();
     assert_eq!(org.name, "Harbor Clinic");
     assert_eq!(org.kind, OrganizationKind::Clinic);
-    let created = events_of(&app, "organization.created").await;
+    let created = app.events_of("organization.created").await;
     assert_eq!(created.len(), 1);
     assert_eq!(created[0].actor_user_id.as_deref(), Some(me.id.as_str()));
     assert_eq!(created[0].organization_id.as_deref(), Some(org_id.as_str()));
@@ -242,7 +230,7 @@ async fn operators_create_organizations_and_manage_their_members() {
     let members = app.state.store.members(&org_id).await.unwrap();
     assert_eq!(members.len(), 1);
     assert_eq!((members[0].0.id.as_str(), members[0].1.as_str()), (ada.id.as_str(), "staff"));
-    let added = events_of(&app, "organization.member_added").await;
+    let added = app.events_of("organization.member_added").await;
     assert_eq!(added.len(), 1);
     assert_eq!(added[0].actor_user_id.as_deref(), Some(me.id.as_str()));
     assert_eq!(added[0].subject.as_deref(), Some(ada.id.as_str()));
@@ -263,7 +251,7 @@ async fn operators_create_organizations_and_manage_their_members() {
         app.state.store.members(&org_id).await.unwrap()[0].1,
         "practitioner"
     );
-    let changed = events_of(&app, "organization.member_role_changed").await;
+    let changed = app.events_of("organization.member_role_changed").await;
     assert_eq!(changed.len(), 1);
     assert_eq!(changed[0].actor_user_id.as_deref(), Some(me.id.as_str()));
     let data: Value = serde_json::from_str(changed[0].data.as_deref().unwrap()).unwrap();
@@ -276,7 +264,7 @@ async fn operators_create_organizations_and_manage_their_members() {
     )
     .await;
     assert!(location(&r).contains("done=unchanged"));
-    assert_eq!(events_of(&app, "organization.member_role_changed").await.len(), 1);
+    assert_eq!(app.events_of("organization.member_role_changed").await.len(), 1);
 
     // Remove her.
     let r = post(&op, &format!("{path}/members/remove"), &[("user_id", &ada.id)]).await;
@@ -285,12 +273,12 @@ async fn operators_create_organizations_and_manage_their_members() {
     assert_eq!(notice(&shown).as_deref(), Some("ada was removed from Harbor Clinic."));
     assert!(!shown.contains(&format!("id=\"member-{}\"", ada.id)));
     assert!(app.state.store.members(&org_id).await.unwrap().is_empty());
-    let removed = events_of(&app, "organization.member_removed").await;
+    let removed = app.events_of("organization.member_removed").await;
     assert_eq!(removed.len(), 1);
     assert_eq!(removed[0].actor_user_id.as_deref(), Some(me.id.as_str()));
     let r = post(&op, &format!("{path}/members/remove"), &[("user_id", &ada.id)]).await;
     assert!(location(&r).contains("done=not-member"));
-    assert_eq!(events_of(&app, "organization.member_removed").await.len(), 1);
+    assert_eq!(app.events_of("organization.member_removed").await.len(), 1);
 }
 
 #[tokio::test]
@@ -298,7 +286,7 @@ async fn invalid_organization_and_member_forms_are_answered_with_the_message_nex
     let app = spawn_app().await;
     let (op, _) = operator(&app, "olivia").await;
     let ada = app.user("ada", UserType::Member).await;
-    let before = all_events(&app).await.len();
+    let before = app.all_events().await.len();
 
     for (fields, field) in [
         (vec![("name", "   "), ("kind", "practice")], "name"),
@@ -377,7 +365,7 @@ async fn invalid_organization_and_member_forms_are_answered_with_the_message_nex
 
     // Nothing refused wrote an event: the only new ones are the
     // organization and the one member added.
-    let kinds: Vec<String> = all_events(&app).await[..all_events(&app).await.len() - before]
+    let kinds: Vec<String> = app.all_events().await[..app.all_events().await.len() - before]
         .iter()
         .map(|e| e.kind.clone())
         .collect();
@@ -490,7 +478,7 @@ async fn locking_and_unlocking_an_account_from_the_console() {
     let again = app.browser();
     again.login("alice", PASSWORD).await;
     assert_eq!(again.get("/account/apps").await.status(), StatusCode::SEE_OTHER);
-    let locked = events_of(&app, "user.locked").await;
+    let locked = app.events_of("user.locked").await;
     assert_eq!(locked.len(), 1);
     assert_eq!(locked[0].actor_user_id.as_deref(), Some(me.id.as_str()));
     assert_eq!(locked[0].subject.as_deref(), Some(user.id.as_str()));
@@ -498,13 +486,13 @@ async fn locking_and_unlocking_an_account_from_the_console() {
     // Locking again changes nothing and says so.
     let r = post(&op, "/admin/users/lock", &[("user_id", &user.id)]).await;
     assert!(location(&r).contains("done=already-locked"));
-    assert_eq!(events_of(&app, "user.locked").await.len(), 1);
+    assert_eq!(app.events_of("user.locked").await.len(), 1);
 
     let r = post(&op, "/admin/users/unlock", &[("user_id", &user.id)]).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     let shown = page(&op, &location(&r)).await;
     assert_eq!(notice(&shown).as_deref(), Some("alice is unlocked and can sign in again."));
-    let unlocked = events_of(&app, "user.unlocked").await;
+    let unlocked = app.events_of("user.unlocked").await;
     assert_eq!(unlocked.len(), 1);
     assert_eq!(unlocked[0].actor_user_id.as_deref(), Some(me.id.as_str()));
     let again = app.browser();
@@ -550,13 +538,13 @@ async fn a_password_reset_shows_a_temporary_password_once_that_replaces_the_old_
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(new.get("/account/apps").await.status(), StatusCode::OK);
 
-    let reset = events_of(&app, "user.password_reset").await;
+    let reset = app.events_of("user.password_reset").await;
     assert_eq!(reset.len(), 1);
     assert_eq!(reset[0].actor_user_id.as_deref(), Some(me.id.as_str()));
     assert_eq!(reset[0].subject.as_deref(), Some(user.id.as_str()));
     // The password is nowhere but on that one page: not in the trail, not
     // in the database, not on the list.
-    for e in all_events(&app).await {
+    for e in app.all_events().await {
         assert!(!format!("{e:?}").contains(&password));
     }
     let list = page(&op, "/admin/users").await;
@@ -569,21 +557,6 @@ async fn a_password_reset_shows_a_temporary_password_once_that_replaces_the_old_
     assert!(!r.text().await.unwrap().contains(&password));
     let r = post(&op, "/admin/users/reset-password", &[("user_id", &me.id)]).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-}
-
-/// An access token's introspection by another confidential client (a
-/// resource server).
-async fn introspect(app: &TestApp, rs: &TestClient, token: &str) -> Value {
-    let r = app
-        .http()
-        .post(app.url("/oauth/introspect"))
-        .basic_auth(rs.id(), rs.secret.as_deref())
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    r.json().await.unwrap()
 }
 
 async fn client_credentials(app: &TestApp, client: &TestClient) -> (StatusCode, Value) {
@@ -656,7 +629,7 @@ async fn a_suspended_app_can_do_nothing_until_it_is_restored() {
     let app = spawn_app().await;
     let (op, me) = operator(&app, "olivia").await;
     let client = app.confidential().await;
-    let rs = app.confidential().await;
+    let rs = app.resource_server().await;
     admin::update_client(
         &app.state.store,
         &app.state.settings,
@@ -666,7 +639,7 @@ async fn a_suspended_app_can_do_nothing_until_it_is_restored() {
             connect_redirect_url: Some(Some(CONNECT.into())),
             published: Some(true),
             ..ClientChanges::default()
-        },
+        }, Actor::system(),
     )
     .await
     .unwrap();
@@ -713,7 +686,7 @@ async fn a_suspended_app_can_do_nothing_until_it_is_restored() {
     assert_eq!(status, StatusCode::OK, "{cc}");
     let cc_access = cc["access_token"].as_str().unwrap().to_owned();
     assert_eq!(app.me(&access).await, StatusCode::OK);
-    assert_eq!(introspect(&app, &rs, &access).await["active"], true);
+    assert_eq!(app.introspect(&rs, &access).await["active"], true);
 
     // The operator clicks Suspend.
     let r = post(&op, "/admin/apps/suspend", &[("client_id", client.id())]).await;
@@ -729,7 +702,7 @@ async fn a_suspended_app_can_do_nothing_until_it_is_restored() {
     assert!(notice(&shown).unwrap().starts_with("Partner App is suspended"));
     let row = &shown[shown.find(&format!("id=\"app-{}\"", client.id())).unwrap()..];
     assert!(row[..row.find("</tr>").unwrap()].contains("Suspended"));
-    let suspended = events_of(&app, "client.suspended").await;
+    let suspended = app.events_of("client.suspended").await;
     assert_eq!(suspended.len(), 1);
     assert_eq!(suspended[0].actor_user_id.as_deref(), Some(me.id.as_str()));
     assert_eq!(suspended[0].client_id.as_deref(), Some(client.id()));
@@ -757,10 +730,10 @@ async fn a_suspended_app_can_do_nothing_until_it_is_restored() {
     let (status, body) = client_credentials(&app, &client).await;
     assert!(says_suspended(status, &body), "{status} {body}");
     // Tokens issued before: inactive, and refused by the API.
-    assert_eq!(introspect(&app, &rs, &access).await, json!({"active": false}));
-    assert_eq!(introspect(&app, &rs, &cc_access).await, json!({"active": false}));
-    assert_eq!(introspect(&app, &rs, &refresh).await, json!({"active": false}));
-    assert_eq!(introspect(&app, &rs, &key).await, json!({"active": false}));
+    assert_eq!(app.introspect(&rs, &access).await, json!({"active": false}));
+    assert_eq!(app.introspect(&rs, &cc_access).await, json!({"active": false}));
+    assert_eq!(app.introspect(&rs, &refresh).await, json!({"active": false}));
+    assert_eq!(app.introspect(&rs, &key).await, json!({"active": false}));
     assert_eq!(app.me(&access).await, StatusCode::UNAUTHORIZED);
     // The practice API key, Hint's exchange, the partner and provisioning
     // APIs.
@@ -809,7 +782,7 @@ async fn a_suspended_app_can_do_nothing_until_it_is_restored() {
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     let shown = page(&op, &location(&r)).await;
     assert!(notice(&shown).unwrap().starts_with("Partner App is restored"));
-    let restored = events_of(&app, "client.restored").await;
+    let restored = app.events_of("client.restored").await;
     assert_eq!(restored.len(), 1);
     assert_eq!(restored[0].actor_user_id.as_deref(), Some(me.id.as_str()));
     assert_eq!(app.me(&access).await, StatusCode::UNAUTHORIZED);
@@ -832,7 +805,7 @@ async fn a_suspended_app_can_do_nothing_until_it_is_restored() {
     post(&op, "/admin/apps/suspend", &[("client_id", client.id())]).await;
     let r = post(&op, "/admin/apps/suspend", &[("client_id", client.id())]).await;
     assert!(location(&r).contains("done=already-suspended"));
-    assert_eq!(events_of(&app, "client.suspended").await.len(), 2);
+    assert_eq!(app.events_of("client.suspended").await.len(), 2);
     let r = post(&op, "/admin/apps/suspend", &[("client_id", "app-nothing")]).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
@@ -893,7 +866,7 @@ async fn the_audit_log_narrows_by_each_filter_and_pages_by_seq() {
             .await
             .unwrap();
     }
-    let events = all_events(&app).await;
+    let events = app.all_events().await;
     assert!(events.len() > 130);
 
     type Keep = Box<dyn Fn(&StoredEvent) -> bool>;
@@ -1005,6 +978,40 @@ async fn invalid_audit_filters_are_refused_next_to_their_field() {
     assert!(!event_seqs(&shown).is_empty());
 }
 
+/// The refusals item by item in the audit log: the console's filter finds a
+/// failed client authentication and a refused revocation by kind and by
+/// app, each shown to the second.
+#[tokio::test]
+async fn the_audit_filter_finds_refusals_shown_to_the_second() {
+    let app = spawn_app().await;
+    let (op, _) = operator(&app, "olivia").await;
+    let client = app.confidential().await;
+    let other = app.confidential().await;
+    let (access, _) = tokens_for(&app, &client, "alice").await;
+    app.clock.advance(7);
+    let (status, _) = app.token(Some((client.id(), "wrong")), &[("grant_type", "client_credentials")]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let r = app
+        .http()
+        .post(app.url("/oauth/revoke"))
+        .basic_auth(other.id(), other.secret.as_deref())
+        .form(&[("token", access.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+
+    let failed = app.events_of("client.authentication_failed").await;
+    let shown = page(&op, &format!("/admin/audit?kind=client.authentication_failed&app={}", client.id())).await;
+    assert_eq!(event_seqs(&shown), [failed[0].seq]);
+    assert!(shown.contains(&Stamp::exact(failed[0].at).text), "{shown}");
+    let refused = app.events_of("access.refused").await;
+    let shown = page(&op, &format!("/admin/audit?kind=access.refused&app={}", other.id())).await;
+    assert_eq!(event_seqs(&shown), [refused[0].seq]);
+    let shown = page(&op, &format!("/admin/audit?kind=access.refused&app={}", client.id())).await;
+    assert!(event_seqs(&shown).is_empty(), "the filter is by the app that acted");
+}
+
 /// A partner's webhook endpoint on a loopback port, answering every POST
 /// with the status it is set to.
 async fn receiver(status: Arc<AtomicU16>) -> String {
@@ -1058,7 +1065,7 @@ async fn webhook_health_counts_deliveries_and_unmute_resends_the_held_ones() {
             ClientChanges {
                 webhook_url: Some(Some(url.clone())),
                 ..ClientChanges::default()
-            },
+            }, Actor::system(),
         )
         .await
         .unwrap();
@@ -1107,8 +1114,8 @@ async fn webhook_health_counts_deliveries_and_unmute_resends_the_held_ones() {
     assert_eq!(figure(&shown, client.id(), "failed"), 2);
     assert_eq!(figure(&shown, client.id(), "held"), 0);
     assert_eq!(figure(&shown, client.id(), "streak"), 4);
-    assert!(card.contains(&format_utc(delivered_at)), "last success: {card}");
-    assert!(card.contains(&format_utc(failed_at)), "last failure: {card}");
+    assert!(card.contains(&Stamp::exact(delivered_at).text), "last success: {card}");
+    assert!(card.contains(&Stamp::exact(failed_at).text), "last failure: {card}");
     assert!(card.contains("HTTP 500 Internal Server Error"), "{card}");
     assert!(card.contains("Failing") && !card.contains("Unmute"));
     let other = hook_card(&shown, quiet.id());
@@ -1149,7 +1156,7 @@ async fn webhook_health_counts_deliveries_and_unmute_resends_the_held_ones() {
     assert!(!card.contains("Muted") && !card.contains("Unmute"));
     assert_eq!(figure(&shown, client.id(), "held"), 0);
     assert_eq!(figure(&shown, client.id(), "streak"), 0);
-    let unmuted = events_of(&app, "webhook.unmuted").await;
+    let unmuted = app.events_of("webhook.unmuted").await;
     assert_eq!(unmuted.len(), 1);
     assert_eq!(unmuted[0].actor_user_id.as_deref(), Some(me.id.as_str()));
     assert_eq!(unmuted[0].client_id.as_deref(), Some(client.id()));
@@ -1158,5 +1165,5 @@ async fn webhook_health_counts_deliveries_and_unmute_resends_the_held_ones() {
     assert!(figure(&shown, client.id(), "delivered") >= 3 + held);
     let r = post(&op, "/admin/webhooks/unmute", &[("client_id", client.id())]).await;
     assert!(location(&r).contains("done=not-muted"));
-    assert_eq!(events_of(&app, "webhook.unmuted").await.len(), 1);
+    assert_eq!(app.events_of("webhook.unmuted").await.len(), 1);
 }

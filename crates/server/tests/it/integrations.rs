@@ -59,7 +59,7 @@ async fn publish(app: &TestApp, partner: &TestClient, connect: &str) {
             connect_redirect_url: Some(Some(connect.into())),
             published: Some(true),
             ..ClientChanges::default()
-        },
+        }, Actor::system(),
     )
     .await
     .unwrap();
@@ -480,6 +480,16 @@ async fn partners_manage_their_keys() {
             .await
             .0,
         StatusCode::NOT_FOUND
+    );
+    // Another partner's integration is a 404, like an unknown one, and the
+    // attempt is audited naming both partners.
+    let refused = app.events_of("access.refused").await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].client_id.as_deref(), Some(other.id()));
+    let data: serde_json::Value = serde_json::from_str(refused[0].data.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        (data["resource"].as_str(), data["owner_client_id"].as_str()),
+        (Some("integration"), Some(p.partner.id()))
     );
 }
 

@@ -64,8 +64,9 @@ use std::sync::Arc;
 use healthgate_core::client::Client;
 use healthgate_core::user::{User, UserType};
 pub use healthgate_core::{Clock, ManualClock};
-use healthgate_server::admin::{self, NewClient, NewUser};
+pub use healthgate_server::admin::{self, Creator, NewClient, NewUser};
 use healthgate_server::{AppState, Settings};
+pub use healthgate_store::Actor;
 use reqwest::StatusCode;
 use reqwest::redirect::Policy;
 use serde_json::Value;
@@ -91,6 +92,8 @@ pub struct ClientSpec {
     pub scope: &'static str,
     pub user_types: Vec<UserType>,
     pub authorization_level: healthgate_core::owner::AuthorizationLevel,
+    /// May introspect every token.
+    pub resource_server: bool,
 }
 
 impl Default for ClientSpec {
@@ -101,6 +104,7 @@ impl Default for ClientSpec {
             scope: "profile_read profile_write",
             user_types: vec![],
             authorization_level: Default::default(),
+            resource_server: false,
         }
     }
 }
@@ -236,8 +240,10 @@ impl TestApp {
                 photo_url: Some("https://partner.example/logo.png".into()),
                 user_types: spec.user_types,
                 authorization_level: spec.authorization_level,
+                resource_server: spec.resource_server,
                 ..Default::default()
             },
+            Actor::system(),
         )
         .await
         .expect("register client");
@@ -246,6 +252,16 @@ impl TestApp {
 
     pub async fn confidential(&self) -> TestClient {
         self.register(ClientSpec::default()).await
+    }
+
+    /// A confidential client registered as a resource server: it may
+    /// introspect every token.
+    pub async fn resource_server(&self) -> TestClient {
+        self.register(ClientSpec {
+            resource_server: true,
+            ..ClientSpec::default()
+        })
+        .await
     }
 
     pub async fn user(&self, username: &str, user_type: UserType) -> User {
@@ -259,6 +275,7 @@ impl TestApp {
                 email: Some(format!("{username}@example.org")),
                 user_type,
             },
+            Creator::By(Actor::system()),
         )
         .await
         .expect("create user")
@@ -375,6 +392,33 @@ impl TestApp {
             ],
         )
         .await
+    }
+
+    /// Every event in the audit trail, newest first.
+    pub async fn all_events(&self) -> Vec<healthgate_store::StoredEvent> {
+        self.state.store.events(None, 100_000).await.unwrap()
+    }
+
+    /// The events of one kind, newest first.
+    pub async fn events_of(&self, kind: &str) -> Vec<healthgate_store::StoredEvent> {
+        let mut events = self.all_events().await;
+        events.retain(|e| e.kind == kind);
+        events
+    }
+
+    /// Introspects `token` as `caller` (RFC 7662, Basic auth); the answer
+    /// must be 200.
+    pub async fn introspect(&self, caller: &TestClient, token: &str) -> Value {
+        let r = self
+            .http()
+            .post(self.url("/oauth/introspect"))
+            .basic_auth(caller.id(), caller.secret.as_deref())
+            .form(&[("token", token)])
+            .send()
+            .await
+            .expect("introspection request");
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.expect("introspection answer")
     }
 
     /// GET /api/v1/me with a bearer token; returns the status.

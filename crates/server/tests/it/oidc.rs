@@ -280,7 +280,7 @@ async fn jwt_access_tokens_verify_against_the_jwks_and_still_revoke() {
         healthgate_server::admin::ClientChanges {
             jwt_access_tokens: Some(true),
             ..Default::default()
-        },
+        }, Actor::system(),
     )
     .await
     .unwrap();
@@ -355,7 +355,7 @@ async fn rs256_is_available_per_client() {
         healthgate_server::admin::ClientChanges {
             id_token_alg: Some(healthgate_core::jose::Alg::Rs256),
             ..Default::default()
-        },
+        }, Actor::system(),
     )
     .await
     .unwrap();

@@ -212,6 +212,8 @@ async fn refusals_are_shown_next_to_their_field_and_register_nothing() {
         ("redirect_uris", vec![("redirect_uris", "")]),
         ("redirect_uris", vec![("redirect_uris", "not a uri")]),
         ("redirect_uris", vec![("redirect_uris", "https://partner.example/cb#fragment")]),
+        ("redirect_uris", vec![("redirect_uris", "https://*.partner.example/cb")]),
+        ("redirect_uris", vec![("redirect_uris", "https://partner.example/cb/*")]),
         ("scope", vec![("scope", "")]),
         ("scope", vec![("scope", "no_such_scope")]),
         ("user_types", vec![("user_type", "")]),
@@ -418,6 +420,51 @@ async fn editing_an_app_saves_valid_changes_and_explains_invalid_ones() {
     // With a webhook URL the page shows the signing secret the deliveries carry.
     let secret = admin::webhook_secret(&app.state.store, &app.state.settings, &c).await.unwrap();
     assert_eq!(element_text(&page, "webhook-secret").as_deref(), Some(secret.as_str()));
+}
+
+/// Every change made in the portal names the developer and their address:
+/// signing up, registering, publishing, rotating and deleting.
+#[tokio::test]
+async fn portal_changes_name_the_developer_and_address() {
+    let app = spawn_app().await;
+    let b = app.browser();
+    let csrf = csrf_of(&b, "/developers/signup").await;
+    let signup = [
+        ("csrf_token", csrf.as_str()),
+        ("username", "dev"),
+        ("password", PASSWORD),
+        ("password_confirmation", PASSWORD),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    assert_eq!(b.post_form("/developers/signup", &signup).await.status(), StatusCode::SEE_OTHER);
+    let dev = app.state.store.user_by_username("dev").await.unwrap().unwrap();
+    let (id, _) = register_in_portal(&b, app_form("Scheduler")).await;
+    let edit = format!("/developers/apps/{id}/edit");
+    let mut fields = vec![("csrf_token".to_owned(), csrf_of(&b, &edit).await)];
+    fields.extend(with(app_form("Scheduler"), &[("connect_url", "https://partner.example/connect"), ("published", "1")]));
+    assert_eq!(b.post_form(&edit, &fields).await.status(), StatusCode::SEE_OTHER);
+    let csrf = csrf_of(&b, &format!("/developers/apps/{id}")).await;
+    let r = b.post_form(&format!("/developers/apps/{id}/secret"), &[("csrf_token".into(), csrf.clone())]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = b
+        .post_form(
+            &format!("/developers/apps/{id}/delete"),
+            &[("csrf_token".into(), csrf), ("confirm_name".into(), "Scheduler".into())],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+
+    let created = app.events_of("user.created").await;
+    assert_eq!(created[0].subject.as_deref(), Some(dev.id.as_str()));
+    for kind in ["user.created", "client.created", "client.updated", "client.secret_rotated", "client.deleted"] {
+        let events = app.events_of(kind).await;
+        assert_eq!(events.len(), 1, "{kind}");
+        assert_eq!(events[0].actor_user_id.as_deref(), Some(dev.id.as_str()), "{kind}");
+        assert_eq!(events[0].ip.as_deref(), Some("127.0.0.1"), "{kind}");
+    }
+    let published = &app.events_of("client.updated").await[0];
+    let data: serde_json::Value = serde_json::from_str(published.data.as_deref().unwrap()).unwrap();
+    assert_eq!(data["published"], true);
 }
 
 #[tokio::test]

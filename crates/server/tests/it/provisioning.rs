@@ -89,7 +89,7 @@ async fn provisioning_scopes_are_configurable_and_forms_work_too() {
         ClientChanges {
             provisioning_scope: Some(Some("profile_read".into())),
             ..ClientChanges::default()
-        },
+        }, Actor::system(),
     )
     .await
     .unwrap();
@@ -223,6 +223,16 @@ async fn a_partner_never_touches_users_it_did_not_create() {
             .0,
         StatusCode::FORBIDDEN
     );
+    // Each refusal on A's user is audited, naming both partners; the
+    // unknown id is refused the same but is no one's to name.
+    let refused = app.events_of("access.refused").await;
+    assert_eq!(refused.len(), 4, "{refused:?}");
+    for e in &refused {
+        assert_eq!(e.client_id.as_deref(), Some(b.id()));
+        assert_eq!(e.subject.as_deref(), Some(guid.as_str()));
+        let data: Value = serde_json::from_str(e.data.as_deref().unwrap()).unwrap();
+        assert_eq!((data["resource"].as_str(), data["owner_client_id"].as_str()), (Some("user"), Some(a.id())));
+    }
 
     // A platform user who authorized B: B may read, not change or mint.
     let (browser, alice) = app.signed_in("alice").await;

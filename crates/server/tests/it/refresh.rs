@@ -108,6 +108,61 @@ async fn refresh_may_narrow_but_never_widen_scope() {
     );
 }
 
+/// RFC 6749 §6: the new refresh token's scope "MUST be identical to that of
+/// the refresh token included by the client". Narrowing a refresh narrows
+/// that access token only; the grant keeps its whole scope, in both rotation
+/// modes.
+#[tokio::test]
+async fn narrowed_refresh_keeps_the_grant_scope() {
+    for rotation in ["immediate", "on_first_use"] {
+        let app = spawn_app_with(|s| s.refresh_rotation = rotation.into()).await;
+        let client = app.confidential().await;
+        let (browser, _) = app.signed_in("alice").await;
+        let code = app
+            .code(
+                &browser,
+                &client,
+                &[("scope", "profile_read profile_write")],
+            )
+            .await;
+        let (_, body) = app.exchange(&client, &code, &[]).await;
+        let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+        let basic = Some((client.id(), client.secret.as_deref().unwrap()));
+        let (s, narrow) = app
+            .token(
+                basic,
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", &refresh),
+                    ("scope", "profile_read"),
+                ],
+            )
+            .await;
+        assert_eq!(
+            (s, narrow["scope"].as_str()),
+            (StatusCode::OK, Some("profile_read")),
+            "{rotation}: {narrow}"
+        );
+        // The narrowed access token carries the narrower scope.
+        let narrow_access = narrow["access_token"].as_str().unwrap();
+        let introspected = app.introspect(&client, narrow_access).await;
+        assert_eq!(introspected["scope"], "profile_read", "{rotation}");
+        // Its refresh token still stands for the whole grant.
+        let next = narrow["refresh_token"].as_str().unwrap();
+        assert_eq!(
+            app.introspect(&client, next).await["scope"],
+            "profile_read profile_write",
+            "{rotation}"
+        );
+        let (s, again) = app.refresh(&client, next).await;
+        assert_eq!(
+            (s, again["scope"].as_str()),
+            (StatusCode::OK, Some("profile_read profile_write")),
+            "{rotation}: {again}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn refresh_redirect_uri_must_match_the_original() {
     let app = spawn_app().await;

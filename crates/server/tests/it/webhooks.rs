@@ -137,7 +137,7 @@ async fn hook(app: &TestApp, client: &TestClient, url: &str) {
         ClientChanges {
             webhook_url: Some(Some(url.to_owned())),
             ..ClientChanges::default()
-        },
+        }, Actor::system(),
     )
     .await
     .expect("set webhook URL");
@@ -276,7 +276,7 @@ async fn a_rotated_webhook_secret_signs_the_next_delivery() {
         &app.state.store,
         &app.state.settings,
         app.clock.as_ref(),
-        client.id(),
+        client.id(), Actor::system(),
     )
     .await
     .unwrap();
@@ -568,7 +568,7 @@ async fn webhooks_are_not_sent_to_private_or_reserved_addresses() {
             // that rule is still refused when sending.
             let mut c = client.client.clone();
             c.webhook_url = Some(url.clone());
-            app.state.store.update_client(&c).await.unwrap();
+            app.state.store.update_client(&c, Actor::system()).await.unwrap();
         }
         raise(&app, &client).await;
         deliver_all(&app).await;
@@ -593,7 +593,7 @@ async fn a_suspended_app_is_sent_nothing_until_restored() {
         &app.state.store,
         app.clock.as_ref(),
         client.id(),
-        healthgate_store::Actor::system(),
+        Actor::system(),
     )
     .await
     .unwrap();
@@ -611,7 +611,7 @@ async fn a_suspended_app_is_sent_nothing_until_restored() {
         &app.state.store,
         app.clock.as_ref(),
         client.id(),
-        healthgate_store::Actor::system(),
+        Actor::system(),
     )
     .await
     .unwrap();

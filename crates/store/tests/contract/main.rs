@@ -10,7 +10,7 @@ use healthgate_core::secret::{SecretKind, mint, new_id};
 use healthgate_core::token::{AuthorizationCode, RefreshRotation};
 use healthgate_core::user::{User, UserType};
 use healthgate_store::{
-    CodeRedemption, GrantError, NewTokens, PoolConfig, Refresh, Session, Store, StoreError,
+    Actor, CodeRedemption, GrantError, NewTokens, PoolConfig, Refresh, Session, Store, StoreError,
 };
 
 const NOW: i64 = 1_800_000_000;
@@ -110,6 +110,7 @@ fn client(id: &str) -> Client {
         id_token_alg: Default::default(),
         owner_id: None,
         suspended_at: None,
+        resource_server: false,
         created_at: NOW,
         updated_at: NOW,
     }
@@ -175,6 +176,7 @@ fn redemption<'a>(client_id: &'a str, digest: &'a str) -> CodeRedemption<'a> {
         client_id,
         redirect_uri: Some("https://partner.example/cb"),
         code_verifier: None,
+        ip: None,
         now: NOW + 1,
     }
 }
@@ -205,7 +207,7 @@ async fn clients_round_trip() {
         assert_eq!(b.store.clients().await.unwrap().len(), 1);
         assert!(
             b.store
-                .set_client_secret("app-roundtrip", "digest2", NOW + 5)
+                .set_client_secret("app-roundtrip", "digest2", Actor::system(), NOW + 5)
                 .await
                 .unwrap()
         );
@@ -219,9 +221,19 @@ async fn clients_round_trip() {
                 .as_deref(),
             Some("digest2")
         );
-        assert!(b.store.delete_client("app-roundtrip", NOW).await.unwrap());
+        assert!(
+            b.store
+                .delete_client("app-roundtrip", Actor::system(), NOW)
+                .await
+                .unwrap()
+        );
         assert!(b.store.client("app-roundtrip").await.unwrap().is_none());
-        assert!(!b.store.delete_client("app-roundtrip", NOW).await.unwrap());
+        assert!(
+            !b.store
+                .delete_client("app-roundtrip", Actor::system(), NOW)
+                .await
+                .unwrap()
+        );
         b.cleanup().await;
     }
 }
@@ -361,6 +373,7 @@ fn refresh_of<'a>(client_id: &'a str, t: &'a NewTokens, rotation: RefreshRotatio
         scope: None,
         redirect_uri: None,
         rotation,
+        ip: None,
         now: NOW + 10,
     }
 }
@@ -425,6 +438,7 @@ async fn concurrent_refreshes_leave_at_most_one_live_chain() {
                     scope: None,
                     redirect_uri: None,
                     rotation: RefreshRotation::Immediate,
+                    ip: None,
                     now: NOW + 10,
                 };
                 store.refresh(r, &t).await.map(|_| t)
@@ -1057,6 +1071,7 @@ async fn a_person_sees_each_app_they_authorized_once_and_only_their_own() {
             scope: None,
             redirect_uri: None,
             rotation: RefreshRotation::Immediate,
+            ip: None,
             now: NOW + 9,
         };
         s.refresh(refresh, &tokens(true)).await.unwrap();
@@ -1182,6 +1197,7 @@ async fn revoking_a_persons_grant_ends_every_token_code_and_consent_of_it_at_onc
             scope: None,
             redirect_uri: None,
             rotation: RefreshRotation::Immediate,
+            ip: None,
             now: NOW + 21,
         };
         assert!(
@@ -1703,7 +1719,7 @@ fn data_of(e: &healthgate_store::StoredEvent) -> serde_json::Value {
 async fn suspending_an_app_revokes_its_families_expires_its_codes_and_stops_its_keys_until_restored()
  {
     use healthgate_core::owner::AuthorizationLevel;
-    use healthgate_store::{Actor, Suspension};
+    use healthgate_store::Suspension;
     for b in backends().await {
         let s = &b.store;
         let mut c = client(&new_id("app"));
@@ -1894,7 +1910,6 @@ async fn people_are_found_by_any_part_of_their_username_name_or_email_in_any_cas
 
 #[tokio::test]
 async fn account_changes_made_by_an_operator_are_recorded_with_the_operator() {
-    use healthgate_store::Actor;
     for b in backends().await {
         let s = &b.store;
         let alice = user("alice");
@@ -2004,7 +2019,6 @@ async fn account_changes_made_by_an_operator_are_recorded_with_the_operator() {
 #[tokio::test]
 async fn organizations_and_memberships_changed_by_an_operator_name_them() {
     use healthgate_core::org::{Organization, OrganizationKind};
-    use healthgate_store::Actor;
     for b in backends().await {
         let s = &b.store;
         let ada = user("ada");
@@ -2407,7 +2421,6 @@ fn answered(status: i64) -> healthgate_store::AttemptResult {
 #[tokio::test]
 async fn webhook_health_counts_each_state_with_the_last_success_and_failure() {
     use healthgate_core::webhook::RETRY_WINDOW;
-    use healthgate_store::Actor;
     for b in backends().await {
         let s = &b.store;
         let c = hooked_client(s, "https://hooks.partner.example/a").await;
