@@ -51,8 +51,7 @@ pub fn load(
         let e = e.to_string().replace(" in TOML source string", "");
         anyhow::anyhow!("invalid configuration{source}: {e}")
     })?;
-    settings
-        .validate()
+    healthgate_server::validate(&settings)
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     Ok(settings)
 }

@@ -3,6 +3,7 @@
 
 mod config;
 mod ops;
+mod users;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use healthgate_core::client::Client;
 use healthgate_core::owner::AuthorizationLevel;
 use healthgate_core::user::{UserType, parse_user_types};
 use healthgate_core::{Clock, SystemClock};
-use healthgate_server::admin::{self, AdminError, ClientChanges, Creator, NewClient, NewUser};
+use healthgate_server::admin::{self, AdminError, ClientChanges, NewClient};
 use healthgate_server::{Settings, demo};
 use healthgate_store::{Actor, Suspension};
 use serde_json::json;
@@ -48,7 +49,7 @@ enum Command {
     Client(ClientCommand),
     /// Manage user accounts.
     #[command(subcommand)]
-    User(UserCommand),
+    User(users::UserCommand),
     /// Manage practices and clinics and their members.
     #[command(subcommand)]
     Org(ops::OrgCommand),
@@ -183,35 +184,6 @@ struct ClientUpdate {
     no_resource_server: bool,
 }
 
-#[derive(Subcommand, Debug)]
-enum UserCommand {
-    /// Create a user account.
-    Create {
-        #[arg(long)]
-        username: String,
-        #[arg(long)]
-        password: String,
-        /// Display name, e.g. "Dr. Jane Doe".
-        #[arg(long)]
-        name: Option<String>,
-        #[arg(long)]
-        email: Option<String>,
-        #[arg(long = "type", default_value = "member", value_parser = parse_type)]
-        user_type: UserType,
-        /// Make the account one of the platform's operators (the admin
-        /// console, `/admin`).
-        #[arg(long)]
-        operator: bool,
-    },
-    /// Make an account (id or username) one of the platform's operators,
-    /// who may use the admin console; `--revoke` takes that away.
-    Operator {
-        user: String,
-        #[arg(long)]
-        revoke: bool,
-    },
-}
-
 /// One `--user-types` value parses to a list. Named, because clap would take
 /// a literal `Option<Vec<UserType>>` to mean a repeatable flag of single
 /// types and then fail to downcast the parsed list (a panic at run time).
@@ -223,11 +195,6 @@ fn parse_types(s: &str) -> Result<UserTypes, String> {
 
 fn parse_level(s: &str) -> Result<AuthorizationLevel, String> {
     s.parse()
-}
-
-fn parse_type(s: &str) -> Result<UserType, String> {
-    s.parse()
-        .map_err(|e: healthgate_core::user::UnknownUserType| e.to_string())
 }
 
 /// An error and the exit code it ends the process with.
@@ -337,7 +304,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Client(c) => client_command(settings, clock, c, cli.json).await,
-        Command::User(u) => user_command(settings, clock, u, cli.json).await,
+        Command::User(u) => users::user_command(settings, clock, u, cli.json).await,
         Command::Org(c) => ops::org_command(settings, clock, c, cli.json).await,
         Command::Audit(c) => ops::audit_command(settings, clock, c, cli.json).await,
         Command::Webhooks(c) => ops::webhooks_command(settings, clock, c, cli.json).await,
@@ -677,85 +644,6 @@ async fn client_command(
         }
     }
     store.close().await;
-    Ok(())
-}
-
-async fn user_command(
-    settings: Settings,
-    clock: Arc<dyn Clock>,
-    cmd: UserCommand,
-    as_json: bool,
-) -> Result<(), Failure> {
-    let state = open(settings, &clock).await?;
-    match cmd {
-        UserCommand::Create {
-            username,
-            password,
-            name,
-            email,
-            user_type,
-            operator,
-        } => {
-            let mut user = admin::create_user(
-                &state.store,
-                clock.as_ref(),
-                NewUser {
-                    username,
-                    name,
-                    password: Some(password),
-                    email,
-                    user_type,
-                },
-                Creator::By(Actor::system()),
-            )
-            .await?;
-            if operator {
-                (user, _) = admin::set_operator(
-                    &state.store,
-                    clock.as_ref(),
-                    &user.id,
-                    true,
-                    Actor::system(),
-                )
-                .await?;
-            }
-            print(
-                as_json,
-                &json!({"id": user.id, "username": user.username, "email": user.email, "type": user.user_type.as_str(), "operator": user.operator}),
-                &format!(
-                    "created user {} ({}, {}{})",
-                    user.username,
-                    user.id,
-                    user.user_type,
-                    if user.operator { ", operator" } else { "" }
-                ),
-            );
-        }
-        UserCommand::Operator { user, revoke } => {
-            let (user, changed) = admin::set_operator(
-                &state.store,
-                clock.as_ref(),
-                &user,
-                !revoke,
-                Actor::system(),
-            )
-            .await?;
-            let text = match (user.operator, changed) {
-                (true, true) => format!("{} ({}) is now an operator", user.username, user.id),
-                (true, false) => format!("{} ({}) was already an operator", user.username, user.id),
-                (false, true) => {
-                    format!("{} ({}) is no longer an operator", user.username, user.id)
-                }
-                (false, false) => format!("{} ({}) was not an operator", user.username, user.id),
-            };
-            print(
-                as_json,
-                &json!({"id": user.id, "username": user.username, "operator": user.operator, "changed": changed}),
-                &text,
-            );
-        }
-    }
-    state.store.close().await;
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! Operator commands beyond clients and users: organizations and their
-//! members, the audit trail, and webhook deliveries.
+//! members (adding and removing them as the admin console does, with the
+//! same events), the audit trail, and webhook deliveries.
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use healthgate_core::Clock;
 use healthgate_core::org::OrganizationKind;
 use healthgate_server::Settings;
 use healthgate_server::admin::{self, AdminError};
+use healthgate_store::Actor;
 use serde_json::json;
 
 use crate::{Failure, open, print};
@@ -31,6 +33,8 @@ pub enum OrgCommand {
         #[arg(long)]
         role: String,
     },
+    /// Take a person (id or username) out of an organization.
+    RemoveMember { org: String, user: String },
     /// Show an organization with its members and integrations.
     Show { id: String },
 }
@@ -126,6 +130,34 @@ pub async fn org_command(
                     "{} is now {} of {} ({})",
                     person.username, role, org.name, org.id
                 ),
+            );
+        }
+        OrgCommand::RemoveMember { org, user } => {
+            let org = store
+                .organization(&org)
+                .await
+                .map_err(store_failure)?
+                .ok_or_else(|| AdminError::Invalid(format!("no organization with id {org:?}")))?;
+            let person = admin::find_user(store, &user).await?;
+            let removed = store
+                .remove_membership_by(&org.id, &person.id, Actor::system(), clock.now())
+                .await
+                .map_err(store_failure)?;
+            let text = if removed {
+                format!(
+                    "{} is no longer a member of {} ({})",
+                    person.username, org.name, org.id
+                )
+            } else {
+                format!(
+                    "{} was not a member of {} ({})",
+                    person.username, org.name, org.id
+                )
+            };
+            print(
+                as_json,
+                &json!({"organization_id": org.id, "user_id": person.id, "username": person.username, "removed": removed}),
+                &text,
             );
         }
         OrgCommand::Show { id } => {

@@ -638,6 +638,20 @@ pub async fn reset_password(
     Ok((user, password))
 }
 
+/// Deletes an account (by id or username) with everything issued to it:
+/// its sessions, grants and tokens, memberships and consents go with it, and
+/// `user.deleted` is written. Returns the account as it was.
+pub async fn delete_user(store: &Store, clock: &dyn Clock, user: &str) -> Result<User, AdminError> {
+    let person = find_user(store, user).await?;
+    if !store.delete_user(&person.id, None, clock.now()).await? {
+        return Err(invalid_field(
+            "username",
+            format!("no user with id {:?}", person.id),
+        ));
+    }
+    Ok(person)
+}
+
 /// Makes a person (by id or username) one of the platform's operators, or
 /// (`operator` false) no longer one. Returns them as they are now, and
 /// whether that changed.

@@ -148,6 +148,58 @@ impl Default for ProfileSettings {
     }
 }
 
+impl ProfileSettings {
+    /// Every extra path, of every endpoint.
+    pub fn paths(&self) -> impl Iterator<Item = &String> {
+        self.authorize_paths
+            .iter()
+            .chain(&self.token_paths)
+            .chain(&self.revoke_paths)
+            .chain(&self.user_paths)
+    }
+
+    /// Refuses an extra path that clashes with one of `taken`, the paths
+    /// healthgate's own routes serve (axum's syntax): the router could not
+    /// hold both, or one would answer requests meant for the other.
+    pub fn refuse_taken(&self, taken: &[&str]) -> Result<(), InvalidSetting> {
+        for path in self.paths() {
+            if let Some(route) = taken.iter().find(|route| overlaps(route, path)) {
+                return Err(InvalidSetting {
+                    key: "profile",
+                    reason: format!(
+                        "{path:?} clashes with healthgate's own path {route}; a profile may only add paths healthgate does not serve"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether a profile's plain `path` and a `route` of healthgate's own
+/// overlap: compared segment by segment (a `{name}` segment of the route
+/// matches any, a `{*name}` every rest), they are the same path, or one lies
+/// beneath the other. The root `/` overlaps only itself.
+fn overlaps(route: &str, path: &str) -> bool {
+    if route == "/" {
+        return path == "/";
+    }
+    let mut route = route.split('/').skip(1);
+    let mut path = path.split('/').skip(1);
+    loop {
+        let (Some(r), Some(p)) = (route.next(), path.next()) else {
+            return true;
+        };
+        if r.starts_with("{*") {
+            return true;
+        }
+        let parameter = r.starts_with('{') && r.ends_with('}');
+        if !parameter && r != p {
+            return false;
+        }
+    }
+}
+
 /// One role's settings (`[roles.staff]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -225,23 +277,6 @@ impl std::fmt::Debug for SecretString {
     }
 }
 
-/// Path prefixes of healthgate's own routes, which profile paths may not
-/// shadow.
-const RESERVED_PATHS: &[&str] = &[
-    "/oauth/",
-    "/api/v1/",
-    "/api/oauth/tokens",
-    "/.well-known/",
-    "/integrations",
-    "/account",
-    "/login",
-    "/logout",
-    "/demo/",
-    "/static/",
-    "/healthz",
-    "/readyz",
-];
-
 /// The top-level keys, for filtering `HEALTHGATE_*` variables that are not
 /// settings (such as `HEALTHGATE_TEST_POSTGRES_URL`).
 pub const KEYS: &[&str] = &[
@@ -291,7 +326,9 @@ impl Settings {
         }
     }
 
-    /// Checks what serde cannot, and derives the token policy.
+    /// Checks what serde cannot, and derives the token policy. Whether a
+    /// profile's paths clash with healthgate's own routes is for
+    /// `crate::validate`, which knows the routes and calls this first.
     pub fn validate(&self) -> Result<TokenPolicy, InvalidSetting> {
         let bad = |key: &'static str, reason: &str| InvalidSetting {
             key,
@@ -409,38 +446,22 @@ impl Settings {
             }
         }
         let p = &self.profile;
-        for path in p
-            .authorize_paths
-            .iter()
-            .chain(&p.token_paths)
-            .chain(&p.revoke_paths)
-            .chain(&p.user_paths)
-        {
+        for path in p.paths() {
             let ok = path.starts_with('/')
                 && path.len() > 1
-                && !path.contains(['{', '}', '*', '?', '#', ' ']);
+                && path
+                    .chars()
+                    .all(|c| c.is_ascii_graphic() && !"{}*?#%".contains(c))
+                && !path.contains("//")
+                && !path.split('/').any(|s| s == "." || s == "..");
             if !ok {
                 return Err(bad(
                     "profile",
                     &format!("{path:?} is not a plain absolute path"),
                 ));
             }
-            if RESERVED_PATHS.iter().any(|r| path.starts_with(r)) {
-                return Err(bad(
-                    "profile",
-                    &format!(
-                        "{path:?} is one of healthgate's own paths, which always work; list only extra paths"
-                    ),
-                ));
-            }
         }
-        let mut all: Vec<&String> = p
-            .authorize_paths
-            .iter()
-            .chain(&p.token_paths)
-            .chain(&p.revoke_paths)
-            .chain(&p.user_paths)
-            .collect();
+        let mut all: Vec<&String> = p.paths().collect();
         all.sort();
         if let Some(w) = all.windows(2).find(|w| w[0] == w[1]) {
             return Err(bad("profile", &format!("{:?} is listed twice", w[0])));
@@ -525,9 +546,14 @@ mod tests {
             Box::new(|s| {
                 s.scopes.insert("two words".into(), "x".into());
             }),
-            Box::new(|s| s.profile.token_paths = vec!["/oauth/token".into()]),
             Box::new(|s| s.profile.token_paths = vec!["o/token/".into()]),
             Box::new(|s| s.profile.authorize_paths = vec!["/o/{x}".into()]),
+            Box::new(|s| s.profile.token_paths = vec!["/o//token".into()]),
+            Box::new(|s| s.profile.token_paths = vec!["/o/../oauth/token".into()]),
+            Box::new(|s| s.profile.token_paths = vec!["/o/./token".into()]),
+            Box::new(|s| s.profile.token_paths = vec!["/o/t%6Fken".into()]),
+            Box::new(|s| s.profile.token_paths = vec!["/o/tök".into()]),
+            Box::new(|s| s.profile.token_paths = vec!["/o/to\tken".into()]),
             Box::new(|s| {
                 s.profile.token_paths = vec!["/o/token/".into()];
                 s.profile.revoke_paths = vec!["/o/token/".into()];
@@ -549,5 +575,67 @@ mod tests {
             change(&mut s);
             assert!(s.validate().is_err(), "{s:?}");
         }
+    }
+
+    /// Paths shaped like healthgate's own routes, in axum's syntax.
+    const ROUTES: &[&str] = &[
+        "/",
+        "/oauth/token",
+        "/api/oauth/tokens",
+        "/api/v1/users/{guid}",
+        "/admin",
+        "/admin/organizations/{id}/members",
+        "/developers/apps/{id}",
+        "/apps/{id}/photo",
+        "/playground",
+        "/static/{*file}",
+    ];
+
+    #[test]
+    fn profile_paths_may_not_overlap_healthgates_own() {
+        let clashes = [
+            ("/oauth/token", "/oauth/token"),
+            ("/oauth/token/", "/oauth/token"),
+            ("/oauth/token/x", "/oauth/token"),
+            ("/oauth", "/oauth/token"),
+            ("/api/oauth/tokens", "/api/oauth/tokens"),
+            ("/api/v1/users/u-1", "/api/v1/users/{guid}"),
+            ("/api/v1/users/x/tokens.json", "/api/v1/users/{guid}"),
+            ("/api/v1", "/api/v1/users/{guid}"),
+            ("/admin", "/admin"),
+            ("/admin/", "/admin"),
+            ("/admin/token", "/admin"),
+            ("/developers", "/developers/apps/{id}"),
+            ("/developers/apps/x/token", "/developers/apps/{id}"),
+            ("/apps", "/apps/{id}/photo"),
+            ("/apps/", "/apps/{id}/photo"),
+            ("/apps/x", "/apps/{id}/photo"),
+            ("/apps/x/photo", "/apps/{id}/photo"),
+            ("/playground", "/playground"),
+            ("/playground/token", "/playground"),
+            ("/static/x/y.css", "/static/{*file}"),
+        ];
+        for (path, route) in clashes {
+            let mut s = Settings::default();
+            s.profile.revoke_paths = vec!["/o/revoke/".into()];
+            s.profile.token_paths = vec![path.into()];
+            s.validate().expect("a plain path");
+            let e = s.profile.refuse_taken(ROUTES).unwrap_err();
+            assert_eq!(e.key, "profile");
+            assert!(e.reason.contains(&format!("{path:?}")), "{path}: {e}");
+            assert!(e.reason.contains(&format!("path {route};")), "{path}: {e}");
+        }
+        // Beside them, not over or under them: the seeds' own paths.
+        let mut s = Settings::default();
+        s.profile.authorize_paths = vec!["/o/authorize/".into()];
+        s.profile.token_paths = vec![
+            "/o/token/".into(),
+            "/api/oauth/token".into(),
+            "/oauth2/token".into(),
+        ];
+        s.profile.revoke_paths = vec!["/api/oauth/revoke".into(), "/adminx".into()];
+        s.profile.user_paths = vec!["/api/v2.1/users.json".into(), "/app/x".into()];
+        s.validate().unwrap();
+        s.profile.refuse_taken(ROUTES).unwrap();
     }
 }

@@ -11,7 +11,6 @@
 //! by, the person who registered it: anyone else gets "no such app".
 
 use askama::Template;
-use axum::Router;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -28,6 +27,7 @@ use crate::error::PageError;
 use crate::forms::{FieldErrors, Form, sentence};
 use crate::ip::ClientIp;
 use crate::pages::{self, ScopeLine, Site, Stamp, format_utc};
+use crate::routes::Routes;
 use crate::session::{self, Browser};
 use crate::state::AppState;
 
@@ -35,8 +35,8 @@ const HOME: &str = "/developers";
 /// The largest app photo accepted, bytes.
 const MAX_PHOTO: usize = 256 * 1024;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route(HOME, get(index))
         .route("/developers/signup", get(signup_page).post(signup))
         .route("/developers/apps/new", get(new_app))

@@ -25,6 +25,7 @@ pub mod oauth;
 pub mod pages;
 pub mod passwords;
 pub mod playground;
+pub mod routes;
 pub mod session;
 pub mod state;
 pub mod webhooks;
@@ -37,10 +38,12 @@ use axum::http::{HeaderValue, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use healthgate_core::Clock;
+use healthgate_core::token::TokenPolicy;
 use healthgate_store::{PoolConfig, Store, StoreError};
 use tokio::net::TcpListener;
 
 pub use config::Settings;
+use routes::Routes;
 pub use state::AppState;
 
 /// Why the server could not start.
@@ -58,9 +61,18 @@ impl From<StoreError> for StartError {
     }
 }
 
+/// Checks every setting, including that no path a profile adds clashes
+/// with one the standard routes serve (which the router could not hold, or
+/// which would answer for the wrong endpoint); derives the token policy.
+pub fn validate(settings: &Settings) -> Result<TokenPolicy, config::InvalidSetting> {
+    let policy = settings.validate()?;
+    settings.profile.refuse_taken(standard_routes().paths())?;
+    Ok(policy)
+}
+
 /// Opens and migrates the database and builds the shared state.
 pub async fn open(settings: Settings, clock: Arc<dyn Clock>) -> Result<AppState, StartError> {
-    let policy = settings.validate()?;
+    let policy = validate(&settings)?;
     let store = Store::connect(
         &settings.database_url,
         PoolConfig {
@@ -122,7 +134,7 @@ async fn not_found() -> error::PageError {
 
 /// Every route.
 pub fn router(state: AppState) -> Router {
-    profile_routes(&state.settings.profile, standard_routes())
+    profile_routes(&state.settings.profile, standard_routes().into_router())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -133,7 +145,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The extra paths a seed-platform profile adds to the standard ones.
+/// The extra paths a seed-platform profile adds to the standard ones
+/// (`validate` has made sure none clashes with them).
 fn profile_routes(
     profile: &config::ProfileSettings,
     mut router: Router<AppState>,
@@ -157,8 +170,8 @@ fn profile_routes(
 }
 
 /// The standard routes, under their canonical paths.
-fn standard_routes() -> Router<AppState> {
-    Router::new()
+fn standard_routes() -> Routes {
+    Routes::new()
         .route("/", get(login::home))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -261,4 +274,55 @@ pub async fn serve(
     store.close().await;
     served?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request path that `route` (axum's syntax) serves.
+    fn served_by(route: &str) -> String {
+        route
+            .split('/')
+            .map(|s| if s.starts_with('{') { "x" } else { s })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    #[test]
+    fn every_path_healthgate_serves_is_closed_to_profiles() {
+        let standard = standard_routes();
+        let taken = standard.paths();
+        for area in ["/admin", "/developers", "/playground", "/apps/{id}/photo"] {
+            assert!(taken.contains(&area), "{area} is not among {taken:?}");
+        }
+        for route in taken.iter().filter(|r| **r != "/") {
+            for path in [served_by(route), format!("{}/", served_by(route))] {
+                for kind in 0..4 {
+                    let mut s = Settings::default();
+                    let list = match kind {
+                        0 => &mut s.profile.authorize_paths,
+                        1 => &mut s.profile.token_paths,
+                        2 => &mut s.profile.revoke_paths,
+                        _ => &mut s.profile.user_paths,
+                    };
+                    list.push(path.clone());
+                    let e = validate(&s).expect_err(&path);
+                    assert_eq!(e.key, "profile", "{path}: {e}");
+                    assert!(e.reason.contains(&format!("{path:?}")), "{e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn accepted_profile_paths_build_a_router() {
+        let mut s = Settings::default();
+        s.profile.authorize_paths = vec!["/o/authorize/".into()];
+        s.profile.token_paths = vec!["/o/token/".into(), "/api/oauth/token".into()];
+        s.profile.revoke_paths = vec!["/api/oauth/revoke".into()];
+        s.profile.user_paths = vec!["/api/v2.1/users.json".into(), "/apps.json".into()];
+        validate(&s).unwrap();
+        let _router = profile_routes(&s.profile, standard_routes().into_router());
+    }
 }

@@ -18,7 +18,6 @@
 //! form, never stored.
 
 use askama::Template;
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{RawQuery, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -37,14 +36,15 @@ use crate::developers::owned_app;
 use crate::error::PageError;
 use crate::forms::Form;
 use crate::pages::{self, Site};
+use crate::routes::Routes;
 use crate::session;
 use crate::state::AppState;
 
 const HOME: &str = "/playground";
 const CALLBACK: &str = "/playground/callback";
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route(HOME, get(index))
         .route("/playground/authorize", get(authorize))
         .route("/playground/redirect-uri", post(add_redirect_uri))

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{Sandbox, browser, contains_bytes, csrf_token};
+use crate::support::{Sandbox, browser, contains_bytes, csrf_token, location};
 
 #[test]
 fn client_commands_round_trip_as_json() {
@@ -385,5 +385,392 @@ async fn the_demo_practice_admin_is_an_operator() {
     assert_eq!(open_console(&server.base(), &admin, &password).await, 200);
     let (_, member, password) = account("member");
     assert_eq!(open_console(&server.base(), &member, &password).await, 403);
+    server.terminate().await;
+}
+
+/// Runs commands on one database: the sandbox's SQLite file, or a
+/// PostgreSQL schema of its own.
+struct Db {
+    sandbox: Sandbox,
+    url: Option<String>,
+    // Dropped after the sandbox's last command.
+    _schema: Option<crate::nodes::Schema>,
+}
+
+impl Db {
+    /// SQLite, and PostgreSQL too when `HEALTHGATE_TEST_POSTGRES_URL` is set.
+    async fn every_backend() -> Vec<Db> {
+        let mut all = vec![Db {
+            sandbox: Sandbox::new(),
+            url: None,
+            _schema: None,
+        }];
+        match std::env::var(crate::nodes::POSTGRES_ENV) {
+            Ok(base) if !base.trim().is_empty() => {
+                let schema = crate::nodes::Schema::create(&base).await;
+                all.push(Db {
+                    sandbox: Sandbox::new(),
+                    url: Some(schema.url()),
+                    _schema: Some(schema),
+                });
+            }
+            _ => eprintln!(
+                "PostgreSQL skipped: {} is not set",
+                crate::nodes::POSTGRES_ENV
+            ),
+        }
+        all
+    }
+
+    fn run(&self, args: &[&str]) -> crate::support::Outcome {
+        let mut all = Vec::new();
+        if let Some(url) = &self.url {
+            all.extend(["--database-url", url.as_str()]);
+        }
+        all.extend_from_slice(args);
+        let mut cmd = self.sandbox.command(&all);
+        if self.url.is_some() {
+            // Every command migrates first, and PostgreSQL's notice that the
+            // migrations table exists is logged at info on standard error.
+            cmd.env("HEALTHGATE_LOG_LEVEL", "warn");
+        }
+        crate::support::output(cmd)
+    }
+
+    /// The audit trail, oldest first.
+    fn events(&self) -> Vec<Value> {
+        let tail = self.run(&["audit", "tail", "--limit", "1000", "--json"]);
+        assert_eq!(tail.code, Some(0), "{tail:#?}");
+        let mut events: Vec<Value> = tail
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        events.reverse();
+        events
+    }
+}
+
+#[tokio::test]
+async fn user_commands_do_what_the_console_does() {
+    for db in Db::every_backend().await {
+        let backend = if db.url.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        };
+        let create = |username: &str, extra: &[&str]| {
+            let mut args = vec![
+                "user",
+                "create",
+                "--username",
+                username,
+                "--password",
+                "correct horse",
+                "--json",
+            ];
+            args.extend_from_slice(extra);
+            db.run(&args).json()["id"].as_str().unwrap().to_owned()
+        };
+        let alice = create(
+            "alice",
+            &["--name", "Alice Smith", "--email", "alice@example.org"],
+        );
+        let bob = create("bob", &["--email", "bob@clinic.example"]);
+        let carol = create("carol", &["--type", "expert"]);
+
+        // Listing and searching, as the console's users page.
+        let usernames = |args: &[&str]| -> Vec<String> {
+            let mut all = vec!["user", "list", "--json"];
+            all.extend_from_slice(args);
+            db.run(&all)
+                .json()
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| u["username"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(usernames(&[]), ["alice", "bob", "carol"], "{backend}");
+        assert_eq!(usernames(&["--query", "SMITH"]), ["alice"], "{backend}");
+        assert_eq!(usernames(&["--query", "Clinic.Example"]), ["bob"]);
+        assert_eq!(usernames(&["--query", "%"]), Vec::<String>::new());
+        assert_eq!(usernames(&["--limit", "2"]), ["alice", "bob"]);
+        assert_eq!(usernames(&["--limit", "2", "--offset", "2"]), ["carol"]);
+        let listed = db.run(&["user", "list", "--json"]).json();
+        assert_eq!(
+            listed[0],
+            json!({"id": alice, "username": "alice", "name": "Alice Smith",
+                   "email": "alice@example.org", "type": "member", "operator": false,
+                   "locked": false, "locked_at": null, "provisioned_by": null,
+                   "created_at": listed[0]["created_at"]}),
+            "{backend}"
+        );
+        assert!(listed[0]["created_at"].is_i64());
+        let text = db.run(&["user", "list", "--limit", "2"]);
+        assert_eq!(text.code, Some(0), "{text:#?}");
+        assert!(text.stdout.contains(&alice) && text.stdout.contains("bob"));
+        assert!(text.stdout.contains("(1 to 2 of 3)"), "{text:#?}");
+        let long = "x".repeat(201);
+        let line = db
+            .run(&["user", "list", "--query", &long])
+            .one_line_failure(2)
+            .to_owned();
+        assert!(line.contains("200"), "{line}");
+
+        // Showing one, by username or id, with its organizations.
+        let org = db
+            .run(&["org", "create", "--name", "Joe's Practice", "--json"])
+            .json()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        db.run(&[
+            "org",
+            "add-member",
+            &org,
+            "alice",
+            "--role",
+            "staff",
+            "--json",
+        ])
+        .json();
+        let shown = db.run(&["user", "show", "alice", "--json"]).json();
+        assert_eq!(shown, db.run(&["user", "show", &alice, "--json"]).json());
+        assert_eq!(
+            shown["organizations"],
+            json!([{"id": org, "name": "Joe's Practice", "role": "staff"}])
+        );
+        let text = db.run(&["user", "show", "alice"]);
+        for want in [
+            alice.as_str(),
+            "Alice Smith",
+            "Joe's Practice",
+            "staff",
+            "active",
+        ] {
+            assert!(text.stdout.contains(want), "{want}: {text:#?}");
+        }
+
+        // Locking and unlocking.
+        let locked = db.run(&["user", "lock", "alice", "--json"]).json();
+        assert_eq!(
+            locked,
+            json!({"id": alice, "username": "alice", "locked": true, "changed": true})
+        );
+        let again = db.run(&["user", "lock", &alice, "--json"]).json();
+        assert_eq!(again["changed"], false);
+        let shown = db.run(&["user", "show", "alice", "--json"]).json();
+        assert_eq!(shown["locked"], true);
+        assert!(shown["locked_at"].is_i64(), "{shown}");
+        assert!(db.run(&["user", "list"]).stdout.contains("[locked]"));
+        let text = db.run(&["user", "lock", "alice"]);
+        assert!(text.stdout.contains("was already locked"), "{text:#?}");
+        let unlocked = db.run(&["user", "unlock", "alice", "--json"]).json();
+        assert_eq!(
+            unlocked,
+            json!({"id": alice, "username": "alice", "locked": false, "changed": true})
+        );
+        let text = db.run(&["user", "unlock", "alice"]);
+        assert!(text.stdout.contains("was not locked"), "{text:#?}");
+        assert_eq!(
+            db.run(&["user", "show", "alice", "--json"]).json()["locked"],
+            false
+        );
+
+        // A reset prints the temporary password once, and only there.
+        let reset = db.run(&["user", "reset-password", "bob", "--json"]).json();
+        assert_eq!(reset["id"], bob.as_str());
+        let bob_password = reset["temporary_password"].as_str().unwrap().to_owned();
+        assert!(bob_password.len() >= 16, "{reset}");
+        let text = db.run(&["user", "reset-password", &carol]);
+        assert_eq!(text.code, Some(0), "{text:#?}");
+        assert!(text.stdout.contains("shown only now"), "{text:#?}");
+        let carol_password = text
+            .stdout
+            .lines()
+            .next()
+            .and_then(|l| l.rsplit(' ').next())
+            .unwrap()
+            .to_owned();
+        assert_ne!(carol_password, bob_password);
+
+        // Removing a member, as the console's organization page.
+        let removed = db
+            .run(&["org", "remove-member", &org, "alice", "--json"])
+            .json();
+        assert_eq!(
+            removed,
+            json!({"organization_id": org, "user_id": alice, "username": "alice", "removed": true})
+        );
+        let again = db
+            .run(&["org", "remove-member", &org, &alice, "--json"])
+            .json();
+        assert_eq!(again["removed"], false);
+        let text = db.run(&["org", "remove-member", &org, "alice"]);
+        assert!(text.stdout.contains("was not a member"), "{text:#?}");
+        let shown = db.run(&["user", "show", "alice", "--json"]).json();
+        assert_eq!(shown["organizations"], json!([]));
+
+        // Deleting.
+        let deleted = db.run(&["user", "delete", "carol", "--json"]).json();
+        assert_eq!(
+            deleted,
+            json!({"id": carol, "username": "carol", "deleted": true})
+        );
+        assert_eq!(usernames(&[]), ["alice", "bob"]);
+
+        // Unknown people, organizations: one line, and nothing changed.
+        let before = db.events().len();
+        for args in [
+            &["user", "show", "nobody"][..],
+            &["user", "lock", "nobody"],
+            &["user", "unlock", "nobody"],
+            &["user", "reset-password", "nobody"],
+            &["user", "delete", "nobody"],
+            &["user", "delete", &carol],
+            &["org", "remove-member", &org, "nobody"],
+        ] {
+            let out = db.run(args);
+            let line = out.one_line_failure(2);
+            let who = args.last().unwrap();
+            assert!(line.contains(&format!("{who:?}")), "{args:?}: {line}");
+            assert!(out.stdout.is_empty(), "{out:#?}");
+        }
+        let line = db
+            .run(&["org", "remove-member", "pra-nope", "alice"])
+            .one_line_failure(2)
+            .to_owned();
+        assert!(line.contains("pra-nope"), "{line}");
+        assert_eq!(usernames(&[]), ["alice", "bob"]);
+
+        // The console's events, made by the CLI (no operator, no address),
+        // and never a password.
+        let events = db.events();
+        assert_eq!(events.len(), before, "refusals wrote nothing");
+        let of =
+            |kind: &str| -> Vec<&Value> { events.iter().filter(|e| e["type"] == kind).collect() };
+        let subjects = |kind: &str| -> Vec<&str> {
+            of(kind)
+                .iter()
+                .map(|e| e["subject"].as_str().unwrap())
+                .collect()
+        };
+        assert_eq!(subjects("user.locked"), [alice.as_str()], "{backend}");
+        assert_eq!(subjects("user.unlocked"), [alice.as_str()]);
+        assert_eq!(
+            subjects("user.password_reset"),
+            [bob.as_str(), carol.as_str()]
+        );
+        assert_eq!(subjects("user.deleted"), [carol.as_str()]);
+        let removal = of("organization.member_removed");
+        assert_eq!(removal.len(), 1);
+        assert_eq!(removal[0]["subject"], alice.as_str());
+        assert_eq!(removal[0]["organization_id"], org.as_str());
+        for kind in [
+            "user.locked",
+            "user.unlocked",
+            "user.password_reset",
+            "user.deleted",
+            "organization.member_removed",
+        ] {
+            for e in of(kind) {
+                assert_eq!(e["actor"], Value::Null, "{e}");
+                assert_eq!(e["ip"], Value::Null, "{e}");
+            }
+        }
+        let trail = db.run(&["audit", "tail", "--json"]).stdout;
+        for secret in [&bob_password, &carol_password] {
+            assert!(!trail.contains(secret.as_str()), "{backend}");
+        }
+        if db.url.is_none() {
+            let data = db.sandbox.data_bytes();
+            for secret in [&bob_password, &carol_password] {
+                assert!(!contains_bytes(&data, secret), "password stored in clear");
+            }
+        }
+    }
+}
+
+/// Signs in to a running server: the browser, if the password was taken.
+async fn sign_in(base: &str, username: &str, password: &str) -> Option<reqwest::Client> {
+    let b = browser();
+    let page = b
+        .get(format!("{base}/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = b
+        .post(format!("{base}/login"))
+        .form(&[
+            ("username", username),
+            ("password", password),
+            ("csrf_token", &csrf_token(&page)),
+        ])
+        .send()
+        .await
+        .unwrap();
+    match r.status() {
+        reqwest::StatusCode::SEE_OTHER => Some(b),
+        reqwest::StatusCode::UNAUTHORIZED => None,
+        other => panic!("signing in answered {other}"),
+    }
+}
+
+/// Whether the browser is still signed in: its account page opens.
+async fn still_signed_in(b: &reqwest::Client, base: &str) -> bool {
+    let r = b.get(format!("{base}/account")).send().await.unwrap();
+    match r.status() {
+        reqwest::StatusCode::OK => true,
+        s if s.is_redirection() => {
+            assert!(location(&r).path() == "/login", "{r:?}");
+            false
+        }
+        other => panic!("/account answered {other}"),
+    }
+}
+
+#[tokio::test]
+async fn a_locked_or_reset_account_is_seen_at_once_by_a_running_server() {
+    let sandbox = Sandbox::new();
+    let password = "correct horse";
+    sandbox
+        .run(&[
+            "user",
+            "create",
+            "--username",
+            "alice",
+            "--password",
+            password,
+            "--json",
+        ])
+        .json();
+    let mut server = sandbox.serve(&[]);
+    server.wait_healthy().await;
+    let base = server.base();
+    let session = sign_in(&base, "alice", password).await.expect("signed in");
+    assert!(still_signed_in(&session, &base).await);
+
+    sandbox.run(&["user", "lock", "alice", "--json"]).json();
+    assert!(!still_signed_in(&session, &base).await, "sessions end");
+    assert!(sign_in(&base, "alice", password).await.is_none(), "locked");
+    sandbox.run(&["user", "unlock", "alice", "--json"]).json();
+    let session = sign_in(&base, "alice", password).await.expect("unlocked");
+
+    let reset = sandbox
+        .run(&["user", "reset-password", "alice", "--json"])
+        .json();
+    let temporary = reset["temporary_password"].as_str().unwrap();
+    assert!(!still_signed_in(&session, &base).await, "sessions end");
+    assert!(sign_in(&base, "alice", password).await.is_none());
+    let session = sign_in(&base, "alice", temporary).await.expect("reset");
+    assert!(still_signed_in(&session, &base).await);
+
+    sandbox.run(&["user", "delete", "alice", "--json"]).json();
+    assert!(!still_signed_in(&session, &base).await, "deleted");
+    assert!(sign_in(&base, "alice", temporary).await.is_none());
     server.terminate().await;
 }

@@ -154,3 +154,50 @@ fn bad_arguments_exit_2() {
     let clients = sandbox.run(&["client", "list", "--json"]).json();
     assert_eq!(clients, serde_json::json!([]));
 }
+
+/// A profile path on one of healthgate's own paths, or over or under one,
+/// is refused at start-up with one line naming it (the router could not
+/// hold both: axum would panic), before anything is opened.
+#[test]
+fn a_profile_path_on_healthgates_own_is_one_clear_line() {
+    let sandbox = Sandbox::new();
+    let cases = [
+        ("authorize_paths", "/admin", "/admin"),
+        ("token_paths", "/developers/apps/x/token", "/developers"),
+        ("revoke_paths", "/playground", "/playground"),
+        ("user_paths", "/apps/x", "/apps/{id}/photo"),
+        ("token_paths", "/oauth/token", "/oauth/token"),
+        ("authorize_paths", "/oauth/authorize/", "/oauth/authorize"),
+        (
+            "token_paths",
+            "/.well-known/openid-configuration",
+            "/.well-known/openid-configuration",
+        ),
+    ];
+    for (n, (key, path, route)) in cases.into_iter().enumerate() {
+        let name = format!("clash-{n}.toml");
+        let file = sandbox.write(&name, &format!("[profile]\n{key} = [\"{path}\"]\n"));
+        for args in [
+            &["serve", "--bind", "127.0.0.1:0"][..],
+            &["client", "list"][..],
+        ] {
+            let mut all = vec!["--config", file.to_str().unwrap()];
+            all.extend_from_slice(args);
+            let out = sandbox.run(&all);
+            let line = out.one_line_failure(1);
+            assert!(line.contains("profile"), "{line}");
+            assert!(line.contains(&format!("\"{path}\"")), "{line}");
+            assert!(line.contains(&format!("own path {route};")), "{line}");
+            assert!(out.stdout.is_empty(), "{out:#?}");
+        }
+    }
+
+    // The same from the environment.
+    let mut cmd = sandbox.command(&["serve", "--bind", "127.0.0.1:0"]);
+    cmd.env("HEALTHGATE_PROFILE__TOKEN_PATHS", "[\"/admin/token\"]");
+    let out = crate::support::output(cmd);
+    let line = out.one_line_failure(1);
+    assert!(line.contains("\"/admin/token\""), "{line}");
+
+    assert!(!sandbox.path().join(DATA_DIR).exists());
+}

@@ -19,7 +19,7 @@ use tokio::sync::Barrier;
 use crate::flow::{self, Demo};
 use crate::support::{Sandbox, Server, browser, csrf_token, free_port, hidden_inputs, location};
 
-const POSTGRES_ENV: &str = "HEALTHGATE_TEST_POSTGRES_URL";
+pub(crate) const POSTGRES_ENV: &str = "HEALTHGATE_TEST_POSTGRES_URL";
 const USER: &str = "member.demo";
 
 /// The PostgreSQL URL, or `None` after saying why `test` is skipped. Written
@@ -39,13 +39,13 @@ fn postgres_url(test: &str) -> Option<String> {
 
 /// A schema of its own for one test; dropped (with everything in it) when
 /// this guard is, including while a failed test unwinds.
-struct Schema {
+pub(crate) struct Schema {
     base_url: String,
     name: String,
 }
 
 impl Schema {
-    async fn create(base_url: &str) -> Self {
+    pub(crate) async fn create(base_url: &str) -> Self {
         let name = healthgate_core::secret::new_id("hg_nodes")
             .to_lowercase()
             .replace('-', "_");
@@ -64,7 +64,7 @@ impl Schema {
     }
 
     /// The database URL whose connections use this schema.
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         let sep = if self.base_url.contains('?') {
             '&'
         } else {

@@ -15,17 +15,17 @@ mod overview;
 mod profile;
 mod sessions;
 
-use axum::Router;
 use axum::routing::{get, post};
 use healthgate_core::scope::ScopeSet;
 use healthgate_core::user::User;
 
 use crate::pages::ScopeLine;
+use crate::routes::Routes;
 use crate::state::AppState;
 
 /// The account pages' routes.
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/account", get(overview::page))
         .route("/account/profile", get(profile::page).post(profile::save))
         .route("/account/profile/password", post(profile::change_password))

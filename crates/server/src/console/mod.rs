@@ -17,7 +17,6 @@ mod users;
 mod webhooks;
 
 use askama::Template;
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -30,12 +29,13 @@ use crate::admin::AdminError;
 use crate::error::PageError;
 use crate::ip::ClientIp;
 use crate::pages::{self, Site};
+use crate::routes::Routes;
 use crate::session::{self, form_field};
 use crate::state::AppState;
 
 /// The console's routes, all under `/admin`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/admin", get(home))
         .route(
             "/admin/organizations",

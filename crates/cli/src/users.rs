@@ -1,0 +1,312 @@
+//! `healthgate user …`: creating accounts, and everything the admin
+//! console's users page does (search, lock, unlock, password reset) plus
+//! showing and deleting one, through the same `admin` and store functions
+//! and so with the same events; the CLI is their actor (`Actor::system`).
+
+use std::sync::Arc;
+
+use clap::Subcommand;
+use healthgate_core::Clock;
+use healthgate_core::user::{User, UserType};
+use healthgate_server::Settings;
+use healthgate_server::admin::{self, AdminError, Creator, NewUser};
+use healthgate_store::Actor;
+use serde_json::json;
+
+use crate::{Failure, open, print};
+
+/// The longest search, as in the console.
+const MAX_QUERY: usize = 200;
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Create a user account.
+    Create {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        password: String,
+        /// Display name, e.g. "Dr. Jane Doe".
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long = "type", default_value = "member", value_parser = parse_type)]
+        user_type: UserType,
+        /// Make the account one of the platform's operators (the admin
+        /// console, `/admin`).
+        #[arg(long)]
+        operator: bool,
+    },
+    /// Make an account (id or username) one of the platform's operators,
+    /// who may use the admin console; `--revoke` takes that away.
+    Operator {
+        user: String,
+        #[arg(long)]
+        revoke: bool,
+    },
+    /// List accounts by username; `--query` keeps those whose username,
+    /// name or email contains it (any case).
+    List {
+        #[arg(long, short)]
+        query: Option<String>,
+        /// At most this many.
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+        limit: Option<i64>,
+        /// Skip this many first.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
+        offset: i64,
+    },
+    /// Show an account (id or username) and the organizations it belongs to.
+    Show { user: String },
+    /// Lock an account (id or username): it cannot sign in, its sessions
+    /// end, and its apps get no new tokens.
+    Lock { user: String },
+    /// Unlock an account (id or username): it can sign in again.
+    Unlock { user: String },
+    /// Give an account (id or username) a random temporary password, shown
+    /// once, and end every session of it.
+    ResetPassword { user: String },
+    /// Delete an account (id or username) with its sessions, grants and
+    /// tokens, memberships and consents.
+    Delete { user: String },
+}
+
+fn parse_type(s: &str) -> Result<UserType, String> {
+    s.parse()
+        .map_err(|e: healthgate_core::user::UnknownUserType| e.to_string())
+}
+
+fn store_failure(e: healthgate_store::StoreError) -> Failure {
+    anyhow::Error::from(e).into()
+}
+
+/// An account as `user list` and `user show` print it.
+fn user_json(u: &User) -> serde_json::Value {
+    json!({
+        "id": u.id,
+        "username": u.username,
+        "name": u.name,
+        "email": u.email,
+        "type": u.user_type.as_str(),
+        "operator": u.operator,
+        "locked": u.locked_at.is_some(),
+        "locked_at": u.locked_at,
+        "provisioned_by": u.provisioned_by,
+        "created_at": u.created_at,
+    })
+}
+
+/// An account on one line: id, username, type, then what stands out.
+fn user_line(u: &User) -> String {
+    let mut line = format!("{}  {:<20} {:<6}", u.id, u.username, u.user_type.as_str());
+    if let Some(name) = &u.name {
+        line.push_str(&format!("  {name}"));
+    }
+    if let Some(email) = &u.email {
+        line.push_str(&format!("  <{email}>"));
+    }
+    if u.locked_at.is_some() {
+        line.push_str("  [locked]");
+    }
+    if u.operator {
+        line.push_str("  [operator]");
+    }
+    line
+}
+
+/// The account and who it is, for messages: `alice (usr-…)`.
+fn named(u: &User) -> String {
+    format!("{} ({})", u.username, u.id)
+}
+
+pub async fn user_command(
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    cmd: UserCommand,
+    as_json: bool,
+) -> Result<(), Failure> {
+    let state = open(settings, &clock).await?;
+    let store = &state.store;
+    let now = clock.now();
+    match cmd {
+        UserCommand::Create {
+            username,
+            password,
+            name,
+            email,
+            user_type,
+            operator,
+        } => {
+            let mut user = admin::create_user(
+                store,
+                clock.as_ref(),
+                NewUser {
+                    username,
+                    name,
+                    password: Some(password),
+                    email,
+                    user_type,
+                },
+                Creator::By(Actor::system()),
+            )
+            .await?;
+            if operator {
+                (user, _) =
+                    admin::set_operator(store, clock.as_ref(), &user.id, true, Actor::system())
+                        .await?;
+            }
+            print(
+                as_json,
+                &json!({"id": user.id, "username": user.username, "email": user.email, "type": user.user_type.as_str(), "operator": user.operator}),
+                &format!(
+                    "created user {} ({}, {}{})",
+                    user.username,
+                    user.id,
+                    user.user_type,
+                    if user.operator { ", operator" } else { "" }
+                ),
+            );
+        }
+        UserCommand::Operator { user, revoke } => {
+            let (user, changed) =
+                admin::set_operator(store, clock.as_ref(), &user, !revoke, Actor::system()).await?;
+            let text = match (user.operator, changed) {
+                (true, true) => format!("{} is now an operator", named(&user)),
+                (true, false) => format!("{} was already an operator", named(&user)),
+                (false, true) => format!("{} is no longer an operator", named(&user)),
+                (false, false) => format!("{} was not an operator", named(&user)),
+            };
+            print(
+                as_json,
+                &json!({"id": user.id, "username": user.username, "operator": user.operator, "changed": changed}),
+                &text,
+            );
+        }
+        UserCommand::List {
+            query,
+            limit,
+            offset,
+        } => {
+            let query = query.unwrap_or_default();
+            if query.trim().chars().count() > MAX_QUERY {
+                return Err(AdminError::Invalid(format!(
+                    "search for at most {MAX_QUERY} characters"
+                ))
+                .into());
+            }
+            let (users, total) = store
+                .search_users(&query, limit.unwrap_or(i64::MAX), offset)
+                .await
+                .map_err(store_failure)?;
+            let mut text = users.iter().map(user_line).collect::<Vec<_>>();
+            if users.is_empty() {
+                text.push(if total == 0 {
+                    "no users".to_owned()
+                } else {
+                    format!("none here of {total} users")
+                });
+            } else if i64::try_from(users.len()).ok() != Some(total) {
+                text.push(format!(
+                    "({} to {} of {total})",
+                    offset + 1,
+                    offset + i64::try_from(users.len()).unwrap_or(0)
+                ));
+            }
+            print(
+                as_json,
+                &json!(users.iter().map(user_json).collect::<Vec<_>>()),
+                &text.join("\n"),
+            );
+        }
+        UserCommand::Show { user } => {
+            let user = admin::find_user(store, &user).await?;
+            let memberships = store.memberships(&user.id).await.map_err(store_failure)?;
+            let mut value = user_json(&user);
+            value["organizations"] = json!(
+                memberships
+                    .iter()
+                    .map(|(o, role)| json!({"id": o.id, "name": o.name, "role": role}))
+                    .collect::<Vec<_>>()
+            );
+            let mut text = format!(
+                "id              {}\nusername        {}\nname            {}\nemail           {}\ntype            {}\nstatus          {}\noperator        {}\nprovisioned_by  {}\ncreated_at      {}\norganizations:",
+                user.id,
+                user.username,
+                user.name.as_deref().unwrap_or("-"),
+                user.email.as_deref().unwrap_or("-"),
+                user.user_type,
+                match user.locked_at {
+                    Some(at) => format!("locked since {at}"),
+                    None => "active".to_owned(),
+                },
+                user.operator,
+                user.provisioned_by.as_deref().unwrap_or("-"),
+                user.created_at,
+            );
+            for (o, role) in &memberships {
+                text.push_str(&format!("\n  {role:<13} {} ({})", o.name, o.id));
+            }
+            print(as_json, &value, &text);
+        }
+        UserCommand::Lock { user } => {
+            let user = admin::find_user(store, &user).await?;
+            let changed = store
+                .lock_user_by(&user.id, Actor::system(), now)
+                .await
+                .map_err(store_failure)?;
+            let text = if changed {
+                format!(
+                    "locked {}: they cannot sign in, their sessions have ended and their apps get no new tokens",
+                    named(&user)
+                )
+            } else {
+                format!("{} was already locked", named(&user))
+            };
+            print(
+                as_json,
+                &json!({"id": user.id, "username": user.username, "locked": true, "changed": changed}),
+                &text,
+            );
+        }
+        UserCommand::Unlock { user } => {
+            let user = admin::find_user(store, &user).await?;
+            let changed = store
+                .unlock_user(&user.id, Actor::system(), now)
+                .await
+                .map_err(store_failure)?;
+            let text = if changed {
+                format!("unlocked {}: they can sign in again", named(&user))
+            } else {
+                format!("{} was not locked", named(&user))
+            };
+            print(
+                as_json,
+                &json!({"id": user.id, "username": user.username, "locked": false, "changed": changed}),
+                &text,
+            );
+        }
+        UserCommand::ResetPassword { user } => {
+            let (user, password) =
+                admin::reset_password(store, clock.as_ref(), &user, Actor::system()).await?;
+            print(
+                as_json,
+                &json!({"id": user.id, "username": user.username, "temporary_password": password}),
+                &format!(
+                    "temporary password of {}: {password}\n\nIt is shown only now: hand it over safely. Every session of theirs has ended.",
+                    named(&user)
+                ),
+            );
+        }
+        UserCommand::Delete { user } => {
+            let user = admin::delete_user(store, clock.as_ref(), &user).await?;
+            print(
+                as_json,
+                &json!({"id": user.id, "username": user.username, "deleted": true}),
+                &format!("deleted {} and everything issued to them", named(&user)),
+            );
+        }
+    }
+    store.close().await;
+    Ok(())
+}
