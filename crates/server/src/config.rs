@@ -44,7 +44,8 @@ pub struct Settings {
     pub connect_code_ttl: i64,
     /// Lifetime of a connect code an admin copies by hand, seconds.
     pub manual_connect_code_ttl: i64,
-    /// Allow `http://` webhook URLs on loopback (development and demos only).
+    /// Allow `http://` webhook and photo URLs on loopback (development and
+    /// demos only).
     pub allow_http_webhooks: bool,
     /// Anyone may create a developer account in the portal (`/developers`)
     /// and register apps; when false, only accounts the operator made can.
@@ -86,7 +87,8 @@ pub struct Settings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Branding {
-    /// A logo shown beside the name: an https URL, or a path on this server.
+    /// A logo shown beside the name: an https URL (whose origin alone the
+    /// pages' CSP then lets images come from), or a path on this server.
     pub logo_url: Option<String>,
     /// The accent colour of the header and buttons, `#rrggbb`.
     pub accent_color: String,

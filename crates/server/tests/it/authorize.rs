@@ -217,8 +217,8 @@ async fn not_logged_in_goes_to_login_then_back_to_the_request() {
     let page = consent.text().await.unwrap();
     assert!(page.contains("Partner App"));
     assert!(
-        page.contains("https://partner.example/logo.png"),
-        "app photo"
+        page.contains(&format!("src=\"/apps/{}/photo?v=", client.id())),
+        "app photo, served here: {page}"
     );
     assert!(page.contains("Read your profile"), "scope in plain words");
     assert!(page.contains("name=\"decision\" value=\"allow\""));
