@@ -97,7 +97,7 @@ async fn check(
         }
         .into_response());
     }
-    match validate(params, &client) {
+    match validate(params, &client, state.settings.scope_source()) {
         Ok(v) => Ok((client, v)),
         Err(AuthorizeError::Page(message)) => Err(PageError::bad_request(message).into_response()),
         Err(AuthorizeError::Redirect {
