@@ -172,12 +172,27 @@ impl Prompt {
     }
 }
 
+/// Where the scopes an authorization request asks for come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ScopeSource {
+    /// The request's `scope` parameter (RFC 6749 §3.3), which is required
+    /// and must be within the client's registered scopes.
+    #[default]
+    Request,
+    /// The client's registered scopes: "an app's scopes are set at
+    /// registration" (Fullscript). A `scope` parameter, even a repeated or
+    /// malformed one, is ignored; RFC 6749 §3.3 lets the server use a
+    /// pre-defined scope, and the token response says what was granted.
+    Registration,
+}
+
 /// Validates `params` for `client`, which the caller looked up by
 /// `params.client_id` (an unknown client is a [`AuthorizeError::Page`] the
-/// caller renders itself).
+/// caller renders itself), taking the scopes asked for from `scopes`.
 pub fn validate(
     params: &AuthorizeParams,
     client: &Client,
+    scopes: ScopeSource,
 ) -> Result<ValidAuthorization, AuthorizeError> {
     if params
         .duplicated
@@ -198,7 +213,8 @@ pub fn validate(
         state: state.clone(),
     };
 
-    if let Some(d) = params.duplicated.first() {
+    let ignored = |d: &&String| scopes == ScopeSource::Registration && *d == "scope";
+    if let Some(d) = params.duplicated.iter().find(|d| !ignored(d)) {
         return Err(fail(OAuthError::invalid_request(format!(
             "parameter {d} is repeated"
         ))));
@@ -217,10 +233,13 @@ pub fn validate(
             )));
         }
     }
-    let scope = match params.scope.as_deref().map(ScopeSet::parse) {
-        Some(Ok(s)) if !s.is_empty() => s,
-        Some(Err(e)) => return Err(fail(OAuthError::invalid_scope(e.to_string()))),
-        _ => {
+    let scope = match (scopes, params.scope.as_deref().map(ScopeSet::parse)) {
+        (ScopeSource::Registration, _) => client.allowed_scopes.clone(),
+        (ScopeSource::Request, Some(Ok(s))) if !s.is_empty() => s,
+        (ScopeSource::Request, Some(Err(e))) => {
+            return Err(fail(OAuthError::invalid_scope(e.to_string())));
+        }
+        (ScopeSource::Request, _) => {
             return Err(fail(OAuthError::invalid_scope(
                 "the scope parameter is required",
             )));
@@ -295,7 +314,7 @@ mod tests {
             ("scope", "profile_read"),
             ("state", "xyz"),
         ]);
-        let v = validate(&p, &client(ClientKind::Confidential)).unwrap();
+        let v = validate(&p, &client(ClientKind::Confidential), ScopeSource::Request).unwrap();
         assert_eq!(v.redirect_uri, "https://a.example/cb");
         assert!(!v.redirect_uri_provided);
         assert_eq!(v.state.as_deref(), Some("xyz"));
@@ -367,7 +386,11 @@ mod tests {
                 }
             }
             assert_eq!(
-                error_code(validate(&params(&pairs), &client(kind))),
+                error_code(validate(
+                    &params(&pairs),
+                    &client(kind),
+                    ScopeSource::Request
+                )),
                 expected,
                 "{name}"
             );
@@ -384,10 +407,52 @@ mod tests {
             ("code_challenge_method", "S256"),
         ]);
         assert!(
-            validate(&p, &client(ClientKind::Public))
+            validate(&p, &client(ClientKind::Public), ScopeSource::Request)
                 .unwrap()
                 .code_challenge
                 .is_some()
+        );
+    }
+
+    /// Fullscript: the app's scopes are set at registration; whatever the
+    /// request says about scope (nothing, less, other, repeated, malformed),
+    /// the registered scopes are asked for.
+    #[test]
+    fn scopes_from_registration_ignore_the_scope_parameter() {
+        let registered = "profile_read profile_write";
+        let cases: &[&[(&str, &str)]] = &[
+            &[],
+            &[("scope", "profile_read")],
+            &[("scope", "pay")],
+            &[("scope", "")],
+            &[("scope", "a\"b")],
+            &[("scope", "pay"), ("scope", "profile_read")],
+        ];
+        for extra in cases {
+            let mut pairs = vec![("response_type", "code"), ("client_id", "app-1")];
+            pairs.extend_from_slice(extra);
+            let v = validate(
+                &params(&pairs),
+                &client(ClientKind::Confidential),
+                ScopeSource::Registration,
+            )
+            .unwrap_or_else(|e| panic!("{extra:?}: {e:?}"));
+            assert_eq!(v.scope.to_string(), registered, "{extra:?}");
+        }
+        // Other repeats are still refused.
+        let p = params(&[
+            ("response_type", "code"),
+            ("client_id", "app-1"),
+            ("state", "a"),
+            ("state", "b"),
+        ]);
+        assert_eq!(
+            error_code(validate(
+                &p,
+                &client(ClientKind::Confidential),
+                ScopeSource::Registration
+            )),
+            Some(ErrorCode::InvalidRequest)
         );
     }
 
@@ -398,7 +463,7 @@ mod tests {
             ("redirect_uri", "https://evil.example/cb"),
         ]);
         assert!(matches!(
-            validate(&p, &client(ClientKind::Confidential)),
+            validate(&p, &client(ClientKind::Confidential), ScopeSource::Request),
             Err(AuthorizeError::Page(_))
         ));
         let p = params(&[
@@ -406,7 +471,7 @@ mod tests {
             ("redirect_uri", "https://evil.example/cb"),
         ]);
         assert!(matches!(
-            validate(&p, &client(ClientKind::Confidential)),
+            validate(&p, &client(ClientKind::Confidential), ScopeSource::Request),
             Err(AuthorizeError::Page(_))
         ));
     }

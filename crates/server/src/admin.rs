@@ -15,6 +15,7 @@ use healthgate_store::{Actor, Store, StoreError, Suspension};
 
 use crate::config::Settings;
 use crate::passwords;
+use crate::photos::{self, Photo};
 
 /// Why an administrative request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,8 @@ pub struct NewClient {
     pub redirect_uris: Vec<String>,
     pub scope: String,
     pub public: bool,
+    /// Where the app's photo is: fetched from there once, at registration,
+    /// and served by healthgate from then on.
     pub photo_url: Option<String>,
     pub user_types: Vec<UserType>,
     pub authorization_level: AuthorizationLevel,
@@ -68,6 +71,9 @@ pub struct ClientChanges {
     pub redirect_uris: Option<Vec<String>>,
     pub scope: Option<String>,
     pub user_types: Option<Vec<UserType>>,
+    /// A new photo URL is fetched once, like at registration; the app's own
+    /// `/apps/{id}/photo` address leaves the photo as it is; clearing it
+    /// forgets the stored photo.
     pub photo_url: Option<Option<String>>,
     pub description: Option<Option<String>>,
     pub connect_redirect_url: Option<Option<String>>,
@@ -134,11 +140,18 @@ fn parse_scopes(settings: &Settings, scope: &str) -> Result<ScopeSet, AdminError
     Ok(scopes)
 }
 
-/// Whether `url` may receive webhooks: https, or http on loopback when the
-/// operator allows it (development and demos).
-fn check_webhook_url(settings: &Settings, url: &str) -> Result<(), AdminError> {
+/// Whether healthgate may send to, or fetch from, `url` (the `field` of a
+/// registration, `what` in messages): https, or http on loopback when the
+/// operator allows it (`allow_http_webhooks`: development and demos), and
+/// never an address in the platform's own network.
+fn check_outbound_url(
+    settings: &Settings,
+    field: &'static str,
+    what: &str,
+    url: &str,
+) -> Result<(), AdminError> {
     let parsed = url::Url::parse(url)
-        .map_err(|_| invalid_field("webhook_url", format!("{url}: not an absolute URL")))?;
+        .map_err(|_| invalid_field(field, format!("{url}: not an absolute URL")))?;
     let loopback = match parsed.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
@@ -146,20 +159,62 @@ fn check_webhook_url(settings: &Settings, url: &str) -> Result<(), AdminError> {
         None => false,
     };
     if let Some(refused) = crate::webhooks::refused_literal(url, settings.allow_http_webhooks) {
-        return Err(invalid_field("webhook_url", format!("{url}: {refused}")));
+        return Err(invalid_field(field, format!("{url}: {refused}")));
     }
     match parsed.scheme() {
         "https" if parsed.host().is_some() => Ok(()),
         "http" if loopback && settings.allow_http_webhooks => Ok(()),
         "http" if loopback => Err(invalid_field(
-            "webhook_url",
-            "http webhook URLs are only accepted on loopback when allow_http_webhooks is set (development); use https",
+            field,
+            format!(
+                "http {what} are only accepted on loopback when allow_http_webhooks is set (development); use https"
+            ),
         )),
-        _ => Err(invalid_field(
-            "webhook_url",
-            format!("{url}: webhook URLs must be https"),
-        )),
+        _ => Err(invalid_field(field, format!("{url}: {what} must be https"))),
     }
+}
+
+/// Whether `url` may receive webhooks.
+fn check_webhook_url(settings: &Settings, url: &str) -> Result<(), AdminError> {
+    check_outbound_url(settings, "webhook_url", "webhook URLs", url)
+}
+
+/// Fetches an app's photo from `url`, once, with the webhook delivery
+/// client (public addresses only, no redirects), as [`photos::fetch`]
+/// says. Every failure is a refusal of the `photo_url` field.
+async fn fetch_photo(settings: &Settings, url: &str) -> Result<Photo, AdminError> {
+    check_outbound_url(settings, "photo_url", "photo URLs", url)?;
+    let http = crate::webhooks::http_client(settings.allow_http_webhooks).map_err(|e| {
+        tracing::error!(error = %e, "no HTTP client to fetch a photo with");
+        invalid_field(
+            "photo_url",
+            "the photo could not be fetched; try again later",
+        )
+    })?;
+    photos::fetch(&http, url)
+        .await
+        .map_err(|e| invalid_field("photo_url", format!("photo URL {url}: {e}")))
+}
+
+/// Keeps `photo` as app `client_id`'s photo and points its `photo_url` at
+/// where healthgate serves it (`/apps/{id}/photo`), which is where every
+/// page shows it from. Uploaded and fetched photos alike come here.
+pub async fn store_photo(
+    store: &Store,
+    settings: &Settings,
+    clock: &dyn Clock,
+    client_id: &str,
+    photo: &Photo,
+) -> Result<String, AdminError> {
+    let now = clock.now();
+    let url = photos::served_url(&settings.issuer(), client_id, now);
+    let stored = store
+        .set_client_photo(client_id, photo.content_type, &photo.bytes, &url, now)
+        .await?;
+    if !stored {
+        return Err(AdminError::NoSuchClient(client_id.to_owned()));
+    }
+    Ok(url)
 }
 
 /// An optional field left blank is absent.
@@ -174,15 +229,6 @@ fn check_client(settings: &Settings, c: &Client) -> Result<(), AdminError> {
             "name",
             "the name must be 1 to 200 characters, without surrounding spaces",
         ));
-    }
-    if let Some(photo) = &c.photo_url {
-        let ok = url::Url::parse(photo).is_ok_and(|u| matches!(u.scheme(), "https" | "http"));
-        if !ok {
-            return Err(invalid_field(
-                "photo_url",
-                "the photo URL must be an http(s) URL",
-            ));
-        }
     }
     if c.description.as_ref().is_some_and(|d| d.len() > 2000) {
         return Err(invalid_field(
@@ -224,10 +270,11 @@ pub async fn create_client(
 ) -> Result<(Client, Option<String>), AdminError> {
     let secret = (!req.public).then(|| mint(SecretKind::ClientSecret));
     let now = clock.now();
-    let client = Client {
+    let mut client = Client {
         id: new_id("app"),
         name: req.name.trim().to_owned(),
-        photo_url: blank_is_none(req.photo_url),
+        // Set once the photo is stored, to where healthgate serves it.
+        photo_url: None,
         redirect_uris: parse_redirect_uris(&req.redirect_uris)?,
         allowed_scopes: parse_scopes(settings, &req.scope)?,
         user_types: if req.user_types.is_empty() {
@@ -258,7 +305,16 @@ pub async fn create_client(
         updated_at: now,
     };
     check_client(settings, &client)?;
+    // Fetched last, after every cheap check, and before anything is stored:
+    // a photo that cannot be fetched registers nothing.
+    let photo = match blank_is_none(req.photo_url) {
+        Some(url) => Some(fetch_photo(settings, &url).await?),
+        None => None,
+    };
     store.insert_client_by(&client, actor).await?;
+    if let Some(photo) = photo {
+        client.photo_url = Some(store_photo(store, settings, clock, &client.id, &photo).await?);
+    }
     Ok((client, secret.map(|s| s.value)))
 }
 
@@ -287,8 +343,22 @@ pub async fn update_client(
     if let Some(types) = changes.user_types {
         c.user_types = types;
     }
+    // A photo URL other than the app's own is fetched, and the stored photo
+    // replaced, once everything else has passed.
+    let mut photo_from = None;
+    let mut forget_photo = false;
     if let Some(v) = changes.photo_url {
-        c.photo_url = blank_is_none(v);
+        match blank_is_none(v) {
+            None => {
+                forget_photo = true;
+                c.photo_url = None;
+            }
+            // Its own address here (any version): the photo stays.
+            Some(url)
+                if url.starts_with(&format!("{}/", settings.issuer()))
+                    && photos::served_path(&c.id, Some(&url)).is_some() => {}
+            Some(url) => photo_from = Some(url),
+        }
     }
     if let Some(v) = changes.description {
         c.description = blank_is_none(v);
@@ -322,7 +392,16 @@ pub async fn update_client(
     }
     c.updated_at = clock.now();
     check_client(settings, &c)?;
+    let photo = match photo_from {
+        Some(url) => Some(fetch_photo(settings, &url).await?),
+        None => None,
+    };
     store.update_client(&c, actor).await?;
+    if let Some(photo) = photo {
+        c.photo_url = Some(store_photo(store, settings, clock, &c.id, &photo).await?);
+    } else if forget_photo {
+        store.delete_client_photo(&c.id).await?;
+    }
     Ok(c)
 }
 

@@ -49,7 +49,8 @@ pub struct Settings {
     pub connect_code_ttl: i64,
     /// Lifetime of a connect code an admin copies by hand, seconds.
     pub manual_connect_code_ttl: i64,
-    /// Allow `http://` webhook URLs on loopback (development and demos only).
+    /// Allow `http://` webhook and photo URLs on loopback (development and
+    /// demos only).
     pub allow_http_webhooks: bool,
     /// Anyone may create a developer account in the portal (`/developers`)
     /// and register apps; when false, only accounts the operator made can.
@@ -91,7 +92,8 @@ pub struct Settings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Branding {
-    /// A logo shown beside the name: an https URL, or a path on this server.
+    /// A logo shown beside the name: an https URL (whose origin alone the
+    /// pages' CSP then lets images come from), or a path on this server.
     pub logo_url: Option<String>,
     /// The accent colour of the header and buttons, `#rrggbb`.
     pub accent_color: String,
@@ -132,6 +134,14 @@ pub struct ProfileSettings {
     /// The `token_type` of token responses (`Bearer`; HealthKey and
     /// HealthTap show `bearer`).
     pub token_type: String,
+    /// An app's scopes are set at registration (Fullscript): a `scope` in
+    /// the authorization request is ignored and the app's registered scopes
+    /// are asked for.
+    pub scopes_from_registration: bool,
+    /// The scopes of tokens for partner-provisioned accounts when the app
+    /// has none of its own (`--provisioning-scope`), space-separated
+    /// (HealthTap: `member_public`); without it, the app's allowed scopes.
+    pub provisioning_scope: Option<String>,
 }
 
 impl Default for ProfileSettings {
@@ -144,6 +154,8 @@ impl Default for ProfileSettings {
             token_params_in_query: false,
             token_response_wrapper: None,
             token_type: "Bearer".into(),
+            scopes_from_registration: false,
+            provisioning_scope: None,
         }
     }
 }
@@ -477,6 +489,22 @@ impl Settings {
                 "token_response_wrapper must be a word such as oauth",
             ));
         }
+        if let Some(scope) = &p.provisioning_scope {
+            let scopes = healthgate_core::scope::ScopeSet::parse(scope)
+                .map_err(|e| bad("profile", &format!("provisioning_scope: {e}")))?;
+            if scopes.is_empty() {
+                return Err(bad(
+                    "profile",
+                    "provisioning_scope must name at least one scope",
+                ));
+            }
+            if let Some(unknown) = scopes.iter().find(|s| !self.scopes.contains_key(*s)) {
+                return Err(bad(
+                    "profile",
+                    &format!("provisioning_scope {unknown:?} is not in the scope vocabulary"),
+                ));
+            }
+        }
         let rotation: RefreshRotation = self
             .refresh_rotation
             .parse()
@@ -511,6 +539,25 @@ impl Settings {
                 scopes: Default::default(),
                 owner_type: "Staff".to_owned(),
             },
+        }
+    }
+
+    /// The scopes of tokens for accounts a partner provisions, when the app
+    /// has no provisioning scopes of its own (`[profile]
+    /// provisioning_scope`, checked by [`Settings::validate`]).
+    pub fn default_provisioning_scopes(&self) -> Option<healthgate_core::scope::ScopeSet> {
+        let scopes =
+            healthgate_core::scope::ScopeSet::parse(self.profile.provisioning_scope.as_deref()?)
+                .ok()?;
+        (!scopes.is_empty()).then_some(scopes)
+    }
+
+    /// Where the scopes an authorization request asks for come from.
+    pub fn scope_source(&self) -> healthgate_core::authorize::ScopeSource {
+        if self.profile.scopes_from_registration {
+            healthgate_core::authorize::ScopeSource::Registration
+        } else {
+            healthgate_core::authorize::ScopeSource::Request
         }
     }
 
@@ -563,6 +610,9 @@ mod tests {
             Box::new(|s| s.branding.logo_url = Some("javascript:alert(1)".into())),
             Box::new(|s| s.branding.support_url = Some("http://help.example".into())),
             Box::new(|s| s.profile.token_response_wrapper = Some("".into())),
+            Box::new(|s| s.profile.provisioning_scope = Some("member_public".into())),
+            Box::new(|s| s.profile.provisioning_scope = Some("  ".into())),
+            Box::new(|s| s.profile.provisioning_scope = Some("profile_read a\"b".into())),
             Box::new(|s| {
                 s.roles.remove("admin");
             }),
@@ -637,5 +687,33 @@ mod tests {
         s.profile.user_paths = vec!["/api/v2.1/users.json".into(), "/app/x".into()];
         s.validate().unwrap();
         s.profile.refuse_taken(ROUTES).unwrap();
+    }
+
+    #[test]
+    fn scopes_with_colons_are_a_vocabulary_and_a_provisioning_default() {
+        let s = Settings {
+            scopes: BTreeMap::from([
+                ("catalog:read".to_owned(), "See the catalog".to_owned()),
+                (
+                    "patients:treatment_plan_history".to_owned(),
+                    "See treatment plans".to_owned(),
+                ),
+            ]),
+            profile: ProfileSettings {
+                provisioning_scope: Some("catalog:read".into()),
+                ..ProfileSettings::default()
+            },
+            ..Settings::default()
+        };
+        s.validate().unwrap();
+        assert_eq!(
+            s.default_provisioning_scopes().unwrap().to_string(),
+            "catalog:read"
+        );
+        assert_eq!(Settings::default().default_provisioning_scopes(), None);
+        assert_eq!(
+            s.role_policy("staff").scopes.to_string(),
+            "catalog:read patients:treatment_plan_history"
+        );
     }
 }

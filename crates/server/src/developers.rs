@@ -27,13 +27,12 @@ use crate::error::PageError;
 use crate::forms::{FieldErrors, Form, sentence};
 use crate::ip::ClientIp;
 use crate::pages::{self, ScopeLine, Site, Stamp, format_utc};
+use crate::photos::{MAX_PHOTO, Photo, served_path};
 use crate::routes::Routes;
 use crate::session::{self, Browser};
 use crate::state::AppState;
 
 const HOME: &str = "/developers";
-/// The largest app photo accepted, bytes.
-const MAX_PHOTO: usize = 256 * 1024;
 
 pub fn routes() -> Routes {
     Routes::new()
@@ -53,23 +52,6 @@ pub fn routes() -> Routes {
             get(confirm_delete).post(delete_app),
         )
         .route("/apps/{id}/photo", get(photo))
-}
-
-/// The image types an app photo may be, recognised by their first bytes
-/// (never by the name or the type the browser claims). SVG is not among
-/// them: it can carry script.
-pub fn image_type(bytes: &[u8]) -> Option<&'static str> {
-    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-        Some("image/png")
-    } else if bytes.starts_with(b"\xff\xd8\xff") {
-        Some("image/jpeg")
-    } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
-        Some("image/gif")
-    } else if bytes.len() > 12 && bytes.starts_with(b"RIFF") && &bytes[8..12] == b"WEBP" {
-        Some("image/webp")
-    } else {
-        None
-    }
 }
 
 /// The app with this id if the person registered it; anyone else is told
@@ -119,6 +101,7 @@ async fn app_form(
 pub struct AppSummary {
     pub id: String,
     pub name: String,
+    /// Where healthgate serves its photo.
     pub photo_url: Option<String>,
     pub kind: &'static str,
     pub suspended: bool,
@@ -174,9 +157,9 @@ pub async fn index(
             kind: c.kind.as_str(),
             suspended: c.suspended_at.is_some(),
             created: Stamp::at(c.created_at),
+            photo_url: served_path(&c.id, c.photo_url.as_deref()),
             id: c.id,
             name: c.name,
-            photo_url: c.photo_url,
         })
         .collect();
     let notice = q
@@ -380,15 +363,15 @@ impl AppFormValues {
         }
     }
 
-    fn of(c: &Client, issuer: &str) -> Self {
-        let uploaded = c
-            .photo_url
-            .as_deref()
-            .is_some_and(|u| u.starts_with(&format!("{issuer}/apps/")));
+    /// The form for `c`. A photo healthgate keeps leaves the address field
+    /// blank; an address kept from before photos were fetched fills it, so
+    /// saving the form fetches it.
+    fn of(c: &Client) -> Self {
+        let stored = served_path(&c.id, c.photo_url.as_deref()).is_some();
         Self {
             name: c.name.clone(),
             description: c.description.clone().unwrap_or_default(),
-            photo_url: if uploaded {
+            photo_url: if stored {
                 String::new()
             } else {
                 c.photo_url.clone().unwrap_or_default()
@@ -473,6 +456,8 @@ pub struct AppFormPage<'a> {
     pub csrf_token: &'a str,
     /// `None` when registering; the app when editing.
     pub app: Option<&'a Client>,
+    /// Where healthgate serves the app's current photo.
+    pub photo: Option<String>,
     pub values: AppFormValues,
     /// Every scope of the vocabulary, as a checkbox.
     pub scope_choices: Vec<ScopeLine>,
@@ -504,6 +489,7 @@ fn form_page(
         &AppFormPage {
             site: Site::of(&state.settings),
             csrf_token,
+            photo: app.and_then(|a| served_path(&a.id, a.photo_url.as_deref())),
             app,
             values,
             scope_choices: scope_choices(state),
@@ -535,10 +521,10 @@ pub async fn new_app(
 /// The photo the form chose: an uploaded file (checked to be an image) or
 /// a URL. Returns the uploaded image's type and bytes separately, as it can
 /// only be stored once the app has an id.
-fn chosen_photo<'f>(form: &'f Form, errors: &mut FieldErrors) -> Option<(&'static str, &'f [u8])> {
+fn chosen_photo(form: &Form, errors: &mut FieldErrors) -> Option<Photo> {
     let upload = form.file("photo")?;
-    match image_type(&upload.bytes) {
-        Some(kind) => Some((kind, &upload.bytes)),
+    match Photo::recognise(upload.bytes.to_vec()) {
+        Some(photo) => Some(photo),
         None => {
             errors.add("photo", "The photo must be a PNG, JPEG, GIF or WebP image.");
             None
@@ -547,17 +533,15 @@ fn chosen_photo<'f>(form: &'f Form, errors: &mut FieldErrors) -> Option<(&'stati
 }
 
 /// Stores an uploaded photo and points the app's `photo_url` at it.
-async fn save_photo(
-    state: &AppState,
-    client_id: &str,
-    (kind, bytes): (&'static str, &[u8]),
-) -> Result<(), PageError> {
-    let now = state.now();
-    let url = format!("{}/apps/{client_id}/photo?v={now}", state.issuer);
-    state
-        .store
-        .set_client_photo(client_id, kind, bytes, &url, now)
-        .await?;
+async fn save_photo(state: &AppState, client_id: &str, photo: &Photo) -> Result<(), PageError> {
+    admin::store_photo(
+        &state.store,
+        &state.settings,
+        state.clock.as_ref(),
+        client_id,
+        photo,
+    )
+    .await?;
     Ok(())
 }
 
@@ -625,7 +609,7 @@ pub async fn create_app(
             errors,
         ));
     };
-    if let Some(photo) = upload {
+    if let Some(photo) = &upload {
         save_photo(&state, &app.id, photo).await?;
         app = state.store.client(&app.id).await?.unwrap_or(app);
     }
@@ -657,7 +641,7 @@ pub async fn edit_app(
         StatusCode::OK,
         &session.csrf_token,
         Some(&app),
-        AppFormValues::of(&app, &state.issuer),
+        AppFormValues::of(&app),
         FieldErrors::default(),
     ))
 }
@@ -679,13 +663,12 @@ pub async fn update_app(
         errors.add("scope", "Tick at least one scope.");
     }
     let user_types = values.parsed_user_types(&mut errors);
-    let uploaded_before =
-        AppFormValues::of(&app, &state.issuer).photo_url.is_empty() && app.photo_url.is_some();
-    // A new upload or a URL replaces the photo; "remove" clears it; else
-    // an uploaded photo stays.
+    let stored_before = served_path(&app.id, app.photo_url.as_deref()).is_some();
+    // A new upload or a URL (fetched by `admin`) replaces the photo;
+    // "remove" clears it; else a stored photo stays.
     let photo_url = if form.checked("remove_photo") {
         Some(None)
-    } else if upload.is_some() || (values.photo_url.is_empty() && uploaded_before) {
+    } else if upload.is_some() || (values.photo_url.is_empty() && stored_before) {
         None
     } else {
         Some(Some(values.photo_url.clone()))
@@ -701,7 +684,7 @@ pub async fn update_app(
                 redirect_uris: Some(values.uris()),
                 scope: Some(values.scopes.join(" ")),
                 user_types: Some(user_types),
-                photo_url: photo_url.clone(),
+                photo_url,
                 description: Some(Some(values.description.clone())),
                 connect_redirect_url: Some(Some(values.connect_url.clone())),
                 webhook_url: Some(Some(values.webhook_url.clone())),
@@ -727,10 +710,8 @@ pub async fn update_app(
             errors,
         ));
     }
-    if let Some(photo) = upload {
+    if let Some(photo) = &upload {
         save_photo(&state, &app.id, photo).await?;
-    } else if uploaded_before && photo_url.is_some() {
-        state.store.delete_client_photo(&app.id).await?;
     }
     let back = with_query_params(&format!("/developers/apps/{}", app.id), &[("saved", "1")]);
     Ok(Redirect::to(&back).into_response())
@@ -763,6 +744,8 @@ pub struct AppPage<'a> {
     pub site: Site<'a>,
     pub csrf_token: &'a str,
     pub app: &'a Client,
+    /// Where healthgate serves the app's photo.
+    pub photo: Option<String>,
     pub issuer: &'a str,
     pub scopes: String,
     pub user_types: String,
@@ -854,6 +837,7 @@ pub async fn show_app(
             site: Site::of(&state.settings),
             csrf_token: &session.csrf_token,
             issuer: &state.issuer,
+            photo: served_path(&app.id, app.photo_url.as_deref()),
             scopes: app.allowed_scopes.to_string(),
             user_types: app
                 .user_types
@@ -980,8 +964,9 @@ pub async fn delete_app(
     Ok(Redirect::to("/developers?deleted=1").into_response())
 }
 
-/// `GET /apps/{id}/photo`: a photo uploaded for an app. Public, as the
-/// consent page and the partner's own pages show it.
+/// `GET /apps/{id}/photo`: an app's photo, uploaded or fetched once from
+/// the URL it was registered with. Public, as the consent page and the
+/// partner's own pages show it.
 pub async fn photo(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -1005,29 +990,7 @@ pub async fn photo(
         None => Err(PageError {
             status: StatusCode::NOT_FOUND,
             title: "Page not found",
-            message: "This app has no uploaded photo.".into(),
+            message: "This app has no photo.".into(),
         }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::image_type;
-
-    #[test]
-    fn photos_are_recognised_by_their_bytes() {
-        let cases: &[(&[u8], Option<&str>)] = &[
-            (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", Some("image/png")),
-            (b"\xff\xd8\xff\xe0\0\x10JFIF", Some("image/jpeg")),
-            (b"GIF89a\x01\0\x01\0", Some("image/gif")),
-            (b"RIFF\x24\0\0\0WEBPVP8 ", Some("image/webp")),
-            (b"RIFF\x24\0\0\0WAVEfmt ", None),
-            (b"<svg xmlns=\"http://www.w3.org/2000/svg\">", None),
-            (b"<html><script>", None),
-            (b"", None),
-        ];
-        for (bytes, expected) in cases {
-            assert_eq!(image_type(bytes), *expected, "{bytes:?}");
-        }
     }
 }

@@ -24,6 +24,7 @@ pub mod middleware;
 pub mod oauth;
 pub mod pages;
 pub mod passwords;
+pub mod photos;
 pub mod playground;
 pub mod routes;
 pub mod session;
@@ -140,7 +141,10 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             middleware::error_pages,
         ))
-        .layer(axum::middleware::from_fn(middleware::security_headers))
+        .layer(axum::middleware::from_fn_with_state(
+            middleware::content_security_policy(&state.settings),
+            middleware::security_headers,
+        ))
         .layer(axum::middleware::from_fn(middleware::access_log))
         .with_state(state)
 }

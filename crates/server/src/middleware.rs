@@ -11,21 +11,49 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
+use crate::config::Settings;
 use crate::error::ErrorPageContent;
 use crate::pages::{self, ErrorPage, Site};
 use crate::state::AppState;
 
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' https: data:; \
-                   frame-ancestors 'none'; base-uri 'none'";
+/// The `Content-Security-Policy` of every response. Pages load nothing
+/// from anywhere but this server (RFC 9700 §4.2.4): app photos are served
+/// here (`photos`), never from a partner's address. The one exception is
+/// the operator's own logo when `[branding] logo_url` is an https URL: its
+/// origin, and no other, may serve images.
+pub fn content_security_policy(settings: &Settings) -> HeaderValue {
+    let logo = settings
+        .branding
+        .logo_url
+        .as_deref()
+        .and_then(|u| url::Url::parse(u).ok())
+        .filter(|u| u.scheme() == "https")
+        .map(|u| format!(" {}", u.origin().ascii_serialization()))
+        .unwrap_or_default();
+    let csp = format!(
+        "default-src 'none'; style-src 'self'; img-src 'self' data:{logo}; \
+         frame-ancestors 'none'; base-uri 'none'"
+    );
+    // An origin's ASCII serialisation is always a valid header value.
+    HeaderValue::from_str(&csp).unwrap_or_else(|_| {
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; img-src 'self' data:; \
+             frame-ancestors 'none'; base-uri 'none'",
+        )
+    })
+}
 
-pub async fn security_headers(request: Request, next: Next) -> Response {
+/// Security headers on every response; `csp` is [`content_security_policy`]
+/// of the settings, made once.
+pub async fn security_headers(
+    State(csp): State<HeaderValue>,
+    request: Request,
+    next: Next,
+) -> Response {
     let mut response = next.run(request).await;
     let h = response.headers_mut();
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
+    h.insert(header::CONTENT_SECURITY_POLICY, csp);
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -82,4 +110,29 @@ pub async fn access_log(request: Request, next: Next) -> Response {
         response.headers_mut().insert(REQUEST_ID.clone(), v);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_load_images_from_this_server_and_the_operators_logo_only() {
+        let csp = |logo: Option<&str>| {
+            let mut s = Settings::default();
+            s.branding.logo_url = logo.map(str::to_owned);
+            content_security_policy(&s).to_str().unwrap().to_owned()
+        };
+        for logo in [None, Some("/static/logo.svg")] {
+            let policy = csp(logo);
+            assert!(policy.contains("img-src 'self' data:;"), "{policy}");
+            assert!(!policy.contains("https:"), "{policy}");
+        }
+        let policy = csp(Some("https://cdn.example.org:8443/brand/logo.png"));
+        assert!(
+            policy.contains("img-src 'self' data: https://cdn.example.org:8443;"),
+            "{policy}"
+        );
+        assert!(!policy.contains("https: "), "{policy}");
+    }
 }

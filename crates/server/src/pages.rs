@@ -90,7 +90,8 @@ pub struct RefusedPage<'a> {
 pub struct ConsentPage<'a> {
     pub site: Site<'a>,
     pub app_name: &'a str,
-    pub app_photo: Option<&'a str>,
+    /// Where healthgate serves the app's photo (never a partner's address).
+    pub app_photo: Option<String>,
     pub username: &'a str,
     pub scopes: Vec<ScopeLine>,
     pub choices: Vec<ChoiceLine>,
@@ -125,6 +126,7 @@ pub struct DemoCallbackPage<'a> {
 pub struct DirectoryApp {
     pub client_id: String,
     pub name: String,
+    /// Where healthgate serves the app's photo.
     pub photo_url: Option<String>,
     pub description: Option<String>,
     /// `not-connected`, `pending` or `connected`.

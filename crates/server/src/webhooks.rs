@@ -77,7 +77,7 @@ impl reqwest::dns::Resolve for PublicAddresses {
                 .collect();
             if usable.is_empty() && !found.is_empty() {
                 return Err(format!(
-                    "{host} resolves only to private or reserved addresses; webhooks go to public addresses"
+                    "{host} resolves only to private or reserved addresses; healthgate connects only to public ones"
                 )
                 .into());
             }
@@ -87,9 +87,10 @@ impl reqwest::dns::Resolve for PublicAddresses {
     }
 }
 
-/// Why a URL whose host is an IP address may not receive a webhook, if it
-/// may not (names are checked when they are resolved). Registration asks
-/// too, so such a URL is refused before it is ever stored.
+/// Why a URL whose host is an IP address may not receive a webhook (or give
+/// an app's photo), if it may not (names are checked when they are
+/// resolved). Registration asks too, so such a URL is refused before it is
+/// ever stored or fetched.
 pub(crate) fn refused_literal(url: &str, allow_loopback: bool) -> Option<String> {
     let host = url::Url::parse(url).ok()?.host()?.to_owned();
     let ip: IpAddr = match host {
@@ -97,11 +98,13 @@ pub(crate) fn refused_literal(url: &str, allow_loopback: bool) -> Option<String>
         url::Host::Ipv6(ip) => ip.into(),
         url::Host::Domain(_) => return None,
     };
-    (!may_receive(ip, allow_loopback))
-        .then(|| format!("{ip} is a private or reserved address; webhooks go to public addresses"))
+    (!may_receive(ip, allow_loopback)).then(|| {
+        format!("{ip} is a private or reserved address; healthgate connects only to public ones")
+    })
 }
 
-/// The HTTP client deliveries must be sent with: redirects are not followed
+/// The HTTP client deliveries must be sent with (and app photos given as a
+/// URL are fetched with, `photos::fetch`): redirects are not followed
 /// (a partner's endpoint answers where it was registered, or the attempt
 /// fails), every request times out after [`TIMEOUT`], no cookies are kept,
 /// and names resolve only to public addresses (loopback too when
@@ -271,10 +274,10 @@ fn event_type(payload: &str) -> Option<String> {
     value.get("type")?.as_str().map(str::to_owned)
 }
 
-/// A short account of a transport failure for the delivery log: what went
-/// wrong and why, without the URL (its query may carry the partner's own
-/// credentials).
-fn describe(e: &reqwest::Error) -> String {
+/// A short account of a transport failure for the delivery log (and a
+/// photo that could not be fetched): what went wrong and why, without the
+/// URL (its query may carry the partner's own credentials).
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     let what = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {

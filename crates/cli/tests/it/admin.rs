@@ -21,8 +21,6 @@ fn client_commands_round_trip_as_json() {
             "https://app.example.com/cb2",
             "--scope",
             "profile_read profile_write",
-            "--photo-url",
-            "https://app.example.com/p.png",
             "--user-types",
             "member",
             "--json",
@@ -44,7 +42,7 @@ fn client_commands_round_trip_as_json() {
     );
     assert_eq!(created["scope"], "profile_read profile_write");
     assert_eq!(created["user_types"], json!(["member"]));
-    assert_eq!(created["photo_url"], "https://app.example.com/p.png");
+    assert_eq!(created["photo_url"], Value::Null);
 
     // What is stored is everything but the secret.
     let mut described = created.clone();
@@ -129,6 +127,130 @@ fn client_commands_round_trip_as_json() {
     assert_eq!(text.code, Some(0), "{text:#?}");
     assert!(text.stdout.contains(public_id), "{text:#?}");
     assert!(text.stdout.contains("Phone App"), "{text:#?}");
+}
+
+/// A partner's web server on loopback for `--photo-url`: `/p.png` is a
+/// PNG, anything else 404. Counts the requests it answers.
+fn photo_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            let _ = reader.read_line(&mut request_line);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let (status, body): (&str, &[u8]) = if request_line.starts_with("GET /p.png ") {
+                ("200 OK", PNG)
+            } else {
+                ("404 Not Found", b"no such photo")
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: image/png\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body);
+        }
+    });
+    (base, hits)
+}
+
+/// A 1×1 PNG.
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89\0\0\0\rIDATx\x9cc\xf8\x0f\0\0\x01\x01\0\x05\x18\xd8N\0\0\0\0IEND\xaeB`\x82";
+
+/// `--photo-url` is fetched once, by the command, and the photo kept and
+/// served by healthgate; one that cannot be fetched is refused in one line
+/// and changes nothing.
+#[tokio::test]
+async fn a_photo_url_is_fetched_once_and_served_by_healthgate() {
+    let sandbox = Sandbox::new();
+    let (photos, hits) = photo_server();
+    let run = |args: &[&str]| {
+        let mut cmd = sandbox.command(args);
+        // http on loopback, as in development.
+        cmd.env("HEALTHGATE_ALLOW_HTTP_WEBHOOKS", "true");
+        crate::support::output(cmd)
+    };
+    let create = |photo: &str| {
+        run(&[
+            "client",
+            "create",
+            "--name",
+            "Pictured",
+            "--redirect-uri",
+            "https://app.example.com/cb",
+            "--scope",
+            "profile_read",
+            "--photo-url",
+            photo,
+            "--json",
+        ])
+    };
+    let out = create(&format!("{photos}/missing.png"));
+    let line = out.one_line_failure(2);
+    assert!(line.contains("HTTP 404"), "{line}");
+    assert_eq!(sandbox.run(&["client", "list", "--json"]).json(), json!([]));
+    // Not fetched at all: private addresses, and http unless allowed.
+    let refused = sandbox.run(&[
+        "client",
+        "create",
+        "--name",
+        "Pictured",
+        "--redirect-uri",
+        "https://app.example.com/cb",
+        "--scope",
+        "profile_read",
+        "--photo-url",
+        &format!("{photos}/p.png"),
+    ]);
+    let line = refused.one_line_failure(2);
+    assert!(line.contains("private or reserved"), "{line}");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    let created = create(&format!("{photos}/p.png")).json();
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let id = created["client_id"].as_str().unwrap().to_owned();
+    let served = created["photo_url"].as_str().expect("photo_url").to_owned();
+    assert!(
+        served.starts_with(&format!("http://127.0.0.1:8080/apps/{id}/photo?v=")),
+        "{created}"
+    );
+    // A change that cannot be fetched leaves the photo as it was.
+    let out = run(&[
+        "client",
+        "update",
+        &id,
+        "--photo-url",
+        &format!("{photos}/gone.png"),
+    ]);
+    let line = out.one_line_failure(2);
+    assert!(
+        line.contains("photo URL") && line.contains("HTTP 404"),
+        "{line}"
+    );
+    let shown = sandbox.run(&["client", "show", &id, "--json"]).json();
+    assert_eq!(shown["photo_url"], served.as_str());
+
+    let mut server = sandbox.serve(&[]);
+    server.wait_healthy().await;
+    let path = served.strip_prefix("http://127.0.0.1:8080").unwrap();
+    let r = reqwest::get(server.url(path)).await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), PNG);
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "served from healthgate"
+    );
 }
 
 #[test]

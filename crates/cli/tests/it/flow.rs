@@ -346,6 +346,20 @@ pub async fn authorize_in_browser(
     password: &str,
     decision: &str,
 ) -> reqwest::Url {
+    authorize_seeing_consent(server, authorize_url, username, password, decision)
+        .await
+        .1
+}
+
+/// [`authorize_in_browser`], also returning the consent page the person
+/// saw (`None` when an earlier consent was remembered).
+pub async fn authorize_seeing_consent(
+    server: &Server,
+    authorize_url: &str,
+    username: &str,
+    password: &str,
+    decision: &str,
+) -> (Option<String>, reqwest::Url) {
     let http = browser();
     let r = http.get(authorize_url).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER, "{authorize_url}");
@@ -383,9 +397,10 @@ pub async fn authorize_in_browser(
     let r = http.get(server.url(&return_to)).send().await.unwrap();
     if r.status() == StatusCode::SEE_OTHER {
         // Consent remembered from an earlier grant: straight back to the app.
-        return location(&r);
+        return (None, location(&r));
     }
-    let mut form = hidden_inputs(&r.text().await.unwrap());
+    let page = r.text().await.unwrap();
+    let mut form = hidden_inputs(&page);
     form.push(("decision".into(), decision.into()));
     let r = http
         .post(server.url("/oauth/authorize"))
@@ -394,5 +409,5 @@ pub async fn authorize_in_browser(
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    location(&r)
+    (Some(page), location(&r))
 }

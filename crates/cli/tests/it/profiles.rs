@@ -74,7 +74,7 @@ async fn healthkey_page_requests_work_unchanged() {
             "--redirect-uri",
             redirect,
             "--scope",
-            "profile payment",
+            "profile address payment",
             "--public",
         ],
     );
@@ -98,7 +98,17 @@ async fn healthkey_page_requests_work_unchanged() {
         "{}/o/authorize/?response_type=code&client_id={client_id}&redirect_uri={redirect}&scope=profile%20payment&state=asdfdfs133&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
         server.base()
     );
-    let back = allow(&server, &authorize, "hk-user", "allow").await;
+    let (consent, back) =
+        crate::flow::authorize_seeing_consent(&server, &authorize, "hk-user", PASSWORD, "allow")
+            .await;
+    let consent = consent.expect("a consent page");
+    for words in [
+        "Read your profile",
+        "Make payments with your HealthKey account",
+    ] {
+        assert!(consent.contains(words), "{words}: {consent}");
+    }
+    assert!(!consent.contains("See your address"), "not asked for");
     assert!(back.as_str().starts_with(redirect), "{back}");
     assert_eq!(param(&back, "state"), "asdfdfs133");
     let code = param(&back, "code");
@@ -151,6 +161,29 @@ async fn healthkey_page_requests_work_unchanged() {
         server.stderr().contains("query string"),
         "the warning is logged"
     );
+
+    // HealthKey's third scope, the address.
+    let with_address = format!(
+        "{}/o/authorize/?response_type=code&client_id={client_id}&redirect_uri={redirect}&scope=profile%20address&state=s2&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+        server.base()
+    );
+    let (consent, back) =
+        crate::flow::authorize_seeing_consent(&server, &with_address, "hk-user", PASSWORD, "allow")
+            .await;
+    let consent = consent.expect("address was not granted before: asked again");
+    assert!(consent.contains("See your address"), "{consent}");
+    let code = param(&back, "code");
+    let r = http
+        .post(format!(
+            "{}/o/token/?code={code}&grant_type=authorization_code&client_id={client_id}&redirect_uri={redirect}&code_verifier={verifier}",
+            server.base()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let tokens: Value = r.json().await.unwrap();
+    assert_eq!(tokens["scope"], "address profile", "{tokens}");
 }
 
 #[tokio::test]
@@ -168,7 +201,7 @@ async fn fullscript_page_requests_work_unchanged() {
             "--redirect-uri",
             redirect,
             "--scope",
-            "profile_read",
+            "catalog:read patients:treatment_plan_history",
         ],
     );
     let (client_id, secret) = (
@@ -214,11 +247,21 @@ async fn fullscript_page_requests_work_unchanged() {
         ],
     );
 
+    // The app's scopes were set at registration: an authorize URL without
+    // a scope asks for them, in Fullscript's words.
     let authorize = format!(
-        "{}/oauth/authorize?response_type=code&client_id={client_id}&redirect_uri={redirect}&scope=profile_read",
+        "{}/oauth/authorize?response_type=code&client_id={client_id}&redirect_uri={redirect}",
         server.base()
     );
-    let code = param(&allow(&server, &authorize, "dr-fs", "allow").await, "code");
+    let (consent, back) =
+        crate::flow::authorize_seeing_consent(&server, &authorize, "dr-fs", PASSWORD, "allow")
+            .await;
+    let consent = consent.expect("a consent page");
+    for words in ["See the product catalog", "treatment plans"] {
+        assert!(consent.contains(words), "{words}: {consent}");
+    }
+    assert!(!consent.contains("orders"), "not registered: {consent}");
+    let code = param(&back, "code");
     let http = reqwest::Client::new();
     let token = |body: Value| {
         let http = http.clone();
@@ -230,6 +273,10 @@ async fn fullscript_page_requests_work_unchanged() {
     let body: Value = r.json().await.unwrap();
     let oauth = &body["oauth"];
     assert_eq!(oauth["expires_in"], 7200, "{body}");
+    assert_eq!(
+        oauth["scope"], "catalog:read patients:treatment_plan_history",
+        "{body}"
+    );
     assert_eq!(oauth["resource_owner"]["type"], "Practitioner");
     assert!(
         oauth["resource_owner"]["id"]
@@ -255,7 +302,8 @@ async fn fullscript_page_requests_work_unchanged() {
     let r2: Value = r2.json().await.unwrap();
     assert_eq!(
         me_status(&server, r2["oauth"]["access_token"].as_str().unwrap()).await,
-        StatusCode::OK
+        StatusCode::FORBIDDEN,
+        "valid; /me needs profile_read, which is not among Fullscript's scopes"
     );
     assert_eq!(
         refresh(first_refresh).await.status(),
@@ -267,6 +315,22 @@ async fn fullscript_page_requests_work_unchanged() {
         StatusCode::UNAUTHORIZED
     );
 
+    // A scope in the authorize URL, narrower or never registered, is
+    // ignored: the registered scopes are asked for and granted.
+    for scope in ["catalog:read", "patients:order_history", "no_such_scope"] {
+        let other = format!("{authorize}&scope={scope}");
+        let code = param(&allow(&server, &other, "dr-fs", "allow").await, "code");
+        let got: Value = token(json!({ "client_id": client_id, "client_secret": secret, "code": code, "grant_type": "authorization_code", "redirect_uri": redirect }))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            got["oauth"]["scope"], "catalog:read patients:treatment_plan_history",
+            "scope={scope}: {got}"
+        );
+    }
+
     // Revocation in Fullscript's shape.
     let code = param(&allow(&server, &authorize, "dr-fs", "allow").await, "code");
     let fresh: Value = token(json!({ "client_id": client_id, "client_secret": secret, "code": code, "grant_type": "authorization_code", "redirect_uri": redirect }))
@@ -275,6 +339,7 @@ async fn fullscript_page_requests_work_unchanged() {
         .await
         .unwrap();
     let access = fresh["oauth"]["access_token"].as_str().unwrap();
+    assert_eq!(me_status(&server, access).await, StatusCode::FORBIDDEN);
     let r = http
         .post(server.url("/api/oauth/revoke"))
         .json(&json!({ "client_id": client_id, "client_secret": secret, "token": access }))
@@ -300,7 +365,7 @@ async fn healthtap_page_requests_work_unchanged() {
             "--redirect-uri",
             redirect,
             "--scope",
-            "profile_read profile_write member_public",
+            "profile_read profile_write",
             "--user-types",
             "member,expert",
         ],
@@ -308,17 +373,6 @@ async fn healthtap_page_requests_work_unchanged() {
     let (client_id, secret) = (
         app["client_id"].as_str().unwrap().to_owned(),
         app["client_secret"].as_str().unwrap().to_owned(),
-    );
-    run(
-        &sandbox,
-        &cfg,
-        &[
-            "client",
-            "update",
-            &client_id,
-            "--provisioning-scope",
-            "member_public",
-        ],
     );
     run(
         &sandbox,
@@ -364,16 +418,23 @@ async fn healthtap_page_requests_work_unchanged() {
     let denied = allow(&server, &ask_again, "ht-member", "deny").await;
     assert_eq!(param(&denied, "error"), "access_denied");
 
-    // You manage the identity: create the account on the fly.
-    let r = reqwest::Client::new()
-        .post(server.url("/api/v2.1/users.json"))
-        .basic_auth(&client_id, Some(&secret))
-        .json(
-            &json!({ "username": "YOUR_INTERNAL_ID", "password": "RANDOM_PASSWORD_FOR_YOUR_USER" }),
-        )
-        .send()
-        .await
-        .unwrap();
+    // You manage the identity: create the account on the fly. The app was
+    // registered with HealthTap's form scopes and nothing more: its
+    // provisioned accounts get member_public, as the page shows.
+    let provision = |username: &'static str| {
+        let (client_id, secret) = (client_id.clone(), secret.clone());
+        let url = server.url("/api/v2.1/users.json");
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .basic_auth(&client_id, Some(&secret))
+                .json(&json!({ "username": username, "password": "RANDOM_PASSWORD_FOR_YOUR_USER" }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = provision("YOUR_INTERNAL_ID").await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let created: Value = r.json().await.unwrap();
     assert_eq!(created["token_type"], "bearer");
@@ -387,6 +448,23 @@ async fn healthtap_page_requests_work_unchanged() {
     ] {
         assert!(!created[f].is_null(), "{f}: {created}");
     }
+
+    // An app's own provisioning scope still wins.
+    run(
+        &sandbox,
+        &cfg,
+        &[
+            "client",
+            "update",
+            &client_id,
+            "--provisioning-scope",
+            "profile_read",
+        ],
+    );
+    let r = provision("ANOTHER_INTERNAL_ID").await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let created: Value = r.json().await.unwrap();
+    assert_eq!(created["scope"], "profile_read", "{created}");
 }
 
 #[tokio::test]

@@ -22,6 +22,7 @@ use super::{Nav, scope_lines, signed_in_form, signed_in_page};
 use crate::error::PageError;
 use crate::ip::ClientIp;
 use crate::pages::{self, ScopeLine, Site, Stamp};
+use crate::photos::served_path;
 use crate::session::form_field;
 use crate::state::AppState;
 
@@ -82,9 +83,9 @@ pub struct AppsQuery {
 fn app_line(state: &AppState, g: UserGrant) -> AppLine {
     AppLine {
         scopes: scope_lines(state, &g.scope),
+        photo_url: served_path(&g.client_id, g.photo_url.as_deref()),
         client_id: g.client_id,
         name: g.client_name,
-        photo_url: g.photo_url,
         organization: g.organization_name.or(g.organization_id),
         granted_at: Stamp::at(g.granted_at),
         last_used: g.last_used_at.map(Stamp::at),
@@ -119,9 +120,9 @@ fn org_apps(state: &AppState, grants: Vec<OrgGrant>) -> Vec<OrgAppLine> {
                 .granted_by_name
                 .or(latest.granted_by)
                 .unwrap_or_else(|| "an administrator".to_owned()),
+            photo_url: served_path(&latest.client_id, latest.photo_url.as_deref()),
             client_id: latest.client_id,
             name: latest.client_name,
-            photo_url: latest.photo_url,
             granted_at: Stamp::at(first),
         })
         .collect();

@@ -50,11 +50,14 @@ fn user_json(client: &Client, u: &User) -> Value {
     })
 }
 
-/// The scopes of tokens for provisioned users.
-fn provisioning_scope(client: &Client) -> ScopeSet {
+/// The scopes of tokens for provisioned users: the app's own provisioning
+/// scopes, else the profile's (`[profile] provisioning_scope`; HealthTap's
+/// `member_public`), else the app's allowed scopes.
+fn provisioning_scope(state: &AppState, client: &Client) -> ScopeSet {
     client
         .provisioning_scopes
         .clone()
+        .or_else(|| state.settings.default_provisioning_scopes())
         .unwrap_or_else(|| client.allowed_scopes.clone())
 }
 
@@ -65,7 +68,7 @@ async fn tokens_for(
     user: &User,
     provision: bool,
 ) -> Result<Response, ApiError> {
-    let scope = provisioning_scope(client);
+    let scope = provisioning_scope(state, client);
     let (tokens, now) = new_tokens(state, true);
     let issued = if provision {
         state

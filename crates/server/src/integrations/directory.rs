@@ -16,6 +16,7 @@ use serde::Deserialize;
 use crate::error::PageError;
 use crate::ip::ClientIp;
 use crate::pages::{self, ConnectCodePage, DirectoryApp, IntegrationsPage, Site};
+use crate::photos::served_path;
 use crate::session::{self, form_field};
 use crate::state::AppState;
 
@@ -80,9 +81,9 @@ pub async fn page(
                 _ => ("not-connected", "Not connected"),
             };
             DirectoryApp {
+                photo_url: served_path(&c.id, c.photo_url.as_deref()),
                 client_id: c.id,
                 name: c.name,
-                photo_url: c.photo_url,
                 description: c.description,
                 state: state_name,
                 state_label: label,

@@ -21,6 +21,7 @@ use crate::error::PageError;
 use crate::ip::ClientIp;
 use crate::oauth::consent::{self, Choice};
 use crate::pages::{self, ChoiceLine, ConsentPage, RefusedPage, ScopeLine, Site};
+use crate::photos::served_path;
 use crate::session;
 use crate::state::AppState;
 use healthgate_core::event::EventKind;
@@ -96,7 +97,7 @@ async fn check(
         }
         .into_response());
     }
-    match validate(params, &client) {
+    match validate(params, &client, state.settings.scope_source()) {
         Ok(v) => Ok((client, v)),
         Err(AuthorizeError::Page(message)) => Err(PageError::bad_request(message).into_response()),
         Err(AuthorizeError::Redirect {
@@ -350,7 +351,7 @@ fn consent_page(
         &ConsentPage {
             site: Site::of(&state.settings),
             app_name: &client.name,
-            app_photo: client.photo_url.as_deref(),
+            app_photo: served_path(&client.id, client.photo_url.as_deref()),
             username: &user.username,
             scopes,
             choices: options,

@@ -217,8 +217,8 @@ async fn not_logged_in_goes_to_login_then_back_to_the_request() {
     let page = consent.text().await.unwrap();
     assert!(page.contains("Partner App"));
     assert!(
-        page.contains("https://partner.example/logo.png"),
-        "app photo"
+        page.contains(&format!("src=\"/apps/{}/photo?v=", client.id())),
+        "app photo, served here: {page}"
     );
     assert!(page.contains("Read your profile"), "scope in plain words");
     assert!(page.contains("name=\"decision\" value=\"allow\""));
@@ -279,6 +279,44 @@ async fn allow_returns_code_state_and_iss() {
     let q = query_of(&loc);
     assert_eq!(q["state"], "xyz");
     assert_eq!(q["iss"], app.base);
+}
+
+/// Fullscript's rule (`[profile] scopes_from_registration`): the
+/// authorization request's `scope` is ignored, whatever it says, and the
+/// app's registered scopes are asked for and granted. Without the setting a
+/// missing or unregistered scope is still `invalid_scope`.
+#[tokio::test]
+async fn with_scopes_from_registration_the_registered_scopes_are_asked_for() {
+    let app = spawn_app_with(|s| s.profile.scopes_from_registration = true).await;
+    let client = app.confidential().await;
+    let (browser, _) = app.signed_in("alice").await;
+    for scope in [None, Some("profile_read"), Some("pay"), Some("a\"b")] {
+        let mut params = authorize_params(client.id(), REDIRECT);
+        params.retain(|(k, _)| *k != "scope");
+        params.extend(scope.map(|s| ("scope", s)));
+        params.push(("prompt", "consent"));
+        let r = browser.authorize(&params).await;
+        assert_eq!(r.status(), StatusCode::OK, "scope {scope:?}");
+        let page = r.text().await.unwrap();
+        assert!(page.contains("Read your profile"), "{page}");
+        assert!(page.contains("Update your profile"), "{page}");
+        let back = location(&browser.consent(&page, "allow").await);
+        let code = query_of(&back).remove("code").expect("a code");
+        let (status, tokens) = app.exchange(&client, &code, &[]).await;
+        assert_eq!(status, StatusCode::OK, "{tokens}");
+        assert_eq!(tokens["scope"], "profile_read profile_write", "scope {scope:?}");
+    }
+
+    let standard = spawn_app().await;
+    let client = standard.confidential().await;
+    let (browser, _) = standard.signed_in("alice").await;
+    for scope in [None, Some("pay")] {
+        let mut params = authorize_params(client.id(), REDIRECT);
+        params.retain(|(k, _)| *k != "scope");
+        params.extend(scope.map(|s| ("scope", s)));
+        let r = browser.authorize(&params).await;
+        assert_eq!(query_of(&location(&r))["error"], "invalid_scope", "scope {scope:?}");
+    }
 }
 
 #[tokio::test]

@@ -31,6 +31,7 @@ macro_rules! backend_tests {
             mod e2e;
             mod integrations;
             mod oidc;
+            mod photos;
             mod playground;
             mod portal;
             mod provisioning;
@@ -65,6 +66,7 @@ use healthgate_core::client::Client;
 use healthgate_core::user::{User, UserType};
 pub use healthgate_core::{Clock, ManualClock};
 pub use healthgate_server::admin::{self, Creator, NewClient, NewUser};
+use healthgate_server::photos::Photo;
 use healthgate_server::{AppState, Settings};
 pub use healthgate_store::Actor;
 use reqwest::StatusCode;
@@ -75,6 +77,8 @@ pub const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 pub const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 pub const REDIRECT: &str = "https://partner.example/callback";
 pub const PASSWORD: &str = "correct horse battery";
+/// A 1×1 PNG.
+pub const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89\0\0\0\rIDATx\x9cc\xf8\x0f\0\0\x01\x01\0\x05\x18\xd8N\0\0\0\0IEND\xaeB`\x82";
 
 /// A running server with its own database and clock.
 pub struct TestApp {
@@ -227,8 +231,10 @@ impl TestApp {
         format!("{}{path}", self.base)
     }
 
+    /// Registers a client; like a partner's, it has a photo, which
+    /// healthgate keeps and serves itself.
     pub async fn register(&self, spec: ClientSpec) -> TestClient {
-        let (client, secret) = admin::create_client(
+        let (mut client, secret) = admin::create_client(
             &self.state.store,
             &self.state.settings,
             self.clock.as_ref(),
@@ -237,7 +243,6 @@ impl TestApp {
                 redirect_uris: spec.redirect_uris.iter().map(|s| s.to_string()).collect(),
                 scope: spec.scope.into(),
                 public: spec.public,
-                photo_url: Some("https://partner.example/logo.png".into()),
                 user_types: spec.user_types,
                 authorization_level: spec.authorization_level,
                 resource_server: spec.resource_server,
@@ -247,6 +252,17 @@ impl TestApp {
         )
         .await
         .expect("register client");
+        let photo = Photo::recognise(PNG.to_vec()).expect("a PNG");
+        let served = admin::store_photo(
+            &self.state.store,
+            &self.state.settings,
+            self.clock.as_ref(),
+            &client.id,
+            &photo,
+        )
+        .await
+        .expect("store photo");
+        client.photo_url = Some(served);
         TestClient { client, secret }
     }
 

@@ -290,8 +290,6 @@ fn multipart(fields: &[(String, String)], file: (&str, &str, &[u8])) -> (String,
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
-const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89\0\0\0\rIDATx\x9cc\xf8\x0f\0\0\x01\x01\0\x05\x18\xd8N\0\0\0\0IEND\xaeB`\x82";
-
 #[tokio::test]
 async fn an_uploaded_photo_is_checked_stored_and_served() {
     let app = spawn_app().await;

@@ -107,6 +107,45 @@ async fn provisioning_scopes_are_configurable_and_forms_work_too() {
     assert_eq!(body["scope"], "profile_read");
 }
 
+/// HealthTap: `[profile] provisioning_scope` gives every app's provisioned
+/// accounts its scopes (here `create_content`, which the app was not even
+/// registered for) with no step per app; an app's own setting still wins,
+/// and tokens minted later for the account carry the same scopes.
+#[tokio::test]
+async fn the_profile_provisioning_scope_is_the_default_and_an_apps_own_wins() {
+    let app = spawn_app_with(|s| s.profile.provisioning_scope = Some("create_content".into())).await;
+    let partner = app.confidential().await;
+    let (status, body) = provision(&app, &partner, json!({ "username": "ht-1" })).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["scope"], "create_content");
+    let guid = body["guid"].as_str().unwrap();
+    let (status, again) = call(
+        &app,
+        &partner,
+        Method::POST,
+        &format!("/api/v1/users/{guid}/tokens"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["scope"], "create_content");
+
+    admin::update_client(
+        &app.state.store,
+        &app.state.settings,
+        app.clock.as_ref(),
+        partner.id(),
+        ClientChanges {
+            provisioning_scope: Some(Some("profile_read".into())),
+            ..ClientChanges::default()
+        }, Actor::system(),
+    )
+    .await
+    .unwrap();
+    let (_, body) = provision(&app, &partner, json!({ "username": "ht-2" })).await;
+    assert_eq!(body["scope"], "profile_read");
+}
+
 #[tokio::test]
 async fn usernames_are_unique_per_partner() {
     let app = spawn_app().await;
