@@ -129,6 +129,69 @@ fn client_commands_round_trip_as_json() {
     assert!(text.stdout.contains("Phone App"), "{text:#?}");
 }
 
+/// `--resource-server` on create and update (and `--no-resource-server`)
+/// is kept and shown; a redirect URI with a wildcard is refused with one line
+/// naming it, and registers nothing.
+#[test]
+fn resource_servers_and_wildcard_redirect_uris() {
+    let sandbox = Sandbox::new();
+    let create = |extra: &[&str]| {
+        let mut args = vec![
+            "client",
+            "create",
+            "--name",
+            "FHIR API",
+            "--redirect-uri",
+            "https://fhir.example/cb",
+            "--scope",
+            "profile_read",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        sandbox.run(&args)
+    };
+    let rs = create(&["--resource-server"]).json();
+    assert_eq!(rs["resource_server"], true, "{rs}");
+    let plain = create(&[]).json();
+    assert_eq!(plain["resource_server"], false, "{plain}");
+    let id = plain["client_id"].as_str().unwrap();
+    let updated = sandbox
+        .run(&["client", "update", id, "--resource-server", "--json"])
+        .json();
+    assert_eq!(updated["resource_server"], true);
+    let updated = sandbox
+        .run(&["client", "update", id, "--no-resource-server", "--json"])
+        .json();
+    assert_eq!(updated["resource_server"], false);
+    let text = sandbox.run(&["client", "show", rs["client_id"].as_str().unwrap()]);
+    assert!(text.stdout.contains("resource_server true"), "{text:#?}");
+
+    for uri in ["https://*.partner.example/cb", "https://partner.example/*"] {
+        let out = sandbox.run(&[
+            "client",
+            "create",
+            "--name",
+            "Wild",
+            "--redirect-uri",
+            uri,
+            "--scope",
+            "profile_read",
+        ]);
+        let line = out.one_line_failure(2);
+        assert!(line.contains("wildcard") && line.contains(uri), "{line}");
+        let out = sandbox.run(&["client", "update", id, "--redirect-uri", uri]);
+        assert!(out.one_line_failure(2).contains("wildcard"));
+    }
+    let all = sandbox.run(&["client", "list", "--json"]).json();
+    assert_eq!(
+        all.as_array().unwrap().len(),
+        2,
+        "nothing registered: {all}"
+    );
+    let kept = sandbox.run(&["client", "show", id, "--json"]).json();
+    assert_eq!(kept["redirect_uris"], json!(["https://fhir.example/cb"]));
+}
+
 /// A partner's web server on loopback for `--photo-url`: `/p.png` is a
 /// PNG, anything else 404. Counts the requests it answers.
 fn photo_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
@@ -390,26 +453,7 @@ async fn client_suspend_and_restore_act_at_once_on_a_running_server() {
 
 /// Signs `username` in to a running server and opens `/admin`.
 async fn open_console(base: &str, username: &str, password: &str) -> reqwest::StatusCode {
-    let b = browser();
-    let page = b
-        .get(format!("{base}/login"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let r = b
-        .post(format!("{base}/login"))
-        .form(&[
-            ("username", username),
-            ("password", password),
-            ("csrf_token", &csrf_token(&page)),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), reqwest::StatusCode::SEE_OTHER, "signed in");
+    let b = sign_in(base, username, password).await.expect("signed in");
     b.get(format!("{base}/admin"))
         .send()
         .await

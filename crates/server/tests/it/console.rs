@@ -978,6 +978,43 @@ async fn invalid_audit_filters_are_refused_next_to_their_field() {
     assert!(!event_seqs(&shown).is_empty());
 }
 
+/// An operator makes an app a resource server on the Apps page (it may then
+/// introspect every token) and takes it back; each change names the
+/// operator. Anyone not an operator cannot.
+#[tokio::test]
+async fn operators_make_an_app_a_resource_server_and_take_it_back() {
+    let app = spawn_app().await;
+    let (op, me) = operator(&app, "olivia").await;
+    let client = app.confidential().await;
+    let api = app.confidential().await;
+    let (access, _) = tokens_for(&app, &client, "alice").await;
+    assert_eq!(app.introspect(&api, &access).await, json!({"active": false}));
+
+    let listed = page(&op, "/admin/apps").await;
+    assert!(listed.contains(&format!("aria-label=\"Make {} a resource server\"", "Partner App")));
+    let r = post(&op, "/admin/apps/resource-server", &[("client_id", api.id()), ("resource_server", "1")]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let shown = page(&op, &location(&r)).await;
+    assert_eq!(notice(&shown).as_deref(), Some("Partner App is a resource server: it may introspect every token."));
+    assert_eq!(app.introspect(&api, &access).await["active"], true);
+    let updated = app.events_of("client.updated").await;
+    assert_eq!(updated[0].actor_user_id.as_deref(), Some(me.id.as_str()));
+    assert_eq!(updated[0].client_id.as_deref(), Some(api.id()));
+
+    let r = post(&op, "/admin/apps/resource-server", &[("client_id", api.id()), ("resource_server", "0")]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(app.introspect(&api, &access).await, json!({"active": false}));
+
+    // A person who is not an operator is refused and changes nothing.
+    let (someone, _) = app.signed_in("mallory").await;
+    let token = super::portal::csrf_of(&someone, "/developers/apps/new").await;
+    let form = [("csrf_token", token.as_str()), ("client_id", api.id()), ("resource_server", "1")]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    let r = someone.post_form("/admin/apps/resource-server", &form).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(!app.state.store.client(api.id()).await.unwrap().unwrap().resource_server);
+}
+
 /// The refusals item by item in the audit log: the console's filter finds a
 /// failed client authentication and a refused revocation by kind and by
 /// app, each shown to the second.

@@ -62,20 +62,21 @@ async fn concurrent_refreshes_leave_at_most_one_live_chain() {
     assert!(live <= 1);
 }
 
+/// Alice grants `client` `profile_read profile_write`; its refresh token.
+async fn wide_grant(app: &TestApp, client: &TestClient) -> String {
+    let (browser, _) = app.signed_in("alice").await;
+    let scope = [("scope", "profile_read profile_write")];
+    let code = app.code(&browser, client, &scope).await;
+    let (status, body) = app.exchange(client, &code, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["refresh_token"].as_str().unwrap().to_owned()
+}
+
 #[tokio::test]
 async fn refresh_may_narrow_but_never_widen_scope() {
     let app = spawn_app().await;
     let client = app.confidential().await;
-    let (browser, _) = app.signed_in("alice").await;
-    let code = app
-        .code(
-            &browser,
-            &client,
-            &[("scope", "profile_read profile_write")],
-        )
-        .await;
-    let (_, body) = app.exchange(&client, &code, &[]).await;
-    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    let refresh = wide_grant(&app, &client).await;
     let basic = Some((client.id(), client.secret.as_deref().unwrap()));
     let (s, b) = app
         .token(
@@ -117,16 +118,7 @@ async fn narrowed_refresh_keeps_the_grant_scope() {
     for rotation in ["immediate", "on_first_use"] {
         let app = spawn_app_with(|s| s.refresh_rotation = rotation.into()).await;
         let client = app.confidential().await;
-        let (browser, _) = app.signed_in("alice").await;
-        let code = app
-            .code(
-                &browser,
-                &client,
-                &[("scope", "profile_read profile_write")],
-            )
-            .await;
-        let (_, body) = app.exchange(&client, &code, &[]).await;
-        let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+        let refresh = wide_grant(&app, &client).await;
         let basic = Some((client.id(), client.secret.as_deref().unwrap()));
         let (s, narrow) = app
             .token(
