@@ -36,6 +36,11 @@ async fn rotated_refresh_token_replay_revokes_the_family() {
     );
     // The whole family is gone, including the pair the thief may hold.
     assert_eq!(app.me(live_access).await, StatusCode::UNAUTHORIZED);
+    // The trail names the client and the address the replay came from.
+    let reuse = app.events_of("token.reuse_detected").await;
+    assert_eq!(reuse.len(), 1);
+    assert_eq!(reuse[0].client_id.as_deref(), Some(client.id()));
+    assert_eq!(reuse[0].ip.as_deref(), Some("127.0.0.1"));
     assert_eq!(
         app.refresh(&client, live_refresh).await.0,
         StatusCode::BAD_REQUEST

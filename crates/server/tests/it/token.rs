@@ -112,7 +112,12 @@ async fn code_replay_revokes_tokens() {
     let revoked: Vec<_> = events.iter().filter(|e| e.kind == "token.family_revoked").collect();
     assert_eq!(revoked.len(), 1, "{events:?}");
     assert_eq!(revoked[0].client_id.as_deref(), Some(client.id()));
-    assert!(events.iter().any(|e| e.kind == "code.replayed" && e.outcome == "failure"));
+    let replayed: Vec<_> = events.iter().filter(|e| e.kind == "code.replayed").collect();
+    assert_eq!(replayed.len(), 1, "{events:?}");
+    assert_eq!(replayed[0].outcome, "failure");
+    // It names the client and the address it came from.
+    assert_eq!(replayed[0].client_id.as_deref(), Some(client.id()));
+    assert_eq!(replayed[0].ip.as_deref(), Some("127.0.0.1"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
