@@ -13,8 +13,8 @@ use healthgate_core::client::Client;
 use healthgate_core::owner::AuthorizationLevel;
 use healthgate_core::user::{UserType, parse_user_types};
 use healthgate_core::{Clock, SystemClock};
-use healthgate_server::admin::{self, AdminError, ClientChanges, NewClient};
-use healthgate_server::{Settings, demo};
+use healthgate_server::services::admin::{self, AdminError, ClientChanges, NewClient};
+use healthgate_server::{Settings, web::demo};
 use healthgate_store::{Actor, Suspension};
 use serde_json::json;
 
@@ -590,7 +590,13 @@ async fn client_command(
                     .await
                     .map_err(anyhow::Error::from)?
                     .ok_or(AdminError::NoSuchClient(id.clone()))?;
-                admin::webhook_secret(store, &state.settings, &client).await?
+                healthgate_server::services::secrets::webhook_secret(
+                    store,
+                    &state.settings,
+                    &client,
+                )
+                .await
+                .map_err(AdminError::from)?
             };
             print(
                 as_json,

@@ -8,7 +8,7 @@ use clap::Subcommand;
 use healthgate_core::Clock;
 use healthgate_core::org::OrganizationKind;
 use healthgate_server::Settings;
-use healthgate_server::admin::{self, AdminError};
+use healthgate_server::services::admin::{self, AdminError};
 use healthgate_store::Actor;
 use serde_json::json;
 
@@ -389,7 +389,8 @@ pub async fn keys_command(
             print(as_json, &value, &text);
         }
         KeysCommand::Rotate => {
-            let added = healthgate_server::keys::rotate(store, &state.settings, now).await?;
+            let added =
+                healthgate_server::services::keys::rotate(store, &state.settings, now).await?;
             let value = json!(
                 added
                     .iter()

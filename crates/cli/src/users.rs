@@ -9,7 +9,7 @@ use clap::Subcommand;
 use healthgate_core::Clock;
 use healthgate_core::user::{User, UserType};
 use healthgate_server::Settings;
-use healthgate_server::admin::{self, AdminError, Creator, NewUser};
+use healthgate_server::services::admin::{self, AdminError, Creator, NewUser};
 use healthgate_store::Actor;
 use serde_json::json;
 

@@ -4,39 +4,19 @@
 //! A handler parses the request, applies the rules of `healthgate-core`,
 //! reads and writes through `healthgate-store`, and renders.
 
-pub mod account;
-pub mod admin;
 pub mod api;
-pub mod cleanup;
 pub mod config;
-pub mod console;
-pub mod demo;
-pub mod developers;
-pub mod error;
-pub mod forms;
-pub mod grants;
-pub mod health;
-pub mod integrations;
-pub mod ip;
-pub mod keys;
-pub mod login;
-pub mod middleware;
+pub mod http;
+pub mod jobs;
 pub mod oauth;
-pub mod pages;
-pub mod passwords;
-pub mod photos;
-pub mod playground;
-pub mod routes;
-pub mod session;
+pub mod services;
 pub mod state;
-pub mod webhooks;
+pub mod web;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::http::{HeaderValue, header};
-use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use healthgate_core::Clock;
 use healthgate_core::token::TokenPolicy;
@@ -44,7 +24,7 @@ use healthgate_store::{PoolConfig, Store, StoreError};
 use tokio::net::TcpListener;
 
 pub use config::Settings;
-use routes::Routes;
+use http::routes::Routes;
 pub use state::AppState;
 
 /// Why the server could not start.
@@ -83,50 +63,11 @@ pub async fn open(settings: Settings, clock: Arc<dyn Clock>) -> Result<AppState,
     )
     .await?;
     store.migrate().await?;
-    Ok(AppState::new(store, settings, policy, clock))
+    Ok(AppState::new(store, settings, policy, clock, router))
 }
 
-async fn stylesheet() -> impl IntoResponse {
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/css; charset=utf-8"),
-            ),
-            (
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("public, max-age=3600"),
-            ),
-        ],
-        pages::STYLESHEET,
-    )
-}
-
-/// The branding's colour as a stylesheet (the CSP allows no inline styles).
-async fn brand_stylesheet(
-    axum::extract::State(state): axum::extract::State<AppState>,
-) -> impl IntoResponse {
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/css; charset=utf-8"),
-            ),
-            (
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("public, max-age=300"),
-            ),
-        ],
-        // Validated as #rrggbb at start-up.
-        format!(
-            ":root {{ --accent: {}; }}\n",
-            state.settings.branding.accent_color
-        ),
-    )
-}
-
-async fn not_found() -> error::PageError {
-    error::PageError {
+async fn not_found() -> http::error::PageError {
+    http::error::PageError {
         status: axum::http::StatusCode::NOT_FOUND,
         title: "Page not found",
         message: "There is nothing at this address.".into(),
@@ -139,13 +80,13 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            middleware::error_pages,
+            http::middleware::error_pages,
         ))
         .layer(axum::middleware::from_fn_with_state(
-            middleware::content_security_policy(&state.settings),
-            middleware::security_headers,
+            http::middleware::content_security_policy(&state.settings),
+            http::middleware::security_headers,
         ))
-        .layer(axum::middleware::from_fn(middleware::access_log))
+        .layer(axum::middleware::from_fn(http::middleware::access_log))
         .with_state(state)
 }
 
@@ -173,84 +114,9 @@ fn profile_routes(
     router
 }
 
-/// The standard routes, under their canonical paths.
+/// The standard routes, under their canonical paths: each area's own.
 fn standard_routes() -> Routes {
-    Routes::new()
-        .route("/", get(login::home))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/login", get(login::get).post(login::post))
-        .route("/logout", post(login::logout))
-        .route(
-            "/oauth/authorize",
-            get(oauth::authorize::get).post(oauth::authorize::post),
-        )
-        .route("/oauth/token", post(oauth::token::post))
-        .route("/oauth/revoke", post(oauth::revoke::post))
-        .route("/oauth/introspect", post(oauth::introspect::post))
-        .route(
-            "/oauth/userinfo",
-            get(oauth::openid::userinfo).post(oauth::openid::userinfo),
-        )
-        .route("/oauth/jwks", get(oauth::openid::jwks))
-        .route(
-            "/.well-known/openid-configuration",
-            get(oauth::openid::configuration),
-        )
-        .route(
-            "/.well-known/oauth-authorization-server",
-            get(oauth::discovery::metadata),
-        )
-        .route("/api/v1/me", get(api::me::get))
-        .merge(account::routes())
-        .route("/api/v1/users", post(api::users::create))
-        .route(
-            "/api/v1/users/{guid}",
-            get(api::users::show)
-                .patch(api::users::update)
-                .delete(api::users::delete),
-        )
-        .route("/api/v1/users/{guid}/tokens", post(api::users::tokens))
-        .route("/integrations", get(integrations::directory::page))
-        .route(
-            "/integrations/connect",
-            post(integrations::directory::connect),
-        )
-        .route(
-            "/integrations/disconnect",
-            post(integrations::directory::disconnect),
-        )
-        .route("/api/oauth/tokens", post(integrations::exchange::post))
-        .route("/api/v1/integrations", get(integrations::partner::list))
-        .route(
-            "/api/v1/integrations/{id}",
-            get(integrations::partner::show),
-        )
-        .route(
-            "/api/v1/integrations/{id}/activate",
-            post(integrations::partner::activate),
-        )
-        .route(
-            "/api/v1/integrations/{id}/deactivate",
-            post(integrations::partner::deactivate),
-        )
-        .route(
-            "/api/v1/integrations/{id}/api_keys",
-            get(integrations::partner::list_keys).post(integrations::partner::create_key),
-        )
-        .route(
-            "/api/v1/integrations/{id}/api_keys/{key_id}",
-            axum::routing::delete(integrations::partner::revoke_key),
-        )
-        .route("/api/v1/practice", get(integrations::practice::mine))
-        .route("/api/v1/practices/{id}", get(integrations::practice::by_id))
-        .route("/demo/connect", get(demo::connect))
-        .route("/demo/callback", get(demo::callback))
-        .route("/static/healthgate.css", get(stylesheet))
-        .route("/static/brand.css", get(brand_stylesheet))
-        .merge(developers::routes())
-        .merge(playground::routes())
-        .merge(console::routes())
+    oauth::routes().merge(api::routes()).merge(web::routes())
 }
 
 /// Serves until `shutdown` resolves, then finishes requests in flight and
@@ -261,9 +127,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let store = state.store.clone();
-    let cleanup = cleanup::spawn(state.clone());
-    let delivery = webhooks::spawn(state.clone());
-    let sealer = webhooks::spawn_sealer(state.clone());
+    let cleanup = jobs::cleanup::spawn(state.clone());
+    let delivery = jobs::webhooks::spawn(state.clone());
+    let sealer = jobs::webhooks::spawn_sealer(state.clone());
     let app = router(state);
     let served = axum::serve(
         listener,
@@ -330,3 +196,6 @@ mod tests {
         let _router = profile_routes(&s.profile, standard_routes().into_router());
     }
 }
+
+#[cfg(test)]
+mod architecture_test;

@@ -1,4 +1,6 @@
-//! The state every handler shares: the store, the settings, the clock.
+//! The state every handler shares: the store, the settings, the clock, and
+//! how to build the router (for the playground, which sends its requests
+//! through healthgate's own routes in-process).
 
 use std::sync::Arc;
 
@@ -18,6 +20,9 @@ pub struct Inner {
     pub policy: TokenPolicy,
     pub issuer: String,
     pub clock: Arc<dyn Clock>,
+    /// Builds every route over a state (`crate::router`), handed in by
+    /// whoever opens the server, so no area imports the crate's root.
+    pub router: fn(AppState) -> axum::Router,
 }
 
 impl AppState {
@@ -27,6 +32,7 @@ impl AppState {
         settings: Settings,
         policy: TokenPolicy,
         clock: Arc<dyn Clock>,
+        router: fn(AppState) -> axum::Router,
     ) -> Self {
         let issuer = settings.issuer();
         Self(Arc::new(Inner {
@@ -35,6 +41,7 @@ impl AppState {
             policy,
             issuer,
             clock,
+            router,
         }))
     }
 

@@ -210,7 +210,7 @@ pub(crate) async fn append(conn: &mut AnyConnection, at: i64, event: &Event<'_>)
     .execute(&mut *conn)
     .await?;
     if let (true, Some(client_id)) = (event.kind.notifies_partner(), event.client_id) {
-        crate::webhooks::enqueue(conn, at, &id, client_id, event).await?;
+        enqueue(conn, at, &id, client_id, event).await?;
     }
     Ok(id)
 }
@@ -224,6 +224,68 @@ pub struct ChainReport {
     pub unsealed: i64,
     /// The first break: chain position and what is wrong.
     pub broken: Option<(i64, String)>,
+}
+
+// The outbox: a partner's delivery is queued with the event itself.
+
+/// The JSON body partners receive: `{id, type, created_at, data}`.
+fn payload(event_id: &str, at: i64, event: &Event<'_>) -> String {
+    let mut data = match &event.data {
+        Some(serde_json::Value::Object(map)) => map.clone(),
+        _ => serde_json::Map::new(),
+    };
+    if let Some(org) = event.organization_id {
+        data.entry("organization_id").or_insert_with(|| org.into());
+    }
+    if let Some(subject) = event.subject {
+        data.entry("subject").or_insert_with(|| subject.into());
+    }
+    serde_json::json!({
+        "id": event_id,
+        "type": event.kind.as_str(),
+        "created_at": at,
+        "data": data,
+    })
+    .to_string()
+}
+
+/// Queues the delivery of an event to its partner, if the partner has a
+/// webhook. A muted webhook still gets the row, held as `muted`, so nothing
+/// is lost when it is re-enabled.
+async fn enqueue(
+    conn: &mut AnyConnection,
+    at: i64,
+    event_id: &str,
+    client_id: &str,
+    event: &Event<'_>,
+) -> Result<()> {
+    let target: Option<(Option<String>, Option<i64>)> =
+        sqlx::query_as("SELECT webhook_url, webhook_muted_at FROM clients WHERE id = $1")
+            .bind(client_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some((Some(url), muted_at)) = target else {
+        return Ok(());
+    };
+    let status = if muted_at.is_some() {
+        "muted"
+    } else {
+        "pending"
+    };
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (id, event_id, client_id, url, payload, status, created_at, next_attempt_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+    )
+    .bind(new_id("whd"))
+    .bind(event_id)
+    .bind(client_id)
+    .bind(url)
+    .bind(payload(event_id, at, event))
+    .bind(status)
+    .bind(at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 impl Store {

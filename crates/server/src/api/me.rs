@@ -11,8 +11,8 @@ use axum::http::HeaderMap;
 use healthgate_core::error::{ErrorCode, OAuthError};
 use serde_json::{Value, json};
 
-use crate::api::bearer;
-use crate::error::JsonError;
+use crate::http::error::JsonError;
+use crate::oauth::bearer::bearer;
 use crate::state::AppState;
 
 pub async fn get(
@@ -44,7 +44,7 @@ pub async fn get(
             "this token was issued to the application itself and speaks for no user",
         )));
     };
-    let user = crate::api::active_user(&state, &user_id).await?;
+    let user = crate::oauth::bearer::active_user(&state, &user_id).await?;
     Ok(Json(json!({
         "id": user.id,
         "username": user.username,

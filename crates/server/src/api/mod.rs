@@ -1,73 +1,51 @@
-//! The resource API healthgate serves itself, behind bearer tokens
-//! (RFC 6750).
+//! The JSON APIs: the resource API behind bearer tokens (`/api/v1/me`, checked
+//! by `oauth::bearer`), partner-provisioned users,
+//! the partner's integration APIs and connect-code exchange, the practice
+//! API its keys open, and the health probes.
 
+pub mod exchange;
+pub mod health;
+pub mod integrations;
 pub mod me;
+pub mod partner;
+pub mod practice;
 pub mod users;
 
-use axum::http::{HeaderMap, header};
-use healthgate_core::error::{ErrorCode, OAuthError};
-use healthgate_core::secret;
-use healthgate_core::token::AccessToken;
+use axum::routing::{delete, get, post};
 
-use crate::error::JsonError;
-use crate::state::AppState;
+use crate::http::routes::Routes;
 
-fn invalid_token(description: &'static str) -> JsonError {
-    JsonError(OAuthError::new(ErrorCode::InvalidToken, description))
-}
-
-/// The person a token speaks for, if their account is still active; a
-/// locked or deleted account's tokens are invalid.
-pub async fn active_user(
-    state: &AppState,
-    user_id: &str,
-) -> Result<healthgate_core::user::User, JsonError> {
-    state
-        .store
-        .user(user_id)
-        .await?
-        .filter(|u| u.is_active())
-        .ok_or_else(|| invalid_token("the account is no longer active"))
-}
-
-/// Authenticates a resource request by its bearer token (RFC 6750 §2.1) and
-/// checks it carries `scope`.
-pub async fn bearer(
-    state: &AppState,
-    headers: &HeaderMap,
-    scope: &str,
-) -> Result<AccessToken, JsonError> {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| invalid_token("a bearer access token is required"))?;
-    let opaque = crate::keys::opaque_access_token(&state.store, presented)
-        .await?
-        .ok_or_else(|| invalid_token("the access token is not valid"))?;
-    let token = state
-        .store
-        .access_token(&secret::digest(&opaque))
-        .await?
-        .ok_or_else(|| invalid_token("the access token is not valid"))?;
-    let now = state.now();
-    if !token.is_active(now) {
-        return Err(invalid_token("the access token has expired or was revoked"));
-    }
-    if token.parent_refresh_digest.is_some()
-        && token.first_used_at.is_none()
-        && !state.store.first_use_of_access_token(&token, now).await?
-    {
-        return Err(invalid_token("the access token was revoked"));
-    }
-    if !token.scope.contains(scope) {
-        return Err(JsonError(OAuthError::new(
-            ErrorCode::InsufficientScope,
-            format!("this request needs the {scope} scope"),
-        )));
-    }
-    Ok(token)
+/// The JSON APIs partners, practices and probes call.
+pub fn routes() -> Routes {
+    Routes::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/api/v1/me", get(me::get))
+        .route("/api/v1/users", post(users::create))
+        .route(
+            "/api/v1/users/{guid}",
+            get(users::show).patch(users::update).delete(users::delete),
+        )
+        .route("/api/v1/users/{guid}/tokens", post(users::tokens))
+        .route("/api/oauth/tokens", post(exchange::post))
+        .route("/api/v1/integrations", get(partner::list))
+        .route("/api/v1/integrations/{id}", get(partner::show))
+        .route(
+            "/api/v1/integrations/{id}/activate",
+            post(partner::activate),
+        )
+        .route(
+            "/api/v1/integrations/{id}/deactivate",
+            post(partner::deactivate),
+        )
+        .route(
+            "/api/v1/integrations/{id}/api_keys",
+            get(partner::list_keys).post(partner::create_key),
+        )
+        .route(
+            "/api/v1/integrations/{id}/api_keys/{key_id}",
+            delete(partner::revoke_key),
+        )
+        .route("/api/v1/practice", get(practice::mine))
+        .route("/api/v1/practices/{id}", get(practice::by_id))
 }

@@ -24,12 +24,12 @@ use healthgate_core::user::{User, UserType, validate_email, validate_password, v
 use healthgate_store::StoreError;
 use serde_json::{Value, json};
 
-use crate::error::{ApiError, no_store};
-use crate::ip::ClientIp;
+use crate::http::error::{ApiError, no_store};
+use crate::http::ip::ClientIp;
 use crate::oauth::client_auth::{self, authenticate_partner};
+use crate::oauth::issue::new_tokens;
 use crate::oauth::params::Params;
-use crate::oauth::token::new_tokens;
-use crate::passwords;
+use crate::services::passwords;
 use crate::state::AppState;
 
 /// How a partner's username is kept: unique per partner.
@@ -87,7 +87,7 @@ async fn tokens_for(
         }
         other => other.into(),
     })?;
-    let access_token = crate::oauth::token::present_access_token(
+    let access_token = crate::oauth::issue::present_access_token(
         state,
         client,
         &issued,

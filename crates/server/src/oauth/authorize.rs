@@ -17,12 +17,12 @@ use healthgate_core::token::AuthorizationCode;
 use healthgate_core::user::User;
 use healthgate_store::Session;
 
-use crate::error::PageError;
-use crate::ip::ClientIp;
+use crate::http::error::PageError;
+use crate::http::ip::ClientIp;
+use crate::http::pages::{self, ChoiceLine, ConsentPage, RefusedPage, ScopeLine, Site};
+use crate::http::session;
 use crate::oauth::consent::{self, Choice};
-use crate::pages::{self, ChoiceLine, ConsentPage, RefusedPage, ScopeLine, Site};
-use crate::photos::served_path;
-use crate::session;
+use crate::services::photos::served_path;
 use crate::state::AppState;
 use healthgate_core::event::EventKind;
 use healthgate_store::Event;

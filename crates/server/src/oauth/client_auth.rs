@@ -11,8 +11,8 @@ use healthgate_core::error::{ErrorCode, OAuthError};
 use healthgate_core::event::EventKind;
 use healthgate_store::{Event, StoreError};
 
-use crate::error::JsonError;
-use crate::ip::ClientIp;
+use crate::http::error::JsonError;
+use crate::http::ip::ClientIp;
 use crate::oauth::params::Params;
 use crate::state::AppState;
 

@@ -18,8 +18,8 @@ use healthgate_core::error::OAuthError;
 use healthgate_core::secret::{self, SecretKind};
 use serde_json::{Value, json};
 
-use crate::error::{JsonError, no_store};
-use crate::ip::ClientIp;
+use crate::http::error::{JsonError, no_store};
+use crate::http::ip::ClientIp;
 use crate::oauth::client_auth;
 use crate::oauth::params::Params;
 use crate::state::AppState;
@@ -59,7 +59,7 @@ fn may_see(caller: &Client, answer: &Value) -> bool {
 
 async fn describe(state: &AppState, token: &str) -> Result<Value, JsonError> {
     // A JWT access token stands for the opaque token it carries.
-    let Some(token) = crate::keys::opaque_access_token(&state.store, token).await? else {
+    let Some(token) = crate::services::keys::opaque_access_token(&state.store, token).await? else {
         return Ok(inactive());
     };
     let token = token.as_str();

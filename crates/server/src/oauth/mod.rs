@@ -2,11 +2,43 @@
 //! and token.
 
 pub mod authorize;
+pub mod bearer;
 pub mod client_auth;
 pub mod consent;
 pub mod discovery;
+pub mod grants;
 pub mod introspect;
+pub mod issue;
 pub mod openid;
 pub mod params;
 pub mod revoke;
 pub mod token;
+
+use axum::routing::{get, post};
+
+use crate::http::routes::Routes;
+
+/// The OAuth 2.0 and OpenID Connect endpoints and their metadata.
+pub fn routes() -> Routes {
+    Routes::new()
+        .route(
+            "/oauth/authorize",
+            get(authorize::get).post(authorize::post),
+        )
+        .route("/oauth/token", post(token::post))
+        .route("/oauth/revoke", post(revoke::post))
+        .route("/oauth/introspect", post(introspect::post))
+        .route(
+            "/oauth/userinfo",
+            get(openid::userinfo).post(openid::userinfo),
+        )
+        .route("/oauth/jwks", get(openid::jwks))
+        .route(
+            "/.well-known/openid-configuration",
+            get(openid::configuration),
+        )
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(discovery::metadata),
+        )
+}

@@ -10,9 +10,9 @@ use healthgate_core::jose;
 use healthgate_store::Issued;
 use serde_json::{Value, json};
 
-use crate::api::bearer;
-use crate::error::JsonError;
-use crate::keys;
+use crate::http::error::JsonError;
+use crate::oauth::bearer::bearer;
+use crate::services::keys;
 use crate::state::AppState;
 
 /// The ID token for an issue that granted `openid` (Core §3.1.3.3, §2).
@@ -60,9 +60,9 @@ pub async fn id_token(
     Ok(Some(token))
 }
 
-fn signing_failed(e: crate::admin::AdminError) -> JsonError {
+fn signing_failed(e: crate::services::admin::AdminError) -> JsonError {
     match e {
-        crate::admin::AdminError::Store(s) => s.into(),
+        crate::services::admin::AdminError::Store(s) => s.into(),
         other => {
             tracing::error!(error = %other, "ID token signing failed");
             JsonError(OAuthError::server_error())
@@ -70,7 +70,7 @@ fn signing_failed(e: crate::admin::AdminError) -> JsonError {
     }
 }
 
-impl From<jose::KeyError> for crate::admin::AdminError {
+impl From<jose::KeyError> for crate::services::admin::AdminError {
     fn from(e: jose::KeyError) -> Self {
         Self::Invalid(e.to_string())
     }
@@ -93,7 +93,7 @@ pub async fn userinfo(
         })?;
         return Ok(Json(json!({ "sub": owner.id })));
     };
-    let user = crate::api::active_user(&state, user_id).await?;
+    let user = crate::oauth::bearer::active_user(&state, user_id).await?;
     let mut claims = json!({ "sub": user.id });
     if token.scope.contains("profile") {
         claims["preferred_username"] = user.username.clone().into();

@@ -13,8 +13,8 @@ use healthgate_core::error::OAuthError;
 use healthgate_core::secret::{self, SecretKind};
 use healthgate_store::Revoked;
 
-use crate::error::{JsonError, no_store};
-use crate::ip::ClientIp;
+use crate::http::error::{JsonError, no_store};
+use crate::http::ip::ClientIp;
 use crate::oauth::client_auth;
 use crate::oauth::params::Params;
 use crate::state::AppState;
@@ -30,7 +30,7 @@ pub async fn post(
     let presented = params.require("token")?;
     // A JWT access token stands for the opaque token it carries; one that
     // does not verify is unknown (200, nothing done).
-    let token = crate::keys::opaque_access_token(&state.store, presented)
+    let token = crate::services::keys::opaque_access_token(&state.store, presented)
         .await?
         .unwrap_or_default();
     let token = token.as_str();

@@ -5,7 +5,7 @@
 
 use healthgate_core::org::{Organization, OrganizationKind};
 use healthgate_core::owner::AuthorizationLevel;
-use healthgate_server::admin;
+use healthgate_server::services::admin;
 use reqwest::StatusCode;
 
 use super::*;
@@ -90,7 +90,7 @@ async fn the_page_lists_the_apps_a_person_authorized_with_scopes_and_dates_and_n
     let theirs = app.confidential().await;
     let (alice, _) = app.signed_in("alice").await;
     let (bob, _) = app.signed_in("bob").await;
-    let granted_at = healthgate_server::pages::format_utc(app.clock.now());
+    let granted_at = healthgate_server::http::pages::format_utc(app.clock.now());
     authorized(&app, &alice, &mine).await;
     authorized(&app, &bob, &theirs).await;
 

@@ -5,7 +5,7 @@
 use healthgate_core::org::{Organization, OrganizationKind};
 use healthgate_core::secret::{SecretKind, mint, new_id};
 use healthgate_core::user::{User, UserType};
-use healthgate_server::admin;
+use healthgate_server::services::admin;
 use healthgate_store::{Session, StoredEvent};
 use reqwest::StatusCode;
 
@@ -169,7 +169,7 @@ async fn the_overview_says_who_the_person_is_and_every_page_carries_the_account_
     assert!(overview.contains("<dd>alice</dd>"));
     assert!(overview.contains("alice@example.org"));
     assert!(overview.contains("<dd>Member</dd>"));
-    let since = healthgate_server::pages::format_utc(user.created_at);
+    let since = healthgate_server::http::pages::format_utc(user.created_at);
     assert!(overview.contains(&since), "member since {since}");
     assert!(overview.contains("No apps can use your account."));
     assert!(overview.contains("You do not belong to any organization."));
@@ -683,9 +683,9 @@ async fn two_browsers_of_a_person_see_each_other_on_the_sessions_page() {
         "this browser comes first"
     );
     assert!(this.contains("Chrome on Linux"), "the laptop is this browser");
-    let started = healthgate_server::pages::format_utc(app.clock.now() - 60);
+    let started = healthgate_server::http::pages::format_utc(app.clock.now() - 60);
     let expires =
-        healthgate_server::pages::format_utc(app.clock.now() - 60 + app.state.settings.session_ttl);
+        healthgate_server::http::pages::format_utc(app.clock.now() - 60 + app.state.settings.session_ttl);
     assert!(seen_by_laptop.contains(&started) && seen_by_laptop.contains(&expires));
     assert_eq!(handles(&seen_by_laptop).len(), 1, "only the other one has Sign out");
     assert!(!seen_by_laptop.contains("hg_ss_"), "never a cookie value");

@@ -150,10 +150,10 @@ async fn cleanup_pass_removes_expired_rows_only() {
     let app = spawn_app().await;
     let client = app.confidential().await;
     let (access, refresh) = tokens_for(&app, &client, "alice").await;
-    assert_eq!(healthgate_server::cleanup::run_once(&app.state).await.unwrap(), 0);
+    assert_eq!(healthgate_server::jobs::cleanup::run_once(&app.state).await.unwrap(), 0);
     app.clock.advance(7200 + 86_401);
     // The session, the code and the access token are past their time.
-    let removed = healthgate_server::cleanup::run_once(&app.state).await.unwrap();
+    let removed = healthgate_server::jobs::cleanup::run_once(&app.state).await.unwrap();
     assert!(removed >= 3, "{removed}");
     assert_eq!(app.me(&access).await, StatusCode::UNAUTHORIZED);
     // The non-expiring refresh token is kept and still works.

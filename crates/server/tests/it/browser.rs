@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use healthgate_core::user::UserType;
-use healthgate_server::admin::{self, NewClient};
+use healthgate_server::services::admin::{self, NewClient};
 
 use super::*;
 

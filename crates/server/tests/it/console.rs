@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use healthgate_core::event::EventKind;
 use healthgate_core::org::{Organization, OrganizationKind};
 use healthgate_core::webhook::RETRY_WINDOW;
-use healthgate_server::admin::{self, ClientChanges};
-use healthgate_server::pages::{Stamp, format_utc};
-use healthgate_server::webhooks;
+use healthgate_server::services::admin::{self, ClientChanges};
+use healthgate_server::http::pages::{Stamp, format_utc};
+use healthgate_server::jobs::webhooks;
 use healthgate_store::{Actor, Event, StoredEvent};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -1107,7 +1107,7 @@ async fn webhook_health_counts_deliveries_and_unmute_resends_the_held_ones() {
         .await
         .unwrap();
     }
-    let http = webhooks::http_client(app.state.settings.allow_http_webhooks).unwrap();
+    let http = healthgate_server::services::outbound::http_client(app.state.settings.allow_http_webhooks).unwrap();
     let notify = |n: usize| {
         let app = &app;
         let id = client.id().to_owned();

@@ -4,7 +4,7 @@
 use healthgate_core::integration::connect_url;
 use healthgate_core::org::{Organization, OrganizationKind};
 use healthgate_core::user::UserType;
-use healthgate_server::admin::{self, ClientChanges};
+use healthgate_server::services::admin::{self, ClientChanges};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -136,7 +136,7 @@ async fn key_rotation_never_fails_a_verification() {
     let (browser, _) = app.signed_in("alice").await;
     let (before, nonce_before, _) = sign_in(&app, &browser, &client).await;
 
-    let added = healthgate_server::keys::rotate(&app.state.store, &app.state.settings, app.clock.now())
+    let added = healthgate_server::services::keys::rotate(&app.state.store, &app.state.settings, app.clock.now())
         .await
         .unwrap();
     let (new_kid, from) = added[0].clone();
@@ -272,12 +272,12 @@ async fn prompt_consent_asks_again() {
 async fn jwt_access_tokens_verify_against_the_jwks_and_still_revoke() {
     let app = spawn_app().await;
     let client = app.confidential().await;
-    healthgate_server::admin::update_client(
+    healthgate_server::services::admin::update_client(
         &app.state.store,
         &app.state.settings,
         app.clock.as_ref(),
         client.id(),
-        healthgate_server::admin::ClientChanges {
+        healthgate_server::services::admin::ClientChanges {
             jwt_access_tokens: Some(true),
             ..Default::default()
         }, Actor::system(),
@@ -347,12 +347,12 @@ async fn jwt_access_tokens_verify_against_the_jwks_and_still_revoke() {
 async fn rs256_is_available_per_client() {
     let app = spawn_app().await;
     let client = oidc_app_client(&app).await;
-    healthgate_server::admin::update_client(
+    healthgate_server::services::admin::update_client(
         &app.state.store,
         &app.state.settings,
         app.clock.as_ref(),
         client.id(),
-        healthgate_server::admin::ClientChanges {
+        healthgate_server::services::admin::ClientChanges {
             id_token_alg: Some(healthgate_core::jose::Alg::Rs256),
             ..Default::default()
         }, Actor::system(),

@@ -12,7 +12,7 @@ use axum::http::{StatusCode as AxumStatus, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use healthgate_core::client::Client;
-use healthgate_server::admin::{self, AdminError, ClientChanges, NewClient};
+use healthgate_server::services::admin::{self, AdminError, ClientChanges, NewClient};
 use reqwest::StatusCode;
 
 use super::portal::{app_form, csrf_of, element_text};

@@ -4,7 +4,7 @@
 //! refusal shown next to its field.
 
 use healthgate_core::org::OrganizationKind;
-use healthgate_server::admin;
+use healthgate_server::services::admin;
 use reqwest::StatusCode;
 
 use super::*;
@@ -416,7 +416,7 @@ async fn editing_an_app_saves_valid_changes_and_explains_invalid_ones() {
     let page = b.get(&format!("/developers/apps/{id}?saved=1")).await.text().await.unwrap();
     assert!(page.contains("Your changes were saved."));
     // With a webhook URL the page shows the signing secret the deliveries carry.
-    let secret = admin::webhook_secret(&app.state.store, &app.state.settings, &c).await.unwrap();
+    let secret = healthgate_server::services::secrets::webhook_secret(&app.state.store, &app.state.settings, &c).await.unwrap();
     assert_eq!(element_text(&page, "webhook-secret").as_deref(), Some(secret.as_str()));
 }
 

@@ -2,7 +2,7 @@
 //! `POST /api/v1/users` and what a partner may do with the accounts.
 
 use healthgate_core::user::UserType;
-use healthgate_server::admin::{self, ClientChanges};
+use healthgate_server::services::admin::{self, ClientChanges};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

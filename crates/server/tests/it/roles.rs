@@ -4,7 +4,7 @@
 
 use healthgate_core::org::{Organization, OrganizationKind};
 use healthgate_core::owner::AuthorizationLevel;
-use healthgate_server::admin;
+use healthgate_server::services::admin;
 use reqwest::StatusCode;
 use serde_json::Value;
 

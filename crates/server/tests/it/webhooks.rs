@@ -15,8 +15,8 @@ use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use healthgate_core::event::EventKind;
 use healthgate_core::webhook::{self, MUTE_AFTER_FAILURES, RETRY_WINDOW, backoff, verify};
-use healthgate_server::admin::ClientChanges;
-use healthgate_server::webhooks;
+use healthgate_server::services::admin::ClientChanges;
+use healthgate_server::jobs::webhooks;
 use healthgate_store::{Delivery, Event};
 use serde_json::Value;
 
@@ -156,7 +156,7 @@ async fn raise(app: &TestApp, client: &TestClient) -> String {
 }
 
 async fn deliver(state: &AppState) -> usize {
-    let http = webhooks::http_client(state.settings.allow_http_webhooks).expect("http client");
+    let http = healthgate_server::services::outbound::http_client(state.settings.allow_http_webhooks).expect("http client");
     webhooks::deliver_due(state, &http).await.expect("deliver")
 }
 
@@ -198,7 +198,7 @@ async fn attempt_statuses(app: &TestApp, delivery: &Delivery) -> Vec<Option<i64>
 
 async fn secret_of(app: &TestApp, client: &TestClient) -> String {
     let current = app.state.store.client(client.id()).await.unwrap().unwrap();
-    admin::webhook_secret(&app.state.store, &app.state.settings, &current)
+    healthgate_server::services::secrets::webhook_secret(&app.state.store, &app.state.settings, &current)
         .await
         .expect("secret")
 }
@@ -495,7 +495,7 @@ async fn a_delivery_survives_a_restart() {
     let body: Value = serde_json::from_slice(&got[0].body).unwrap();
     assert_eq!(body["id"], event_id.as_str());
     let row = restarted.store.client(client.id()).await.unwrap().unwrap();
-    let secret = admin::webhook_secret(&restarted.store, &restarted.settings, &row)
+    let secret = healthgate_server::services::secrets::webhook_secret(&restarted.store, &restarted.settings, &row)
         .await
         .unwrap();
     assert!(verify(

@@ -1,0 +1,75 @@
+//! `POST /api/oauth/tokens`: the partner exchanges a connect code for the
+//! practice's API key (Hint's InstantOn step 3).
+//!
+//! The response is Hint's: `id` (`int-…`), `status`, `token_type`,
+//! `access_token` (the practice API key), `practice {id, name}`,
+//! `activated_by {id, name, email}`, `created_at`.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use healthgate_core::error::{ErrorCode, OAuthError};
+use healthgate_core::secret::{self, SecretKind, mint};
+use healthgate_store::ConnectRedemption;
+
+use crate::api::integrations::integration_json;
+use crate::http::error::{ApiError, no_store};
+use crate::http::ip::ClientIp;
+use crate::oauth::client_auth::authenticate_partner;
+use crate::oauth::params::Params;
+use crate::state::AppState;
+
+fn parse_bool(name: &str, v: Option<&str>) -> Result<bool, OAuthError> {
+    match v {
+        None => Ok(true),
+        Some("true" | "1") => Ok(true),
+        Some("false" | "0") => Ok(false),
+        Some(_) => Err(OAuthError::invalid_request(format!(
+            "{name} must be true or false"
+        ))),
+    }
+}
+
+pub async fn post(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let params = Params::from_body(&headers, &body)?;
+    let partner = authenticate_partner(&state, &headers, &ip).await?;
+    if let Some(gt) = params.get("grant_type")
+        && gt != "authorization_code"
+    {
+        return Err(OAuthError::new(
+            ErrorCode::UnsupportedGrantType,
+            "this endpoint exchanges connect codes: grant_type, if sent, must be authorization_code",
+        )
+        .into());
+    }
+    let code = params.require("code")?;
+    let activate = parse_bool("activate", params.get("activate"))?;
+    let key = mint(SecretKind::ApiKey);
+    let now = state.now();
+    let (integration, _) = state
+        .store
+        .redeem_connect_code(
+            ConnectRedemption {
+                code_digest: &secret::digest(code),
+                client_id: &partner.id,
+                activate,
+                now,
+            },
+            &key,
+        )
+        .await?;
+    let mut body = integration_json(&state, &integration).await?;
+    body["token_type"] = "bearer".into();
+    body["access_token"] = key.value.into();
+    body["created_at"] = now.into();
+    let mut response = Json(body).into_response();
+    no_store(&mut response);
+    Ok(response)
+}

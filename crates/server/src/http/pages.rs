@@ -1,0 +1,293 @@
+//! The pages people see, rendered from compile-time askama templates (which
+//! escape every value), and the one stylesheet they share.
+
+use askama::Template;
+
+use crate::config::{Branding, Settings};
+use crate::state::AppState;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+
+pub const STYLESHEET: &str = include_str!("../../static/healthgate.css");
+
+/// Renders a template with `status`; a template error (which the compiler
+/// makes nearly impossible) becomes a plain 500 and a log line.
+pub fn render(status: StatusCode, template: &impl Template) -> Response {
+    match template.render() {
+        Ok(html) => {
+            let mut r = (status, Html(html)).into_response();
+            // Pages carry CSRF tokens and personal data: never cache them.
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "template rendering failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }
+    }
+}
+
+/// What every page shows around its content: the deployment's name and its
+/// branding (logo, accent colour, support link).
+pub struct Site<'a> {
+    pub platform: &'a str,
+    pub brand: &'a Branding,
+}
+
+impl<'a> Site<'a> {
+    pub fn of(settings: &'a Settings) -> Self {
+        Self {
+            platform: &settings.platform_name,
+            brand: &settings.branding,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+pub struct ErrorPage<'a> {
+    pub site: Site<'a>,
+    pub title: &'a str,
+    pub message: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+pub struct LoginPage<'a> {
+    pub site: Site<'a>,
+    pub app_name: Option<&'a str>,
+    pub error: Option<&'a str>,
+    pub csrf_token: &'a str,
+    pub return_to: &'a str,
+    pub username: &'a str,
+}
+
+pub struct ScopeLine {
+    pub name: String,
+    pub description: String,
+}
+
+/// One organization (or "yourself") a consent can be for.
+pub struct ChoiceLine {
+    /// The `organization_id` the form sends; empty for "yourself".
+    pub value: String,
+    pub label: String,
+    /// Requested scopes the person's role there does not allow, in words.
+    pub refused: String,
+}
+
+#[derive(Template)]
+#[template(path = "refused.html")]
+pub struct RefusedPage<'a> {
+    pub site: Site<'a>,
+    pub app_name: &'a str,
+    pub message: &'a str,
+    pub back: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "consent.html")]
+pub struct ConsentPage<'a> {
+    pub site: Site<'a>,
+    pub app_name: &'a str,
+    /// Where healthgate serves the app's photo (never a partner's address).
+    pub app_photo: Option<String>,
+    pub username: &'a str,
+    pub scopes: Vec<ScopeLine>,
+    pub choices: Vec<ChoiceLine>,
+    pub csrf_token: &'a str,
+    pub request: Vec<(&'static str, &'a str)>,
+    pub redirect_host: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+pub struct HomePage<'a> {
+    pub site: Site<'a>,
+    pub username: Option<&'a str>,
+    /// One of the platform's operators: the page links the admin console.
+    pub operator: bool,
+    pub csrf_token: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "demo_callback.html")]
+pub struct DemoCallbackPage<'a> {
+    pub site: Site<'a>,
+    pub code: Option<&'a str>,
+    pub state: Option<&'a str>,
+    pub error: Option<&'a str>,
+    pub iss: Option<&'a str>,
+    pub redirect_uri: &'a str,
+    pub token_endpoint: &'a str,
+}
+
+/// One app in the integration directory.
+pub struct DirectoryApp {
+    pub client_id: String,
+    pub name: String,
+    /// Where healthgate serves the app's photo.
+    pub photo_url: Option<String>,
+    pub description: Option<String>,
+    /// `not-connected`, `pending` or `connected`.
+    pub state: &'static str,
+    pub state_label: &'static str,
+    pub integration_id: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "integrations.html")]
+pub struct IntegrationsPage<'a> {
+    pub site: Site<'a>,
+    pub org_id: &'a str,
+    pub org_name: &'a str,
+    pub orgs: Vec<(String, String)>,
+    pub apps: Vec<DirectoryApp>,
+    pub csrf_token: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "connect_code.html")]
+pub struct ConnectCodePage<'a> {
+    pub site: Site<'a>,
+    pub app_name: &'a str,
+    pub code: &'a str,
+    pub lifetime: &'a str,
+    pub exchange_url: &'a str,
+    pub org_id: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "demo_connect.html")]
+pub struct DemoConnectPage<'a> {
+    pub site: Site<'a>,
+    pub code: Option<&'a str>,
+    pub exchange_url: &'a str,
+}
+
+/// An instant shown to people, and the same instant for `<time datetime>`.
+pub struct Stamp {
+    pub text: String,
+    pub iso: String,
+}
+
+impl Stamp {
+    pub fn at(epoch_seconds: i64) -> Self {
+        Self {
+            text: format_utc(epoch_seconds),
+            iso: format_iso(epoch_seconds),
+        }
+    }
+
+    /// To the second, where what happened first matters: the operators'
+    /// console, the audit log above all (`2026-11-22 13:45:07 UTC`).
+    pub fn exact(epoch_seconds: i64) -> Self {
+        let (y, m, d, hh, mm) = parts(epoch_seconds);
+        let ss = epoch_seconds.rem_euclid(60);
+        Self {
+            text: format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02} UTC"),
+            iso: format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z"),
+        }
+    }
+}
+
+/// The civil date (proleptic Gregorian) of a day counted from 1970-01-01
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+fn parts(epoch_seconds: i64) -> (i64, u32, u32, i64, i64) {
+    let days = epoch_seconds.div_euclid(86_400);
+    let secs = epoch_seconds.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    (y, m, d, secs / 3600, secs % 3600 / 60)
+}
+
+/// An instant as people read it: `2026-11-22 13:45 UTC`.
+pub fn format_utc(epoch_seconds: i64) -> String {
+    let (y, m, d, hh, mm) = parts(epoch_seconds);
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02} UTC")
+}
+
+/// An instant for `<time datetime>`: `2026-11-22T13:45Z`.
+fn format_iso(epoch_seconds: i64) -> String {
+    let (y, m, d, hh, mm) = parts(epoch_seconds);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}Z")
+}
+
+/// `GET /static/healthgate.css`: the one stylesheet.
+pub async fn stylesheet() -> impl IntoResponse {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/css; charset=utf-8"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=3600"),
+            ),
+        ],
+        STYLESHEET,
+    )
+}
+
+/// The branding's colour as a stylesheet (the CSP allows no inline styles).
+pub async fn brand_stylesheet(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> impl IntoResponse {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/css; charset=utf-8"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=300"),
+            ),
+        ],
+        // Validated as #rrggbb at start-up.
+        format!(
+            ":root {{ --accent: {}; }}\n",
+            state.settings.branding.accent_color
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{format_iso, format_utc};
+
+    #[test]
+    fn instants_read_well() {
+        let cases = [
+            (0, "1970-01-01 00:00 UTC"),
+            (59, "1970-01-01 00:00 UTC"),
+            (951_782_400, "2000-02-29 00:00 UTC"),
+            (1_795_355_100, "2026-11-22 13:45 UTC"),
+            (1_709_251_199, "2024-02-29 23:59 UTC"),
+            (4_102_444_800, "2100-01-01 00:00 UTC"),
+            (-1, "1969-12-31 23:59 UTC"),
+        ];
+        for (at, text) in cases {
+            assert_eq!(format_utc(at), text, "{at}");
+        }
+        assert_eq!(format_iso(1_795_355_100), "2026-11-22T13:45Z");
+        let exact = super::Stamp::exact(1_795_355_107);
+        assert_eq!(exact.text, "2026-11-22 13:45:07 UTC");
+        assert_eq!(exact.iso, "2026-11-22T13:45:07Z");
+        assert_eq!(super::Stamp::exact(-1).text, "1969-12-31 23:59:59 UTC");
+    }
+}

@@ -1,0 +1,271 @@
+//! Browser sessions and CSRF protection for the pages.
+//!
+//! The session cookie holds a random secret whose digest keys the `sessions`
+//! table, so every node can read every session. Each session carries a CSRF
+//! token that every form echoes in a hidden `csrf_token` field; a POST whose
+//! token does not match, or whose `Origin` is foreign, is refused (403).
+
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use healthgate_core::redirect::with_query_params;
+use healthgate_core::secret::{self, SecretKind, constant_time_eq, mint};
+use healthgate_core::user::User;
+use healthgate_store::Session;
+
+use crate::http::error::PageError;
+use crate::http::ip::ClientIp;
+use crate::state::AppState;
+
+/// The cookie's name: `__Host-` prefixed whenever it can be `Secure`.
+pub fn cookie_name(state: &AppState) -> &'static str {
+    if state.settings.secure_cookies() {
+        "__Host-hg_session"
+    } else {
+        "hg_session"
+    }
+}
+
+fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// The digest of the session secret the browser presented, if any.
+pub fn presented_digest(state: &AppState, headers: &HeaderMap) -> Option<String> {
+    cookie_value(headers, cookie_name(state))
+        .filter(|v| v.starts_with(SecretKind::Session.prefix()))
+        .map(secret::digest)
+}
+
+/// The live session the browser presented, if any.
+pub async fn current(state: &AppState, headers: &HeaderMap) -> Result<Option<Session>, PageError> {
+    match presented_digest(state, headers) {
+        Some(d) => Ok(state.store.session(&d, state.now()).await?),
+        None => Ok(None),
+    }
+}
+
+/// A session that has a user.
+pub async fn logged_in(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<Session>, PageError> {
+    Ok(current(state, headers)
+        .await?
+        .filter(|s| s.user_id.is_some()))
+}
+
+/// The browser a session is started from, as the sessions page shows it.
+pub struct Browser {
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+impl Browser {
+    pub fn of(headers: &HeaderMap, ip: &ClientIp) -> Self {
+        let user_agent = headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(300).collect());
+        Self {
+            user_agent,
+            ip: ip.0.clone(),
+        }
+    }
+}
+
+/// Creates a session (anonymous when `user_id` is `None`), replacing the one
+/// the browser had. Returns it with the `Set-Cookie` header that installs it.
+pub async fn start(
+    state: &AppState,
+    replaces: Option<&str>,
+    user_id: Option<String>,
+    browser: Browser,
+) -> Result<(Session, HeaderValue), PageError> {
+    let (session, cookie) = fresh(state, user_id, browser);
+    state.store.replace_session(replaces, &session).await?;
+    Ok((session, cookie))
+}
+
+/// A new session, not stored yet, with the `Set-Cookie` header that installs
+/// it once the caller has stored it (in the transaction of its choice).
+pub fn fresh(
+    state: &AppState,
+    user_id: Option<String>,
+    browser: Browser,
+) -> (Session, HeaderValue) {
+    let now = state.now();
+    let id = mint(SecretKind::Session);
+    let csrf = mint(SecretKind::Csrf);
+    let session = Session {
+        id_digest: id.digest.clone(),
+        auth_time: user_id.as_ref().map(|_| now),
+        user_id,
+        csrf_token: csrf.value,
+        created_at: now,
+        expires_at: now + state.settings.session_ttl,
+        user_agent: browser.user_agent,
+        ip: browser.ip,
+    };
+    let cookie = set_cookie(state, &id.value, state.settings.session_ttl);
+    (session, cookie)
+}
+
+/// A `Set-Cookie` value for the session cookie; `max_age` 0 clears it.
+pub fn set_cookie(state: &AppState, value: &str, max_age: i64) -> HeaderValue {
+    let secure = if state.settings.secure_cookies() {
+        "; Secure"
+    } else {
+        ""
+    };
+    let v = format!(
+        "{}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}",
+        cookie_name(state)
+    );
+    HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// A field of a form body. Malformed encodings decode leniently, so bad input
+/// reaches validation instead of failing to parse; an empty field is absent.
+pub fn form_field(body: &[u8], name: &str) -> Option<String> {
+    url::form_urlencoded::parse(body)
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// The session behind a form POST, once its `csrf_token` and origin have
+/// been checked (see [`check_csrf`]).
+pub async fn verified_form(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Option<Session>, PageError> {
+    let session = current(state, headers).await?;
+    check_csrf(
+        state,
+        headers,
+        session.as_ref(),
+        form_field(body, "csrf_token").as_deref(),
+    )?;
+    Ok(session)
+}
+
+/// The signed-in person behind a page request with their session, or the
+/// redirect that sends the browser to sign in and come back to `path`.
+pub async fn signed_in_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<Result<(Session, User), Response>, PageError> {
+    let to_login = || {
+        let target = with_query_params("/login", &[("return_to", path)]);
+        Redirect::to(&target).into_response()
+    };
+    let Some(session) = logged_in(state, headers).await? else {
+        return Ok(Err(to_login()));
+    };
+    let user_id = session.user_id.clone().unwrap_or_default();
+    match state.store.user(&user_id).await? {
+        Some(user) => Ok(Ok((session, user))),
+        None => Ok(Err(to_login())),
+    }
+}
+
+/// Checks a URL-encoded form's CSRF token and origin; returns the
+/// signed-in person's session and id.
+pub async fn signed_in_form(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Session, String), PageError> {
+    signed_in_with(state, headers, form_field(body, "csrf_token").as_deref()).await
+}
+
+/// Checks a presented CSRF token and the request's origin; returns the
+/// signed-in person's session and id.
+pub async fn signed_in_with(
+    state: &AppState,
+    headers: &HeaderMap,
+    presented: Option<&str>,
+) -> Result<(Session, String), PageError> {
+    let session = current(state, headers).await?;
+    check_csrf(state, headers, session.as_ref(), presented)?;
+    match session {
+        Some(s) => match s.user_id.clone() {
+            Some(user_id) => Ok((s, user_id)),
+            None => Err(PageError::forbidden("Please sign in again.")),
+        },
+        None => Err(PageError::forbidden("Please sign in again.")),
+    }
+}
+
+/// Refuses a state-changing request whose CSRF token does not match the
+/// session's, or that comes from a foreign origin.
+pub fn check_csrf(
+    state: &AppState,
+    headers: &HeaderMap,
+    session: Option<&Session>,
+    presented: Option<&str>,
+) -> Result<(), PageError> {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let same = origin.to_str().is_ok_and(|o| same_origin(o, &state.issuer));
+        if !same {
+            tracing::warn!(origin = ?origin, expected = %state.issuer, "form refused: foreign Origin");
+            return Err(PageError::forbidden(
+                "This form was sent from another site, so it was not accepted.",
+            ));
+        }
+    }
+    match (session, presented) {
+        (Some(s), Some(p)) if constant_time_eq(&s.csrf_token, p) => Ok(()),
+        (None, _) => Err(PageError::forbidden(
+            "Your session has expired. Go back, reload the page and try again.",
+        )),
+        _ => Err(PageError::forbidden(
+            "The form's security token is missing or out of date. Go back, reload the page and try again.",
+        )),
+    }
+}
+
+/// Whether an `Origin` header names the issuer's origin.
+fn same_origin(origin: &str, issuer: &str) -> bool {
+    let Ok(issuer) = url::Url::parse(issuer) else {
+        return false;
+    };
+    let expected = issuer.origin().ascii_serialization();
+    origin == expected
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_comparison() {
+        assert!(same_origin(
+            "http://127.0.0.1:8080",
+            "http://127.0.0.1:8080"
+        ));
+        assert!(same_origin("https://id.example", "https://id.example/base"));
+        assert!(!same_origin("https://evil.example", "https://id.example"));
+        assert!(!same_origin("null", "https://id.example"));
+    }
+
+    #[test]
+    fn cookie_parsing() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; hg_session=hg_ss_x; b=2"),
+        );
+        assert_eq!(cookie_value(&h, "hg_session"), Some("hg_ss_x"));
+        assert_eq!(cookie_value(&h, "c"), None);
+    }
+}

@@ -1,0 +1,158 @@
+//! Token issuing, shared by every grant: the secrets minted for one issue
+//! under the server's policy, the access token as the client receives it
+//! (opaque, or an RFC 9068 JWT), and the token response of RFC 6749 §5.1 in
+//! the configured shape. The grants (`oauth::grants`) decide and store; this
+//! builds what they answer.
+
+use axum::response::{IntoResponse, Response};
+use healthgate_core::error::OAuthError;
+use healthgate_core::secret::{SecretKind, mint};
+use healthgate_store::{Issued, NewTokens};
+use serde::Serialize;
+
+use crate::http::error::{JsonError, no_store};
+use crate::state::AppState;
+
+/// The successful token response (RFC 6749 §5.1), with `created_at` as the
+/// seed platforms send it.
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    pub scope: String,
+    pub created_at: i64,
+    /// Who the token speaks for (Fullscript's `resource_owner`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource_owner: Option<OwnerJson>,
+    /// The organization the grant was made in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organization_id: Option<String>,
+    /// OpenID Connect: the ID token, when `openid` was granted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+}
+
+/// `{"id": …, "type": …}`.
+#[derive(Debug, Serialize)]
+pub struct OwnerJson {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl From<healthgate_core::owner::ResourceOwner> for OwnerJson {
+    fn from(o: healthgate_core::owner::ResourceOwner) -> Self {
+        Self {
+            id: o.id,
+            kind: o.kind,
+        }
+    }
+}
+
+impl TokenResponse {
+    /// The response in the configured shape: `token_type` as the profile
+    /// spells it, and wrapped (Fullscript's `{"oauth": {…}}`) if asked.
+    pub fn shaped(mut self, state: &AppState) -> Response {
+        let profile = &state.settings.profile;
+        self.token_type = if profile.token_type == "bearer" {
+            "bearer"
+        } else {
+            "Bearer"
+        };
+        let body = match &profile.token_response_wrapper {
+            Some(key) => serde_json::json!({ key.as_str(): self }),
+            None => serde_json::to_value(&self).unwrap_or_default(),
+        };
+        let mut r = axum::Json(body).into_response();
+        no_store(&mut r);
+        r
+    }
+}
+
+/// Mints the secrets for one issue under the server's policy.
+pub fn new_tokens(state: &AppState, with_refresh: bool) -> (NewTokens, i64) {
+    let now = state.now();
+    let tokens = NewTokens {
+        access: mint(SecretKind::AccessToken),
+        access_expires_at: now + state.policy.access_ttl,
+        refresh: with_refresh.then(|| mint(SecretKind::RefreshToken)),
+        refresh_expires_at: state.policy.refresh_ttl.map(|ttl| now + ttl),
+    };
+    (tokens, now)
+}
+
+/// The access token as the client receives it: the opaque value, or for a
+/// client that asked for JWTs an RFC 9068 `at+jwt` carrying it as `jti`
+/// (so revocation and introspection work the same either way).
+pub async fn present_access_token(
+    state: &AppState,
+    client: &healthgate_core::client::Client,
+    issued: &Issued,
+    opaque: &str,
+    now: i64,
+) -> Result<String, JsonError> {
+    if !client.jwt_access_tokens {
+        return Ok(opaque.to_owned());
+    }
+    let mut claims = serde_json::json!({
+        "iss": state.issuer,
+        "aud": state.issuer,
+        "sub": issued
+            .user_id
+            .clone()
+            .or_else(|| issued.owner.as_ref().map(|o| o.id.clone()))
+            .unwrap_or_else(|| client.id.clone()),
+        "client_id": client.id,
+        "scope": issued.scope.to_string(),
+        "iat": now,
+        "exp": now + state.policy.access_ttl,
+        "jti": opaque,
+    });
+    if let Some(owner) = &issued.owner {
+        claims["resource_owner"] = serde_json::json!({ "id": owner.id, "type": owner.kind });
+    }
+    if let Some(org) = &issued.organization_id {
+        claims["organization_id"] = org.clone().into();
+    }
+    let key = crate::services::keys::signer(
+        &state.store,
+        &state.settings,
+        healthgate_core::jose::Alg::Es256,
+        now,
+    )
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "access token signing failed");
+        JsonError(OAuthError::server_error())
+    })?;
+    key.sign("at+jwt", &claims).map_err(|e| {
+        tracing::error!(error = %e, "access token signing failed");
+        JsonError(OAuthError::server_error())
+    })
+}
+
+/// Builds the response for tokens that were just stored.
+pub async fn respond(
+    state: &AppState,
+    client: &healthgate_core::client::Client,
+    tokens: NewTokens,
+    issued: Issued,
+    now: i64,
+) -> Result<TokenResponse, JsonError> {
+    let access_token =
+        present_access_token(state, client, &issued, &tokens.access.value, now).await?;
+    Ok(TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in: state.policy.access_ttl,
+        refresh_token: tokens.refresh.map(|r| r.value),
+        scope: issued.scope.to_string(),
+        created_at: now,
+        resource_owner: issued.owner.map(OwnerJson::from),
+        organization_id: issued.organization_id,
+        id_token: None,
+    })
+}

@@ -1,0 +1,725 @@
+//! Administrative operations: registering clients and users, rotating
+//! secrets, suspending apps, resetting and locking accounts. The CLI, the
+//! portal and the admin console call these, so every rule about what may be
+//! registered or changed is enforced in one place.
+
+use healthgate_core::Clock;
+use healthgate_core::client::{Client, ClientKind};
+use healthgate_core::org::{Organization, OrganizationKind, validate_role};
+use healthgate_core::owner::AuthorizationLevel;
+use healthgate_core::redirect::RedirectUri;
+use healthgate_core::scope::ScopeSet;
+use healthgate_core::secret::{SecretKind, mint, new_id};
+use healthgate_core::user::{User, UserType, validate_email, validate_password, validate_username};
+use healthgate_store::{Actor, Store, StoreError, Suspension};
+
+use crate::config::Settings;
+use crate::services::passwords;
+use crate::services::photos::{self, Photo};
+
+/// Why an administrative request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The request itself is wrong; say so to the operator.
+    #[error("{0}")]
+    Invalid(String),
+    /// The request is wrong in one field (named as the portal's forms name
+    /// it), so a page can show the message next to that field.
+    #[error("{message}")]
+    Field {
+        field: &'static str,
+        message: String,
+    },
+    #[error("no client with id {0:?}")]
+    NoSuchClient(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Hash(#[from] passwords::HashError),
+}
+
+/// A client registration request, as the seeds' registration forms ask it.
+#[derive(Debug, Clone, Default)]
+pub struct NewClient {
+    pub name: String,
+    pub redirect_uris: Vec<String>,
+    pub scope: String,
+    pub public: bool,
+    /// Where the app's photo is: fetched from there once, at registration,
+    /// and served by healthgate from then on.
+    pub photo_url: Option<String>,
+    pub user_types: Vec<UserType>,
+    pub authorization_level: AuthorizationLevel,
+    pub description: Option<String>,
+    /// Where Connect sends a practice admin (Hint's InstantOn).
+    pub connect_redirect_url: Option<String>,
+    pub webhook_url: Option<String>,
+    /// Listed in the integration directory.
+    pub published: bool,
+    /// The developer who registered it in the portal.
+    pub owner_id: Option<String>,
+    /// May introspect every token (the platform's own APIs); set by
+    /// operators only.
+    pub resource_server: bool,
+}
+
+/// Changes to a registration; `None` leaves a field as it is, and for the
+/// optional fields `Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct ClientChanges {
+    pub name: Option<String>,
+    pub redirect_uris: Option<Vec<String>>,
+    pub scope: Option<String>,
+    pub user_types: Option<Vec<UserType>>,
+    /// A new photo URL is fetched once, like at registration; the app's own
+    /// `/apps/{id}/photo` address leaves the photo as it is; clearing it
+    /// forgets the stored photo.
+    pub photo_url: Option<Option<String>>,
+    pub description: Option<Option<String>>,
+    pub connect_redirect_url: Option<Option<String>>,
+    pub webhook_url: Option<Option<String>>,
+    pub published: Option<bool>,
+    pub authorization_level: Option<AuthorizationLevel>,
+    /// Scopes of tokens for users the partner provisions; `Some(None)`
+    /// resets them to the allowed scopes.
+    pub provisioning_scope: Option<Option<String>>,
+    /// Signed JWT access tokens (RFC 9068) instead of opaque ones.
+    pub jwt_access_tokens: Option<bool>,
+    /// What the client's ID tokens are signed with.
+    pub id_token_alg: Option<healthgate_core::jose::Alg>,
+    /// May introspect every token (the platform's own APIs); operators
+    /// only.
+    pub resource_server: Option<bool>,
+}
+
+fn invalid(message: impl Into<String>) -> AdminError {
+    AdminError::Invalid(message.into())
+}
+
+fn invalid_field(field: &'static str, message: impl Into<String>) -> AdminError {
+    AdminError::Field {
+        field,
+        message: message.into(),
+    }
+}
+
+fn parse_redirect_uris(uris: &[String]) -> Result<Vec<RedirectUri>, AdminError> {
+    if uris.is_empty() {
+        return Err(invalid_field(
+            "redirect_uris",
+            "at least one redirect URI is required",
+        ));
+    }
+    uris.iter()
+        .map(|u| {
+            RedirectUri::parse(u).map_err(|e| invalid_field("redirect_uris", format!("{u}: {e}")))
+        })
+        .collect()
+}
+
+fn parse_scopes(settings: &Settings, scope: &str) -> Result<ScopeSet, AdminError> {
+    let scopes = ScopeSet::parse(scope).map_err(|e| invalid_field("scope", e.to_string()))?;
+    if scopes.is_empty() {
+        return Err(invalid_field("scope", "at least one scope is required"));
+    }
+    let unknown: Vec<&str> = scopes
+        .iter()
+        .filter(|s| !settings.scopes.contains_key(*s))
+        .collect();
+    if !unknown.is_empty() {
+        let known: Vec<&str> = settings.scopes.keys().map(String::as_str).collect();
+        return Err(invalid_field(
+            "scope",
+            format!(
+                "unknown scope {}; this server knows: {}",
+                unknown.join(" "),
+                known.join(" ")
+            ),
+        ));
+    }
+    Ok(scopes)
+}
+
+/// Whether healthgate may send to, or fetch from, `url` (the `field` of a
+/// registration, `what` in messages): https, or http on loopback when the
+/// operator allows it (`allow_http_webhooks`: development and demos), and
+/// never an address in the platform's own network.
+fn check_outbound_url(
+    settings: &Settings,
+    field: &'static str,
+    what: &str,
+    url: &str,
+) -> Result<(), AdminError> {
+    let parsed = url::Url::parse(url)
+        .map_err(|_| invalid_field(field, format!("{url}: not an absolute URL")))?;
+    let loopback = match parsed.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    if let Some(refused) =
+        crate::services::outbound::refused_literal(url, settings.allow_http_webhooks)
+    {
+        return Err(invalid_field(field, format!("{url}: {refused}")));
+    }
+    match parsed.scheme() {
+        "https" if parsed.host().is_some() => Ok(()),
+        "http" if loopback && settings.allow_http_webhooks => Ok(()),
+        "http" if loopback => Err(invalid_field(
+            field,
+            format!(
+                "http {what} are only accepted on loopback when allow_http_webhooks is set (development); use https"
+            ),
+        )),
+        _ => Err(invalid_field(field, format!("{url}: {what} must be https"))),
+    }
+}
+
+/// Whether `url` may receive webhooks.
+fn check_webhook_url(settings: &Settings, url: &str) -> Result<(), AdminError> {
+    check_outbound_url(settings, "webhook_url", "webhook URLs", url)
+}
+
+/// Fetches an app's photo from `url`, once, with the webhook delivery
+/// client (public addresses only, no redirects), as [`photos::fetch`]
+/// says. Every failure is a refusal of the `photo_url` field.
+async fn fetch_photo(settings: &Settings, url: &str) -> Result<Photo, AdminError> {
+    check_outbound_url(settings, "photo_url", "photo URLs", url)?;
+    let http =
+        crate::services::outbound::http_client(settings.allow_http_webhooks).map_err(|e| {
+            tracing::error!(error = %e, "no HTTP client to fetch a photo with");
+            invalid_field(
+                "photo_url",
+                "the photo could not be fetched; try again later",
+            )
+        })?;
+    photos::fetch(&http, url)
+        .await
+        .map_err(|e| invalid_field("photo_url", format!("photo URL {url}: {e}")))
+}
+
+/// Keeps `photo` as app `client_id`'s photo and points its `photo_url` at
+/// where healthgate serves it (`/apps/{id}/photo`), which is where every
+/// page shows it from. Uploaded and fetched photos alike come here.
+pub async fn store_photo(
+    store: &Store,
+    settings: &Settings,
+    clock: &dyn Clock,
+    client_id: &str,
+    photo: &Photo,
+) -> Result<String, AdminError> {
+    let now = clock.now();
+    let url = photos::served_url(&settings.issuer(), client_id, now);
+    let stored = store
+        .set_client_photo(client_id, photo.content_type, &photo.bytes, &url, now)
+        .await?;
+    if !stored {
+        return Err(AdminError::NoSuchClient(client_id.to_owned()));
+    }
+    Ok(url)
+}
+
+/// An optional field left blank is absent.
+fn blank_is_none(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.trim().is_empty())
+}
+
+/// Every rule a registration must satisfy, for new and changed clients alike.
+fn check_client(settings: &Settings, c: &Client) -> Result<(), AdminError> {
+    if c.name.trim().is_empty() || c.name.len() > 200 || c.name.trim() != c.name {
+        return Err(invalid_field(
+            "name",
+            "the name must be 1 to 200 characters, without surrounding spaces",
+        ));
+    }
+    if c.description.as_ref().is_some_and(|d| d.len() > 2000) {
+        return Err(invalid_field(
+            "description",
+            "the description must be at most 2000 characters",
+        ));
+    }
+    if let Some(connect) = &c.connect_redirect_url {
+        RedirectUri::parse(connect)
+            .map_err(|e| invalid_field("connect_url", format!("connect URL {connect}: {e}")))?;
+    }
+    if c.published && c.connect_redirect_url.is_none() {
+        return Err(invalid_field(
+            "connect_url",
+            "a published app needs a connect URL",
+        ));
+    }
+    if let Some(hook) = &c.webhook_url {
+        check_webhook_url(settings, hook)?;
+    }
+    if c.user_types.is_empty() {
+        return Err(invalid_field(
+            "user_types",
+            "at least one user type is required",
+        ));
+    }
+    Ok(())
+}
+
+/// Validates and registers a client. Returns it with its secret, which exists
+/// only in this return value: the store keeps its digest. `actor` is who
+/// registers it (the developer in the portal, nobody for the CLI).
+pub async fn create_client(
+    store: &Store,
+    settings: &Settings,
+    clock: &dyn Clock,
+    req: NewClient,
+    actor: Actor<'_>,
+) -> Result<(Client, Option<String>), AdminError> {
+    let secret = (!req.public).then(|| mint(SecretKind::ClientSecret));
+    let now = clock.now();
+    let mut client = Client {
+        id: new_id("app"),
+        name: req.name.trim().to_owned(),
+        // Set once the photo is stored, to where healthgate serves it.
+        photo_url: None,
+        redirect_uris: parse_redirect_uris(&req.redirect_uris)?,
+        allowed_scopes: parse_scopes(settings, &req.scope)?,
+        user_types: if req.user_types.is_empty() {
+            UserType::ALL.to_vec()
+        } else {
+            req.user_types
+        },
+        kind: if req.public {
+            ClientKind::Public
+        } else {
+            ClientKind::Confidential
+        },
+        secret_digest: secret.as_ref().map(|s| s.digest.clone()),
+        description: blank_is_none(req.description),
+        connect_redirect_url: blank_is_none(req.connect_redirect_url),
+        published: req.published,
+        webhook_url: blank_is_none(req.webhook_url),
+        webhook_secret_version: 1,
+        webhook_muted_at: None,
+        authorization_level: req.authorization_level,
+        provisioning_scopes: None,
+        jwt_access_tokens: false,
+        id_token_alg: Default::default(),
+        owner_id: req.owner_id,
+        suspended_at: None,
+        resource_server: req.resource_server,
+        created_at: now,
+        updated_at: now,
+    };
+    check_client(settings, &client)?;
+    // Fetched last, after every cheap check, and before anything is stored:
+    // a photo that cannot be fetched registers nothing.
+    let photo = match blank_is_none(req.photo_url) {
+        Some(url) => Some(fetch_photo(settings, &url).await?),
+        None => None,
+    };
+    store.insert_client_by(&client, actor).await?;
+    if let Some(photo) = photo {
+        client.photo_url = Some(store_photo(store, settings, clock, &client.id, &photo).await?);
+    }
+    Ok((client, secret.map(|s| s.value)))
+}
+
+/// Applies `changes` to a registration after checking the result.
+pub async fn update_client(
+    store: &Store,
+    settings: &Settings,
+    clock: &dyn Clock,
+    client_id: &str,
+    changes: ClientChanges,
+    actor: Actor<'_>,
+) -> Result<Client, AdminError> {
+    let mut c = store
+        .client(client_id)
+        .await?
+        .ok_or_else(|| AdminError::NoSuchClient(client_id.to_owned()))?;
+    if let Some(name) = changes.name {
+        c.name = name.trim().to_owned();
+    }
+    if let Some(uris) = changes.redirect_uris {
+        c.redirect_uris = parse_redirect_uris(&uris)?;
+    }
+    if let Some(scope) = changes.scope {
+        c.allowed_scopes = parse_scopes(settings, &scope)?;
+    }
+    if let Some(types) = changes.user_types {
+        c.user_types = types;
+    }
+    // A photo URL other than the app's own is fetched, and the stored photo
+    // replaced, once everything else has passed.
+    let mut photo_from = None;
+    let mut forget_photo = false;
+    if let Some(v) = changes.photo_url {
+        match blank_is_none(v) {
+            None => {
+                forget_photo = true;
+                c.photo_url = None;
+            }
+            // Its own address here (any version): the photo stays.
+            Some(url)
+                if url.starts_with(&format!("{}/", settings.issuer()))
+                    && photos::served_path(&c.id, Some(&url)).is_some() => {}
+            Some(url) => photo_from = Some(url),
+        }
+    }
+    if let Some(v) = changes.description {
+        c.description = blank_is_none(v);
+    }
+    if let Some(v) = changes.connect_redirect_url {
+        c.connect_redirect_url = blank_is_none(v);
+    }
+    if let Some(v) = changes.webhook_url {
+        c.webhook_url = blank_is_none(v);
+    }
+    if let Some(p) = changes.published {
+        c.published = p;
+    }
+    if let Some(alg) = changes.id_token_alg {
+        c.id_token_alg = alg;
+    }
+    if let Some(jwt) = changes.jwt_access_tokens {
+        c.jwt_access_tokens = jwt;
+    }
+    if let Some(rs) = changes.resource_server {
+        c.resource_server = rs;
+    }
+    if let Some(level) = changes.authorization_level {
+        c.authorization_level = level;
+    }
+    if let Some(scope) = changes.provisioning_scope {
+        c.provisioning_scopes = match blank_is_none(scope) {
+            Some(s) => Some(parse_scopes(settings, &s)?),
+            None => None,
+        };
+    }
+    c.updated_at = clock.now();
+    check_client(settings, &c)?;
+    let photo = match photo_from {
+        Some(url) => Some(fetch_photo(settings, &url).await?),
+        None => None,
+    };
+    store.update_client(&c, actor).await?;
+    if let Some(photo) = photo {
+        c.photo_url = Some(store_photo(store, settings, clock, &c.id, &photo).await?);
+    } else if forget_photo {
+        store.delete_client_photo(&c.id).await?;
+    }
+    Ok(c)
+}
+
+/// Gives a client a new webhook signing secret; the old one stops signing at once.
+pub async fn rotate_webhook_secret(
+    store: &Store,
+    settings: &Settings,
+    clock: &dyn Clock,
+    client_id: &str,
+    actor: Actor<'_>,
+) -> Result<String, AdminError> {
+    let mut c = store
+        .client(client_id)
+        .await?
+        .ok_or_else(|| AdminError::NoSuchClient(client_id.to_owned()))?;
+    c.webhook_secret_version += 1;
+    c.updated_at = clock.now();
+    store.update_client(&c, actor).await?;
+    Ok(crate::services::secrets::webhook_secret(store, settings, &c).await?)
+}
+
+/// Gives a confidential client a new secret; the old one stops working at once.
+pub async fn rotate_client_secret(
+    store: &Store,
+    clock: &dyn Clock,
+    client_id: &str,
+    actor: Actor<'_>,
+) -> Result<String, AdminError> {
+    let client = store
+        .client(client_id)
+        .await?
+        .ok_or_else(|| AdminError::NoSuchClient(client_id.to_owned()))?;
+    if client.is_public() {
+        return Err(AdminError::Invalid(
+            "a public client has no secret to rotate".into(),
+        ));
+    }
+    let secret = mint(SecretKind::ClientSecret);
+    let now = clock.now();
+    store
+        .set_client_secret(client_id, &secret.digest, actor, now)
+        .await?;
+    Ok(secret.value)
+}
+
+/// Deletes a client with everything issued to it.
+pub async fn delete_client(
+    store: &Store,
+    clock: &dyn Clock,
+    client_id: &str,
+    actor: Actor<'_>,
+) -> Result<(), AdminError> {
+    if !store.delete_client(client_id, actor, clock.now()).await? {
+        return Err(AdminError::NoSuchClient(client_id.to_owned()));
+    }
+    Ok(())
+}
+
+/// A user registration request.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub username: String,
+    /// Display name, e.g. "Dr. Jane Doe".
+    pub name: Option<String>,
+    pub password: Option<String>,
+    pub email: Option<String>,
+    pub user_type: UserType,
+}
+
+/// Who creates an account, for its `user.created` event.
+#[derive(Debug, Clone, Copy)]
+pub enum Creator<'a> {
+    /// An operator (console) or the server itself (CLI, demo).
+    By(Actor<'a>),
+    /// The person, signing up for themselves from this address.
+    Themselves { ip: Option<&'a str> },
+}
+
+/// Validates and creates a user account.
+pub async fn create_user(
+    store: &Store,
+    clock: &dyn Clock,
+    req: NewUser,
+    creator: Creator<'_>,
+) -> Result<User, AdminError> {
+    validate_username(&req.username).map_err(|e| invalid_field("username", e))?;
+    if let Some(email) = &req.email {
+        validate_email(email)
+            .map_err(|_| invalid_field("email", format!("{email:?} is not an email address")))?;
+    }
+    let password_hash = match req.password {
+        Some(p) => {
+            validate_password(&p).map_err(|e| invalid_field("password", e))?;
+            Some(passwords::hash(p).await?)
+        }
+        None => None,
+    };
+    let now = clock.now();
+    let user = User {
+        id: new_id("usr"),
+        username: req.username,
+        name: req.name,
+        email: req.email,
+        user_type: req.user_type,
+        password_hash,
+        created_at: now,
+        locked_at: None,
+        provisioned_by: None,
+        operator: false,
+    };
+    let actor = match creator {
+        Creator::By(actor) => actor,
+        Creator::Themselves { ip } => Actor::user(&user.id, ip),
+    };
+    store
+        .insert_user_by(&user, actor)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => invalid_field(
+                "username",
+                format!("the username {:?} is taken", user.username),
+            ),
+            other => other.into(),
+        })?;
+    Ok(user)
+}
+
+/// Creates a practice or clinic.
+pub async fn create_organization(
+    store: &Store,
+    clock: &dyn Clock,
+    name: &str,
+    kind: OrganizationKind,
+) -> Result<Organization, AdminError> {
+    create_organization_by(store, clock, name, kind, Actor::system()).await
+}
+
+/// Creates a practice or clinic on behalf of `actor`.
+pub async fn create_organization_by(
+    store: &Store,
+    clock: &dyn Clock,
+    name: &str,
+    kind: OrganizationKind,
+    actor: Actor<'_>,
+) -> Result<Organization, AdminError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(invalid_field(
+            "name",
+            "the name must be 1 to 200 characters",
+        ));
+    }
+    let org = Organization {
+        id: new_id(kind.id_prefix()),
+        name: name.to_owned(),
+        kind,
+        created_at: clock.now(),
+    };
+    store.insert_organization_by(&org, actor).await?;
+    Ok(org)
+}
+
+/// Adds a person (by id or username) to an organization with a role, or
+/// changes their role.
+pub async fn add_member(
+    store: &Store,
+    settings: &Settings,
+    clock: &dyn Clock,
+    organization_id: &str,
+    user: &str,
+    role: &str,
+) -> Result<(Organization, User), AdminError> {
+    add_member_by(
+        store,
+        settings,
+        clock,
+        organization_id,
+        user,
+        role,
+        Actor::system(),
+    )
+    .await
+}
+
+/// Adds a person (by id or username) to an organization with a role, or
+/// changes their role, on behalf of `actor`. A role that is not configured
+/// is refused on the `role` field, a person who does not exist on the
+/// `username` field.
+pub async fn add_member_by(
+    store: &Store,
+    settings: &Settings,
+    clock: &dyn Clock,
+    organization_id: &str,
+    user: &str,
+    role: &str,
+    actor: Actor<'_>,
+) -> Result<(Organization, User), AdminError> {
+    check_role(settings, role)?;
+    let org = store
+        .organization(organization_id)
+        .await?
+        .ok_or_else(|| invalid(format!("no organization with id {organization_id:?}")))?;
+    let person = find_user(store, user).await?;
+    store
+        .set_membership_by(&org.id, &person.id, role, actor, clock.now())
+        .await?;
+    Ok((org, person))
+}
+
+/// Refuses a role the configuration does not define, on the `role` field.
+pub fn check_role(settings: &Settings, role: &str) -> Result<(), AdminError> {
+    validate_role(role, settings.roles.keys().map(String::as_str))
+        .map_err(|e| invalid_field("role", e))
+}
+
+/// The account with this id or, failing that, this username; refused on
+/// the `username` field when there is none.
+pub async fn find_user(store: &Store, id_or_username: &str) -> Result<User, AdminError> {
+    if let Some(u) = store.user(id_or_username).await? {
+        return Ok(u);
+    }
+    store
+        .user_by_username(id_or_username)
+        .await?
+        .ok_or_else(|| {
+            invalid_field(
+                "username",
+                format!("no user with id or username {id_or_username:?}"),
+            )
+        })
+}
+
+/// Suspends an app: it may do nothing until restored, and every token it
+/// held stops working at once (see [`Store::suspend_client`]).
+pub async fn suspend_client(
+    store: &Store,
+    clock: &dyn Clock,
+    client_id: &str,
+    actor: Actor<'_>,
+) -> Result<Suspension, AdminError> {
+    match store.suspend_client(client_id, actor, clock.now()).await? {
+        Suspension::NoSuchClient => Err(AdminError::NoSuchClient(client_id.to_owned())),
+        done => Ok(done),
+    }
+}
+
+/// Lifts an app's suspension; what the suspension revoked stays revoked.
+/// Returns whether it was suspended.
+pub async fn restore_client(
+    store: &Store,
+    clock: &dyn Clock,
+    client_id: &str,
+    actor: Actor<'_>,
+) -> Result<bool, AdminError> {
+    if store.restore_client(client_id, actor, clock.now()).await? {
+        return Ok(true);
+    }
+    match store.client(client_id).await? {
+        Some(_) => Ok(false),
+        None => Err(AdminError::NoSuchClient(client_id.to_owned())),
+    }
+}
+
+/// Gives an account a new, random temporary password and ends every
+/// session of it. The password exists only in this return value (the store
+/// keeps its argon2id hash): show it once, to the operator.
+pub async fn reset_password(
+    store: &Store,
+    clock: &dyn Clock,
+    user_id: &str,
+    actor: Actor<'_>,
+) -> Result<(User, String), AdminError> {
+    let user = find_user(store, user_id).await?;
+    let password = healthgate_core::secret::temporary_password();
+    let hash = passwords::hash(password.clone()).await?;
+    if !store
+        .reset_password(&user.id, &hash, actor, clock.now())
+        .await?
+    {
+        return Err(invalid_field(
+            "username",
+            format!("no user with id {user_id:?}"),
+        ));
+    }
+    Ok((user, password))
+}
+
+/// Deletes an account (by id or username) with everything issued to it:
+/// its sessions, grants and tokens, memberships and consents go with it, and
+/// `user.deleted` is written. Returns the account as it was.
+pub async fn delete_user(store: &Store, clock: &dyn Clock, user: &str) -> Result<User, AdminError> {
+    let person = find_user(store, user).await?;
+    if !store.delete_user(&person.id, None, clock.now()).await? {
+        return Err(invalid_field(
+            "username",
+            format!("no user with id {:?}", person.id),
+        ));
+    }
+    Ok(person)
+}
+
+/// Makes a person (by id or username) one of the platform's operators, or
+/// (`operator` false) no longer one. Returns them as they are now, and
+/// whether that changed.
+pub async fn set_operator(
+    store: &Store,
+    clock: &dyn Clock,
+    user: &str,
+    operator: bool,
+    actor: Actor<'_>,
+) -> Result<(User, bool), AdminError> {
+    let mut person = find_user(store, user).await?;
+    let changed = store
+        .set_operator(&person.id, operator, actor, clock.now())
+        .await?;
+    person.operator = operator;
+    Ok((person, changed))
+}

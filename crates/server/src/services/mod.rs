@@ -1,0 +1,11 @@
+//! What the pages, the APIs, the background jobs and the CLI share:
+//! registering and changing clients and accounts (`admin`), the signing keys,
+//! the instance's secrets, password hashing, app photos, and the one client
+//! for requests healthgate sends out.
+
+pub mod admin;
+pub mod keys;
+pub mod outbound;
+pub mod passwords;
+pub mod photos;
+pub mod secrets;

@@ -1,0 +1,37 @@
+//! The instance's secrets and what derives from them: the instance key
+//! (`secret_key`, or the one kept in the database) and each client's webhook
+//! signing secret, derived afresh from it at every use so a rotation signs at
+//! once.
+
+use healthgate_core::client::Client;
+use healthgate_store::{Store, StoreError};
+
+use crate::config::Settings;
+
+/// The instance key webhook secrets and the sealing key derive from:
+/// `secret_key` from the configuration, or the one kept in the database.
+pub async fn instance_key(store: &Store, settings: &Settings) -> Result<Vec<u8>, StoreError> {
+    let hex = match &settings.secret_key {
+        Some(k) => k.0.clone(),
+        None => store.instance_key().await?,
+    };
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("zz"), 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|_| StoreError::Corrupt("the instance secret key is not hexadecimal".into()))
+}
+
+/// The secret a client's webhook deliveries are signed with.
+pub async fn webhook_secret(
+    store: &Store,
+    settings: &Settings,
+    client: &Client,
+) -> Result<String, StoreError> {
+    let key = instance_key(store, settings).await?;
+    Ok(healthgate_core::webhook::derive_secret(
+        &key,
+        &client.id,
+        client.webhook_secret_version,
+    ))
+}

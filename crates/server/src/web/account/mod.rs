@@ -1,0 +1,126 @@
+//! The account area (`/account`): where a signed-in person sees who they
+//! are, edits their profile and password, and reviews what can act for
+//! them: connected apps, the organizations they belong to, and the browsers
+//! signed in as them.
+//!
+//! Every page sends an anonymous visitor to sign in first and comes back
+//! after; every form is a CSRF-checked POST (`session::verified_form`) that
+//! acts only on the signed-in person and answers with a 303 back to its page
+//! and a status message, or with the page again (400) and the validation
+//! messages next to their fields.
+
+mod apps;
+mod organizations;
+mod overview;
+mod profile;
+mod sessions;
+
+use axum::routing::{get, post};
+use healthgate_core::scope::ScopeSet;
+use healthgate_core::user::User;
+
+use crate::http::pages::ScopeLine;
+use crate::http::routes::Routes;
+use crate::state::AppState;
+
+/// The account pages' routes.
+pub fn routes() -> Routes {
+    Routes::new()
+        .route("/account", get(overview::page))
+        .route("/account/profile", get(profile::page).post(profile::save))
+        .route("/account/profile/password", post(profile::change_password))
+        .route("/account/apps", get(apps::page))
+        .route("/account/apps/revoke", post(apps::revoke))
+        .route(
+            "/account/apps/revoke-organization",
+            post(apps::revoke_organization),
+        )
+        .route("/account/organizations", get(organizations::page))
+        .route("/account/sessions", get(sessions::page))
+        .route("/account/sessions/end", post(sessions::end_one))
+        .route("/account/sessions/end-others", post(sessions::end_others))
+        .route("/account/sessions/end-all", post(sessions::end_all))
+}
+
+/// One link of the account navigation.
+pub struct NavLink {
+    pub href: &'static str,
+    pub label: &'static str,
+    pub current: bool,
+}
+
+/// The account navigation every account page shows, knowing which page it
+/// is on (`aria-current="page"`).
+pub struct Nav {
+    current: &'static str,
+}
+
+impl Nav {
+    const LINKS: [(&'static str, &'static str); 5] = [
+        ("/account", "Overview"),
+        ("/account/profile", "Profile"),
+        ("/account/apps", "Connected apps"),
+        ("/account/organizations", "Organizations"),
+        ("/account/sessions", "Sessions"),
+    ];
+
+    pub fn on(current: &'static str) -> Self {
+        Self { current }
+    }
+
+    pub fn links(&self) -> Vec<NavLink> {
+        Self::LINKS
+            .iter()
+            .map(|&(href, label)| NavLink {
+                href,
+                label,
+                current: href == self.current,
+            })
+            .collect()
+    }
+}
+
+pub(crate) use crate::http::session::{signed_in_form, signed_in_page};
+
+/// The scopes in the words of the configuration, each with its name.
+pub(crate) fn scope_lines(state: &AppState, scope: &ScopeSet) -> Vec<ScopeLine> {
+    scope
+        .iter()
+        .map(|name| ScopeLine {
+            name: name.to_owned(),
+            description: state
+                .settings
+                .scopes
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| name.to_owned()),
+        })
+        .collect()
+}
+
+pub(crate) use crate::http::error::sentence;
+
+/// How a page names a kind of account.
+pub(crate) fn user_type_label(user: &User) -> &'static str {
+    match user.user_type {
+        healthgate_core::user::UserType::Member => "Member",
+        healthgate_core::user::UserType::Expert => "Expert",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_navigation_marks_the_page_it_is_on() {
+        let links = Nav::on("/account/sessions").links();
+        assert_eq!(links.len(), 5);
+        let current: Vec<&str> = links
+            .iter()
+            .filter(|l| l.current)
+            .map(|l| l.label)
+            .collect();
+        assert_eq!(current, ["Sessions"]);
+    }
+}

@@ -1,0 +1,302 @@
+//! `/account/profile`: a person's username and account type, the display
+//! name and email they may edit (core's rules, checked here on the server,
+//! each message beside its field), and the change of their password.
+//!
+//! A password change asks for the current password (a wrong one is refused
+//! beside its field and audited as `user.password_change_failed`), hashes
+//! the new one with argon2id on a blocking thread, and then, in one
+//! transaction, ends every session of the person and starts a fresh one for
+//! this browser: whoever knew the old password is signed out everywhere
+//! else, and the person stays signed in here.
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use healthgate_core::event::EventKind;
+use healthgate_core::user::{User, validate_display_name, validate_email, validate_password};
+use healthgate_store::Event;
+use serde::Deserialize;
+
+use super::{Nav, sentence, signed_in_form, signed_in_page, user_type_label};
+use crate::http::error::PageError;
+use crate::http::forms::FieldErrors;
+use crate::http::ip::ClientIp;
+use crate::http::pages::{self, Site};
+use crate::http::session::{self, Browser, form_field};
+use crate::services::passwords;
+use crate::state::AppState;
+
+const PAGE: &str = "/account/profile";
+
+#[derive(Template)]
+#[template(path = "account_profile.html")]
+pub struct ProfilePage<'a> {
+    pub site: Site<'a>,
+    pub nav: Nav,
+    pub username: &'a str,
+    pub user_type: &'static str,
+    /// The display name and email as the form shows them: stored, or as
+    /// typed when the form comes back with messages.
+    pub name: &'a str,
+    pub email: &'a str,
+    /// Whether the account has a password this page can change.
+    pub has_password: bool,
+    /// The app that created a password-less account, if one did.
+    pub provisioned_by: Option<String>,
+    pub errors: FieldErrors,
+    pub notice: Option<&'static str>,
+    pub csrf_token: &'a str,
+}
+
+/// What the page says after a change (`?done=`).
+#[derive(Deserialize)]
+pub struct ProfileQuery {
+    done: Option<String>,
+}
+
+fn notice(done: Option<&str>) -> Option<&'static str> {
+    match done? {
+        "saved" => Some("Your profile was saved."),
+        "unchanged" => Some("Nothing changed: your profile already said that."),
+        "password" => Some(
+            "Your password was changed. Every other browser signed in as you has been signed out; this one stays signed in.",
+        ),
+        _ => None,
+    }
+}
+
+/// The app that created the account, by name, when it has no password.
+async fn provisioner(state: &AppState, user: &User) -> Result<Option<String>, PageError> {
+    match (&user.password_hash, &user.provisioned_by) {
+        (None, Some(client_id)) => Ok(Some(
+            state
+                .store
+                .client(client_id)
+                .await?
+                .map_or_else(|| "a partner app".to_owned(), |c| c.name),
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// Renders the page for `user` with `status`, the form fields and messages.
+#[allow(clippy::too_many_arguments)]
+async fn render(
+    state: &AppState,
+    status: StatusCode,
+    user: &User,
+    csrf_token: &str,
+    name: &str,
+    email: &str,
+    errors: FieldErrors,
+    notice: Option<&'static str>,
+) -> Result<Response, PageError> {
+    let provisioned_by = provisioner(state, user).await?;
+    Ok(pages::render(
+        status,
+        &ProfilePage {
+            site: Site::of(&state.settings),
+            nav: Nav::on(PAGE),
+            username: &user.username,
+            user_type: user_type_label(user),
+            name,
+            email,
+            has_password: user.password_hash.is_some(),
+            provisioned_by,
+            errors,
+            notice,
+            csrf_token,
+        },
+    ))
+}
+
+/// `GET /account/profile`.
+pub async fn page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ProfileQuery>,
+) -> Result<Response, PageError> {
+    let (session, user) = match signed_in_page(&state, &headers, PAGE).await? {
+        Ok(signed_in) => signed_in,
+        Err(to_login) => return Ok(to_login),
+    };
+    render(
+        &state,
+        StatusCode::OK,
+        &user,
+        &session.csrf_token,
+        user.name.as_deref().unwrap_or(""),
+        user.email.as_deref().unwrap_or(""),
+        FieldErrors::default(),
+        notice(q.done.as_deref()),
+    )
+    .await
+}
+
+/// The signed-in person behind a form, read afresh.
+async fn form_user(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(healthgate_store::Session, User), PageError> {
+    let (session, user_id) = signed_in_form(state, headers, body).await?;
+    let user = state
+        .store
+        .user(&user_id)
+        .await?
+        .ok_or_else(|| PageError::forbidden("Please sign in again."))?;
+    Ok((session, user))
+}
+
+/// A text field as typed, trimmed; blank is absent.
+fn trimmed(body: &[u8], name: &str) -> Option<String> {
+    form_field(body, name)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// `POST /account/profile` (`csrf_token`, `name`, `email`): a blank field
+/// clears it.
+pub async fn save(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, PageError> {
+    let (session, user) = form_user(&state, &headers, &body).await?;
+    let name = trimmed(&body, "name");
+    let email = trimmed(&body, "email");
+    let mut errors = FieldErrors::default();
+    if let Some(Err(e)) = name.as_deref().map(validate_display_name) {
+        errors.add("name", sentence(e));
+    }
+    if let Some(Err(e)) = email.as_deref().map(validate_email) {
+        errors.add("email", sentence(e));
+    }
+    if !errors.is_empty() {
+        return render(
+            &state,
+            StatusCode::BAD_REQUEST,
+            &user,
+            &session.csrf_token,
+            name.as_deref().unwrap_or(""),
+            email.as_deref().unwrap_or(""),
+            errors,
+            None,
+        )
+        .await;
+    }
+    let changed = state
+        .store
+        .update_profile(
+            &user.id,
+            name.as_deref(),
+            email.as_deref(),
+            ip.as_deref(),
+            state.now(),
+        )
+        .await?;
+    let done = if changed.is_empty() {
+        "unchanged"
+    } else {
+        "saved"
+    };
+    Ok(Redirect::to(&format!("{PAGE}?done={done}")).into_response())
+}
+
+/// `POST /account/profile/password` (`csrf_token`, `current_password`,
+/// `new_password`, `new_password_confirmation`).
+pub async fn change_password(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, PageError> {
+    let (session, user) = form_user(&state, &headers, &body).await?;
+    let mut errors = FieldErrors::default();
+    // Passwords are taken as typed: spaces are part of them.
+    let current = form_field(&body, "current_password");
+    let new = form_field(&body, "new_password");
+    let confirmation = form_field(&body, "new_password_confirmation");
+    let again = |errors: FieldErrors| {
+        render(
+            &state,
+            StatusCode::BAD_REQUEST,
+            &user,
+            &session.csrf_token,
+            user.name.as_deref().unwrap_or(""),
+            user.email.as_deref().unwrap_or(""),
+            errors,
+            None,
+        )
+    };
+    let Some(stored) = user.password_hash.clone() else {
+        errors.add(
+            "password",
+            "Your account has no password here, so there is none to change.",
+        );
+        return again(errors).await;
+    };
+    match &new {
+        None => errors.add("new_password", "Choose a new password."),
+        Some(p) => {
+            if let Err(e) = validate_password(p) {
+                errors.add("new_password", sentence(e));
+            }
+        }
+    }
+    if new.is_some() && confirmation != new {
+        errors.add(
+            "new_password_confirmation",
+            "The two new passwords are not the same.",
+        );
+    }
+    match current {
+        None => errors.add("current_password", "Enter your current password."),
+        Some(current) => {
+            if !passwords::verify(Some(stored.clone()), current).await {
+                errors.add(
+                    "current_password",
+                    "That is not your current password, so it was not changed.",
+                );
+                let event = Event::new(EventKind::PasswordChangeFailed)
+                    .failed()
+                    .actor(Some(&user.id))
+                    .subject(&user.id)
+                    .ip(ip.as_deref());
+                state.store.record_event(state.now(), &event).await?;
+            }
+        }
+    }
+    let Some(new) = new.filter(|_| errors.is_empty()) else {
+        return again(errors).await;
+    };
+    let new_hash = passwords::hash(new).await.map_err(|_| PageError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        title: "Your password was not changed",
+        message: "Something went wrong while saving it. Please try again.".into(),
+    })?;
+    let (fresh, cookie) = session::fresh(&state, Some(user.id.clone()), Browser::of(&headers, &ip));
+    let changed = state
+        .store
+        .change_password(
+            &user.id,
+            &stored,
+            &new_hash,
+            &fresh,
+            ip.as_deref(),
+            state.now(),
+        )
+        .await?;
+    if !changed {
+        return Err(PageError {
+            status: StatusCode::CONFLICT,
+            title: "Your password was not changed",
+            message: "Your password was changed from somewhere else a moment ago. Reload the page and try again.".into(),
+        });
+    }
+    let mut response = Redirect::to(&format!("{PAGE}?done=password")).into_response();
+    response.headers_mut().append(header::SET_COOKIE, cookie);
+    Ok(response)
+}

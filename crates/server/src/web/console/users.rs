@@ -1,0 +1,273 @@
+//! `/admin/users`: every account, searched by username, name or email and
+//! paged fifty at a time, with locking, unlocking and a password reset
+//! whose temporary password is shown once, to the operator, on the result
+//! page.
+
+use askama::Template;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use healthgate_core::redirect::with_query_params;
+use healthgate_core::user::User;
+use serde::Deserialize;
+
+use super::{
+    Answer, Operator, Refusal, admin_failure, back_to, operator, operator_form, person_named,
+    required, who,
+};
+use crate::http::error::PageError;
+use crate::http::ip::ClientIp;
+use crate::http::pages::{self, Site, Stamp};
+use crate::http::session::form_field;
+use crate::services::admin;
+use crate::state::AppState;
+
+const PAGE: &str = "/admin/users";
+
+/// Accounts on one page of the list.
+pub const PAGE_SIZE: i64 = 50;
+
+/// One account in the list.
+pub struct UserRow {
+    pub id: String,
+    pub username: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub user_type: &'static str,
+    pub created: Stamp,
+    pub locked: Option<Stamp>,
+    pub operator: bool,
+    /// The partner app that created the account, if one did.
+    pub provisioned_by: Option<String>,
+    /// The operator's own account: not locked or reset from here.
+    pub is_self: bool,
+}
+
+#[derive(Template)]
+#[template(path = "console_users.html")]
+pub struct UsersPage<'a> {
+    pub site: Site<'a>,
+    pub section: &'static str,
+    pub notice: Option<String>,
+    pub csrf_token: &'a str,
+    pub q: String,
+    pub page: i64,
+    pub pages: i64,
+    pub total: i64,
+    pub users: Vec<UserRow>,
+    pub previous: Option<String>,
+    pub next: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "console_password.html")]
+pub struct PasswordPage<'a> {
+    pub site: Site<'a>,
+    pub section: &'static str,
+    pub notice: Option<String>,
+    pub person: String,
+    pub username: String,
+    pub password: &'a str,
+    pub back: String,
+}
+
+#[derive(Deserialize)]
+pub struct UsersQuery {
+    q: Option<String>,
+    page: Option<String>,
+    done: Option<String>,
+    user: Option<String>,
+}
+
+/// The list's address for a search and page.
+fn listing(q: &str, page: i64) -> String {
+    let page = page.to_string();
+    let mut params = Vec::new();
+    if !q.is_empty() {
+        params.push(("q", q));
+    }
+    if page != "1" {
+        params.push(("page", page.as_str()));
+    }
+    if params.is_empty() {
+        PAGE.to_owned()
+    } else {
+        with_query_params(PAGE, &params)
+    }
+}
+
+fn row(u: User, me: &str) -> UserRow {
+    UserRow {
+        is_self: u.id == me,
+        created: Stamp::exact(u.created_at),
+        locked: u.locked_at.map(Stamp::exact),
+        user_type: u.user_type.as_str(),
+        operator: u.operator,
+        provisioned_by: u.provisioned_by,
+        id: u.id,
+        username: u.username,
+        name: u.name,
+        email: u.email,
+    }
+}
+
+/// `GET /admin/users?q=&page=`.
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    Query(query): Query<UsersQuery>,
+) -> Answer {
+    let op = operator(&state, &headers, &uri).await?;
+    let q = query.q.as_deref().unwrap_or("").trim().to_owned();
+    if q.chars().count() > 200 {
+        return Err(PageError::bad_request("Search for at most 200 characters.").into());
+    }
+    let page = match query.page.as_deref() {
+        None | Some("") => 1,
+        Some(p) => p
+            .parse::<i64>()
+            .ok()
+            .filter(|p| (1..=1_000_000).contains(p))
+            .ok_or_else(|| PageError::bad_request("The page must be a number from 1."))?,
+    };
+    let (users, total) = state
+        .store
+        .search_users(&q, PAGE_SIZE, (page - 1) * PAGE_SIZE)
+        .await?;
+    let pages = ((total + PAGE_SIZE - 1) / PAGE_SIZE).max(1);
+    let person = person_named(&state, query.user.as_deref()).await?;
+    let notice = match query.done.as_deref() {
+        Some("locked") => Some(format!(
+            "{person} is locked: they cannot sign in, their sessions have ended and their apps get no new tokens."
+        )),
+        Some("already-locked") => Some(format!("{person} was already locked.")),
+        Some("unlocked") => Some(format!("{person} is unlocked and can sign in again.")),
+        Some("not-locked") => Some(format!("{person} was not locked.")),
+        _ => None,
+    };
+    Ok(pages::render(
+        StatusCode::OK,
+        &UsersPage {
+            site: Site::of(&state.settings),
+            section: "users",
+            notice,
+            csrf_token: &op.session.csrf_token,
+            previous: (page > 1).then(|| listing(&q, page - 1)),
+            next: (page < pages).then(|| listing(&q, page + 1)),
+            users: users.into_iter().map(|u| row(u, &op.user.id)).collect(),
+            q,
+            page,
+            pages,
+            total,
+        },
+    ))
+}
+
+/// The account a user form acts on, never the operator's own, and the
+/// list to go back to (the search and page the form was sent from).
+async fn target(
+    state: &AppState,
+    op: &Operator,
+    body: &[u8],
+    what: &str,
+) -> Result<(User, String, i64), Refusal> {
+    let user_id = required(body, "user_id", "the account")?;
+    let user = state
+        .store
+        .user(&user_id)
+        .await?
+        .ok_or_else(|| PageError::bad_request("There is no such account."))?;
+    if user.id == op.user.id {
+        return Err(PageError::bad_request(format!(
+            "You cannot {what} your own account from the console: ask another operator."
+        ))
+        .into());
+    }
+    let q = form_field(body, "q").unwrap_or_default();
+    let page = form_field(body, "page")
+        .and_then(|p| p.parse::<i64>().ok())
+        .filter(|p| *p >= 1)
+        .unwrap_or(1);
+    Ok((user, q, page))
+}
+
+/// Back to the list the form was sent from, saying what was done.
+fn back(q: &str, page: i64, done: &str, user_id: &str) -> axum::response::Response {
+    let page = page.to_string();
+    let mut params = vec![("done", done), ("user", user_id)];
+    if !q.is_empty() {
+        params.push(("q", q));
+    }
+    if page != "1" {
+        params.push(("page", &page));
+    }
+    back_to(PAGE, &params)
+}
+
+/// `POST /admin/users/lock` (`user_id`): the account can no longer sign in,
+/// its sessions end, and its grants issue no new tokens.
+pub async fn lock(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let op = operator_form(&state, &headers, &body).await?;
+    let (user, q, page) = target(&state, &op, &body, "lock").await?;
+    let locked = state
+        .store
+        .lock_user_by(&user.id, op.actor(&ip), state.now())
+        .await?;
+    let done = if locked { "locked" } else { "already-locked" };
+    Ok(back(&q, page, done, &user.id))
+}
+
+/// `POST /admin/users/unlock` (`user_id`).
+pub async fn unlock(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let op = operator_form(&state, &headers, &body).await?;
+    let (user, q, page) = target(&state, &op, &body, "unlock").await?;
+    let unlocked = state
+        .store
+        .unlock_user(&user.id, op.actor(&ip), state.now())
+        .await?;
+    let done = if unlocked { "unlocked" } else { "not-locked" };
+    Ok(back(&q, page, done, &user.id))
+}
+
+/// `POST /admin/users/reset-password` (`user_id`): a new temporary
+/// password, every session of the account ended; the password is on this
+/// response's page and nowhere else.
+pub async fn reset_password(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let op = operator_form(&state, &headers, &body).await?;
+    let (user, q, page) = target(&state, &op, &body, "reset the password of").await?;
+    let (user, password) =
+        admin::reset_password(&state.store, state.clock.as_ref(), &user.id, op.actor(&ip))
+            .await
+            .map_err(admin_failure)?;
+    Ok(pages::render(
+        StatusCode::OK,
+        &PasswordPage {
+            site: Site::of(&state.settings),
+            section: "users",
+            notice: Some(format!(
+                "{}'s password was reset and every session of theirs has ended.",
+                user.username
+            )),
+            person: who(&user),
+            username: user.username.clone(),
+            password: &password,
+            back: listing(&q, page),
+        },
+    ))
+}

@@ -1,0 +1,258 @@
+//! `serve --demo`: a practice with a practitioner, a staff member and a
+//! member, and a demo partner app whose redirect URI is a page of this server
+//! (`/demo/callback`) that shows the code and how to exchange it. The
+//! practice's admin is also one of the platform's operators, so the demo
+//! shows the admin console (`/admin`) too.
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use healthgate_core::Clock;
+use healthgate_core::client::{Client, ClientKind};
+use healthgate_core::org::{Organization, OrganizationKind};
+use healthgate_core::redirect::{RedirectUri, with_query_params};
+use healthgate_core::scope::ScopeSet;
+use healthgate_core::secret::{SecretKind, mint, new_id};
+use healthgate_core::user::UserType;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Settings;
+use crate::http::pages::{self, DemoCallbackPage, Site};
+use crate::services::admin::{AdminError, Creator, NewUser, create_user};
+use crate::services::passwords;
+use crate::state::AppState;
+use healthgate_store::{Actor, Store};
+
+pub const DEMO_CLIENT_ID: &str = "app-demo";
+const DEMO_PRACTICE: &str = "Demo Family Practice";
+
+#[derive(Debug, Serialize)]
+pub struct DemoAccount {
+    pub role: &'static str,
+    pub username: String,
+    pub password: String,
+    pub user_type: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DemoSeed {
+    pub practice_id: String,
+    pub practice_name: &'static str,
+    pub accounts: Vec<DemoAccount>,
+    pub client_id: String,
+    pub client_secret: String,
+    pub redirect_uri: String,
+    pub authorize_url: String,
+}
+
+fn random_password() -> String {
+    // 24 characters from a minted secret's random part: easy to copy, strong.
+    mint(SecretKind::Csrf).value[SecretKind::Csrf.prefix().len()..][..24].to_owned()
+}
+
+/// Seeds (or refreshes) the demo data. Re-running it keeps the ids and gives
+/// every demo account and the demo app fresh credentials, since secrets are
+/// only ever shown once.
+pub async fn seed(
+    store: &Store,
+    settings: &Settings,
+    clock: &dyn Clock,
+) -> Result<DemoSeed, AdminError> {
+    let now = clock.now();
+    let issuer = settings.issuer();
+    let practice_id = match store.organization_by_name(DEMO_PRACTICE).await? {
+        Some(id) => id,
+        None => {
+            let org = Organization {
+                id: new_id(OrganizationKind::Practice.id_prefix()),
+                name: DEMO_PRACTICE.to_owned(),
+                kind: OrganizationKind::Practice,
+                created_at: now,
+            };
+            store.insert_organization(&org).await?;
+            org.id
+        }
+    };
+    let people: [(&'static str, &str, &str, UserType); 4] = [
+        ("admin", "admin.demo", "Avery Admin", UserType::Member),
+        ("practitioner", "dr.demo", "Dr. Dana Demo", UserType::Expert),
+        ("staff", "staff.demo", "Sam Staff", UserType::Member),
+        ("member", "member.demo", "Morgan Member", UserType::Member),
+    ];
+    let mut accounts = Vec::new();
+    for (role, username, name, user_type) in people {
+        let password = random_password();
+        let user = match store.user_by_username(username).await? {
+            Some(u) => {
+                store
+                    .set_password(&u.id, &passwords::hash(password.clone()).await?, now)
+                    .await?;
+                u
+            }
+            None => {
+                create_user(
+                    store,
+                    clock,
+                    NewUser {
+                        username: username.to_owned(),
+                        name: Some(name.to_owned()),
+                        password: Some(password.clone()),
+                        email: Some(format!("{username}@example.org")),
+                        user_type,
+                    },
+                    Creator::By(Actor::system()),
+                )
+                .await?
+            }
+        };
+        if role != "member" {
+            store
+                .set_membership(&practice_id, &user.id, role, None, now)
+                .await?;
+        }
+        if role == "admin" {
+            store
+                .set_operator(&user.id, true, healthgate_store::Actor::system(), now)
+                .await?;
+        }
+        accounts.push(DemoAccount {
+            role,
+            username: username.to_owned(),
+            password,
+            user_type: user_type.as_str(),
+        });
+    }
+
+    let redirect_uri = format!("{issuer}/demo/callback");
+    let secret = mint(SecretKind::ClientSecret);
+    match store.client(DEMO_CLIENT_ID).await? {
+        Some(existing)
+            if existing
+                .redirect_uris
+                .iter()
+                .any(|r| r.as_str() == redirect_uri) =>
+        {
+            store
+                .set_client_secret(DEMO_CLIENT_ID, &secret.digest, Actor::system(), now)
+                .await?;
+        }
+        existing => {
+            if existing.is_some() {
+                // The issuer changed since the last demo: register afresh.
+                store
+                    .delete_client(DEMO_CLIENT_ID, Actor::system(), now)
+                    .await?;
+            }
+            let uri = RedirectUri::parse(&redirect_uri).map_err(|e| {
+                AdminError::Invalid(format!("demo redirect URI {redirect_uri}: {e}"))
+            })?;
+            let scopes: Vec<&str> = ["profile_read", "profile_write"]
+                .into_iter()
+                .filter(|s| settings.scopes.contains_key(*s))
+                .collect();
+            let allowed = if scopes.is_empty() {
+                ScopeSet::from_tokens(settings.scopes.keys())
+                    .map_err(|e| AdminError::Invalid(e.to_string()))?
+            } else {
+                ScopeSet::from_tokens(&scopes).map_err(|e| AdminError::Invalid(e.to_string()))?
+            };
+            store
+                .insert_client(&Client {
+                    id: DEMO_CLIENT_ID.to_owned(),
+                    name: "Demo Partner App".to_owned(),
+                    photo_url: None,
+                    redirect_uris: vec![uri],
+                    allowed_scopes: allowed,
+                    user_types: UserType::ALL.to_vec(),
+                    kind: ClientKind::Confidential,
+                    secret_digest: Some(secret.digest.clone()),
+                    description: Some(
+                        "A partner app for trying healthgate: sign in with it, or connect the practice to it."
+                            .to_owned(),
+                    ),
+                    connect_redirect_url: Some(format!("{issuer}/demo/connect?code=")),
+                    published: true,
+                    webhook_url: None,
+                    webhook_secret_version: 1,
+                    webhook_muted_at: None,
+                    authorization_level: Default::default(),
+                    provisioning_scopes: None,
+                    jwt_access_tokens: false,
+                    id_token_alg: Default::default(),
+                    owner_id: None,
+                    suspended_at: None,
+                    resource_server: false,
+                    created_at: now,
+                    updated_at: now,
+                })
+                .await?;
+        }
+    }
+    let client = store
+        .client(DEMO_CLIENT_ID)
+        .await?
+        .ok_or_else(|| AdminError::NoSuchClient(DEMO_CLIENT_ID.into()))?;
+    let authorize_url = with_query_params(
+        &format!("{issuer}/oauth/authorize"),
+        &[
+            ("response_type", "code"),
+            ("client_id", DEMO_CLIENT_ID),
+            ("redirect_uri", &redirect_uri),
+            ("scope", &client.allowed_scopes.to_string()),
+            ("state", "demo"),
+        ],
+    );
+    Ok(DemoSeed {
+        practice_id,
+        practice_name: DEMO_PRACTICE,
+        accounts,
+        client_id: DEMO_CLIENT_ID.to_owned(),
+        client_secret: secret.value,
+        redirect_uri,
+        authorize_url,
+    })
+}
+
+#[derive(Deserialize)]
+pub struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    iss: Option<String>,
+}
+
+/// The demo app's redirect target.
+pub async fn callback(State(state): State<AppState>, Query(q): Query<CallbackQuery>) -> Response {
+    let redirect_uri = format!("{}/demo/callback", state.issuer);
+    let token_endpoint = format!("{}/oauth/token", state.issuer);
+    pages::render(
+        StatusCode::OK,
+        &DemoCallbackPage {
+            site: Site::of(&state.settings),
+            code: q.code.as_deref(),
+            state: q.state.as_deref(),
+            error: q.error.as_deref(),
+            iss: q.iss.as_deref(),
+            redirect_uri: &redirect_uri,
+            token_endpoint: &token_endpoint,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+pub struct ConnectQuery {
+    code: Option<String>,
+}
+
+/// The demo app's connect URL: healthgate appends the connect code to it.
+pub async fn connect(State(state): State<AppState>, Query(q): Query<ConnectQuery>) -> Response {
+    let exchange_url = format!("{}/api/oauth/tokens", state.issuer);
+    pages::render(
+        StatusCode::OK,
+        &pages::DemoConnectPage {
+            site: Site::of(&state.settings),
+            code: q.code.as_deref(),
+            exchange_url: &exchange_url,
+        },
+    )
+}

@@ -1,0 +1,997 @@
+//! The developer portal (`/developers`): a partner developer creates an
+//! account or signs in, registers an app with the fields the seeds' forms
+//! ask for (HealthTap's name, photo, redirect URIs, scope and user-type
+//! checkboxes; Hint's description, connect URL and webhook URL), sees its
+//! APP_ID and APP_SECRET (the secret once), rotates the secret, edits and
+//! deletes the app, and follows its integrations and webhook deliveries.
+//!
+//! Every rule about what may be registered is `admin`'s, shared with the
+//! CLI; this module turns forms into those requests and their refusals into
+//! messages next to the fields. An app is only ever shown to, or changed
+//! by, the person who registered it: anyone else gets "no such app".
+
+use askama::Template;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use healthgate_core::client::Client;
+use healthgate_core::owner::AuthorizationLevel;
+use healthgate_core::redirect::with_query_params;
+use healthgate_core::user::UserType;
+use healthgate_store::{Actor, Session};
+use serde::Deserialize;
+
+use crate::http::error::PageError;
+use crate::http::error::sentence;
+use crate::http::forms::{FieldErrors, Form};
+use crate::http::ip::ClientIp;
+use crate::http::pages::{self, ScopeLine, Site, Stamp, format_utc};
+use crate::http::routes::Routes;
+use crate::http::session::{self, Browser};
+use crate::services::admin::{self, AdminError, ClientChanges, Creator, NewClient, NewUser};
+use crate::services::photos::{MAX_PHOTO, Photo, served_path};
+use crate::state::AppState;
+
+const HOME: &str = "/developers";
+
+pub fn routes() -> Routes {
+    Routes::new()
+        .route(HOME, get(index))
+        .route("/developers/signup", get(signup_page).post(signup))
+        .route("/developers/apps/new", get(new_app))
+        .route("/developers/apps", post(create_app))
+        .route("/developers/apps/{id}", get(show_app))
+        .route("/developers/apps/{id}/edit", get(edit_app).post(update_app))
+        .route("/developers/apps/{id}/secret", post(rotate_secret))
+        .route(
+            "/developers/apps/{id}/webhook-secret",
+            post(rotate_webhook_secret),
+        )
+        .route(
+            "/developers/apps/{id}/delete",
+            get(confirm_delete).post(delete_app),
+        )
+        .route("/apps/{id}/photo", get(photo))
+}
+
+/// The app with this id if the person registered it; anyone else is told
+/// there is no such app, so ids cannot be probed.
+pub(crate) async fn owned_app(
+    state: &AppState,
+    user_id: &str,
+    id: &str,
+) -> Result<Client, PageError> {
+    match state.store.client(id).await? {
+        Some(c) if c.owner_id.as_deref() == Some(user_id) => Ok(c),
+        _ => Err(PageError {
+            status: StatusCode::NOT_FOUND,
+            title: "No such app",
+            message: "You have no app with this id. It may have been deleted.".into(),
+        }),
+    }
+}
+
+/// The form of an action on one of the developer's apps: read (with an
+/// uploaded file of at most `max_file` bytes), its CSRF token and origin
+/// checked, and the app, which must be theirs.
+/// The developer making a change from the signed-in `session`, for the
+/// change's event.
+fn acting<'a>(session: &'a Session, ip: &'a ClientIp) -> Actor<'a> {
+    Actor {
+        user_id: session.user_id.as_deref(),
+        ip: ip.as_deref(),
+    }
+}
+
+async fn app_form(
+    state: &AppState,
+    id: &str,
+    request: Request,
+    max_file: usize,
+) -> Result<(Session, Client, Form), PageError> {
+    let (headers, form) = Form::read(state, request, max_file).await?;
+    let (session, user_id) = form.signed_in(state, &headers).await?;
+    let app = owned_app(state, &user_id, id).await?;
+    Ok((session, app, form))
+}
+
+// ---------------------------------------------------------------- index
+
+/// One of the developer's apps in the list.
+pub struct AppSummary {
+    pub id: String,
+    pub name: String,
+    /// Where healthgate serves its photo.
+    pub photo_url: Option<String>,
+    pub kind: &'static str,
+    pub suspended: bool,
+    pub created: Stamp,
+}
+
+#[derive(Template)]
+#[template(path = "developers.html")]
+pub struct DevelopersPage<'a> {
+    pub site: Site<'a>,
+    pub username: Option<&'a str>,
+    pub apps: Vec<AppSummary>,
+    pub signup: bool,
+    pub notice: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+pub struct IndexQuery {
+    deleted: Option<String>,
+}
+
+/// `GET /developers`: the developer's apps, or what the portal is and how
+/// to get in.
+pub async fn index(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<IndexQuery>,
+) -> Result<Response, PageError> {
+    let site = Site::of(&state.settings);
+    let signup = state.settings.developer_signup;
+    let Some(session) = session::logged_in(&state, &headers).await? else {
+        return Ok(pages::render(
+            StatusCode::OK,
+            &DevelopersPage {
+                site,
+                username: None,
+                apps: Vec::new(),
+                signup,
+                notice: None,
+            },
+        ));
+    };
+    let user_id = session.user_id.unwrap_or_default();
+    let Some(user) = state.store.user(&user_id).await? else {
+        return Ok(Redirect::to("/login?return_to=/developers").into_response());
+    };
+    let apps = state
+        .store
+        .clients_of_owner(&user.id)
+        .await?
+        .into_iter()
+        .map(|c| AppSummary {
+            kind: c.kind.as_str(),
+            suspended: c.suspended_at.is_some(),
+            created: Stamp::at(c.created_at),
+            photo_url: served_path(&c.id, c.photo_url.as_deref()),
+            id: c.id,
+            name: c.name,
+        })
+        .collect();
+    let notice = q
+        .deleted
+        .is_some()
+        .then_some("The app was deleted, with every token, code and integration it had.");
+    Ok(pages::render(
+        StatusCode::OK,
+        &DevelopersPage {
+            site,
+            username: Some(user.name.as_deref().unwrap_or(&user.username)),
+            apps,
+            signup,
+            notice,
+        },
+    ))
+}
+
+// ---------------------------------------------------------------- sign-up
+
+#[derive(Template)]
+#[template(path = "developers_signup.html")]
+pub struct SignupPage<'a> {
+    pub site: Site<'a>,
+    pub csrf_token: &'a str,
+    pub username: &'a str,
+    pub name: &'a str,
+    pub email: &'a str,
+    pub errors: FieldErrors,
+}
+
+fn signup_closed() -> PageError {
+    PageError {
+        status: StatusCode::FORBIDDEN,
+        title: "Sign-up is closed",
+        message: "This platform registers developer accounts itself. Ask its operator for one, then sign in."
+            .into(),
+    }
+}
+
+/// `GET /developers/signup`.
+pub async fn signup_page(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
+    if !state.settings.developer_signup {
+        return Err(signup_closed());
+    }
+    let (session, cookie) = match session::current(&state, &headers).await? {
+        Some(s) => (s, None),
+        None => {
+            let (s, c) = session::start(&state, None, None, Browser::of(&headers, &ip)).await?;
+            (s, Some(c))
+        }
+    };
+    let mut response = pages::render(
+        StatusCode::OK,
+        &SignupPage {
+            site: Site::of(&state.settings),
+            csrf_token: &session.csrf_token,
+            username: "",
+            name: "",
+            email: "",
+            errors: FieldErrors::default(),
+        },
+    );
+    if let Some(c) = cookie {
+        response.headers_mut().append(header::SET_COOKIE, c);
+    }
+    Ok(response)
+}
+
+/// `POST /developers/signup` (`username`, `name`, `email`, `password`,
+/// `password_confirmation`): creates the account and signs it in.
+pub async fn signup(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    request: Request,
+) -> Result<Response, PageError> {
+    if !state.settings.developer_signup {
+        return Err(signup_closed());
+    }
+    let (headers, form) = Form::read(&state, request, 0).await?;
+    let session = session::current(&state, &headers).await?;
+    session::check_csrf(
+        &state,
+        &headers,
+        session.as_ref(),
+        form.text("csrf_token").as_deref(),
+    )?;
+    let Some(session) = session else {
+        return Err(PageError::forbidden("Your session has expired."));
+    };
+    let username = form.text("username").unwrap_or_default();
+    let name = form.text("name");
+    let email = form.text("email");
+    let password = form.text("password").unwrap_or_default();
+    let mut errors = FieldErrors::default();
+    if username.is_empty() {
+        errors.add("username", "Choose a username.");
+    }
+    if password.is_empty() {
+        errors.add("password", "Choose a password.");
+    } else if form.text("password_confirmation").as_deref() != Some(password.as_str()) {
+        errors.add("password_confirmation", "The two passwords differ.");
+    }
+    let created = if errors.is_empty() {
+        admin::create_user(
+            &state.store,
+            state.clock.as_ref(),
+            NewUser {
+                username: username.clone(),
+                name: name.clone(),
+                password: Some(password),
+                email: email.clone(),
+                user_type: UserType::Member,
+            },
+            Creator::Themselves { ip: ip.as_deref() },
+        )
+        .await
+        .map(Some)
+        .or_else(|e| field_error(e, &mut errors).map(|()| None))?
+    } else {
+        None
+    };
+    let Some(user) = created else {
+        return Ok(pages::render(
+            StatusCode::BAD_REQUEST,
+            &SignupPage {
+                site: Site::of(&state.settings),
+                csrf_token: &session.csrf_token,
+                username: &username,
+                name: name.as_deref().unwrap_or_default(),
+                email: email.as_deref().unwrap_or_default(),
+                errors,
+            },
+        ));
+    };
+    let (_, cookie) = session::start(
+        &state,
+        Some(&session.id_digest),
+        Some(user.id),
+        Browser::of(&headers, &ip),
+    )
+    .await?;
+    let mut response = Redirect::to(HOME).into_response();
+    response.headers_mut().append(header::SET_COOKIE, cookie);
+    Ok(response)
+}
+
+/// Puts a refusal of `admin` next to its field; other failures pass on.
+fn field_error(e: AdminError, errors: &mut FieldErrors) -> Result<(), PageError> {
+    match e {
+        AdminError::Field { field, message } => {
+            errors.add(field, sentence(&message));
+            Ok(())
+        }
+        AdminError::Invalid(message) => {
+            errors.add("form", sentence(&message));
+            Ok(())
+        }
+        other => Err(other.into()),
+    }
+}
+
+// ---------------------------------------------------------------- app form
+
+/// What the registration form holds, to fill it again after a refusal.
+pub struct AppFormValues {
+    pub name: String,
+    pub description: String,
+    pub photo_url: String,
+    pub redirect_uris: String,
+    pub scopes: Vec<String>,
+    pub user_types: Vec<String>,
+    pub public: bool,
+    pub organization_level: bool,
+    pub connect_url: String,
+    pub webhook_url: String,
+    pub published: bool,
+}
+
+impl AppFormValues {
+    fn blank() -> Self {
+        Self {
+            name: String::new(),
+            description: String::new(),
+            photo_url: String::new(),
+            redirect_uris: String::new(),
+            scopes: Vec::new(),
+            user_types: UserType::ALL
+                .iter()
+                .map(|t| t.as_str().to_owned())
+                .collect(),
+            public: false,
+            organization_level: false,
+            connect_url: String::new(),
+            webhook_url: String::new(),
+            published: false,
+        }
+    }
+
+    /// The form for `c`. A photo healthgate keeps leaves the address field
+    /// blank; an address kept from before photos were fetched fills it, so
+    /// saving the form fetches it.
+    fn of(c: &Client) -> Self {
+        let stored = served_path(&c.id, c.photo_url.as_deref()).is_some();
+        Self {
+            name: c.name.clone(),
+            description: c.description.clone().unwrap_or_default(),
+            photo_url: if stored {
+                String::new()
+            } else {
+                c.photo_url.clone().unwrap_or_default()
+            },
+            redirect_uris: c
+                .redirect_uris
+                .iter()
+                .map(|u| u.as_str())
+                .collect::<Vec<_>>()
+                .join("\n"),
+            scopes: c.allowed_scopes.iter().map(str::to_owned).collect(),
+            user_types: c.user_types.iter().map(|t| t.as_str().to_owned()).collect(),
+            public: c.is_public(),
+            organization_level: c.authorization_level == AuthorizationLevel::Organization,
+            connect_url: c.connect_redirect_url.clone().unwrap_or_default(),
+            webhook_url: c.webhook_url.clone().unwrap_or_default(),
+            published: c.published,
+        }
+    }
+
+    fn read(form: &Form) -> Self {
+        Self {
+            name: form.text("name").unwrap_or_default(),
+            description: form.text("description").unwrap_or_default(),
+            photo_url: form.text("photo_url").unwrap_or_default(),
+            redirect_uris: form.text("redirect_uris").unwrap_or_default(),
+            scopes: form.all("scope"),
+            user_types: form.all("user_type"),
+            public: form.text("client_type").as_deref() == Some("public"),
+            organization_level: form.text("authorization_level").as_deref() == Some("organization"),
+            connect_url: form.text("connect_url").unwrap_or_default(),
+            webhook_url: form.text("webhook_url").unwrap_or_default(),
+            published: form.checked("published"),
+        }
+    }
+
+    fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+
+    fn has_user_type(&self, t: &str) -> bool {
+        self.user_types.iter().any(|s| s == t)
+    }
+
+    fn uris(&self) -> Vec<String> {
+        self.redirect_uris
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The user types ticked; unknown values are reported.
+    fn parsed_user_types(&self, errors: &mut FieldErrors) -> Vec<UserType> {
+        let mut out = Vec::new();
+        for t in &self.user_types {
+            match t.parse::<UserType>() {
+                Ok(t) => out.push(t),
+                Err(_) => errors.add("user_types", format!("Unknown user type {t:?}.")),
+            }
+        }
+        if out.is_empty() && errors.of("user_types").is_none() {
+            errors.add("user_types", "Tick at least one kind of user.");
+        }
+        out
+    }
+
+    fn level(&self) -> AuthorizationLevel {
+        if self.organization_level {
+            AuthorizationLevel::Organization
+        } else {
+            AuthorizationLevel::User
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "developers_app_form.html")]
+pub struct AppFormPage<'a> {
+    pub site: Site<'a>,
+    pub csrf_token: &'a str,
+    /// `None` when registering; the app when editing.
+    pub app: Option<&'a Client>,
+    /// Where healthgate serves the app's current photo.
+    pub photo: Option<String>,
+    pub values: AppFormValues,
+    /// Every scope of the vocabulary, as a checkbox.
+    pub scope_choices: Vec<ScopeLine>,
+    pub errors: FieldErrors,
+}
+
+fn scope_choices(state: &AppState) -> Vec<ScopeLine> {
+    state
+        .settings
+        .scopes
+        .iter()
+        .map(|(name, description)| ScopeLine {
+            name: name.clone(),
+            description: description.clone(),
+        })
+        .collect()
+}
+
+fn form_page(
+    state: &AppState,
+    status: StatusCode,
+    csrf_token: &str,
+    app: Option<&Client>,
+    values: AppFormValues,
+    errors: FieldErrors,
+) -> Response {
+    pages::render(
+        status,
+        &AppFormPage {
+            site: Site::of(&state.settings),
+            csrf_token,
+            photo: app.and_then(|a| served_path(&a.id, a.photo_url.as_deref())),
+            app,
+            values,
+            scope_choices: scope_choices(state),
+            errors,
+        },
+    )
+}
+
+/// `GET /developers/apps/new`.
+pub async fn new_app(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
+    let (session, _) =
+        match session::signed_in_page(&state, &headers, "/developers/apps/new").await? {
+            Ok(d) => d,
+            Err(login) => return Ok(login),
+        };
+    Ok(form_page(
+        &state,
+        StatusCode::OK,
+        &session.csrf_token,
+        None,
+        AppFormValues::blank(),
+        FieldErrors::default(),
+    ))
+}
+
+/// The photo the form chose: an uploaded file (checked to be an image) or
+/// a URL. Returns the uploaded image's type and bytes separately, as it can
+/// only be stored once the app has an id.
+fn chosen_photo(form: &Form, errors: &mut FieldErrors) -> Option<Photo> {
+    let upload = form.file("photo")?;
+    match Photo::recognise(upload.bytes.to_vec()) {
+        Some(photo) => Some(photo),
+        None => {
+            errors.add("photo", "The photo must be a PNG, JPEG, GIF or WebP image.");
+            None
+        }
+    }
+}
+
+/// Stores an uploaded photo and points the app's `photo_url` at it.
+async fn save_photo(state: &AppState, client_id: &str, photo: &Photo) -> Result<(), PageError> {
+    admin::store_photo(
+        &state.store,
+        &state.settings,
+        state.clock.as_ref(),
+        client_id,
+        photo,
+    )
+    .await?;
+    Ok(())
+}
+
+#[derive(Template)]
+#[template(path = "developers_secret.html")]
+pub struct SecretPage<'a> {
+    pub site: Site<'a>,
+    pub app: &'a Client,
+    pub secret: Option<&'a str>,
+    pub created: bool,
+}
+
+/// `POST /developers/apps` (multipart or URL-encoded): registers an app and
+/// shows its APP_ID and, once, its APP_SECRET.
+pub async fn create_app(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    request: Request,
+) -> Result<Response, PageError> {
+    let (headers, form) = Form::read(&state, request, MAX_PHOTO).await?;
+    let (session, user_id) = form.signed_in(&state, &headers).await?;
+    let values = AppFormValues::read(&form);
+    let mut errors = FieldErrors::default();
+    let upload = chosen_photo(&form, &mut errors);
+    if values.scopes.is_empty() {
+        errors.add("scope", "Tick at least one scope.");
+    }
+    let user_types = values.parsed_user_types(&mut errors);
+    let registered = if errors.is_empty() {
+        admin::create_client(
+            &state.store,
+            &state.settings,
+            state.clock.as_ref(),
+            NewClient {
+                name: values.name.clone(),
+                redirect_uris: values.uris(),
+                scope: values.scopes.join(" "),
+                public: values.public,
+                photo_url: Some(values.photo_url.clone()).filter(|_| upload.is_none()),
+                user_types,
+                authorization_level: values.level(),
+                description: Some(values.description.clone()),
+                connect_redirect_url: Some(values.connect_url.clone()),
+                webhook_url: Some(values.webhook_url.clone()),
+                published: values.published,
+                owner_id: Some(user_id.clone()),
+                // Only operators make an app a resource server.
+                resource_server: false,
+            },
+            Actor::user(&user_id, ip.as_deref()),
+        )
+        .await
+        .map(Some)
+        .or_else(|e| field_error(e, &mut errors).map(|()| None))?
+    } else {
+        None
+    };
+    let Some((mut app, secret)) = registered else {
+        return Ok(form_page(
+            &state,
+            StatusCode::BAD_REQUEST,
+            &session.csrf_token,
+            None,
+            values,
+            errors,
+        ));
+    };
+    if let Some(photo) = &upload {
+        save_photo(&state, &app.id, photo).await?;
+        app = state.store.client(&app.id).await?.unwrap_or(app);
+    }
+    Ok(pages::render(
+        StatusCode::CREATED,
+        &SecretPage {
+            site: Site::of(&state.settings),
+            app: &app,
+            secret: secret.as_deref(),
+            created: true,
+        },
+    ))
+}
+
+/// `GET /developers/apps/{id}/edit`.
+pub async fn edit_app(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    let back = format!("/developers/apps/{id}/edit");
+    let (session, user) = match session::signed_in_page(&state, &headers, &back).await? {
+        Ok(d) => d,
+        Err(login) => return Ok(login),
+    };
+    let app = owned_app(&state, &user.id, &id).await?;
+    Ok(form_page(
+        &state,
+        StatusCode::OK,
+        &session.csrf_token,
+        Some(&app),
+        AppFormValues::of(&app),
+        FieldErrors::default(),
+    ))
+}
+
+/// `POST /developers/apps/{id}/edit`: saves the changed registration.
+pub async fn update_app(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ip: ClientIp,
+    request: Request,
+) -> Result<Response, PageError> {
+    let (session, app, form) = app_form(&state, &id, request, MAX_PHOTO).await?;
+    let mut values = AppFormValues::read(&form);
+    // The kind of client is chosen once: a secret cannot appear or vanish.
+    values.public = app.is_public();
+    let mut errors = FieldErrors::default();
+    let upload = chosen_photo(&form, &mut errors);
+    if values.scopes.is_empty() {
+        errors.add("scope", "Tick at least one scope.");
+    }
+    let user_types = values.parsed_user_types(&mut errors);
+    let stored_before = served_path(&app.id, app.photo_url.as_deref()).is_some();
+    // A new upload or a URL (fetched by `admin`) replaces the photo;
+    // "remove" clears it; else a stored photo stays.
+    let photo_url = if form.checked("remove_photo") {
+        Some(None)
+    } else if upload.is_some() || (values.photo_url.is_empty() && stored_before) {
+        None
+    } else {
+        Some(Some(values.photo_url.clone()))
+    };
+    let saved = if errors.is_empty() {
+        admin::update_client(
+            &state.store,
+            &state.settings,
+            state.clock.as_ref(),
+            &app.id,
+            ClientChanges {
+                name: Some(values.name.clone()),
+                redirect_uris: Some(values.uris()),
+                scope: Some(values.scopes.join(" ")),
+                user_types: Some(user_types),
+                photo_url,
+                description: Some(Some(values.description.clone())),
+                connect_redirect_url: Some(Some(values.connect_url.clone())),
+                webhook_url: Some(Some(values.webhook_url.clone())),
+                published: Some(values.published),
+                authorization_level: Some(values.level()),
+                ..ClientChanges::default()
+            },
+            acting(&session, &ip),
+        )
+        .await
+        .map(Some)
+        .or_else(|e| field_error(e, &mut errors).map(|()| None))?
+    } else {
+        None
+    };
+    if saved.is_none() {
+        return Ok(form_page(
+            &state,
+            StatusCode::BAD_REQUEST,
+            &session.csrf_token,
+            Some(&app),
+            values,
+            errors,
+        ));
+    }
+    if let Some(photo) = &upload {
+        save_photo(&state, &app.id, photo).await?;
+    }
+    let back = with_query_params(&format!("/developers/apps/{}", app.id), &[("saved", "1")]);
+    Ok(Redirect::to(&back).into_response())
+}
+
+// ---------------------------------------------------------------- app page
+
+/// One practice connected to the app.
+pub struct IntegrationLine {
+    pub id: String,
+    pub organization: String,
+    pub status: &'static str,
+    pub created: Stamp,
+    pub activated: Option<Stamp>,
+}
+
+/// One webhook delivery.
+pub struct DeliveryLine {
+    pub id: String,
+    pub event: String,
+    pub status: String,
+    pub attempts: i64,
+    pub created: Stamp,
+    pub outcome: String,
+}
+
+#[derive(Template)]
+#[template(path = "developers_app.html")]
+pub struct AppPage<'a> {
+    pub site: Site<'a>,
+    pub csrf_token: &'a str,
+    pub app: &'a Client,
+    /// Where healthgate serves the app's photo.
+    pub photo: Option<String>,
+    pub issuer: &'a str,
+    pub scopes: String,
+    pub user_types: String,
+    pub integrations: Vec<IntegrationLine>,
+    pub deliveries: Vec<DeliveryLine>,
+    pub webhook_secret: Option<String>,
+    pub notice: Option<&'static str>,
+}
+
+#[derive(Deserialize)]
+pub struct AppQuery {
+    saved: Option<String>,
+}
+
+/// The event a delivery carries, read from its payload.
+fn delivery_event(payload: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| "event".to_owned())
+}
+
+/// `GET /developers/apps/{id}`: credentials, settings, integrations and
+/// webhook deliveries.
+pub async fn show_app(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<AppQuery>,
+) -> Result<Response, PageError> {
+    let back = format!("/developers/apps/{id}");
+    let (session, user) = match session::signed_in_page(&state, &headers, &back).await? {
+        Ok(d) => d,
+        Err(login) => return Ok(login),
+    };
+    let app = owned_app(&state, &user.id, &id).await?;
+    let mut integrations = Vec::new();
+    for i in state.store.integrations_of_client(&app.id).await? {
+        let organization = state
+            .store
+            .organization(&i.organization_id)
+            .await?
+            .map_or_else(|| i.organization_id.clone(), |o| o.name);
+        integrations.push(IntegrationLine {
+            id: i.id,
+            organization,
+            status: i.status.as_str(),
+            created: Stamp::at(i.created_at),
+            activated: i.activated_at.map(Stamp::at),
+        });
+    }
+    let deliveries = state
+        .store
+        .deliveries(Some(&app.id), 20)
+        .await?
+        .into_iter()
+        .map(|d| DeliveryLine {
+            event: delivery_event(&d.payload),
+            outcome: match (d.delivered_at, d.last_status, d.last_error) {
+                (Some(at), status, _) => format!(
+                    "delivered {}{}",
+                    format_utc(at),
+                    status.map(|s| format!(" (HTTP {s})")).unwrap_or_default()
+                ),
+                (None, Some(status), _) => format!("last answer HTTP {status}"),
+                (None, None, Some(error)) => error,
+                (None, None, None) => "not sent yet".to_owned(),
+            },
+            id: d.id,
+            status: d.status,
+            attempts: d.attempts,
+            created: Stamp::at(d.created_at),
+        })
+        .collect();
+    let webhook_secret = match &app.webhook_url {
+        Some(_) => Some(
+            crate::services::secrets::webhook_secret(&state.store, &state.settings, &app)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "webhook secret unavailable");
+                    PageError::bad_request("The webhook signing secret is unavailable.")
+                })?,
+        ),
+        None => None,
+    };
+    Ok(pages::render(
+        StatusCode::OK,
+        &AppPage {
+            site: Site::of(&state.settings),
+            csrf_token: &session.csrf_token,
+            issuer: &state.issuer,
+            photo: served_path(&app.id, app.photo_url.as_deref()),
+            scopes: app.allowed_scopes.to_string(),
+            user_types: app
+                .user_types
+                .iter()
+                .map(|t| t.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            app: &app,
+            integrations,
+            deliveries,
+            webhook_secret,
+            notice: q.saved.is_some().then_some("Your changes were saved."),
+        },
+    ))
+}
+
+/// `POST /developers/apps/{id}/secret`: a new APP_SECRET, shown once; the
+/// old one stops working at once.
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ip: ClientIp,
+    request: Request,
+) -> Result<Response, PageError> {
+    let (session, app, _) = app_form(&state, &id, request, 0).await?;
+    let secret = admin::rotate_client_secret(
+        &state.store,
+        state.clock.as_ref(),
+        &app.id,
+        acting(&session, &ip),
+    )
+    .await?;
+    Ok(pages::render(
+        StatusCode::OK,
+        &SecretPage {
+            site: Site::of(&state.settings),
+            app: &app,
+            secret: Some(&secret),
+            created: false,
+        },
+    ))
+}
+
+/// `POST /developers/apps/{id}/webhook-secret`: a new webhook signing
+/// secret; deliveries are signed with it from now on.
+pub async fn rotate_webhook_secret(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ip: ClientIp,
+    request: Request,
+) -> Result<Response, PageError> {
+    let (session, app, _) = app_form(&state, &id, request, 0).await?;
+    admin::rotate_webhook_secret(
+        &state.store,
+        &state.settings,
+        state.clock.as_ref(),
+        &app.id,
+        acting(&session, &ip),
+    )
+    .await?;
+    let back = format!("/developers/apps/{}#webhooks", app.id);
+    Ok(Redirect::to(&back).into_response())
+}
+
+#[derive(Template)]
+#[template(path = "developers_delete.html")]
+pub struct DeletePage<'a> {
+    pub site: Site<'a>,
+    pub csrf_token: &'a str,
+    pub app: &'a Client,
+    pub error: Option<&'a str>,
+}
+
+/// `GET /developers/apps/{id}/delete`: asks to confirm by typing the name.
+pub async fn confirm_delete(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    let back = format!("/developers/apps/{id}/delete");
+    let (session, user) = match session::signed_in_page(&state, &headers, &back).await? {
+        Ok(d) => d,
+        Err(login) => return Ok(login),
+    };
+    let app = owned_app(&state, &user.id, &id).await?;
+    Ok(pages::render(
+        StatusCode::OK,
+        &DeletePage {
+            site: Site::of(&state.settings),
+            csrf_token: &session.csrf_token,
+            app: &app,
+            error: None,
+        },
+    ))
+}
+
+/// `POST /developers/apps/{id}/delete` (`confirm_name`): deletes the app
+/// with every token, code, consent and integration it had.
+pub async fn delete_app(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ip: ClientIp,
+    request: Request,
+) -> Result<Response, PageError> {
+    let (session, app, form) = app_form(&state, &id, request, 0).await?;
+    if form.text("confirm_name").as_deref() != Some(app.name.as_str()) {
+        return Ok(pages::render(
+            StatusCode::BAD_REQUEST,
+            &DeletePage {
+                site: Site::of(&state.settings),
+                csrf_token: &session.csrf_token,
+                app: &app,
+                error: Some("Type the app's name exactly as shown to delete it."),
+            },
+        ));
+    }
+    admin::delete_client(
+        &state.store,
+        state.clock.as_ref(),
+        &app.id,
+        acting(&session, &ip),
+    )
+    .await?;
+    Ok(Redirect::to("/developers?deleted=1").into_response())
+}
+
+/// `GET /apps/{id}/photo`: an app's photo, uploaded or fetched once from
+/// the URL it was registered with. Public, as the consent page and the
+/// partner's own pages show it.
+pub async fn photo(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    match state.store.client_photo(&id).await? {
+        Some((kind, bytes)) => {
+            let kind = HeaderValue::from_str(&kind)
+                .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
+            Ok((
+                [
+                    (header::CONTENT_TYPE, kind),
+                    (
+                        header::CACHE_CONTROL,
+                        HeaderValue::from_static("public, max-age=300"),
+                    ),
+                ],
+                bytes,
+            )
+                .into_response())
+        }
+        None => Err(PageError {
+            status: StatusCode::NOT_FOUND,
+            title: "Page not found",
+            message: "This app has no photo.".into(),
+        }),
+    }
+}

@@ -1,0 +1,237 @@
+//! The integration directory practice admins connect partners from
+//! (`/integrations`): every published app with its state for the practice,
+//! Connect (InstantOn: the browser goes to the partner's connect URL with the
+//! code appended), a code to send by hand, and Disconnect.
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use healthgate_core::integration::{ConnectMode, IntegrationStatus, connect_url};
+use healthgate_core::org::{ADMIN, Organization};
+use healthgate_core::redirect::with_query_params;
+use healthgate_core::secret::{SecretKind, mint};
+use healthgate_store::Session;
+use serde::Deserialize;
+
+use crate::http::error::PageError;
+use crate::http::ip::ClientIp;
+use crate::http::pages::{self, ConnectCodePage, DirectoryApp, IntegrationsPage, Site};
+use crate::http::session::{self, form_field};
+use crate::services::photos::served_path;
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+pub struct DirectoryQuery {
+    org: Option<String>,
+}
+
+/// The signed-in admin and the organizations they administer, or the
+/// response to send instead (login, or a refusal).
+async fn admin_session(
+    state: &AppState,
+    headers: &HeaderMap,
+    return_to: &str,
+) -> Result<Result<(Session, Vec<Organization>), Response>, PageError> {
+    let Some(session) = session::logged_in(state, headers).await? else {
+        let target = with_query_params("/login", &[("return_to", return_to)]);
+        return Ok(Err(Redirect::to(&target).into_response()));
+    };
+    let user_id = session.user_id.clone().unwrap_or_default();
+    let orgs = state.store.organizations_where(&user_id, ADMIN).await?;
+    if orgs.is_empty() {
+        return Ok(Err(PageError::forbidden(
+            "Only practice administrators can manage integrations. Ask an administrator of your practice.",
+        )
+        .into_response()));
+    }
+    Ok(Ok((session, orgs)))
+}
+
+fn pick<'a>(orgs: &'a [Organization], wanted: Option<&str>) -> Result<&'a Organization, PageError> {
+    match wanted {
+        None => Ok(&orgs[0]),
+        Some(id) => orgs
+            .iter()
+            .find(|o| o.id == id)
+            .ok_or_else(|| PageError::forbidden("You are not an administrator of that practice.")),
+    }
+}
+
+pub async fn page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<DirectoryQuery>,
+) -> Result<Response, PageError> {
+    let (session, orgs) = match admin_session(&state, &headers, "/integrations").await? {
+        Ok(ok) => ok,
+        Err(response) => return Ok(response),
+    };
+    let org = pick(&orgs, q.org.as_deref())?;
+    let integrations = state.store.integrations_of_organization(&org.id).await?;
+    let apps = state.store.published_clients().await?;
+    let cards: Vec<DirectoryApp> = apps
+        .into_iter()
+        .map(|c| {
+            let live = integrations
+                .iter()
+                .find(|i| i.client_id == c.id && i.status != IntegrationStatus::Disconnected);
+            let (state_name, label) = match live.map(|i| i.status) {
+                Some(IntegrationStatus::Connected) => ("connected", "Connected"),
+                Some(IntegrationStatus::Pending) => ("pending", "Pending: waiting for the partner"),
+                _ => ("not-connected", "Not connected"),
+            };
+            DirectoryApp {
+                photo_url: served_path(&c.id, c.photo_url.as_deref()),
+                client_id: c.id,
+                name: c.name,
+                description: c.description,
+                state: state_name,
+                state_label: label,
+                integration_id: live.map(|i| i.id.clone()),
+            }
+        })
+        .collect();
+    Ok(pages::render(
+        StatusCode::OK,
+        &IntegrationsPage {
+            site: Site::of(&state.settings),
+            org_id: &org.id,
+            org_name: &org.name,
+            orgs: orgs
+                .iter()
+                .map(|o| (o.id.clone(), o.name.clone()))
+                .collect(),
+            apps: cards,
+            csrf_token: &session.csrf_token,
+        },
+    ))
+}
+
+/// Checks CSRF and admin rights for a directory form; returns the session
+/// and the organization the form is about.
+async fn admin_form(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Session, Organization), PageError> {
+    session::verified_form(state, headers, body).await?;
+    match admin_session(state, headers, "/integrations").await? {
+        Ok((session, orgs)) => {
+            let org = pick(&orgs, form_field(body, "org").as_deref())?.clone();
+            Ok((session, org))
+        }
+        Err(_) => Err(PageError::forbidden(
+            "Only practice administrators can manage integrations.",
+        )),
+    }
+}
+
+/// `POST /integrations/connect`: `mode=redirect` (Connect) or `mode=manual`.
+pub async fn connect(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, PageError> {
+    let (session, org) = admin_form(&state, &headers, &body).await?;
+    let client_id = form_field(&body, "client_id").unwrap_or_default();
+    let client = state
+        .store
+        .client(&client_id)
+        .await?
+        .filter(|c| c.published && c.suspended_at.is_none())
+        .ok_or_else(|| PageError::bad_request("That app is not in the directory."))?;
+    let mode = match form_field(&body, "mode").as_deref() {
+        Some("manual") => ConnectMode::Manual,
+        _ => ConnectMode::Redirect,
+    };
+    let ttl = match mode {
+        ConnectMode::Redirect => state.settings.connect_code_ttl,
+        ConnectMode::Manual => state.settings.manual_connect_code_ttl,
+    };
+    let now = state.now();
+    let code = mint(SecretKind::ConnectCode);
+    let admin_id = session.user_id.clone().unwrap_or_default();
+    state
+        .store
+        .start_integration(
+            &org.id,
+            &client.id,
+            &admin_id,
+            &code,
+            mode,
+            now + ttl,
+            ip.as_deref(),
+            now,
+        )
+        .await?;
+    match (mode, &client.connect_redirect_url) {
+        (ConnectMode::Redirect, Some(url)) => {
+            Ok(Redirect::to(&connect_url(url, &code.value)).into_response())
+        }
+        _ => Ok(pages::render(
+            StatusCode::OK,
+            &ConnectCodePage {
+                site: Site::of(&state.settings),
+                app_name: &client.name,
+                code: &code.value,
+                lifetime: &human_duration(ttl),
+                exchange_url: &format!("{}/api/oauth/tokens", state.issuer),
+                org_id: &org.id,
+            },
+        )),
+    }
+}
+
+/// `POST /integrations/disconnect`.
+pub async fn disconnect(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, PageError> {
+    let (session, org) = admin_form(&state, &headers, &body).await?;
+    let integration_id = form_field(&body, "integration_id").unwrap_or_default();
+    let integration = state
+        .store
+        .integration(&integration_id)
+        .await?
+        .filter(|i| i.organization_id == org.id)
+        .ok_or_else(|| PageError::bad_request("That integration is not one of this practice's."))?;
+    state
+        .store
+        .deactivate_integration(
+            &integration.id,
+            session.user_id.as_deref(),
+            ip.as_deref(),
+            state.now(),
+        )
+        .await?;
+    let back = with_query_params("/integrations", &[("org", &org.id)]);
+    Ok(Redirect::to(&back).into_response())
+}
+
+fn human_duration(seconds: i64) -> String {
+    match seconds {
+        s if s % 3600 == 0 && s >= 3600 => {
+            format!("{} hour{}", s / 3600, if s == 3600 { "" } else { "s" })
+        }
+        s if s % 60 == 0 && s >= 60 => {
+            format!("{} minute{}", s / 60, if s == 60 { "" } else { "s" })
+        }
+        s => format!("{s} seconds"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_duration;
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(human_duration(3600), "1 hour");
+        assert_eq!(human_duration(7200), "2 hours");
+        assert_eq!(human_duration(600), "10 minutes");
+        assert_eq!(human_duration(90), "90 seconds");
+    }
+}

@@ -1,0 +1,239 @@
+//! The login page, sign-out, and the home page. The login form's fields are
+//! part of the automation contract (README): `username`, `password` and a
+//! hidden `csrf_token`.
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use crate::http::error::PageError;
+use crate::http::ip::ClientIp;
+use crate::http::pages::{self, HomePage, LoginPage, Site};
+use crate::http::session::{self, Browser, form_field};
+use crate::services::passwords;
+use crate::state::AppState;
+use healthgate_core::event::EventKind;
+use healthgate_store::Event;
+
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    return_to: Option<String>,
+}
+
+/// Only a local path may be returned to after login: never another site.
+fn safe_return_to(r: Option<&str>) -> &str {
+    match r {
+        Some(p)
+            if p.starts_with('/')
+                && !p.starts_with("//")
+                && !p.starts_with("/\\")
+                && !p.contains(['\r', '\n']) =>
+        {
+            p
+        }
+        _ => "/",
+    }
+}
+
+fn with_cookie(mut response: Response, cookie: Option<axum::http::HeaderValue>) -> Response {
+    if let Some(c) = cookie {
+        response.headers_mut().append(header::SET_COOKIE, c);
+    }
+    response
+}
+
+/// The name of the app a login is for, when the person is on their way to
+/// an authorization request.
+async fn app_name(state: &AppState, return_to: &str) -> Option<String> {
+    let query = return_to.strip_prefix("/oauth/authorize?")?;
+    let client_id = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "client_id")?
+        .1;
+    state
+        .store
+        .client(&client_id)
+        .await
+        .ok()
+        .flatten()
+        .map(|c| c.name)
+}
+
+async fn login_page(
+    state: &AppState,
+    status: StatusCode,
+    csrf: &str,
+    return_to: &str,
+    username: &str,
+    error: Option<&str>,
+) -> Response {
+    let app = app_name(state, return_to).await;
+    pages::render(
+        status,
+        &LoginPage {
+            site: Site::of(&state.settings),
+            app_name: app.as_deref(),
+            error,
+            csrf_token: csrf,
+            return_to,
+            username,
+        },
+    )
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    Query(q): Query<LoginQuery>,
+) -> Result<Response, PageError> {
+    let return_to = safe_return_to(q.return_to.as_deref());
+    // A session (anonymous until login) is needed to bind the form's CSRF token.
+    let (session, cookie) = match session::current(&state, &headers).await? {
+        Some(s) => (s, None),
+        None => {
+            let (s, c) = session::start(&state, None, None, Browser::of(&headers, &ip)).await?;
+            (s, Some(c))
+        }
+    };
+    Ok(with_cookie(
+        login_page(
+            &state,
+            StatusCode::OK,
+            &session.csrf_token,
+            return_to,
+            "",
+            None,
+        )
+        .await,
+        cookie,
+    ))
+}
+
+/// The login form: `username`, `password`, `csrf_token`, `return_to`.
+pub async fn post(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, PageError> {
+    let session = session::verified_form(&state, &headers, &body).await?;
+    let Some(session) = session else {
+        return Err(PageError::forbidden("Your session has expired."));
+    };
+    let return_to_field = form_field(&body, "return_to");
+    let return_to = safe_return_to(return_to_field.as_deref());
+    let username = form_field(&body, "username").unwrap_or_default();
+    let password = form_field(&body, "password").unwrap_or_default();
+    let user = state.store.user_by_username(&username).await?;
+    let stored = user
+        .as_ref()
+        .filter(|u| u.is_active())
+        .and_then(|u| u.password_hash.clone());
+    let ok = passwords::verify(stored, password).await;
+    let now = state.now();
+    let known_user = user.as_ref().map(|u| u.id.clone());
+    match user.filter(|_| ok) {
+        Some(user) => {
+            let event = Event::new(EventKind::LoginSucceeded)
+                .actor(Some(&user.id))
+                .ip(ip.as_deref());
+            state.store.record_event(now, &event).await?;
+            let (_, cookie) = session::start(
+                &state,
+                Some(&session.id_digest),
+                Some(user.id),
+                Browser::of(&headers, &ip),
+            )
+            .await?;
+            Ok(with_cookie(
+                Redirect::to(return_to).into_response(),
+                Some(cookie),
+            ))
+        }
+        None => {
+            // The same answer whether the username exists, the account is
+            // locked or the password is wrong.
+            let event = Event::new(EventKind::LoginFailed)
+                .failed()
+                .actor(known_user.as_deref())
+                .ip(ip.as_deref());
+            state.store.record_event(now, &event).await?;
+            Ok(login_page(
+                &state,
+                StatusCode::UNAUTHORIZED,
+                &session.csrf_token,
+                return_to,
+                &username,
+                Some("The username or password is incorrect."),
+            )
+            .await)
+        }
+    }
+}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, PageError> {
+    let session = session::verified_form(&state, &headers, &body).await?;
+    if let Some(s) = session {
+        state.store.delete_session(&s.id_digest).await?;
+        if let Some(user) = &s.user_id {
+            let event = Event::new(EventKind::Logout)
+                .actor(Some(user))
+                .ip(ip.as_deref());
+            state.store.record_event(state.now(), &event).await?;
+        }
+    }
+    let clear = session::set_cookie(&state, "", 0);
+    Ok(with_cookie(Redirect::to("/").into_response(), Some(clear)))
+}
+
+pub async fn home(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
+    let session = session::logged_in(&state, &headers).await?;
+    let user = match session.as_ref().and_then(|s| s.user_id.as_deref()) {
+        Some(id) => state.store.user(id).await?,
+        None => None,
+    };
+    Ok(pages::render(
+        StatusCode::OK,
+        &HomePage {
+            site: Site::of(&state.settings),
+            username: user.as_ref().map(|u| u.username.as_str()),
+            operator: user.as_ref().is_some_and(|u| u.operator),
+            csrf_token: session
+                .as_ref()
+                .map(|s| s.csrf_token.as_str())
+                .unwrap_or(""),
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_return_to;
+
+    #[test]
+    fn return_to_stays_on_this_site() {
+        assert_eq!(
+            safe_return_to(Some("/oauth/authorize?x=1")),
+            "/oauth/authorize?x=1"
+        );
+        for bad in [
+            "//evil.example",
+            "/\\evil.example",
+            "https://evil.example",
+            "javascript:x",
+            "/a\r\nSet-Cookie: x",
+        ] {
+            assert_eq!(safe_return_to(Some(bad)), "/", "{bad}");
+        }
+        assert_eq!(safe_return_to(None), "/");
+    }
+}

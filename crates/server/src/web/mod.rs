@@ -1,0 +1,35 @@
+//! The pages people see: signing in, the account area, the operators'
+//! console, the developer portal and playground, the practices' integration
+//! directory and the demo pages. Each area exports its `routes()`.
+
+pub mod account;
+pub mod console;
+pub mod demo;
+pub mod developers;
+pub mod directory;
+pub mod login;
+pub mod playground;
+
+use axum::routing::{get, post};
+
+use crate::http::pages;
+use crate::http::routes::Routes;
+
+/// Every page, and the stylesheets they load.
+pub fn routes() -> Routes {
+    Routes::new()
+        .route("/", get(login::home))
+        .route("/login", get(login::get).post(login::post))
+        .route("/logout", post(login::logout))
+        .route("/integrations", get(directory::page))
+        .route("/integrations/connect", post(directory::connect))
+        .route("/integrations/disconnect", post(directory::disconnect))
+        .route("/demo/connect", get(demo::connect))
+        .route("/demo/callback", get(demo::callback))
+        .route("/static/healthgate.css", get(pages::stylesheet))
+        .route("/static/brand.css", get(pages::brand_stylesheet))
+        .merge(account::routes())
+        .merge(developers::routes())
+        .merge(playground::routes())
+        .merge(console::routes())
+}
