@@ -82,6 +82,11 @@ impl Form {
         Ok((headers, form))
     }
 
+    /// Every field as sent, in order.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     /// The first value of a field, trimmed; empty is absent.
     pub fn text(&self, name: &str) -> Option<String> {
         self.fields

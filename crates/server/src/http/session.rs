@@ -172,7 +172,8 @@ pub async fn signed_in_page(
         return Ok(Err(to_login()));
     };
     let user_id = session.user_id.clone().unwrap_or_default();
-    match state.store.user(&user_id).await? {
+    // A locked or deleted account signs nobody in (as `extract::SignedIn`).
+    match state.store.user(&user_id).await?.filter(User::is_active) {
         Some(user) => Ok(Ok((session, user))),
         None => Ok(Err(to_login())),
     }
@@ -197,13 +198,17 @@ pub async fn signed_in_with(
 ) -> Result<(Session, String), PageError> {
     let session = current(state, headers).await?;
     check_csrf(state, headers, session.as_ref(), presented)?;
-    match session {
-        Some(s) => match s.user_id.clone() {
-            Some(user_id) => Ok((s, user_id)),
-            None => Err(PageError::forbidden("Please sign in again.")),
-        },
-        None => Err(PageError::forbidden("Please sign in again.")),
-    }
+    let again = || PageError::forbidden("Please sign in again.");
+    let session = session.ok_or_else(again)?;
+    let user_id = session.user_id.clone().ok_or_else(again)?;
+    // A locked or deleted account signs nobody in (as `extract::SignedIn`).
+    state
+        .store
+        .user(&user_id)
+        .await?
+        .filter(User::is_active)
+        .ok_or_else(again)?;
+    Ok((session, user_id))
 }
 
 /// Refuses a state-changing request whose CSRF token does not match the

@@ -160,6 +160,37 @@ async fn every_account_page_sends_a_signed_out_visitor_to_sign_in_and_back() {
     }
 }
 
+/// A locked account is refused the same way on every page and form, even
+/// with a session it had before: pages send it to sign in, forms are
+/// refused, the console too; unlocked, the same session works again.
+#[tokio::test]
+async fn a_locked_account_is_refused_alike_everywhere() {
+    let app = spawn_app().await;
+    let (browser, alice) = app.signed_in("alice").await;
+    app.state
+        .store
+        .set_operator(&alice.id, true, Actor::system(), app.clock.now())
+        .await
+        .unwrap();
+    let csrf = hidden_inputs(&page(&browser, "/account/sessions").await)["csrf_token"].clone();
+    app.state
+        .store
+        .lock_user_by(&alice.id, Actor::system(), app.clock.now())
+        .await
+        .unwrap();
+    for path in PAGES.iter().copied().chain(["/admin", "/admin/users", "/developers/apps/new"]) {
+        let r = browser.get(path).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{path}");
+        assert!(location(&r).starts_with("/login?"), "{path}");
+    }
+    for path in FORMS.iter().copied().chain(["/admin/users/lock", "/admin/organizations"]) {
+        let r = browser
+            .post_form(path, &[("csrf_token".into(), csrf.clone())])
+            .await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "POST {path}");
+    }
+}
+
 #[tokio::test]
 async fn the_overview_says_who_the_person_is_and_every_page_carries_the_account_navigation() {
     let app = spawn_app().await;

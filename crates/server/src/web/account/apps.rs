@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use askama::Template;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use healthgate_core::org::{ADMIN, Organization};
 use healthgate_core::redirect::with_query_params;
@@ -18,11 +18,12 @@ use healthgate_core::scope::ScopeSet;
 use healthgate_store::{OrgGrant, UserGrant};
 use serde::Deserialize;
 
-use super::{Nav, scope_lines, signed_in_form, signed_in_page};
+use super::AccountForm;
+use super::{Nav, scope_lines};
 use crate::http::error::PageError;
+use crate::http::extract::{CsrfForm, SignedIn};
 use crate::http::ip::ClientIp;
 use crate::http::pages::{self, ScopeLine, Site, Stamp};
-use crate::http::session::form_field;
 use crate::services::photos::served_path;
 use crate::state::AppState;
 
@@ -167,13 +168,9 @@ async fn notice(
 /// `GET /account/apps`.
 pub async fn page(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    SignedIn { session, user }: SignedIn,
     Query(q): Query<AppsQuery>,
 ) -> Result<Response, PageError> {
-    let (session, user) = match signed_in_page(&state, &headers, PAGE).await? {
-        Ok(signed_in) => signed_in,
-        Err(to_login) => return Ok(to_login),
-    };
     let user_id = user.id.clone();
     let apps = state
         .store
@@ -213,11 +210,13 @@ pub async fn page(
 pub async fn revoke(
     State(state): State<AppState>,
     ip: ClientIp,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    SignedIn { session: _, user }: SignedIn,
+    CsrfForm { fields: f, .. }: CsrfForm<AccountForm>,
 ) -> Result<Response, PageError> {
-    let (_, user_id) = signed_in_form(&state, &headers, &body).await?;
-    let client_id = form_field(&body, "client_id")
+    let user_id = user.id.clone();
+    let client_id = f
+        .client_id
+        .clone()
         .ok_or_else(|| PageError::bad_request("Choose the app to revoke."))?;
     let revoked = state
         .store
@@ -237,12 +236,14 @@ pub async fn revoke(
 pub async fn revoke_organization(
     State(state): State<AppState>,
     ip: ClientIp,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    SignedIn { session: _, user }: SignedIn,
+    CsrfForm { fields: f, .. }: CsrfForm<AccountForm>,
 ) -> Result<Response, PageError> {
-    let (_, user_id) = signed_in_form(&state, &headers, &body).await?;
-    let organization_id = form_field(&body, "organization_id").unwrap_or_default();
-    let client_id = form_field(&body, "client_id")
+    let user_id = user.id.clone();
+    let organization_id = f.organization_id.clone().unwrap_or_default();
+    let client_id = f
+        .client_id
+        .clone()
         .ok_or_else(|| PageError::bad_request("Choose the app to revoke."))?;
     let admin_of = state.store.organizations_where(&user_id, ADMIN).await?;
     if !admin_of.iter().any(|o| o.id == organization_id) {

@@ -80,7 +80,18 @@ impl Nav {
     }
 }
 
-pub(crate) use crate::http::session::{signed_in_form, signed_in_page};
+/// Every field an account form may send; each page reads the ones it needs.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct AccountForm {
+    pub client_id: Option<String>,
+    pub organization_id: Option<String>,
+    pub session: Option<String>,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub current_password: Option<String>,
+    pub new_password: Option<String>,
+    pub new_password_confirmation: Option<String>,
+}
 
 /// The scopes in the words of the configuration, each with its name.
 pub(crate) fn scope_lines(state: &AppState, scope: &ScopeSet) -> Vec<ScopeLine> {

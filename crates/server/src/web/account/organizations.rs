@@ -6,12 +6,13 @@
 
 use askama::Template;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use healthgate_core::org::{ADMIN, OrganizationKind};
 
-use super::{Nav, scope_lines, signed_in_page};
+use super::{Nav, scope_lines};
 use crate::http::error::PageError;
+use crate::http::extract::SignedIn;
 use crate::http::pages::{self, ScopeLine, Site};
 use crate::state::AppState;
 
@@ -42,12 +43,8 @@ pub struct OrganizationsPage<'a> {
 /// `GET /account/organizations`.
 pub async fn page(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    SignedIn { session: _, user }: SignedIn,
 ) -> Result<Response, PageError> {
-    let (_, user) = match signed_in_page(&state, &headers, PAGE).await? {
-        Ok(signed_in) => signed_in,
-        Err(to_login) => return Ok(to_login),
-    };
     let memberships = state
         .store
         .memberships(&user.id)

@@ -4,11 +4,12 @@
 
 use askama::Template;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::{Nav, signed_in_page, user_type_label};
+use super::{Nav, user_type_label};
 use crate::http::error::PageError;
+use crate::http::extract::SignedIn;
 use crate::http::pages::{self, Site, Stamp};
 use crate::state::AppState;
 
@@ -39,12 +40,8 @@ fn count(n: usize, one: &str, many: &str) -> String {
 /// `GET /account`.
 pub async fn page(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    SignedIn { session, user }: SignedIn,
 ) -> Result<Response, PageError> {
-    let (session, user) = match signed_in_page(&state, &headers, PAGE).await? {
-        Ok(signed_in) => signed_in,
-        Err(to_login) => return Ok(to_login),
-    };
     let apps = match state.store.grants_of_user(&user.id).await?.len() {
         0 => "No apps can use your account.".to_owned(),
         n => format!("{} can use your account.", count(n, "app", "apps")),

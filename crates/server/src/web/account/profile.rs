@@ -18,12 +18,14 @@ use healthgate_core::user::{User, validate_display_name, validate_email, validat
 use healthgate_store::Event;
 use serde::Deserialize;
 
-use super::{Nav, sentence, signed_in_form, signed_in_page, user_type_label};
+use super::AccountForm;
+use super::{Nav, sentence, user_type_label};
 use crate::http::error::PageError;
+use crate::http::extract::{CsrfForm, SignedIn};
 use crate::http::forms::FieldErrors;
 use crate::http::ip::ClientIp;
 use crate::http::pages::{self, Site};
-use crate::http::session::{self, Browser, form_field};
+use crate::http::session::{self, Browser};
 use crate::services::passwords;
 use crate::state::AppState;
 
@@ -114,13 +116,9 @@ async fn render(
 /// `GET /account/profile`.
 pub async fn page(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    SignedIn { session, user }: SignedIn,
     Query(q): Query<ProfileQuery>,
 ) -> Result<Response, PageError> {
-    let (session, user) = match signed_in_page(&state, &headers, PAGE).await? {
-        Ok(signed_in) => signed_in,
-        Err(to_login) => return Ok(to_login),
-    };
     render(
         &state,
         StatusCode::OK,
@@ -134,26 +132,13 @@ pub async fn page(
     .await
 }
 
-/// The signed-in person behind a form, read afresh.
-async fn form_user(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<(healthgate_store::Session, User), PageError> {
-    let (session, user_id) = signed_in_form(state, headers, body).await?;
-    let user = state
-        .store
-        .user(&user_id)
-        .await?
-        .ok_or_else(|| PageError::forbidden("Please sign in again."))?;
-    Ok((session, user))
-}
-
 /// A text field as typed, trimmed; blank is absent.
-fn trimmed(body: &[u8], name: &str) -> Option<String> {
-    form_field(body, name)
-        .map(|v| v.trim().to_owned())
+fn trimmed(value: &Option<String>) -> Option<String> {
+    value
+        .as_deref()
+        .map(str::trim)
         .filter(|v| !v.is_empty())
+        .map(str::to_owned)
 }
 
 /// `POST /account/profile` (`csrf_token`, `name`, `email`): a blank field
@@ -161,12 +146,11 @@ fn trimmed(body: &[u8], name: &str) -> Option<String> {
 pub async fn save(
     State(state): State<AppState>,
     ip: ClientIp,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    SignedIn { session, user }: SignedIn,
+    CsrfForm { fields: f, .. }: CsrfForm<AccountForm>,
 ) -> Result<Response, PageError> {
-    let (session, user) = form_user(&state, &headers, &body).await?;
-    let name = trimmed(&body, "name");
-    let email = trimmed(&body, "email");
+    let name = trimmed(&f.name);
+    let email = trimmed(&f.email);
     let mut errors = FieldErrors::default();
     if let Some(Err(e)) = name.as_deref().map(validate_display_name) {
         errors.add("name", sentence(e));
@@ -211,14 +195,14 @@ pub async fn change_password(
     State(state): State<AppState>,
     ip: ClientIp,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    SignedIn { session, user }: SignedIn,
+    CsrfForm { fields: f, .. }: CsrfForm<AccountForm>,
 ) -> Result<Response, PageError> {
-    let (session, user) = form_user(&state, &headers, &body).await?;
     let mut errors = FieldErrors::default();
     // Passwords are taken as typed: spaces are part of them.
-    let current = form_field(&body, "current_password");
-    let new = form_field(&body, "new_password");
-    let confirmation = form_field(&body, "new_password_confirmation");
+    let current = f.current_password;
+    let new = f.new_password;
+    let confirmation = f.new_password_confirmation;
     let again = |errors: FieldErrors| {
         render(
             &state,

@@ -12,17 +12,19 @@
 
 use askama::Template;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use healthgate_core::secret;
 use healthgate_store::Session;
 use serde::Deserialize;
 
-use super::{Nav, signed_in_form, signed_in_page};
+use super::AccountForm;
+use super::Nav;
 use crate::http::error::PageError;
+use crate::http::extract::{CsrfForm, SignedIn};
 use crate::http::ip::ClientIp;
 use crate::http::pages::{self, Site, Stamp};
-use crate::http::session::{self, form_field};
+use crate::http::session;
 use crate::state::AppState;
 
 const PAGE: &str = "/account/sessions";
@@ -145,13 +147,12 @@ fn notice(q: &SessionsQuery) -> Option<String> {
 /// `GET /account/sessions`.
 pub async fn page(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    SignedIn {
+        session: current,
+        user,
+    }: SignedIn,
     Query(q): Query<SessionsQuery>,
 ) -> Result<Response, PageError> {
-    let (current, user) = match signed_in_page(&state, &headers, PAGE).await? {
-        Ok(signed_in) => signed_in,
-        Err(to_login) => return Ok(to_login),
-    };
     let mut sessions: Vec<SessionLine> = state
         .store
         .sessions_of_user(&user.id, state.now())
@@ -198,11 +199,16 @@ fn signed_out_here(state: &AppState) -> Response {
 pub async fn end_one(
     State(state): State<AppState>,
     ip: ClientIp,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    SignedIn {
+        session: current,
+        user,
+    }: SignedIn,
+    CsrfForm { fields: f, .. }: CsrfForm<AccountForm>,
 ) -> Result<Response, PageError> {
-    let (current, user_id) = signed_in_form(&state, &headers, &body).await?;
-    let wanted = form_field(&body, "session")
+    let user_id = user.id.clone();
+    let wanted = f
+        .session
+        .clone()
         .ok_or_else(|| PageError::bad_request("Choose the session to sign out."))?;
     let mine = state.store.sessions_of_user(&user_id, state.now()).await?;
     let Some(target) = mine.iter().find(|s| handle(s) == wanted) else {
@@ -233,10 +239,13 @@ pub async fn end_one(
 pub async fn end_others(
     State(state): State<AppState>,
     ip: ClientIp,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    SignedIn {
+        session: current,
+        user,
+    }: SignedIn,
+    _checked: CsrfForm<AccountForm>,
 ) -> Result<Response, PageError> {
-    let (current, user_id) = signed_in_form(&state, &headers, &body).await?;
+    let user_id = user.id.clone();
     let ended = state
         .store
         .end_sessions_of_user(
@@ -254,10 +263,10 @@ pub async fn end_others(
 pub async fn end_all(
     State(state): State<AppState>,
     ip: ClientIp,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    SignedIn { session: _, user }: SignedIn,
+    _checked: CsrfForm<AccountForm>,
 ) -> Result<Response, PageError> {
-    let (_, user_id) = signed_in_form(&state, &headers, &body).await?;
+    let user_id = user.id.clone();
     state
         .store
         .end_sessions_of_user(&user_id, None, ip.as_deref(), state.now())

@@ -6,13 +6,13 @@
 //! every token, not only its own), or takes that back.
 
 use askama::Template;
-use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::StatusCode;
 use healthgate_store::Suspension;
 use serde::Deserialize;
 
-use super::{Answer, admin_failure, back_to, operator, operator_form, required};
+use super::{Answer, ConsoleForm, Operator, admin_failure, back_to, need};
+use crate::http::extract::CsrfForm;
 use crate::http::ip::ClientIp;
 use crate::http::pages::{self, Site, Stamp};
 use crate::services::admin;
@@ -62,11 +62,9 @@ fn plural(n: u64, one: &str, many: &str) -> String {
 /// `GET /admin/apps`.
 pub async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    uri: Uri,
+    op: Operator,
     Query(q): Query<DoneQuery>,
 ) -> Answer {
-    let op = operator(&state, &headers, &uri).await?;
     let listed = state.store.clients_with_owners().await?;
     let name = q
         .app
@@ -129,11 +127,10 @@ pub async fn list(
 pub async fn suspend(
     State(state): State<AppState>,
     ip: ClientIp,
-    headers: HeaderMap,
-    body: Bytes,
+    op: Operator,
+    CsrfForm { fields: f, .. }: CsrfForm<ConsoleForm>,
 ) -> Answer {
-    let op = operator_form(&state, &headers, &body).await?;
-    let client_id = required(&body, "client_id", "the app")?;
+    let client_id = need(&f.client_id, "the app")?;
     let done = admin::suspend_client(
         &state.store,
         state.clock.as_ref(),
@@ -163,11 +160,10 @@ pub async fn suspend(
 pub async fn restore(
     State(state): State<AppState>,
     ip: ClientIp,
-    headers: HeaderMap,
-    body: Bytes,
+    op: Operator,
+    CsrfForm { fields: f, .. }: CsrfForm<ConsoleForm>,
 ) -> Answer {
-    let op = operator_form(&state, &headers, &body).await?;
-    let client_id = required(&body, "client_id", "the app")?;
+    let client_id = need(&f.client_id, "the app")?;
     let restored = admin::restore_client(
         &state.store,
         state.clock.as_ref(),
@@ -189,12 +185,11 @@ pub async fn restore(
 pub async fn set_resource_server(
     State(state): State<AppState>,
     ip: ClientIp,
-    headers: HeaderMap,
-    body: Bytes,
+    op: Operator,
+    CsrfForm { fields: f, .. }: CsrfForm<ConsoleForm>,
 ) -> Answer {
-    let op = operator_form(&state, &headers, &body).await?;
-    let client_id = required(&body, "client_id", "the app")?;
-    let on = required(&body, "resource_server", "whether it is a resource server")? == "1";
+    let client_id = need(&f.client_id, "the app")?;
+    let on = need(&f.resource_server, "whether it is a resource server")? == "1";
     admin::update_client(
         &state.store,
         &state.settings,

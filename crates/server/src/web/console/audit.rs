@@ -7,13 +7,13 @@ use std::collections::HashMap;
 
 use askama::Template;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::StatusCode;
 use healthgate_core::event::EventKind;
 use healthgate_core::redirect::with_query_params;
 use healthgate_store::{EventFilter, StoredEvent};
 use serde::Deserialize;
 
-use super::{Answer, Refusal, operator};
+use super::{Answer, Operator, Refusal};
 use crate::http::forms::FieldErrors;
 use crate::http::pages::{self, Site, Stamp};
 use crate::state::AppState;
@@ -169,11 +169,9 @@ impl Names<'_> {
 /// `GET /admin/audit?kind=&person=&app=&organization=&outcome=&from=&to=&before=`.
 pub async fn page(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    uri: Uri,
+    _op: Operator,
     Query(q): Query<AuditQuery>,
 ) -> Answer {
-    operator(&state, &headers, &uri).await?;
     let mut errors = FieldErrors::default();
     let kind = value(&q.kind);
     if let Some(k) = kind

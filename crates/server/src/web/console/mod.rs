@@ -18,18 +18,15 @@ mod webhooks;
 
 use askama::Template;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use healthgate_core::redirect::with_query_params;
 use healthgate_core::user::User;
-use healthgate_store::{Actor, Session};
 
 use crate::http::error::PageError;
-use crate::http::ip::ClientIp;
 use crate::http::pages::{self, Site};
 use crate::http::routes::Routes;
-use crate::http::session::{self, form_field};
 use crate::services::admin::AdminError;
 use crate::state::AppState;
 
@@ -70,100 +67,34 @@ pub fn routes() -> Routes {
         .route("/admin/webhooks/unmute", post(webhooks::unmute))
 }
 
-/// What only an operator may do, and a signed-in person who is not one is
-/// told.
-const OPERATORS_ONLY: &str = "Only the platform's operators can use the admin console.";
-
-/// Why a console request was not served: a visitor is sent to sign in and
-/// come back; anything else is an error page.
-pub enum Refusal {
-    SignIn(String),
-    Page(PageError),
-}
-
-impl<E: Into<PageError>> From<E> for Refusal {
-    fn from(e: E) -> Self {
-        Self::Page(e.into())
-    }
-}
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        match self {
-            Self::SignIn(return_to) => {
-                let target = with_query_params("/login", &[("return_to", &return_to)]);
-                Redirect::to(&target).into_response()
-            }
-            Self::Page(e) => e.into_response(),
-        }
-    }
-}
+pub use crate::http::extract::{Operator, Refusal};
 
 /// A page or action's answer.
 pub type Answer = Result<Response, Refusal>;
 
-/// The signed-in operator behind a console request.
-pub struct Operator {
-    pub session: Session,
-    pub user: User,
+/// Every field a console form may send; each action reads the ones it
+/// needs (a missing required one is a bad request: the console's own forms
+/// always send it).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct ConsoleForm {
+    pub client_id: Option<String>,
+    pub user_id: Option<String>,
+    pub username: Option<String>,
+    pub role: Option<String>,
+    pub name: Option<String>,
+    pub kind: Option<String>,
+    pub q: Option<String>,
+    pub page: Option<String>,
+    pub resource_server: Option<String>,
 }
 
-impl Operator {
-    /// The operator as the actor of the events their actions write.
-    pub fn actor<'a>(&'a self, ip: &'a ClientIp) -> Actor<'a> {
-        Actor::user(&self.user.id, ip.as_deref())
-    }
-}
-
-/// The operator viewing a console page; a visitor is sent to sign in and
-/// come back to `uri`, anyone else refused.
-pub async fn operator(
-    state: &AppState,
-    headers: &HeaderMap,
-    uri: &Uri,
-) -> Result<Operator, Refusal> {
-    let return_to = uri
-        .path_and_query()
-        .map_or_else(|| "/admin".to_owned(), |p| p.as_str().to_owned());
-    let Some(session) = session::logged_in(state, headers).await? else {
-        return Err(Refusal::SignIn(return_to));
-    };
-    let user_id = session.user_id.clone().unwrap_or_default();
-    let Some(user) = state.store.user(&user_id).await?.filter(User::is_active) else {
-        return Err(Refusal::SignIn(return_to));
-    };
-    if !user.operator {
-        return Err(PageError::forbidden(OPERATORS_ONLY).into());
-    }
-    Ok(Operator { session, user })
-}
-
-/// The operator behind a console form, once its CSRF token and origin are
-/// checked. A form is never redirected to sign in: it is refused.
-pub async fn operator_form(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Operator, Refusal> {
-    let Some(session) = session::verified_form(state, headers, body).await? else {
-        return Err(PageError::forbidden("Please sign in again.").into());
-    };
-    let user_id = session.user_id.clone().unwrap_or_default();
-    let Some(user) = state.store.user(&user_id).await?.filter(User::is_active) else {
-        return Err(PageError::forbidden("Please sign in again.").into());
-    };
-    if !user.operator {
-        return Err(PageError::forbidden(OPERATORS_ONLY).into());
-    }
-    Ok(Operator { session, user })
-}
-
-/// A required field of a console form; its absence is a bad request (the
-/// console's own forms always send it).
-pub fn required(body: &[u8], name: &str, what: &str) -> Result<String, Refusal> {
-    form_field(body, name)
-        .map(|v| v.trim().to_owned())
+/// A required field of a console form, trimmed.
+pub fn need(value: &Option<String>, what: &str) -> Result<String, Refusal> {
+    value
+        .as_deref()
+        .map(str::trim)
         .filter(|v| !v.is_empty())
+        .map(str::to_owned)
         .ok_or_else(|| PageError::bad_request(format!("Choose {what}.")).into())
 }
 
@@ -219,8 +150,7 @@ pub struct HomePage<'a> {
 }
 
 /// `GET /admin`.
-async fn home(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Answer {
-    let op = operator(&state, &headers, &uri).await?;
+async fn home(State(state): State<AppState>, op: Operator) -> Answer {
     let organizations = state.store.organizations().await?.len();
     let (_, people) = state.store.search_users("", 0, 0).await?;
     let apps = state.store.clients().await?;

@@ -4,21 +4,19 @@
 //! operations the CLI uses.
 
 use askama::Template;
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::StatusCode;
 use healthgate_core::org::{Organization, OrganizationKind};
 use serde::Deserialize;
 
 use super::{
-    Answer, Operator, Refusal, admin_failure, back_to, operator, operator_form, person_named,
-    required, who,
+    Answer, ConsoleForm, Operator, Refusal, admin_failure, back_to, need, person_named, who,
 };
 use crate::http::error::PageError;
+use crate::http::extract::CsrfForm;
 use crate::http::forms::FieldErrors;
 use crate::http::ip::ClientIp;
 use crate::http::pages::{self, Site};
-use crate::http::session::form_field;
 use crate::services::admin::{self, AdminError};
 use crate::state::AppState;
 
@@ -107,8 +105,7 @@ async fn rows(state: &AppState) -> Result<Vec<OrganizationRow>, Refusal> {
 }
 
 /// `GET /admin/organizations`.
-pub async fn list(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Answer {
-    let op = operator(&state, &headers, &uri).await?;
+pub async fn list(State(state): State<AppState>, op: Operator) -> Answer {
     Ok(pages::render(
         StatusCode::OK,
         &OrganizationsPage {
@@ -130,12 +127,11 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -
 pub async fn create(
     State(state): State<AppState>,
     ip: ClientIp,
-    headers: HeaderMap,
-    body: Bytes,
+    op: Operator,
+    CsrfForm { fields: f, .. }: CsrfForm<ConsoleForm>,
 ) -> Answer {
-    let op = operator_form(&state, &headers, &body).await?;
-    let name = form_field(&body, "name").unwrap_or_default();
-    let kind_text = form_field(&body, "kind").unwrap_or_default();
+    let name = f.name.clone().unwrap_or_default();
+    let kind_text = f.kind.clone().unwrap_or_default();
     let mut errors = FieldErrors::default();
     let kind = match kind_text.parse::<OrganizationKind>() {
         Ok(k) => Some(k),
@@ -275,12 +271,10 @@ struct Form {
 /// `GET /admin/organizations/{id}`.
 pub async fn show(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    uri: Uri,
+    op: Operator,
     Path(id): Path<String>,
     Query(q): Query<DoneQuery>,
 ) -> Answer {
-    let op = operator(&state, &headers, &uri).await?;
     let org = organization(&state, &id).await?;
     let person = person_named(&state, q.user.as_deref()).await?;
     let notice = match q.done.as_deref() {
@@ -303,16 +297,17 @@ pub async fn show(
 pub async fn add_member(
     State(state): State<AppState>,
     ip: ClientIp,
-    headers: HeaderMap,
+    op: Operator,
     Path(id): Path<String>,
-    body: Bytes,
+    CsrfForm { fields: f, .. }: CsrfForm<ConsoleForm>,
 ) -> Answer {
-    let op = operator_form(&state, &headers, &body).await?;
     let org = organization(&state, &id).await?;
-    let username = form_field(&body, "username")
+    let username = f
+        .username
+        .clone()
         .map(|u| u.trim().to_owned())
         .unwrap_or_default();
-    let role = form_field(&body, "role").unwrap_or_default();
+    let role = f.role.clone().unwrap_or_default();
     let mut form = Form {
         username: username.clone(),
         role: Some(role.clone()),
@@ -376,14 +371,13 @@ pub async fn add_member(
 pub async fn change_role(
     State(state): State<AppState>,
     ip: ClientIp,
-    headers: HeaderMap,
+    op: Operator,
     Path(id): Path<String>,
-    body: Bytes,
+    CsrfForm { fields: f, .. }: CsrfForm<ConsoleForm>,
 ) -> Answer {
-    let op = operator_form(&state, &headers, &body).await?;
     let org = organization(&state, &id).await?;
-    let user_id = required(&body, "user_id", "the member")?;
-    let role = form_field(&body, "role").unwrap_or_default();
+    let user_id = need(&f.user_id, "the member")?;
+    let role = f.role.clone().unwrap_or_default();
     if let Err(AdminError::Field { message, .. }) = admin::check_role(&state.settings, &role) {
         let form = Form {
             row_error: Some((user_id, capitalised(&message))),
@@ -418,13 +412,12 @@ pub async fn change_role(
 pub async fn remove_member(
     State(state): State<AppState>,
     ip: ClientIp,
-    headers: HeaderMap,
+    op: Operator,
     Path(id): Path<String>,
-    body: Bytes,
+    CsrfForm { fields: f, .. }: CsrfForm<ConsoleForm>,
 ) -> Answer {
-    let op = operator_form(&state, &headers, &body).await?;
     let org = organization(&state, &id).await?;
-    let user_id = required(&body, "user_id", "the member")?;
+    let user_id = need(&f.user_id, "the member")?;
     let removed = state
         .store
         .remove_membership_by(&org.id, &user_id, op.actor(&ip), state.now())

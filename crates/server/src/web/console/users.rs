@@ -4,21 +4,19 @@
 //! page.
 
 use askama::Template;
-use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::StatusCode;
 use healthgate_core::redirect::with_query_params;
 use healthgate_core::user::User;
 use serde::Deserialize;
 
 use super::{
-    Answer, Operator, Refusal, admin_failure, back_to, operator, operator_form, person_named,
-    required, who,
+    Answer, ConsoleForm, Operator, Refusal, admin_failure, back_to, need, person_named, who,
 };
 use crate::http::error::PageError;
+use crate::http::extract::CsrfForm;
 use crate::http::ip::ClientIp;
 use crate::http::pages::{self, Site, Stamp};
-use crate::http::session::form_field;
 use crate::services::admin;
 use crate::state::AppState;
 
@@ -114,11 +112,9 @@ fn row(u: User, me: &str) -> UserRow {
 /// `GET /admin/users?q=&page=`.
 pub async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    uri: Uri,
+    op: Operator,
     Query(query): Query<UsersQuery>,
 ) -> Answer {
-    let op = operator(&state, &headers, &uri).await?;
     let q = query.q.as_deref().unwrap_or("").trim().to_owned();
     if q.chars().count() > 200 {
         return Err(PageError::bad_request("Search for at most 200 characters.").into());
@@ -169,10 +165,10 @@ pub async fn list(
 async fn target(
     state: &AppState,
     op: &Operator,
-    body: &[u8],
+    f: &ConsoleForm,
     what: &str,
 ) -> Result<(User, String, i64), Refusal> {
-    let user_id = required(body, "user_id", "the account")?;
+    let user_id = need(&f.user_id, "the account")?;
     let user = state
         .store
         .user(&user_id)
@@ -184,8 +180,10 @@ async fn target(
         ))
         .into());
     }
-    let q = form_field(body, "q").unwrap_or_default();
-    let page = form_field(body, "page")
+    let q = f.q.clone().unwrap_or_default();
+    let page = f
+        .page
+        .clone()
         .and_then(|p| p.parse::<i64>().ok())
         .filter(|p| *p >= 1)
         .unwrap_or(1);
@@ -210,11 +208,10 @@ fn back(q: &str, page: i64, done: &str, user_id: &str) -> axum::response::Respon
 pub async fn lock(
     State(state): State<AppState>,
     ip: ClientIp,
-    headers: HeaderMap,
-    body: Bytes,
+    op: Operator,
+    CsrfForm { fields: f, .. }: CsrfForm<ConsoleForm>,
 ) -> Answer {
-    let op = operator_form(&state, &headers, &body).await?;
-    let (user, q, page) = target(&state, &op, &body, "lock").await?;
+    let (user, q, page) = target(&state, &op, &f, "lock").await?;
     let locked = state
         .store
         .lock_user_by(&user.id, op.actor(&ip), state.now())
@@ -227,11 +224,10 @@ pub async fn lock(
 pub async fn unlock(
     State(state): State<AppState>,
     ip: ClientIp,
-    headers: HeaderMap,
-    body: Bytes,
+    op: Operator,
+    CsrfForm { fields: f, .. }: CsrfForm<ConsoleForm>,
 ) -> Answer {
-    let op = operator_form(&state, &headers, &body).await?;
-    let (user, q, page) = target(&state, &op, &body, "unlock").await?;
+    let (user, q, page) = target(&state, &op, &f, "unlock").await?;
     let unlocked = state
         .store
         .unlock_user(&user.id, op.actor(&ip), state.now())
@@ -246,11 +242,10 @@ pub async fn unlock(
 pub async fn reset_password(
     State(state): State<AppState>,
     ip: ClientIp,
-    headers: HeaderMap,
-    body: Bytes,
+    op: Operator,
+    CsrfForm { fields: f, .. }: CsrfForm<ConsoleForm>,
 ) -> Answer {
-    let op = operator_form(&state, &headers, &body).await?;
-    let (user, q, page) = target(&state, &op, &body, "reset the password of").await?;
+    let (user, q, page) = target(&state, &op, &f, "reset the password of").await?;
     let (user, password) =
         admin::reset_password(&state.store, state.clock.as_ref(), &user.id, op.actor(&ip))
             .await

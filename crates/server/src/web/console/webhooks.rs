@@ -4,13 +4,13 @@
 //! failures in a row, and Unmute for a webhook muted after too many.
 
 use askama::Template;
-use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::StatusCode;
 use serde::Deserialize;
 
-use super::{Answer, back_to, operator, operator_form, required};
+use super::{Answer, ConsoleForm, Operator, back_to, need};
 use crate::http::error::PageError;
+use crate::http::extract::CsrfForm;
 use crate::http::ip::ClientIp;
 use crate::http::pages::{self, Site, Stamp};
 use crate::state::AppState;
@@ -52,11 +52,9 @@ pub struct DoneQuery {
 /// `GET /admin/webhooks`.
 pub async fn page(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    uri: Uri,
+    op: Operator,
     Query(q): Query<DoneQuery>,
 ) -> Answer {
-    let op = operator(&state, &headers, &uri).await?;
     let health = state.store.webhook_health().await?;
     let name = q
         .app
@@ -105,11 +103,10 @@ pub async fn page(
 pub async fn unmute(
     State(state): State<AppState>,
     ip: ClientIp,
-    headers: HeaderMap,
-    body: Bytes,
+    op: Operator,
+    CsrfForm { fields: f, .. }: CsrfForm<ConsoleForm>,
 ) -> Answer {
-    let op = operator_form(&state, &headers, &body).await?;
-    let client_id = required(&body, "client_id", "the app")?;
+    let client_id = need(&f.client_id, "the app")?;
     let client = state
         .store
         .client(&client_id)
