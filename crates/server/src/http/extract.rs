@@ -143,6 +143,11 @@ impl FromRequestParts<AppState> for Operator {
     }
 }
 
+/// The typed fields of a form read field by field (through
+/// [`CsrfForm::form`]): none.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct AnyFields {}
+
 /// A form checked against the session: its `csrf_token` is the session's
 /// and its `Origin`, if sent, is this server's. `fields` is the form
 /// deserialised into `T` (see [`from_fields`]); `form` keeps everything,

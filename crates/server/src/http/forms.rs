@@ -6,9 +6,7 @@ use axum::extract::{FromRequest, Multipart, Request};
 use axum::http::{HeaderMap, header};
 
 use crate::http::error::PageError;
-use crate::http::session;
 use crate::state::AppState;
-use healthgate_store::Session;
 
 /// A file sent with a form.
 pub struct Upload {
@@ -113,16 +111,6 @@ impl Form {
     /// The file sent in a field, if one was chosen.
     pub fn file(&self, name: &str) -> Option<&Upload> {
         self.files.iter().find(|(k, _)| k == name).map(|(_, f)| f)
-    }
-
-    /// The signed-in session behind the form and its person's id, once
-    /// its CSRF token and origin are checked.
-    pub async fn signed_in(
-        &self,
-        state: &AppState,
-        headers: &HeaderMap,
-    ) -> Result<(Session, String), PageError> {
-        session::signed_in_with(state, headers, self.text("csrf_token").as_deref()).await
     }
 }
 

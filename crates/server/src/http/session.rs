@@ -6,10 +6,7 @@
 //! token does not match, or whose `Origin` is foreign, is refused (403).
 
 use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::{IntoResponse, Redirect, Response};
-use healthgate_core::redirect::with_query_params;
 use healthgate_core::secret::{self, SecretKind, constant_time_eq, mint};
-use healthgate_core::user::User;
 use healthgate_store::Session;
 
 use crate::http::error::PageError;
@@ -155,60 +152,6 @@ pub async fn verified_form(
         form_field(body, "csrf_token").as_deref(),
     )?;
     Ok(session)
-}
-
-/// The signed-in person behind a page request with their session, or the
-/// redirect that sends the browser to sign in and come back to `path`.
-pub async fn signed_in_page(
-    state: &AppState,
-    headers: &HeaderMap,
-    path: &str,
-) -> Result<Result<(Session, User), Response>, PageError> {
-    let to_login = || {
-        let target = with_query_params("/login", &[("return_to", path)]);
-        Redirect::to(&target).into_response()
-    };
-    let Some(session) = logged_in(state, headers).await? else {
-        return Ok(Err(to_login()));
-    };
-    let user_id = session.user_id.clone().unwrap_or_default();
-    // A locked or deleted account signs nobody in (as `extract::SignedIn`).
-    match state.store.user(&user_id).await?.filter(User::is_active) {
-        Some(user) => Ok(Ok((session, user))),
-        None => Ok(Err(to_login())),
-    }
-}
-
-/// Checks a URL-encoded form's CSRF token and origin; returns the
-/// signed-in person's session and id.
-pub async fn signed_in_form(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<(Session, String), PageError> {
-    signed_in_with(state, headers, form_field(body, "csrf_token").as_deref()).await
-}
-
-/// Checks a presented CSRF token and the request's origin; returns the
-/// signed-in person's session and id.
-pub async fn signed_in_with(
-    state: &AppState,
-    headers: &HeaderMap,
-    presented: Option<&str>,
-) -> Result<(Session, String), PageError> {
-    let session = current(state, headers).await?;
-    check_csrf(state, headers, session.as_ref(), presented)?;
-    let again = || PageError::forbidden("Please sign in again.");
-    let session = session.ok_or_else(again)?;
-    let user_id = session.user_id.clone().ok_or_else(again)?;
-    // A locked or deleted account signs nobody in (as `extract::SignedIn`).
-    state
-        .store
-        .user(&user_id)
-        .await?
-        .filter(User::is_active)
-        .ok_or_else(again)?;
-    Ok((session, user_id))
 }
 
 /// Refuses a state-changing request whose CSRF token does not match the

@@ -19,18 +19,19 @@ use healthgate_core::client::Client;
 use healthgate_core::owner::AuthorizationLevel;
 use healthgate_core::redirect::with_query_params;
 use healthgate_core::user::UserType;
-use healthgate_store::{Actor, Session};
+use healthgate_store::Actor;
 use serde::Deserialize;
 
 use crate::http::error::PageError;
 use crate::http::error::sentence;
+use crate::http::extract::{CsrfForm, SignedIn};
 use crate::http::forms::{FieldErrors, Form};
 use crate::http::ip::ClientIp;
 use crate::http::pages::{self, ScopeLine, Site, Stamp, format_utc};
 use crate::http::routes::Routes;
 use crate::http::session::{self, Browser};
 use crate::services::admin::{self, AdminError, ClientChanges, Creator, NewClient, NewUser};
-use crate::services::photos::{MAX_PHOTO, Photo, served_path};
+use crate::services::photos::{Photo, served_path};
 use crate::state::AppState;
 
 const HOME: &str = "/developers";
@@ -75,25 +76,31 @@ pub(crate) async fn owned_app(
 /// The form of an action on one of the developer's apps: read (with an
 /// uploaded file of at most `max_file` bytes), its CSRF token and origin
 /// checked, and the app, which must be theirs.
-/// The developer making a change from the signed-in `session`, for the
-/// change's event.
-fn acting<'a>(session: &'a Session, ip: &'a ClientIp) -> Actor<'a> {
-    Actor {
-        user_id: session.user_id.as_deref(),
-        ip: ip.as_deref(),
-    }
+/// The developer's own app `id` behind a checked form.
+async fn own_app(state: &AppState, person: &SignedIn, id: &str) -> Result<Client, PageError> {
+    owned_app(state, &person.user.id, id).await
 }
 
-async fn app_form(
-    state: &AppState,
-    id: &str,
-    request: Request,
-    max_file: usize,
-) -> Result<(Session, Client, Form), PageError> {
-    let (headers, form) = Form::read(state, request, max_file).await?;
-    let (session, user_id) = form.signed_in(state, &headers).await?;
-    let app = owned_app(state, &user_id, id).await?;
-    Ok((session, app, form))
+/// Every field the portal's app forms send.
+#[derive(Debug, Default, Deserialize)]
+pub struct AppFields {
+    name: Option<String>,
+    description: Option<String>,
+    photo_url: Option<String>,
+    redirect_uris: Option<String>,
+    #[serde(default)]
+    scope: Vec<String>,
+    #[serde(default)]
+    user_type: Vec<String>,
+    client_type: Option<String>,
+    authorization_level: Option<String>,
+    connect_url: Option<String>,
+    webhook_url: Option<String>,
+    #[serde(default)]
+    published: bool,
+    #[serde(default)]
+    remove_photo: bool,
+    confirm_name: Option<String>,
 }
 
 // ---------------------------------------------------------------- index
@@ -393,19 +400,20 @@ impl AppFormValues {
         }
     }
 
-    fn read(form: &Form) -> Self {
+    fn read(f: &AppFields) -> Self {
+        let text = |v: &Option<String>| v.as_deref().map(str::trim).unwrap_or_default().to_owned();
         Self {
-            name: form.text("name").unwrap_or_default(),
-            description: form.text("description").unwrap_or_default(),
-            photo_url: form.text("photo_url").unwrap_or_default(),
-            redirect_uris: form.text("redirect_uris").unwrap_or_default(),
-            scopes: form.all("scope"),
-            user_types: form.all("user_type"),
-            public: form.text("client_type").as_deref() == Some("public"),
-            organization_level: form.text("authorization_level").as_deref() == Some("organization"),
-            connect_url: form.text("connect_url").unwrap_or_default(),
-            webhook_url: form.text("webhook_url").unwrap_or_default(),
-            published: form.checked("published"),
+            name: text(&f.name),
+            description: text(&f.description),
+            photo_url: text(&f.photo_url),
+            redirect_uris: text(&f.redirect_uris),
+            scopes: f.scope.clone(),
+            user_types: f.user_type.clone(),
+            public: text(&f.client_type) == "public",
+            organization_level: text(&f.authorization_level) == "organization",
+            connect_url: text(&f.connect_url),
+            webhook_url: text(&f.webhook_url),
+            published: f.published,
         }
     }
 
@@ -502,13 +510,8 @@ fn form_page(
 /// `GET /developers/apps/new`.
 pub async fn new_app(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    SignedIn { session, user: _ }: SignedIn,
 ) -> Result<Response, PageError> {
-    let (session, _) =
-        match session::signed_in_page(&state, &headers, "/developers/apps/new").await? {
-            Ok(d) => d,
-            Err(login) => return Ok(login),
-        };
     Ok(form_page(
         &state,
         StatusCode::OK,
@@ -560,11 +563,11 @@ pub struct SecretPage<'a> {
 pub async fn create_app(
     State(state): State<AppState>,
     ip: ClientIp,
-    request: Request,
+    person: SignedIn,
+    CsrfForm { fields, form, .. }: CsrfForm<AppFields>,
 ) -> Result<Response, PageError> {
-    let (headers, form) = Form::read(&state, request, MAX_PHOTO).await?;
-    let (session, user_id) = form.signed_in(&state, &headers).await?;
-    let values = AppFormValues::read(&form);
+    let (session, user_id) = (&person.session, person.user.id.clone());
+    let values = AppFormValues::read(&fields);
     let mut errors = FieldErrors::default();
     let upload = chosen_photo(&form, &mut errors);
     if values.scopes.is_empty() {
@@ -628,14 +631,9 @@ pub async fn create_app(
 /// `GET /developers/apps/{id}/edit`.
 pub async fn edit_app(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    SignedIn { session, user }: SignedIn,
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
-    let back = format!("/developers/apps/{id}/edit");
-    let (session, user) = match session::signed_in_page(&state, &headers, &back).await? {
-        Ok(d) => d,
-        Err(login) => return Ok(login),
-    };
     let app = owned_app(&state, &user.id, &id).await?;
     Ok(form_page(
         &state,
@@ -652,10 +650,12 @@ pub async fn update_app(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ip: ClientIp,
-    request: Request,
+    person: SignedIn,
+    CsrfForm { fields, form, .. }: CsrfForm<AppFields>,
 ) -> Result<Response, PageError> {
-    let (session, app, form) = app_form(&state, &id, request, MAX_PHOTO).await?;
-    let mut values = AppFormValues::read(&form);
+    let app = own_app(&state, &person, &id).await?;
+    let session = &person.session;
+    let mut values = AppFormValues::read(&fields);
     // The kind of client is chosen once: a secret cannot appear or vanish.
     values.public = app.is_public();
     let mut errors = FieldErrors::default();
@@ -667,7 +667,7 @@ pub async fn update_app(
     let stored_before = served_path(&app.id, app.photo_url.as_deref()).is_some();
     // A new upload or a URL (fetched by `admin`) replaces the photo;
     // "remove" clears it; else a stored photo stays.
-    let photo_url = if form.checked("remove_photo") {
+    let photo_url = if fields.remove_photo {
         Some(None)
     } else if upload.is_some() || (values.photo_url.is_empty() && stored_before) {
         None
@@ -693,7 +693,7 @@ pub async fn update_app(
                 authorization_level: Some(values.level()),
                 ..ClientChanges::default()
             },
-            acting(&session, &ip),
+            person.actor(&ip),
         )
         .await
         .map(Some)
@@ -773,15 +773,10 @@ fn delivery_event(payload: &str) -> String {
 /// webhook deliveries.
 pub async fn show_app(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    SignedIn { session, user }: SignedIn,
     Path(id): Path<String>,
     Query(q): Query<AppQuery>,
 ) -> Result<Response, PageError> {
-    let back = format!("/developers/apps/{id}");
-    let (session, user) = match session::signed_in_page(&state, &headers, &back).await? {
-        Ok(d) => d,
-        Err(login) => return Ok(login),
-    };
     let app = owned_app(&state, &user.id, &id).await?;
     let mut integrations = Vec::new();
     for i in state.store.integrations_of_client(&app.id).await? {
@@ -861,14 +856,16 @@ pub async fn rotate_secret(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ip: ClientIp,
-    request: Request,
+    person: SignedIn,
+    _checked: CsrfForm<AppFields>,
 ) -> Result<Response, PageError> {
-    let (session, app, _) = app_form(&state, &id, request, 0).await?;
+    let app = own_app(&state, &person, &id).await?;
+    let _session = &person.session;
     let secret = admin::rotate_client_secret(
         &state.store,
         state.clock.as_ref(),
         &app.id,
-        acting(&session, &ip),
+        person.actor(&ip),
     )
     .await?;
     Ok(pages::render(
@@ -888,15 +885,17 @@ pub async fn rotate_webhook_secret(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ip: ClientIp,
-    request: Request,
+    person: SignedIn,
+    _checked: CsrfForm<AppFields>,
 ) -> Result<Response, PageError> {
-    let (session, app, _) = app_form(&state, &id, request, 0).await?;
+    let app = own_app(&state, &person, &id).await?;
+    let _session = &person.session;
     admin::rotate_webhook_secret(
         &state.store,
         &state.settings,
         state.clock.as_ref(),
         &app.id,
-        acting(&session, &ip),
+        person.actor(&ip),
     )
     .await?;
     let back = format!("/developers/apps/{}#webhooks", app.id);
@@ -915,14 +914,9 @@ pub struct DeletePage<'a> {
 /// `GET /developers/apps/{id}/delete`: asks to confirm by typing the name.
 pub async fn confirm_delete(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    SignedIn { session, user }: SignedIn,
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
-    let back = format!("/developers/apps/{id}/delete");
-    let (session, user) = match session::signed_in_page(&state, &headers, &back).await? {
-        Ok(d) => d,
-        Err(login) => return Ok(login),
-    };
     let app = owned_app(&state, &user.id, &id).await?;
     Ok(pages::render(
         StatusCode::OK,
@@ -941,10 +935,12 @@ pub async fn delete_app(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ip: ClientIp,
-    request: Request,
+    person: SignedIn,
+    CsrfForm { fields, .. }: CsrfForm<AppFields>,
 ) -> Result<Response, PageError> {
-    let (session, app, form) = app_form(&state, &id, request, 0).await?;
-    if form.text("confirm_name").as_deref() != Some(app.name.as_str()) {
+    let app = own_app(&state, &person, &id).await?;
+    let session = &person.session;
+    if fields.confirm_name.as_deref().map(str::trim) != Some(app.name.as_str()) {
         return Ok(pages::render(
             StatusCode::BAD_REQUEST,
             &DeletePage {
@@ -959,7 +955,7 @@ pub async fn delete_app(
         &state.store,
         state.clock.as_ref(),
         &app.id,
-        acting(&session, &ip),
+        person.actor(&ip),
     )
     .await?;
     Ok(Redirect::to("/developers?deleted=1").into_response())

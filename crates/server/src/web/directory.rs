@@ -4,19 +4,18 @@
 //! code appended), a code to send by hand, and Disconnect.
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use healthgate_core::integration::{ConnectMode, IntegrationStatus, connect_url};
 use healthgate_core::org::{ADMIN, Organization};
 use healthgate_core::redirect::with_query_params;
 use healthgate_core::secret::{SecretKind, mint};
-use healthgate_store::Session;
 use serde::Deserialize;
 
 use crate::http::error::PageError;
+use crate::http::extract::{CsrfForm, SignedIn};
 use crate::http::ip::ClientIp;
 use crate::http::pages::{self, ConnectCodePage, DirectoryApp, IntegrationsPage, Site};
-use crate::http::session::{self, form_field};
 use crate::services::photos::served_path;
 use crate::state::AppState;
 
@@ -25,26 +24,28 @@ pub struct DirectoryQuery {
     org: Option<String>,
 }
 
-/// The signed-in admin and the organizations they administer, or the
-/// response to send instead (login, or a refusal).
-async fn admin_session(
-    state: &AppState,
-    headers: &HeaderMap,
-    return_to: &str,
-) -> Result<Result<(Session, Vec<Organization>), Response>, PageError> {
-    let Some(session) = session::logged_in(state, headers).await? else {
-        let target = with_query_params("/login", &[("return_to", return_to)]);
-        return Ok(Err(Redirect::to(&target).into_response()));
-    };
-    let user_id = session.user_id.clone().unwrap_or_default();
-    let orgs = state.store.organizations_where(&user_id, ADMIN).await?;
+/// The organizations `person` administers; a person who administers none
+/// is refused.
+async fn administered(state: &AppState, person: &SignedIn) -> Result<Vec<Organization>, PageError> {
+    let orgs = state
+        .store
+        .organizations_where(&person.user.id, ADMIN)
+        .await?;
     if orgs.is_empty() {
-        return Ok(Err(PageError::forbidden(
+        return Err(PageError::forbidden(
             "Only practice administrators can manage integrations. Ask an administrator of your practice.",
-        )
-        .into_response()));
+        ));
     }
-    Ok(Ok((session, orgs)))
+    Ok(orgs)
+}
+
+/// What the directory's forms send.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct DirectoryForm {
+    org: Option<String>,
+    client_id: Option<String>,
+    mode: Option<String>,
+    integration_id: Option<String>,
 }
 
 fn pick<'a>(orgs: &'a [Organization], wanted: Option<&str>) -> Result<&'a Organization, PageError> {
@@ -59,13 +60,11 @@ fn pick<'a>(orgs: &'a [Organization], wanted: Option<&str>) -> Result<&'a Organi
 
 pub async fn page(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    person: SignedIn,
     Query(q): Query<DirectoryQuery>,
 ) -> Result<Response, PageError> {
-    let (session, orgs) = match admin_session(&state, &headers, "/integrations").await? {
-        Ok(ok) => ok,
-        Err(response) => return Ok(response),
-    };
+    let orgs = administered(&state, &person).await?;
+    let session = &person.session;
     let org = pick(&orgs, q.org.as_deref())?;
     let integrations = state.store.integrations_of_organization(&org.id).await?;
     let apps = state.store.published_clients().await?;
@@ -107,41 +106,34 @@ pub async fn page(
     ))
 }
 
-/// Checks CSRF and admin rights for a directory form; returns the session
-/// and the organization the form is about.
-async fn admin_form(
+/// The organization a directory form is about, among those the person
+/// administers.
+async fn form_organization(
     state: &AppState,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<(Session, Organization), PageError> {
-    session::verified_form(state, headers, body).await?;
-    match admin_session(state, headers, "/integrations").await? {
-        Ok((session, orgs)) => {
-            let org = pick(&orgs, form_field(body, "org").as_deref())?.clone();
-            Ok((session, org))
-        }
-        Err(_) => Err(PageError::forbidden(
-            "Only practice administrators can manage integrations.",
-        )),
-    }
+    person: &SignedIn,
+    form: &DirectoryForm,
+) -> Result<Organization, PageError> {
+    let orgs = administered(state, person).await?;
+    Ok(pick(&orgs, form.org.as_deref())?.clone())
 }
 
 /// `POST /integrations/connect`: `mode=redirect` (Connect) or `mode=manual`.
 pub async fn connect(
     State(state): State<AppState>,
     ip: ClientIp,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    person: SignedIn,
+    CsrfForm { fields: f, .. }: CsrfForm<DirectoryForm>,
 ) -> Result<Response, PageError> {
-    let (session, org) = admin_form(&state, &headers, &body).await?;
-    let client_id = form_field(&body, "client_id").unwrap_or_default();
+    let org = form_organization(&state, &person, &f).await?;
+    let session = &person.session;
+    let client_id = f.client_id.clone().unwrap_or_default();
     let client = state
         .store
         .client(&client_id)
         .await?
         .filter(|c| c.published && c.suspended_at.is_none())
         .ok_or_else(|| PageError::bad_request("That app is not in the directory."))?;
-    let mode = match form_field(&body, "mode").as_deref() {
+    let mode = match f.mode.clone().as_deref() {
         Some("manual") => ConnectMode::Manual,
         _ => ConnectMode::Redirect,
     };
@@ -187,11 +179,12 @@ pub async fn connect(
 pub async fn disconnect(
     State(state): State<AppState>,
     ip: ClientIp,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    person: SignedIn,
+    CsrfForm { fields: f, .. }: CsrfForm<DirectoryForm>,
 ) -> Result<Response, PageError> {
-    let (session, org) = admin_form(&state, &headers, &body).await?;
-    let integration_id = form_field(&body, "integration_id").unwrap_or_default();
+    let org = form_organization(&state, &person, &f).await?;
+    let session = &person.session;
+    let integration_id = f.integration_id.clone().unwrap_or_default();
     let integration = state
         .store
         .integration(&integration_id)

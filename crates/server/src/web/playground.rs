@@ -19,8 +19,8 @@
 
 use askama::Template;
 use axum::body::Body;
-use axum::extract::{RawQuery, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::extract::{RawQuery, State};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use base64::Engine;
@@ -32,10 +32,10 @@ use healthgate_core::secret::{constant_time_eq, keyed_digest, random_bytes};
 use tower::ServiceExt;
 
 use crate::http::error::PageError;
+use crate::http::extract::{AnyFields, CsrfForm, SignedIn};
 use crate::http::forms::Form;
 use crate::http::pages::{self, Site};
 use crate::http::routes::Routes;
-use crate::http::session;
 use crate::services::admin::{self, ClientChanges};
 use crate::state::AppState;
 use crate::web::developers::owned_app;
@@ -340,13 +340,9 @@ fn client_auth(app: &Client, secret: &str) -> (Vec<(header::HeaderName, String)>
 /// `GET /playground`: pick an app and scopes.
 pub async fn index(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    SignedIn { session, user }: SignedIn,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
-    let (session, user) = match session::signed_in_page(&state, &headers, HOME).await? {
-        Ok(d) => d,
-        Err(login) => return Ok(login),
-    };
     let pairs = query_pairs(query.as_deref());
     let apps = state.store.clients_of_owner(&user.id).await?;
     let chosen = first(&pairs, "client_id")
@@ -377,14 +373,9 @@ pub async fn index(
 /// request, built and explained, with the link that makes it.
 pub async fn authorize(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    SignedIn { session, user }: SignedIn,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
-    let back = format!("{HOME}?{}", query.as_deref().unwrap_or_default());
-    let (session, user) = match session::signed_in_page(&state, &headers, &back).await? {
-        Ok(d) => d,
-        Err(login) => return Ok(login),
-    };
     let pairs = query_pairs(query.as_deref());
     let app = owned_app(
         &state,
@@ -449,10 +440,10 @@ pub async fn authorize(
 pub async fn add_redirect_uri(
     State(state): State<AppState>,
     ip: crate::http::ip::ClientIp,
-    request: Request,
+    person: SignedIn,
+    CsrfForm { form, .. }: CsrfForm<AnyFields>,
 ) -> Result<Response, PageError> {
-    let (headers, form) = Form::read(&state, request, 0).await?;
-    let (_, user_id) = form.signed_in(&state, &headers).await?;
+    let user_id = person.user.id.clone();
     let app = owned_app(
         &state,
         &user_id,
@@ -488,13 +479,9 @@ pub async fn add_redirect_uri(
 /// the browser made it, and the form for the token request.
 pub async fn callback(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    SignedIn { session, user }: SignedIn,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
-    let (session, user) = match session::signed_in_page(&state, &headers, HOME).await? {
-        Ok(d) => d,
-        Err(login) => return Ok(login),
-    };
     let pairs = query_pairs(query.as_deref());
     let run_state = first(&pairs, "state").unwrap_or_default().to_owned();
     let key = key(&state).await?;
@@ -542,10 +529,10 @@ pub async fn callback(
 /// The run, its app and the APP_SECRET behind a step's form.
 async fn step_form(
     state: &AppState,
-    request: Request,
+    person: SignedIn,
+    form: Form,
 ) -> Result<(String, Client, Form, String), PageError> {
-    let (headers, form) = Form::read(state, request, 0).await?;
-    let (session, user_id) = form.signed_in(state, &headers).await?;
+    let (session, user_id) = (person.session, person.user.id);
     let run_state = form.text("run").unwrap_or_default();
     let key = key(state).await?;
     let run = Run::verify(&key, &user_id, &run_state).ok_or_else(bad_run)?;
@@ -593,12 +580,12 @@ fn tokens_from(json: Option<&serde_json::Value>, form: &Form) -> Tokens {
 /// carried on.
 async fn client_step(
     state: &AppState,
-    request: Request,
+    (person, form): (SignedIn, Form),
     title: &'static str,
     path: &str,
     params: impl FnOnce(&Form, &str) -> Vec<(&'static str, String)>,
 ) -> Result<Response, PageError> {
-    let (csrf, app, form, run_state) = step_form(state, request).await?;
+    let (csrf, app, form, run_state) = step_form(state, person, form).await?;
     let verifier = Run::verifier(&key(state).await?, &run_state);
     let secret = form.text("client_secret").unwrap_or_default();
     let (headers, client_id) = client_auth(&app, &secret);
@@ -623,11 +610,15 @@ async fn client_step(
 
 /// `POST /playground/token` (`run`, `code`, `client_secret`): exchanges the
 /// code at the token endpoint.
-pub async fn token(State(state): State<AppState>, request: Request) -> Result<Response, PageError> {
+pub async fn token(
+    State(state): State<AppState>,
+    person: SignedIn,
+    CsrfForm { form, .. }: CsrfForm<AnyFields>,
+) -> Result<Response, PageError> {
     let redirect = redirect_uri(&state);
     client_step(
         &state,
-        request,
+        (person, form),
         "The app exchanges the code at the token endpoint",
         "/oauth/token",
         |form, verifier| {
@@ -645,11 +636,12 @@ pub async fn token(State(state): State<AppState>, request: Request) -> Result<Re
 /// `POST /playground/refresh`: a refresh token grant.
 pub async fn refresh(
     State(state): State<AppState>,
-    request: Request,
+    person: SignedIn,
+    CsrfForm { form, .. }: CsrfForm<AnyFields>,
 ) -> Result<Response, PageError> {
     client_step(
         &state,
-        request,
+        (person, form),
         "The app refreshes its access token",
         "/oauth/token",
         |form, _| {
@@ -669,11 +661,12 @@ pub async fn refresh(
 /// token.
 pub async fn introspect(
     State(state): State<AppState>,
-    request: Request,
+    person: SignedIn,
+    CsrfForm { form, .. }: CsrfForm<AnyFields>,
 ) -> Result<Response, PageError> {
     client_step(
         &state,
-        request,
+        (person, form),
         "The app asks whether its access token is active",
         "/oauth/introspect",
         |form, _| {
@@ -687,8 +680,12 @@ pub async fn introspect(
 }
 
 /// `POST /playground/me`: the access token used at `/api/v1/me`.
-pub async fn me(State(state): State<AppState>, request: Request) -> Result<Response, PageError> {
-    let (csrf, app, form, run_state) = step_form(&state, request).await?;
+pub async fn me(
+    State(state): State<AppState>,
+    person: SignedIn,
+    CsrfForm { form, .. }: CsrfForm<AnyFields>,
+) -> Result<Response, PageError> {
+    let (csrf, app, form, run_state) = step_form(&state, person, form).await?;
     let access_token = form.text("access_token").unwrap_or_default();
     let (exchange, _) = send(
         &state,

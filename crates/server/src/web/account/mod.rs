@@ -4,7 +4,7 @@
 //! signed in as them.
 //!
 //! Every page sends an anonymous visitor to sign in first and comes back
-//! after; every form is a CSRF-checked POST (`session::verified_form`) that
+//! after; every form is a CSRF-checked POST (`http::extract::CsrfForm`) that
 //! acts only on the signed-in person and answers with a 303 back to its page
 //! and a status message, or with the page again (400) and the validation
 //! messages next to their fields.
