@@ -8,7 +8,7 @@ use anyhow::Context;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use healthgate_server::Settings;
-use healthgate_server::config::KEYS;
+use healthgate_server::config::{KEYS, LogFormat};
 
 pub fn load(
     file: Option<&Path>,
@@ -59,18 +59,15 @@ pub fn load(
 /// Logs to standard error as text or JSON; `RUST_LOG` overrides `log_level`.
 pub fn init_logging(settings: &Settings) -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&settings.log_level))
-        .with_context(|| format!("invalid log_level {:?}", settings.log_level))?;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| settings.log_level.filter());
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    let result = if settings.log_format == "json" {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
+    let result = match settings.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
     };
     result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }

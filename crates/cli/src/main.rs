@@ -14,6 +14,7 @@ use healthgate_core::owner::AuthorizationLevel;
 use healthgate_core::user::{UserType, parse_user_types};
 use healthgate_core::{Clock, SystemClock};
 use healthgate_server::admin::{self, AdminError, ClientChanges, NewClient};
+use healthgate_server::config::Issuer;
 use healthgate_server::{Settings, demo};
 use healthgate_store::{Actor, Suspension};
 use serde_json::json;
@@ -341,7 +342,7 @@ async fn serve(
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.bind))?;
     let local = listener.local_addr().map_err(anyhow::Error::from)?;
     if settings.issuer.is_none() {
-        settings.issuer = Some(format!("http://{local}"));
+        settings.issuer = Some(Issuer::http(local));
     }
     let state = open(settings, &clock).await?;
     if with_demo {

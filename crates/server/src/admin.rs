@@ -13,7 +13,7 @@ use healthgate_core::secret::{SecretKind, mint, new_id};
 use healthgate_core::user::{User, UserType, validate_email, validate_password, validate_username};
 use healthgate_store::{Actor, Store, StoreError, Suspension};
 
-use crate::config::Settings;
+use crate::config::{SecretKey, Settings};
 use crate::passwords;
 use crate::photos::{self, Photo};
 
@@ -408,15 +408,17 @@ pub async fn update_client(
 /// The instance key webhook secrets derive from: `secret_key` from the
 /// configuration, or the one kept in the database.
 pub async fn instance_key(store: &Store, settings: &Settings) -> Result<Vec<u8>, AdminError> {
-    let hex = match &settings.secret_key {
-        Some(k) => k.0.clone(),
-        None => store.instance_key().await?,
+    let key = match &settings.secret_key {
+        Some(key) => key.clone(),
+        None => store
+            .instance_key()
+            .await?
+            .parse::<SecretKey>()
+            .map_err(|_| {
+                invalid("the instance secret key in the database is not 64 hexadecimal digits")
+            })?,
     };
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("zz"), 16))
-        .collect::<Result<Vec<u8>, _>>()
-        .map_err(|_| invalid("the instance secret key is not hexadecimal"))
+    Ok(key.bytes().to_vec())
 }
 
 /// The secret a client's webhook deliveries are signed with.
