@@ -13,6 +13,7 @@ use healthgate_core::client::Client;
 use healthgate_core::owner::AuthorizationLevel;
 use healthgate_core::user::{UserType, parse_user_types};
 use healthgate_core::{Clock, SystemClock};
+use healthgate_server::config::Issuer;
 use healthgate_server::services::admin::{self, AdminError, ClientChanges, NewClient};
 use healthgate_server::{Settings, web::demo};
 use healthgate_store::{Actor, Suspension};
@@ -341,7 +342,7 @@ async fn serve(
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.bind))?;
     let local = listener.local_addr().map_err(anyhow::Error::from)?;
     if settings.issuer.is_none() {
-        settings.issuer = Some(format!("http://{local}"));
+        settings.issuer = Some(Issuer::http(local));
     }
     let state = open(settings, &clock).await?;
     if with_demo {

@@ -3,15 +3,16 @@
 //! (RFC 6749 §6, RFC 9700 §4.14) is redeemed.
 
 use std::fmt;
-use std::str::FromStr;
 
 use crate::error::OAuthError;
 use crate::owner::ResourceOwner;
 use crate::pkce::{CodeChallenge, CodeVerifier};
 use crate::scope::ScopeSet;
 
-/// How a refresh token is retired when it is used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How a refresh token is retired when it is used. Configured as
+/// `refresh_rotation = "immediate"` or `"on_first_use"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RefreshRotation {
     /// The old access and refresh tokens die at once (HealthKey: "This request
     /// invalidates the existing access_token and refresh_token").
@@ -34,19 +35,6 @@ impl RefreshRotation {
 impl fmt::Display for RefreshRotation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for RefreshRotation {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "immediate" => Ok(Self::Immediate),
-            "on_first_use" => Ok(Self::OnFirstUse),
-            other => Err(format!(
-                "unknown refresh_rotation {other:?}: expected immediate or on_first_use"
-            )),
-        }
     }
 }
 

@@ -1,43 +1,58 @@
-//! The settings a healthgate deployment runs with. The binary loads them from
-//! a TOML file, then `HEALTHGATE_*` environment variables, then flags; every
-//! field has a default so an empty configuration is a working one.
+//! The settings a healthgate deployment runs with, parsed once into typed
+//! values. The binary loads them from a TOML file, then `HEALTHGATE_*`
+//! environment variables, then flags; every field has a default so an empty
+//! configuration is a working one. Each field's type parses its own value,
+//! so a bad one is refused with its key and where it came from, and what is
+//! allowed; [`Settings::validate`] checks only what spans several fields.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::str::FromStr;
+use std::time::Duration;
 
 use healthgate_core::forwarded::IpRange;
+use healthgate_core::scope::ScopeSet;
 use healthgate_core::token::{RefreshRotation, TokenPolicy};
+use serde::de::{self, Deserializer, Unexpected, Visitor};
 use serde::{Deserialize, Serialize};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{Directive, LevelFilter};
 
 /// Every setting, with its default. `examples/config/healthgate.toml` lists
 /// them all with comments; keep the two in step.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// Address and port to listen on.
+    #[serde(deserialize_with = "socket_address")]
     pub bind: SocketAddr,
     /// The public base URL partners use (`iss` of every authorization
     /// response, RFC 9207). Defaults to `http://{bind}`.
-    pub issuer: Option<String>,
+    pub issuer: Option<Issuer>,
     /// `sqlite://PATH` (default, created if missing) or `postgres://…`.
     pub database_url: String,
     /// PostgreSQL pool size, or SQLite reader connections.
-    pub database_max_connections: u32,
-    /// Authorization code lifetime, seconds (Fullscript: 10 minutes).
-    pub authorization_code_ttl: i64,
-    /// Access token lifetime, seconds (Fullscript: 2 hours).
-    pub access_token_ttl: i64,
-    /// Refresh token lifetime, seconds; 0 means refresh tokens never expire.
-    pub refresh_token_ttl: i64,
+    pub database_max_connections: NonZeroU32,
+    /// Authorization code lifetime (Fullscript: 10 minutes).
+    pub authorization_code_ttl: Seconds,
+    /// Access token lifetime (Fullscript: 2 hours).
+    pub access_token_ttl: Seconds,
+    /// Refresh token lifetime; `None` (0 in the file) never expires.
+    #[serde(deserialize_with = "seconds_or_zero")]
+    pub refresh_token_ttl: Option<Seconds>,
     /// `immediate` or `on_first_use`.
-    pub refresh_rotation: String,
-    /// Browser session lifetime, seconds.
-    pub session_ttl: i64,
-    /// Seconds between expired-row cleanup passes on this node; 0 disables.
-    pub cleanup_interval: u64,
+    pub refresh_rotation: RefreshRotation,
+    /// Browser session lifetime.
+    pub session_ttl: Seconds,
+    /// Time between expired-row cleanup passes on this node; `None` (0)
+    /// disables them.
+    #[serde(deserialize_with = "seconds_or_zero")]
+    pub cleanup_interval: Option<Seconds>,
     /// How long retired refresh tokens and revoked token families are kept,
-    /// seconds, so that a late replay is still recognised as reuse.
-    pub retired_token_retention: i64,
+    /// so that a late replay is still recognised as reuse.
+    pub retired_token_retention: Seconds,
     /// Read the client address from `X-Forwarded-For` (behind a reverse
     /// proxy): the rightmost entry that is not one of `trusted_proxies`.
     pub trust_forwarded_for: bool,
@@ -45,34 +60,37 @@ pub struct Settings {
     /// or CIDR ranges. A request from anywhere else is taken at its peer
     /// address, whatever its headers say.
     pub trusted_proxies: Vec<IpRange>,
-    /// Lifetime of an InstantOn connect code, seconds.
-    pub connect_code_ttl: i64,
-    /// Lifetime of a connect code an admin copies by hand, seconds.
-    pub manual_connect_code_ttl: i64,
+    /// Lifetime of an InstantOn connect code.
+    pub connect_code_ttl: Seconds,
+    /// Lifetime of a connect code an admin copies by hand.
+    pub manual_connect_code_ttl: Seconds,
     /// Allow `http://` webhook and photo URLs on loopback (development and
     /// demos only).
     pub allow_http_webhooks: bool,
     /// Anyone may create a developer account in the portal (`/developers`)
     /// and register apps; when false, only accounts the operator made can.
     pub developer_signup: bool,
-    /// Seconds between looks for due webhook deliveries on this node; 0
-    /// disables the delivery worker on this node.
-    pub webhook_poll_interval: u64,
-    /// Key that webhook signing secrets are derived from (64 hex digits).
-    /// Without it, one is generated and kept in the database; set it on every
-    /// node to keep it out of the database.
-    pub secret_key: Option<SecretString>,
-    /// OpenID Connect ID token lifetime, seconds.
-    pub id_token_ttl: i64,
-    /// After `healthgate keys rotate`, seconds before the new key signs (so
-    /// relying parties have fetched it from the JWKS first).
-    pub key_rotation_overlap: i64,
+    /// Time between looks for due webhook deliveries on this node; `None`
+    /// (0) disables the delivery worker on this node.
+    #[serde(deserialize_with = "seconds_or_zero")]
+    pub webhook_poll_interval: Option<Seconds>,
+    /// Key that webhook signing secrets (and the sealing key of signing
+    /// keys) are derived from. Without it, one is generated and kept in the
+    /// database; set it on every node to keep it out of the database.
+    pub secret_key: Option<SecretKey>,
+    /// OpenID Connect ID token lifetime.
+    pub id_token_ttl: Seconds,
+    /// After `healthgate keys rotate`, the time before the new key signs (so
+    /// relying parties have fetched it from the JWKS first); `None` (0): at
+    /// once.
+    #[serde(deserialize_with = "seconds_or_zero")]
+    pub key_rotation_overlap: Option<Seconds>,
     /// The name shown on every page.
     pub platform_name: String,
     /// `text` or `json` log lines on standard error.
-    pub log_format: String,
+    pub log_format: LogFormat,
     /// A tracing filter, e.g. `info` or `healthgate=debug,info`.
-    pub log_level: String,
+    pub log_level: LogLevel,
     /// The scope vocabulary: each scope and the plain words the consent page
     /// shows for it. Setting this table replaces the default vocabulary.
     pub scopes: BTreeMap<String, String>,
@@ -89,23 +107,23 @@ pub struct Settings {
 
 /// The deployment's look on every page (`[branding]`); the name is
 /// `platform_name`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Branding {
     /// A logo shown beside the name: an https URL (whose origin alone the
     /// pages' CSP then lets images come from), or a path on this server.
-    pub logo_url: Option<String>,
-    /// The accent colour of the header and buttons, `#rrggbb`.
-    pub accent_color: String,
+    pub logo_url: Option<PageLink>,
+    /// The accent colour of the header and buttons.
+    pub accent_color: HexColor,
     /// Where people find help, linked at the foot of every page.
-    pub support_url: Option<String>,
+    pub support_url: Option<PageLink>,
 }
 
 impl Default for Branding {
     fn default() -> Self {
         Self {
             logo_url: None,
-            accent_color: "#1b533f".into(),
+            accent_color: HexColor([0x1b, 0x53, 0x3f]),
             support_url: None,
         }
     }
@@ -113,35 +131,37 @@ impl Default for Branding {
 
 /// How partners written for another platform reach healthgate unchanged
 /// (`[profile]`). The standard paths always work; these add to them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProfileSettings {
     /// Extra paths of the authorization endpoint (HealthKey: `/o/authorize/`).
-    pub authorize_paths: Vec<String>,
+    pub authorize_paths: Vec<ProfilePath>,
     /// Extra paths of the token endpoint (HealthKey: `/o/token/`;
     /// Fullscript: `/api/oauth/token`).
-    pub token_paths: Vec<String>,
+    pub token_paths: Vec<ProfilePath>,
     /// Extra paths of the revocation endpoint (Fullscript: `/api/oauth/revoke`).
-    pub revoke_paths: Vec<String>,
+    pub revoke_paths: Vec<ProfilePath>,
     /// Extra paths of user provisioning (HealthTap: `/api/v2.1/users.json`).
-    pub user_paths: Vec<String>,
+    pub user_paths: Vec<ProfilePath>,
     /// Accept token-request parameters in the query string (HealthKey's
     /// documented requests). Off by default: it puts secrets in URLs, so
     /// every such request is logged as a warning.
     pub token_params_in_query: bool,
     /// Wrap token responses in an object under this key (Fullscript: `oauth`).
-    pub token_response_wrapper: Option<String>,
+    pub token_response_wrapper: Option<Word>,
     /// The `token_type` of token responses (`Bearer`; HealthKey and
     /// HealthTap show `bearer`).
-    pub token_type: String,
+    pub token_type: TokenType,
     /// An app's scopes are set at registration (Fullscript): a `scope` in
     /// the authorization request is ignored and the app's registered scopes
     /// are asked for.
     pub scopes_from_registration: bool,
     /// The scopes of tokens for partner-provisioned accounts when the app
-    /// has none of its own (`--provisioning-scope`), space-separated
-    /// (HealthTap: `member_public`); without it, the app's allowed scopes.
-    pub provisioning_scope: Option<String>,
+    /// has none of its own (`--provisioning-scope`), space-separated in the
+    /// file (HealthTap: `member_public`); without it, the app's allowed
+    /// scopes.
+    #[serde(deserialize_with = "some_scopes")]
+    pub provisioning_scope: Option<ScopeSet>,
 }
 
 impl Default for ProfileSettings {
@@ -153,7 +173,7 @@ impl Default for ProfileSettings {
             user_paths: Vec::new(),
             token_params_in_query: false,
             token_response_wrapper: None,
-            token_type: "Bearer".into(),
+            token_type: TokenType::Bearer,
             scopes_from_registration: false,
             provisioning_scope: None,
         }
@@ -161,27 +181,32 @@ impl Default for ProfileSettings {
 }
 
 impl ProfileSettings {
-    /// Every extra path, of every endpoint.
-    pub fn paths(&self) -> impl Iterator<Item = &String> {
-        self.authorize_paths
-            .iter()
-            .chain(&self.token_paths)
-            .chain(&self.revoke_paths)
-            .chain(&self.user_paths)
+    /// Every extra path, of every endpoint, with the key of its list
+    /// (`profile.token_paths`).
+    pub fn paths(&self) -> impl Iterator<Item = (&'static str, &ProfilePath)> {
+        [
+            ("profile.authorize_paths", &self.authorize_paths),
+            ("profile.token_paths", &self.token_paths),
+            ("profile.revoke_paths", &self.revoke_paths),
+            ("profile.user_paths", &self.user_paths),
+        ]
+        .into_iter()
+        .flat_map(|(key, paths)| paths.iter().map(move |p| (key, p)))
     }
 
     /// Refuses an extra path that clashes with one of `taken`, the paths
     /// healthgate's own routes serve (axum's syntax): the router could not
     /// hold both, or one would answer requests meant for the other.
     pub fn refuse_taken(&self, taken: &[&str]) -> Result<(), InvalidSetting> {
-        for path in self.paths() {
-            if let Some(route) = taken.iter().find(|route| overlaps(route, path)) {
-                return Err(InvalidSetting {
-                    key: "profile",
-                    reason: format!(
-                        "{path:?} clashes with healthgate's own path {route}; a profile may only add paths healthgate does not serve"
+        for (key, path) in self.paths() {
+            if let Some(route) = taken.iter().find(|route| overlaps(route, path.as_str())) {
+                return Err(InvalidSetting::new(
+                    key,
+                    format!(
+                        "{:?} clashes with healthgate's own path {route}; a profile may only add paths healthgate does not serve",
+                        path.as_str()
                     ),
-                });
+                ));
             }
         }
         Ok(())
@@ -213,25 +238,46 @@ fn overlaps(route: &str, path: &str) -> bool {
 }
 
 /// One role's settings (`[roles.staff]`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoleSettings {
     /// The scopes a person in this role may grant an app; `"*"` is every
     /// scope of the vocabulary.
-    pub scopes: Vec<String>,
+    pub scopes: RoleScopes,
     /// Scopes taken out again (useful with `"*"`); names missing from the
     /// vocabulary are ignored here.
-    #[serde(default)]
-    pub except: Vec<String>,
+    #[serde(default, deserialize_with = "scope_list")]
+    pub except: ScopeSet,
     /// The `resource_owner.type` of tokens granted in this role.
-    pub resource_owner_type: String,
+    pub resource_owner_type: Word,
+}
+
+/// What a role may grant: `scopes = ["*"]`, every scope of the vocabulary,
+/// or the scopes listed.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "Vec<String>")]
+pub enum RoleScopes {
+    Every,
+    Listed(ScopeSet),
+}
+
+impl TryFrom<Vec<String>> for RoleScopes {
+    type Error = String;
+    fn try_from(names: Vec<String>) -> Result<Self, String> {
+        if names.iter().any(|n| n == "*") {
+            return Ok(Self::Every);
+        }
+        ScopeSet::from_tokens(&names)
+            .map(Self::Listed)
+            .map_err(|e| format!("{e}; list scope names, or \"*\" for every scope"))
+    }
 }
 
 fn default_roles() -> BTreeMap<String, RoleSettings> {
     let role = |except: &[&str], owner: &str| RoleSettings {
-        scopes: vec!["*".to_owned()],
-        except: except.iter().map(|s| (*s).to_owned()).collect(),
-        resource_owner_type: owner.to_owned(),
+        scopes: RoleScopes::Every,
+        except: ScopeSet::from_tokens(except).unwrap_or_default(),
+        resource_owner_type: Word(owner.to_owned()),
     };
     BTreeMap::from([
         ("admin".to_owned(), role(&[], "Staff")),
@@ -246,27 +292,27 @@ impl Default for Settings {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             issuer: None,
             database_url: "sqlite://healthgate-data/healthgate.db".into(),
-            database_max_connections: 8,
-            authorization_code_ttl: 600,
-            access_token_ttl: 7200,
-            refresh_token_ttl: 0,
-            refresh_rotation: "immediate".into(),
-            session_ttl: 12 * 3600,
-            cleanup_interval: 300,
-            retired_token_retention: 30 * 86_400,
+            database_max_connections: NonZeroU32::new(8).expect("8 is not 0"),
+            authorization_code_ttl: Seconds::of(600),
+            access_token_ttl: Seconds::of(7200),
+            refresh_token_ttl: None,
+            refresh_rotation: RefreshRotation::Immediate,
+            session_ttl: Seconds::of(12 * 3600),
+            cleanup_interval: Some(Seconds::of(300)),
+            retired_token_retention: Seconds::of(30 * 86_400),
             trust_forwarded_for: false,
             trusted_proxies: healthgate_core::forwarded::loopback_ranges(),
-            connect_code_ttl: 600,
-            manual_connect_code_ttl: 3600,
+            connect_code_ttl: Seconds::of(600),
+            manual_connect_code_ttl: Seconds::of(3600),
             allow_http_webhooks: false,
             developer_signup: true,
-            webhook_poll_interval: 2,
+            webhook_poll_interval: Some(Seconds::of(2)),
             secret_key: None,
-            id_token_ttl: 3600,
-            key_rotation_overlap: 3600,
+            id_token_ttl: Seconds::of(3600),
+            key_rotation_overlap: Some(Seconds::of(3600)),
             platform_name: "healthgate".into(),
-            log_format: "text".into(),
-            log_level: "info".into(),
+            log_format: LogFormat::Text,
+            log_level: LogLevel(vec![LevelFilter::INFO.into()]),
             scopes: healthgate_core::scope::DEFAULT_SCOPES
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -278,14 +324,484 @@ impl Default for Settings {
     }
 }
 
-/// A configured secret: kept out of `Debug` output (and so out of logs).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct SecretString(pub String);
+/// A positive whole number of seconds: a lifetime or an interval. A setting
+/// where 0 means "never" or "off" is an `Option<Seconds>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Seconds(NonZeroU32);
 
-impl std::fmt::Debug for SecretString {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Seconds {
+    /// `secs` seconds; 0 is refused at compile time in a constant, and
+    /// panics otherwise.
+    pub const fn of(secs: u32) -> Self {
+        match NonZeroU32::new(secs) {
+            Some(n) => Self(n),
+            None => panic!("Seconds::of(0): a lifetime is positive"),
+        }
+    }
+
+    /// In the unit timestamps are kept in (epoch seconds).
+    pub fn secs(self) -> i64 {
+        i64::from(self.0.get())
+    }
+
+    pub fn duration(self) -> Duration {
+        Duration::from_secs(u64::from(self.0.get()))
+    }
+}
+
+/// Reads whole seconds from an integer; `zero` says whether 0 (`None`) is
+/// allowed.
+struct SecondsVisitor {
+    zero: bool,
+}
+
+impl Visitor<'_> for SecondsVisitor {
+    type Value = Option<Seconds>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.zero {
+            f.write_str("0 or a positive whole number of seconds")
+        } else {
+            f.write_str("a positive whole number of seconds")
+        }
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        match u32::try_from(v).map(NonZeroU32::new) {
+            Ok(Some(n)) => Ok(Some(Seconds(n))),
+            Ok(None) if self.zero => Ok(None),
+            _ => Err(E::invalid_value(Unexpected::Unsigned(v), &self)),
+        }
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        match u64::try_from(v) {
+            Ok(v) => self.visit_u64(v),
+            Err(_) => Err(E::invalid_value(Unexpected::Signed(v), &self)),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_u64(SecondsVisitor { zero: false })?
+            .ok_or_else(|| de::Error::custom("expected a positive whole number of seconds"))
+    }
+}
+
+/// `0` (`None`: never, or off) or a positive whole number of seconds.
+fn seconds_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Seconds>, D::Error> {
+    d.deserialize_u64(SecondsVisitor { zero: true })
+}
+
+/// An address and port, said so when it is not one.
+fn socket_address<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(|_| {
+        de::Error::custom(format!(
+            "{text:?} is not an address and port such as 127.0.0.1:8080 or [::]:8080"
+        ))
+    })
+}
+
+/// A space-separated list of at least one scope.
+fn some_scopes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ScopeSet>, D::Error> {
+    let text = String::deserialize(d)?;
+    let scopes = ScopeSet::parse(&text).map_err(de::Error::custom)?;
+    if scopes.is_empty() {
+        return Err(de::Error::custom(
+            "expected at least one scope, space-separated",
+        ));
+    }
+    Ok(Some(scopes))
+}
+
+/// A list of scope names.
+fn scope_list<'de, D: Deserializer<'de>>(d: D) -> Result<ScopeSet, D::Error> {
+    let names = Vec::<String>::deserialize(d)?;
+    ScopeSet::from_tokens(&names).map_err(de::Error::custom)
+}
+
+/// The issuer identifier (RFC 8414 §2): an http(s) URL without query or
+/// fragment, kept as written but without a trailing slash.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Issuer {
+    text: String,
+    url: url::Url,
+}
+
+impl Issuer {
+    /// `http://{address}`, the issuer of a server that was given none.
+    pub fn http(address: SocketAddr) -> Self {
+        let text = format!("http://{address}");
+        let mut url = url::Url::parse("http://localhost").expect("a literal URL");
+        // Neither fails on an http URL, which has a host and may have a port.
+        let _ = url.set_ip_host(address.ip());
+        let _ = url.set_port(Some(address.port()));
+        Self { text, url }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether browsers reach it over https (cookies can be `Secure`).
+    pub fn is_https(&self) -> bool {
+        self.url.scheme() == "https"
+    }
+
+    /// Its origin, as a browser sends it in `Origin`.
+    pub fn origin(&self) -> String {
+        self.url.origin().ascii_serialization()
+    }
+
+    /// Its host, without the port.
+    pub fn host(&self) -> &str {
+        self.url.host_str().unwrap_or_default()
+    }
+
+    /// Its host with the port if one is written (an HTTP `Host` header).
+    pub fn authority(&self) -> String {
+        match self.url.port() {
+            Some(port) => format!("{}:{port}", self.host()),
+            None => self.host().to_owned(),
+        }
+    }
+}
+
+impl FromStr for Issuer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let text = s.trim_end_matches('/');
+        let refused = || {
+            format!(
+                "{s:?} is not an http(s) URL without query or fragment (RFC 8414 §2), such as https://auth.example.com"
+            )
+        };
+        let url = url::Url::parse(text).map_err(|_| refused())?;
+        if !matches!(url.scheme(), "http" | "https")
+            || url.host_str().is_none()
+            || url.query().is_some()
+            || url.fragment().is_some()
+        {
+            return Err(refused());
+        }
+        Ok(Self {
+            text: text.to_owned(),
+            url,
+        })
+    }
+}
+
+impl TryFrom<String> for Issuer {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl std::ops::Deref for Issuer {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Display for Issuer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Serialize for Issuer {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+/// The instance secret, 32 bytes, written as 64 hexadecimal digits. Kept
+/// out of `Debug` output (and so out of logs), and never echoed in an error.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct SecretKey([u8; 32]);
+
+impl SecretKey {
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl FromStr for SecretKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let refused = || {
+            "must be 64 hexadecimal digits (32 bytes, such as `openssl rand -hex 32` prints)"
+                .to_owned()
+        };
+        // `from_str_radix` alone would take a sign ("+f").
+        if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(refused());
+        }
+        let mut key = [0u8; 32];
+        for (byte, i) in key.iter_mut().zip((0..64).step_by(2)) {
+            *byte = u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| refused())?;
+        }
+        Ok(Self(key))
+    }
+}
+
+impl TryFrom<String> for SecretKey {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// What is logged: tracing filter directives (`info`,
+/// `healthgate=debug,info`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct LogLevel(Vec<Directive>);
+
+impl LogLevel {
+    /// The filter these directives make (errors only, if there are none).
+    pub fn filter(&self) -> EnvFilter {
+        if self.0.is_empty() {
+            return EnvFilter::default().add_directive(LevelFilter::ERROR.into());
+        }
+        self.0
+            .iter()
+            .cloned()
+            .fold(EnvFilter::default(), EnvFilter::add_directive)
+    }
+}
+
+impl FromStr for LogLevel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.split(',')
+            .filter(|d| !d.is_empty())
+            .map(|d| {
+                d.parse().map_err(|e| {
+                    format!(
+                        "{d:?} is not a level (error, warn, info, debug, trace, off) or a filter such as healthgate=debug: {e}"
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+}
+
+impl TryFrom<String> for LogLevel {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+/// A colour as `#rrggbb`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct HexColor([u8; 3]);
+
+impl FromStr for HexColor {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let refused = || format!("{s:?} is not a colour written #rrggbb, such as #1b533f");
+        let digits = s.strip_prefix('#').ok_or_else(refused)?;
+        if digits.len() != 6 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(refused());
+        }
+        let mut rgb = [0u8; 3];
+        for (i, c) in rgb.iter_mut().enumerate() {
+            *c = u8::from_str_radix(&digits[2 * i..2 * i + 2], 16).map_err(|_| refused())?;
+        }
+        Ok(Self(rgb))
+    }
+}
+
+impl TryFrom<String> for HexColor {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl fmt::Display for HexColor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [r, g, b] = self.0;
+        write!(f, "#{r:02x}{g:02x}{b:02x}")
+    }
+}
+
+/// A link a page shows (`[branding]`): an https URL, or a path on this
+/// server.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct PageLink {
+    text: String,
+    /// The origin of an https URL; `None` for a path on this server.
+    origin: Option<String>,
+}
+
+impl PageLink {
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The origin an https link's resources come from; `None` for a path
+    /// on this server.
+    pub fn https_origin(&self) -> Option<&str> {
+        self.origin.as_deref()
+    }
+}
+
+impl FromStr for PageLink {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.starts_with('/') && !s.starts_with("//") {
+            return Ok(Self {
+                text: s.to_owned(),
+                origin: None,
+            });
+        }
+        match url::Url::parse(s) {
+            Ok(url) if url.scheme() == "https" => Ok(Self {
+                text: s.to_owned(),
+                origin: Some(url.origin().ascii_serialization()),
+            }),
+            _ => Err(format!(
+                "{s:?} is neither an https URL nor a path on this server (such as /static/logo.svg)"
+            )),
+        }
+    }
+}
+
+impl TryFrom<String> for PageLink {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl fmt::Display for PageLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// A path a profile adds beside healthgate's own: absolute and plain (no
+/// parameters, wildcards, `//`, dot segments, `%` or non-ASCII), so the
+/// router takes it literally.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ProfilePath(String);
+
+impl ProfilePath {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for ProfilePath {
+    type Err = String;
+    fn from_str(path: &str) -> Result<Self, String> {
+        let plain = path.starts_with('/')
+            && path.len() > 1
+            && path
+                .chars()
+                .all(|c| c.is_ascii_graphic() && !"{}*?#%".contains(c))
+            && !path.contains("//")
+            && !path.split('/').any(|s| s == "." || s == "..");
+        if plain {
+            Ok(Self(path.to_owned()))
+        } else {
+            Err(format!(
+                "{path:?} is not a plain absolute path: it starts with / and has no //, . or .. segments, spaces, non-ASCII or any of {{}}*?#%"
+            ))
+        }
+    }
+}
+
+impl TryFrom<String> for ProfilePath {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl fmt::Display for ProfilePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One word of ASCII letters, digits and `_` (a response wrapper key such
+/// as `oauth`, a resource-owner type such as `Staff`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Word(String);
+
+impl Word {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Word {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(format!(
+                "{s:?} is not one word of ASCII letters, digits and _"
+            ))
+        }
+    }
+}
+
+impl TryFrom<String> for Word {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+/// How token responses spell their `token_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum TokenType {
+    /// `Bearer`, as RFC 6750 writes it.
+    #[serde(rename = "Bearer")]
+    Bearer,
+    /// `bearer`, as HealthKey and HealthTap show it (RFC 6749 §5.1: the
+    /// value is case-insensitive).
+    #[serde(rename = "bearer")]
+    LowercaseBearer,
+}
+
+impl TokenType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bearer => "Bearer",
+            Self::LowercaseBearer => "bearer",
+        }
     }
 }
 
@@ -321,199 +837,98 @@ pub const KEYS: &[&str] = &[
     "branding",
 ];
 
-/// A setting that parses but makes no sense.
+/// Settings that each parse but do not fit together. `key` is the dotted
+/// path of the one to change (`roles.staff.scopes`), so the binary can say
+/// where it came from.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid setting {key}: {reason}")]
 pub struct InvalidSetting {
-    pub key: &'static str,
+    pub key: String,
     pub reason: String,
 }
 
-impl Settings {
-    /// The issuer URL without a trailing slash.
-    pub fn issuer(&self) -> String {
-        match &self.issuer {
-            Some(i) => i.trim_end_matches('/').to_owned(),
-            None => format!("http://{}", self.bind),
+impl InvalidSetting {
+    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            reason: reason.into(),
         }
     }
+}
 
-    /// Checks what serde cannot, and derives the token policy. Whether a
-    /// profile's paths clash with healthgate's own routes is for
+impl Settings {
+    /// The issuer: the configured one, or `http://{bind}`.
+    pub fn issuer(&self) -> Issuer {
+        self.issuer
+            .clone()
+            .unwrap_or_else(|| Issuer::http(self.bind))
+    }
+
+    /// Checks what no single field's type can: the scope vocabulary and what
+    /// the roles and the profile name in it; and derives the token policy.
+    /// Whether a profile's paths clash with healthgate's own routes is for
     /// `crate::validate`, which knows the routes and calls this first.
     pub fn validate(&self) -> Result<TokenPolicy, InvalidSetting> {
-        let bad = |key: &'static str, reason: &str| InvalidSetting {
-            key,
-            reason: reason.to_owned(),
-        };
-        let issuer = self.issuer();
-        let parsed = url::Url::parse(&issuer)
-            .map_err(|_| bad("issuer", "must be an absolute http(s) URL"))?;
-        if !matches!(parsed.scheme(), "http" | "https")
-            || parsed.query().is_some()
-            || parsed.fragment().is_some()
-        {
-            return Err(bad(
-                "issuer",
-                "must be an http(s) URL without query or fragment (RFC 8414 §2)",
-            ));
-        }
-        for (key, v) in [
-            ("authorization_code_ttl", self.authorization_code_ttl),
-            ("access_token_ttl", self.access_token_ttl),
-            ("session_ttl", self.session_ttl),
-            ("retired_token_retention", self.retired_token_retention),
-            ("connect_code_ttl", self.connect_code_ttl),
-            ("id_token_ttl", self.id_token_ttl),
-            ("manual_connect_code_ttl", self.manual_connect_code_ttl),
-        ] {
-            if v <= 0 {
-                return Err(bad(key, "must be a positive number of seconds"));
-            }
-        }
-        if self.refresh_token_ttl < 0 {
-            return Err(bad(
-                "refresh_token_ttl",
-                "must be 0 (never expires) or positive",
-            ));
-        }
-        if self.database_max_connections == 0 {
-            return Err(bad("database_max_connections", "must be at least 1"));
-        }
-        if !matches!(self.log_format.as_str(), "text" | "json") {
-            return Err(bad("log_format", "must be text or json"));
-        }
-        if let Some(SecretString(k)) = &self.secret_key
-            && (k.len() != 64 || !k.bytes().all(|b| b.is_ascii_hexdigit()))
-        {
-            return Err(bad(
-                "secret_key",
-                "must be 64 hexadecimal digits (32 bytes)",
-            ));
-        }
         if self.scopes.is_empty() {
-            return Err(bad("scopes", "the scope vocabulary must not be empty"));
+            return Err(InvalidSetting::new(
+                "scopes",
+                "the scope vocabulary must not be empty",
+            ));
         }
         for name in self.scopes.keys() {
-            let parsed = healthgate_core::scope::ScopeSet::parse(name)
-                .map_err(|e| bad("scopes", &e.to_string()))?;
+            let parsed =
+                ScopeSet::parse(name).map_err(|e| InvalidSetting::new("scopes", e.to_string()))?;
             if parsed.len() != 1 {
-                return Err(bad(
+                return Err(InvalidSetting::new(
                     "scopes",
-                    &format!("{name:?} is not a single scope token"),
+                    format!("{name:?} is not a single scope token"),
                 ));
             }
         }
         if !self.roles.contains_key(healthgate_core::org::ADMIN) {
-            return Err(bad("roles", "the admin role must be defined"));
+            return Err(InvalidSetting::new(
+                "roles",
+                "the admin role must be defined",
+            ));
         }
         for (name, role) in &self.roles {
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
-                return Err(bad(
+                return Err(InvalidSetting::new(
                     "roles",
-                    &format!("role name {name:?} must be lowercase letters or _"),
+                    format!("role name {name:?} must be lowercase letters or _"),
                 ));
             }
-            if let Some(unknown) = role
-                .scopes
-                .iter()
-                .find(|s| *s != "*" && !self.scopes.contains_key(*s))
+            if let RoleScopes::Listed(scopes) = &role.scopes
+                && let Some(unknown) = scopes.iter().find(|s| !self.scopes.contains_key(*s))
             {
-                return Err(bad(
-                    "roles",
-                    &format!(
-                        "role {name} grants {unknown:?}, which is not in the scope vocabulary"
-                    ),
-                ));
-            }
-            if role.resource_owner_type.is_empty()
-                || !role
-                    .resource_owner_type
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric())
-            {
-                return Err(bad(
-                    "roles",
-                    &format!("role {name}: resource_owner_type must be a word such as Staff"),
+                return Err(InvalidSetting::new(
+                    format!("roles.{name}.scopes"),
+                    format!("role {name} grants {unknown:?}, which is not in the scope vocabulary"),
                 ));
             }
         }
-        let b = &self.branding;
-        let hex = b.accent_color.len() == 7
-            && b.accent_color.starts_with('#')
-            && b.accent_color[1..].chars().all(|c| c.is_ascii_hexdigit());
-        if !hex {
-            return Err(bad("branding", "accent_color must be #rrggbb"));
-        }
-        for (what, url) in [("logo_url", &b.logo_url), ("support_url", &b.support_url)] {
-            let ok = url.as_deref().is_none_or(|u| {
-                (u.starts_with('/') && !u.starts_with("//"))
-                    || url::Url::parse(u).is_ok_and(|p| p.scheme() == "https")
-            });
-            if !ok {
-                return Err(bad(
-                    "branding",
-                    &format!("{what} must be an https URL or a path on this server"),
+        let mut seen = std::collections::BTreeSet::new();
+        for (key, path) in self.profile.paths() {
+            if !seen.insert(path.as_str()) {
+                return Err(InvalidSetting::new(
+                    key,
+                    format!("{:?} is listed twice", path.as_str()),
                 ));
             }
         }
-        let p = &self.profile;
-        for path in p.paths() {
-            let ok = path.starts_with('/')
-                && path.len() > 1
-                && path
-                    .chars()
-                    .all(|c| c.is_ascii_graphic() && !"{}*?#%".contains(c))
-                && !path.contains("//")
-                && !path.split('/').any(|s| s == "." || s == "..");
-            if !ok {
-                return Err(bad(
-                    "profile",
-                    &format!("{path:?} is not a plain absolute path"),
-                ));
-            }
-        }
-        let mut all: Vec<&String> = p.paths().collect();
-        all.sort();
-        if let Some(w) = all.windows(2).find(|w| w[0] == w[1]) {
-            return Err(bad("profile", &format!("{:?} is listed twice", w[0])));
-        }
-        if !matches!(p.token_type.as_str(), "Bearer" | "bearer") {
-            return Err(bad("profile", "token_type must be Bearer or bearer"));
-        }
-        if p.token_response_wrapper.as_deref().is_some_and(|w| {
-            w.is_empty() || !w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        }) {
-            return Err(bad(
-                "profile",
-                "token_response_wrapper must be a word such as oauth",
+        if let Some(scopes) = &self.profile.provisioning_scope
+            && let Some(unknown) = scopes.iter().find(|s| !self.scopes.contains_key(*s))
+        {
+            return Err(InvalidSetting::new(
+                "profile.provisioning_scope",
+                format!("{unknown:?} is not in the scope vocabulary"),
             ));
         }
-        if let Some(scope) = &p.provisioning_scope {
-            let scopes = healthgate_core::scope::ScopeSet::parse(scope)
-                .map_err(|e| bad("profile", &format!("provisioning_scope: {e}")))?;
-            if scopes.is_empty() {
-                return Err(bad(
-                    "profile",
-                    "provisioning_scope must name at least one scope",
-                ));
-            }
-            if let Some(unknown) = scopes.iter().find(|s| !self.scopes.contains_key(*s)) {
-                return Err(bad(
-                    "profile",
-                    &format!("provisioning_scope {unknown:?} is not in the scope vocabulary"),
-                ));
-            }
-        }
-        let rotation: RefreshRotation = self
-            .refresh_rotation
-            .parse()
-            .map_err(|e: String| bad("refresh_rotation", &e))?;
         Ok(TokenPolicy {
-            code_ttl: self.authorization_code_ttl,
-            access_ttl: self.access_token_ttl,
-            refresh_ttl: (self.refresh_token_ttl > 0).then_some(self.refresh_token_ttl),
-            rotation,
+            code_ttl: self.authorization_code_ttl.secs(),
+            access_ttl: self.access_token_ttl.secs(),
+            refresh_ttl: self.refresh_token_ttl.map(Seconds::secs),
+            rotation: self.refresh_rotation,
         })
     }
 
@@ -521,18 +936,14 @@ impl Settings {
     pub fn role_policy(&self, role: &str) -> healthgate_core::owner::RolePolicy {
         match self.roles.get(role) {
             Some(r) => {
-                let granted: Vec<&str> = if r.scopes.iter().any(|s| s == "*") {
-                    self.scopes.keys().map(String::as_str).collect()
-                } else {
-                    r.scopes.iter().map(String::as_str).collect()
+                let granted: Vec<&str> = match &r.scopes {
+                    RoleScopes::Every => self.scopes.keys().map(String::as_str).collect(),
+                    RoleScopes::Listed(scopes) => scopes.iter().collect(),
                 };
-                let kept: Vec<&str> = granted
-                    .into_iter()
-                    .filter(|s| !r.except.iter().any(|e| e == s))
-                    .collect();
+                let kept = granted.into_iter().filter(|s| !r.except.contains(s));
                 healthgate_core::owner::RolePolicy {
-                    scopes: healthgate_core::scope::ScopeSet::from_tokens(kept).unwrap_or_default(),
-                    owner_type: r.resource_owner_type.clone(),
+                    scopes: ScopeSet::from_tokens(kept).unwrap_or_default(),
+                    owner_type: r.resource_owner_type.as_str().to_owned(),
                 }
             }
             None => healthgate_core::owner::RolePolicy {
@@ -544,12 +955,10 @@ impl Settings {
 
     /// The scopes of tokens for accounts a partner provisions, when the app
     /// has no provisioning scopes of its own (`[profile]
-    /// provisioning_scope`, checked by [`Settings::validate`]).
-    pub fn default_provisioning_scopes(&self) -> Option<healthgate_core::scope::ScopeSet> {
-        let scopes =
-            healthgate_core::scope::ScopeSet::parse(self.profile.provisioning_scope.as_deref()?)
-                .ok()?;
-        (!scopes.is_empty()).then_some(scopes)
+    /// provisioning_scope`, checked against the vocabulary by
+    /// [`Settings::validate`]).
+    pub fn default_provisioning_scopes(&self) -> Option<ScopeSet> {
+        self.profile.provisioning_scope.clone()
     }
 
     /// Where the scopes an authorization request asks for come from.
@@ -564,66 +973,395 @@ impl Settings {
     /// Whether cookies can be marked `Secure` (and take the `__Host-`
     /// prefix): true unless the issuer is plain http.
     pub fn secure_cookies(&self) -> bool {
-        self.issuer().starts_with("https://")
+        self.issuer.as_ref().is_some_and(Issuer::is_https)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    /// Settings from JSON, the shape figment hands serde too; or serde's
+    /// refusal.
+    fn settings(value: serde_json::Value) -> Result<Settings, String> {
+        serde_json::from_value(value).map_err(|e| e.to_string())
+    }
+
+    fn setting(key: &str, value: serde_json::Value) -> Result<Settings, String> {
+        settings(json!({ key: value }))
+    }
+
+    fn paths(list: &[&str]) -> Vec<ProfilePath> {
+        list.iter().map(|p| p.parse().expect(p)).collect()
+    }
 
     #[test]
     fn defaults_are_valid() {
         let s = Settings::default();
         let policy = s.validate().unwrap();
         assert_eq!(policy, TokenPolicy::default());
-        assert_eq!(s.issuer(), "http://127.0.0.1:8080");
+        assert_eq!(s.issuer().as_str(), "http://127.0.0.1:8080");
         assert!(!s.secure_cookies());
+        assert_eq!(settings(json!({})).unwrap(), s);
     }
 
     #[test]
-    fn nonsense_is_refused() {
+    fn lifetimes_are_positive_whole_seconds() {
+        for (value, secs) in [
+            (json!(1), 1),
+            (json!(600), 600),
+            (json!(u32::MAX), u32::MAX),
+        ] {
+            let s = setting("access_token_ttl", value).unwrap();
+            assert_eq!(s.access_token_ttl, Seconds::of(secs));
+            assert_eq!(s.access_token_ttl.secs(), i64::from(secs));
+        }
+        for value in [
+            json!(0),
+            json!(-1),
+            json!("600"),
+            json!("2h"),
+            json!(1.5),
+            json!(u64::from(u32::MAX) + 1),
+        ] {
+            let e = setting("access_token_ttl", value.clone()).unwrap_err();
+            assert!(
+                e.contains("a positive whole number of seconds"),
+                "{value}: {e}"
+            );
+        }
+        assert_eq!(Seconds::of(90).duration(), Duration::from_secs(90));
+    }
+
+    #[test]
+    fn zero_means_never_or_off_where_it_may() {
+        let s = settings(json!({
+            "refresh_token_ttl": 0,
+            "cleanup_interval": 0,
+            "webhook_poll_interval": 0,
+            "key_rotation_overlap": 0,
+        }))
+        .unwrap();
+        assert_eq!(s.refresh_token_ttl, None);
+        assert_eq!(s.cleanup_interval, None);
+        assert_eq!(s.webhook_poll_interval, None);
+        assert_eq!(s.key_rotation_overlap, None);
+        assert_eq!(s.validate().unwrap().refresh_ttl, None);
+        let s = setting("refresh_token_ttl", json!(3600)).unwrap();
+        assert_eq!(s.refresh_token_ttl, Some(Seconds::of(3600)));
+        assert_eq!(s.validate().unwrap().refresh_ttl, Some(3600));
+        for key in [
+            "refresh_token_ttl",
+            "cleanup_interval",
+            "key_rotation_overlap",
+        ] {
+            let e = setting(key, json!(-1)).unwrap_err();
+            assert!(
+                e.contains("0 or a positive whole number of seconds"),
+                "{key}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn refresh_rotation_is_one_of_two() {
+        for (value, rotation) in [
+            ("immediate", RefreshRotation::Immediate),
+            ("on_first_use", RefreshRotation::OnFirstUse),
+        ] {
+            let s = setting("refresh_rotation", json!(value)).unwrap();
+            assert_eq!(s.validate().unwrap().rotation, rotation);
+        }
+        for value in ["sometimes", "Immediate", "on-first-use", ""] {
+            let e = setting("refresh_rotation", json!(value)).unwrap_err();
+            assert!(e.contains("immediate") && e.contains("on_first_use"), "{e}");
+        }
+    }
+
+    #[test]
+    fn log_format_and_level_are_parsed() {
+        assert_eq!(
+            setting("log_format", json!("json")).unwrap().log_format,
+            LogFormat::Json
+        );
+        assert_eq!(
+            setting("log_format", json!("text")).unwrap().log_format,
+            LogFormat::Text
+        );
+        let e = setting("log_format", json!("xml")).unwrap_err();
+        assert!(e.contains("text") && e.contains("json"), "{e}");
+
+        for (value, filter) in [
+            ("info", "info"),
+            ("warn", "warn"),
+            ("healthgate=debug,info", "healthgate=debug,info"),
+            ("off", "off"),
+            ("", "error"),
+        ] {
+            let level: LogLevel = value.parse().unwrap();
+            assert_eq!(level.filter().to_string(), filter, "{value}");
+        }
+        assert_eq!(Settings::default().log_level, "info".parse().unwrap());
+        // A bare word is a target ("loud" logs everything of target loud).
+        for value in ["healthgate=loud", "info,[x", "healthgate=info=debug"] {
+            let e = setting("log_level", json!(value)).unwrap_err();
+            assert!(e.contains("is not a level"), "{value}: {e}");
+        }
+    }
+
+    #[test]
+    fn secret_key_is_decoded_once_from_64_hex_digits() {
+        let hex = "00112233445566778899aabbccddeeffFFEEDDCCBBAA99887766554433221100";
+        let s = setting("secret_key", json!(hex)).unwrap();
+        let key = s.secret_key.unwrap();
+        assert_eq!(key.bytes()[..3], [0x00, 0x11, 0x22]);
+        assert_eq!(key.bytes()[16..18], [0xff, 0xee]);
+        assert_eq!(format!("{key:?}"), "<redacted>");
+        let short = &hex[..62];
+        let wide = format!("{hex}00");
+        let nonhex = format!("{}zz", &hex[..62]);
+        let multibyte = format!("é{}", &hex[..62]);
+        for bad in [
+            short,
+            &wide,
+            &nonhex,
+            &multibyte,
+            "+0112233445566778899aabbccddeeffffeeddccbbaa99887766554433221100",
+        ] {
+            let e = setting("secret_key", json!(bad)).unwrap_err();
+            assert!(e.contains("64 hexadecimal digits"), "{e}");
+            assert!(!e.contains(&bad[2..20]), "the value is not echoed: {e}");
+        }
+    }
+
+    #[test]
+    fn issuer_is_an_http_url_without_query_or_fragment() {
+        let s = setting("issuer", json!("https://auth.example.com/")).unwrap();
+        let issuer = s.issuer();
+        assert_eq!(issuer.as_str(), "https://auth.example.com");
+        assert!(issuer.is_https() && s.secure_cookies());
+        assert_eq!(issuer.origin(), "https://auth.example.com");
+        assert_eq!(issuer.host(), "auth.example.com");
+        assert_eq!(issuer.authority(), "auth.example.com");
+        assert_eq!(
+            serde_json::to_value(&issuer).unwrap(),
+            json!("https://auth.example.com")
+        );
+
+        let issuer: Issuer = "http://127.0.0.1:8080/auth".parse().unwrap();
+        assert_eq!(&*issuer, "http://127.0.0.1:8080/auth");
+        assert_eq!(issuer.origin(), "http://127.0.0.1:8080");
+        assert_eq!(issuer.authority(), "127.0.0.1:8080");
+        assert!(!issuer.is_https());
+
+        let from_bind = Issuer::http(SocketAddr::from(([127, 0, 0, 1], 9000)));
+        assert_eq!(from_bind, "http://127.0.0.1:9000".parse().unwrap());
+        let v6 = Issuer::http("[::1]:9000".parse().unwrap());
+        assert_eq!(v6.as_str(), "http://[::1]:9000");
+        assert_eq!(v6.origin(), "http://[::1]:9000");
+
+        for bad in [
+            "ftp://x",
+            "https://x/?q=1",
+            "https://x/#top",
+            "auth.example.com",
+            "https://",
+            "",
+        ] {
+            let e = setting("issuer", json!(bad)).unwrap_err();
+            assert!(e.contains("http(s) URL"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn accent_color_is_rrggbb() {
+        for (value, shown) in [("#1b533f", "#1b533f"), ("#AA3300", "#aa3300")] {
+            let color: HexColor = value.parse().unwrap();
+            assert_eq!(color.to_string(), shown);
+        }
+        for bad in [
+            "red; }", "#12345", "1b533f", "#12345g", "#1234567", "#é2345",
+        ] {
+            let e = settings(json!({"branding": {"accent_color": bad}})).unwrap_err();
+            assert!(e.contains("#rrggbb"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn page_links_are_https_urls_or_paths_here() {
+        let local: PageLink = "/static/logo.svg".parse().unwrap();
+        assert_eq!(local.https_origin(), None);
+        assert_eq!(local.to_string(), "/static/logo.svg");
+        let remote: PageLink = "https://cdn.example.org:8443/logo.svg".parse().unwrap();
+        assert_eq!(remote.https_origin(), Some("https://cdn.example.org:8443"));
+        assert_eq!(remote.as_str(), "https://cdn.example.org:8443/logo.svg");
+        for bad in [
+            "javascript:alert(1)",
+            "http://help.example",
+            "//evil.example/x",
+            "logo.svg",
+        ] {
+            for key in ["logo_url", "support_url"] {
+                let e = settings(json!({"branding": {key: bad}})).unwrap_err();
+                assert!(e.contains("https URL"), "{bad}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn profile_paths_are_plain_absolute_paths() {
+        for good in ["/o/token/", "/api/v2.1/users.json", "/a_b-c~d"] {
+            assert_eq!(good.parse::<ProfilePath>().unwrap().as_str(), good);
+        }
+        for bad in [
+            "o/token/",
+            "/",
+            "/o/{x}",
+            "/o/*",
+            "/o//token",
+            "/o/../oauth/token",
+            "/o/./token",
+            "/o/t%6Fken",
+            "/o/tök",
+            "/o/to\tken",
+            "/o/to ken",
+            "/o/token?x",
+        ] {
+            let e = settings(json!({"profile": {"token_paths": [bad]}})).unwrap_err();
+            assert!(e.contains("not a plain absolute path"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn token_type_and_wrapper_are_parsed() {
+        for (value, token_type) in [
+            ("Bearer", TokenType::Bearer),
+            ("bearer", TokenType::LowercaseBearer),
+        ] {
+            let s = settings(json!({"profile": {"token_type": value}})).unwrap();
+            assert_eq!(s.profile.token_type, token_type);
+            assert_eq!(token_type.as_str(), value);
+        }
+        for bad in ["mac", "BEARER", ""] {
+            let e = settings(json!({"profile": {"token_type": bad}})).unwrap_err();
+            assert!(e.contains("Bearer") && e.contains("bearer"), "{e}");
+        }
+        let s = settings(json!({"profile": {"token_response_wrapper": "oauth"}})).unwrap();
+        assert_eq!(s.profile.token_response_wrapper.unwrap().as_str(), "oauth");
+        for bad in ["", "o auth", "a-b", "x\""] {
+            let e = settings(json!({"profile": {"token_response_wrapper": bad}})).unwrap_err();
+            assert!(e.contains("one word"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn scopes_of_roles_and_provisioning_are_parsed() {
+        let role = |scopes: serde_json::Value| {
+            settings(json!({"roles": {"admin": {
+                "scopes": scopes, "except": ["pay"], "resource_owner_type": "Staff"
+            }}}))
+        };
+        let s = role(json!(["*"])).unwrap();
+        assert_eq!(s.roles["admin"].scopes, RoleScopes::Every);
+        assert!(s.roles["admin"].except.contains("pay"));
+        assert_eq!(
+            role(json!(["profile", "*"])).unwrap().roles["admin"].scopes,
+            RoleScopes::Every
+        );
+        assert_eq!(
+            role(json!(["profile", "email"])).unwrap().roles["admin"].scopes,
+            RoleScopes::Listed(ScopeSet::parse("email profile").unwrap())
+        );
+        for bad in [json!(["two words"]), json!([""]), json!(["a\"b"])] {
+            let e = role(bad.clone()).unwrap_err();
+            assert!(e.contains("every scope"), "{bad}: {e}");
+        }
+        let e = settings(json!({"roles": {"admin": {
+            "scopes": ["*"], "resource_owner_type": "Front desk"
+        }}}))
+        .unwrap_err();
+        assert!(e.contains("one word"), "{e}");
+
+        let s = settings(json!({"profile": {"provisioning_scope": " profile  email "}})).unwrap();
+        assert_eq!(
+            s.default_provisioning_scopes().unwrap().to_string(),
+            "email profile"
+        );
+        for bad in ["  ", "", "profile_read a\"b"] {
+            assert!(
+                settings(json!({"profile": {"provisioning_scope": bad}})).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_addresses_are_refused() {
+        assert!(setting("bindd", json!("127.0.0.1:1")).is_err());
+        assert!(settings(json!({"profile": {"token_path": []}})).is_err());
+        let e = setting("bind", json!("not an address")).unwrap_err();
+        assert!(e.contains("address and port such as 127.0.0.1:8080"), "{e}");
+        let e = setting("database_max_connections", json!(0)).unwrap_err();
+        assert!(e.contains("nonzero"), "{e}");
+    }
+
+    #[test]
+    fn settings_that_do_not_fit_together_are_refused_naming_the_key() {
         type Change = Box<dyn Fn(&mut Settings)>;
-        let cases: Vec<Change> = vec![
-            Box::new(|s| s.access_token_ttl = 0),
-            Box::new(|s| s.refresh_rotation = "sometimes".into()),
-            Box::new(|s| s.issuer = Some("ftp://x".into())),
-            Box::new(|s| s.issuer = Some("https://x/?q=1".into())),
-            Box::new(|s| s.log_format = "xml".into()),
-            Box::new(|s| {
-                s.scopes.insert("two words".into(), "x".into());
-            }),
-            Box::new(|s| s.profile.token_paths = vec!["o/token/".into()]),
-            Box::new(|s| s.profile.authorize_paths = vec!["/o/{x}".into()]),
-            Box::new(|s| s.profile.token_paths = vec!["/o//token".into()]),
-            Box::new(|s| s.profile.token_paths = vec!["/o/../oauth/token".into()]),
-            Box::new(|s| s.profile.token_paths = vec!["/o/./token".into()]),
-            Box::new(|s| s.profile.token_paths = vec!["/o/t%6Fken".into()]),
-            Box::new(|s| s.profile.token_paths = vec!["/o/tök".into()]),
-            Box::new(|s| s.profile.token_paths = vec!["/o/to\tken".into()]),
-            Box::new(|s| {
-                s.profile.token_paths = vec!["/o/token/".into()];
-                s.profile.revoke_paths = vec!["/o/token/".into()];
-            }),
-            Box::new(|s| s.profile.token_type = "mac".into()),
-            Box::new(|s| s.branding.accent_color = "red; }".into()),
-            Box::new(|s| s.branding.logo_url = Some("javascript:alert(1)".into())),
-            Box::new(|s| s.branding.support_url = Some("http://help.example".into())),
-            Box::new(|s| s.profile.token_response_wrapper = Some("".into())),
-            Box::new(|s| s.profile.provisioning_scope = Some("member_public".into())),
-            Box::new(|s| s.profile.provisioning_scope = Some("  ".into())),
-            Box::new(|s| s.profile.provisioning_scope = Some("profile_read a\"b".into())),
-            Box::new(|s| {
-                s.roles.remove("admin");
-            }),
-            Box::new(|s| {
-                s.roles.get_mut("staff").unwrap().scopes = vec!["unknown_scope".into()];
-            }),
+        let cases: Vec<(&str, Change)> = vec![
+            ("scopes", Box::new(|s| s.scopes.clear())),
+            (
+                "scopes",
+                Box::new(|s| {
+                    s.scopes.insert("two words".into(), "x".into());
+                }),
+            ),
+            (
+                "scopes",
+                Box::new(|s| {
+                    s.scopes.insert("a\"b".into(), "x".into());
+                }),
+            ),
+            (
+                "roles",
+                Box::new(|s| {
+                    s.roles.remove("admin");
+                }),
+            ),
+            (
+                "roles",
+                Box::new(|s| {
+                    let admin = s.roles["admin"].clone();
+                    s.roles.insert("Front".into(), admin);
+                }),
+            ),
+            (
+                "roles.staff.scopes",
+                Box::new(|s| {
+                    s.roles.get_mut("staff").unwrap().scopes =
+                        RoleScopes::Listed(ScopeSet::parse("profile unknown_scope").unwrap());
+                }),
+            ),
+            (
+                "profile.revoke_paths",
+                Box::new(|s| {
+                    s.profile.token_paths = paths(&["/o/token/"]);
+                    s.profile.revoke_paths = paths(&["/o/token/"]);
+                }),
+            ),
+            (
+                "profile.provisioning_scope",
+                Box::new(|s| {
+                    s.profile.provisioning_scope = Some(ScopeSet::parse("member_public").unwrap());
+                }),
+            ),
         ];
-        for change in cases {
+        for (key, change) in cases {
             let mut s = Settings::default();
             change(&mut s);
-            assert!(s.validate().is_err(), "{s:?}");
+            let e = s.validate().unwrap_err();
+            assert_eq!(e.key, key, "{e}");
         }
     }
 
@@ -667,24 +1405,20 @@ mod tests {
         ];
         for (path, route) in clashes {
             let mut s = Settings::default();
-            s.profile.revoke_paths = vec!["/o/revoke/".into()];
-            s.profile.token_paths = vec![path.into()];
+            s.profile.revoke_paths = paths(&["/o/revoke/"]);
+            s.profile.token_paths = paths(&[path]);
             s.validate().expect("a plain path");
             let e = s.profile.refuse_taken(ROUTES).unwrap_err();
-            assert_eq!(e.key, "profile");
+            assert_eq!(e.key, "profile.token_paths");
             assert!(e.reason.contains(&format!("{path:?}")), "{path}: {e}");
             assert!(e.reason.contains(&format!("path {route};")), "{path}: {e}");
         }
         // Beside them, not over or under them: the seeds' own paths.
         let mut s = Settings::default();
-        s.profile.authorize_paths = vec!["/o/authorize/".into()];
-        s.profile.token_paths = vec![
-            "/o/token/".into(),
-            "/api/oauth/token".into(),
-            "/oauth2/token".into(),
-        ];
-        s.profile.revoke_paths = vec!["/api/oauth/revoke".into(), "/adminx".into()];
-        s.profile.user_paths = vec!["/api/v2.1/users.json".into(), "/app/x".into()];
+        s.profile.authorize_paths = paths(&["/o/authorize/"]);
+        s.profile.token_paths = paths(&["/o/token/", "/api/oauth/token", "/oauth2/token"]);
+        s.profile.revoke_paths = paths(&["/api/oauth/revoke", "/adminx"]);
+        s.profile.user_paths = paths(&["/api/v2.1/users.json", "/app/x"]);
         s.validate().unwrap();
         s.profile.refuse_taken(ROUTES).unwrap();
     }
@@ -700,7 +1434,7 @@ mod tests {
                 ),
             ]),
             profile: ProfileSettings {
-                provisioning_scope: Some("catalog:read".into()),
+                provisioning_scope: Some(ScopeSet::parse("catalog:read").unwrap()),
                 ..ProfileSettings::default()
             },
             ..Settings::default()
@@ -715,5 +1449,17 @@ mod tests {
             s.role_policy("staff").scopes.to_string(),
             "catalog:read patients:treatment_plan_history"
         );
+        assert_eq!(s.role_policy("staff").owner_type, "Staff");
+    }
+
+    #[test]
+    fn a_role_grants_its_listed_scopes_less_its_exceptions() {
+        let mut s = Settings::default();
+        let staff = s.roles.get_mut("staff").unwrap();
+        staff.scopes = RoleScopes::Listed(ScopeSet::parse("profile email pay").unwrap());
+        s.validate().unwrap();
+        assert_eq!(s.role_policy("staff").scopes.to_string(), "email profile");
+        assert!(s.role_policy("admin").scopes.contains("pay"));
+        assert!(s.role_policy("nobody").scopes.is_empty());
     }
 }

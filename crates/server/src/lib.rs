@@ -57,7 +57,7 @@ pub async fn open(settings: Settings, clock: Arc<dyn Clock>) -> Result<AppState,
     let store = Store::connect(
         &settings.database_url,
         PoolConfig {
-            max_connections: settings.database_max_connections,
+            max_connections: settings.database_max_connections.get(),
             ..PoolConfig::default()
         },
     )
@@ -98,18 +98,18 @@ fn profile_routes(
 ) -> Router<AppState> {
     for path in &profile.authorize_paths {
         router = router.route(
-            path,
+            path.as_str(),
             get(oauth::authorize::get).post(oauth::authorize::post),
         );
     }
     for path in &profile.token_paths {
-        router = router.route(path, post(oauth::token::post));
+        router = router.route(path.as_str(), post(oauth::token::post));
     }
     for path in &profile.revoke_paths {
-        router = router.route(path, post(oauth::revoke::post));
+        router = router.route(path.as_str(), post(oauth::revoke::post));
     }
     for path in &profile.user_paths {
-        router = router.route(path, post(api::users::create));
+        router = router.route(path.as_str(), post(api::users::create));
     }
     router
 }
@@ -170,15 +170,15 @@ mod tests {
             for path in [served_by(route), format!("{}/", served_by(route))] {
                 for kind in 0..4 {
                     let mut s = Settings::default();
-                    let list = match kind {
-                        0 => &mut s.profile.authorize_paths,
-                        1 => &mut s.profile.token_paths,
-                        2 => &mut s.profile.revoke_paths,
-                        _ => &mut s.profile.user_paths,
+                    let (key, list) = match kind {
+                        0 => ("profile.authorize_paths", &mut s.profile.authorize_paths),
+                        1 => ("profile.token_paths", &mut s.profile.token_paths),
+                        2 => ("profile.revoke_paths", &mut s.profile.revoke_paths),
+                        _ => ("profile.user_paths", &mut s.profile.user_paths),
                     };
-                    list.push(path.clone());
+                    list.push(path.parse().expect("a plain path"));
                     let e = validate(&s).expect_err(&path);
-                    assert_eq!(e.key, "profile", "{path}: {e}");
+                    assert_eq!(e.key, key, "{path}: {e}");
                     assert!(e.reason.contains(&format!("{path:?}")), "{e}");
                 }
             }
@@ -187,11 +187,14 @@ mod tests {
 
     #[test]
     fn accepted_profile_paths_build_a_router() {
+        let paths = |list: &[&str]| -> Vec<config::ProfilePath> {
+            list.iter().map(|p| p.parse().expect(p)).collect()
+        };
         let mut s = Settings::default();
-        s.profile.authorize_paths = vec!["/o/authorize/".into()];
-        s.profile.token_paths = vec!["/o/token/".into(), "/api/oauth/token".into()];
-        s.profile.revoke_paths = vec!["/api/oauth/revoke".into()];
-        s.profile.user_paths = vec!["/api/v2.1/users.json".into(), "/apps.json".into()];
+        s.profile.authorize_paths = paths(&["/o/authorize/"]);
+        s.profile.token_paths = paths(&["/o/token/", "/api/oauth/token"]);
+        s.profile.revoke_paths = paths(&["/api/oauth/revoke"]);
+        s.profile.user_paths = paths(&["/api/v2.1/users.json", "/apps.json"]);
         validate(&s).unwrap();
         let _router = profile_routes(&s.profile, standard_routes().into_router());
     }

@@ -8,7 +8,7 @@ use healthgate_core::Clock;
 use healthgate_core::token::TokenPolicy;
 use healthgate_store::Store;
 
-use crate::config::Settings;
+use crate::config::{Issuer, Settings};
 
 /// Cheap to clone; one per server.
 #[derive(Clone)]
@@ -18,7 +18,7 @@ pub struct Inner {
     pub store: Store,
     pub settings: Settings,
     pub policy: TokenPolicy,
-    pub issuer: String,
+    pub issuer: Issuer,
     pub clock: Arc<dyn Clock>,
     /// Builds every route over a state (`crate::router`), handed in by
     /// whoever opens the server, so no area imports the crate's root.

@@ -24,11 +24,7 @@ fn unreadable_config_is_one_clear_line_and_nonzero_exit() {
         let out = sandbox.run(&["--config", path.to_str().unwrap(), "serve"]);
         let line = out.one_line_failure(1);
         assert!(line.contains(mentions), "{name}: {line}");
-        if name != "zero.toml" {
-            // Parse errors say which file; a value that parses but makes no
-            // sense may come from the environment or a flag as well.
-            assert!(line.contains(name), "{name}: {line}");
-        }
+        assert!(line.contains(name), "{name}: {line}");
         assert!(out.stdout.is_empty(), "{out:#?}");
     }
 
@@ -198,6 +194,192 @@ fn a_profile_path_on_healthgates_own_is_one_clear_line() {
     let out = crate::support::output(cmd);
     let line = out.one_line_failure(1);
     assert!(line.contains("\"/admin/token\""), "{line}");
+    assert!(
+        line.contains("from environment variable HEALTHGATE_PROFILE__TOKEN_PATHS:"),
+        "{line}"
+    );
 
     assert!(!sandbox.path().join(DATA_DIR).exists());
+}
+
+/// A value that does not parse, or settings that do not fit together, stop
+/// every command with one line that names the setting, where its value came
+/// from (the file, the environment variable, the flag) and what is allowed;
+/// nothing is opened. A secret is never echoed.
+#[test]
+fn a_bad_setting_is_one_line_naming_the_key_its_source_and_what_is_allowed() {
+    let sandbox = Sandbox::new();
+    let file = |name: &str, contents: &str| {
+        let path = sandbox.write(name, contents);
+        path.to_str().unwrap().to_owned()
+    };
+    let good = file(
+        "good.toml",
+        "access_token_ttl = 60\nrefresh_rotation = \"immediate\"\n",
+    );
+    let secret = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdeX";
+    struct Case<'a> {
+        args: Vec<String>,
+        env: Option<(&'a str, &'a str)>,
+        /// The setting, and where it came from.
+        names: String,
+        /// What is allowed.
+        allowed: &'a str,
+    }
+    let in_file = |name: &str, contents: &str, key: &str, allowed: &'static str| Case {
+        args: vec!["--config".into(), file(name, contents), "migrate".into()],
+        env: None,
+        names: format!("{key} from file "),
+        allowed,
+    };
+    let in_env = |var: &'static str, value: &'static str, key: &str, allowed: &'static str| Case {
+        // Over a file whose values are good: the variable is named, not it.
+        args: vec![
+            "--config".into(),
+            good.clone(),
+            "client".into(),
+            "list".into(),
+        ],
+        env: Some((var, value)),
+        names: format!("{key} from environment variable {var}: "),
+        allowed,
+    };
+    let by_flag = |flag: &str, value: &str, key: &str, allowed: &'static str| Case {
+        args: vec!["serve".into(), flag.into(), value.into()],
+        env: None,
+        names: format!("{key} from flag {flag}: "),
+        allowed,
+    };
+    let cases = [
+        in_file(
+            "rotation.toml",
+            "refresh_rotation = \"sometimes\"\n",
+            "refresh_rotation",
+            "immediate or on_first_use",
+        ),
+        in_file(
+            "format.toml",
+            "log_format = \"xml\"\n",
+            "log_format",
+            "text or json",
+        ),
+        in_file(
+            "ttl.toml",
+            "session_ttl = -5\n",
+            "session_ttl",
+            "a positive whole number of seconds",
+        ),
+        in_file(
+            "color.toml",
+            "[branding]\naccent_color = \"green\"\n",
+            "branding.accent_color",
+            "#rrggbb",
+        ),
+        in_file(
+            "tokentype.toml",
+            "[profile]\ntoken_type = \"mac\"\n",
+            "profile.token_type",
+            "Bearer or bearer",
+        ),
+        in_file(
+            "path.toml",
+            "[profile]\ntoken_paths = [\"/o/token/\", \"o/token\"]\n",
+            "profile.token_paths",
+            "plain absolute path",
+        ),
+        in_file(
+            "role.toml",
+            "[roles.admin]\nscopes = [\"*\"]\nresource_owner_type = \"Staff\"\n[roles.staff]\nscopes = [\"profile\", \"payroll\"]\nresource_owner_type = \"Staff\"\n",
+            "roles.staff.scopes",
+            "not in the scope vocabulary",
+        ),
+        in_env(
+            "HEALTHGATE_REFRESH_ROTATION",
+            "sometimes",
+            "refresh_rotation",
+            "immediate or on_first_use",
+        ),
+        in_env(
+            "HEALTHGATE_ACCESS_TOKEN_TTL",
+            "2h",
+            "access_token_ttl",
+            "a positive whole number of seconds",
+        ),
+        in_env(
+            "HEALTHGATE_REFRESH_TOKEN_TTL",
+            "-1",
+            "refresh_token_ttl",
+            "0 or a positive whole number of seconds",
+        ),
+        in_env(
+            "HEALTHGATE_LOG_LEVEL",
+            "healthgate=loud",
+            "log_level",
+            "error, warn, info, debug, trace, off",
+        ),
+        in_env(
+            "HEALTHGATE_SECRET_KEY",
+            secret,
+            "secret_key",
+            "64 hexadecimal digits",
+        ),
+        in_env(
+            "HEALTHGATE_BRANDING__LOGO_URL",
+            "http://logo.example/x.png",
+            "branding.logo_url",
+            "https URL nor a path on this server",
+        ),
+        in_env(
+            "HEALTHGATE_PROFILE__PROVISIONING_SCOPE",
+            "member_public",
+            "profile.provisioning_scope",
+            "not in the scope vocabulary",
+        ),
+        by_flag("--issuer", "ftp://auth.example", "issuer", "http(s) URL"),
+        by_flag(
+            "--issuer",
+            "https://auth.example/?x=1",
+            "issuer",
+            "without query",
+        ),
+        by_flag(
+            "--bind",
+            "localhost",
+            "bind",
+            "an address and port such as 127.0.0.1:8080",
+        ),
+    ];
+    for case in cases {
+        let args: Vec<&str> = case.args.iter().map(String::as_str).collect();
+        let mut cmd = sandbox.command(&args);
+        if let Some((var, value)) = case.env {
+            cmd.env(var, value);
+        }
+        let out = crate::support::output(cmd);
+        let line = out.one_line_failure(1);
+        assert!(
+            line.starts_with("healthgate: invalid configuration: "),
+            "{line}"
+        );
+        assert!(line.contains(&case.names), "want {:?}: {line}", case.names);
+        assert!(
+            line.contains(case.allowed),
+            "want {:?}: {line}",
+            case.allowed
+        );
+        assert!(
+            !line.contains(&secret[..16]),
+            "the secret is not echoed: {line}"
+        );
+        if case.names.contains(" from file ") {
+            let named = case.args[1].rsplit('/').next().unwrap();
+            assert!(line.contains(named), "{line}");
+        }
+        assert!(out.stdout.is_empty(), "{out:#?}");
+    }
+
+    // Nothing got as far as creating a database; the good file alone is good.
+    assert!(!sandbox.path().join(DATA_DIR).exists());
+    let out = sandbox.run(&["--config", &good, "client", "list", "--json"]);
+    assert_eq!(out.code, Some(0), "{out:#?}");
 }

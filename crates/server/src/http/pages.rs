@@ -258,7 +258,7 @@ pub async fn brand_stylesheet(
                 HeaderValue::from_static("public, max-age=300"),
             ),
         ],
-        // Validated as #rrggbb at start-up.
+        // A `HexColor` prints as #rrggbb and nothing else.
         format!(
             ":root {{ --accent: {}; }}\n",
             state.settings.branding.accent_color

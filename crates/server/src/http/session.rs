@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use healthgate_core::secret::{self, SecretKind, constant_time_eq, mint};
 use healthgate_store::Session;
 
+use crate::config::Issuer;
 use crate::http::error::PageError;
 use crate::http::ip::ClientIp;
 use crate::state::AppState;
@@ -106,11 +107,11 @@ pub fn fresh(
         user_id,
         csrf_token: csrf.value,
         created_at: now,
-        expires_at: now + state.settings.session_ttl,
+        expires_at: now + state.settings.session_ttl.secs(),
         user_agent: browser.user_agent,
         ip: browser.ip,
     };
-    let cookie = set_cookie(state, &id.value, state.settings.session_ttl);
+    let cookie = set_cookie(state, &id.value, state.settings.session_ttl.secs());
     (session, cookie)
 }
 
@@ -183,12 +184,8 @@ pub fn check_csrf(
 }
 
 /// Whether an `Origin` header names the issuer's origin.
-fn same_origin(origin: &str, issuer: &str) -> bool {
-    let Ok(issuer) = url::Url::parse(issuer) else {
-        return false;
-    };
-    let expected = issuer.origin().ascii_serialization();
-    origin == expected
+fn same_origin(origin: &str, issuer: &Issuer) -> bool {
+    origin == issuer.origin()
 }
 
 #[cfg(test)]
@@ -197,13 +194,20 @@ mod tests {
 
     #[test]
     fn origin_comparison() {
+        let issuer = |s: &str| -> Issuer { s.parse().unwrap() };
         assert!(same_origin(
             "http://127.0.0.1:8080",
-            "http://127.0.0.1:8080"
+            &issuer("http://127.0.0.1:8080")
         ));
-        assert!(same_origin("https://id.example", "https://id.example/base"));
-        assert!(!same_origin("https://evil.example", "https://id.example"));
-        assert!(!same_origin("null", "https://id.example"));
+        assert!(same_origin(
+            "https://id.example",
+            &issuer("https://id.example/base")
+        ));
+        assert!(!same_origin(
+            "https://evil.example",
+            &issuer("https://id.example")
+        ));
+        assert!(!same_origin("null", &issuer("https://id.example")));
     }
 
     #[test]

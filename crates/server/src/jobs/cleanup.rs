@@ -1,8 +1,6 @@
 //! The background job that keeps tables bounded: every node runs it, and the
 //! store's batched, lock-skipping deletes keep nodes from fighting over rows.
 
-use std::time::Duration;
-
 use tokio::task::JoinHandle;
 
 use crate::state::AppState;
@@ -18,7 +16,7 @@ pub async fn run_once(state: &AppState) -> Result<u64, healthgate_store::StoreEr
         .store
         .purge_expired(
             state.now(),
-            state.settings.retired_token_retention,
+            state.settings.retired_token_retention.secs(),
             BATCH,
             MAX_BATCHES,
         )
@@ -31,12 +29,9 @@ pub async fn run_once(state: &AppState) -> Result<u64, healthgate_store::StoreEr
 
 /// Starts the periodic cleanup unless `cleanup_interval` is 0.
 pub fn spawn(state: AppState) -> Option<JoinHandle<()>> {
-    let every = state.settings.cleanup_interval;
-    if every == 0 {
-        return None;
-    }
+    let every = state.settings.cleanup_interval?.duration();
     Some(tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(Duration::from_secs(every));
+        let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;

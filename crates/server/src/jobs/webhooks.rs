@@ -209,10 +209,7 @@ fn ticker(period: Duration) -> tokio::time::Interval {
 /// Starts this node's delivery worker unless `webhook_poll_interval` is 0.
 /// Each tick sends batches until none is full.
 pub fn spawn(state: AppState) -> Option<JoinHandle<()>> {
-    let every = state.settings.webhook_poll_interval;
-    if every == 0 {
-        return None;
-    }
+    let every = state.settings.webhook_poll_interval?.duration();
     let http = match http_client(state.settings.allow_http_webhooks) {
         Ok(http) => http,
         Err(e) => {
@@ -221,7 +218,7 @@ pub fn spawn(state: AppState) -> Option<JoinHandle<()>> {
         }
     };
     Some(tokio::spawn(async move {
-        let mut ticks = ticker(Duration::from_secs(every));
+        let mut ticks = ticker(every);
         loop {
             ticks.tick().await;
             for _ in 0..MAX_BATCHES_PER_TICK {

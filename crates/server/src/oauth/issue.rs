@@ -57,11 +57,7 @@ impl TokenResponse {
     /// spells it, and wrapped (Fullscript's `{"oauth": {…}}`) if asked.
     pub fn shaped(mut self, state: &AppState) -> Response {
         let profile = &state.settings.profile;
-        self.token_type = if profile.token_type == "bearer" {
-            "bearer"
-        } else {
-            "Bearer"
-        };
+        self.token_type = profile.token_type.as_str();
         let body = match &profile.token_response_wrapper {
             Some(key) => serde_json::json!({ key.as_str(): self }),
             None => serde_json::to_value(&self).unwrap_or_default(),

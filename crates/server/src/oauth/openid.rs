@@ -38,7 +38,7 @@ pub async fn id_token(
         "iss": state.issuer,
         "sub": sub,
         "aud": client_id,
-        "exp": now + state.settings.id_token_ttl,
+        "exp": now + state.settings.id_token_ttl.secs(),
         "iat": now,
         "at_hash": jose::at_hash(access_token),
     });

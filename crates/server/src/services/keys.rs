@@ -10,7 +10,7 @@ use healthgate_core::secret::new_id;
 use healthgate_store::{Store, StoredKey};
 use serde_json::{Value, json};
 
-use crate::config::Settings;
+use crate::config::{Seconds, Settings};
 use crate::services::admin::AdminError;
 use crate::services::secrets::instance_key;
 
@@ -79,7 +79,7 @@ pub async fn signer(
 /// The JWK Set: every key that signs now or soon, and retired keys while
 /// tokens they signed may still be presented.
 pub async fn jwks(store: &Store, settings: &Settings, now: i64) -> Result<Value, AdminError> {
-    let keep_after = now - settings.id_token_ttl.max(settings.access_token_ttl);
+    let keep_after = now - settings.id_token_ttl.max(settings.access_token_ttl).secs();
     let keys: Vec<Value> = store
         .signing_keys()
         .await?
@@ -109,7 +109,7 @@ pub async fn rotate(
             now,
         )]);
     }
-    let from = now + settings.key_rotation_overlap;
+    let from = now + settings.key_rotation_overlap.map_or(0, Seconds::secs);
     let mut added = Vec::new();
     for alg in algs {
         added.push((add_key(store, settings, alg, now, from).await?, from));

@@ -6,20 +6,24 @@
 use healthgate_core::client::Client;
 use healthgate_store::{Store, StoreError};
 
-use crate::config::Settings;
+use crate::config::{SecretKey, Settings};
 
 /// The instance key webhook secrets and the sealing key derive from:
 /// `secret_key` from the configuration, or the one kept in the database.
 pub async fn instance_key(store: &Store, settings: &Settings) -> Result<Vec<u8>, StoreError> {
-    let hex = match &settings.secret_key {
-        Some(k) => k.0.clone(),
-        None => store.instance_key().await?,
+    let key = match &settings.secret_key {
+        Some(key) => key.clone(),
+        None => store
+            .instance_key()
+            .await?
+            .parse::<SecretKey>()
+            .map_err(|_| {
+                StoreError::Corrupt(
+                    "the instance secret key in the database is not 64 hexadecimal digits".into(),
+                )
+            })?,
     };
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("zz"), 16))
-        .collect::<Result<Vec<u8>, _>>()
-        .map_err(|_| StoreError::Corrupt("the instance secret key is not hexadecimal".into()))
+    Ok(key.bytes().to_vec())
 }
 
 /// The secret a client's webhook deliveries are signed with.

@@ -138,8 +138,8 @@ pub async fn connect(
         _ => ConnectMode::Redirect,
     };
     let ttl = match mode {
-        ConnectMode::Redirect => state.settings.connect_code_ttl,
-        ConnectMode::Manual => state.settings.manual_connect_code_ttl,
+        ConnectMode::Redirect => state.settings.connect_code_ttl.secs(),
+        ConnectMode::Manual => state.settings.manual_connect_code_ttl.secs(),
     };
     let now = state.now();
     let code = mint(SecretKind::ConnectCode);

@@ -244,15 +244,7 @@ async fn send(
     headers: &[(header::HeaderName, String)],
     body: String,
 ) -> (Exchange, Option<serde_json::Value>) {
-    let host = url::Url::parse(&state.issuer)
-        .ok()
-        .and_then(|u| {
-            u.host_str().map(|h| {
-                u.port()
-                    .map_or_else(|| h.to_owned(), |p| format!("{h}:{p}"))
-            })
-        })
-        .unwrap_or_default();
+    let host = state.issuer.authority();
     let mut builder = axum::http::Request::builder().method(method).uri(path);
     for (name, value) in headers {
         builder = builder.header(name, value);
@@ -419,11 +411,11 @@ pub async fn authorize(
         .redirect_uris
         .iter()
         .any(|u| u.as_str() == page.redirect_uri);
-    let path = url.strip_prefix(&state.issuer).unwrap_or(&url).to_owned();
-    let host = url::Url::parse(&state.issuer)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_owned))
-        .unwrap_or_default();
+    let path = url
+        .strip_prefix(state.issuer.as_str())
+        .unwrap_or(&url)
+        .to_owned();
+    let host = state.issuer.host();
     page.exchanges.push(Exchange {
         title: "The browser asks for authorization",
         request: format!("GET {path} HTTP/1.1\nHost: {host}\nCookie: (the person's session)\n"),
@@ -488,10 +480,7 @@ pub async fn callback(
     let run = Run::verify(&key, &user.id, &run_state).ok_or_else(bad_run)?;
     let app = owned_app(&state, &user.id, &run.client_id).await?;
     let mut page = PlaygroundPage::new(&state, &session.csrf_token, 3);
-    let host = url::Url::parse(&state.issuer)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_owned))
-        .unwrap_or_default();
+    let host = state.issuer.host();
     let explained = match (first(&pairs, "code"), first(&pairs, "error")) {
         (Some(code), _) => {
             page.code = code.to_owned();
@@ -500,7 +489,7 @@ pub async fn callback(
                 "The authorization server answered with a code (single use, valid {} minutes).\n\
                  state matches the one this run sent: yes.\n\
                  iss (RFC 9207) is this server: {}.",
-                state.settings.authorization_code_ttl / 60,
+                state.settings.authorization_code_ttl.secs() / 60,
                 if iss_ok { "yes" } else { "no" }
             )
         }

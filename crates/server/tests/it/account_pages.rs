@@ -716,7 +716,7 @@ async fn two_browsers_of_a_person_see_each_other_on_the_sessions_page() {
     assert!(this.contains("Chrome on Linux"), "the laptop is this browser");
     let started = healthgate_server::http::pages::format_utc(app.clock.now() - 60);
     let expires =
-        healthgate_server::http::pages::format_utc(app.clock.now() - 60 + app.state.settings.session_ttl);
+        healthgate_server::http::pages::format_utc(app.clock.now() - 60 + app.state.settings.session_ttl.secs());
     assert!(seen_by_laptop.contains(&started) && seen_by_laptop.contains(&expires));
     assert_eq!(handles(&seen_by_laptop).len(), 1, "only the other one has Sign out");
     assert!(!seen_by_laptop.contains("hg_ss_"), "never a cookie value");

@@ -633,9 +633,9 @@ async fn same_origin_forms_are_accepted() {
 async fn branding_reaches_every_page() {
     let app = spawn_app_with(|s| {
         s.platform_name = "Northwind Health".into();
-        s.branding.logo_url = Some("/static/logo.svg".into());
-        s.branding.accent_color = "#aa3300".into();
-        s.branding.support_url = Some("https://help.northwind.example/".into());
+        s.branding.logo_url = Some("/static/logo.svg".parse().unwrap());
+        s.branding.accent_color = "#aa3300".parse().unwrap();
+        s.branding.support_url = Some("https://help.northwind.example/".parse().unwrap());
     })
     .await;
     let browser = app.browser();

@@ -1084,7 +1084,7 @@ fn hook_card<'a>(page: &'a str, client_id: &str) -> &'a str {
 #[tokio::test]
 async fn webhook_health_counts_deliveries_and_unmute_resends_the_held_ones() {
     let app = spawn_app_with(|s| {
-        s.webhook_poll_interval = 0;
+        s.webhook_poll_interval = None;
         s.allow_http_webhooks = true;
     })
     .await;

@@ -201,9 +201,9 @@ pub async fn spawn_on(backend: Backend, configure: impl FnOnce(&mut Settings)) -
     let (database_url, pg_schema) = database_for(backend, dir.path()).await;
     let mut settings = Settings {
         bind: addr,
-        issuer: Some(format!("http://{addr}")),
+        issuer: Some(healthgate_server::config::Issuer::http(addr)),
         database_url,
-        database_max_connections: 4,
+        database_max_connections: std::num::NonZeroU32::new(4).unwrap(),
         ..Settings::default()
     };
     configure(&mut settings);

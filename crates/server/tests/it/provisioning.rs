@@ -1,6 +1,7 @@
 //! Partner-provisioned accounts (HealthTap's "You manage users' identity"):
 //! `POST /api/v1/users` and what a partner may do with the accounts.
 
+use healthgate_core::scope::ScopeSet;
 use healthgate_core::user::UserType;
 use healthgate_server::services::admin::{self, ClientChanges};
 use reqwest::{Method, StatusCode};
@@ -113,7 +114,7 @@ async fn provisioning_scopes_are_configurable_and_forms_work_too() {
 /// and tokens minted later for the account carry the same scopes.
 #[tokio::test]
 async fn the_profile_provisioning_scope_is_the_default_and_an_apps_own_wins() {
-    let app = spawn_app_with(|s| s.profile.provisioning_scope = Some("create_content".into())).await;
+    let app = spawn_app_with(|s| s.profile.provisioning_scope = ScopeSet::parse("create_content").ok()).await;
     let partner = app.confidential().await;
     let (status, body) = provision(&app, &partner, json!({ "username": "ht-1" })).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");

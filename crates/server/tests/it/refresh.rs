@@ -1,6 +1,8 @@
 //! The refresh token grant: rotation in both modes, reuse detection, scope
 //! narrowing and redirect URI binding.
 
+use healthgate_core::token::RefreshRotation;
+use healthgate_server::config::Seconds;
 use reqwest::StatusCode;
 
 use super::*;
@@ -120,8 +122,8 @@ async fn refresh_may_narrow_but_never_widen_scope() {
 /// modes.
 #[tokio::test]
 async fn narrowed_refresh_keeps_the_grant_scope() {
-    for rotation in ["immediate", "on_first_use"] {
-        let app = spawn_app_with(|s| s.refresh_rotation = rotation.into()).await;
+    for rotation in [RefreshRotation::Immediate, RefreshRotation::OnFirstUse] {
+        let app = spawn_app_with(|s| s.refresh_rotation = rotation).await;
         let client = app.confidential().await;
         let refresh = wide_grant(&app, &client).await;
         let basic = Some((client.id(), client.secret.as_deref().unwrap()));
@@ -216,7 +218,7 @@ async fn refresh_token_lifetime_is_configurable_and_non_expiring_by_default() {
     app.clock.advance(10 * 365 * 86_400);
     assert_eq!(app.refresh(&client, &refresh).await.0, StatusCode::OK);
 
-    let app = spawn_app_with(|s| s.refresh_token_ttl = 3600).await;
+    let app = spawn_app_with(|s| s.refresh_token_ttl = Some(Seconds::of(3600))).await;
     let client = app.confidential().await;
     let (_, refresh) = tokens_for(&app, &client, "alice").await;
     app.clock.advance(3600);
@@ -242,7 +244,7 @@ async fn access_tokens_expire_after_two_hours() {
 /// refresh token is first used.
 #[tokio::test]
 async fn on_first_use_rotation_keeps_the_old_token_until_the_new_one_is_used() {
-    let app = spawn_app_with(|s| s.refresh_rotation = "on_first_use".into()).await;
+    let app = spawn_app_with(|s| s.refresh_rotation = RefreshRotation::OnFirstUse).await;
     let client = app.confidential().await;
     let (access, refresh) = tokens_for(&app, &client, "alice").await;
 
@@ -284,7 +286,7 @@ async fn on_first_use_rotation_keeps_the_old_token_until_the_new_one_is_used() {
 
 #[tokio::test]
 async fn on_first_use_rotation_by_refreshing_with_the_new_token() {
-    let app = spawn_app_with(|s| s.refresh_rotation = "on_first_use".into()).await;
+    let app = spawn_app_with(|s| s.refresh_rotation = RefreshRotation::OnFirstUse).await;
     let client = app.confidential().await;
     let (_, r0) = tokens_for(&app, &client, "alice").await;
     let (_, b1) = app.refresh(&client, &r0).await;

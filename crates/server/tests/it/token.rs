@@ -2,6 +2,7 @@
 //! client credentials, and errors.
 
 use healthgate_core::user::UserType;
+use healthgate_server::config::Seconds;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -282,7 +283,7 @@ async fn expired_code_is_rejected() {
 
 #[tokio::test]
 async fn code_lifetime_is_configurable() {
-    let app = spawn_app_with(|s| s.authorization_code_ttl = 30).await;
+    let app = spawn_app_with(|s| s.authorization_code_ttl = Seconds::of(30)).await;
     let client = app.confidential().await;
     let (browser, _) = app.signed_in("alice").await;
     let code = app.code(&browser, &client, &[]).await;

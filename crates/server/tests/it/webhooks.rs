@@ -17,6 +17,7 @@ use healthgate_core::event::EventKind;
 use healthgate_core::webhook::{self, MUTE_AFTER_FAILURES, RETRY_WINDOW, backoff, verify};
 use healthgate_server::services::admin::ClientChanges;
 use healthgate_server::jobs::webhooks;
+use healthgate_server::config::Seconds;
 use healthgate_store::{Delivery, Event};
 use serde_json::Value;
 
@@ -120,7 +121,7 @@ async fn answer(
 async fn hooked(receiver: &Receiver) -> (TestApp, TestClient) {
     let app = spawn_app_with(|s| {
         s.allow_http_webhooks = true;
-        s.webhook_poll_interval = 0;
+        s.webhook_poll_interval = None;
     })
     .await;
     let client = app.confidential().await;
@@ -519,7 +520,7 @@ async fn the_worker_runs_in_the_background() {
     let receiver = Receiver::start(&[], 200).await;
     let app = spawn_app_with(|s| {
         s.allow_http_webhooks = true;
-        s.webhook_poll_interval = 1;
+        s.webhook_poll_interval = Some(Seconds::of(1));
     })
     .await;
     let client = app.confidential().await;
@@ -550,7 +551,7 @@ async fn webhooks_are_not_sent_to_private_or_reserved_addresses() {
     // A listener on loopback that must never be reached.
     let receiver = Receiver::start(&[], 200).await;
     let port = url::Url::parse(&receiver.url).unwrap().port().unwrap();
-    let app = spawn_app_with(|s| s.webhook_poll_interval = 0).await;
+    let app = spawn_app_with(|s| s.webhook_poll_interval = None).await;
     let cases = [
         format!("https://localhost:{port}/hook"),
         format!("https://127.0.0.1:{port}/hook"),
