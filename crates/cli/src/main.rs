@@ -366,10 +366,19 @@ fn print_demo(seed: &demo::DemoSeed, as_json: bool) {
         "Demo data ready ({} {}):",
         seed.practice_name, seed.practice_id
     );
+    let base = seed.redirect_uri.trim_end_matches("/demo/callback");
     for a in &seed.accounts {
         println!(
-            "  {:<13} username {:<12} password {}  ({})",
-            a.role, a.username, a.password, a.user_type
+            "  {:<13} username {:<12} password {}  ({}{})",
+            a.role,
+            a.username,
+            a.password,
+            a.user_type,
+            if a.operator {
+                ", operator: opens the admin console"
+            } else {
+                ""
+            }
         );
     }
     println!("Demo partner app:");
@@ -378,7 +387,7 @@ fn print_demo(seed: &demo::DemoSeed, as_json: bool) {
     println!("  redirect_uri   {}", seed.redirect_uri);
     println!("Open this in a browser to run the flow:");
     println!("  {}", seed.authorize_url);
-    let base = seed.redirect_uri.trim_end_matches("/demo/callback");
+    println!("Operators run the platform from the admin console at {base}/admin");
     println!("Partner developers register their own apps at {base}/developers");
     println!("  and walk them through the flow at {base}/playground.");
 }

@@ -17,7 +17,8 @@ use crate::http::pages::{self, ErrorPage, Site};
 use crate::state::AppState;
 
 /// The `Content-Security-Policy` of every response. Pages load nothing
-/// from anywhere but this server (RFC 9700 §4.2.4): app photos are served
+/// from anywhere but this server (RFC 9700 §4.2.4), and run no inline
+/// script (the one script is `/static/healthgate.js`): app photos are served
 /// here (`photos`), never from a partner's address. The one exception is
 /// the operator's own logo when `[branding] logo_url` is an https URL: its
 /// origin, and no other, may serve images.
@@ -30,13 +31,13 @@ pub fn content_security_policy(settings: &Settings) -> HeaderValue {
         .map(|origin| format!(" {origin}"))
         .unwrap_or_default();
     let csp = format!(
-        "default-src 'none'; style-src 'self'; img-src 'self' data:{logo}; \
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:{logo}; \
          frame-ancestors 'none'; base-uri 'none'"
     );
     // An origin's ASCII serialisation is always a valid header value.
     HeaderValue::from_str(&csp).unwrap_or_else(|_| {
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; img-src 'self' data:; \
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
              frame-ancestors 'none'; base-uri 'none'",
         )
     })
@@ -133,5 +134,8 @@ mod tests {
             "{policy}"
         );
         assert!(!policy.contains("https: "), "{policy}");
+        // Scripts from this server only, never inline.
+        assert!(policy.contains("script-src 'self';"), "{policy}");
+        assert!(!policy.contains("unsafe-inline"), "{policy}");
     }
 }

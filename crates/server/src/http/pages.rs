@@ -118,7 +118,9 @@ pub struct DemoCallbackPage<'a> {
     pub code: Option<&'a str>,
     pub state: Option<&'a str>,
     pub error: Option<&'a str>,
+    pub error_description: Option<&'a str>,
     pub iss: Option<&'a str>,
+    pub client_id: &'a str,
     pub redirect_uri: &'a str,
     pub token_endpoint: &'a str,
 }
@@ -263,6 +265,41 @@ pub async fn brand_stylesheet(
             ":root {{ --accent: {}; }}\n",
             state.settings.branding.accent_color
         ),
+    )
+}
+
+/// `GET /static/healthgate.js`: the one script (copy buttons); pages work
+/// without it.
+pub async fn script() -> impl IntoResponse {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/javascript; charset=utf-8"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=3600"),
+            ),
+        ],
+        include_str!("../../static/healthgate.js"),
+    )
+}
+
+/// `GET /static/favicon.svg` (and `/favicon.ico`, where browsers look).
+pub async fn favicon() -> impl IntoResponse {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("image/svg+xml"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=86400"),
+            ),
+        ],
+        include_str!("../../static/favicon.svg"),
     )
 }
 

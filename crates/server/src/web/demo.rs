@@ -32,6 +32,8 @@ pub struct DemoAccount {
     pub username: String,
     pub password: String,
     pub user_type: &'static str,
+    /// One of the platform's operators: may open the admin console.
+    pub operator: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -120,6 +122,7 @@ pub async fn seed(
             username: username.to_owned(),
             password,
             user_type: user_type.as_str(),
+            operator: role == "admin",
         });
     }
 
@@ -218,6 +221,7 @@ pub struct CallbackQuery {
     code: Option<String>,
     state: Option<String>,
     error: Option<String>,
+    error_description: Option<String>,
     iss: Option<String>,
 }
 
@@ -232,7 +236,9 @@ pub async fn callback(State(state): State<AppState>, Query(q): Query<CallbackQue
             code: q.code.as_deref(),
             state: q.state.as_deref(),
             error: q.error.as_deref(),
+            error_description: q.error_description.as_deref(),
             iss: q.iss.as_deref(),
+            client_id: DEMO_CLIENT_ID,
             redirect_uri: &redirect_uri,
             token_endpoint: &token_endpoint,
         },

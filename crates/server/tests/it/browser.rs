@@ -565,6 +565,15 @@ async fn a_developer_signs_up_registers_an_app_and_walks_the_playground_by_click
     let client_id = text_of(&c, "#app-id").await;
     let secret = text_of(&c, "#app-secret").await;
     assert!(client_id.starts_with("app-") && secret.starts_with("hg_cs_"));
+    // The page's one script (served here, no inline script) shows a Copy
+    // button beside the APP_ID and the APP_SECRET.
+    for value in ["app-id", "app-secret"] {
+        let button = format!("button[data-copy='{value}']:not([hidden])");
+        c.wait()
+            .for_element(Locator::Css(&button))
+            .await
+            .unwrap_or_else(|e| panic!("{button}: {e}"));
+    }
     screenshot(&c, "portal-credentials").await;
 
     // The playground: add its redirect URI, then walk the flow.

@@ -271,3 +271,42 @@ async fn authorization_server_metadata_says_exactly_what_is_supported() {
     assert_eq!(m["authorization_response_iss_parameter_supported"], true);
     assert!(m["scopes_supported"].as_array().unwrap().iter().any(|s| s == "profile_read"));
 }
+
+/// The one script, the favicon (where browsers look too) and a CSP that runs
+/// scripts from this server only, never inline.
+#[tokio::test]
+async fn pages_load_their_script_and_icon_from_this_server_only() {
+    let app = spawn_app().await;
+    for (path, kind) in [
+        ("/static/healthgate.js", "text/javascript"),
+        ("/static/favicon.svg", "image/svg+xml"),
+        ("/favicon.ico", "image/svg+xml"),
+    ] {
+        let r = app.http().get(app.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        assert!(r.headers()["content-type"].to_str().unwrap().starts_with(kind), "{path}");
+    }
+    let page = app.http().get(app.url("/login")).send().await.unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("<script src=\"/static/healthgate.js\" defer></script>"));
+    assert!(!html.contains("<script>"), "no inline script");
+}
+
+/// The demo app's callback says why an authorization was not granted, and
+/// shows a token request that runs as it is once the secret is set.
+#[tokio::test]
+async fn the_demo_callback_shows_the_error_description_and_a_complete_request() {
+    let app = spawn_app().await;
+    let page = |query: &'static str| {
+        let app = &app;
+        async move { app.http().get(app.url(&format!("/demo/callback?{query}"))).send().await.unwrap().text().await.unwrap() }
+    };
+    let denied = page("error=access_denied&error_description=the+user+denied+the+request&state=demo").await;
+    assert!(denied.contains("access_denied") && denied.contains("the user denied the request"), "{denied}");
+    let granted = page("code=hg_ac_abc&state=demo").await;
+    for part in ["curl -u \"app-demo:$CLIENT_SECRET\"", "code=hg_ac_abc", "grant_type=authorization_code", "/oauth/token"] {
+        assert!(granted.contains(part), "{part}: {granted}");
+    }
+}
