@@ -1257,8 +1257,11 @@ async fn an_app_registered_in_the_portal_on_one_node_runs_in_the_playground_acro
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let created = r.text().await.unwrap();
+    // Post/redirect/get: the secret, sealed in a cookie by B, is shown once
+    // by A.
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "{}", cluster.logs());
+    let credentials = r.headers()["location"].to_str().unwrap().to_owned();
+    let created = page(&http, a, &credentials).await;
     let client_id = element_text(&created, "app-id");
     let secret = element_text(&created, "app-secret");
 
@@ -1324,7 +1327,7 @@ async fn an_app_registered_in_the_portal_on_one_node_runs_in_the_playground_acro
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
     let r = api()
         .post(b.url("/oauth/token"))
         .basic_auth(&client_id, Some(&secret))

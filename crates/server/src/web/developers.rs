@@ -19,7 +19,7 @@ use healthgate_core::client::Client;
 use healthgate_core::owner::AuthorizationLevel;
 use healthgate_core::redirect::with_query_params;
 use healthgate_core::user::UserType;
-use healthgate_store::Actor;
+use healthgate_store::{Actor, Session};
 use serde::Deserialize;
 
 use crate::http::error::PageError;
@@ -45,6 +45,7 @@ pub fn routes() -> Routes {
         .route("/developers/apps/{id}", get(show_app))
         .route("/developers/apps/{id}/edit", get(edit_app).post(update_app))
         .route("/developers/apps/{id}/secret", post(rotate_secret))
+        .route("/developers/apps/{id}/credentials", get(credentials))
         .route(
             "/developers/apps/{id}/webhook-secret",
             post(rotate_webhook_secret),
@@ -617,15 +618,136 @@ pub async fn create_app(
         save_photo(&state, &app.id, photo).await?;
         app = state.store.client(&app.id).await?.unwrap_or(app);
     }
-    Ok(pages::render(
-        StatusCode::CREATED,
+    shown_once(&state, session, &app.id, secret.as_deref(), "created").await
+}
+
+/// How long a registered or rotated APP_SECRET waits, sealed in a cookie of
+/// the developer's browser, for the page that shows it once.
+const SHOWN_ONCE_TTL: i64 = 300;
+
+fn shown_once_cookie(state: &AppState) -> &'static str {
+    if state.settings.secure_cookies() {
+        "__Host-hg_shown_once"
+    } else {
+        "hg_shown_once"
+    }
+}
+
+/// The key APP_SECRETs are sealed with on their way to the page that shows
+/// them once.
+async fn shown_once_key(state: &AppState) -> Result<[u8; 32], PageError> {
+    let instance = crate::services::secrets::instance_key(&state.store, &state.settings).await?;
+    Ok(healthgate_core::jose::derive_key(
+        &instance,
+        "healthgate shown-once secrets v1",
+    ))
+}
+
+/// Post/redirect/get for a new APP_SECRET: the action answers 303 to the
+/// credentials page with the secret sealed (AES-256-GCM, bound to the app,
+/// this session and five minutes) in a cookie; that page shows it once and
+/// clears the cookie, so reloading it repeats nothing and shows no secret.
+/// Nothing is kept on the server: any node opens the cookie.
+async fn shown_once(
+    state: &AppState,
+    session: &Session,
+    app_id: &str,
+    secret: Option<&str>,
+    done: &str,
+) -> Result<Response, PageError> {
+    let target = with_query_params(
+        &format!("/developers/apps/{app_id}/credentials"),
+        &[("done", done)],
+    );
+    let mut response = Redirect::to(&target).into_response();
+    if let Some(secret) = secret {
+        let sealed = serde_json::json!({
+            "app": app_id,
+            "session": session.id_digest,
+            "secret": secret,
+            "until": state.now() + SHOWN_ONCE_TTL,
+        });
+        let sealed = healthgate_core::jose::seal(
+            &shown_once_key(state).await?,
+            sealed.to_string().as_bytes(),
+        )
+        .map_err(|_| {
+            PageError::from(healthgate_store::StoreError::Corrupt(
+                "sealing failed".into(),
+            ))
+        })?;
+        let secure = if state.settings.secure_cookies() {
+            "; Secure"
+        } else {
+            ""
+        };
+        let cookie = format!(
+            "{}={sealed}; Path=/; Max-Age={SHOWN_ONCE_TTL}; HttpOnly; SameSite=Strict{secure}",
+            shown_once_cookie(state)
+        );
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+pub struct CredentialsQuery {
+    done: Option<String>,
+}
+
+/// `GET /developers/apps/{id}/credentials`: the APP_ID and, once, the
+/// APP_SECRET an action just made; reloaded, it says the secret was shown.
+pub async fn credentials(
+    State(state): State<AppState>,
+    person: SignedIn,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<CredentialsQuery>,
+) -> Result<Response, PageError> {
+    let app = own_app(&state, &person, &id).await?;
+    let name = shown_once_cookie(&state);
+    let presented = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned());
+    let key = shown_once_key(&state).await?;
+    let secret = presented
+        .and_then(|sealed| healthgate_core::jose::open(&key, &sealed).ok())
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .filter(|v| {
+            v["app"] == app.id.as_str()
+                && v["session"] == person.session.id_digest.as_str()
+                && v["until"]
+                    .as_i64()
+                    .is_some_and(|until| state.now() <= until)
+        })
+        .and_then(|v| v["secret"].as_str().map(str::to_owned));
+    let mut response = pages::render(
+        StatusCode::OK,
         &SecretPage {
             site: Site::of(&state.settings),
             app: &app,
             secret: secret.as_deref(),
-            created: true,
+            created: q.done.as_deref() == Some("created"),
         },
-    ))
+    );
+    let secure = if state.settings.secure_cookies() {
+        "; Secure"
+    } else {
+        ""
+    };
+    let clear = format!("{name}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict{secure}");
+    if let Ok(v) = HeaderValue::from_str(&clear) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    crate::http::error::no_store(&mut response);
+    Ok(response)
 }
 
 /// `GET /developers/apps/{id}/edit`.
@@ -860,7 +982,7 @@ pub async fn rotate_secret(
     _checked: CsrfForm<AppFields>,
 ) -> Result<Response, PageError> {
     let app = own_app(&state, &person, &id).await?;
-    let _session = &person.session;
+    let session = &person.session;
     let secret = admin::rotate_client_secret(
         &state.store,
         state.clock.as_ref(),
@@ -868,15 +990,7 @@ pub async fn rotate_secret(
         person.actor(&ip),
     )
     .await?;
-    Ok(pages::render(
-        StatusCode::OK,
-        &SecretPage {
-            site: Site::of(&state.settings),
-            app: &app,
-            secret: Some(&secret),
-            created: false,
-        },
-    ))
+    shown_once(&state, session, &app.id, Some(&secret), "rotated").await
 }
 
 /// `POST /developers/apps/{id}/webhook-secret`: a new webhook signing
@@ -889,7 +1003,6 @@ pub async fn rotate_webhook_secret(
     _checked: CsrfForm<AppFields>,
 ) -> Result<Response, PageError> {
     let app = own_app(&state, &person, &id).await?;
-    let _session = &person.session;
     admin::rotate_webhook_secret(
         &state.store,
         &state.settings,

@@ -473,6 +473,14 @@ impl Browser {
             .expect("POST")
     }
 
+    /// The page a post/redirect/get action leads to: `r` must be its 303,
+    /// and the page it names is opened.
+    pub async fn follow(&self, r: reqwest::Response) -> reqwest::Response {
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{}", r.url());
+        let to = location(&r);
+        self.get(&to).await
+    }
+
     pub async fn login(&self, username: &str, password: &str) -> reqwest::Response {
         let page = self.get("/login").await.text().await.unwrap();
         let csrf = hidden_inputs(&page)

@@ -267,8 +267,8 @@ async fn the_portal_fetches_a_photo_url_and_shows_a_failure_next_to_the_field() 
     assert!(page.contains(&photos.url("/logo.svg")), "what was typed is kept");
     assert!(app.state.store.clients_of_owner(&dev.id).await.unwrap().is_empty());
 
-    let r = post(photos.url("/p.png")).await;
-    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = b.follow(post(photos.url("/p.png")).await).await;
+    assert_eq!(r.status(), StatusCode::OK);
     let id = element_text(&r.text().await.unwrap(), "app-id").unwrap();
     for path in [format!("/developers/apps/{id}"), format!("/developers/apps/{id}/edit"), "/developers".to_owned()] {
         let page = b.get(&path).await.text().await.unwrap();

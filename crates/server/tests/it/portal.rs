@@ -49,9 +49,10 @@ pub async fn register_in_portal(browser: &Browser, form: Vec<(String, String)>) 
     let mut fields = vec![("csrf_token".to_owned(), csrf_of(browser, "/developers/apps/new").await)];
     fields.extend(form);
     let r = browser.post_form("/developers/apps", &fields).await;
+    let r = browser.follow(r).await;
     let status = r.status();
     let page = r.text().await.unwrap();
-    assert_eq!(status, StatusCode::CREATED, "{page}");
+    assert_eq!(status, StatusCode::OK, "{page}");
     (
         element_text(&page, "app-id").expect("APP_ID shown"),
         element_text(&page, "app-secret"),
@@ -318,8 +319,8 @@ async fn an_uploaded_photo_is_checked_stored_and_served() {
     assert!(r.text().await.unwrap().contains("id=\"photo-error\""));
     assert!(app.state.store.clients_of_owner(&dev.id).await.unwrap().is_empty());
 
-    let r = post(("photo", "logo.png", PNG)).await;
-    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = b.follow(post(("photo", "logo.png", PNG)).await).await;
+    assert_eq!(r.status(), StatusCode::OK);
     let page = r.text().await.unwrap();
     let id = element_text(&page, "app-id").unwrap();
     let client = app.state.store.client(&id).await.unwrap().unwrap();
@@ -369,11 +370,51 @@ async fn rotating_the_secret_shows_the_new_one_once_and_ends_the_old() {
     let r = b
         .post_form(&format!("/developers/apps/{id}/secret"), &[("csrf_token".into(), csrf)])
         .await;
+    let r = b.follow(r).await;
     assert_eq!(r.status(), StatusCode::OK);
     let new = element_text(&r.text().await.unwrap(), "app-secret").unwrap();
     assert_ne!(new, old);
     assert_eq!(token_with(&app, &id, &old).await, StatusCode::UNAUTHORIZED);
     assert_eq!(token_with(&app, &id, &new).await, StatusCode::OK);
+}
+
+/// Post/redirect/get: registering answers 303 to the credentials page,
+/// which shows the APP_SECRET once; reloading it registers nothing more and
+/// shows no secret, and no other browser or app ever sees it.
+#[tokio::test]
+async fn reloading_the_registered_page_repeats_nothing_and_shows_the_secret_once() {
+    let app = spawn_app().await;
+    let (b, dev) = app.signed_in("dev").await;
+    let mut fields = vec![("csrf_token".to_owned(), csrf_of(&b, "/developers/apps/new").await)];
+    fields.extend(app_form("Scheduler"));
+    let r = b.post_form("/developers/apps", &fields).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let credentials = location(&r);
+    assert!(credentials.ends_with("/credentials?done=created"), "{credentials}");
+    let sealed = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let first = b.get(&credentials).await;
+    assert_eq!(first.headers()["cache-control"], "no-store");
+    let page = first.text().await.unwrap();
+    let secret = element_text(&page, "app-secret").expect("the secret, once");
+    assert!(secret.starts_with("hg_cs_"));
+    assert!(!sealed.contains(&secret), "the cookie carries it sealed");
+    // Reloaded: the same page, no secret, and still one app.
+    let again = b.get(&credentials).await.text().await.unwrap();
+    assert!(element_text(&again, "app-secret").is_none(), "{again}");
+    assert!(again.contains("id=\"secret-shown\""), "{again}");
+    assert_eq!(app.state.store.clients_of_owner(&dev.id).await.unwrap().len(), 1);
+    // The sealed cookie replayed from elsewhere opens nothing.
+    let (other, _) = app.signed_in("eve").await;
+    let cookie = sealed.split(';').next().unwrap().to_owned();
+    let stolen = other
+        .http
+        .get(format!("{}{credentials}", other.base))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(stolen.status(), StatusCode::OK);
+    assert!(!stolen.text().await.unwrap().contains(&secret));
 }
 
 #[tokio::test]
@@ -443,7 +484,7 @@ async fn portal_changes_name_the_developer_and_address() {
     assert_eq!(b.post_form(&edit, &fields).await.status(), StatusCode::SEE_OTHER);
     let csrf = csrf_of(&b, &format!("/developers/apps/{id}")).await;
     let r = b.post_form(&format!("/developers/apps/{id}/secret"), &[("csrf_token".into(), csrf.clone())]).await;
-    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
     let r = b
         .post_form(
             &format!("/developers/apps/{id}/delete"),
