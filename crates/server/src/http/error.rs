@@ -283,6 +283,87 @@ impl IntoResponse for PageError {
     }
 }
 
+/// Whether `path` is one machines call (the OAuth endpoints, the APIs, the
+/// discovery documents, and a profile's extra token, revocation and user
+/// paths): what goes wrong there is answered in JSON, never with a page.
+pub fn machine_path(settings: &crate::config::Settings, path: &str) -> bool {
+    let under = |prefix: &str| {
+        path == prefix
+            || path
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
+    if settings
+        .profile
+        .authorize_paths
+        .iter()
+        .any(|p| p.as_str() == path)
+    {
+        return false;
+    }
+    under("/api")
+        || under("/oauth")
+        || under("/.well-known")
+        || [
+            &settings.profile.token_paths,
+            &settings.profile.revoke_paths,
+            &settings.profile.user_paths,
+        ]
+        .into_iter()
+        .flatten()
+        .any(|p| p.as_str() == path)
+}
+
+/// The answer to a path no route serves: `404 {"error": "not_found", …}`
+/// where machines call, the "Page not found" page elsewhere.
+pub async fn no_route(
+    axum::extract::State(state): axum::extract::State<crate::state::AppState>,
+    uri: axum::http::Uri,
+) -> Response {
+    if machine_path(&state.settings, uri.path()) {
+        return ApiError::Status(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            Description::new(
+                "there is no endpoint at this address; the endpoints are listed at /.well-known/openid-configuration",
+            ),
+        )
+        .into_response();
+    }
+    PageError {
+        status: StatusCode::NOT_FOUND,
+        title: "Page not found",
+        message: "There is nothing at this address.".into(),
+    }
+    .into_response()
+}
+
+/// The answer to a method a served path does not take (the router adds the
+/// `Allow` header): `405 {"error": "method_not_allowed", …}` where machines
+/// call, a page elsewhere.
+pub async fn wrong_method(
+    axum::extract::State(state): axum::extract::State<crate::state::AppState>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> Response {
+    if machine_path(&state.settings, uri.path()) {
+        return ApiError::Status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            Description::new(format!(
+                "this endpoint does not accept {method} requests; the Allow header lists the methods it does"
+            )),
+        )
+        .into_response();
+    }
+    PageError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        title: "Request not accepted",
+        message: format!("This address does not accept a {method} request."),
+    }
+    .into_response()
+}
+
 #[cfg(test)]
 mod descriptions_test;
 
