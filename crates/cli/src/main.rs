@@ -249,7 +249,10 @@ fn one_line(message: &str) -> String {
 impl From<AdminError> for Failure {
     fn from(e: AdminError) -> Self {
         let code = match e {
-            AdminError::Invalid(_) | AdminError::Field { .. } | AdminError::NoSuchClient(_) => 2,
+            AdminError::Invalid(_)
+            | AdminError::Field { .. }
+            | AdminError::Fields(_)
+            | AdminError::NoSuchClient(_) => 2,
             _ => 1,
         };
         Self {

@@ -66,18 +66,13 @@ pub async fn open(settings: Settings, clock: Arc<dyn Clock>) -> Result<AppState,
     Ok(AppState::new(store, settings, policy, clock, router))
 }
 
-async fn not_found() -> http::error::PageError {
-    http::error::PageError {
-        status: axum::http::StatusCode::NOT_FOUND,
-        title: "Page not found",
-        message: "There is nothing at this address.".into(),
-    }
-}
-
-/// Every route.
+/// Every route. A path no route serves, or a method a path does not take,
+/// is answered in JSON where machines call and with a page elsewhere
+/// (`http::error::no_route`, `wrong_method`).
 pub fn router(state: AppState) -> Router {
     profile_routes(&state.settings.profile, standard_routes().into_router())
-        .fallback(not_found)
+        .method_not_allowed_fallback(http::error::wrong_method)
+        .fallback(http::error::no_route)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             http::middleware::error_pages,

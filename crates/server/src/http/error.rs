@@ -159,14 +159,34 @@ impl IntoResponse for ApiError {
 }
 
 /// A rule's message (`email must be …`, written for the command line too)
-/// as a sentence for a page.
+/// as a sentence for a page: a plain first word gets its capital and the
+/// sentence its full stop. A message that starts with what someone typed or
+/// a name from the protocol (`http://acme.example/cb: …`, `/cb`,
+/// `client_id …`, `"x@y" is not …`, `APP_SECRET`, `iOS`) keeps its first
+/// word exactly as it is.
 pub fn sentence(message: &str) -> String {
-    let mut chars = message.chars();
-    let mut out: String = match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
+    let message = message.trim();
+    if message.is_empty() {
+        return String::new();
+    }
+    let first_word = message
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches([',', ';', ':', '!', '?']);
+    let mut chars = first_word.chars();
+    let plain = chars.next().is_some_and(|c| c.is_lowercase())
+        && chars.all(|c| c.is_lowercase() || c == '-' || c == '\'');
+    let mut out = if plain {
+        let mut chars = message.chars();
+        chars
+            .next()
+            .map(|first| first.to_uppercase().chain(chars).collect())
+            .unwrap_or_default()
+    } else {
+        message.to_owned()
     };
-    if !out.ends_with('.') {
+    if !out.ends_with(['.', '!', '?']) {
         out.push('.');
     }
     out
@@ -218,6 +238,13 @@ impl From<crate::services::admin::AdminError> for PageError {
             AdminError::Invalid(message) | AdminError::Field { message, .. } => {
                 Self::bad_request(sentence(&message))
             }
+            AdminError::Fields(refusals) => Self::bad_request(
+                refusals
+                    .iter()
+                    .map(|(_, message)| sentence(message))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
             AdminError::NoSuchClient(_) => Self {
                 status: StatusCode::NOT_FOUND,
                 title: "No such app",
@@ -256,6 +283,87 @@ impl IntoResponse for PageError {
     }
 }
 
+/// Whether `path` is one machines call (the OAuth endpoints, the APIs, the
+/// discovery documents, and a profile's extra token, revocation and user
+/// paths): what goes wrong there is answered in JSON, never with a page.
+pub fn machine_path(settings: &crate::config::Settings, path: &str) -> bool {
+    let under = |prefix: &str| {
+        path == prefix
+            || path
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
+    if settings
+        .profile
+        .authorize_paths
+        .iter()
+        .any(|p| p.as_str() == path)
+    {
+        return false;
+    }
+    under("/api")
+        || under("/oauth")
+        || under("/.well-known")
+        || [
+            &settings.profile.token_paths,
+            &settings.profile.revoke_paths,
+            &settings.profile.user_paths,
+        ]
+        .into_iter()
+        .flatten()
+        .any(|p| p.as_str() == path)
+}
+
+/// The answer to a path no route serves: `404 {"error": "not_found", …}`
+/// where machines call, the "Page not found" page elsewhere.
+pub async fn no_route(
+    axum::extract::State(state): axum::extract::State<crate::state::AppState>,
+    uri: axum::http::Uri,
+) -> Response {
+    if machine_path(&state.settings, uri.path()) {
+        return ApiError::Status(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            Description::new(
+                "there is no endpoint at this address; the endpoints are listed at /.well-known/openid-configuration",
+            ),
+        )
+        .into_response();
+    }
+    PageError {
+        status: StatusCode::NOT_FOUND,
+        title: "Page not found",
+        message: "There is nothing at this address.".into(),
+    }
+    .into_response()
+}
+
+/// The answer to a method a served path does not take (the router adds the
+/// `Allow` header): `405 {"error": "method_not_allowed", …}` where machines
+/// call, a page elsewhere.
+pub async fn wrong_method(
+    axum::extract::State(state): axum::extract::State<crate::state::AppState>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> Response {
+    if machine_path(&state.settings, uri.path()) {
+        return ApiError::Status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            Description::new(format!(
+                "this endpoint does not accept {method} requests; the Allow header lists the methods it does"
+            )),
+        )
+        .into_response();
+    }
+    PageError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        title: "Request not accepted",
+        message: format!("This address does not accept a {method} request."),
+    }
+    .into_response()
+}
+
 #[cfg(test)]
 mod descriptions_test;
 
@@ -265,11 +373,54 @@ mod tests {
 
     #[test]
     fn rule_messages_read_as_sentences() {
-        assert_eq!(
-            sentence("password must be at least 8 characters"),
-            "Password must be at least 8 characters."
-        );
-        assert_eq!(sentence("Done."), "Done.");
-        assert_eq!(sentence(""), ".");
+        let cases = [
+            // A plain first word gets its capital, the sentence its stop.
+            (
+                "password must be at least 8 characters",
+                "Password must be at least 8 characters.",
+            ),
+            (
+                "the name must be 1 to 200 characters",
+                "The name must be 1 to 200 characters.",
+            ),
+            ("note: the app is suspended", "Note: the app is suspended."),
+            ("sign-up is closed", "Sign-up is closed."),
+            ("Done.", "Done."),
+            ("Are you sure?", "Are you sure?"),
+            ("  trimmed  ", "Trimmed."),
+            ("", ""),
+            // What someone typed, or a name from the protocol, stays as it is.
+            (
+                "http://acme.example/cb: redirect URIs must use https",
+                "http://acme.example/cb: redirect URIs must use https.",
+            ),
+            (
+                "https://acme.example/cb#x: no fragments",
+                "https://acme.example/cb#x: no fragments.",
+            ),
+            (
+                "com.example.app:/cb is taken",
+                "com.example.app:/cb is taken.",
+            ),
+            ("/callback is not absolute", "/callback is not absolute."),
+            ("client_id is required", "client_id is required."),
+            ("example.org is not allowed", "example.org is not allowed."),
+            (
+                "\"x@\" is not an email address",
+                "\"x@\" is not an email address.",
+            ),
+            ("2fa is required", "2fa is required."),
+            ("v1 signatures only", "v1 signatures only."),
+            (
+                "iOS apps need a private-use scheme",
+                "iOS apps need a private-use scheme.",
+            ),
+            ("APP_SECRET was rotated", "APP_SECRET was rotated."),
+            ("URLs must be absolute", "URLs must be absolute."),
+            ("élan is kept", "Élan is kept."),
+        ];
+        for (message, shown) in cases {
+            assert_eq!(sentence(message), shown, "{message:?}");
+        }
     }
 }

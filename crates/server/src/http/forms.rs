@@ -114,13 +114,22 @@ impl Form {
     }
 }
 
-/// Validation messages by field name, shown next to their fields.
+/// Validation messages by field name, shown next to their fields: every
+/// mistake of a submit at once, several of one field side by side.
 #[derive(Debug, Default)]
 pub struct FieldErrors(Vec<(&'static str, String)>);
 
 impl FieldErrors {
+    /// Notes a message for `field`, after any it already has.
     pub fn add(&mut self, field: &'static str, message: impl Into<String>) {
-        self.0.push((field, message.into()));
+        let message = message.into();
+        match self.0.iter_mut().find(|(f, _)| *f == field) {
+            Some((_, shown)) => {
+                shown.push(' ');
+                shown.push_str(&message);
+            }
+            None => self.0.push((field, message)),
+        }
     }
 
     /// The message for a field, if it has one.

@@ -1,12 +1,14 @@
 //! Layers on every response: security headers (RFC 9700 §4.16, DESIGN.md
-//! page rules) and one access-log line per request. The log carries method,
-//! path and status, never a query string or header values, because those
-//! hold codes, tokens and secrets.
+//! page rules), error pages, and one access-log line per request. The log
+//! carries method, path, status and the request id, never a query string or
+//! header values, because those hold codes, tokens and secrets. The same id
+//! is in the `X-Request-Id` header of every response and on every error
+//! page, so a person can quote what the operator finds in the log.
 
 use std::time::Instant;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderName, HeaderValue, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
@@ -67,31 +69,87 @@ pub async fn security_headers(
     response
 }
 
-/// Renders the page of a [`PageError`](crate::http::error::PageError) with the
-/// platform's name.
-pub async fn error_pages(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
-    match response.extensions().get::<ErrorPageContent>() {
-        Some(content) => pages::render(
-            response.status(),
-            &ErrorPage {
-                site: Site::of(&state.settings),
-                title: content.title,
-                message: &content.message,
-            },
-        ),
-        None => response,
+/// What an error page suggests next, by what went wrong: never "return to
+/// the app" unless an app sent the person here (`from_app`).
+pub fn next_step(status: StatusCode, from_app: bool) -> &'static str {
+    match status.as_u16() {
+        400 if from_app => {
+            "The app that sent you here made a request this platform cannot complete. Go back to the app and try again; if this keeps happening, tell the app's developer."
+        }
+        400 | 422 => "Check what you entered and try again.",
+        401 => "Sign in, then try again.",
+        403 => "If you think you should be able to do this, ask the platform's operator.",
+        404 | 410 => "Check the address for typing mistakes, or start again from the home page.",
+        405 => "Start again from the home page and follow the links from there.",
+        409 => "Someone may have changed this in the meantime. Reload the page and try again.",
+        413 => "Send less at once and try again.",
+        429 => "Too many attempts in a short time. Wait a moment, then try again.",
+        500..=599 => {
+            "This is a problem on our side, not something you did. Please try again in a moment."
+        }
+        _ => "Start again from the home page.",
     }
+}
+
+/// Whether `path` is one an app sends people to: the authorization
+/// endpoint, under its standard path or a profile's.
+fn sent_by_an_app(settings: &Settings, path: &str) -> bool {
+    path == "/oauth/authorize"
+        || settings
+            .profile
+            .authorize_paths
+            .iter()
+            .any(|p| p.as_str() == path)
+}
+
+/// Renders the page of a [`PageError`](crate::http::error::PageError) with
+/// the platform's name, wording that fits its status, the request id and a
+/// way home. Headers the handler set (`Retry-After`, cookies) are kept.
+pub async fn error_pages(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let request_id = request.extensions().get::<RequestId>().cloned();
+    let from_app = sent_by_an_app(&state.settings, request.uri().path());
+    let response = next.run(request).await;
+    let Some(content) = response.extensions().get::<ErrorPageContent>() else {
+        return response;
+    };
+    let status = response.status();
+    let mut page = pages::render(
+        status,
+        &ErrorPage {
+            site: Site::of(&state.settings),
+            status: status.as_u16(),
+            title: content.title,
+            message: &content.message,
+            next_step: next_step(status, from_app),
+            request_id: request_id.as_ref().map_or("", |id| id.0.as_str()),
+        },
+    );
+    for (name, value) in response.headers() {
+        if !page.headers().contains_key(name) && name != header::CONTENT_LENGTH {
+            page.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    page
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The id [`access_log`] gives a request: in its log lines, its
+/// `X-Request-Id` response header and its error page (a request extension,
+/// for the layers and handlers inside).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
 /// Gives each request an id (in a span, so every log line inside carries it,
-/// and in the `X-Request-Id` response header) and logs its outcome.
-pub async fn access_log(request: Request, next: Next) -> Response {
+/// in the `X-Request-Id` response header, and as a [`RequestId`] extension
+/// for the error pages) and logs its outcome.
+pub async fn access_log(mut request: Request, next: Next) -> Response {
     let mut id = [0u8; 8];
     healthgate_core::secret::random_bytes(&mut id);
     let request_id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    request
+        .extensions_mut()
+        .insert(RequestId(request_id.clone()));
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let span = tracing::info_span!("request", id = %request_id);
@@ -115,6 +173,86 @@ pub async fn access_log(request: Request, next: Next) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Log output kept in memory.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_request_id_is_in_the_log_line_the_header_and_the_handlers_reach() {
+        use tower::ServiceExt;
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let app = axum::Router::new()
+            .route(
+                "/missing",
+                axum::routing::get(|id: axum::Extension<RequestId>| async move {
+                    (StatusCode::NOT_FOUND, id.0.0)
+                }),
+            )
+            .layer(axum::middleware::from_fn(access_log));
+        let response = app
+            .oneshot(
+                Request::builder()
+                    .uri("/missing?code=secret")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let header = response.headers()[&REQUEST_ID].to_str().unwrap().to_owned();
+        assert_eq!(header.len(), 16, "{header}");
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
+        assert_eq!(std::str::from_utf8(&body).unwrap(), header);
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = log
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|l| l["fields"]["message"] == "request")
+            .unwrap_or_else(|| panic!("no access log line in {log}"));
+        assert_eq!(line["span"]["id"], header.as_str(), "{line}");
+        assert_eq!(line["fields"]["status"], 404, "{line}");
+        assert_eq!(line["fields"]["path"], "/missing", "{line}");
+        assert!(!log.contains("secret"), "{log}");
+    }
+
+    #[test]
+    fn error_pages_word_their_next_step_by_status() {
+        let step = |status: u16, from_app| {
+            next_step(StatusCode::from_u16(status).unwrap(), from_app).to_lowercase()
+        };
+        for status in [400, 401, 403, 404, 405, 409, 413, 429, 500, 503] {
+            assert!(!step(status, false).contains("app"), "{status}");
+        }
+        assert!(step(400, true).contains("go back to the app"));
+        assert!(step(404, false).contains("home page"));
+        assert!(step(404, true).contains("home page"));
+        for status in [500, 503] {
+            assert!(
+                step(status, false).contains("try again in a moment"),
+                "{status}"
+            );
+        }
+        assert!(step(429, false).contains("wait a moment"));
+    }
 
     #[test]
     fn pages_load_images_from_this_server_and_the_operators_logo_only() {

@@ -48,8 +48,13 @@ impl<'a> Site<'a> {
 #[template(path = "error.html")]
 pub struct ErrorPage<'a> {
     pub site: Site<'a>,
+    pub status: u16,
     pub title: &'a str,
     pub message: &'a str,
+    /// What to do now, worded for the status (`middleware::next_step`).
+    pub next_step: &'a str,
+    /// The id of the request, as in the access log and `X-Request-Id`.
+    pub request_id: &'a str,
 }
 
 #[derive(Template)]

@@ -30,6 +30,11 @@ pub enum AdminError {
         field: &'static str,
         message: String,
     },
+    /// The request is wrong in several fields, each named: every field is
+    /// checked before any is refused, so a form shows every mistake in one
+    /// submit (and the CLI names them all on one line, joined by "; ").
+    #[error("{}", join_messages(.0))]
+    Fields(Vec<FieldRefusal>),
     #[error("no client with id {0:?}")]
     NoSuchClient(String),
     #[error(transparent)]
@@ -92,6 +97,57 @@ pub struct ClientChanges {
     pub resource_server: Option<bool>,
 }
 
+/// One field's refusal: the field as the portal's forms name it, and why.
+pub type FieldRefusal = (&'static str, String);
+
+fn join_messages(refusals: &[FieldRefusal]) -> String {
+    refusals
+        .iter()
+        .map(|(_, m)| m.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl AdminError {
+    /// The field refusals this error is made of, in the order the fields
+    /// were checked; any other error comes back as it is.
+    pub fn into_field_refusals(self) -> Result<Vec<FieldRefusal>, AdminError> {
+        match self {
+            AdminError::Field { field, message } => Ok(vec![(field, message)]),
+            AdminError::Fields(refusals) => Ok(refusals),
+            other => Err(other),
+        }
+    }
+}
+
+/// The field refusals found while every field of a request is checked.
+#[derive(Debug, Default)]
+struct Refusals(Vec<FieldRefusal>);
+
+impl Refusals {
+    fn add(&mut self, field: &'static str, message: impl Into<String>) {
+        self.0.push((field, message.into()));
+    }
+
+    fn check(&mut self, checked: Result<(), FieldRefusal>) {
+        if let Err(refusal) = checked {
+            self.0.push(refusal);
+        }
+    }
+
+    /// Nothing refused, one field (`Field`), or several (`Fields`).
+    fn verdict(mut self) -> Result<(), AdminError> {
+        match self.0.len() {
+            0 => Ok(()),
+            1 => {
+                let (field, message) = self.0.remove(0);
+                Err(AdminError::Field { field, message })
+            }
+            _ => Err(AdminError::Fields(self.0)),
+        }
+    }
+}
+
 fn invalid(message: impl Into<String>) -> AdminError {
     AdminError::Invalid(message.into())
 }
@@ -103,24 +159,34 @@ fn invalid_field(field: &'static str, message: impl Into<String>) -> AdminError 
     }
 }
 
-fn parse_redirect_uris(uris: &[String]) -> Result<Vec<RedirectUri>, AdminError> {
+/// The redirect URIs that parse; each one that does not is refused.
+fn parse_redirect_uris(uris: &[String], refusals: &mut Refusals) -> Vec<RedirectUri> {
     if uris.is_empty() {
-        return Err(invalid_field(
-            "redirect_uris",
-            "at least one redirect URI is required",
-        ));
+        refusals.add("redirect_uris", "at least one redirect URI is required");
     }
     uris.iter()
-        .map(|u| {
-            RedirectUri::parse(u).map_err(|e| invalid_field("redirect_uris", format!("{u}: {e}")))
+        .filter_map(|u| match RedirectUri::parse(u) {
+            Ok(uri) => Some(uri),
+            Err(e) => {
+                refusals.add("redirect_uris", format!("{u}: {e}"));
+                None
+            }
         })
         .collect()
 }
 
-fn parse_scopes(settings: &Settings, scope: &str) -> Result<ScopeSet, AdminError> {
-    let scopes = ScopeSet::parse(scope).map_err(|e| invalid_field("scope", e.to_string()))?;
+/// The scopes asked for, all known to this server; else refused, on the
+/// `scope` field, with an empty set.
+fn parse_scopes(settings: &Settings, scope: &str, refusals: &mut Refusals) -> ScopeSet {
+    let scopes = match ScopeSet::parse(scope) {
+        Ok(scopes) => scopes,
+        Err(e) => {
+            refusals.add("scope", e.to_string());
+            return ScopeSet::default();
+        }
+    };
     if scopes.is_empty() {
-        return Err(invalid_field("scope", "at least one scope is required"));
+        refusals.add("scope", "at least one scope is required");
     }
     let unknown: Vec<&str> = scopes
         .iter()
@@ -128,16 +194,17 @@ fn parse_scopes(settings: &Settings, scope: &str) -> Result<ScopeSet, AdminError
         .collect();
     if !unknown.is_empty() {
         let known: Vec<&str> = settings.scopes.keys().map(String::as_str).collect();
-        return Err(invalid_field(
+        refusals.add(
             "scope",
             format!(
                 "unknown scope {}; this server knows: {}",
                 unknown.join(" "),
                 known.join(" ")
             ),
-        ));
+        );
+        return ScopeSet::default();
     }
-    Ok(scopes)
+    scopes
 }
 
 /// Whether healthgate may send to, or fetch from, `url` (the `field` of a
@@ -149,9 +216,9 @@ fn check_outbound_url(
     field: &'static str,
     what: &str,
     url: &str,
-) -> Result<(), AdminError> {
-    let parsed = url::Url::parse(url)
-        .map_err(|_| invalid_field(field, format!("{url}: not an absolute URL")))?;
+) -> Result<(), FieldRefusal> {
+    let parsed =
+        url::Url::parse(url).map_err(|_| (field, format!("{url}: not an absolute URL")))?;
     let loopback = match parsed.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
@@ -161,23 +228,23 @@ fn check_outbound_url(
     if let Some(refused) =
         crate::services::outbound::refused_literal(url, settings.allow_http_webhooks)
     {
-        return Err(invalid_field(field, format!("{url}: {refused}")));
+        return Err((field, format!("{url}: {refused}")));
     }
     match parsed.scheme() {
         "https" if parsed.host().is_some() => Ok(()),
         "http" if loopback && settings.allow_http_webhooks => Ok(()),
-        "http" if loopback => Err(invalid_field(
+        "http" if loopback => Err((
             field,
             format!(
                 "http {what} are only accepted on loopback when allow_http_webhooks is set (development); use https"
             ),
         )),
-        _ => Err(invalid_field(field, format!("{url}: {what} must be https"))),
+        _ => Err((field, format!("{url}: {what} must be https"))),
     }
 }
 
 /// Whether `url` may receive webhooks.
-fn check_webhook_url(settings: &Settings, url: &str) -> Result<(), AdminError> {
+fn check_webhook_url(settings: &Settings, url: &str) -> Result<(), FieldRefusal> {
     check_outbound_url(settings, "webhook_url", "webhook URLs", url)
 }
 
@@ -185,7 +252,8 @@ fn check_webhook_url(settings: &Settings, url: &str) -> Result<(), AdminError> {
 /// client (public addresses only, no redirects), as [`photos::fetch`]
 /// says. Every failure is a refusal of the `photo_url` field.
 async fn fetch_photo(settings: &Settings, url: &str) -> Result<Photo, AdminError> {
-    check_outbound_url(settings, "photo_url", "photo URLs", url)?;
+    check_outbound_url(settings, "photo_url", "photo URLs", url)
+        .map_err(|(field, message)| invalid_field(field, message))?;
     let http =
         crate::services::outbound::http_client(settings.allow_http_webhooks).map_err(|e| {
             tracing::error!(error = %e, "no HTTP client to fetch a photo with");
@@ -225,40 +293,97 @@ fn blank_is_none(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.trim().is_empty())
 }
 
-/// Every rule a registration must satisfy, for new and changed clients alike.
-fn check_client(settings: &Settings, c: &Client) -> Result<(), AdminError> {
+/// Every rule a registration must satisfy, for new and changed clients
+/// alike; every field is checked, and each one broken is refused.
+fn check_client(settings: &Settings, c: &Client, refusals: &mut Refusals) {
     if c.name.trim().is_empty() || c.name.len() > 200 || c.name.trim() != c.name {
-        return Err(invalid_field(
+        refusals.add(
             "name",
             "the name must be 1 to 200 characters, without surrounding spaces",
-        ));
+        );
     }
     if c.description.as_ref().is_some_and(|d| d.len() > 2000) {
-        return Err(invalid_field(
+        refusals.add(
             "description",
             "the description must be at most 2000 characters",
-        ));
+        );
     }
     if let Some(connect) = &c.connect_redirect_url {
-        RedirectUri::parse(connect)
-            .map_err(|e| invalid_field("connect_url", format!("connect URL {connect}: {e}")))?;
-    }
-    if c.published && c.connect_redirect_url.is_none() {
-        return Err(invalid_field(
-            "connect_url",
-            "a published app needs a connect URL",
-        ));
+        if let Err(e) = RedirectUri::parse(connect) {
+            refusals.add("connect_url", format!("connect URL {connect}: {e}"));
+        }
+    } else if c.published {
+        refusals.add("connect_url", "a published app needs a connect URL");
     }
     if let Some(hook) = &c.webhook_url {
-        check_webhook_url(settings, hook)?;
+        refusals.check(check_webhook_url(settings, hook));
     }
     if c.user_types.is_empty() {
-        return Err(invalid_field(
-            "user_types",
-            "at least one user type is required",
-        ));
+        refusals.add("user_types", "at least one user type is required");
     }
-    Ok(())
+}
+
+/// The cheap checks of a photo URL (a photo is fetched only once every
+/// field has passed).
+fn check_photo_url(settings: &Settings, url: Option<&str>, refusals: &mut Refusals) {
+    if let Some(url) = url {
+        refusals.check(check_outbound_url(settings, "photo_url", "photo URLs", url));
+    }
+}
+
+/// The client a registration request describes (its secret aside), and
+/// every field refusal it meets.
+fn draft_client(settings: &Settings, req: &NewClient, now: i64, refusals: &mut Refusals) -> Client {
+    let client = Client {
+        id: new_id("app"),
+        name: req.name.trim().to_owned(),
+        // Set once the photo is stored, to where healthgate serves it.
+        photo_url: None,
+        redirect_uris: parse_redirect_uris(&req.redirect_uris, refusals),
+        allowed_scopes: parse_scopes(settings, &req.scope, refusals),
+        user_types: if req.user_types.is_empty() {
+            UserType::ALL.to_vec()
+        } else {
+            req.user_types.clone()
+        },
+        kind: if req.public {
+            ClientKind::Public
+        } else {
+            ClientKind::Confidential
+        },
+        secret_digest: None,
+        description: blank_is_none(req.description.clone()),
+        connect_redirect_url: blank_is_none(req.connect_redirect_url.clone()),
+        published: req.published,
+        webhook_url: blank_is_none(req.webhook_url.clone()),
+        webhook_secret_version: 1,
+        webhook_muted_at: None,
+        authorization_level: req.authorization_level,
+        provisioning_scopes: None,
+        jwt_access_tokens: false,
+        id_token_alg: Default::default(),
+        owner_id: req.owner_id.clone(),
+        suspended_at: None,
+        resource_server: req.resource_server,
+        created_at: now,
+        updated_at: now,
+    };
+    check_client(settings, &client, refusals);
+    check_photo_url(
+        settings,
+        blank_is_none(req.photo_url.clone()).as_deref(),
+        refusals,
+    );
+    client
+}
+
+/// Every field refusal `req` would meet at registration, found without
+/// registering or fetching anything: a form that found mistakes of its own
+/// shows these beside them.
+pub fn new_client_refusals(settings: &Settings, req: &NewClient) -> Vec<FieldRefusal> {
+    let mut refusals = Refusals::default();
+    draft_client(settings, req, 0, &mut refusals);
+    refusals.0
 }
 
 /// Validates and registers a client. Returns it with its secret, which exists
@@ -271,43 +396,11 @@ pub async fn create_client(
     req: NewClient,
     actor: Actor<'_>,
 ) -> Result<(Client, Option<String>), AdminError> {
+    let mut refusals = Refusals::default();
+    let mut client = draft_client(settings, &req, clock.now(), &mut refusals);
+    refusals.verdict()?;
     let secret = (!req.public).then(|| mint(SecretKind::ClientSecret));
-    let now = clock.now();
-    let mut client = Client {
-        id: new_id("app"),
-        name: req.name.trim().to_owned(),
-        // Set once the photo is stored, to where healthgate serves it.
-        photo_url: None,
-        redirect_uris: parse_redirect_uris(&req.redirect_uris)?,
-        allowed_scopes: parse_scopes(settings, &req.scope)?,
-        user_types: if req.user_types.is_empty() {
-            UserType::ALL.to_vec()
-        } else {
-            req.user_types
-        },
-        kind: if req.public {
-            ClientKind::Public
-        } else {
-            ClientKind::Confidential
-        },
-        secret_digest: secret.as_ref().map(|s| s.digest.clone()),
-        description: blank_is_none(req.description),
-        connect_redirect_url: blank_is_none(req.connect_redirect_url),
-        published: req.published,
-        webhook_url: blank_is_none(req.webhook_url),
-        webhook_secret_version: 1,
-        webhook_muted_at: None,
-        authorization_level: req.authorization_level,
-        provisioning_scopes: None,
-        jwt_access_tokens: false,
-        id_token_alg: Default::default(),
-        owner_id: req.owner_id,
-        suspended_at: None,
-        resource_server: req.resource_server,
-        created_at: now,
-        updated_at: now,
-    };
-    check_client(settings, &client)?;
+    client.secret_digest = secret.as_ref().map(|s| s.digest.clone());
     // Fetched last, after every cheap check, and before anything is stored:
     // a photo that cannot be fetched registers nothing.
     let photo = match blank_is_none(req.photo_url) {
@@ -321,46 +414,47 @@ pub async fn create_client(
     Ok((client, secret.map(|s| s.value)))
 }
 
-/// Applies `changes` to a registration after checking the result.
-pub async fn update_client(
-    store: &Store,
+/// What a change does to an app's photo.
+enum PhotoChange {
+    Keep,
+    Forget,
+    FetchFrom(String),
+}
+
+/// Applies `changes` to `c`, noting every field refusal the result meets.
+fn apply_changes(
     settings: &Settings,
-    clock: &dyn Clock,
-    client_id: &str,
+    c: &mut Client,
     changes: ClientChanges,
-    actor: Actor<'_>,
-) -> Result<Client, AdminError> {
-    let mut c = store
-        .client(client_id)
-        .await?
-        .ok_or_else(|| AdminError::NoSuchClient(client_id.to_owned()))?;
+    now: i64,
+    refusals: &mut Refusals,
+) -> PhotoChange {
     if let Some(name) = changes.name {
         c.name = name.trim().to_owned();
     }
     if let Some(uris) = changes.redirect_uris {
-        c.redirect_uris = parse_redirect_uris(&uris)?;
+        c.redirect_uris = parse_redirect_uris(&uris, refusals);
     }
     if let Some(scope) = changes.scope {
-        c.allowed_scopes = parse_scopes(settings, &scope)?;
+        c.allowed_scopes = parse_scopes(settings, &scope, refusals);
     }
     if let Some(types) = changes.user_types {
         c.user_types = types;
     }
     // A photo URL other than the app's own is fetched, and the stored photo
     // replaced, once everything else has passed.
-    let mut photo_from = None;
-    let mut forget_photo = false;
+    let mut photo = PhotoChange::Keep;
     if let Some(v) = changes.photo_url {
         match blank_is_none(v) {
             None => {
-                forget_photo = true;
+                photo = PhotoChange::Forget;
                 c.photo_url = None;
             }
             // Its own address here (any version): the photo stays.
             Some(url)
                 if url.starts_with(&format!("{}/", settings.issuer()))
                     && photos::served_path(&c.id, Some(&url)).is_some() => {}
-            Some(url) => photo_from = Some(url),
+            Some(url) => photo = PhotoChange::FetchFrom(url),
         }
     }
     if let Some(v) = changes.description {
@@ -388,21 +482,58 @@ pub async fn update_client(
         c.authorization_level = level;
     }
     if let Some(scope) = changes.provisioning_scope {
-        c.provisioning_scopes = match blank_is_none(scope) {
-            Some(s) => Some(parse_scopes(settings, &s)?),
-            None => None,
-        };
+        c.provisioning_scopes = blank_is_none(scope).map(|s| parse_scopes(settings, &s, refusals));
     }
-    c.updated_at = clock.now();
-    check_client(settings, &c)?;
-    let photo = match photo_from {
-        Some(url) => Some(fetch_photo(settings, &url).await?),
-        None => None,
+    c.updated_at = now;
+    check_client(settings, c, refusals);
+    if let PhotoChange::FetchFrom(url) = &photo {
+        check_photo_url(settings, Some(url), refusals);
+    }
+    photo
+}
+
+/// Every field refusal `changes` would meet on app `client_id`, found
+/// without changing or fetching anything.
+pub async fn client_changes_refusals(
+    store: &Store,
+    settings: &Settings,
+    client_id: &str,
+    changes: ClientChanges,
+) -> Result<Vec<FieldRefusal>, AdminError> {
+    let mut c = store
+        .client(client_id)
+        .await?
+        .ok_or_else(|| AdminError::NoSuchClient(client_id.to_owned()))?;
+    let mut refusals = Refusals::default();
+    apply_changes(settings, &mut c, changes, 0, &mut refusals);
+    Ok(refusals.0)
+}
+
+/// Applies `changes` to a registration after checking the result, every
+/// field of it.
+pub async fn update_client(
+    store: &Store,
+    settings: &Settings,
+    clock: &dyn Clock,
+    client_id: &str,
+    changes: ClientChanges,
+    actor: Actor<'_>,
+) -> Result<Client, AdminError> {
+    let mut c = store
+        .client(client_id)
+        .await?
+        .ok_or_else(|| AdminError::NoSuchClient(client_id.to_owned()))?;
+    let mut refusals = Refusals::default();
+    let photo_change = apply_changes(settings, &mut c, changes, clock.now(), &mut refusals);
+    refusals.verdict()?;
+    let photo = match &photo_change {
+        PhotoChange::FetchFrom(url) => Some(fetch_photo(settings, url).await?),
+        PhotoChange::Keep | PhotoChange::Forget => None,
     };
     store.update_client(&c, actor).await?;
     if let Some(photo) = photo {
         c.photo_url = Some(store_photo(store, settings, clock, &c.id, &photo).await?);
-    } else if forget_photo {
+    } else if let PhotoChange::Forget = photo_change {
         store.delete_client_photo(&c.id).await?;
     }
     Ok(c)
@@ -483,6 +614,26 @@ pub enum Creator<'a> {
     Themselves { ip: Option<&'a str> },
 }
 
+/// Every field refusal an account request meets (a username taken aside,
+/// which only the store knows), found without creating anything.
+pub fn new_user_refusals(req: &NewUser) -> Vec<FieldRefusal> {
+    let mut refusals = Refusals::default();
+    if let Err(e) = validate_username(&req.username) {
+        refusals.add("username", e);
+    }
+    if let Some(email) = &req.email
+        && validate_email(email).is_err()
+    {
+        refusals.add("email", format!("{email:?} is not an email address"));
+    }
+    if let Some(p) = &req.password
+        && let Err(e) = validate_password(p)
+    {
+        refusals.add("password", e);
+    }
+    refusals.0
+}
+
 /// Validates and creates a user account.
 pub async fn create_user(
     store: &Store,
@@ -490,16 +641,9 @@ pub async fn create_user(
     req: NewUser,
     creator: Creator<'_>,
 ) -> Result<User, AdminError> {
-    validate_username(&req.username).map_err(|e| invalid_field("username", e))?;
-    if let Some(email) = &req.email {
-        validate_email(email)
-            .map_err(|_| invalid_field("email", format!("{email:?} is not an email address")))?;
-    }
+    Refusals(new_user_refusals(&req)).verdict()?;
     let password_hash = match req.password {
-        Some(p) => {
-            validate_password(&p).map_err(|e| invalid_field("password", e))?;
-            Some(passwords::hash(p).await?)
-        }
+        Some(p) => Some(passwords::hash(p).await?),
         None => None,
     };
     let now = clock.now();

@@ -276,23 +276,25 @@ pub async fn signup(
     } else if form.text("password_confirmation").as_deref() != Some(password.as_str()) {
         errors.add("password_confirmation", "The two passwords differ.");
     }
+    let request = NewUser {
+        username: username.clone(),
+        name: name.clone(),
+        password: Some(password),
+        email: email.clone(),
+        user_type: UserType::Member,
+    };
     let created = if errors.is_empty() {
         admin::create_user(
             &state.store,
             state.clock.as_ref(),
-            NewUser {
-                username: username.clone(),
-                name: name.clone(),
-                password: Some(password),
-                email: email.clone(),
-                user_type: UserType::Member,
-            },
+            request,
             Creator::Themselves { ip: ip.as_deref() },
         )
         .await
         .map(Some)
         .or_else(|e| field_error(e, &mut errors).map(|()| None))?
     } else {
+        add_refusals(&mut errors, admin::new_user_refusals(&request));
         None
     };
     let Some(user) = created else {
@@ -320,18 +322,32 @@ pub async fn signup(
     Ok(response)
 }
 
-/// Puts a refusal of `admin` next to its field; other failures pass on.
+/// Puts every refusal of `admin` next to its field; other failures pass on.
 fn field_error(e: AdminError, errors: &mut FieldErrors) -> Result<(), PageError> {
-    match e {
-        AdminError::Field { field, message } => {
-            errors.add(field, sentence(&message));
+    match e.into_field_refusals() {
+        Ok(refusals) => {
+            for (field, message) in refusals {
+                errors.add(field, sentence(&message));
+            }
             Ok(())
         }
-        AdminError::Invalid(message) => {
+        Err(AdminError::Invalid(message)) => {
             errors.add("form", sentence(&message));
             Ok(())
         }
-        other => Err(other.into()),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// Adds `admin`'s refusals of a form that also broke the page's own rules,
+/// beside them: a field the page refused already keeps its own message.
+fn add_refusals(errors: &mut FieldErrors, refusals: Vec<admin::FieldRefusal>) {
+    let others: Vec<_> = refusals
+        .into_iter()
+        .filter(|(field, _)| errors.of(field).is_none())
+        .collect();
+    for (field, message) in others {
+        errors.add(field, sentence(&message));
     }
 }
 
@@ -575,33 +591,40 @@ pub async fn create_app(
         errors.add("scope", "Tick at least one scope.");
     }
     let user_types = values.parsed_user_types(&mut errors);
+    let request = NewClient {
+        name: values.name.clone(),
+        redirect_uris: values.uris(),
+        scope: values.scopes.join(" "),
+        public: values.public,
+        photo_url: Some(values.photo_url.clone()).filter(|_| upload.is_none()),
+        user_types,
+        authorization_level: values.level(),
+        description: Some(values.description.clone()),
+        connect_redirect_url: Some(values.connect_url.clone()),
+        webhook_url: Some(values.webhook_url.clone()),
+        published: values.published,
+        owner_id: Some(user_id.clone()),
+        // Only operators make an app a resource server.
+        resource_server: false,
+    };
+    // Every mistake at once: the page's own checks, then every one of
+    // `admin`'s, registering nothing while any remains.
     let registered = if errors.is_empty() {
         admin::create_client(
             &state.store,
             &state.settings,
             state.clock.as_ref(),
-            NewClient {
-                name: values.name.clone(),
-                redirect_uris: values.uris(),
-                scope: values.scopes.join(" "),
-                public: values.public,
-                photo_url: Some(values.photo_url.clone()).filter(|_| upload.is_none()),
-                user_types,
-                authorization_level: values.level(),
-                description: Some(values.description.clone()),
-                connect_redirect_url: Some(values.connect_url.clone()),
-                webhook_url: Some(values.webhook_url.clone()),
-                published: values.published,
-                owner_id: Some(user_id.clone()),
-                // Only operators make an app a resource server.
-                resource_server: false,
-            },
+            request,
             Actor::user(&user_id, ip.as_deref()),
         )
         .await
         .map(Some)
         .or_else(|e| field_error(e, &mut errors).map(|()| None))?
     } else {
+        add_refusals(
+            &mut errors,
+            admin::new_client_refusals(&state.settings, &request),
+        );
         None
     };
     let Some((mut app, secret)) = registered else {
@@ -796,31 +819,35 @@ pub async fn update_app(
     } else {
         Some(Some(values.photo_url.clone()))
     };
+    let changes = ClientChanges {
+        name: Some(values.name.clone()),
+        redirect_uris: Some(values.uris()),
+        scope: Some(values.scopes.join(" ")),
+        user_types: Some(user_types),
+        photo_url,
+        description: Some(Some(values.description.clone())),
+        connect_redirect_url: Some(Some(values.connect_url.clone())),
+        webhook_url: Some(Some(values.webhook_url.clone())),
+        published: Some(values.published),
+        authorization_level: Some(values.level()),
+        ..ClientChanges::default()
+    };
     let saved = if errors.is_empty() {
         admin::update_client(
             &state.store,
             &state.settings,
             state.clock.as_ref(),
             &app.id,
-            ClientChanges {
-                name: Some(values.name.clone()),
-                redirect_uris: Some(values.uris()),
-                scope: Some(values.scopes.join(" ")),
-                user_types: Some(user_types),
-                photo_url,
-                description: Some(Some(values.description.clone())),
-                connect_redirect_url: Some(Some(values.connect_url.clone())),
-                webhook_url: Some(Some(values.webhook_url.clone())),
-                published: Some(values.published),
-                authorization_level: Some(values.level()),
-                ..ClientChanges::default()
-            },
+            changes,
             person.actor(&ip),
         )
         .await
         .map(Some)
         .or_else(|e| field_error(e, &mut errors).map(|()| None))?
     } else {
+        let refusals =
+            admin::client_changes_refusals(&state.store, &state.settings, &app.id, changes).await?;
+        add_refusals(&mut errors, refusals);
         None
     };
     if saved.is_none() {

@@ -137,12 +137,185 @@ async fn storage_failure_is_never_success() {
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
 
+/// The `X-Request-Id` of a response, which the access log line carries.
+fn request_id(r: &reqwest::Response) -> String {
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(id.len(), 16, "{id}");
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    id
+}
+
+/// The error's own words on an error page, without the site's frame.
+fn error_card(page: &str) -> String {
+    let start = page.find("<section class=\"card\" role=\"alert\">").expect("an error card");
+    let end = start + page[start..].find("</section>").expect("the card ends");
+    page[start..end].to_lowercase()
+}
+
+/// Whether an error page speaks of an app.
+fn mentions_an_app(page: &str) -> bool {
+    error_card(page)
+        .split(|c: char| !c.is_alphabetic())
+        .any(|w| w == "app" || w == "apps")
+}
+
+/// What an error page shows: its request id, a way home, and no advice to
+/// return to an app that never sent the person.
+fn assert_helpful_error_page(page: &str, id: &str) {
+    assert_eq!(
+        super::portal::element_text(page, "request-id").as_deref(),
+        Some(id),
+        "{page}"
+    );
+    assert!(page.contains("<a class=\"button\" href=\"/\">Go to the home page</a>"), "{page}");
+}
+
 #[tokio::test]
-async fn unknown_paths_are_a_readable_404() {
+async fn unknown_pages_are_a_readable_404_with_the_request_id_and_a_way_home() {
     let app = spawn_app().await;
-    let r = app.http().get(app.url("/nope")).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    assert!(r.text().await.unwrap().contains("Page not found"));
+    for path in ["/nope", "/account/nope", "/apis", "/oauthx/token"] {
+        let r = app.http().get(app.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+        let id = request_id(&r);
+        assert!(
+            r.headers()["content-type"].to_str().unwrap().starts_with("text/html"),
+            "{path}"
+        );
+        let page = r.text().await.unwrap();
+        assert!(page.contains("<h1>Page not found</h1>"), "{page}");
+        assert!(page.contains("There is nothing at this address."), "{page}");
+        assert!(page.contains("Check the address"), "{page}");
+        assert!(!mentions_an_app(&page), "a 404 is not about an app: {page}");
+        assert_helpful_error_page(&page, &id);
+    }
+    // Every response carries its own id, errors or not.
+    let a = app.http().get(app.url("/")).send().await.unwrap();
+    let b = app.http().get(app.url("/")).send().await.unwrap();
+    assert_ne!(request_id(&a), request_id(&b));
+}
+
+#[tokio::test]
+async fn error_pages_word_themselves_by_what_went_wrong() {
+    let app = spawn_app().await;
+    // A form without its session token: refused, with no word of an app.
+    let r = app
+        .http()
+        .post(app.url("/developers/apps"))
+        .form(&[("name", "x")])
+        .send()
+        .await
+        .unwrap();
+    let (status, id) = (r.status(), request_id(&r));
+    let page = r.text().await.unwrap();
+    assert!(status.is_client_error(), "{status}");
+    assert!(!mentions_an_app(&page), "{page}");
+    assert_helpful_error_page(&page, &id);
+    // A wrong method on a page: 405, a page, with the methods it takes.
+    let r = app.http().delete(app.url("/login")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(r.headers()["allow"].to_str().unwrap().contains("GET"));
+    let id = request_id(&r);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("This address does not accept a DELETE request."), "{page}");
+    assert_helpful_error_page(&page, &id);
+    // An app that sent a person with a request that cannot be completed:
+    // now, and only now, the page says to go back to the app.
+    let r = app
+        .browser()
+        .authorize(&[
+            ("response_type", "code"),
+            ("client_id", "app-nobody"),
+            ("redirect_uri", "https://partner.example/callback"),
+        ])
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let id = request_id(&r);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Go back to the app and try again"), "{page}");
+    assert_helpful_error_page(&page, &id);
+}
+
+#[tokio::test]
+async fn unknown_api_and_oauth_paths_answer_json_never_the_html_page() {
+    let app = spawn_app().await;
+    for path in [
+        "/api/v1/nope",
+        "/api",
+        "/api/",
+        "/oauth/nope",
+        "/oauth/token/extra",
+        "/.well-known/nope",
+    ] {
+        for post in [false, true] {
+            let http = app.http();
+            let request = if post {
+                http.post(app.url(path)).form(&[("a", "b")])
+            } else {
+                http.get(app.url(path))
+            };
+            let r = request.send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+            request_id(&r);
+            assert_eq!(r.headers()["content-type"], "application/json", "{path}");
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["error"], "not_found", "{path}: {body}");
+            let description = body["error_description"].as_str().unwrap();
+            assert!(
+                description
+                    .chars()
+                    .all(healthgate_core::error::allowed_in_description),
+                "{description}"
+            );
+            assert!(description.contains("/.well-known/openid-configuration"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_method_on_an_endpoint_is_a_json_405() {
+    let app = spawn_app().await;
+    for (method, path, allowed) in [
+        (reqwest::Method::GET, "/oauth/token", "POST"),
+        (reqwest::Method::GET, "/oauth/revoke", "POST"),
+        (reqwest::Method::DELETE, "/api/v1/me", "GET"),
+        (reqwest::Method::POST, "/.well-known/openid-configuration", "GET"),
+    ] {
+        let r = app
+            .http()
+            .request(method.clone(), app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        assert!(
+            r.headers()["allow"].to_str().unwrap().contains(allowed),
+            "{method} {path}"
+        );
+        request_id(&r);
+        assert_eq!(r.headers()["content-type"], "application/json");
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "method_not_allowed", "{body}");
+        let description = body["error_description"].as_str().unwrap();
+        assert!(description.contains(method.as_str()), "{description}");
+        assert!(
+            description
+                .chars()
+                .all(healthgate_core::error::allowed_in_description)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_profiles_token_path_answers_a_wrong_method_in_json() {
+    let app = spawn_app_with(|s| {
+        s.profile.token_paths = vec!["/o/token/".parse().unwrap()];
+    })
+    .await;
+    let r = app.http().get(app.url("/o/token/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "method_not_allowed");
 }
 
 #[tokio::test]

@@ -246,6 +246,173 @@ async fn refusals_are_shown_next_to_their_field_and_register_nothing() {
     assert!(app.state.store.clients_of_owner(&dev.id).await.unwrap().is_empty());
 }
 
+/// The message shown next to `field`, if any, as a person reads it.
+fn field_message(page: &str, field: &str) -> Option<String> {
+    assert_eq!(
+        page.contains(&format!("aria-invalid=\"true\" aria-describedby=\"{field}-error\"")),
+        page.contains(&format!("id=\"{field}-error\"")),
+        "{field}: a message is tied to its input"
+    );
+    element_text(page, &format!("{field}-error"))
+}
+
+const HTTP_URI: &str = "http://acme.example/cb: redirect URI must use https, http on a loopback address, or a private-use scheme such as com.example.app:/cb.";
+
+#[tokio::test]
+async fn every_mistake_of_one_submit_is_shown_next_to_its_field() {
+    let app = spawn_app().await;
+    let (b, dev) = app.signed_in("dev").await;
+    let mistakes = [
+        ("name", " "),
+        ("redirect_uris", "http://acme.example/cb\nhttps://partner.example/cb#top"),
+        ("webhook_url", "http://partner.example/hook"),
+    ];
+    // With no scope ticked (the page's own rule) and with one (only the
+    // registration rules refuse): either way every field says what is wrong.
+    for scope in ["", "profile_read"] {
+        let mut fields = vec![(
+            "csrf_token".to_owned(),
+            csrf_of(&b, "/developers/apps/new").await,
+        )];
+        let mut changes = mistakes.to_vec();
+        changes.push(("scope", scope));
+        fields.extend(with(app_form("Scheduler"), &changes));
+        let r = b.post_form("/developers/apps", &fields).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{scope:?}");
+        let page = r.text().await.unwrap();
+        assert_eq!(
+            field_message(&page, "name").as_deref(),
+            Some("The name must be 1 to 200 characters, without surrounding spaces."),
+            "{page}"
+        );
+        // Each bad URI is named, and a message that starts with one keeps
+        // it as typed: "http://…", never "Http://…".
+        let uris = field_message(&page, "redirect_uris").expect("redirect URIs refused");
+        assert!(uris.starts_with(HTTP_URI), "{uris}");
+        assert!(
+            uris.contains("https://partner.example/cb#top: redirect URI must not contain a fragment"),
+            "{uris}"
+        );
+        assert_eq!(
+            field_message(&page, "webhook_url").as_deref(),
+            Some("http://partner.example/hook: webhook URLs must be https."),
+        );
+        let scope_message = field_message(&page, "scope");
+        if scope.is_empty() {
+            assert_eq!(scope_message.as_deref(), Some("Tick at least one scope."));
+        } else {
+            assert_eq!(scope_message, None);
+        }
+        for fine in ["description", "user_types", "connect_url", "photo_url", "photo"] {
+            assert_eq!(field_message(&page, fine), None, "{fine}");
+        }
+        assert!(page.contains("Scheduling for practices"), "what was typed stays");
+    }
+    assert!(app.state.store.clients_of_owner(&dev.id).await.unwrap().is_empty());
+
+    // Editing an app: the same, and nothing is saved.
+    let (id, _) = register_in_portal(&b, app_form("Scheduler")).await;
+    let edit = format!("/developers/apps/{id}/edit");
+    for scope in ["", "openid"] {
+        let mut fields = vec![("csrf_token".to_owned(), csrf_of(&b, &edit).await)];
+        let mut changes = mistakes.to_vec();
+        changes.push(("scope", scope));
+        changes.push(("user_type", ""));
+        fields.extend(with(app_form("Scheduler"), &changes));
+        let r = b.post_form(&edit, &fields).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{scope:?}");
+        let page = r.text().await.unwrap();
+        assert!(field_message(&page, "name").is_some(), "{page}");
+        let uris = field_message(&page, "redirect_uris").expect("redirect URIs refused");
+        assert!(uris.starts_with(HTTP_URI), "{uris}");
+        assert!(field_message(&page, "webhook_url").is_some());
+        assert_eq!(
+            field_message(&page, "user_types").as_deref(),
+            Some("Tick at least one kind of user.")
+        );
+        assert_eq!(field_message(&page, "scope").is_some(), scope.is_empty());
+    }
+    let c = app.state.store.client(&id).await.unwrap().unwrap();
+    assert_eq!(c.name, "Scheduler");
+    assert_eq!(c.webhook_url, None);
+
+    // Signing up: every field at once.
+    let stranger = app.browser();
+    let fields = vec![
+        ("csrf_token".to_owned(), csrf_of(&stranger, "/developers/signup").await),
+        ("username".to_owned(), "a/b".to_owned()),
+        ("email".to_owned(), "not-an-email".to_owned()),
+        ("password".to_owned(), "short".to_owned()),
+        ("password_confirmation".to_owned(), "short".to_owned()),
+    ];
+    let r = stranger.post_form("/developers/signup", &fields).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let page = r.text().await.unwrap();
+    assert_eq!(
+        field_message(&page, "username").as_deref(),
+        Some("Username must not contain /.")
+    );
+    assert_eq!(
+        field_message(&page, "email").as_deref(),
+        Some("\"not-an-email\" is not an email address.")
+    );
+    assert_eq!(
+        field_message(&page, "password").as_deref(),
+        Some("Password must be at least 8 characters.")
+    );
+    // A blank username is the page's own rule; the others still show.
+    let mut fields = fields;
+    fields[1].1 = String::new();
+    fields[4].1 = "shorter".to_owned();
+    let r = stranger.post_form("/developers/signup", &fields).await;
+    let page = r.text().await.unwrap();
+    assert_eq!(field_message(&page, "username").as_deref(), Some("Choose a username."));
+    assert!(field_message(&page, "email").is_some());
+    assert!(field_message(&page, "password_confirmation").is_some());
+    assert!(app.state.store.user_by_username("a/b").await.unwrap().is_none());
+
+    // The account's profile and password forms.
+    let profile = csrf_of(&b, "/account/profile").await;
+    let form = |pairs: &[(&str, &str)]| {
+        let mut f = vec![("csrf_token".to_owned(), profile.clone())];
+        f.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        f
+    };
+    let long = "N".repeat(201);
+    let r = b
+        .post_form("/account/profile", &form(&[("name", &long), ("email", "alice@@")]))
+        .await;
+    let page = r.text().await.unwrap();
+    assert!(field_message(&page, "name").is_some(), "{page}");
+    assert!(field_message(&page, "email").is_some(), "{page}");
+    let r = b
+        .post_form(
+            "/account/profile/password",
+            &form(&[
+                ("current_password", "not it at all"),
+                ("new_password", "short"),
+                ("new_password_confirmation", "shorts"),
+            ]),
+        )
+        .await;
+    let page = r.text().await.unwrap();
+    for field in ["current_password", "new_password", "new_password_confirmation"] {
+        assert!(field_message(&page, field).is_some(), "{field}: {page}");
+    }
+}
+
+#[test]
+fn the_cli_names_every_refused_field_on_one_line() {
+    let e = admin::AdminError::Fields(vec![
+        ("name", "the name must be 1 to 200 characters".to_owned()),
+        ("scope", "at least one scope is required".to_owned()),
+    ]);
+    assert_eq!(
+        e.to_string(),
+        "the name must be 1 to 200 characters; at least one scope is required"
+    );
+}
+
 #[tokio::test]
 async fn forms_without_the_session_token_or_from_elsewhere_are_refused() {
     let app = spawn_app().await;
