@@ -1685,8 +1685,17 @@ async fn a_reset_password_is_temporary_until_the_person_changes_it() {
         assert_eq!(s.password_reset_at("usr-none").await.unwrap(), None);
 
         // A partner setting a password does not make it temporary.
-        assert!(s.set_password(&bob.id, "$argon2id$partner", NOW).await.unwrap());
-        assert_eq!(s.password_reset_at(&bob.id).await.unwrap(), None, "{}", b.name);
+        assert!(
+            s.set_password(&bob.id, "$argon2id$partner", NOW)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            s.password_reset_at(&bob.id).await.unwrap(),
+            None,
+            "{}",
+            b.name
+        );
 
         // An operator's reset does, with the password, in its transaction.
         let by = Actor::user(&bob.id, None);
@@ -1706,9 +1715,16 @@ async fn a_reset_password_is_temporary_until_the_person_changes_it() {
         // A change that does not happen (the hash moved on) leaves it.
         let fresh = session_of("fresh", &alice.id, NOW + 2, NOW + 1000);
         assert!(
-            !s.change_password(&alice.id, "$argon2id$own", "$argon2id$x", &fresh, None, NOW + 2)
-                .await
-                .unwrap()
+            !s.change_password(
+                &alice.id,
+                "$argon2id$own",
+                "$argon2id$x",
+                &fresh,
+                None,
+                NOW + 2
+            )
+            .await
+            .unwrap()
         );
         assert_eq!(s.password_reset_at(&alice.id).await.unwrap(), Some(NOW + 1));
 
@@ -1725,9 +1741,19 @@ async fn a_reset_password_is_temporary_until_the_person_changes_it() {
             .await
             .unwrap()
         );
-        assert_eq!(s.password_reset_at(&alice.id).await.unwrap(), None, "{}", b.name);
         assert_eq!(
-            s.user(&alice.id).await.unwrap().unwrap().password_hash.as_deref(),
+            s.password_reset_at(&alice.id).await.unwrap(),
+            None,
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            s.user(&alice.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .password_hash
+                .as_deref(),
             Some("$argon2id$chosen")
         );
 
