@@ -293,7 +293,7 @@ pub async fn user_command(
                 as_json,
                 &json!({"id": user.id, "username": user.username, "temporary_password": password}),
                 &format!(
-                    "temporary password of {}: {password}\n\nIt is shown only now: hand it over safely. Every session of theirs has ended.",
+                    "temporary password of {}: {password}\n\nIt is shown only now: hand it over safely. Every session of theirs has ended; at their next sign-in they must choose a password of their own before anything else.",
                     named(&user)
                 ),
             );

@@ -278,6 +278,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "resource servers",
         include_str!("../migrations/sqlite/0008_resource_servers.sql"),
     ),
+    (
+        9,
+        "temporary passwords",
+        include_str!("../migrations/sqlite/0009_temporary_passwords.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -319,6 +324,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         8,
         "resource servers",
         include_str!("../migrations/postgres/0008_resource_servers.sql"),
+    ),
+    (
+        9,
+        "temporary passwords",
+        include_str!("../migrations/postgres/0009_temporary_passwords.sql"),
     ),
 ];
 

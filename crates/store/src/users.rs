@@ -143,6 +143,19 @@ impl Store {
         row.as_ref().map(user_from_row).transpose()
     }
 
+    /// When the person's password was set by an operator (a reset) and has
+    /// not been changed by them since: `None` when the password is their
+    /// own, or there is no such account. A person with a temporary password
+    /// must choose their own before anything else.
+    pub async fn password_reset_at(&self, user_id: &str) -> Result<Option<i64>> {
+        let at: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT password_reset_at FROM users WHERE id = $1")
+                .bind(user_id)
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(at.flatten())
+    }
+
     pub async fn user_by_username(&self, username: &str) -> Result<Option<User>> {
         let sql = sqlx::AssertSqlSafe(format!("{SELECT} WHERE username = $1"));
         let row = sqlx::query(sql)
@@ -218,6 +231,7 @@ impl Store {
 
     /// A person changes their own password: the new hash is set only if the
     /// stored one is still `old_hash` (two changes racing cannot both win),
+    /// a temporary password stops being one (`password_reset_at` cleared),
     /// every session of theirs ends, `fresh` starts in its place for the
     /// browser that asked, and `user.password_changed` is appended, all in
     /// one transaction. `false` (and nothing changed) if the stored hash
@@ -233,7 +247,8 @@ impl Store {
     ) -> Result<bool> {
         let mut tx = self.writer.begin().await?;
         let done = sqlx::query(
-            "UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3 AND password_hash = $4",
+            "UPDATE users SET password_hash = $1, password_reset_at = NULL, updated_at = $2
+             WHERE id = $3 AND password_hash = $4",
         )
         .bind(new_hash)
         .bind(now)
@@ -318,9 +333,10 @@ impl Store {
     }
 
     /// Replaces a person's password with one an operator set for them (a
-    /// reset), ends every session of theirs and writes
-    /// `user.password_reset`, in one transaction. `false` if there is no
-    /// such account.
+    /// reset), marks it temporary (`password_reset_at`: they must choose
+    /// their own at their next sign-in), ends every session of theirs and
+    /// writes `user.password_reset`, in one transaction. `false` if there is
+    /// no such account.
     pub async fn reset_password(
         &self,
         user_id: &str,
@@ -330,7 +346,7 @@ impl Store {
     ) -> Result<bool> {
         let mut tx = self.writer.begin().await?;
         let done =
-            sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+            sqlx::query("UPDATE users SET password_hash = $1, password_reset_at = $2, updated_at = $2 WHERE id = $3")
                 .bind(password_hash)
                 .bind(now)
                 .bind(user_id)

@@ -4,8 +4,13 @@
 //! - [`SignedIn`]: an active person (not locked, not deleted) with a live
 //!   session. A page (GET) without one is redirected to sign in and come
 //!   back; a form is refused (403), never redirected.
-//! - [`Operator`]: the same, and one of the platform's operators; anyone
-//!   else signed in is refused (403).
+//!   A person whose password is temporary (an operator reset it) is sent
+//!   to choose their own first ([`NEW_PASSWORD_PAGE`]), and comes back after.
+//! - [`PasswordChange`]: a signed-in person, temporary password or not: the
+//!   one extractor that lets in someone who must choose a password, used by
+//!   that page alone (signing out needs no extractor).
+//! - [`Operator`]: the same as `SignedIn`, and one of the platform's
+//!   operators; anyone else signed in is refused (403).
 //! - [`CsrfForm`]: a form whose `csrf_token` matches the session's and whose
 //!   `Origin`, if sent, is this server's, read alike from URL-encoded and
 //!   multipart bodies and deserialised into the handler's own struct.
@@ -31,6 +36,14 @@ use crate::http::session;
 use crate::services::photos::MAX_PHOTO;
 use crate::state::AppState;
 
+/// Where a person whose password is temporary chooses their own, before
+/// anything else.
+pub const NEW_PASSWORD_PAGE: &str = "/account/password/new";
+
+/// What a form sent by a person who must first choose a password is told.
+pub const CHOOSE_A_PASSWORD_FIRST: &str =
+    "Choose a new password first: the one you signed in with was temporary.";
+
 /// What a signed-in person who is not an operator is told.
 pub const OPERATORS_ONLY: &str = "Only the platform's operators can use the admin console.";
 
@@ -39,6 +52,8 @@ pub const OPERATORS_ONLY: &str = "Only the platform's operators can use the admi
 #[derive(Debug)]
 pub enum Refusal {
     SignIn(String),
+    /// A temporary password: choose one's own, then come back here.
+    NewPassword(String),
     Page(PageError),
 }
 
@@ -53,6 +68,10 @@ impl IntoResponse for Refusal {
         match self {
             Self::SignIn(return_to) => {
                 let target = with_query_params("/login", &[("return_to", &return_to)]);
+                Redirect::to(&target).into_response()
+            }
+            Self::NewPassword(return_to) => {
+                let target = with_query_params(NEW_PASSWORD_PAGE, &[("return_to", &return_to)]);
                 Redirect::to(&target).into_response()
             }
             Self::Page(e) => e.into_response(),
@@ -74,10 +93,20 @@ impl SignedIn {
     }
 }
 
-/// The signed-in person behind `parts`, if any; found once per request.
-async fn signed_in(parts: &mut Parts, state: &AppState) -> Result<Option<SignedIn>, PageError> {
+/// Whether the signed-in person's password is temporary (an operator reset
+/// it): they must choose their own before anything else.
+#[derive(Debug, Clone, Copy)]
+struct PasswordDue(bool);
+
+/// The signed-in person behind `parts`, if any, and whether their password
+/// is temporary; found once per request.
+async fn signed_in(
+    parts: &mut Parts,
+    state: &AppState,
+) -> Result<Option<(SignedIn, bool)>, PageError> {
     if let Some(found) = parts.extensions.get::<Option<SignedIn>>() {
-        return Ok(found.clone());
+        let due = parts.extensions.get::<PasswordDue>().is_some_and(|d| d.0);
+        return Ok(found.clone().map(|person| (person, due)));
     }
     let found = match session::logged_in(state, &parts.headers).await? {
         Some(session) => {
@@ -91,19 +120,32 @@ async fn signed_in(parts: &mut Parts, state: &AppState) -> Result<Option<SignedI
         }
         None => None,
     };
+    let due = match &found {
+        Some(person) => state
+            .store
+            .password_reset_at(&person.user.id)
+            .await?
+            .is_some(),
+        None => false,
+    };
     parts.extensions.insert(found.clone());
-    Ok(found)
+    parts.extensions.insert(PasswordDue(due));
+    Ok(found.map(|person| (person, due)))
+}
+
+/// This request's path and query, to come back to.
+fn here(parts: &Parts) -> String {
+    parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned())
 }
 
 /// The refusal for a request nobody is signed in for: a page goes to sign
 /// in and comes back to where it was; a form is refused.
 fn sign_in_first(parts: &Parts) -> Refusal {
     if matches!(parts.method, Method::GET | Method::HEAD) {
-        let back = parts
-            .uri
-            .path_and_query()
-            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
-        Refusal::SignIn(back)
+        Refusal::SignIn(here(parts))
     } else {
         PageError::forbidden("Please sign in again.").into()
     }
@@ -113,9 +155,49 @@ impl FromRequestParts<AppState> for SignedIn {
     type Rejection = Refusal;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Refusal> {
-        signed_in(parts, state)
-            .await?
-            .ok_or_else(|| sign_in_first(parts))
+        match signed_in(parts, state).await? {
+            Some((person, false)) => Ok(person),
+            // A temporary password: a page waits until the person chose
+            // their own; a form is refused.
+            Some((_, true)) if matches!(parts.method, Method::GET | Method::HEAD) => {
+                Err(Refusal::NewPassword(here(parts)))
+            }
+            Some((_, true)) => Err(PageError::forbidden(CHOOSE_A_PASSWORD_FIRST).into()),
+            None => Err(sign_in_first(parts)),
+        }
+    }
+}
+
+/// For a page that finds its person itself because a visitor is welcome
+/// too (the home page, the developer portal's index): the way to choose a
+/// password first, then come back to `here`, if `user_id`'s is temporary.
+pub async fn choose_password_first(
+    state: &AppState,
+    user_id: &str,
+    here: &str,
+) -> Result<Option<Response>, PageError> {
+    if state.store.password_reset_at(user_id).await?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(Refusal::NewPassword(here.to_owned()).into_response()))
+}
+
+/// A signed-in person on the page where they choose a password, and whether
+/// they must (their password is temporary).
+#[derive(Debug, Clone)]
+pub struct PasswordChange {
+    pub person: SignedIn,
+    pub temporary: bool,
+}
+
+impl FromRequestParts<AppState> for PasswordChange {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Refusal> {
+        match signed_in(parts, state).await? {
+            Some((person, temporary)) => Ok(Self { person, temporary }),
+            None => Err(sign_in_first(parts)),
+        }
     }
 }
 

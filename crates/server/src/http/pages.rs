@@ -66,6 +66,8 @@ pub struct LoginPage<'a> {
     pub csrf_token: &'a str,
     pub return_to: &'a str,
     pub username: &'a str,
+    /// The right password for a locked account: say so, and whom to ask.
+    pub locked: bool,
 }
 
 pub struct ScopeLine {

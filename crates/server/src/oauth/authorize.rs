@@ -18,6 +18,7 @@ use healthgate_core::user::User;
 use healthgate_store::Session;
 
 use crate::http::error::PageError;
+use crate::http::extract::{CHOOSE_A_PASSWORD_FIRST, NEW_PASSWORD_PAGE};
 use crate::http::ip::ClientIp;
 use crate::http::pages::{self, ChoiceLine, ConsentPage, RefusedPage, ScopeLine, Site};
 use crate::http::session;
@@ -119,10 +120,21 @@ async fn session_user(state: &AppState, session: &Session) -> Result<Option<User
 
 /// To the login page, then back to this request (`pairs`).
 fn login_redirect(pairs: &[(&'static str, String)]) -> Response {
+    back_after("/login", pairs)
+}
+
+/// To `page`, then back to this request (`pairs`).
+fn back_after(page: &str, pairs: &[(&'static str, String)]) -> Response {
     let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let return_to = with_query_params("/oauth/authorize?", &pairs);
-    let target = with_query_params("/login", &[("return_to", &return_to)]);
+    let target = with_query_params(page, &[("return_to", &return_to)]);
     Redirect::to(&target).into_response()
+}
+
+/// Whether `user` signed in with a temporary password (an operator reset
+/// it): no code is issued for them until they chose their own.
+async fn password_due(state: &AppState, user: &User) -> Result<bool, PageError> {
+    Ok(state.store.password_reset_at(&user.id).await?.is_some())
 }
 
 pub async fn get(
@@ -172,6 +184,23 @@ pub async fn get(
         Ok(None) => return login_redirect(&params.without_login_prompt()),
         Err(e) => return e.into_response(),
     };
+    match password_due(&state, &user).await {
+        Ok(false) => {}
+        Ok(true) if request.prompt.none => {
+            let error = OAuthError::new(
+                ErrorCode::LoginRequired,
+                "the user must choose a new password first",
+            );
+            return error_redirect(
+                &state,
+                &request.redirect_uri,
+                &error,
+                request.state.as_deref(),
+            );
+        }
+        Ok(true) => return back_after(NEW_PASSWORD_PAGE, &params.without_login_prompt()),
+        Err(e) => return e.into_response(),
+    }
     let choices = match allowed_choices(&state, &client, &user, &request).await {
         Ok(c) => c,
         Err(response) => return response,
@@ -440,6 +469,11 @@ pub async fn post(
         },
         None => return PageError::forbidden("Please sign in again.").into_response(),
     };
+    match password_due(&state, &user).await {
+        Ok(false) => {}
+        Ok(true) => return PageError::forbidden(CHOOSE_A_PASSWORD_FIRST).into_response(),
+        Err(e) => return e.into_response(),
+    }
     let choices = match allowed_choices(&state, &client, &user, &request).await {
         Ok(c) => c,
         Err(response) => return response,

@@ -24,7 +24,7 @@ use serde::Deserialize;
 
 use crate::http::error::PageError;
 use crate::http::error::sentence;
-use crate::http::extract::{CsrfForm, SignedIn};
+use crate::http::extract::{CsrfForm, SignedIn, choose_password_first};
 use crate::http::forms::{FieldErrors, Form};
 use crate::http::ip::ClientIp;
 use crate::http::pages::{self, ScopeLine, Site, Stamp, format_utc};
@@ -157,6 +157,9 @@ pub async fn index(
     let Some(user) = state.store.user(&user_id).await? else {
         return Ok(Redirect::to("/login?return_to=/developers").into_response());
     };
+    if let Some(first) = choose_password_first(&state, &user.id, "/developers").await? {
+        return Ok(first);
+    }
     let apps = state
         .store
         .clients_of_owner(&user.id)

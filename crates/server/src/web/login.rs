@@ -8,12 +8,14 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use crate::http::error::PageError;
+use crate::http::extract::{NEW_PASSWORD_PAGE, choose_password_first};
 use crate::http::ip::ClientIp;
 use crate::http::pages::{self, HomePage, LoginPage, Site};
 use crate::http::session::{self, Browser, form_field};
 use crate::services::passwords;
 use crate::state::AppState;
 use healthgate_core::event::EventKind;
+use healthgate_core::redirect::with_query_params;
 use healthgate_store::Event;
 
 #[derive(Deserialize)]
@@ -22,7 +24,7 @@ pub struct LoginQuery {
 }
 
 /// Only a local path may be returned to after login: never another site.
-fn safe_return_to(r: Option<&str>) -> &str {
+pub(crate) fn safe_return_to(r: Option<&str>) -> &str {
     match r {
         Some(p)
             if p.starts_with('/')
@@ -66,6 +68,7 @@ async fn login_page(
     return_to: &str,
     username: &str,
     error: Option<&str>,
+    locked: bool,
 ) -> Response {
     let app = app_name(state, return_to).await;
     pages::render(
@@ -77,6 +80,7 @@ async fn login_page(
             csrf_token: csrf,
             return_to,
             username,
+            locked,
         },
     )
 }
@@ -104,6 +108,7 @@ pub async fn get(
             return_to,
             "",
             None,
+            false,
         )
         .await,
         cookie,
@@ -126,15 +131,42 @@ pub async fn post(
     let username = form_field(&body, "username").unwrap_or_default();
     let password = form_field(&body, "password").unwrap_or_default();
     let user = state.store.user_by_username(&username).await?;
-    let stored = user
-        .as_ref()
-        .filter(|u| u.is_active())
-        .and_then(|u| u.password_hash.clone());
+    // Every account's password is checked, a locked one's too (so that the
+    // person who knows it can be told why they cannot sign in), and an
+    // unknown username's against the dummy hash: the same work either way.
+    let stored = user.as_ref().and_then(|u| u.password_hash.clone());
     let ok = passwords::verify(stored, password).await;
     let now = state.now();
     let known_user = user.as_ref().map(|u| u.id.clone());
     match user.filter(|_| ok) {
+        Some(user) if !user.is_active() => {
+            // The right password for a locked account: say so, and whom to
+            // ask; no session.
+            let event = Event::new(EventKind::LoginFailed)
+                .failed()
+                .actor(Some(&user.id))
+                .ip(ip.as_deref())
+                .data(serde_json::json!({ "reason": "locked" }));
+            state.store.record_event(now, &event).await?;
+            Ok(login_page(
+                &state,
+                StatusCode::FORBIDDEN,
+                &session.csrf_token,
+                return_to,
+                &username,
+                None,
+                true,
+            )
+            .await)
+        }
         Some(user) => {
+            // A temporary password (an operator reset it) is changed before
+            // anything else, then the person goes on.
+            let onwards = if state.store.password_reset_at(&user.id).await?.is_some() {
+                with_query_params(NEW_PASSWORD_PAGE, &[("return_to", return_to)])
+            } else {
+                return_to.to_owned()
+            };
             let event = Event::new(EventKind::LoginSucceeded)
                 .actor(Some(&user.id))
                 .ip(ip.as_deref());
@@ -147,13 +179,13 @@ pub async fn post(
             )
             .await?;
             Ok(with_cookie(
-                Redirect::to(return_to).into_response(),
+                Redirect::to(&onwards).into_response(),
                 Some(cookie),
             ))
         }
         None => {
-            // The same answer whether the username exists, the account is
-            // locked or the password is wrong.
+            // The same answer whether the username exists or the password
+            // is wrong, for a locked account too.
             let event = Event::new(EventKind::LoginFailed)
                 .failed()
                 .actor(known_user.as_deref())
@@ -166,6 +198,7 @@ pub async fn post(
                 return_to,
                 &username,
                 Some("The username or password is incorrect."),
+                false,
             )
             .await)
         }
@@ -201,6 +234,11 @@ pub async fn home(
         Some(id) => state.store.user(id).await?,
         None => None,
     };
+    if let Some(u) = &user
+        && let Some(first) = choose_password_first(&state, &u.id, "/").await?
+    {
+        return Ok(first);
+    }
     Ok(pages::render(
         StatusCode::OK,
         &HomePage {

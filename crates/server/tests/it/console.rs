@@ -536,7 +536,10 @@ async fn a_password_reset_shows_a_temporary_password_once_that_replaces_the_old_
     let new = app.browser();
     let r = new.login("alice", &password).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    assert_eq!(new.get("/account/apps").await.status(), StatusCode::OK);
+    // Signed in, to choose a password of her own first (signing_in.rs).
+    let r = new.get("/account/apps").await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(location(&r).starts_with("/account/password/new?"));
 
     let reset = app.events_of("user.password_reset").await;
     assert_eq!(reset.len(), 1);

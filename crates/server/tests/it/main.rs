@@ -37,6 +37,7 @@ macro_rules! backend_tests {
             mod provisioning;
             mod refresh;
             mod roles;
+            mod signing_in;
             mod standards;
             mod token;
             mod webhooks;

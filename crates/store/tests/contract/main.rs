@@ -1672,6 +1672,102 @@ async fn a_password_change_ends_every_session_but_the_fresh_one_unless_the_hash_
     }
 }
 
+#[tokio::test]
+async fn a_reset_password_is_temporary_until_the_person_changes_it() {
+    for b in backends().await {
+        let s = &b.store;
+        let mut alice = user("alice");
+        alice.password_hash = Some("$argon2id$own".into());
+        let bob = user("bob");
+        s.insert_user(&alice).await.unwrap();
+        s.insert_user(&bob).await.unwrap();
+        assert_eq!(s.password_reset_at(&alice.id).await.unwrap(), None);
+        assert_eq!(s.password_reset_at("usr-none").await.unwrap(), None);
+
+        // A partner setting a password does not make it temporary.
+        assert!(
+            s.set_password(&bob.id, "$argon2id$partner", NOW)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            s.password_reset_at(&bob.id).await.unwrap(),
+            None,
+            "{}",
+            b.name
+        );
+
+        // An operator's reset does, with the password, in its transaction.
+        let by = Actor::user(&bob.id, None);
+        assert!(
+            s.reset_password(&alice.id, "$argon2id$temporary", by, NOW + 1)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            s.password_reset_at(&alice.id).await.unwrap(),
+            Some(NOW + 1),
+            "{}",
+            b.name
+        );
+        assert_eq!(s.password_reset_at(&bob.id).await.unwrap(), None);
+
+        // A change that does not happen (the hash moved on) leaves it.
+        let fresh = session_of("fresh", &alice.id, NOW + 2, NOW + 1000);
+        assert!(
+            !s.change_password(
+                &alice.id,
+                "$argon2id$own",
+                "$argon2id$x",
+                &fresh,
+                None,
+                NOW + 2
+            )
+            .await
+            .unwrap()
+        );
+        assert_eq!(s.password_reset_at(&alice.id).await.unwrap(), Some(NOW + 1));
+
+        // The person's own change clears it, with the new hash.
+        assert!(
+            s.change_password(
+                &alice.id,
+                "$argon2id$temporary",
+                "$argon2id$chosen",
+                &fresh,
+                None,
+                NOW + 3
+            )
+            .await
+            .unwrap()
+        );
+        assert_eq!(
+            s.password_reset_at(&alice.id).await.unwrap(),
+            None,
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            s.user(&alice.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .password_hash
+                .as_deref(),
+            Some("$argon2id$chosen")
+        );
+
+        // A second reset makes the new password temporary again.
+        assert!(
+            s.reset_password(&alice.id, "$argon2id$again", Actor::system(), NOW + 4)
+                .await
+                .unwrap()
+        );
+        assert_eq!(s.password_reset_at(&alice.id).await.unwrap(), Some(NOW + 4));
+        b.cleanup().await;
+    }
+}
+
 // The operators' functions (the admin console and the CLI): suspending
 // apps, finding and changing accounts, memberships changed on someone's
 // behalf, the filtered audit log and webhook health.

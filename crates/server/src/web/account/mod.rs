@@ -12,6 +12,7 @@
 mod apps;
 mod organizations;
 mod overview;
+mod password;
 mod profile;
 mod sessions;
 
@@ -29,6 +30,10 @@ pub fn routes() -> Routes {
         .route("/account", get(overview::page))
         .route("/account/profile", get(profile::page).post(profile::save))
         .route("/account/profile/password", post(profile::change_password))
+        .route(
+            crate::http::extract::NEW_PASSWORD_PAGE,
+            get(password::page).post(password::choose),
+        )
         .route("/account/apps", get(apps::page))
         .route("/account/apps/revoke", post(apps::revoke))
         .route(
