@@ -32,6 +32,7 @@ use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};
 use crate::http::error::PageError;
 use crate::http::forms::Form;
 use crate::http::ip::ClientIp;
+use crate::http::pages::{Person, Site};
 use crate::http::session;
 use crate::services::photos::MAX_PHOTO;
 use crate::state::AppState;
@@ -165,6 +166,44 @@ impl FromRequestParts<AppState> for SignedIn {
             Some((_, true)) => Err(PageError::forbidden(CHOOSE_A_PASSWORD_FIRST).into()),
             None => Err(sign_in_first(parts)),
         }
+    }
+}
+
+/// Who is looking at a page, for its header: the signed-in person (whoever
+/// they are, a visitor otherwise) and what they may use, so the navigation
+/// links only to that. Never a refusal: every page has a header.
+#[derive(Debug, Clone, Default)]
+pub struct Viewer(Option<Person>);
+
+impl Viewer {
+    /// The page frame for this viewer.
+    pub fn site<'a>(&'a self, settings: &'a crate::config::Settings) -> Site<'a> {
+        Site::of(settings).seen_by(self.0.as_ref())
+    }
+}
+
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Refusal> {
+        let Some((person, _)) = signed_in(parts, state).await? else {
+            return Ok(Self(None));
+        };
+        let practice_admin = !state
+            .store
+            .organizations_where(&person.user.id, healthgate_core::org::ADMIN)
+            .await?
+            .is_empty();
+        Ok(Self(Some(Person {
+            name: person
+                .user
+                .name
+                .clone()
+                .unwrap_or_else(|| person.user.username.clone()),
+            csrf_token: person.session.csrf_token.clone(),
+            operator: person.user.operator,
+            practice_admin,
+        })))
     }
 }
 

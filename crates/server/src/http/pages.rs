@@ -33,6 +33,21 @@ pub fn render(status: StatusCode, template: &impl Template) -> Response {
 pub struct Site<'a> {
     pub platform: &'a str,
     pub brand: &'a Branding,
+    /// Who is signed in, for the header; `None` for a visitor, and on pages
+    /// that do not say (error pages, the consent page).
+    pub person: Option<&'a Person>,
+}
+
+/// The signed-in person as the header shows them.
+#[derive(Debug, Clone)]
+pub struct Person {
+    pub name: String,
+    /// For the header's Sign out form.
+    pub csrf_token: String,
+    /// Sees the Admin link.
+    pub operator: bool,
+    /// Administers a practice: sees the Integrations link.
+    pub practice_admin: bool,
 }
 
 impl<'a> Site<'a> {
@@ -40,7 +55,13 @@ impl<'a> Site<'a> {
         Self {
             platform: &settings.platform_name,
             brand: &settings.branding,
+            person: None,
         }
+    }
+
+    /// The same frame, its header naming `person`.
+    pub fn seen_by(self, person: Option<&'a Person>) -> Self {
+        Self { person, ..self }
     }
 }
 

@@ -17,7 +17,8 @@ use healthgate_core::user::UserType;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Settings;
-use crate::http::pages::{self, DemoCallbackPage, Site};
+use crate::http::extract::Viewer;
+use crate::http::pages::{self, DemoCallbackPage};
 use crate::services::admin::{AdminError, Creator, NewUser, create_user};
 use crate::services::passwords;
 use crate::state::AppState;
@@ -226,13 +227,17 @@ pub struct CallbackQuery {
 }
 
 /// The demo app's redirect target.
-pub async fn callback(State(state): State<AppState>, Query(q): Query<CallbackQuery>) -> Response {
+pub async fn callback(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Query(q): Query<CallbackQuery>,
+) -> Response {
     let redirect_uri = format!("{}/demo/callback", state.issuer);
     let token_endpoint = format!("{}/oauth/token", state.issuer);
     pages::render(
         StatusCode::OK,
         &DemoCallbackPage {
-            site: Site::of(&state.settings),
+            site: viewer.site(&state.settings),
             code: q.code.as_deref(),
             state: q.state.as_deref(),
             error: q.error.as_deref(),
@@ -251,12 +256,16 @@ pub struct ConnectQuery {
 }
 
 /// The demo app's connect URL: healthgate appends the connect code to it.
-pub async fn connect(State(state): State<AppState>, Query(q): Query<ConnectQuery>) -> Response {
+pub async fn connect(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Query(q): Query<ConnectQuery>,
+) -> Response {
     let exchange_url = format!("{}/api/oauth/tokens", state.issuer);
     pages::render(
         StatusCode::OK,
         &pages::DemoConnectPage {
-            site: Site::of(&state.settings),
+            site: viewer.site(&state.settings),
             code: q.code.as_deref(),
             exchange_url: &exchange_url,
         },

@@ -24,7 +24,7 @@ use serde::Deserialize;
 
 use crate::http::error::PageError;
 use crate::http::error::sentence;
-use crate::http::extract::{CsrfForm, SignedIn, choose_password_first};
+use crate::http::extract::{CsrfForm, SignedIn, Viewer, choose_password_first};
 use crate::http::forms::{FieldErrors, Form};
 use crate::http::ip::ClientIp;
 use crate::http::pages::{self, ScopeLine, Site, Stamp, format_utc};
@@ -136,10 +136,11 @@ pub struct IndexQuery {
 /// to get in.
 pub async fn index(
     State(state): State<AppState>,
+    viewer: Viewer,
     headers: HeaderMap,
     Query(q): Query<IndexQuery>,
 ) -> Result<Response, PageError> {
-    let site = Site::of(&state.settings);
+    let site = viewer.site(&state.settings);
     let signup = state.settings.developer_signup;
     let Some(session) = session::logged_in(&state, &headers).await? else {
         return Ok(pages::render(
@@ -215,6 +216,7 @@ fn signup_closed() -> PageError {
 /// `GET /developers/signup`.
 pub async fn signup_page(
     State(state): State<AppState>,
+    viewer: Viewer,
     ip: ClientIp,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
@@ -231,7 +233,7 @@ pub async fn signup_page(
     let mut response = pages::render(
         StatusCode::OK,
         &SignupPage {
-            site: Site::of(&state.settings),
+            site: viewer.site(&state.settings),
             csrf_token: &session.csrf_token,
             username: "",
             name: "",
@@ -249,6 +251,7 @@ pub async fn signup_page(
 /// `password_confirmation`): creates the account and signs it in.
 pub async fn signup(
     State(state): State<AppState>,
+    viewer: Viewer,
     ip: ClientIp,
     request: Request,
 ) -> Result<Response, PageError> {
@@ -304,7 +307,7 @@ pub async fn signup(
         return Ok(pages::render(
             StatusCode::BAD_REQUEST,
             &SignupPage {
-                site: Site::of(&state.settings),
+                site: viewer.site(&state.settings),
                 csrf_token: &session.csrf_token,
                 username: &username,
                 name: name.as_deref().unwrap_or_default(),
@@ -507,6 +510,7 @@ fn scope_choices(state: &AppState) -> Vec<ScopeLine> {
 
 fn form_page(
     state: &AppState,
+    viewer: &Viewer,
     status: StatusCode,
     csrf_token: &str,
     app: Option<&Client>,
@@ -516,7 +520,7 @@ fn form_page(
     pages::render(
         status,
         &AppFormPage {
-            site: Site::of(&state.settings),
+            site: viewer.site(&state.settings),
             csrf_token,
             photo: app.and_then(|a| served_path(&a.id, a.photo_url.as_deref())),
             app,
@@ -530,10 +534,12 @@ fn form_page(
 /// `GET /developers/apps/new`.
 pub async fn new_app(
     State(state): State<AppState>,
+    viewer: Viewer,
     SignedIn { session, user: _ }: SignedIn,
 ) -> Result<Response, PageError> {
     Ok(form_page(
         &state,
+        &viewer,
         StatusCode::OK,
         &session.csrf_token,
         None,
@@ -582,6 +588,7 @@ pub struct SecretPage<'a> {
 /// shows its APP_ID and, once, its APP_SECRET.
 pub async fn create_app(
     State(state): State<AppState>,
+    viewer: Viewer,
     ip: ClientIp,
     person: SignedIn,
     CsrfForm { fields, form, .. }: CsrfForm<AppFields>,
@@ -633,6 +640,7 @@ pub async fn create_app(
     let Some((mut app, secret)) = registered else {
         return Ok(form_page(
             &state,
+            &viewer,
             StatusCode::BAD_REQUEST,
             &session.csrf_token,
             None,
@@ -727,6 +735,7 @@ pub struct CredentialsQuery {
 /// APP_SECRET an action just made; reloaded, it says the secret was shown.
 pub async fn credentials(
     State(state): State<AppState>,
+    viewer: Viewer,
     person: SignedIn,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -757,7 +766,7 @@ pub async fn credentials(
     let mut response = pages::render(
         StatusCode::OK,
         &SecretPage {
-            site: Site::of(&state.settings),
+            site: viewer.site(&state.settings),
             app: &app,
             secret: secret.as_deref(),
             created: q.done.as_deref() == Some("created"),
@@ -779,12 +788,14 @@ pub async fn credentials(
 /// `GET /developers/apps/{id}/edit`.
 pub async fn edit_app(
     State(state): State<AppState>,
+    viewer: Viewer,
     SignedIn { session, user }: SignedIn,
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
     let app = owned_app(&state, &user.id, &id).await?;
     Ok(form_page(
         &state,
+        &viewer,
         StatusCode::OK,
         &session.csrf_token,
         Some(&app),
@@ -796,6 +807,7 @@ pub async fn edit_app(
 /// `POST /developers/apps/{id}/edit`: saves the changed registration.
 pub async fn update_app(
     State(state): State<AppState>,
+    viewer: Viewer,
     Path(id): Path<String>,
     ip: ClientIp,
     person: SignedIn,
@@ -856,6 +868,7 @@ pub async fn update_app(
     if saved.is_none() {
         return Ok(form_page(
             &state,
+            &viewer,
             StatusCode::BAD_REQUEST,
             &session.csrf_token,
             Some(&app),
@@ -925,6 +938,7 @@ fn delivery_event(payload: &str) -> String {
 /// webhook deliveries.
 pub async fn show_app(
     State(state): State<AppState>,
+    viewer: Viewer,
     SignedIn { session, user }: SignedIn,
     Path(id): Path<String>,
     Query(q): Query<AppQuery>,
@@ -982,7 +996,7 @@ pub async fn show_app(
     Ok(pages::render(
         StatusCode::OK,
         &AppPage {
-            site: Site::of(&state.settings),
+            site: viewer.site(&state.settings),
             csrf_token: &session.csrf_token,
             issuer: &state.issuer,
             photo: served_path(&app.id, app.photo_url.as_deref()),
@@ -1057,6 +1071,7 @@ pub struct DeletePage<'a> {
 /// `GET /developers/apps/{id}/delete`: asks to confirm by typing the name.
 pub async fn confirm_delete(
     State(state): State<AppState>,
+    viewer: Viewer,
     SignedIn { session, user }: SignedIn,
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
@@ -1064,7 +1079,7 @@ pub async fn confirm_delete(
     Ok(pages::render(
         StatusCode::OK,
         &DeletePage {
-            site: Site::of(&state.settings),
+            site: viewer.site(&state.settings),
             csrf_token: &session.csrf_token,
             app: &app,
             error: None,
@@ -1076,6 +1091,7 @@ pub async fn confirm_delete(
 /// with every token, code, consent and integration it had.
 pub async fn delete_app(
     State(state): State<AppState>,
+    viewer: Viewer,
     Path(id): Path<String>,
     ip: ClientIp,
     person: SignedIn,
@@ -1087,7 +1103,7 @@ pub async fn delete_app(
         return Ok(pages::render(
             StatusCode::BAD_REQUEST,
             &DeletePage {
-                site: Site::of(&state.settings),
+                site: viewer.site(&state.settings),
                 csrf_token: &session.csrf_token,
                 app: &app,
                 error: Some("Type the app's name exactly as shown to delete it."),

@@ -13,9 +13,9 @@ use healthgate_core::secret::{SecretKind, mint};
 use serde::Deserialize;
 
 use crate::http::error::PageError;
-use crate::http::extract::{CsrfForm, SignedIn};
+use crate::http::extract::{CsrfForm, SignedIn, Viewer};
 use crate::http::ip::ClientIp;
-use crate::http::pages::{self, ConnectCodePage, DirectoryApp, IntegrationsPage, Site};
+use crate::http::pages::{self, ConnectCodePage, DirectoryApp, IntegrationsPage};
 use crate::services::photos::served_path;
 use crate::state::AppState;
 
@@ -60,6 +60,7 @@ fn pick<'a>(orgs: &'a [Organization], wanted: Option<&str>) -> Result<&'a Organi
 
 pub async fn page(
     State(state): State<AppState>,
+    viewer: Viewer,
     person: SignedIn,
     Query(q): Query<DirectoryQuery>,
 ) -> Result<Response, PageError> {
@@ -93,7 +94,7 @@ pub async fn page(
     Ok(pages::render(
         StatusCode::OK,
         &IntegrationsPage {
-            site: Site::of(&state.settings),
+            site: viewer.site(&state.settings),
             org_id: &org.id,
             org_name: &org.name,
             orgs: orgs
@@ -120,6 +121,7 @@ async fn form_organization(
 /// `POST /integrations/connect`: `mode=redirect` (Connect) or `mode=manual`.
 pub async fn connect(
     State(state): State<AppState>,
+    viewer: Viewer,
     ip: ClientIp,
     person: SignedIn,
     CsrfForm { fields: f, .. }: CsrfForm<DirectoryForm>,
@@ -164,7 +166,7 @@ pub async fn connect(
         _ => Ok(pages::render(
             StatusCode::OK,
             &ConnectCodePage {
-                site: Site::of(&state.settings),
+                site: viewer.site(&state.settings),
                 app_name: &client.name,
                 code: &code.value,
                 lifetime: &human_duration(ttl),

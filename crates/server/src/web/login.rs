@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use crate::http::error::PageError;
-use crate::http::extract::{NEW_PASSWORD_PAGE, choose_password_first};
+use crate::http::extract::{NEW_PASSWORD_PAGE, Viewer, choose_password_first};
 use crate::http::ip::ClientIp;
 use crate::http::pages::{self, HomePage, LoginPage, Site};
 use crate::http::session::{self, Browser, form_field};
@@ -227,6 +227,7 @@ pub async fn logout(
 
 pub async fn home(
     State(state): State<AppState>,
+    viewer: Viewer,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
     let session = session::logged_in(&state, &headers).await?;
@@ -242,7 +243,7 @@ pub async fn home(
     Ok(pages::render(
         StatusCode::OK,
         &HomePage {
-            site: Site::of(&state.settings),
+            site: viewer.site(&state.settings),
             username: user.as_ref().map(|u| u.username.as_str()),
             operator: user.as_ref().is_some_and(|u| u.operator),
             csrf_token: session

@@ -32,7 +32,7 @@ use healthgate_core::secret::{constant_time_eq, keyed_digest, random_bytes};
 use tower::ServiceExt;
 
 use crate::http::error::PageError;
-use crate::http::extract::{AnyFields, CsrfForm, SignedIn};
+use crate::http::extract::{AnyFields, CsrfForm, SignedIn, Viewer};
 use crate::http::forms::Form;
 use crate::http::pages::{self, Site};
 use crate::http::routes::Routes;
@@ -100,9 +100,9 @@ pub struct PlaygroundPage<'a> {
 }
 
 impl<'a> PlaygroundPage<'a> {
-    fn new(state: &'a AppState, csrf_token: &'a str, step: u8) -> Self {
+    fn new(state: &'a AppState, viewer: &'a Viewer, csrf_token: &'a str, step: u8) -> Self {
         Self {
-            site: Site::of(&state.settings),
+            site: viewer.site(&state.settings),
             csrf_token,
             apps: Vec::new(),
             app: None,
@@ -332,6 +332,7 @@ fn client_auth(app: &Client, secret: &str) -> (Vec<(header::HeaderName, String)>
 /// `GET /playground`: pick an app and scopes.
 pub async fn index(
     State(state): State<AppState>,
+    viewer: Viewer,
     SignedIn { session, user }: SignedIn,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
@@ -341,7 +342,7 @@ pub async fn index(
         .and_then(|id| apps.iter().find(|a| a.id == id))
         .or(apps.first())
         .cloned();
-    let mut page = PlaygroundPage::new(&state, &session.csrf_token, 1);
+    let mut page = PlaygroundPage::new(&state, &viewer, &session.csrf_token, 1);
     page.apps = apps
         .iter()
         .map(|a| AppChoice {
@@ -365,6 +366,7 @@ pub async fn index(
 /// request, built and explained, with the link that makes it.
 pub async fn authorize(
     State(state): State<AppState>,
+    viewer: Viewer,
     SignedIn { session, user }: SignedIn,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
@@ -381,7 +383,7 @@ pub async fn authorize(
         .map(|(_, v)| v.as_str())
         .filter(|s| app.allowed_scopes.contains(s))
         .collect();
-    let mut page = PlaygroundPage::new(&state, &session.csrf_token, 2);
+    let mut page = PlaygroundPage::new(&state, &viewer, &session.csrf_token, 2);
     if scopes.is_empty() {
         return Err(PageError::bad_request(
             "Tick at least one scope the app may ask for.",
@@ -471,6 +473,7 @@ pub async fn add_redirect_uri(
 /// the browser made it, and the form for the token request.
 pub async fn callback(
     State(state): State<AppState>,
+    viewer: Viewer,
     SignedIn { session, user }: SignedIn,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
@@ -479,7 +482,7 @@ pub async fn callback(
     let key = key(&state).await?;
     let run = Run::verify(&key, &user.id, &run_state).ok_or_else(bad_run)?;
     let app = owned_app(&state, &user.id, &run.client_id).await?;
-    let mut page = PlaygroundPage::new(&state, &session.csrf_token, 3);
+    let mut page = PlaygroundPage::new(&state, &viewer, &session.csrf_token, 3);
     let host = state.issuer.host();
     let explained = match (first(&pairs, "code"), first(&pairs, "error")) {
         (Some(code), _) => {
@@ -529,17 +532,16 @@ async fn step_form(
     Ok((session.csrf_token, app, form, run_state))
 }
 
-/// Renders the result of a step: its exchange and the next steps.
-fn result_page(
-    state: &AppState,
-    csrf: &str,
-    app: &Client,
+/// Renders the result of a step on `page` (step 4): its exchange and the
+/// next steps.
+fn result_page<'a>(
+    mut page: PlaygroundPage<'a>,
+    app: &'a Client,
     form: &Form,
     run_state: String,
     exchange: Exchange,
     tokens: Tokens,
 ) -> Response {
-    let mut page = PlaygroundPage::new(state, csrf, 4);
     page.exchanges.push(exchange);
     page.app = Some(app);
     page.run = run_state;
@@ -569,6 +571,7 @@ fn tokens_from(json: Option<&serde_json::Value>, form: &Form) -> Tokens {
 /// carried on.
 async fn client_step(
     state: &AppState,
+    viewer: &Viewer,
     (person, form): (SignedIn, Form),
     title: &'static str,
     path: &str,
@@ -593,7 +596,12 @@ async fn client_step(
     let answer = json.as_ref().filter(|_| path == "/oauth/token");
     let tokens = tokens_from(answer, &form);
     Ok(result_page(
-        state, &csrf, &app, &form, run_state, exchange, tokens,
+        PlaygroundPage::new(state, viewer, &csrf, 4),
+        &app,
+        &form,
+        run_state,
+        exchange,
+        tokens,
     ))
 }
 
@@ -601,12 +609,14 @@ async fn client_step(
 /// code at the token endpoint.
 pub async fn token(
     State(state): State<AppState>,
+    viewer: Viewer,
     person: SignedIn,
     CsrfForm { form, .. }: CsrfForm<AnyFields>,
 ) -> Result<Response, PageError> {
     let redirect = redirect_uri(&state);
     client_step(
         &state,
+        &viewer,
         (person, form),
         "The app exchanges the code at the token endpoint",
         "/oauth/token",
@@ -625,11 +635,13 @@ pub async fn token(
 /// `POST /playground/refresh`: a refresh token grant.
 pub async fn refresh(
     State(state): State<AppState>,
+    viewer: Viewer,
     person: SignedIn,
     CsrfForm { form, .. }: CsrfForm<AnyFields>,
 ) -> Result<Response, PageError> {
     client_step(
         &state,
+        &viewer,
         (person, form),
         "The app refreshes its access token",
         "/oauth/token",
@@ -650,11 +662,13 @@ pub async fn refresh(
 /// token.
 pub async fn introspect(
     State(state): State<AppState>,
+    viewer: Viewer,
     person: SignedIn,
     CsrfForm { form, .. }: CsrfForm<AnyFields>,
 ) -> Result<Response, PageError> {
     client_step(
         &state,
+        &viewer,
         (person, form),
         "The app asks whether its access token is active",
         "/oauth/introspect",
@@ -671,6 +685,7 @@ pub async fn introspect(
 /// `POST /playground/me`: the access token used at `/api/v1/me`.
 pub async fn me(
     State(state): State<AppState>,
+    viewer: Viewer,
     person: SignedIn,
     CsrfForm { form, .. }: CsrfForm<AnyFields>,
 ) -> Result<Response, PageError> {
@@ -690,7 +705,12 @@ pub async fn me(
     .await;
     let tokens = tokens_from(None, &form);
     Ok(result_page(
-        &state, &csrf, &app, &form, run_state, exchange, tokens,
+        PlaygroundPage::new(&state, &viewer, &csrf, 4),
+        &app,
+        &form,
+        run_state,
+        exchange,
+        tokens,
     ))
 }
 

@@ -962,3 +962,50 @@ async fn the_account_forms_refuse_a_missing_or_wrong_csrf_token_and_a_foreign_or
         assert!(events_of(&app, kind).await.is_empty(), "{kind}");
     }
 }
+
+/// The header says who is signed in, offers Sign out, and links only to
+/// what that person may use: Integrations for a practice's admin, Admin for
+/// an operator; a visitor is offered Sign in.
+#[tokio::test]
+async fn the_header_fits_the_person() {
+    let app = spawn_app().await;
+    let links = |page: &str| {
+        let nav = &page[page.find("<nav class=\"site\"").unwrap()..];
+        let nav = &nav[..nav.find("</nav>").unwrap()];
+        ["/account", "/integrations", "/developers", "/playground", "/admin", "/login"]
+            .into_iter()
+            .filter(|href| nav.contains(&format!("href=\"{href}\"")))
+            .collect::<Vec<_>>()
+    };
+    let visitor = app.browser().get("/developers/signup").await.text().await.unwrap();
+    assert_eq!(links(&visitor), ["/developers", "/login"]);
+    assert!(!visitor.contains("Sign out"));
+
+    let (member, _) = app.signed_in("mia").await;
+    let page = member.get("/account").await.text().await.unwrap();
+    assert_eq!(links(&page), ["/account", "/developers", "/playground"]);
+    assert!(page.contains("Signed in as <strong>mia</strong>"), "{page}");
+    assert!(page.contains("<form class=\"signout\" method=\"post\" action=\"/logout\">"));
+
+    let (admin, ada) = app.signed_in("ada").await;
+    let practice = organization(&app, "Harbor Practice", OrganizationKind::Practice).await;
+    join(&app, &practice, &ada.username, "admin").await;
+    let page = admin.get("/account").await.text().await.unwrap();
+    assert_eq!(links(&page), ["/account", "/integrations", "/developers", "/playground"]);
+
+    app.state
+        .store
+        .set_operator(&ada.id, true, Actor::system(), app.clock.now())
+        .await
+        .unwrap();
+    let page = admin.get("/admin").await.text().await.unwrap();
+    assert_eq!(
+        links(&page),
+        ["/account", "/integrations", "/developers", "/playground", "/admin"]
+    );
+    // Sign out from the header ends the session.
+    let csrf = hidden_inputs(&page)["csrf_token"].clone();
+    let r = admin.post_form("/logout", &[("csrf_token".into(), csrf)]).await;
+    assert!(r.status().is_redirection(), "{}", r.status());
+    assert_eq!(admin.get("/account").await.status(), StatusCode::SEE_OTHER);
+}

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use super::AccountForm;
 use super::{Nav, scope_lines};
 use crate::http::error::PageError;
-use crate::http::extract::{CsrfForm, SignedIn};
+use crate::http::extract::{CsrfForm, SignedIn, Viewer};
 use crate::http::ip::ClientIp;
 use crate::http::pages::{self, ScopeLine, Site, Stamp};
 use crate::services::photos::served_path;
@@ -168,6 +168,7 @@ async fn notice(
 /// `GET /account/apps`.
 pub async fn page(
     State(state): State<AppState>,
+    viewer: Viewer,
     SignedIn { session, user }: SignedIn,
     Query(q): Query<AppsQuery>,
 ) -> Result<Response, PageError> {
@@ -194,7 +195,7 @@ pub async fn page(
     Ok(pages::render(
         StatusCode::OK,
         &AccountAppsPage {
-            site: Site::of(&state.settings),
+            site: viewer.site(&state.settings),
             nav: Nav::on(PAGE),
             username: user.name.as_deref().unwrap_or(&user.username),
             apps,

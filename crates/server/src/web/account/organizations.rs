@@ -12,7 +12,7 @@ use healthgate_core::org::{ADMIN, OrganizationKind};
 
 use super::{Nav, scope_lines};
 use crate::http::error::PageError;
-use crate::http::extract::SignedIn;
+use crate::http::extract::{SignedIn, Viewer};
 use crate::http::pages::{self, ScopeLine, Site};
 use crate::state::AppState;
 
@@ -43,6 +43,7 @@ pub struct OrganizationsPage<'a> {
 /// `GET /account/organizations`.
 pub async fn page(
     State(state): State<AppState>,
+    viewer: Viewer,
     SignedIn { session: _, user }: SignedIn,
 ) -> Result<Response, PageError> {
     let memberships = state
@@ -70,7 +71,7 @@ pub async fn page(
     Ok(pages::render(
         StatusCode::OK,
         &OrganizationsPage {
-            site: Site::of(&state.settings),
+            site: viewer.site(&state.settings),
             nav: Nav::on(PAGE),
             memberships,
         },

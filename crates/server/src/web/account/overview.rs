@@ -9,7 +9,7 @@ use axum::response::Response;
 
 use super::{Nav, user_type_label};
 use crate::http::error::PageError;
-use crate::http::extract::SignedIn;
+use crate::http::extract::{SignedIn, Viewer};
 use crate::http::pages::{self, Site, Stamp};
 use crate::state::AppState;
 
@@ -40,6 +40,7 @@ fn count(n: usize, one: &str, many: &str) -> String {
 /// `GET /account`.
 pub async fn page(
     State(state): State<AppState>,
+    viewer: Viewer,
     SignedIn { session, user }: SignedIn,
 ) -> Result<Response, PageError> {
     let apps = match state.store.grants_of_user(&user.id).await?.len() {
@@ -62,7 +63,7 @@ pub async fn page(
     Ok(pages::render(
         StatusCode::OK,
         &AccountPage {
-            site: Site::of(&state.settings),
+            site: viewer.site(&state.settings),
             nav: Nav::on(PAGE),
             username: &user.username,
             name: user.name.as_deref(),

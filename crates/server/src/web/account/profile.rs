@@ -21,7 +21,7 @@ use serde::Deserialize;
 use super::AccountForm;
 use super::{Nav, sentence, user_type_label};
 use crate::http::error::PageError;
-use crate::http::extract::{CsrfForm, SignedIn};
+use crate::http::extract::{CsrfForm, SignedIn, Viewer};
 use crate::http::forms::FieldErrors;
 use crate::http::ip::ClientIp;
 use crate::http::pages::{self, Site};
@@ -86,6 +86,7 @@ async fn provisioner(state: &AppState, user: &User) -> Result<Option<String>, Pa
 #[allow(clippy::too_many_arguments)]
 async fn render(
     state: &AppState,
+    viewer: &Viewer,
     status: StatusCode,
     user: &User,
     csrf_token: &str,
@@ -98,7 +99,7 @@ async fn render(
     Ok(pages::render(
         status,
         &ProfilePage {
-            site: Site::of(&state.settings),
+            site: viewer.site(&state.settings),
             nav: Nav::on(PAGE),
             username: &user.username,
             user_type: user_type_label(user),
@@ -116,11 +117,13 @@ async fn render(
 /// `GET /account/profile`.
 pub async fn page(
     State(state): State<AppState>,
+    viewer: Viewer,
     SignedIn { session, user }: SignedIn,
     Query(q): Query<ProfileQuery>,
 ) -> Result<Response, PageError> {
     render(
         &state,
+        &viewer,
         StatusCode::OK,
         &user,
         &session.csrf_token,
@@ -145,6 +148,7 @@ fn trimmed(value: &Option<String>) -> Option<String> {
 /// clears it.
 pub async fn save(
     State(state): State<AppState>,
+    viewer: Viewer,
     ip: ClientIp,
     SignedIn { session, user }: SignedIn,
     CsrfForm { fields: f, .. }: CsrfForm<AccountForm>,
@@ -161,6 +165,7 @@ pub async fn save(
     if !errors.is_empty() {
         return render(
             &state,
+            &viewer,
             StatusCode::BAD_REQUEST,
             &user,
             &session.csrf_token,
@@ -193,6 +198,7 @@ pub async fn save(
 /// `new_password`, `new_password_confirmation`).
 pub async fn change_password(
     State(state): State<AppState>,
+    viewer: Viewer,
     ip: ClientIp,
     headers: HeaderMap,
     SignedIn { session, user }: SignedIn,
@@ -206,6 +212,7 @@ pub async fn change_password(
     let again = |errors: FieldErrors| {
         render(
             &state,
+            &viewer,
             StatusCode::BAD_REQUEST,
             &user,
             &session.csrf_token,

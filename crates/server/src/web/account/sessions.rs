@@ -21,7 +21,7 @@ use serde::Deserialize;
 use super::AccountForm;
 use super::Nav;
 use crate::http::error::PageError;
-use crate::http::extract::{CsrfForm, SignedIn};
+use crate::http::extract::{CsrfForm, SignedIn, Viewer};
 use crate::http::ip::ClientIp;
 use crate::http::pages::{self, Site, Stamp};
 use crate::http::session;
@@ -147,6 +147,7 @@ fn notice(q: &SessionsQuery) -> Option<String> {
 /// `GET /account/sessions`.
 pub async fn page(
     State(state): State<AppState>,
+    viewer: Viewer,
     SignedIn {
         session: current,
         user,
@@ -174,7 +175,7 @@ pub async fn page(
     Ok(pages::render(
         StatusCode::OK,
         &SessionsPage {
-            site: Site::of(&state.settings),
+            site: viewer.site(&state.settings),
             nav: Nav::on(PAGE),
             sessions,
             others,

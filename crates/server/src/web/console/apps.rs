@@ -12,7 +12,7 @@ use healthgate_store::Suspension;
 use serde::Deserialize;
 
 use super::{Answer, ConsoleForm, Operator, admin_failure, back_to, need};
-use crate::http::extract::CsrfForm;
+use crate::http::extract::{CsrfForm, Viewer};
 use crate::http::ip::ClientIp;
 use crate::http::pages::{self, Site, Stamp};
 use crate::services::admin;
@@ -62,6 +62,7 @@ fn plural(n: u64, one: &str, many: &str) -> String {
 /// `GET /admin/apps`.
 pub async fn list(
     State(state): State<AppState>,
+    viewer: Viewer,
     op: Operator,
     Query(q): Query<DoneQuery>,
 ) -> Answer {
@@ -114,7 +115,7 @@ pub async fn list(
     Ok(pages::render(
         StatusCode::OK,
         &AppsPage {
-            site: Site::of(&state.settings),
+            site: viewer.site(&state.settings),
             section: "apps",
             notice,
             csrf_token: &op.session.csrf_token,

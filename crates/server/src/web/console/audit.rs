@@ -14,6 +14,7 @@ use healthgate_store::{EventFilter, StoredEvent};
 use serde::Deserialize;
 
 use super::{Answer, Operator, Refusal};
+use crate::http::extract::Viewer;
 use crate::http::forms::FieldErrors;
 use crate::http::pages::{self, Site, Stamp};
 use crate::state::AppState;
@@ -169,6 +170,7 @@ impl Names<'_> {
 /// `GET /admin/audit?kind=&person=&app=&organization=&outcome=&from=&to=&before=`.
 pub async fn page(
     State(state): State<AppState>,
+    viewer: Viewer,
     _op: Operator,
     Query(q): Query<AuditQuery>,
 ) -> Answer {
@@ -300,7 +302,7 @@ pub async fn page(
     Ok(pages::render(
         status,
         &AuditPage {
-            site: Site::of(&state.settings),
+            site: viewer.site(&state.settings),
             section: "audit",
             notice: None,
             kinds,

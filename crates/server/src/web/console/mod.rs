@@ -67,7 +67,7 @@ pub fn routes() -> Routes {
         .route("/admin/webhooks/unmute", post(webhooks::unmute))
 }
 
-pub use crate::http::extract::{Operator, Refusal};
+pub use crate::http::extract::{Operator, Refusal, Viewer};
 
 /// A page or action's answer.
 pub type Answer = Result<Response, Refusal>;
@@ -150,7 +150,7 @@ pub struct HomePage<'a> {
 }
 
 /// `GET /admin`.
-async fn home(State(state): State<AppState>, op: Operator) -> Answer {
+async fn home(State(state): State<AppState>, viewer: Viewer, op: Operator) -> Answer {
     let organizations = state.store.organizations().await?.len();
     let (_, people) = state.store.search_users("", 0, 0).await?;
     let apps = state.store.clients().await?;
@@ -158,7 +158,7 @@ async fn home(State(state): State<AppState>, op: Operator) -> Answer {
     Ok(pages::render(
         StatusCode::OK,
         &HomePage {
-            site: Site::of(&state.settings),
+            site: viewer.site(&state.settings),
             section: "home",
             notice: None,
             operator: who(&op.user),

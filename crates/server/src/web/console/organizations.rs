@@ -13,7 +13,7 @@ use super::{
     Answer, ConsoleForm, Operator, Refusal, admin_failure, back_to, need, person_named, who,
 };
 use crate::http::error::PageError;
-use crate::http::extract::CsrfForm;
+use crate::http::extract::{CsrfForm, Viewer};
 use crate::http::forms::FieldErrors;
 use crate::http::ip::ClientIp;
 use crate::http::pages::{self, Site};
@@ -105,11 +105,11 @@ async fn rows(state: &AppState) -> Result<Vec<OrganizationRow>, Refusal> {
 }
 
 /// `GET /admin/organizations`.
-pub async fn list(State(state): State<AppState>, op: Operator) -> Answer {
+pub async fn list(State(state): State<AppState>, viewer: Viewer, op: Operator) -> Answer {
     Ok(pages::render(
         StatusCode::OK,
         &OrganizationsPage {
-            site: Site::of(&state.settings),
+            site: viewer.site(&state.settings),
             section: "organizations",
             notice: None,
             csrf_token: &op.session.csrf_token,
@@ -126,6 +126,7 @@ pub async fn list(State(state): State<AppState>, op: Operator) -> Answer {
 /// next to its field (422).
 pub async fn create(
     State(state): State<AppState>,
+    viewer: Viewer,
     ip: ClientIp,
     op: Operator,
     CsrfForm { fields: f, .. }: CsrfForm<ConsoleForm>,
@@ -166,7 +167,7 @@ pub async fn create(
     Ok(pages::render(
         StatusCode::UNPROCESSABLE_ENTITY,
         &OrganizationsPage {
-            site: Site::of(&state.settings),
+            site: viewer.site(&state.settings),
             section: "organizations",
             notice: None,
             csrf_token: &op.session.csrf_token,
@@ -214,6 +215,7 @@ fn roles(state: &AppState) -> Vec<String> {
 /// The organization's page; `form` carries a refused add or role change.
 async fn render_organization(
     state: &AppState,
+    viewer: &Viewer,
     op: &Operator,
     org: Organization,
     status: StatusCode,
@@ -244,7 +246,7 @@ async fn render_organization(
     Ok(pages::render(
         status,
         &OrganizationPage {
-            site: Site::of(&state.settings),
+            site: viewer.site(&state.settings),
             section: "organizations",
             notice,
             csrf_token: &op.session.csrf_token,
@@ -271,6 +273,7 @@ struct Form {
 /// `GET /admin/organizations/{id}`.
 pub async fn show(
     State(state): State<AppState>,
+    viewer: Viewer,
     op: Operator,
     Path(id): Path<String>,
     Query(q): Query<DoneQuery>,
@@ -289,13 +292,23 @@ pub async fn show(
         Some("not-member") => Some(format!("{person} was not a member of {}.", org.name)),
         _ => None,
     };
-    render_organization(&state, &op, org, StatusCode::OK, notice, Form::default()).await
+    render_organization(
+        &state,
+        &viewer,
+        &op,
+        org,
+        StatusCode::OK,
+        notice,
+        Form::default(),
+    )
+    .await
 }
 
 /// `POST /admin/organizations/{id}/members` (`username`, `role`): adds a
 /// person; someone already there is pointed to the role change instead.
 pub async fn add_member(
     State(state): State<AppState>,
+    viewer: Viewer,
     ip: ClientIp,
     op: Operator,
     Path(id): Path<String>,
@@ -358,6 +371,7 @@ pub async fn add_member(
     }
     render_organization(
         &state,
+        &viewer,
         &op,
         org,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -370,6 +384,7 @@ pub async fn add_member(
 /// `POST /admin/organizations/{id}/members/role` (`user_id`, `role`).
 pub async fn change_role(
     State(state): State<AppState>,
+    viewer: Viewer,
     ip: ClientIp,
     op: Operator,
     Path(id): Path<String>,
@@ -385,6 +400,7 @@ pub async fn change_role(
         };
         return render_organization(
             &state,
+            &viewer,
             &op,
             org,
             StatusCode::UNPROCESSABLE_ENTITY,

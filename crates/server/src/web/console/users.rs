@@ -14,7 +14,7 @@ use super::{
     Answer, ConsoleForm, Operator, Refusal, admin_failure, back_to, need, person_named, who,
 };
 use crate::http::error::PageError;
-use crate::http::extract::CsrfForm;
+use crate::http::extract::{CsrfForm, Viewer};
 use crate::http::ip::ClientIp;
 use crate::http::pages::{self, Site, Stamp};
 use crate::services::admin;
@@ -112,6 +112,7 @@ fn row(u: User, me: &str) -> UserRow {
 /// `GET /admin/users?q=&page=`.
 pub async fn list(
     State(state): State<AppState>,
+    viewer: Viewer,
     op: Operator,
     Query(query): Query<UsersQuery>,
 ) -> Answer {
@@ -145,7 +146,7 @@ pub async fn list(
     Ok(pages::render(
         StatusCode::OK,
         &UsersPage {
-            site: Site::of(&state.settings),
+            site: viewer.site(&state.settings),
             section: "users",
             notice,
             csrf_token: &op.session.csrf_token,
@@ -241,6 +242,7 @@ pub async fn unlock(
 /// response's page and nowhere else.
 pub async fn reset_password(
     State(state): State<AppState>,
+    viewer: Viewer,
     ip: ClientIp,
     op: Operator,
     CsrfForm { fields: f, .. }: CsrfForm<ConsoleForm>,
@@ -253,7 +255,7 @@ pub async fn reset_password(
     Ok(pages::render(
         StatusCode::OK,
         &PasswordPage {
-            site: Site::of(&state.settings),
+            site: viewer.site(&state.settings),
             section: "users",
             notice: Some(format!(
                 "{}'s password was reset and every session of theirs has ended.",

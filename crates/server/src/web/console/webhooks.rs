@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::{Answer, ConsoleForm, Operator, back_to, need};
 use crate::http::error::PageError;
-use crate::http::extract::CsrfForm;
+use crate::http::extract::{CsrfForm, Viewer};
 use crate::http::ip::ClientIp;
 use crate::http::pages::{self, Site, Stamp};
 use crate::state::AppState;
@@ -52,6 +52,7 @@ pub struct DoneQuery {
 /// `GET /admin/webhooks`.
 pub async fn page(
     State(state): State<AppState>,
+    viewer: Viewer,
     op: Operator,
     Query(q): Query<DoneQuery>,
 ) -> Answer {
@@ -89,7 +90,7 @@ pub async fn page(
     Ok(pages::render(
         StatusCode::OK,
         &WebhooksPage {
-            site: Site::of(&state.settings),
+            site: viewer.site(&state.settings),
             section: "webhooks",
             notice,
             csrf_token: &op.session.csrf_token,
