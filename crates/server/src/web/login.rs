@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::http::error::PageError;
 use crate::http::extract::{NEW_PASSWORD_PAGE, Viewer, choose_password_first};
 use crate::http::ip::ClientIp;
-use crate::http::pages::{self, HomePage, LoginPage, Site};
+use crate::http::pages::{self, HomePage, LoginPage};
 use crate::http::session::{self, Browser, form_field};
 use crate::services::passwords;
 use crate::state::AppState;
@@ -61,20 +61,35 @@ async fn app_name(state: &AppState, return_to: &str) -> Option<String> {
         .map(|c| c.name)
 }
 
+/// What the sign-in page says about the last attempt.
+#[derive(Clone, Copy)]
+enum Attempt<'a> {
+    /// None yet.
+    First,
+    /// `username` was refused (the generic message).
+    Refused(&'a str),
+    /// `username`'s password was right but the account is locked.
+    Locked(&'a str),
+}
+
 async fn login_page(
     state: &AppState,
+    viewer: &Viewer,
     status: StatusCode,
     csrf: &str,
     return_to: &str,
-    username: &str,
-    error: Option<&str>,
-    locked: bool,
+    attempt: Attempt<'_>,
 ) -> Response {
     let app = app_name(state, return_to).await;
+    let (username, error, locked) = match attempt {
+        Attempt::First => ("", None, false),
+        Attempt::Refused(u) => (u, Some("The username or password is incorrect."), false),
+        Attempt::Locked(u) => (u, None, true),
+    };
     pages::render(
         status,
         &LoginPage {
-            site: Site::of(&state.settings),
+            site: viewer.site(&state.settings),
             app_name: app.as_deref(),
             error,
             csrf_token: csrf,
@@ -87,6 +102,7 @@ async fn login_page(
 
 pub async fn get(
     State(state): State<AppState>,
+    viewer: Viewer,
     ip: ClientIp,
     headers: HeaderMap,
     Query(q): Query<LoginQuery>,
@@ -103,12 +119,11 @@ pub async fn get(
     Ok(with_cookie(
         login_page(
             &state,
+            &viewer,
             StatusCode::OK,
             &session.csrf_token,
             return_to,
-            "",
-            None,
-            false,
+            Attempt::First,
         )
         .await,
         cookie,
@@ -118,6 +133,7 @@ pub async fn get(
 /// The login form: `username`, `password`, `csrf_token`, `return_to`.
 pub async fn post(
     State(state): State<AppState>,
+    viewer: Viewer,
     ip: ClientIp,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -150,12 +166,11 @@ pub async fn post(
             state.store.record_event(now, &event).await?;
             Ok(login_page(
                 &state,
+                &viewer,
                 StatusCode::FORBIDDEN,
                 &session.csrf_token,
                 return_to,
-                &username,
-                None,
-                true,
+                Attempt::Locked(&username),
             )
             .await)
         }
@@ -193,12 +208,11 @@ pub async fn post(
             state.store.record_event(now, &event).await?;
             Ok(login_page(
                 &state,
+                &viewer,
                 StatusCode::UNAUTHORIZED,
                 &session.csrf_token,
                 return_to,
-                &username,
-                Some("The username or password is incorrect."),
-                false,
+                Attempt::Refused(&username),
             )
             .await)
         }

@@ -982,6 +982,11 @@ async fn the_header_fits_the_person() {
     assert!(!visitor.contains("Sign out"));
 
     let (member, _) = app.signed_in("mia").await;
+    // Already signed in, /login offers to continue or to switch account.
+    let login = member.get("/login?return_to=/account/apps").await.text().await.unwrap();
+    assert!(login.contains("You are signed in as <strong>mia</strong>"), "{login}");
+    assert!(login.contains("href=\"/account/apps\">Continue as mia</a>"), "{login}");
+    assert!(login.contains("Or sign in with another account"));
     let page = member.get("/account").await.text().await.unwrap();
     assert_eq!(links(&page), ["/account", "/developers", "/playground"]);
     assert!(page.contains("Signed in as <strong>mia</strong>"), "{page}");
