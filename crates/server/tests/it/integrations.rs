@@ -166,6 +166,11 @@ async fn instant_on_connect_then_exchange_then_practice_api() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body["id"].as_str().unwrap().starts_with("int-"));
     assert_eq!(body["status"], "connected");
+    // The admin's account page says the same: the app is connected to the
+    // practice, with the way to manage it.
+    let account = p.admin.get("/account/apps").await.text().await.unwrap();
+    assert!(account.contains("<strong>Partner App</strong>: connected since"), "{account}");
+    assert!(account.contains(&format!("href=\"/integrations?org={}\"", p.org.id)));
     assert_eq!(body["token_type"], "bearer");
     let key = body["access_token"].as_str().unwrap().to_owned();
     assert!(

@@ -12,6 +12,7 @@ use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
+use healthgate_core::integration::IntegrationStatus;
 use healthgate_core::org::{ADMIN, Organization};
 use healthgate_core::redirect::with_query_params;
 use healthgate_core::scope::ScopeSet;
@@ -51,12 +52,23 @@ pub struct OrgAppLine {
     pub granted_at: Stamp,
 }
 
-/// An organization the person administers, with its connected apps.
+/// An organization the person administers, with its connected apps: the
+/// ones allowed for all of it, and its integrations (what the integration
+/// directory connects), so "connected" reads the same on both pages.
 pub struct OrgSection {
     pub id: String,
     pub name: String,
     pub kind: String,
     pub apps: Vec<OrgAppLine>,
+    pub integrations: Vec<IntegrationLine>,
+}
+
+/// One of an organization's live integrations.
+pub struct IntegrationLine {
+    pub name: String,
+    /// `connected`, or `pending` (waiting for the partner to activate it).
+    pub status: &'static str,
+    pub since: Stamp,
 }
 
 #[derive(Template)]
@@ -184,11 +196,27 @@ pub async fn page(
     let mut orgs = Vec::with_capacity(admin_of.len());
     for org in &admin_of {
         let grants = state.store.organization_grants(&org.id).await?;
+        let mut integrations = Vec::new();
+        for i in state.store.integrations_of_organization(&org.id).await? {
+            if i.status == IntegrationStatus::Disconnected {
+                continue;
+            }
+            let name = match state.store.client(&i.client_id).await? {
+                Some(c) => c.name,
+                None => continue,
+            };
+            integrations.push(IntegrationLine {
+                name,
+                status: i.status.as_str(),
+                since: Stamp::at(i.activated_at.unwrap_or(i.created_at)),
+            });
+        }
         orgs.push(OrgSection {
             id: org.id.clone(),
             name: org.name.clone(),
             kind: org.kind.to_string(),
             apps: org_apps(&state, grants),
+            integrations,
         });
     }
     let notice = notice(&state, &q, &admin_of).await?;
