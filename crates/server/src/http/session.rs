@@ -23,7 +23,8 @@ pub fn cookie_name(state: &AppState) -> &'static str {
     }
 }
 
-fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+/// The value of cookie `name` the browser sent, if any.
+pub fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -117,14 +118,25 @@ pub fn fresh(
 
 /// A `Set-Cookie` value for the session cookie; `max_age` 0 clears it.
 pub fn set_cookie(state: &AppState, value: &str, max_age: i64) -> HeaderValue {
+    cookie(state, cookie_name(state), value, max_age, "Lax")
+}
+
+/// A `Set-Cookie` value for a cookie of this server: whole site, HttpOnly,
+/// `Secure` whenever it can be; `max_age` 0 clears it.
+pub fn cookie(
+    state: &AppState,
+    name: &str,
+    value: &str,
+    max_age: i64,
+    same_site: &str,
+) -> HeaderValue {
     let secure = if state.settings.secure_cookies() {
         "; Secure"
     } else {
         ""
     };
     let v = format!(
-        "{}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}",
-        cookie_name(state)
+        "{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite={same_site}{secure}"
     );
     HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
 }

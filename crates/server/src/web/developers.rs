@@ -710,18 +710,14 @@ async fn shown_once(
                 "sealing failed".into(),
             ))
         })?;
-        let secure = if state.settings.secure_cookies() {
-            "; Secure"
-        } else {
-            ""
-        };
-        let cookie = format!(
-            "{}={sealed}; Path=/; Max-Age={SHOWN_ONCE_TTL}; HttpOnly; SameSite=Strict{secure}",
-            shown_once_cookie(state)
+        let cookie = session::cookie(
+            state,
+            shown_once_cookie(state),
+            &sealed,
+            SHOWN_ONCE_TTL,
+            "Strict",
         );
-        if let Ok(v) = HeaderValue::from_str(&cookie) {
-            response.headers_mut().append(header::SET_COOKIE, v);
-        }
+        response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     Ok(response)
 }
@@ -743,17 +739,10 @@ pub async fn credentials(
 ) -> Result<Response, PageError> {
     let app = own_app(&state, &person, &id).await?;
     let name = shown_once_cookie(&state);
-    let presented = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_owned());
+    let presented = session::cookie_value(&headers, name);
     let key = shown_once_key(&state).await?;
     let secret = presented
-        .and_then(|sealed| healthgate_core::jose::open(&key, &sealed).ok())
+        .and_then(|sealed| healthgate_core::jose::open(&key, sealed).ok())
         .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
         .filter(|v| {
             v["app"] == app.id.as_str()
@@ -772,15 +761,8 @@ pub async fn credentials(
             created: q.done.as_deref() == Some("created"),
         },
     );
-    let secure = if state.settings.secure_cookies() {
-        "; Secure"
-    } else {
-        ""
-    };
-    let clear = format!("{name}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict{secure}");
-    if let Ok(v) = HeaderValue::from_str(&clear) {
-        response.headers_mut().append(header::SET_COOKIE, v);
-    }
+    let clear = session::cookie(&state, name, "", 0, "Strict");
+    response.headers_mut().append(header::SET_COOKIE, clear);
     crate::http::error::no_store(&mut response);
     Ok(response)
 }

@@ -124,6 +124,45 @@ pub(crate) fn user_type_label(user: &User) -> &'static str {
     }
 }
 
+/// Replaces `user`'s password (whose stored hash was `stored`) with `new`:
+/// every other session ends and this browser gets a fresh one, in one store
+/// transaction (the profile page and the page a temporary password leads
+/// to both change a password this way). Returns the fresh session's cookie;
+/// `on_conflict` is what the person reads if the password changed meanwhile.
+pub(crate) async fn replace_password(
+    state: &AppState,
+    user: &User,
+    stored: &str,
+    new: String,
+    browser: crate::http::session::Browser,
+    ip: Option<&str>,
+    on_conflict: &'static str,
+) -> Result<axum::http::HeaderValue, crate::http::error::PageError> {
+    use crate::http::error::PageError;
+    use axum::http::StatusCode;
+    let not_changed = "Your password was not changed";
+    let new_hash = crate::services::passwords::hash(new)
+        .await
+        .map_err(|_| PageError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            title: not_changed,
+            message: "Something went wrong while saving it. Please try again.".into(),
+        })?;
+    let (fresh, cookie) = crate::http::session::fresh(state, Some(user.id.clone()), browser);
+    let changed = state
+        .store
+        .change_password(&user.id, stored, &new_hash, &fresh, ip, state.now())
+        .await?;
+    if !changed {
+        return Err(PageError {
+            status: StatusCode::CONFLICT,
+            title: not_changed,
+            message: on_conflict.into(),
+        });
+    }
+    Ok(cookie)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

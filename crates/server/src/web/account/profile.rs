@@ -25,7 +25,7 @@ use crate::http::extract::{CsrfForm, SignedIn, Viewer};
 use crate::http::forms::FieldErrors;
 use crate::http::ip::ClientIp;
 use crate::http::pages::{self, Site};
-use crate::http::session::{self, Browser};
+use crate::http::session::Browser;
 use crate::services::passwords;
 use crate::state::AppState;
 
@@ -263,30 +263,16 @@ pub async fn change_password(
     let Some(new) = new.filter(|_| errors.is_empty()) else {
         return again(errors).await;
     };
-    let new_hash = passwords::hash(new).await.map_err(|_| PageError {
-        status: StatusCode::INTERNAL_SERVER_ERROR,
-        title: "Your password was not changed",
-        message: "Something went wrong while saving it. Please try again.".into(),
-    })?;
-    let (fresh, cookie) = session::fresh(&state, Some(user.id.clone()), Browser::of(&headers, &ip));
-    let changed = state
-        .store
-        .change_password(
-            &user.id,
-            &stored,
-            &new_hash,
-            &fresh,
-            ip.as_deref(),
-            state.now(),
-        )
-        .await?;
-    if !changed {
-        return Err(PageError {
-            status: StatusCode::CONFLICT,
-            title: "Your password was not changed",
-            message: "Your password was changed from somewhere else a moment ago. Reload the page and try again.".into(),
-        });
-    }
+    let cookie = super::replace_password(
+        &state,
+        &user,
+        &stored,
+        new,
+        Browser::of(&headers, &ip),
+        ip.as_deref(),
+        "Your password was changed from somewhere else a moment ago. Reload the page and try again.",
+    )
+    .await?;
     let mut response = Redirect::to(&format!("{PAGE}?done=password")).into_response();
     response.headers_mut().append(header::SET_COOKIE, cookie);
     Ok(response)
