@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::{
     Answer, ConsoleForm, Operator, Refusal, admin_failure, back_to, need, person_named, who,
 };
-use crate::http::error::PageError;
+use crate::http::error::{PageError, sentence};
 use crate::http::extract::{CsrfForm, Viewer};
 use crate::http::forms::FieldErrors;
 use crate::http::ip::ClientIp;
@@ -160,7 +160,7 @@ pub async fn create(
                     &[("done", "created")],
                 ));
             }
-            Err(AdminError::Field { field, message }) => errors.add(field, capitalised(&message)),
+            Err(AdminError::Field { field, message }) => errors.add(field, sentence(&message)),
             Err(e) => return Err(admin_failure(e)),
         }
     }
@@ -177,21 +177,6 @@ pub async fn create(
             kind: kind_text,
         },
     ))
-}
-
-/// A message of the administrative operations, which the CLI prints in
-/// lower case, as a sentence.
-fn capitalised(message: &str) -> String {
-    let mut chars = message.chars();
-    let mut out: String = chars
-        .next()
-        .map(|c| c.to_uppercase().collect())
-        .unwrap_or_default();
-    out.push_str(chars.as_str());
-    if !out.is_empty() && !out.ends_with('.') {
-        out.push('.');
-    }
-    out
 }
 
 async fn organization(state: &AppState, id: &str) -> Result<Organization, Refusal> {
@@ -331,7 +316,7 @@ pub async fn add_member(
             .add("username", "Enter the username of the person to add.");
     }
     if let Err(AdminError::Field { message, .. }) = admin::check_role(&state.settings, &role) {
-        form.errors.add("role", capitalised(&message));
+        form.errors.add("role", sentence(&message));
     }
     if form.errors.is_empty() {
         match admin::find_user(&state.store, &username).await {
@@ -395,7 +380,7 @@ pub async fn change_role(
     let role = f.role.clone().unwrap_or_default();
     if let Err(AdminError::Field { message, .. }) = admin::check_role(&state.settings, &role) {
         let form = Form {
-            row_error: Some((user_id, capitalised(&message))),
+            row_error: Some((user_id, sentence(&message))),
             ..Form::default()
         };
         return render_organization(
@@ -445,19 +430,4 @@ pub async fn remove_member(
             ("user", &user_id),
         ],
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::capitalised;
-
-    #[test]
-    fn messages_read_as_sentences() {
-        assert_eq!(
-            capitalised("the name must be 1 to 200 characters"),
-            "The name must be 1 to 200 characters."
-        );
-        assert_eq!(capitalised("Done."), "Done.");
-        assert_eq!(capitalised(""), "");
-    }
 }
