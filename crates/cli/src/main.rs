@@ -128,7 +128,12 @@ enum ClientCommand {
     /// Suspend an app: it may do nothing (no sign-ins, tokens, partner or
     /// practice API calls) until restored, and every token it holds stops
     /// working at once.
-    Suspend { id: String },
+    Suspend {
+        id: String,
+        /// Why, kept in the audit trail with the `client.suspended` event.
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Lift an app's suspension; tokens the suspension revoked stay revoked.
     Restore { id: String },
 }
@@ -619,8 +624,10 @@ async fn client_command(
                 ),
             );
         }
-        ClientCommand::Suspend { id } => {
-            let done = admin::suspend_client(store, clock.as_ref(), &id, Actor::system()).await?;
+        ClientCommand::Suspend { id, reason } => {
+            let reason = reason.as_deref().map(str::trim).filter(|r| !r.is_empty());
+            let done =
+                admin::suspend_client(store, clock.as_ref(), &id, reason, Actor::system()).await?;
             let (value, text) = match done {
                 Suspension::Suspended {
                     families_revoked,

@@ -115,6 +115,7 @@ impl Store {
     pub async fn suspend_client(
         &self,
         client_id: &str,
+        reason: Option<&str>,
         actor: Actor<'_>,
         now: i64,
     ) -> Result<Suspension> {
@@ -165,10 +166,16 @@ impl Store {
                 .by(actor)
                 .client(client_id)
                 .subject(client_id)
-                .data(serde_json::json!({
-                    "families_revoked": families_revoked,
-                    "codes_expired": codes_expired,
-                })),
+                .data({
+                    let mut data = serde_json::json!({
+                        "families_revoked": families_revoked,
+                        "codes_expired": codes_expired,
+                    });
+                    if let Some(reason) = reason {
+                        data["reason"] = reason.into();
+                    }
+                    data
+                }),
         )
         .await?;
         tx.commit().await?;

@@ -1320,7 +1320,7 @@ async fn an_app_registered_in_the_portal_on_one_node_runs_in_the_playground_acro
     );
 
     // A secret rotated on A is refused on B at once.
-    let app_page = page(&http, a, &format!("/developers/apps/{client_id}")).await;
+    let app_page = page(&http, a, &format!("/developers/apps/{client_id}/secret")).await;
     let r = http
         .post(a.url(&format!("/developers/apps/{client_id}/secret")))
         .form(&form_of(&app_page, &[]))
@@ -1404,6 +1404,7 @@ async fn an_app_suspended_in_the_console_on_one_node_is_stopped_on_the_others() 
         .form(&[
             ("csrf_token", csrf_token(&apps).as_str()),
             ("client_id", demo.client_id.as_str()),
+            ("reason", "multi-node test"),
         ])
         .send()
         .await

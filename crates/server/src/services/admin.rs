@@ -787,9 +787,13 @@ pub async fn suspend_client(
     store: &Store,
     clock: &dyn Clock,
     client_id: &str,
+    reason: Option<&str>,
     actor: Actor<'_>,
 ) -> Result<Suspension, AdminError> {
-    match store.suspend_client(client_id, actor, clock.now()).await? {
+    match store
+        .suspend_client(client_id, reason, actor, clock.now())
+        .await?
+    {
         Suspension::NoSuchClient => Err(AdminError::NoSuchClient(client_id.to_owned())),
         done => Ok(done),
     }

@@ -44,7 +44,10 @@ pub fn routes() -> Routes {
         .route("/developers/apps", post(create_app))
         .route("/developers/apps/{id}", get(show_app))
         .route("/developers/apps/{id}/edit", get(edit_app).post(update_app))
-        .route("/developers/apps/{id}/secret", post(rotate_secret))
+        .route(
+            "/developers/apps/{id}/secret",
+            get(confirm_rotate_secret).post(rotate_secret),
+        )
         .route("/developers/apps/{id}/credentials", get(credentials))
         .route(
             "/developers/apps/{id}/webhook-secret",
@@ -1002,8 +1005,39 @@ pub async fn show_app(
     ))
 }
 
-/// `POST /developers/apps/{id}/secret`: a new APP_SECRET, shown once; the
-/// old one stops working at once.
+#[derive(Template)]
+#[template(path = "developers_rotate.html")]
+pub struct RotatePage<'a> {
+    pub site: Site<'a>,
+    pub csrf_token: &'a str,
+    pub app: &'a Client,
+}
+
+/// `GET /developers/apps/{id}/secret`: what rotating the APP_SECRET does,
+/// before anything happens.
+pub async fn confirm_rotate_secret(
+    State(state): State<AppState>,
+    person: SignedIn,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    let app = own_app(&state, &person, &id).await?;
+    if app.is_public() {
+        return Err(PageError::bad_request(
+            "A public app has no APP_SECRET: it uses PKCE instead.",
+        ));
+    }
+    Ok(pages::render(
+        StatusCode::OK,
+        &RotatePage {
+            site: Site::of(&state.settings),
+            csrf_token: &person.session.csrf_token,
+            app: &app,
+        },
+    ))
+}
+
+/// `POST /developers/apps/{id}/secret`, sent from the confirmation page: a
+/// new APP_SECRET, shown once; the old one stops working at once.
 pub async fn rotate_secret(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -533,7 +533,22 @@ async fn rotating_the_secret_shows_the_new_one_once_and_ends_the_old() {
     let (id, old) = register_in_portal(&b, form).await;
     let old = old.unwrap();
     assert_eq!(token_with(&app, &id, &old).await, StatusCode::OK);
-    let csrf = csrf_of(&b, &format!("/developers/apps/{id}")).await;
+    // The app's page links to a page that asks first; opening it changes nothing.
+    let shown = b.get(&format!("/developers/apps/{id}")).await.text().await.unwrap();
+    assert!(shown.contains(&format!("href=\"/developers/apps/{id}/secret\">Rotate the APP_SECRET…</a>")));
+    let r = b.get(&format!("/developers/apps/{id}/secret")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let confirm = r.text().await.unwrap();
+    assert_eq!(confirm.matches("<h1").count(), 1);
+    assert!(confirm.contains("Rotate the APP_SECRET of Backend?"));
+    assert!(confirm.contains(&format!("href=\"/developers/apps/{id}\">Cancel</a>")));
+    assert!(confirm.contains("<button type=\"submit\" class=\"danger\">Rotate the APP_SECRET</button>"));
+    assert_eq!(token_with(&app, &id, &old).await, StatusCode::OK);
+    assert!(app.events_of("client.secret_rotated").await.is_empty());
+    // Another developer has no such page.
+    let (other, _) = app.signed_in("other").await;
+    assert_eq!(other.get(&format!("/developers/apps/{id}/secret")).await.status(), StatusCode::NOT_FOUND);
+    let csrf = hidden_inputs(&confirm)["csrf_token"].clone();
     let r = b
         .post_form(&format!("/developers/apps/{id}/secret"), &[("csrf_token".into(), csrf)])
         .await;
@@ -649,7 +664,7 @@ async fn portal_changes_name_the_developer_and_address() {
     let mut fields = vec![("csrf_token".to_owned(), csrf_of(&b, &edit).await)];
     fields.extend(with(app_form("Scheduler"), &[("connect_url", "https://partner.example/connect"), ("published", "1")]));
     assert_eq!(b.post_form(&edit, &fields).await.status(), StatusCode::SEE_OTHER);
-    let csrf = csrf_of(&b, &format!("/developers/apps/{id}")).await;
+    let csrf = csrf_of(&b, &format!("/developers/apps/{id}/secret")).await;
     let r = b.post_form(&format!("/developers/apps/{id}/secret"), &[("csrf_token".into(), csrf.clone())]).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     let r = b
@@ -774,7 +789,7 @@ async fn the_app_page_lists_integrations_and_webhook_deliveries() {
         .await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     // Rotating the secret is an event the partner is told of.
-    let csrf = csrf_of(&b, &format!("/developers/apps/{id}")).await;
+    let csrf = csrf_of(&b, &format!("/developers/apps/{id}/secret")).await;
     b.post_form(&format!("/developers/apps/{id}/secret"), &[("csrf_token".into(), csrf)])
         .await;
     let page = b.get(&format!("/developers/apps/{id}")).await.text().await.unwrap();

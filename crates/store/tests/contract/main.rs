@@ -1844,7 +1844,10 @@ async fn suspending_an_app_revokes_its_families_expires_its_codes_and_stops_its_
         );
 
         let by = Actor::user(&olivia.id, Some("192.0.2.1"));
-        let done = s.suspend_client(&c.id, by, NOW + 10).await.unwrap();
+        let done = s
+            .suspend_client(&c.id, Some("phishing reported"), by, NOW + 10)
+            .await
+            .unwrap();
         assert_eq!(
             done,
             Suspension::Suspended {
@@ -1894,16 +1897,16 @@ async fn suspending_an_app_revokes_its_families_expires_its_codes_and_stops_its_
         assert_eq!(events[0].client_id.as_deref(), Some(c.id.as_str()));
         assert_eq!(
             data_of(&events[0]),
-            serde_json::json!({"families_revoked": 2, "codes_expired": 1})
+            serde_json::json!({"families_revoked": 2, "codes_expired": 1, "reason": "phishing reported"})
         );
 
         // Twice is once; an unknown app is said to be unknown.
         assert_eq!(
-            s.suspend_client(&c.id, by, NOW + 20).await.unwrap(),
+            s.suspend_client(&c.id, None, by, NOW + 20).await.unwrap(),
             Suspension::AlreadySuspended(NOW + 10)
         );
         assert_eq!(
-            s.suspend_client("app-none", by, NOW).await.unwrap(),
+            s.suspend_client("app-none", None, by, NOW).await.unwrap(),
             Suspension::NoSuchClient
         );
         assert_eq!(events_of_kind(s, "client.suspended").await.len(), 1);
