@@ -271,6 +271,7 @@ async fn a_person_revokes_an_app_from_their_account_by_clicking_and_its_token_st
         &app.state.store,
         app.clock.as_ref(),
         &client_id,
+        None,
         Actor::system(),
     )
     .await
