@@ -113,7 +113,12 @@ enum ClientCommand {
     /// Show one app.
     Show { id: String },
     /// Issue a new secret; the old one stops working at once.
-    RotateSecret { id: String },
+    RotateSecret {
+        id: String,
+        /// End the old secret at once instead of after `client_secret_grace`.
+        #[arg(long)]
+        now: bool,
+    },
     /// Delete an app and everything issued to it.
     Delete { id: String },
     /// Change an app's registration and its integration-directory listing.
@@ -128,7 +133,12 @@ enum ClientCommand {
     /// Suspend an app: it may do nothing (no sign-ins, tokens, partner or
     /// practice API calls) until restored, and every token it holds stops
     /// working at once.
-    Suspend { id: String },
+    Suspend {
+        id: String,
+        /// Why, kept in the audit trail with the `client.suspended` event.
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Lift an app's suspension; tokens the suspension revoked stay revoked.
     Restore { id: String },
 }
@@ -539,15 +549,27 @@ async fn client_command(
                 .ok_or(AdminError::NoSuchClient(id))?;
             print(as_json, &client_json(&client), &client_text(&client));
         }
-        ClientCommand::RotateSecret { id } => {
+        ClientCommand::RotateSecret { id, now } => {
+            let grace = if now {
+                None
+            } else {
+                state.settings.client_secret_grace
+            };
             let secret =
-                admin::rotate_client_secret(store, clock.as_ref(), &id, Actor::system()).await?;
+                admin::rotate_client_secret(store, clock.as_ref(), &id, grace, Actor::system())
+                    .await?;
+            let until = grace.map(|g| clock.now() + g.secs());
+            let said = match until {
+                Some(until) => format!(
+                    "The old secret keeps working until {} (client_secret_grace); rotate with --now to end it at once.",
+                    healthgate_server::http::pages::format_utc(until)
+                ),
+                None => "The old secret no longer works.".to_owned(),
+            };
             print(
                 as_json,
-                &json!({"client_id": id, "client_secret": secret}),
-                &format!(
-                    "client_id      {id}\nclient_secret  {secret}\n\nThe old secret no longer works."
-                ),
+                &json!({"client_id": id, "client_secret": secret, "previous_secret_expires_at": until}),
+                &format!("client_id      {id}\nclient_secret  {secret}\n\n{said}"),
             );
         }
         ClientCommand::Update(u) => {
@@ -619,8 +641,10 @@ async fn client_command(
                 ),
             );
         }
-        ClientCommand::Suspend { id } => {
-            let done = admin::suspend_client(store, clock.as_ref(), &id, Actor::system()).await?;
+        ClientCommand::Suspend { id, reason } => {
+            let reason = reason.as_deref().map(str::trim).filter(|r| !r.is_empty());
+            let done =
+                admin::suspend_client(store, clock.as_ref(), &id, reason, Actor::system()).await?;
             let (value, text) = match done {
                 Suspension::Suspended {
                     families_revoked,

@@ -47,6 +47,20 @@ impl FromStr for ClientKind {
     }
 }
 
+/// The secret a rotation replaced: its digest, accepted until `expires_at`
+/// (epoch seconds, exclusive).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousSecret {
+    pub digest: String,
+    pub expires_at: i64,
+}
+
+impl PreviousSecret {
+    pub fn is_valid_at(&self, now: i64) -> bool {
+        now < self.expires_at
+    }
+}
+
 /// A registered client.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Client {
@@ -59,6 +73,9 @@ pub struct Client {
     pub kind: ClientKind,
     /// SHA-256 digest of the client secret; `None` for public clients.
     pub secret_digest: Option<String>,
+    /// The secret a rotation replaced, still accepted until it expires
+    /// (`client_secret_grace`); `None` when there is none.
+    pub previous_secret: Option<PreviousSecret>,
     /// How the app describes itself in the integration directory.
     pub description: Option<String>,
     /// Where Connect sends a practice admin, with the code appended (Hint).
@@ -154,11 +171,32 @@ impl Client {
     }
 
     /// Checks a presented client secret against the stored digest in
-    /// constant time. Public clients have no secret and never pass.
-    pub fn secret_matches(&self, presented: &str) -> bool {
-        self.secret_digest
+    /// constant time: the current secret, or the one a rotation replaced
+    /// while `now` is before its expiry (the grace period, so a partner can
+    /// roll the new one out without an outage). Public clients have no
+    /// secret and never pass.
+    pub fn secret_matches(&self, presented: &str, now: i64) -> bool {
+        if self.is_public() {
+            return false;
+        }
+        let current = self
+            .secret_digest
             .as_deref()
-            .is_some_and(|d| matches_digest(presented, d))
+            .is_some_and(|d| matches_digest(presented, d));
+        // Both are compared, so the time taken says nothing of which matched.
+        let previous = self
+            .previous_secret
+            .as_ref()
+            .is_some_and(|p| matches_digest(presented, &p.digest) & p.is_valid_at(now));
+        current | previous
+    }
+
+    /// The replaced secret's expiry, while it is still accepted.
+    pub fn previous_secret_expires_at(&self, now: i64) -> Option<i64> {
+        self.previous_secret
+            .as_ref()
+            .filter(|p| p.is_valid_at(now))
+            .map(|p| p.expires_at)
     }
 
     /// The scopes granted for a request: `requested` must be a subset of the
@@ -193,6 +231,7 @@ pub(crate) fn example(kind: ClientKind) -> Client {
         user_types: vec![UserType::Member],
         kind,
         secret_digest: None,
+        previous_secret: None,
         description: None,
         connect_redirect_url: None,
         published: false,
@@ -265,9 +304,40 @@ mod tests {
     fn secret_check_uses_digest() {
         let secret = mint(SecretKind::ClientSecret);
         let mut c = client(&["https://a.example/cb"]);
-        assert!(!c.secret_matches(&secret.value));
+        assert!(!c.secret_matches(&secret.value, 0));
         c.secret_digest = Some(secret.digest.clone());
-        assert!(c.secret_matches(&secret.value));
-        assert!(!c.secret_matches("hg_cs_wrong"));
+        assert!(c.secret_matches(&secret.value, 0));
+        assert!(!c.secret_matches("hg_cs_wrong", 0));
+    }
+
+    #[test]
+    fn a_rotated_secret_is_accepted_until_its_grace_ends() {
+        let old = mint(SecretKind::ClientSecret);
+        let new = mint(SecretKind::ClientSecret);
+        let mut c = client(&["https://a.example/cb"]);
+        c.secret_digest = Some(new.digest.clone());
+        c.previous_secret = Some(PreviousSecret {
+            digest: old.digest.clone(),
+            expires_at: 1_000,
+        });
+        // (presented, now, accepted)
+        let cases = [
+            (&new.value, 0, true),
+            (&new.value, 5_000, true),
+            (&old.value, 0, true),
+            (&old.value, 999, true),
+            (&old.value, 1_000, false),
+            (&old.value, 5_000, false),
+        ];
+        for (presented, now, accepted) in cases {
+            assert_eq!(c.secret_matches(presented, now), accepted, "{now}");
+        }
+        assert!(!c.secret_matches("hg_cs_wrong", 0));
+        assert_eq!(c.previous_secret_expires_at(999), Some(1_000));
+        assert_eq!(c.previous_secret_expires_at(1_000), None);
+        // A public client never passes, whatever it holds.
+        c.kind = ClientKind::Public;
+        c.secret_digest = None;
+        assert!(!c.secret_matches(&old.value, 0));
     }
 }

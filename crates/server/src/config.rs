@@ -85,6 +85,10 @@ pub struct Settings {
     /// once.
     #[serde(deserialize_with = "seconds_or_zero")]
     pub key_rotation_overlap: Option<Seconds>,
+    /// After an APP_SECRET is rotated, how long the old one keeps working
+    /// beside the new one; `None` (0): it ends at once.
+    #[serde(deserialize_with = "seconds_or_zero")]
+    pub client_secret_grace: Option<Seconds>,
     /// The name shown on every page.
     pub platform_name: String,
     /// `text` or `json` log lines on standard error.
@@ -310,6 +314,7 @@ impl Default for Settings {
             secret_key: None,
             id_token_ttl: Seconds::of(3600),
             key_rotation_overlap: Some(Seconds::of(3600)),
+            client_secret_grace: Some(Seconds::of(86_400)),
             platform_name: "healthgate".into(),
             log_format: LogFormat::Text,
             log_level: LogLevel(vec![LevelFilter::INFO.into()]),

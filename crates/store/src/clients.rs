@@ -1,6 +1,6 @@
 //! Registered clients (partner apps).
 
-use healthgate_core::client::{Client, ClientKind};
+use healthgate_core::client::{Client, ClientKind, PreviousSecret};
 use healthgate_core::event::EventKind;
 use healthgate_core::redirect::RedirectUri;
 use healthgate_core::scope::ScopeSet;
@@ -14,7 +14,7 @@ use crate::{Result, Store, StoreError, conflict};
 const COLUMNS: &str = "id, name, photo_url, redirect_uris, allowed_scopes, user_types, kind, secret_digest, description, \
                        connect_redirect_url, published, webhook_url, webhook_secret_version, webhook_muted_at, \
                        authorization_level, provisioning_scopes, access_token_format, id_token_alg, owner_id, suspended_at, \
-                       resource_server, created_at, updated_at";
+                       resource_server, previous_secret_digest, previous_secret_expires_at, created_at, updated_at";
 
 fn from_row(row: &AnyRow) -> Result<Client> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("client {what}"));
@@ -37,6 +37,13 @@ fn from_row(row: &AnyRow) -> Result<Client> {
             .parse::<ClientKind>()
             .map_err(|_| corrupt("kind"))?,
         secret_digest: row.try_get("secret_digest")?,
+        previous_secret: match (
+            row.try_get::<Option<String>, _>("previous_secret_digest")?,
+            row.try_get::<Option<i64>, _>("previous_secret_expires_at")?,
+        ) {
+            (Some(digest), Some(expires_at)) => Some(PreviousSecret { digest, expires_at }),
+            _ => None,
+        },
         description: row.try_get("description")?,
         connect_redirect_url: row.try_get("connect_redirect_url")?,
         published: row.try_get::<i64, _>("published")? != 0,
@@ -115,12 +122,17 @@ impl Store {
     pub async fn suspend_client(
         &self,
         client_id: &str,
+        reason: Option<&str>,
         actor: Actor<'_>,
         now: i64,
     ) -> Result<Suspension> {
         let mut tx = self.writer.begin().await?;
+        // A secret still in its grace after a rotation ends with the
+        // suspension; restoring the app does not bring it back.
         let marked = sqlx::query(
-            "UPDATE clients SET suspended_at = $1, updated_at = $1 WHERE id = $2 AND suspended_at IS NULL",
+            "UPDATE clients SET suspended_at = $1, updated_at = $1,
+                                previous_secret_digest = NULL, previous_secret_expires_at = NULL
+             WHERE id = $2 AND suspended_at IS NULL",
         )
         .bind(now)
         .bind(client_id)
@@ -165,10 +177,16 @@ impl Store {
                 .by(actor)
                 .client(client_id)
                 .subject(client_id)
-                .data(serde_json::json!({
-                    "families_revoked": families_revoked,
-                    "codes_expired": codes_expired,
-                })),
+                .data({
+                    let mut data = serde_json::json!({
+                        "families_revoked": families_revoked,
+                        "codes_expired": codes_expired,
+                    });
+                    if let Some(reason) = reason {
+                        data["reason"] = reason.into();
+                    }
+                    data
+                }),
         )
         .await?;
         tx.commit().await?;
@@ -318,11 +336,14 @@ impl Store {
         row.as_ref().map(from_row).transpose()
     }
 
-    /// The confidential client whose secret has this digest (Hint's
-    /// partner-level `Authorization: Bearer <client_secret>`).
+    /// The confidential client whose secret, or whose secret a rotation
+    /// replaced, has this digest (Hint's partner-level `Authorization:
+    /// Bearer <client_secret>`); whether a replaced one is still accepted
+    /// is `Client::secret_matches`'s to say.
     pub async fn client_by_secret_digest(&self, digest: &str) -> Result<Option<Client>> {
         let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM clients WHERE secret_digest = $1 AND kind = 'confidential'"
+            "SELECT {COLUMNS} FROM clients
+             WHERE (secret_digest = $1 OR previous_secret_digest = $1) AND kind = 'confidential'"
         ));
         let row = sqlx::query(sql)
             .bind(digest)
@@ -361,30 +382,45 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
-    /// Replaces the client's secret digest; `false` if there is no such client.
+    /// Replaces the client's secret digest, in one transaction with
+    /// `client.secret_rotated`; `false` if there is no such confidential
+    /// client. With `previous_until` (after `now`), the secret replaced stays
+    /// accepted until then (the grace period) and replaces any earlier one
+    /// still in its grace; without, every earlier secret ends at once.
     pub async fn set_client_secret(
         &self,
         id: &str,
         secret_digest: &str,
+        previous_until: Option<i64>,
         actor: Actor<'_>,
         now: i64,
     ) -> Result<bool> {
+        let previous_until = previous_until.filter(|until| *until > now);
         let mut tx = self.writer.begin().await?;
-        let done = sqlx::query(
-            "UPDATE clients SET secret_digest = $1, updated_at = $2 WHERE id = $3 AND kind = 'confidential'",
-        )
-        .bind(secret_digest)
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+        // The right-hand sides read the row as it was: the previous digest
+        // is the secret being replaced.
+        let sql = if previous_until.is_some() {
+            "UPDATE clients SET previous_secret_digest = secret_digest, previous_secret_expires_at = $4,
+                                secret_digest = $1, updated_at = $2
+             WHERE id = $3 AND kind = 'confidential'"
+        } else {
+            "UPDATE clients SET previous_secret_digest = NULL, previous_secret_expires_at = NULL,
+                                secret_digest = $1, updated_at = $2
+             WHERE id = $3 AND kind = 'confidential'"
+        };
+        let mut query = sqlx::query(sql).bind(secret_digest).bind(now).bind(id);
+        if let Some(until) = previous_until {
+            query = query.bind(until);
+        }
+        let done = query.execute(&mut *tx).await?;
         if done.rows_affected() == 1 {
             append(
                 &mut tx,
                 now,
                 &Event::new(EventKind::ClientSecretRotated)
                     .by(actor)
-                    .client(id),
+                    .client(id)
+                    .data(serde_json::json!({ "previous_secret_expires_at": previous_until })),
             )
             .await?;
         }

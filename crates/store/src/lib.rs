@@ -283,6 +283,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "temporary passwords",
         include_str!("../migrations/sqlite/0009_temporary_passwords.sql"),
     ),
+    (
+        10,
+        "client secret grace",
+        include_str!("../migrations/sqlite/0010_client_secret_grace.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -329,6 +334,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         9,
         "temporary passwords",
         include_str!("../migrations/postgres/0009_temporary_passwords.sql"),
+    ),
+    (
+        10,
+        "client secret grace",
+        include_str!("../migrations/postgres/0010_client_secret_grace.sql"),
     ),
 ];
 

@@ -366,6 +366,69 @@ async fn client_token(base: &str, id: &str, secret: &str) -> (reqwest::StatusCod
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// `client rotate-secret` keeps the old secret for `client_secret_grace`
+/// beside the new one; `--now` ends it at once.
+#[tokio::test]
+async fn client_rotate_secret_keeps_the_old_one_for_the_grace_unless_now() {
+    let sandbox = Sandbox::new();
+    let created = sandbox
+        .run(&[
+            "client",
+            "create",
+            "--name",
+            "Rolling App",
+            "--redirect-uri",
+            "https://rolling.example/cb",
+            "--scope",
+            "profile_read",
+            "--json",
+        ])
+        .json();
+    let id = created["client_id"].as_str().unwrap().to_owned();
+    let first = created["client_secret"].as_str().unwrap().to_owned();
+    let mut server = sandbox.serve(&[]);
+    server.wait_healthy().await;
+    let base = server.base();
+    let rotated = sandbox
+        .run(&["client", "rotate-secret", &id, "--json"])
+        .json();
+    let second = rotated["client_secret"].as_str().unwrap().to_owned();
+    let until = rotated["previous_secret_expires_at"]
+        .as_i64()
+        .expect("the old secret's expiry");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((until - now - 86_400).abs() < 60, "24 hours: {rotated}");
+    for secret in [&first, &second] {
+        let (status, body) = client_token(&base, &id, secret).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    }
+
+    let out = sandbox.run(&["client", "rotate-secret", &id, "--now"]);
+    assert!(
+        out.stdout.contains("The old secret no longer works."),
+        "{out:#?}"
+    );
+    let third = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("client_secret  "))
+        .expect("the new secret")
+        .to_owned();
+    for secret in [&first, &second] {
+        let (status, body) = client_token(&base, &id, secret).await;
+        assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED, "{body}");
+    }
+    let (status, body) = client_token(&base, &id, &third).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    let rotated = sandbox
+        .run(&["client", "rotate-secret", &id, "--now", "--json"])
+        .json();
+    assert_eq!(rotated["previous_secret_expires_at"], Value::Null);
+}
+
 #[tokio::test]
 async fn client_suspend_and_restore_act_at_once_on_a_running_server() {
     let sandbox = Sandbox::new();

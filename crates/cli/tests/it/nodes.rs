@@ -1325,23 +1325,29 @@ async fn an_app_registered_in_the_portal_on_one_node_runs_in_the_playground_acro
         "{me}"
     );
 
-    // A secret rotated on A is refused on B at once.
-    let app_page = page(&http, a, &format!("/developers/apps/{client_id}")).await;
+    // A secret rotated on A: B accepts the new one at once, and the old one
+    // for the grace (client_secret_grace, 24 hours by default).
+    let confirm = page(&http, a, &format!("/developers/apps/{client_id}/secret")).await;
     let r = http
         .post(a.url(&format!("/developers/apps/{client_id}/secret")))
-        .form(&form_of(&app_page, &[]))
+        .form(&form_of(&confirm, &[]))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    let r = api()
-        .post(b.url("/oauth/token"))
-        .basic_auth(&client_id, Some(&secret))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let credentials = r.headers()["location"].to_str().unwrap().to_owned();
+    let rotated = element_text(&page(&http, a, &credentials).await, "app-secret");
+    assert_ne!(rotated, secret);
+    for presented in [&rotated, &secret] {
+        let r = api()
+            .post(b.url("/oauth/token"))
+            .basic_auth(&client_id, Some(presented))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
 
     // Signing out everywhere on B ends the session A was serving.
     let sessions = page(&http, b, "/account/sessions").await;
@@ -1410,6 +1416,7 @@ async fn an_app_suspended_in_the_console_on_one_node_is_stopped_on_the_others() 
         .form(&[
             ("csrf_token", csrf_token(&apps).as_str()),
             ("client_id", demo.client_id.as_str()),
+            ("reason", "multi-node test"),
         ])
         .send()
         .await

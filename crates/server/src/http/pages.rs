@@ -175,6 +175,8 @@ pub struct IntegrationsPage<'a> {
     pub orgs: Vec<(String, String)>,
     pub apps: Vec<DirectoryApp>,
     pub csrf_token: &'a str,
+    /// What an action just did.
+    pub notice: Option<String>,
 }
 
 #[derive(Template)]

@@ -218,8 +218,8 @@ async fn partner(
             .client_by_secret_digest(&healthgate_core::secret::digest(&secret))
             .await?;
         return Ok(match found {
-            Some(client) => unless_suspended(client),
-            None => Err(failed().into()),
+            Some(client) if client.secret_matches(&secret, state.now()) => unless_suspended(client),
+            _ => Err(failed().into()),
         });
     }
     let (id, secret) = match basic_credentials(headers) {
@@ -233,7 +233,7 @@ async fn partner(
         Err(e) => return Ok(Err(e.into())),
     };
     Ok(match state.store.client(&id).await? {
-        Some(client) if client.secret_matches(&secret) => unless_suspended(client),
+        Some(client) if client.secret_matches(&secret, state.now()) => unless_suspended(client),
         found => Err(Refusal::of(Some(id), found.is_some(), failed())),
     })
 }
@@ -268,7 +268,9 @@ async fn client(
         return Ok(Err(Refusal::of(Some(p.client_id), false, failed())));
     };
     Ok(match (&p.secret, client.is_public()) {
-        (Some(secret), false) if client.secret_matches(secret) => unless_suspended(client),
+        (Some(secret), false) if client.secret_matches(secret, state.now()) => {
+            unless_suspended(client)
+        }
         (None, true) => unless_suspended(client),
         _ => Err(Refusal::of(Some(client.id), true, failed())),
     })

@@ -13,7 +13,7 @@ use healthgate_core::secret::{SecretKind, mint, new_id};
 use healthgate_core::user::{User, UserType, validate_email, validate_password, validate_username};
 use healthgate_store::{Actor, Store, StoreError, Suspension};
 
-use crate::config::Settings;
+use crate::config::{Seconds, Settings};
 use crate::services::passwords;
 use crate::services::photos::{self, Photo};
 
@@ -352,6 +352,7 @@ fn draft_client(settings: &Settings, req: &NewClient, now: i64, refusals: &mut R
             ClientKind::Confidential
         },
         secret_digest: None,
+        previous_secret: None,
         description: blank_is_none(req.description.clone()),
         connect_redirect_url: blank_is_none(req.connect_redirect_url.clone()),
         published: req.published,
@@ -557,11 +558,15 @@ pub async fn rotate_webhook_secret(
     Ok(crate::services::secrets::webhook_secret(store, settings, &c).await?)
 }
 
-/// Gives a confidential client a new secret; the old one stops working at once.
+/// Gives a confidential client a new secret. The old one keeps working for
+/// `grace` (`client_secret_grace`, or `None` for at once, the CLI's
+/// `--now`), set in the rotation's transaction; any secret still in the
+/// grace of an earlier rotation ends now.
 pub async fn rotate_client_secret(
     store: &Store,
     clock: &dyn Clock,
     client_id: &str,
+    grace: Option<Seconds>,
     actor: Actor<'_>,
 ) -> Result<String, AdminError> {
     let client = store
@@ -576,7 +581,13 @@ pub async fn rotate_client_secret(
     let secret = mint(SecretKind::ClientSecret);
     let now = clock.now();
     store
-        .set_client_secret(client_id, &secret.digest, actor, now)
+        .set_client_secret(
+            client_id,
+            &secret.digest,
+            grace.map(|g| now + g.secs()),
+            actor,
+            now,
+        )
         .await?;
     Ok(secret.value)
 }
@@ -787,9 +798,13 @@ pub async fn suspend_client(
     store: &Store,
     clock: &dyn Clock,
     client_id: &str,
+    reason: Option<&str>,
     actor: Actor<'_>,
 ) -> Result<Suspension, AdminError> {
-    match store.suspend_client(client_id, actor, clock.now()).await? {
+    match store
+        .suspend_client(client_id, reason, actor, clock.now())
+        .await?
+    {
         Suspension::NoSuchClient => Err(AdminError::NoSuchClient(client_id.to_owned())),
         done => Ok(done),
     }

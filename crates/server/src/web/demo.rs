@@ -137,7 +137,7 @@ pub async fn seed(
                 .any(|r| r.as_str() == redirect_uri) =>
         {
             store
-                .set_client_secret(DEMO_CLIENT_ID, &secret.digest, Actor::system(), now)
+                .set_client_secret(DEMO_CLIENT_ID, &secret.digest, None, Actor::system(), now)
                 .await?;
         }
         existing => {
@@ -170,6 +170,7 @@ pub async fn seed(
                     user_types: UserType::ALL.to_vec(),
                     kind: ClientKind::Confidential,
                     secret_digest: Some(secret.digest.clone()),
+                    previous_secret: None,
                     description: Some(
                         "A partner app for trying healthgate: sign in with it, or connect the practice to it."
                             .to_owned(),

@@ -44,7 +44,10 @@ pub fn routes() -> Routes {
         .route("/developers/apps", post(create_app))
         .route("/developers/apps/{id}", get(show_app))
         .route("/developers/apps/{id}/edit", get(edit_app).post(update_app))
-        .route("/developers/apps/{id}/secret", post(rotate_secret))
+        .route(
+            "/developers/apps/{id}/secret",
+            get(confirm_rotate_secret).post(rotate_secret),
+        )
         .route("/developers/apps/{id}/credentials", get(credentials))
         .route(
             "/developers/apps/{id}/webhook-secret",
@@ -582,6 +585,8 @@ pub struct SecretPage<'a> {
     pub app: &'a Client,
     pub secret: Option<&'a str>,
     pub created: bool,
+    /// Until when the secret a rotation replaced keeps working.
+    pub previous_until: Option<Stamp>,
 }
 
 /// `POST /developers/apps` (multipart or URL-encoded): registers an app and
@@ -759,6 +764,7 @@ pub async fn credentials(
             app: &app,
             secret: secret.as_deref(),
             created: q.done.as_deref() == Some("created"),
+            previous_until: app.previous_secret_expires_at(state.now()).map(Stamp::at),
         },
     );
     let clear = session::cookie(&state, name, "", 0, "Strict");
@@ -901,6 +907,11 @@ pub struct AppPage<'a> {
     pub deliveries: Vec<DeliveryLine>,
     pub webhook_secret: Option<String>,
     pub notice: Option<&'static str>,
+    /// Until when the APP_SECRET a rotation replaced keeps working.
+    pub previous_secret_until: Option<Stamp>,
+    /// How long a replaced APP_SECRET keeps working (`client_secret_grace`),
+    /// as people read it; `None`: it ends at once.
+    pub grace: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -994,12 +1005,75 @@ pub async fn show_app(
             deliveries,
             webhook_secret,
             notice: q.saved.is_some().then_some("Your changes were saved."),
+            previous_secret_until: app.previous_secret_expires_at(state.now()).map(Stamp::at),
+            grace: grace_text(&state),
         },
     ))
 }
 
-/// `POST /developers/apps/{id}/secret`: a new APP_SECRET, shown once; the
-/// old one stops working at once.
+#[derive(Template)]
+#[template(path = "developers_rotate.html")]
+pub struct RotatePage<'a> {
+    pub site: Site<'a>,
+    pub csrf_token: &'a str,
+    pub app: &'a Client,
+    /// How long the old secret keeps working; `None`: it ends at once.
+    pub grace: Option<String>,
+    /// Until when a secret replaced by an earlier rotation still works.
+    pub previous_secret_until: Option<Stamp>,
+}
+
+/// `client_secret_grace` as people read it (`24 hours`), or `None` when a
+/// rotation ends the old APP_SECRET at once.
+fn grace_text(state: &AppState) -> Option<String> {
+    state.settings.client_secret_grace.map(|g| {
+        let s = g.secs();
+        let (n, unit) = if s % 86_400 == 0 && s != 86_400 {
+            (s / 86_400, "day")
+        } else if s % 3600 == 0 {
+            (s / 3600, "hour")
+        } else if s % 60 == 0 {
+            (s / 60, "minute")
+        } else {
+            (s, "second")
+        };
+        if n == 1 {
+            format!("1 {unit}")
+        } else {
+            format!("{n} {unit}s")
+        }
+    })
+}
+
+/// `GET /developers/apps/{id}/secret`: what rotating the APP_SECRET does,
+/// before anything happens.
+pub async fn confirm_rotate_secret(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    person: SignedIn,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    let app = own_app(&state, &person, &id).await?;
+    if app.is_public() {
+        return Err(PageError::bad_request(
+            "A public app has no APP_SECRET: it uses PKCE instead.",
+        ));
+    }
+    Ok(pages::render(
+        StatusCode::OK,
+        &RotatePage {
+            site: viewer.site(&state.settings),
+            csrf_token: &person.session.csrf_token,
+            app: &app,
+            grace: grace_text(&state),
+            previous_secret_until: app.previous_secret_expires_at(state.now()).map(Stamp::at),
+        },
+    ))
+}
+
+/// `POST /developers/apps/{id}/secret`, sent from the confirmation page: a
+/// new APP_SECRET, shown once; the old one keeps working for
+/// `client_secret_grace` (or stops at once when that is 0).
 pub async fn rotate_secret(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -1013,6 +1087,7 @@ pub async fn rotate_secret(
         &state.store,
         state.clock.as_ref(),
         &app.id,
+        state.settings.client_secret_grace,
         person.actor(&ip),
     )
     .await?;

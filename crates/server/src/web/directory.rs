@@ -1,8 +1,10 @@
 //! The integration directory practice admins connect partners from
 //! (`/integrations`): every published app with its state for the practice,
 //! Connect (InstantOn: the browser goes to the partner's connect URL with the
-//! code appended), a code to send by hand, and Disconnect.
+//! code appended), a code to send by hand, and Disconnect, which asks first
+//! on a page of its own and says afterwards what it did.
 
+use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -15,13 +17,17 @@ use serde::Deserialize;
 use crate::http::error::PageError;
 use crate::http::extract::{CsrfForm, SignedIn, Viewer};
 use crate::http::ip::ClientIp;
-use crate::http::pages::{self, ConnectCodePage, DirectoryApp, IntegrationsPage};
+use crate::http::pages::{self, ConnectCodePage, DirectoryApp, IntegrationsPage, Site};
 use crate::services::photos::served_path;
 use crate::state::AppState;
 
 #[derive(Deserialize)]
 pub struct DirectoryQuery {
     org: Option<String>,
+    /// What an action just did (`disconnected`), for the status message.
+    done: Option<String>,
+    /// The app it concerned.
+    app: Option<String>,
 }
 
 /// The organizations `person` administers; a person who administers none
@@ -69,6 +75,20 @@ pub async fn page(
     let org = pick(&orgs, q.org.as_deref())?;
     let integrations = state.store.integrations_of_organization(&org.id).await?;
     let apps = state.store.published_clients().await?;
+    let notice = match (q.done.as_deref(), q.app.as_deref()) {
+        (Some("disconnected"), Some(app_id)) => {
+            let name = state
+                .store
+                .client(app_id)
+                .await?
+                .map_or_else(|| "The app".to_owned(), |c| c.name);
+            Some(format!(
+                "{name} is disconnected from {}: its practice API keys have stopped working.",
+                org.name
+            ))
+        }
+        _ => None,
+    };
     let cards: Vec<DirectoryApp> = apps
         .into_iter()
         .map(|c| {
@@ -103,6 +123,7 @@ pub async fn page(
                 .collect(),
             apps: cards,
             csrf_token: &session.csrf_token,
+            notice,
         },
     ))
 }
@@ -177,7 +198,65 @@ pub async fn connect(
     }
 }
 
-/// `POST /integrations/disconnect`.
+/// `GET /integrations/disconnect?org=&integration_id=`: what
+/// disconnecting does, before anything happens.
+#[derive(Template)]
+#[template(path = "integrations_disconnect.html")]
+pub struct DisconnectPage<'a> {
+    pub site: Site<'a>,
+    pub csrf_token: &'a str,
+    pub org_id: &'a str,
+    pub org_name: &'a str,
+    pub integration_id: &'a str,
+    pub app_name: &'a str,
+}
+
+/// The practice's integration a disconnect form or page is about, with its
+/// app's name.
+async fn practice_integration(
+    state: &AppState,
+    org: &Organization,
+    integration_id: Option<&str>,
+) -> Result<(healthgate_core::integration::Integration, String), PageError> {
+    let integration = state
+        .store
+        .integration(integration_id.unwrap_or_default())
+        .await?
+        .filter(|i| i.organization_id == org.id)
+        .ok_or_else(|| PageError::bad_request("That integration is not one of this practice's."))?;
+    let name = state
+        .store
+        .client(&integration.client_id)
+        .await?
+        .map_or_else(|| "The app".to_owned(), |c| c.name);
+    Ok((integration, name))
+}
+
+/// `GET /integrations/disconnect`: the confirmation step.
+pub async fn confirm_disconnect(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    person: SignedIn,
+    Query(f): Query<DirectoryForm>,
+) -> Result<Response, PageError> {
+    let org = form_organization(&state, &person, &f).await?;
+    let (integration, app_name) =
+        practice_integration(&state, &org, f.integration_id.as_deref()).await?;
+    Ok(pages::render(
+        StatusCode::OK,
+        &DisconnectPage {
+            site: viewer.site(&state.settings),
+            csrf_token: &person.session.csrf_token,
+            org_id: &org.id,
+            org_name: &org.name,
+            integration_id: &integration.id,
+            app_name: &app_name,
+        },
+    ))
+}
+
+/// `POST /integrations/disconnect`: sent from the confirmation page; back
+/// to the directory, which says what was done.
 pub async fn disconnect(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -186,13 +265,7 @@ pub async fn disconnect(
 ) -> Result<Response, PageError> {
     let org = form_organization(&state, &person, &f).await?;
     let session = &person.session;
-    let integration_id = f.integration_id.clone().unwrap_or_default();
-    let integration = state
-        .store
-        .integration(&integration_id)
-        .await?
-        .filter(|i| i.organization_id == org.id)
-        .ok_or_else(|| PageError::bad_request("That integration is not one of this practice's."))?;
+    let (integration, _) = practice_integration(&state, &org, f.integration_id.as_deref()).await?;
     state
         .store
         .deactivate_integration(
@@ -202,7 +275,14 @@ pub async fn disconnect(
             state.now(),
         )
         .await?;
-    let back = with_query_params("/integrations", &[("org", &org.id)]);
+    let back = with_query_params(
+        "/integrations",
+        &[
+            ("org", &org.id),
+            ("done", "disconnected"),
+            ("app", &integration.client_id),
+        ],
+    );
     Ok(Redirect::to(&back).into_response())
 }
 

@@ -23,7 +23,10 @@ pub fn routes() -> Routes {
         .route("/logout", post(login::logout))
         .route("/integrations", get(directory::page))
         .route("/integrations/connect", post(directory::connect))
-        .route("/integrations/disconnect", post(directory::disconnect))
+        .route(
+            "/integrations/disconnect",
+            get(directory::confirm_disconnect).post(directory::disconnect),
+        )
         .route("/demo/connect", get(demo::connect))
         .route("/demo/callback", get(demo::callback))
         .route("/static/healthgate.css", get(pages::stylesheet))

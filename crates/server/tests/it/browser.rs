@@ -271,6 +271,7 @@ async fn a_person_revokes_an_app_from_their_account_by_clicking_and_its_token_st
         &app.state.store,
         app.clock.as_ref(),
         &client_id,
+        None,
         Actor::system(),
     )
     .await
@@ -615,6 +616,39 @@ async fn a_developer_signs_up_registers_an_app_and_walks_the_playground_by_click
         .unwrap();
     assert_eq!(text_of(&c, "#app-id").await, client_id);
     screenshot(&c, "portal-app").await;
+    // Rotating the APP_SECRET asks first; Cancel goes back, changing nothing.
+    c.find(Locator::LinkText("Rotate the APP_SECRET…"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("#rotate-heading"))
+        .await
+        .unwrap();
+    screenshot(&c, "portal-rotate").await;
+    c.find(Locator::LinkText("Cancel"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(text_of(&c, "#app-id").await, client_id);
+    assert!(app.events_of("client.secret_rotated").await.is_empty());
+    c.find(Locator::LinkText("Rotate the APP_SECRET…"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    click(&c, "#rotate-heading ~ form button.danger").await;
+    let rotated = text_of(&c, "#app-secret").await;
+    assert!(rotated.starts_with("hg_cs_"), "{rotated}");
+    assert_eq!(app.events_of("client.secret_rotated").await.len(), 1);
+    c.goto(&app.url(&format!("/developers/apps/{client_id}")))
+        .await
+        .unwrap();
     c.goto(&app.url("/developers")).await.unwrap();
     assert!(c.source().await.unwrap().contains("Sunrise Scheduling"));
     screenshot(&c, "portal").await;
@@ -704,6 +738,48 @@ async fn a_practice_admin_connects_an_app_from_the_directory_by_clicking() {
         .unwrap();
     assert_eq!(integrations.len(), 1);
     assert_eq!(integrations[0].organization_id, org.id);
+
+    // Disconnecting asks first; Cancel goes back, changing nothing.
+    let disconnect = "button[aria-label='Disconnect Lab Results Sync']";
+    click(&c, disconnect).await;
+    c.wait()
+        .for_element(Locator::Css("#disconnect-heading"))
+        .await
+        .unwrap();
+    screenshot(&c, "integrations-disconnect").await;
+    c.find(Locator::LinkText("Cancel"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    click(&c, disconnect).await;
+    // The action button, reached and pressed with the keyboard.
+    c.wait()
+        .for_element(Locator::Css("#disconnect-heading"))
+        .await
+        .unwrap();
+    c.execute(
+        "document.querySelector('form button.danger').focus()",
+        vec![],
+    )
+    .await
+    .unwrap();
+    keys(&c, ENTER).await;
+    let said = status_message(&c).await;
+    assert!(
+        said.starts_with("Lab Results Sync is disconnected from Maple Family Practice"),
+        "{said}"
+    );
+    assert_eq!(
+        app.state
+            .store
+            .integrations_of_client(&partner.id)
+            .await
+            .unwrap()[0]
+            .status,
+        healthgate_core::integration::IntegrationStatus::Disconnected
+    );
     c.close().await.unwrap();
 }
 
@@ -887,6 +963,21 @@ async fn an_operator_suspends_an_app_and_filters_the_audit_log_by_clicking() {
         .await
         .unwrap();
     click(&c, "button[aria-label='Suspend Clicky Scheduler']").await;
+    // A page asks first, for a reason; it is answered with the keyboard.
+    c.wait()
+        .for_element(Locator::Css("#suspend-heading"))
+        .await
+        .unwrap();
+    assert!(c.find(Locator::LinkText("Cancel")).await.is_ok());
+    screenshot(&c, "admin-app-suspend").await;
+    c.find(Locator::Css("#reason"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    keys(&c, "Books every slot at once").await;
+    keys(&c, ENTER).await;
     let notice = text_of(&c, ".notice").await;
     assert!(
         notice.starts_with("Clicky Scheduler is suspended"),
@@ -933,7 +1024,9 @@ async fn an_operator_suspends_an_app_and_filters_the_audit_log_by_clicking() {
     assert_eq!(rows.len(), 1);
     let row = rows[0].text().await.unwrap();
     assert!(
-        row.contains("client.suspended") && row.contains("olivia"),
+        row.contains("client.suspended")
+            && row.contains("olivia")
+            && row.contains("Books every slot at once"),
         "{row}"
     );
     screenshot(&c, "admin-audit").await;

@@ -691,8 +691,34 @@ async fn a_suspended_app_can_do_nothing_until_it_is_restored() {
     assert_eq!(app.me(&access).await, StatusCode::OK);
     assert_eq!(app.introspect(&rs, &access).await["active"], true);
 
-    // The operator clicks Suspend.
-    let r = post(&op, "/admin/apps/suspend", &[("client_id", client.id())]).await;
+    // The operator clicks Suspend: a page asks first, and for a reason.
+    let list = page(&op, "/admin/apps").await;
+    assert!(list.contains("<form method=\"get\" action=\"/admin/apps/suspend\">"));
+    let confirm = page(&op, &format!("/admin/apps/suspend?client_id={}", client.id())).await;
+    assert_eq!(confirm.matches("<h1").count(), 1);
+    assert!(confirm.contains("Suspend Partner App?"));
+    assert!(confirm.contains("<label for=\"reason\">"));
+    assert!(confirm.contains(&format!("href=\"/admin/apps#app-{}\">Cancel</a>", client.id())));
+    let confirm_form = hidden_inputs(&confirm);
+    assert_eq!(confirm_form["client_id"], client.id());
+    // Without a reason nothing happens, and the field says why.
+    for reason in ["", "   "] {
+        let r = post(&op, "/admin/apps/suspend", &[("client_id", client.id()), ("reason", reason)]).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let shown = r.text().await.unwrap();
+        assert!(field_error(&shown, "reason").unwrap().starts_with("Say why the app is suspended"));
+    }
+    let long = "x".repeat(201);
+    let r = post(&op, "/admin/apps/suspend", &[("client_id", client.id()), ("reason", &long)]).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(app.events_of("client.suspended").await.is_empty());
+    assert!(app.state.store.client(client.id()).await.unwrap().unwrap().suspended_at.is_none());
+    let r = post(
+        &op,
+        "/admin/apps/suspend",
+        &[("client_id", client.id()), ("reason", " Phishing reported by a practice ")],
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     let back = location(&r);
     let q = query_of(&back);
@@ -710,7 +736,17 @@ async fn a_suspended_app_can_do_nothing_until_it_is_restored() {
     assert_eq!(suspended[0].actor_user_id.as_deref(), Some(me.id.as_str()));
     assert_eq!(suspended[0].client_id.as_deref(), Some(client.id()));
     let data: Value = serde_json::from_str(suspended[0].data.as_deref().unwrap()).unwrap();
-    assert_eq!(data, json!({"families_revoked": 2, "codes_expired": 1}));
+    assert_eq!(
+        data,
+        json!({"families_revoked": 2, "codes_expired": 1, "reason": "Phishing reported by a practice"})
+    );
+    // The audit log shows the reason.
+    let audit = page(&op, "/admin/audit?kind=client.suspended").await;
+    assert!(audit.contains("Phishing reported by a practice"));
+    // Once suspended, the confirmation page sends back to the list.
+    let r = op.get(&format!("/admin/apps/suspend?client_id={}", client.id())).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(location(&r).contains("done=already-suspended"));
 
     // The authorize endpoint: a page that says so, no redirect.
     let params = [
@@ -805,12 +841,13 @@ async fn a_suspended_app_can_do_nothing_until_it_is_restored() {
     // Suspending twice, or restoring an app that is not suspended, says so.
     let r = post(&op, "/admin/apps/restore", &[("client_id", client.id())]).await;
     assert!(location(&r).contains("done=not-suspended"));
-    post(&op, "/admin/apps/suspend", &[("client_id", client.id())]).await;
-    let r = post(&op, "/admin/apps/suspend", &[("client_id", client.id())]).await;
+    post(&op, "/admin/apps/suspend", &[("client_id", client.id()), ("reason", "again")]).await;
+    let r = post(&op, "/admin/apps/suspend", &[("client_id", client.id()), ("reason", "again")]).await;
     assert!(location(&r).contains("done=already-suspended"));
     assert_eq!(app.events_of("client.suspended").await.len(), 2);
-    let r = post(&op, "/admin/apps/suspend", &[("client_id", "app-nothing")]).await;
+    let r = post(&op, "/admin/apps/suspend", &[("client_id", "app-nothing"), ("reason", "x")]).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(op.get("/admin/apps/suspend?client_id=app-nothing").await.status(), StatusCode::NOT_FOUND);
 }
 
 /// The `seq`s of the events a page of the audit log shows, in order.

@@ -73,8 +73,11 @@ async fn directory(b: &Browser, org: &str) -> String {
 
 /// Clicks Connect (or "Get a code") for `client_id` and returns the response.
 async fn click(b: &Browser, org: &str, client_id: &str, mode: &str) -> reqwest::Response {
-    let page = directory(b, org).await;
-    let csrf = hidden_inputs(&page)["csrf_token"].clone();
+    directory(b, org).await;
+    // The session's CSRF token; the directory has no POST form when every
+    // app is already connected (Disconnect asks first, on a page of its own).
+    let profile = b.get("/account/profile").await.text().await.unwrap();
+    let csrf = hidden_inputs(&profile)["csrf_token"].clone();
     let form = vec![
         ("csrf_token".to_owned(), csrf),
         ("org".to_owned(), org.to_owned()),
@@ -538,13 +541,31 @@ async fn disconnecting_kills_every_key_and_reconnecting_issues_a_fresh_one() {
     let old = body["access_token"].as_str().unwrap().to_owned();
     let id = body["id"].as_str().unwrap().to_owned();
 
-    // The admin disconnects from the directory.
+    // The admin clicks Disconnect in the directory: a page asks first.
     let page = directory(&p.admin, &p.org.id).await;
-    let mut form = hidden_input_list(&page);
-    form.retain(|(k, _)| k == "csrf_token" || k == "org" || k == "integration_id");
-    form.dedup_by(|a, b| a.0 == b.0);
+    assert!(page.contains("<form method=\"get\" action=\"/integrations/disconnect\">"));
+    let confirm_url = format!("/integrations/disconnect?org={}&integration_id={id}", p.org.id);
+    let r = p.admin.get(&confirm_url).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let confirm = r.text().await.unwrap();
+    assert_eq!(confirm.matches("<h1").count(), 1);
+    assert!(confirm.contains("<h1 id=\"disconnect-heading\">Disconnect "), "{confirm}");
+    assert!(confirm.contains(&format!("href=\"/integrations?org={}\">Cancel</a>", p.org.id)));
+    // Opening it changed nothing.
+    assert_eq!(practice_api(&app, &old, "/api/v1/practice").await.0, StatusCode::OK);
+    let form = hidden_input_list(&confirm);
     let r = p.admin.post_form("/integrations/disconnect", &form).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let back = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(back.contains("done=disconnected"), "{back}");
+    let shown = p.admin.get(&back).await.text().await.unwrap();
+    assert!(shown.contains("is disconnected from Joe"), "{shown}");
+    // Another practice's integration has no confirmation page.
+    let r = p
+        .admin
+        .get(&format!("/integrations/disconnect?org={}&integration_id=int-nothing", p.org.id))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(
         practice_api(&app, &old, "/api/v1/practice").await.0,
         StatusCode::UNAUTHORIZED

@@ -526,23 +526,118 @@ async fn an_uploaded_photo_is_checked_stored_and_served() {
 }
 
 #[tokio::test]
-async fn rotating_the_secret_shows_the_new_one_once_and_ends_the_old() {
+async fn rotating_the_secret_shows_the_new_one_once_and_keeps_the_old_for_the_grace() {
     let app = spawn_app().await;
     let (b, _) = app.signed_in("dev").await;
     let form = with(app_form("Backend"), &[("scope", "profile_read")]);
     let (id, old) = register_in_portal(&b, form).await;
     let old = old.unwrap();
     assert_eq!(token_with(&app, &id, &old).await, StatusCode::OK);
-    let csrf = csrf_of(&b, &format!("/developers/apps/{id}")).await;
+    // The app's page links to a page that asks first; opening it changes nothing.
+    let shown = b.get(&format!("/developers/apps/{id}")).await.text().await.unwrap();
+    assert!(shown.contains(&format!("href=\"/developers/apps/{id}/secret\">Rotate the APP_SECRET…</a>")));
+    let r = b.get(&format!("/developers/apps/{id}/secret")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let confirm = r.text().await.unwrap();
+    assert_eq!(confirm.matches("<h1").count(), 1);
+    assert!(confirm.contains("Rotate the APP_SECRET of Backend?"));
+    assert!(confirm.contains(&format!("href=\"/developers/apps/{id}\">Cancel</a>")));
+    assert!(confirm.contains("<button type=\"submit\" class=\"danger\">Rotate the APP_SECRET</button>"));
+    assert_eq!(token_with(&app, &id, &old).await, StatusCode::OK);
+    assert!(app.events_of("client.secret_rotated").await.is_empty());
+    // Another developer has no such page.
+    let (other, _) = app.signed_in("other").await;
+    assert_eq!(other.get(&format!("/developers/apps/{id}/secret")).await.status(), StatusCode::NOT_FOUND);
+    let csrf = hidden_inputs(&confirm)["csrf_token"].clone();
     let r = b
         .post_form(&format!("/developers/apps/{id}/secret"), &[("csrf_token".into(), csrf)])
         .await;
     let r = b.follow(r).await;
     assert_eq!(r.status(), StatusCode::OK);
-    let new = element_text(&r.text().await.unwrap(), "app-secret").unwrap();
+    let shown = r.text().await.unwrap();
+    let new = element_text(&shown, "app-secret").unwrap();
     assert_ne!(new, old);
+    let until = app.state.now() + 86_400;
+    let when = healthgate_server::http::pages::format_utc(until);
+    assert!(shown.contains("The previous APP_SECRET keeps working until <time datetime="), "{shown}");
+    assert!(shown.contains(&when), "{shown}");
+    // Both work during the grace (24 hours by default), at the token
+    // endpoint and as the partner's bearer key; the app's page says until when.
+    assert_eq!(token_with(&app, &id, &old).await, StatusCode::OK);
+    assert_eq!(token_with(&app, &id, &new).await, StatusCode::OK);
+    assert_eq!(partner_with(&app, &old).await, StatusCode::OK);
+    let page = b.get(&format!("/developers/apps/{id}")).await.text().await.unwrap();
+    let previous = element_text(&page, "previous-secret").unwrap();
+    assert!(previous.contains("the previous APP_SECRET works until"), "{previous}");
+    assert!(page.contains(&format!(">{when}</time>, beside the new one.")), "{page}");
+    let rotated = app.events_of("client.secret_rotated").await;
+    let data: serde_json::Value = serde_json::from_str(rotated[0].data.as_deref().unwrap()).unwrap();
+    assert_eq!(data["previous_secret_expires_at"], until);
+    app.clock.advance(86_400 - 1);
+    assert_eq!(token_with(&app, &id, &old).await, StatusCode::OK);
+    // Then the old one ends; the new one goes on.
+    app.clock.advance(1);
+    assert_eq!(token_with(&app, &id, &old).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(partner_with(&app, &old).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(token_with(&app, &id, &new).await, StatusCode::OK);
+    let page = b.get(&format!("/developers/apps/{id}")).await.text().await.unwrap();
+    assert!(element_text(&page, "previous-secret").is_none());
+}
+
+/// The partner-level `Authorization: Bearer <client_secret>` on the partner API.
+async fn partner_with(app: &TestApp, secret: &str) -> StatusCode {
+    app.http()
+        .get(app.url("/api/v1/integrations"))
+        .bearer_auth(secret)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn a_grace_of_zero_ends_the_old_secret_at_once_and_a_new_rotation_ends_the_one_in_grace() {
+    let app = spawn_app_with(|s| s.client_secret_grace = None).await;
+    let (b, _) = app.signed_in("dev").await;
+    let (id, old) = register_in_portal(&b, with(app_form("Backend"), &[("scope", "profile_read")])).await;
+    let old = old.unwrap();
+    let confirm = b.get(&format!("/developers/apps/{id}/secret")).await.text().await.unwrap();
+    assert!(confirm.contains("The current one stops working at once"), "{confirm}");
+    let csrf = hidden_inputs(&confirm)["csrf_token"].clone();
+    let r = b.post_form(&format!("/developers/apps/{id}/secret"), &[("csrf_token".into(), csrf)]).await;
+    let shown = b.follow(r).await.text().await.unwrap();
+    assert!(shown.contains("The previous secret has stopped working."), "{shown}");
+    let new = element_text(&shown, "app-secret").unwrap();
     assert_eq!(token_with(&app, &id, &old).await, StatusCode::UNAUTHORIZED);
     assert_eq!(token_with(&app, &id, &new).await, StatusCode::OK);
+
+    // With a grace, a second rotation ends the secret still in the first's.
+    let app = spawn_app().await;
+    let (b, _) = app.signed_in("dev").await;
+    let (id, first) = register_in_portal(&b, with(app_form("Backend"), &[("scope", "profile_read")])).await;
+    let first = first.unwrap();
+    let rotate = async || {
+        let csrf = csrf_of(&b, &format!("/developers/apps/{id}/secret")).await;
+        let r = b.post_form(&format!("/developers/apps/{id}/secret"), &[("csrf_token".into(), csrf)]).await;
+        element_text(&b.follow(r).await.text().await.unwrap(), "app-secret").unwrap()
+    };
+    let second = rotate().await;
+    let warned = b.get(&format!("/developers/apps/{id}/secret")).await.text().await.unwrap();
+    assert!(warned.contains("stops working at once"), "{warned}");
+    let third = rotate().await;
+    assert_eq!(token_with(&app, &id, &first).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(token_with(&app, &id, &second).await, StatusCode::OK);
+    assert_eq!(token_with(&app, &id, &third).await, StatusCode::OK);
+
+    // Suspending the app ends the secret in grace; restoring does not bring it back.
+    admin::suspend_client(&app.state.store, app.clock.as_ref(), &id, Some("test"), Actor::system())
+        .await
+        .unwrap();
+    admin::restore_client(&app.state.store, app.clock.as_ref(), &id, Actor::system())
+        .await
+        .unwrap();
+    assert_eq!(token_with(&app, &id, &second).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(token_with(&app, &id, &third).await, StatusCode::OK);
 }
 
 /// Post/redirect/get: registering answers 303 to the credentials page,
@@ -649,7 +744,7 @@ async fn portal_changes_name_the_developer_and_address() {
     let mut fields = vec![("csrf_token".to_owned(), csrf_of(&b, &edit).await)];
     fields.extend(with(app_form("Scheduler"), &[("connect_url", "https://partner.example/connect"), ("published", "1")]));
     assert_eq!(b.post_form(&edit, &fields).await.status(), StatusCode::SEE_OTHER);
-    let csrf = csrf_of(&b, &format!("/developers/apps/{id}")).await;
+    let csrf = csrf_of(&b, &format!("/developers/apps/{id}/secret")).await;
     let r = b.post_form(&format!("/developers/apps/{id}/secret"), &[("csrf_token".into(), csrf.clone())]).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     let r = b
@@ -774,7 +869,7 @@ async fn the_app_page_lists_integrations_and_webhook_deliveries() {
         .await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     // Rotating the secret is an event the partner is told of.
-    let csrf = csrf_of(&b, &format!("/developers/apps/{id}")).await;
+    let csrf = csrf_of(&b, &format!("/developers/apps/{id}/secret")).await;
     b.post_form(&format!("/developers/apps/{id}/secret"), &[("csrf_token".into(), csrf)])
         .await;
     let page = b.get(&format!("/developers/apps/{id}")).await.text().await.unwrap();

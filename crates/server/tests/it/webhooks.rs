@@ -594,6 +594,7 @@ async fn a_suspended_app_is_sent_nothing_until_restored() {
         &app.state.store,
         app.clock.as_ref(),
         client.id(),
+        None,
         Actor::system(),
     )
     .await

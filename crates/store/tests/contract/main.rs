@@ -98,6 +98,7 @@ fn client(id: &str) -> Client {
         user_types: vec![UserType::Member, UserType::Expert],
         kind: ClientKind::Confidential,
         secret_digest: Some(mint(SecretKind::ClientSecret).digest),
+        previous_secret: None,
         description: None,
         connect_redirect_url: None,
         published: false,
@@ -185,6 +186,107 @@ fn invalid_grant(r: Result<healthgate_store::Issued, GrantError>) -> bool {
     matches!(r, Err(GrantError::OAuth(e)) if e.code == ErrorCode::InvalidGrant)
 }
 
+/// A rotation with a grace keeps the replaced digest beside the new one,
+/// with its expiry, in the rotation's transaction with its event; a
+/// rotation without one, a second rotation and a suspension end it.
+#[tokio::test]
+async fn a_rotated_secret_is_kept_with_its_expiry_until_ended() {
+    for b in backends().await {
+        let s = &b.store;
+        let mut c = client("app-grace");
+        c.secret_digest = Some("digest1".into());
+        s.insert_client(&c).await.unwrap();
+        let previous = |c: Client| c.previous_secret.map(|p| (p.digest, p.expires_at));
+        assert!(
+            s.set_client_secret(
+                "app-grace",
+                "digest2",
+                Some(NOW + 100),
+                Actor::system(),
+                NOW
+            )
+            .await
+            .unwrap()
+        );
+        let got = s.client("app-grace").await.unwrap().unwrap();
+        assert_eq!(got.secret_digest.as_deref(), Some("digest2"), "{}", b.name);
+        assert_eq!(
+            previous(got),
+            Some(("digest1".into(), NOW + 100)),
+            "{}",
+            b.name
+        );
+        let events = events_of_kind(s, "client.secret_rotated").await;
+        assert_eq!(
+            data_of(&events[0]),
+            serde_json::json!({"previous_secret_expires_at": NOW + 100})
+        );
+        // The partner's bearer lookup finds the client by either digest.
+        for digest in ["digest1", "digest2"] {
+            let found = s.client_by_secret_digest(digest).await.unwrap();
+            assert_eq!(
+                found.map(|c| c.id).as_deref(),
+                Some("app-grace"),
+                "{}",
+                b.name
+            );
+        }
+        // A second rotation replaces the one in grace with the one it replaces.
+        s.set_client_secret(
+            "app-grace",
+            "digest3",
+            Some(NOW + 200),
+            Actor::system(),
+            NOW + 10,
+        )
+        .await
+        .unwrap();
+        let got = s.client("app-grace").await.unwrap().unwrap();
+        assert_eq!(
+            previous(got),
+            Some(("digest2".into(), NOW + 200)),
+            "{}",
+            b.name
+        );
+        assert!(
+            s.client_by_secret_digest("digest1")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // At once (or a grace already over): no previous secret.
+        for until in [None, Some(NOW + 20)] {
+            s.set_client_secret("app-grace", "digest4", until, Actor::system(), NOW + 20)
+                .await
+                .unwrap();
+            let got = s.client("app-grace").await.unwrap().unwrap();
+            assert_eq!(previous(got), None, "{}", b.name);
+        }
+        // A suspension ends a secret in its grace.
+        s.set_client_secret(
+            "app-grace",
+            "digest5",
+            Some(NOW + 500),
+            Actor::system(),
+            NOW + 30,
+        )
+        .await
+        .unwrap();
+        s.suspend_client("app-grace", Some("test"), Actor::system(), NOW + 40)
+            .await
+            .unwrap();
+        let got = s.client("app-grace").await.unwrap().unwrap();
+        assert_eq!(previous(got), None, "{}", b.name);
+        assert!(
+            s.client_by_secret_digest("digest4")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        b.cleanup().await;
+    }
+}
+
 #[tokio::test]
 async fn clients_round_trip() {
     for b in backends().await {
@@ -207,7 +309,7 @@ async fn clients_round_trip() {
         assert_eq!(b.store.clients().await.unwrap().len(), 1);
         assert!(
             b.store
-                .set_client_secret("app-roundtrip", "digest2", Actor::system(), NOW + 5)
+                .set_client_secret("app-roundtrip", "digest2", None, Actor::system(), NOW + 5)
                 .await
                 .unwrap()
         );
@@ -1844,7 +1946,10 @@ async fn suspending_an_app_revokes_its_families_expires_its_codes_and_stops_its_
         );
 
         let by = Actor::user(&olivia.id, Some("192.0.2.1"));
-        let done = s.suspend_client(&c.id, by, NOW + 10).await.unwrap();
+        let done = s
+            .suspend_client(&c.id, Some("phishing reported"), by, NOW + 10)
+            .await
+            .unwrap();
         assert_eq!(
             done,
             Suspension::Suspended {
@@ -1894,16 +1999,16 @@ async fn suspending_an_app_revokes_its_families_expires_its_codes_and_stops_its_
         assert_eq!(events[0].client_id.as_deref(), Some(c.id.as_str()));
         assert_eq!(
             data_of(&events[0]),
-            serde_json::json!({"families_revoked": 2, "codes_expired": 1})
+            serde_json::json!({"families_revoked": 2, "codes_expired": 1, "reason": "phishing reported"})
         );
 
         // Twice is once; an unknown app is said to be unknown.
         assert_eq!(
-            s.suspend_client(&c.id, by, NOW + 20).await.unwrap(),
+            s.suspend_client(&c.id, None, by, NOW + 20).await.unwrap(),
             Suspension::AlreadySuspended(NOW + 10)
         );
         assert_eq!(
-            s.suspend_client("app-none", by, NOW).await.unwrap(),
+            s.suspend_client("app-none", None, by, NOW).await.unwrap(),
             Suspension::NoSuchClient
         );
         assert_eq!(events_of_kind(s, "client.suspended").await.len(), 1);

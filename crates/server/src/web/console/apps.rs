@@ -12,7 +12,9 @@ use healthgate_store::Suspension;
 use serde::Deserialize;
 
 use super::{Answer, ConsoleForm, Operator, admin_failure, back_to, need};
+use crate::http::error::PageError;
 use crate::http::extract::{CsrfForm, Viewer};
+use crate::http::forms::FieldErrors;
 use crate::http::ip::ClientIp;
 use crate::http::pages::{self, Site, Stamp};
 use crate::services::admin;
@@ -41,6 +43,71 @@ pub struct AppsPage<'a> {
     pub notice: Option<String>,
     pub csrf_token: &'a str,
     pub apps: Vec<AppRow>,
+}
+
+/// The longest reason for a suspension, in characters.
+pub const REASON_MAX: usize = 200;
+
+/// `GET /admin/apps/suspend?client_id=`: what suspending the app does, and
+/// its reason, before anything happens.
+#[derive(Template)]
+#[template(path = "console_app_suspend.html")]
+pub struct SuspendPage<'a> {
+    pub site: Site<'a>,
+    pub section: &'static str,
+    pub notice: Option<String>,
+    pub csrf_token: &'a str,
+    pub app_id: &'a str,
+    pub app_name: &'a str,
+    pub reason: &'a str,
+    pub errors: FieldErrors,
+}
+
+#[derive(Deserialize)]
+pub struct SuspendQuery {
+    client_id: Option<String>,
+}
+
+/// The app a suspension is about, or "no such app".
+async fn app_named(state: &AppState, client_id: &str) -> Result<(String, bool), PageError> {
+    match state.store.client(client_id).await? {
+        Some(c) => Ok((c.name, c.suspended_at.is_some())),
+        None => Err(PageError {
+            status: StatusCode::NOT_FOUND,
+            title: "No such app",
+            message: "There is no app with this id. It may have been deleted.".into(),
+        }),
+    }
+}
+
+/// `GET /admin/apps/suspend?client_id=`: the confirmation step.
+pub async fn confirm_suspend(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    op: Operator,
+    Query(q): Query<SuspendQuery>,
+) -> Answer {
+    let client_id = need(&q.client_id, "the app")?;
+    let (name, suspended) = app_named(&state, &client_id).await?;
+    if suspended {
+        return Ok(back_to(
+            PAGE,
+            &[("done", "already-suspended"), ("app", &client_id)],
+        ));
+    }
+    Ok(pages::render(
+        StatusCode::OK,
+        &SuspendPage {
+            site: viewer.site(&state.settings),
+            section: "apps",
+            notice: None,
+            csrf_token: &op.session.csrf_token,
+            app_id: &client_id,
+            app_name: &name,
+            reason: "",
+            errors: FieldErrors::default(),
+        },
+    ))
 }
 
 #[derive(Deserialize)]
@@ -124,18 +191,51 @@ pub async fn list(
     ))
 }
 
-/// `POST /admin/apps/suspend` (`client_id`).
+/// `POST /admin/apps/suspend` (`client_id`, `reason`): sent from the
+/// confirmation page; without a reason, that page again with the field's
+/// error.
 pub async fn suspend(
     State(state): State<AppState>,
+    viewer: Viewer,
     ip: ClientIp,
     op: Operator,
     CsrfForm { fields: f, .. }: CsrfForm<ConsoleForm>,
 ) -> Answer {
     let client_id = need(&f.client_id, "the app")?;
+    let reason = f.reason.as_deref().map(str::trim).unwrap_or("");
+    let mut errors = FieldErrors::default();
+    if reason.is_empty() {
+        errors.add(
+            "reason",
+            "Say why the app is suspended: the reason is kept in the audit log.",
+        );
+    } else if reason.chars().count() > REASON_MAX {
+        errors.add(
+            "reason",
+            format!("Keep the reason to {REASON_MAX} characters or fewer."),
+        );
+    }
+    if !errors.is_empty() {
+        let (name, _) = app_named(&state, &client_id).await?;
+        return Ok(pages::render(
+            StatusCode::BAD_REQUEST,
+            &SuspendPage {
+                site: viewer.site(&state.settings),
+                section: "apps",
+                notice: None,
+                csrf_token: &op.session.csrf_token,
+                app_id: &client_id,
+                app_name: &name,
+                reason,
+                errors,
+            },
+        ));
+    }
     let done = admin::suspend_client(
         &state.store,
         state.clock.as_ref(),
         &client_id,
+        Some(reason),
         op.actor(&ip),
     )
     .await

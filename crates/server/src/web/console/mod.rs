@@ -1,6 +1,6 @@
 //! `/admin`: the console of the platform's operators (`users.operator`):
 //! organizations and their members, people (search, lock, unlock, password
-//! reset), apps (suspend, restore), the audit log with filters, and the
+//! reset), apps (suspend after a confirmation with a reason, restore), the audit log with filters, and the
 //! health of every webhook. Nobody else may open it: a visitor is sent to
 //! sign in, and a signed-in person who is not an operator is refused (403).
 //!
@@ -56,7 +56,10 @@ pub fn routes() -> Routes {
         .route("/admin/users/unlock", post(users::unlock))
         .route("/admin/users/reset-password", post(users::reset_password))
         .route("/admin/apps", get(apps::list))
-        .route("/admin/apps/suspend", post(apps::suspend))
+        .route(
+            "/admin/apps/suspend",
+            get(apps::confirm_suspend).post(apps::suspend),
+        )
         .route("/admin/apps/restore", post(apps::restore))
         .route(
             "/admin/apps/resource-server",
@@ -86,6 +89,8 @@ pub struct ConsoleForm {
     pub q: Option<String>,
     pub page: Option<String>,
     pub resource_server: Option<String>,
+    /// Why an app is suspended (kept in the audit trail).
+    pub reason: Option<String>,
 }
 
 /// A required field of a console form, trimmed.
