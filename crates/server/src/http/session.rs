@@ -92,6 +92,22 @@ pub async fn start(
     Ok((session, cookie))
 }
 
+/// The browser's live session, or a new anonymous one (a form's CSRF token
+/// needs a session to be bound to) with the `Set-Cookie` that installs it.
+pub async fn current_or_anonymous(
+    state: &AppState,
+    headers: &HeaderMap,
+    ip: &ClientIp,
+) -> Result<(Session, Option<HeaderValue>), PageError> {
+    Ok(match current(state, headers).await? {
+        Some(s) => (s, None),
+        None => {
+            let (s, c) = start(state, None, None, Browser::of(headers, ip)).await?;
+            (s, Some(c))
+        }
+    })
+}
+
 /// A new session, not stored yet, with the `Set-Cookie` header that installs
 /// it once the caller has stored it (in the transaction of its choice).
 pub fn fresh(

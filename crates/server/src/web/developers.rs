@@ -226,13 +226,7 @@ pub async fn signup_page(
     if !state.settings.developer_signup {
         return Err(signup_closed());
     }
-    let (session, cookie) = match session::current(&state, &headers).await? {
-        Some(s) => (s, None),
-        None => {
-            let (s, c) = session::start(&state, None, None, Browser::of(&headers, &ip)).await?;
-            (s, Some(c))
-        }
-    };
+    let (session, cookie) = session::current_or_anonymous(&state, &headers, &ip).await?;
     let mut response = pages::render(
         StatusCode::OK,
         &SignupPage {

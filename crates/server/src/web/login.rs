@@ -109,13 +109,7 @@ pub async fn get(
 ) -> Result<Response, PageError> {
     let return_to = safe_return_to(q.return_to.as_deref());
     // A session (anonymous until login) is needed to bind the form's CSRF token.
-    let (session, cookie) = match session::current(&state, &headers).await? {
-        Some(s) => (s, None),
-        None => {
-            let (s, c) = session::start(&state, None, None, Browser::of(&headers, &ip)).await?;
-            (s, Some(c))
-        }
-    };
+    let (session, cookie) = session::current_or_anonymous(&state, &headers, &ip).await?;
     Ok(with_cookie(
         login_page(
             &state,
