@@ -92,9 +92,21 @@ fn user_json(u: &User) -> serde_json::Value {
         "operator": u.operator,
         "locked": u.locked_at.is_some(),
         "locked_at": u.locked_at,
+        "password": password_state(u),
+        "password_reset_at": u.password_reset_at,
         "provisioned_by": u.provisioned_by,
         "created_at": u.created_at,
     })
+}
+
+/// Whether the account has a password, and whether it is a temporary one
+/// an operator set: `set`, `temporary` or `none`.
+fn password_state(u: &User) -> &'static str {
+    match (&u.password_hash, u.password_is_temporary()) {
+        (_, true) => "temporary",
+        (Some(_), false) => "set",
+        (None, false) => "none",
+    }
 }
 
 /// An account on one line: id, username, type, then what stands out.
@@ -108,6 +120,9 @@ fn user_line(u: &User) -> String {
     }
     if u.locked_at.is_some() {
         line.push_str("  [locked]");
+    }
+    if u.password_is_temporary() {
+        line.push_str("  [temporary password]");
     }
     if u.operator {
         line.push_str("  [operator]");
@@ -230,7 +245,7 @@ pub async fn user_command(
                     .collect::<Vec<_>>()
             );
             let mut text = format!(
-                "id              {}\nusername        {}\nname            {}\nemail           {}\ntype            {}\nstatus          {}\noperator        {}\nprovisioned_by  {}\ncreated_at      {}\norganizations:",
+                "id              {}\nusername        {}\nname            {}\nemail           {}\ntype            {}\nstatus          {}\npassword        {}\noperator        {}\nprovisioned_by  {}\ncreated_at      {}\norganizations:",
                 user.id,
                 user.username,
                 user.name.as_deref().unwrap_or("-"),
@@ -239,6 +254,12 @@ pub async fn user_command(
                 match user.locked_at {
                     Some(at) => format!("locked since {at}"),
                     None => "active".to_owned(),
+                },
+                match (password_state(&user), user.password_reset_at) {
+                    ("temporary", Some(at)) =>
+                        format!("temporary since {at}: must be changed at the next sign-in"),
+                    ("none", _) => "none (cannot sign in interactively)".to_owned(),
+                    (state, _) => state.to_owned(),
                 },
                 user.operator,
                 user.provisioned_by.as_deref().unwrap_or("-"),

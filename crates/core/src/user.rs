@@ -81,6 +81,9 @@ pub struct User {
     pub provisioned_by: Option<String>,
     /// One of the platform's operators, who may use the admin console.
     pub operator: bool,
+    /// When an operator reset the password to a temporary one, which the
+    /// person must replace at their next sign-in before anything else.
+    pub password_reset_at: Option<i64>,
 }
 
 impl fmt::Debug for User {
@@ -90,6 +93,7 @@ impl fmt::Debug for User {
             .field("username", &self.username)
             .field("user_type", &self.user_type)
             .field("locked_at", &self.locked_at)
+            .field("password_reset_at", &self.password_reset_at)
             .finish_non_exhaustive()
     }
 }
@@ -97,6 +101,12 @@ impl fmt::Debug for User {
 impl User {
     pub fn is_active(&self) -> bool {
         self.locked_at.is_none()
+    }
+
+    /// Whether the password is a temporary one an operator set, which the
+    /// person must replace before anything else.
+    pub fn password_is_temporary(&self) -> bool {
+        self.password_reset_at.is_some()
     }
 }
 

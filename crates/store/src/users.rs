@@ -64,10 +64,11 @@ pub(crate) fn user_from_row(row: &AnyRow) -> Result<User> {
         locked_at: row.try_get("locked_at")?,
         provisioned_by: row.try_get("provisioned_by")?,
         operator: row.try_get::<i64, _>("operator")? != 0,
+        password_reset_at: row.try_get("password_reset_at")?,
     })
 }
 
-pub(crate) const SELECT: &str = "SELECT id, username, name, email, user_type, password_hash, created_at, locked_at, provisioned_by, operator FROM users";
+pub(crate) const SELECT: &str = "SELECT id, username, name, email, user_type, password_hash, created_at, locked_at, provisioned_by, operator, password_reset_at FROM users";
 
 impl Store {
     /// Inserts a user; [`StoreError::Conflict`] if the username is taken.
@@ -141,19 +142,6 @@ impl Store {
             .fetch_optional(&self.reader)
             .await?;
         row.as_ref().map(user_from_row).transpose()
-    }
-
-    /// When the person's password was set by an operator (a reset) and has
-    /// not been changed by them since: `None` when the password is their
-    /// own, or there is no such account. A person with a temporary password
-    /// must choose their own before anything else.
-    pub async fn password_reset_at(&self, user_id: &str) -> Result<Option<i64>> {
-        let at: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT password_reset_at FROM users WHERE id = $1")
-                .bind(user_id)
-                .fetch_optional(&self.reader)
-                .await?;
-        Ok(at.flatten())
     }
 
     pub async fn user_by_username(&self, username: &str) -> Result<Option<User>> {

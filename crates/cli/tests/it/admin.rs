@@ -731,7 +731,8 @@ async fn user_commands_do_what_the_console_does() {
             listed[0],
             json!({"id": alice, "username": "alice", "name": "Alice Smith",
                    "email": "alice@example.org", "type": "member", "operator": false,
-                   "locked": false, "locked_at": null, "provisioned_by": null,
+                   "locked": false, "locked_at": null, "password": "set", "password_reset_at": null,
+                   "provisioned_by": null,
                    "created_at": listed[0]["created_at"]}),
             "{backend}"
         );
@@ -823,6 +824,21 @@ async fn user_commands_do_what_the_console_does() {
             .unwrap()
             .to_owned();
         assert_ne!(carol_password, bob_password);
+        // Until they choose their own, the account says so.
+        let shown = db.run(&["user", "show", "bob", "--json"]).json();
+        assert_eq!(shown["password"], "temporary", "{shown}");
+        assert!(shown["password_reset_at"].is_i64(), "{shown}");
+        let text = db.run(&["user", "show", "bob"]);
+        assert!(
+            text.stdout.contains("must be changed at the next sign-in"),
+            "{text:#?}"
+        );
+        assert!(
+            db.run(&["user", "list"])
+                .stdout
+                .contains("[temporary password]"),
+            "the list marks it"
+        );
 
         // Removing a member, as the console's organization page.
         let removed = db

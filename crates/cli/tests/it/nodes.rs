@@ -1193,14 +1193,15 @@ async fn id_tokens_signed_on_one_node_verify_with_the_keys_another_publishes() {
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
 }
 
-/// The text of the element with `id` in a page, decoded.
+/// The text of the element with `id` in a page, decoded: up to its end
+/// tag, without the `<wbr>` break opportunities inside.
 fn element_text(html: &str, id: &str) -> String {
     let at = html
         .find(&format!("id=\"{id}\""))
         .unwrap_or_else(|| panic!("no #{id} in page:\n{html}"));
     let open = at + html[at..].find('>').expect("end of tag") + 1;
-    let close = open + html[open..].find('<').expect("end of text");
-    crate::support::html_unescape(&html[open..close])
+    let close = open + html[open..].find("</").expect("end of element");
+    crate::support::html_unescape(&html[open..close].replace("<wbr>", ""))
 }
 
 /// A page's form: its hidden fields plus `extra`.

@@ -161,6 +161,7 @@ pub async fn create(
         locked_at: None,
         provisioned_by: Some(client.id.clone()),
         operator: false,
+        password_reset_at: None,
     };
     tokens_for(&state, &client, &user, true).await
 }

@@ -121,14 +121,9 @@ async fn signed_in(
         }
         None => None,
     };
-    let due = match &found {
-        Some(person) => state
-            .store
-            .password_reset_at(&person.user.id)
-            .await?
-            .is_some(),
-        None => false,
-    };
+    let due = found
+        .as_ref()
+        .is_some_and(|person| person.user.password_is_temporary());
     parts.extensions.insert(found.clone());
     parts.extensions.insert(PasswordDue(due));
     Ok(found.map(|person| (person, due)))
@@ -186,7 +181,7 @@ impl FromRequestParts<AppState> for Viewer {
     type Rejection = Refusal;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Refusal> {
-        let Some((person, _)) = signed_in(parts, state).await? else {
+        let Some((person, choosing_password)) = signed_in(parts, state).await? else {
             return Ok(Self(None));
         };
         let practice_admin = !state
@@ -203,22 +198,17 @@ impl FromRequestParts<AppState> for Viewer {
             csrf_token: person.session.csrf_token.clone(),
             operator: person.user.operator,
             practice_admin,
+            choosing_password,
         })))
     }
 }
 
 /// For a page that finds its person itself because a visitor is welcome
 /// too (the home page, the developer portal's index): the way to choose a
-/// password first, then come back to `here`, if `user_id`'s is temporary.
-pub async fn choose_password_first(
-    state: &AppState,
-    user_id: &str,
-    here: &str,
-) -> Result<Option<Response>, PageError> {
-    if state.store.password_reset_at(user_id).await?.is_none() {
-        return Ok(None);
-    }
-    Ok(Some(Refusal::NewPassword(here.to_owned()).into_response()))
+/// password first, then come back to `here`, if `user`'s is temporary.
+pub fn choose_password_first(user: &User, here: &str) -> Option<Response> {
+    user.password_is_temporary()
+        .then(|| Refusal::NewPassword(here.to_owned()).into_response())
 }
 
 /// A signed-in person on the page where they choose a password, and whether

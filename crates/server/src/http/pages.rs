@@ -1,6 +1,8 @@
 //! The pages people see, rendered from compile-time askama templates (which
 //! escape every value), and the one stylesheet they share.
 
+use std::fmt::Write as _;
+
 use askama::Template;
 
 use crate::config::{Branding, Settings};
@@ -48,6 +50,9 @@ pub struct Person {
     pub operator: bool,
     /// Administers a practice: sees the Integrations link.
     pub practice_admin: bool,
+    /// Signed in with a temporary password: no links until they chose
+    /// their own (every page would send them back to choosing it).
+    pub choosing_password: bool,
 }
 
 impl<'a> Site<'a> {
@@ -246,6 +251,48 @@ fn parts(epoch_seconds: i64) -> (i64, u32, u32, i64, i64) {
     (y, m, d, secs / 3600, secs % 3600 / 60)
 }
 
+/// Text for a `<code>`: an id, a URL, a scope, an event kind. It may wrap
+/// after a separator (`/`, `.`, `_`, `-`, `?`, `&`, `=`, `:`, `@`, `#`,
+/// `,`), never inside a word: `{{ crate::http::pages::wrap(x) }}` in a
+/// template. The text is HTML-escaped; the break opportunities are `<wbr>`
+/// elements, which add nothing to what is copied or read aloud.
+pub fn wrap(text: impl std::fmt::Display) -> Wrap {
+    Wrap(text.to_string())
+}
+
+/// What [`wrap`] gives a template: safe HTML, so not escaped again.
+pub struct Wrap(String);
+
+impl askama::filters::HtmlSafe for Wrap {}
+
+impl std::fmt::Display for Wrap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut chars = self.0.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '&' => f.write_str("&amp;")?,
+                '<' => f.write_str("&lt;")?,
+                '>' => f.write_str("&gt;")?,
+                '"' => f.write_str("&quot;")?,
+                '\'' => f.write_str("&#x27;")?,
+                c => f.write_char(c)?,
+            }
+            // A break after a run of separators, before what follows it.
+            if is_separator(c) && chars.peek().is_some_and(|next| !is_separator(*next)) {
+                f.write_str("<wbr>")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_separator(c: char) -> bool {
+    matches!(
+        c,
+        '/' | '.' | '_' | '-' | '?' | '&' | '=' | ':' | '@' | '#' | ','
+    )
+}
+
 /// An instant as people read it: `2026-11-22 13:45 UTC`.
 pub fn format_utc(epoch_seconds: i64) -> String {
     let (y, m, d, hh, mm) = parts(epoch_seconds);
@@ -335,7 +382,26 @@ pub async fn favicon() -> impl IntoResponse {
 
 #[cfg(test)]
 mod tests {
-    use super::{format_iso, format_utc};
+    use super::{format_iso, format_utc, wrap};
+
+    #[test]
+    fn code_wraps_after_separators_and_is_escaped() {
+        let cases = [
+            (
+                "https://sunrise.example/oauth/callback?x=1",
+                "https://<wbr>sunrise.<wbr>example/<wbr>oauth/<wbr>callback?<wbr>x=<wbr>1",
+            ),
+            ("client.suspended", "client.<wbr>suspended"),
+            ("hg_cs_AbC", "hg_<wbr>cs_<wbr>AbC"),
+            ("profile_read openid", "profile_<wbr>read openid"),
+            ("trailing/", "trailing/"),
+            ("<b>&\"'", "&lt;b&gt;&amp;<wbr>&quot;&#x27;"),
+            ("", ""),
+        ];
+        for (text, html) in cases {
+            assert_eq!(wrap(text).to_string(), html, "{text}");
+        }
+    }
 
     #[test]
     fn instants_read_well() {

@@ -131,12 +131,6 @@ fn back_after(page: &str, pairs: &[(&'static str, String)]) -> Response {
     Redirect::to(&target).into_response()
 }
 
-/// Whether `user` signed in with a temporary password (an operator reset
-/// it): no code is issued for them until they chose their own.
-async fn password_due(state: &AppState, user: &User) -> Result<bool, PageError> {
-    Ok(state.store.password_reset_at(&user.id).await?.is_some())
-}
-
 pub async fn get(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -184,9 +178,10 @@ pub async fn get(
         Ok(None) => return login_redirect(&params.without_login_prompt()),
         Err(e) => return e.into_response(),
     };
-    match password_due(&state, &user).await {
-        Ok(false) => {}
-        Ok(true) if request.prompt.none => {
+    // A temporary password (an operator reset it): no code is issued until
+    // the person chose their own.
+    if user.password_is_temporary() {
+        if request.prompt.none {
             let error = OAuthError::new(
                 ErrorCode::LoginRequired,
                 "the user must choose a new password first",
@@ -198,8 +193,7 @@ pub async fn get(
                 request.state.as_deref(),
             );
         }
-        Ok(true) => return back_after(NEW_PASSWORD_PAGE, &params.without_login_prompt()),
-        Err(e) => return e.into_response(),
+        return back_after(NEW_PASSWORD_PAGE, &params.without_login_prompt());
     }
     let choices = match allowed_choices(&state, &client, &user, &request).await {
         Ok(c) => c,
@@ -469,10 +463,8 @@ pub async fn post(
         },
         None => return PageError::forbidden("Please sign in again.").into_response(),
     };
-    match password_due(&state, &user).await {
-        Ok(false) => {}
-        Ok(true) => return PageError::forbidden(CHOOSE_A_PASSWORD_FIRST).into_response(),
-        Err(e) => return e.into_response(),
+    if user.password_is_temporary() {
+        return PageError::forbidden(CHOOSE_A_PASSWORD_FIRST).into_response();
     }
     let choices = match allowed_choices(&state, &client, &user, &request).await {
         Ok(c) => c,

@@ -669,6 +669,7 @@ pub async fn create_user(
         locked_at: None,
         provisioned_by: None,
         operator: false,
+        password_reset_at: None,
     };
     let actor = match creator {
         Creator::By(actor) => actor,

@@ -161,7 +161,7 @@ pub async fn index(
     let Some(user) = state.store.user(&user_id).await? else {
         return Ok(Redirect::to("/login?return_to=/developers").into_response());
     };
-    if let Some(first) = choose_password_first(&state, &user.id, "/developers").await? {
+    if let Some(first) = choose_password_first(&user, "/developers") {
         return Ok(first);
     }
     let apps = state

@@ -171,7 +171,7 @@ pub async fn post(
         Some(user) => {
             // A temporary password (an operator reset it) is changed before
             // anything else, then the person goes on.
-            let onwards = if state.store.password_reset_at(&user.id).await?.is_some() {
+            let onwards = if user.password_is_temporary() {
                 with_query_params(NEW_PASSWORD_PAGE, &[("return_to", return_to)])
             } else {
                 return_to.to_owned()
@@ -244,7 +244,7 @@ pub async fn home(
         None => None,
     };
     if let Some(u) = &user
-        && let Some(first) = choose_password_first(&state, &u.id, "/").await?
+        && let Some(first) = choose_password_first(u, "/")
     {
         return Ok(first);
     }

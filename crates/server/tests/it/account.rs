@@ -26,7 +26,7 @@ async fn authorized(app: &TestApp, browser: &Browser, client: &TestClient) -> (S
 async fn apps_page(browser: &Browser) -> String {
     let r = browser.get("/account/apps").await;
     assert_eq!(r.status(), StatusCode::OK);
-    r.text().await.unwrap()
+    readable(r.text().await.unwrap())
 }
 
 /// The session's CSRF token, as every signed-in page carries it (the home

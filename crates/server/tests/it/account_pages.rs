@@ -58,7 +58,7 @@ async fn signed_in_as(app: &TestApp, username: &str, user_agent: &str) -> Browse
 async fn page(browser: &Browser, path: &str) -> String {
     let r = browser.get(path).await;
     assert_eq!(r.status(), StatusCode::OK, "GET {path}");
-    r.text().await.unwrap()
+    readable(r.text().await.unwrap())
 }
 
 /// Whether the browser is still signed in (its account page shows, rather
@@ -540,6 +540,7 @@ async fn an_account_without_a_password_is_told_it_has_none_to_change() {
         locked_at: None,
         provisioned_by: Some(partner.id().to_owned()),
         operator: false,
+        password_reset_at: None,
     };
     app.state.store.insert_user(&user).await.unwrap();
     // Such an account cannot sign in here; give it a session directly.

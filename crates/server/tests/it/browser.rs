@@ -179,10 +179,7 @@ async fn a_person_signs_in_and_allows_then_denies_by_clicking() {
     };
 
     c.goto(&authorize("profile_read")).await.unwrap();
-    c.wait()
-        .for_element(Locator::Css("#username"))
-        .await
-        .unwrap();
+    wait_for(&c, "#username").await;
     screenshot(&c, "login").await;
     sign_in_here(&c, "alice").await;
     let allow = c
@@ -385,10 +382,7 @@ async fn a_person_edits_their_profile_and_signs_out_everywhere_else_by_clicking(
 
     c.goto(&app.url("/account")).await.unwrap();
     sign_in_here(&c, "alice").await;
-    c.wait()
-        .for_element(Locator::Css("#account-heading"))
-        .await
-        .unwrap();
+    wait_for(&c, "#account-heading").await;
     assert!(
         c.source()
             .await
@@ -399,13 +393,8 @@ async fn a_person_edits_their_profile_and_signs_out_everywhere_else_by_clicking(
 
     // Profile: a wrong email is shown beside its field, then the name and
     // email are saved.
-    c.find(Locator::LinkText("Profile"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.wait().for_element(Locator::Css("#name")).await.unwrap();
+    follow(&c, "Profile").await;
+    wait_for(&c, "#name").await;
     type_into(&c, "#name", "Alice Example").await;
     type_into(&c, "#email", "not-an-email").await;
     click(&c, "form[action='/account/profile'] button").await;
@@ -426,12 +415,7 @@ async fn a_person_edits_their_profile_and_signs_out_everywhere_else_by_clicking(
     assert_eq!(stored.email.as_deref(), Some("alice@clinic.example"));
 
     // Sessions: this browser and the phone; sign out everywhere else.
-    c.find(Locator::LinkText("Sessions"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    follow(&c, "Sessions").await;
     let this = c
         .wait()
         .for_element(Locator::Css(".this-browser"))
@@ -466,10 +450,7 @@ async fn a_person_edits_their_profile_and_signs_out_everywhere_else_by_clicking(
     c.set_window_size(390, 844).await.unwrap();
     for path in ["/account", "/account/profile", "/account/sessions"] {
         c.goto(&app.url(path)).await.unwrap();
-        c.wait()
-            .for_element(Locator::Css(".account-nav"))
-            .await
-            .unwrap();
+        wait_for(&c, ".account-nav").await;
         let overflow = c
             .execute(
                 "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
@@ -506,6 +487,66 @@ async fn click(c: &Client, css: &str) {
     panic!("{css}: the element kept going stale");
 }
 
+/// Waits for the element `css` selects to be on the page.
+async fn wait_for(c: &Client, css: &str) {
+    c.wait()
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
+}
+
+/// The text of the element `css` selects once `wanted` holds for it
+/// (the page may be replaced in between).
+async fn text_until(c: &Client, css: &str, wanted: impl Fn(&str) -> bool) -> String {
+    let mut last = String::new();
+    for _ in 0..100 {
+        if let Ok(element) = c.find(Locator::Css(css)).await
+            && let Ok(text) = element.text().await
+        {
+            if wanted(&text) {
+                return text;
+            }
+            last = text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{css} still reads {last:?}");
+}
+
+/// Waits until no element `css` selects is on the page (the page that had
+/// it was replaced).
+async fn wait_gone(c: &Client, css: &str) {
+    for _ in 0..100 {
+        if c.find(Locator::Css(css)).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{css} is still on the page");
+}
+
+/// Follows the link that reads `text`, finding it again if the page was
+/// replaced under the click.
+async fn follow(c: &Client, text: &str) {
+    for _ in 0..20 {
+        let link = c
+            .wait()
+            .for_element(Locator::LinkText(text))
+            .await
+            .unwrap_or_else(|e| panic!("link {text:?}: {e}"));
+        match link.click().await {
+            Ok(()) => return,
+            Err(fantoccini::error::CmdError::Standard(e))
+                if e.error == fantoccini::error::ErrorStatus::StaleElementReference =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("link {text:?}: {e}"),
+        }
+    }
+    panic!("link {text:?}: it kept going stale");
+}
+
 async fn text_of(c: &Client, css: &str) -> String {
     c.wait()
         .for_element(Locator::Css(css))
@@ -528,10 +569,7 @@ async fn a_developer_signs_up_registers_an_app_and_walks_the_playground_by_click
     // Sign up from the portal's front page.
     c.goto(&app.url("/developers")).await.unwrap();
     click(&c, "a[href='/developers/signup']").await;
-    c.wait()
-        .for_element(Locator::Css("#username"))
-        .await
-        .unwrap();
+    wait_for(&c, "#username").await;
     type_into(&c, "#username", "devon").await;
     type_into(&c, "#name", "Devon Partner").await;
     type_into(&c, "#email", "devon@partner.example").await;
@@ -550,7 +588,7 @@ async fn a_developer_signs_up_registers_an_app_and_walks_the_playground_by_click
 
     // Register an app with the seed's fields.
     click(&c, "a[href='/developers/apps/new']").await;
-    c.wait().for_element(Locator::Css("#name")).await.unwrap();
+    wait_for(&c, "#name").await;
     type_into(&c, "#name", "Sunrise Scheduling").await;
     type_into(&c, "#description", "Books appointments for your practice.").await;
     type_into(
@@ -576,33 +614,48 @@ async fn a_developer_signs_up_registers_an_app_and_walks_the_playground_by_click
             .unwrap_or_else(|e| panic!("{button}: {e}"));
     }
     screenshot(&c, "portal-credentials").await;
+    // Reloading the result page registers nothing more; it says the
+    // secret was shown and shows it no more.
+    c.refresh().await.unwrap();
+    wait_for(&c, "#secret-shown").await;
+    assert!(!c.source().await.unwrap().contains(&secret));
+    let devon = app
+        .state
+        .store
+        .user_by_username("devon")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        app.state
+            .store
+            .clients_of_owner(&devon.id)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 
     // The playground: add its redirect URI, then walk the flow.
     click(&c, &format!("a[href='/playground?client_id={client_id}']")).await;
     click(&c, "form[action='/playground/redirect-uri'] button").await;
+    // The page after it has the same authorization form: wait for the new
+    // one, or the next click may land on the page being left.
+    wait_gone(&c, "form[action='/playground/redirect-uri']").await;
     click(&c, "form[action='/playground/authorize'] button").await;
     click(&c, "#authorize-link").await;
     click(&c, "button[value=allow]").await;
-    c.wait()
-        .for_element(Locator::Css("#client_secret"))
-        .await
-        .unwrap();
+    wait_for(&c, "#client_secret").await;
     let page = c.source().await.unwrap();
     assert!(page.contains("GET /playground/callback?code="), "{page}");
     type_into(&c, "#client_secret", &secret).await;
     click(&c, "form[action='/playground/token'] button").await;
-    c.wait()
-        .for_element(Locator::Css("button[formaction='/playground/me']"))
-        .await
-        .unwrap();
+    wait_for(&c, "button[formaction='/playground/me']").await;
     let page = c.source().await.unwrap();
     assert!(page.contains("HTTP/1.1 200 OK"), "{page}");
     screenshot(&c, "playground").await;
     click(&c, "button[formaction='/playground/me']").await;
-    c.wait()
-        .for_element(Locator::Css("button[formaction='/playground/introspect']"))
-        .await
-        .unwrap();
+    wait_for(&c, "button[formaction='/playground/introspect']").await;
     let page = c.source().await.unwrap();
     assert!(page.contains("GET /api/v1/me HTTP/1.1"));
     assert!(
@@ -617,31 +670,13 @@ async fn a_developer_signs_up_registers_an_app_and_walks_the_playground_by_click
     assert_eq!(text_of(&c, "#app-id").await, client_id);
     screenshot(&c, "portal-app").await;
     // Rotating the APP_SECRET asks first; Cancel goes back, changing nothing.
-    c.find(Locator::LinkText("Rotate the APP_SECRET…"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.wait()
-        .for_element(Locator::Css("#rotate-heading"))
-        .await
-        .unwrap();
+    follow(&c, "Rotate the APP_SECRET…").await;
+    wait_for(&c, "#rotate-heading").await;
     screenshot(&c, "portal-rotate").await;
-    c.find(Locator::LinkText("Cancel"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    follow(&c, "Cancel").await;
     assert_eq!(text_of(&c, "#app-id").await, client_id);
     assert!(app.events_of("client.secret_rotated").await.is_empty());
-    c.find(Locator::LinkText("Rotate the APP_SECRET…"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    follow(&c, "Rotate the APP_SECRET…").await;
     click(&c, "#rotate-heading ~ form button.danger").await;
     let rotated = text_of(&c, "#app-secret").await;
     assert!(rotated.starts_with("hg_cs_"), "{rotated}");
@@ -718,10 +753,7 @@ async fn a_practice_admin_connects_an_app_from_the_directory_by_clicking() {
     .unwrap();
     c.goto(&app.url("/integrations")).await.unwrap();
     sign_in_here(&c, "maple-admin").await;
-    c.wait()
-        .for_element(Locator::Css(&format!("#app-{}", partner.id)))
-        .await
-        .unwrap();
+    wait_for(&c, &format!("#app-{}", partner.id)).await;
     screenshot(&c, "integrations").await;
     click(&c, &format!("#app-{} button[value=redirect]", partner.id)).await;
     let code = text_of(&c, "#code").await;
@@ -742,23 +774,12 @@ async fn a_practice_admin_connects_an_app_from_the_directory_by_clicking() {
     // Disconnecting asks first; Cancel goes back, changing nothing.
     let disconnect = "button[aria-label='Disconnect Lab Results Sync']";
     click(&c, disconnect).await;
-    c.wait()
-        .for_element(Locator::Css("#disconnect-heading"))
-        .await
-        .unwrap();
+    wait_for(&c, "#disconnect-heading").await;
     screenshot(&c, "integrations-disconnect").await;
-    c.find(Locator::LinkText("Cancel"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    follow(&c, "Cancel").await;
     click(&c, disconnect).await;
     // The action button, reached and pressed with the keyboard.
-    c.wait()
-        .for_element(Locator::Css("#disconnect-heading"))
-        .await
-        .unwrap();
+    wait_for(&c, "#disconnect-heading").await;
     c.execute(
         "document.querySelector('form button.danger').focus()",
         vec![],
@@ -817,10 +838,7 @@ async fn a_person_signs_in_and_allows_with_the_keyboard_alone() {
         ])
     );
     c.goto(&authorize).await.unwrap();
-    c.wait()
-        .for_element(Locator::Css("#username"))
-        .await
-        .unwrap();
+    wait_for(&c, "#username").await;
     // The username field has the focus on arrival: type, Tab, type, Enter.
     let focused = c.active_element().await.unwrap();
     assert_eq!(
@@ -833,10 +851,7 @@ async fn a_person_signs_in_and_allows_with_the_keyboard_alone() {
     keys(&c, ENTER).await;
     // On the consent page the first Tab reaches the skip link, and Tab
     // moves on through the controls to Allow.
-    c.wait()
-        .for_element(Locator::Css("button[value=allow]"))
-        .await
-        .unwrap();
+    wait_for(&c, "button[value=allow]").await;
     keys(&c, TAB).await;
     let skip = c.active_element().await.unwrap();
     assert_eq!(skip.attr("href").await.unwrap().as_deref(), Some("#main"));
@@ -936,38 +951,19 @@ async fn an_operator_suspends_an_app_and_filters_the_audit_log_by_clicking() {
     c.set_window_size(1200, 900).await.unwrap();
     c.goto(&app.url("/admin")).await.unwrap();
     sign_in_here(&c, "olivia").await;
-    c.wait()
-        .for_element(Locator::Css("#home-heading"))
-        .await
-        .unwrap();
+    wait_for(&c, "#home-heading").await;
 
-    c.find(Locator::LinkText("Users"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.wait()
-        .for_element(Locator::Css("#users-heading"))
-        .await
-        .unwrap();
+    follow(&c, "Users").await;
+    wait_for(&c, "#users-heading").await;
     let page = c.source().await.unwrap();
     assert!(page.contains("ada") && page.contains("Locked"));
     screenshot(&c, "admin-users").await;
 
     // Suspend the app by clicking.
-    c.find(Locator::LinkText("Apps"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    follow(&c, "Apps").await;
     click(&c, "button[aria-label='Suspend Clicky Scheduler']").await;
     // A page asks first, for a reason; it is answered with the keyboard.
-    c.wait()
-        .for_element(Locator::Css("#suspend-heading"))
-        .await
-        .unwrap();
+    wait_for(&c, "#suspend-heading").await;
     assert!(c.find(Locator::LinkText("Cancel")).await.is_ok());
     screenshot(&c, "admin-app-suspend").await;
     c.find(Locator::Css("#reason"))
@@ -1000,12 +996,7 @@ async fn an_operator_suspends_an_app_and_filters_the_audit_log_by_clicking() {
     screenshot(&c, "admin-apps").await;
 
     // The audit log, narrowed to suspensions by choosing the kind.
-    c.find(Locator::LinkText("Audit log"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    follow(&c, "Audit log").await;
     c.wait()
         .for_element(Locator::Css("#kind"))
         .await
@@ -1014,10 +1005,7 @@ async fn an_operator_suspends_an_app_and_filters_the_audit_log_by_clicking() {
         .await
         .unwrap();
     click(&c, "button.primary").await;
-    c.wait()
-        .for_element(Locator::Css("tr.event"))
-        .await
-        .unwrap();
+    wait_for(&c, "tr.event").await;
     let url = c.current_url().await.unwrap();
     assert!(url.as_str().contains("kind=client.suspended"), "{url}");
     let rows = c.find_all(Locator::Css("tr.event")).await.unwrap();
@@ -1033,10 +1021,7 @@ async fn an_operator_suspends_an_app_and_filters_the_audit_log_by_clicking() {
 
     let organization = format!("/admin/organizations/{}", clinic.id);
     c.goto(&app.url(&organization)).await.unwrap();
-    c.wait()
-        .for_element(Locator::Css("#org-heading"))
-        .await
-        .unwrap();
+    wait_for(&c, "#org-heading").await;
     screenshot(&c, "admin-organization").await;
 
     // On a phone: the tables become labelled rows, nothing runs off the side.
@@ -1051,10 +1036,7 @@ async fn an_operator_suspends_an_app_and_filters_the_audit_log_by_clicking() {
         "/admin/users",
     ] {
         c.goto(&app.url(path)).await.unwrap();
-        c.wait()
-            .for_element(Locator::Css("nav.console-nav"))
-            .await
-            .unwrap();
+        wait_for(&c, "nav.console-nav").await;
         let overflow = c
             .execute(
                 "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
@@ -1072,10 +1054,148 @@ async fn an_operator_suspends_an_app_and_filters_the_audit_log_by_clicking() {
     c.goto(&app.url("/admin/audit?kind=client.suspended"))
         .await
         .unwrap();
-    c.wait()
-        .for_element(Locator::Css("tr.event"))
+    wait_for(&c, "tr.event").await;
+    screenshot(&c, "admin-audit-phone").await;
+    c.close().await.unwrap();
+}
+
+/// The names of the site header's links, as the person sees them.
+async fn header_links(c: &Client) -> Vec<String> {
+    let mut names = Vec::new();
+    for link in c.find_all(Locator::Css("nav.site a")).await.unwrap() {
+        names.push(link.text().await.unwrap());
+    }
+    names
+}
+
+#[tokio::test]
+async fn a_new_user_meets_error_pages_a_temporary_password_a_lock_and_a_header_that_fits() {
+    let Some((_driver, c)) =
+        browser("a_new_user_meets_error_pages_a_temporary_password_a_lock_and_a_header_that_fits")
+            .await
+    else {
+        return;
+    };
+    let app = spawn_on(Backend::Sqlite, |_| {}).await;
+    let store = &app.state.store;
+    let mia = app.user("mia", UserType::Member).await;
+    let olivia = app.user("olivia", UserType::Member).await;
+    store
+        .set_operator(&olivia.id, true, Actor::system(), app.clock.now())
         .await
         .unwrap();
-    screenshot(&c, "admin-audit-phone").await;
+    let lee = app.user("lee", UserType::Member).await;
+    store.lock_user(&lee.id, app.clock.now()).await.unwrap();
+
+    // A page that is not there: says so, offers the way home, and shows
+    // the request id the server logged.
+    c.goto(&app.url("/no-such-page")).await.unwrap();
+    let heading = text_of(&c, "h1").await;
+    assert!(heading.contains("not found"), "{heading}");
+    let request_id = text_of(&c, "#request-id").await;
+    assert!(!request_id.is_empty());
+    let page = c.source().await.unwrap();
+    assert!(!page.contains("return to that app"), "{page}");
+    screenshot(&c, "error-not-found").await;
+    follow(&c, "Go to the home page").await;
+    assert_eq!(c.current_url().await.unwrap().path(), "/");
+    // Under /api and /oauth the answer is JSON, even in a browser.
+    c.goto(&app.url("/api/v1/no-such-thing")).await.unwrap();
+    let body = text_of(&c, "body").await;
+    let json: serde_json::Value = serde_json::from_str(&body).expect(&body);
+    assert_eq!(json["error"], "not_found", "{json}");
+
+    // A locked account with the right password is told so, and whom to
+    // ask; with a wrong one it gets the generic answer.
+    c.goto(&app.url("/login")).await.unwrap();
+    sign_in_here(&c, "lee").await;
+    let said = text_of(&c, "#login-error").await;
+    assert!(said.contains("locked") && said.contains("Ask"), "{said}");
+    screenshot(&c, "login-locked").await;
+    type_into(&c, "#username", "lee").await;
+    type_into(&c, "#password", "not the password").await;
+    click(&c, "button[type=submit]").await;
+    let said = text_until(&c, "#login-error", |t| !t.contains("locked")).await;
+    assert!(said.contains("password"), "{said}");
+
+    // An operator resets Mia's password: the temporary one signs her in
+    // to choosing her own, and every other page sends her back there.
+    let (_, temporary) = admin::reset_password(
+        store,
+        app.clock.as_ref(),
+        &mia.id,
+        Actor::user(&olivia.id, None),
+    )
+    .await
+    .unwrap();
+    c.goto(&app.url("/account")).await.unwrap();
+    type_into(&c, "#username", "mia").await;
+    type_into(&c, "#password", &temporary).await;
+    click(&c, "button[type=submit]").await;
+    wait_for(&c, "#new-password-heading").await;
+    // The header says who is signed in, with no links: each would lead
+    // back here.
+    assert!(text_of(&c, "form.signout .who").await.contains("mia"));
+    assert_eq!(header_links(&c).await, Vec::<String>::new());
+    screenshot(&c, "account-new-password").await;
+    c.goto(&app.url("/developers")).await.unwrap();
+    wait_for(&c, "#new-password-heading").await;
+    // Every mistake at once, next to its field.
+    type_into(&c, "#current_password", "wrong").await;
+    type_into(&c, "#new_password", "short").await;
+    type_into(&c, "#new_password_confirmation", "other").await;
+    click(&c, "button.primary").await;
+    wait_for(&c, "#new_password-error").await;
+    for field in [
+        "current_password",
+        "new_password",
+        "new_password_confirmation",
+    ] {
+        let said = text_of(&c, &format!("#{field}-error")).await;
+        let first = said.chars().next().unwrap();
+        assert!(first.is_uppercase(), "{field}: {said}");
+    }
+    type_into(&c, "#current_password", &temporary).await;
+    type_into(&c, "#new_password", "a password of my own").await;
+    type_into(&c, "#new_password_confirmation", "a password of my own").await;
+    click(&c, "button.primary").await;
+    // On to where she was going.
+    wait_gone(&c, "#new-password-heading").await;
+    assert_eq!(c.current_url().await.unwrap().path(), "/developers");
+    let stored = store.user(&mia.id).await.unwrap().unwrap();
+    assert!(!stored.password_is_temporary());
+
+    // The header: who is signed in, a Sign out, and only the links she
+    // may use (a member: no Integrations, no Admin).
+    let who = text_of(&c, "form.signout .who").await;
+    assert!(who.contains("mia"), "{who}");
+    let links = header_links(&c).await;
+    assert!(links.iter().any(|l| l == "Your account"), "{links:?}");
+    assert!(
+        !links.iter().any(|l| l == "Integrations" || l == "Admin"),
+        "{links:?}"
+    );
+
+    // /login while signed in offers to continue, or to switch.
+    c.goto(&app.url("/login")).await.unwrap();
+    let offered = text_of(&c, "#signed-in-as").await;
+    assert!(offered.contains("mia"), "{offered}");
+    screenshot(&c, "login-signed-in").await;
+    type_into(&c, "#username", "olivia").await;
+    type_into(&c, "#password", PASSWORD).await;
+    click(&c, "form[action='/login'] button[type=submit]").await;
+    wait_gone(&c, "#signed-in-as").await;
+    let who = text_of(&c, "form.signout .who").await;
+    assert!(who.contains("olivia"), "{who}");
+    let links = header_links(&c).await;
+    assert!(links.iter().any(|l| l == "Admin"), "{links:?}");
+    follow(&c, "Admin").await;
+    wait_for(&c, "#home-heading").await;
+
+    // Signing out from the header ends the session.
+    click(&c, "form.signout button").await;
+    wait_gone(&c, "form.signout").await;
+    c.goto(&app.url("/account")).await.unwrap();
+    wait_for(&c, "#username").await;
     c.close().await.unwrap();
 }

@@ -53,7 +53,7 @@ async fn post(b: &Browser, path: &str, fields: &[(&str, &str)]) -> reqwest::Resp
 async fn page(b: &Browser, path: &str) -> String {
     let r = b.get(path).await;
     assert_eq!(r.status(), StatusCode::OK, "{path}");
-    r.text().await.unwrap()
+    readable(r.text().await.unwrap())
 }
 
 /// The message shown next to a field, if any, as people read it.
@@ -398,6 +398,7 @@ async fn users_are_searched_case_insensitively_and_paged_fifty_at_a_time() {
             locked_at: None,
             provisioned_by: None,
             operator: false,
+            password_reset_at: None,
         };
         if i == 7 {
             u.name = Some("Dr. Ada Lovelace".into());
@@ -552,6 +553,10 @@ async fn a_password_reset_shows_a_temporary_password_once_that_replaces_the_old_
     }
     let list = page(&op, "/admin/users").await;
     assert!(!list.contains(&password));
+    // The list says her password is a temporary one until she changes it.
+    let row = &list[list.find(&format!("id=\"user-{}\"", user.id)).unwrap()..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(row.contains("Temporary password"), "{row}");
     let stored = app.state.store.user(&user.id).await.unwrap().unwrap();
     assert!(stored.password_hash.unwrap().starts_with("$argon2id$"));
 

@@ -517,6 +517,12 @@ pub fn serde_urlencoded(params: &[(&str, &str)]) -> String {
 }
 
 /// Decodes the character references askama writes (named and numeric).
+/// A page as a reader sees its text: without the `<wbr>` break
+/// opportunities the pages put inside ids, URLs and scopes.
+pub fn readable(html: String) -> String {
+    html.replace("<wbr>", "")
+}
+
 pub fn unescape_html(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;

@@ -50,7 +50,7 @@ async fn developer_with_app(app: &TestApp, public: bool) -> Run {
         .await
         .unwrap();
     let callback = format!("{}/playground/callback", app.base);
-    assert!(page.contains(&format!("<code>{callback}</code>")), "{page}");
+    assert!(readable(page.clone()).contains(&format!("<code>{callback}</code>")), "{page}");
     let r = browser
         .post_form("/playground/redirect-uri", &step_form(&page, &[("client_id", &client_id)]))
         .await;

@@ -9,13 +9,14 @@ use reqwest::StatusCode;
 
 use super::*;
 
-/// The text of the element with `id` (its first text, entities decoded).
+/// The text of the element with `id` up to its end tag, without the
+/// `<wbr>` break opportunities inside, entities decoded.
 pub fn element_text(page: &str, id: &str) -> Option<String> {
     let start = page.find(&format!("id=\"{id}\""))?;
     let rest = &page[start..];
     let open = rest.find('>')? + 1;
-    let close = rest[open..].find('<')?;
-    Some(unescape_html(&rest[open..open + close]))
+    let close = rest[open..].find("</")?;
+    Some(unescape_html(&rest[open..open + close].replace("<wbr>", "")))
 }
 
 /// The CSRF token of a page the browser can open.
@@ -872,7 +873,7 @@ async fn the_app_page_lists_integrations_and_webhook_deliveries() {
     let csrf = csrf_of(&b, &format!("/developers/apps/{id}/secret")).await;
     b.post_form(&format!("/developers/apps/{id}/secret"), &[("csrf_token".into(), csrf)])
         .await;
-    let page = b.get(&format!("/developers/apps/{id}")).await.text().await.unwrap();
+    let page = readable(b.get(&format!("/developers/apps/{id}")).await.text().await.unwrap());
     assert!(page.contains("<td>Maple Practice</td><td>pending</td>"), "{page}");
     assert!(page.contains("<td><code>client.secret_rotated</code></td>"), "{page}");
 }

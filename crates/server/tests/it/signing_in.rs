@@ -74,12 +74,7 @@ async fn a_temporary_password_is_changed_before_anything_else_then_the_person_go
     let alice = app.user("alice", healthgate_core::user::UserType::Member).await;
     let temporary = console_reset(&op, &alice).await;
     assert!(
-        app.state
-            .store
-            .password_reset_at(&alice.id)
-            .await
-            .unwrap()
-            .is_some()
+        temporary_now(&app, &alice.id).await
     );
 
     // An app sends her to sign in; the temporary password signs her in, to
@@ -190,12 +185,7 @@ async fn a_temporary_password_is_changed_before_anything_else_then_the_person_go
             "{field}: {again}"
         );
         assert!(
-            app.state
-                .store
-                .password_reset_at(&alice.id)
-                .await
-                .unwrap()
-                .is_some()
+            temporary_now(&app, &alice.id).await
         );
     }
     let r = choose(
@@ -210,10 +200,7 @@ async fn a_temporary_password_is_changed_before_anything_else_then_the_person_go
     .await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&r), authorize_url, "on to where she was going");
-    assert_eq!(
-        app.state.store.password_reset_at(&alice.id).await.unwrap(),
-        None
-    );
+    assert!(!temporary_now(&app, &alice.id).await);
 
     // On to the app: the consent page, and a code.
     let r = b.get(&authorize_url).await;
@@ -301,4 +288,10 @@ async fn a_locked_account_is_pointed_to_the_platforms_support_when_there_is_one(
         page.contains("Ask <a href=\"https://help.northwind.example/\">"),
         "{page}"
     );
+}
+
+/// Whether `user_id`'s password is a temporary one now.
+async fn temporary_now(app: &TestApp, user_id: &str) -> bool {
+    let user = app.state.store.user(user_id).await.unwrap().unwrap();
+    user.password_is_temporary()
 }

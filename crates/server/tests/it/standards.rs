@@ -301,7 +301,7 @@ async fn the_demo_callback_shows_the_error_description_and_a_complete_request() 
     let app = spawn_app().await;
     let page = |query: &'static str| {
         let app = &app;
-        async move { app.http().get(app.url(&format!("/demo/callback?{query}"))).send().await.unwrap().text().await.unwrap() }
+        async move { readable(app.http().get(app.url(&format!("/demo/callback?{query}"))).send().await.unwrap().text().await.unwrap()) }
     };
     let denied = page("error=access_denied&error_description=the+user+denied+the+request&state=demo").await;
     assert!(denied.contains("access_denied") && denied.contains("the user denied the request"), "{denied}");

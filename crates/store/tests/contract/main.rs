@@ -129,6 +129,7 @@ fn user(username: &str) -> User {
         locked_at: None,
         provisioned_by: None,
         operator: false,
+        password_reset_at: None,
     }
 }
 
@@ -1783,8 +1784,8 @@ async fn a_reset_password_is_temporary_until_the_person_changes_it() {
         let bob = user("bob");
         s.insert_user(&alice).await.unwrap();
         s.insert_user(&bob).await.unwrap();
-        assert_eq!(s.password_reset_at(&alice.id).await.unwrap(), None);
-        assert_eq!(s.password_reset_at("usr-none").await.unwrap(), None);
+        assert_eq!(reset_at(&s, &alice.id).await, None);
+        assert_eq!(reset_at(&s, "usr-none").await, None);
 
         // A partner setting a password does not make it temporary.
         assert!(
@@ -1792,12 +1793,7 @@ async fn a_reset_password_is_temporary_until_the_person_changes_it() {
                 .await
                 .unwrap()
         );
-        assert_eq!(
-            s.password_reset_at(&bob.id).await.unwrap(),
-            None,
-            "{}",
-            b.name
-        );
+        assert_eq!(reset_at(&s, &bob.id).await, None, "{}", b.name);
 
         // An operator's reset does, with the password, in its transaction.
         let by = Actor::user(&bob.id, None);
@@ -1806,13 +1802,8 @@ async fn a_reset_password_is_temporary_until_the_person_changes_it() {
                 .await
                 .unwrap()
         );
-        assert_eq!(
-            s.password_reset_at(&alice.id).await.unwrap(),
-            Some(NOW + 1),
-            "{}",
-            b.name
-        );
-        assert_eq!(s.password_reset_at(&bob.id).await.unwrap(), None);
+        assert_eq!(reset_at(&s, &alice.id).await, Some(NOW + 1), "{}", b.name);
+        assert_eq!(reset_at(&s, &bob.id).await, None);
 
         // A change that does not happen (the hash moved on) leaves it.
         let fresh = session_of("fresh", &alice.id, NOW + 2, NOW + 1000);
@@ -1828,7 +1819,7 @@ async fn a_reset_password_is_temporary_until_the_person_changes_it() {
             .await
             .unwrap()
         );
-        assert_eq!(s.password_reset_at(&alice.id).await.unwrap(), Some(NOW + 1));
+        assert_eq!(reset_at(&s, &alice.id).await, Some(NOW + 1));
 
         // The person's own change clears it, with the new hash.
         assert!(
@@ -1843,12 +1834,7 @@ async fn a_reset_password_is_temporary_until_the_person_changes_it() {
             .await
             .unwrap()
         );
-        assert_eq!(
-            s.password_reset_at(&alice.id).await.unwrap(),
-            None,
-            "{}",
-            b.name
-        );
+        assert_eq!(reset_at(&s, &alice.id).await, None, "{}", b.name);
         assert_eq!(
             s.user(&alice.id)
                 .await
@@ -1865,7 +1851,7 @@ async fn a_reset_password_is_temporary_until_the_person_changes_it() {
                 .await
                 .unwrap()
         );
-        assert_eq!(s.password_reset_at(&alice.id).await.unwrap(), Some(NOW + 4));
+        assert_eq!(reset_at(&s, &alice.id).await, Some(NOW + 4));
         b.cleanup().await;
     }
 }
@@ -2782,4 +2768,12 @@ async fn failed_attempts_recorded_at_once_that_mute_a_webhook_do_not_deadlock() 
         assert_eq!(h.consecutive_failures, many as i64, "{}", b.name);
         b.cleanup().await;
     }
+}
+
+/// When `user_id`'s password was reset to a temporary one, if it is one.
+async fn reset_at(s: &Store, user_id: &str) -> Option<i64> {
+    s.user(user_id)
+        .await
+        .unwrap()
+        .and_then(|u| u.password_reset_at)
 }

@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use super::sentence;
 use crate::http::error::PageError;
-use crate::http::extract::{CsrfForm, NEW_PASSWORD_PAGE, PasswordChange};
+use crate::http::extract::{CsrfForm, NEW_PASSWORD_PAGE, PasswordChange, Viewer};
 use crate::http::forms::FieldErrors;
 use crate::http::ip::ClientIp;
 use crate::http::pages::{self, Site};
@@ -66,7 +66,7 @@ fn onwards(return_to: Option<&str>) -> Response {
 }
 
 fn render(
-    state: &AppState,
+    site: Site<'_>,
     status: StatusCode,
     username: &str,
     return_to: &str,
@@ -76,7 +76,7 @@ fn render(
     pages::render(
         status,
         &NewPasswordPage {
-            site: Site::of(&state.settings),
+            site,
             action: NEW_PASSWORD_PAGE,
             username,
             return_to,
@@ -89,6 +89,7 @@ fn render(
 /// `GET /account/password/new?return_to=…`.
 pub async fn page(
     State(state): State<AppState>,
+    viewer: Viewer,
     PasswordChange { person, temporary }: PasswordChange,
     Query(q): Query<NewPasswordQuery>,
 ) -> Response {
@@ -96,7 +97,7 @@ pub async fn page(
         return onwards(q.return_to.as_deref());
     }
     render(
-        &state,
+        viewer.site(&state.settings),
         StatusCode::OK,
         &person.user.username,
         safe_return_to(q.return_to.as_deref()),
@@ -108,6 +109,7 @@ pub async fn page(
 /// `POST /account/password/new`.
 pub async fn choose(
     State(state): State<AppState>,
+    viewer: Viewer,
     ip: ClientIp,
     headers: HeaderMap,
     PasswordChange { person, temporary }: PasswordChange,
@@ -120,7 +122,7 @@ pub async fn choose(
     let return_to = safe_return_to(f.return_to.as_deref());
     let again = |errors: FieldErrors| {
         render(
-            &state,
+            viewer.site(&state.settings),
             StatusCode::BAD_REQUEST,
             &user.username,
             return_to,

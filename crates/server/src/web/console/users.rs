@@ -34,6 +34,8 @@ pub struct UserRow {
     pub user_type: &'static str,
     pub created: Stamp,
     pub locked: Option<Stamp>,
+    /// Since when the password is a temporary one an operator set.
+    pub temporary_password: Option<Stamp>,
     pub operator: bool,
     /// The partner app that created the account, if one did.
     pub provisioned_by: Option<String>,
@@ -99,6 +101,7 @@ fn row(u: User, me: &str) -> UserRow {
         is_self: u.id == me,
         created: Stamp::exact(u.created_at),
         locked: u.locked_at.map(Stamp::exact),
+        temporary_password: u.password_reset_at.map(Stamp::exact),
         user_type: u.user_type.as_str(),
         operator: u.operator,
         provisioned_by: u.provisioned_by,
