@@ -24,6 +24,8 @@ pub enum UserCommand {
     Create {
         #[arg(long)]
         username: String,
+        /// 8 to 1024 characters, any of them (spaces too), not one of the
+        /// most common passwords.
         #[arg(long)]
         password: String,
         /// Display name, e.g. "Dr. Jane Doe".

@@ -7,6 +7,7 @@
 pub mod authorize;
 pub mod client;
 pub mod clock;
+pub mod common_passwords;
 pub mod error;
 pub mod event;
 pub mod forwarded;

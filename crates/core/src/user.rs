@@ -125,13 +125,31 @@ pub fn validate_username(s: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Passwords: at least 8 characters, at most 1024 bytes.
+/// The fewest characters a password may have (NIST SP 800-63B §5.1.1.2).
+pub const MIN_PASSWORD_CHARS: usize = 8;
+
+/// The most characters a password may have: far beyond the 64 NIST asks to
+/// allow, and a bound on what argon2 is given (at most 4 KiB of UTF-8).
+pub const MAX_PASSWORD_CHARS: usize = 1024;
+
+/// A password a person chooses (NIST SP 800-63B §5.1.1.2): 8 to 1024
+/// characters, counted as Unicode characters, any of them (spaces and emoji
+/// too, taken as typed), and not one of the most common passwords
+/// ([`common_passwords`](crate::common_passwords), compared without regard
+/// to case). No composition rules: no required digits, capitals or symbols.
+/// A password the server generates (a temporary one) is not held to it.
 pub fn validate_password(s: &str) -> Result<(), &'static str> {
-    if s.chars().count() < 8 {
+    let chars = s.chars().count();
+    if chars < MIN_PASSWORD_CHARS {
         return Err("password must be at least 8 characters");
     }
-    if s.len() > 1024 {
-        return Err("password must be at most 1024 bytes");
+    if chars > MAX_PASSWORD_CHARS {
+        return Err("password must be at most 1024 characters");
+    }
+    if crate::common_passwords::is_common(s) {
+        return Err(
+            "password is one of the most common passwords and easy to guess, so choose another one",
+        );
     }
     Ok(())
 }
@@ -176,12 +194,78 @@ mod tests {
     }
 
     #[test]
-    fn username_and_password_rules() {
+    fn username_rule() {
         assert!(validate_username("alice").is_ok());
         assert!(validate_username(" alice").is_err());
         assert!(validate_username("").is_err());
-        assert!(validate_password("short").is_err());
-        assert!(validate_password("long enough").is_ok());
+    }
+
+    #[test]
+    fn password_length_counts_characters() {
+        let cases = [
+            ("", false),
+            ("short", false),
+            ("seven c", false),
+            ("eight ch", true),
+            // Multi-byte characters count once each, whatever their bytes.
+            ("ééééééé", false),        // 7 characters, 14 bytes
+            ("éééééééé", true),        // 8 characters
+            ("🦀🦀🦀🦀🦀🦀🦀", false), // 7 characters, 28 bytes
+            ("🦀🦀🦀🦀🦀🦀🦀🦀", true),
+            ("日本語のパスワ", false),
+            ("日本語のパスワード", true),
+        ];
+        for (password, ok) in cases {
+            assert_eq!(validate_password(password).is_ok(), ok, "{password:?}");
+        }
+        let at_most = "ü".repeat(MAX_PASSWORD_CHARS);
+        assert!(
+            validate_password(&at_most).is_ok(),
+            "2048 bytes, 1024 characters"
+        );
+        let too_long = "ü".repeat(MAX_PASSWORD_CHARS + 1);
+        assert_eq!(
+            validate_password(&too_long),
+            Err("password must be at most 1024 characters")
+        );
+        assert!(validate_password(&"a".repeat(64)).is_ok());
+    }
+
+    #[test]
+    fn passwords_have_no_composition_rules() {
+        for password in [
+            "correct horse battery staple",
+            "  spaces   around and inside  ",
+            "alllowercaseletters",
+            "1029384756102938",
+            "Tr0ub4dor&3!",
+            "mot de passe très long avec des espaces",
+            "🦀 crabs 🦀 all 🦀 the 🦀 way",
+        ] {
+            assert_eq!(validate_password(password), Ok(()), "{password:?}");
+        }
+    }
+
+    #[test]
+    fn common_passwords_are_refused_in_any_case() {
+        let refusal = Err(
+            "password is one of the most common passwords and easy to guess, so choose another one",
+        );
+        for password in [
+            "password123",
+            "PASSWORD123",
+            "Password123",
+            "qWeRtYuIoP",
+            "iloveyou1",
+        ] {
+            assert_eq!(validate_password(password), refusal, "{password:?}");
+        }
+        // Too short is said before common.
+        assert_eq!(
+            validate_password("passwor"),
+            Err("password must be at least 8 characters")
+        );
+        assert_eq!(validate_password("password123!"), Ok(()));
     }
 
     #[test]

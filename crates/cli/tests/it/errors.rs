@@ -151,6 +151,29 @@ fn bad_arguments_exit_2() {
     assert_eq!(clients, serde_json::json!([]));
 }
 
+/// `user create` refuses a common password (in any case) with one line
+/// that says why, exit code 2, and creates nothing; a passphrase of words
+/// and spaces, taken as typed, is accepted.
+#[test]
+fn user_create_refuses_a_common_password_in_one_line() {
+    let sandbox = Sandbox::new();
+    for common in ["password123", "QwertyUIOP"] {
+        let out = sandbox.run(&["user", "create", "--username", "bob", "--password", common]);
+        let line = out.one_line_failure(2);
+        assert_eq!(
+            line,
+            "healthgate: password is one of the most common passwords and easy to guess, so choose another one",
+            "{common}"
+        );
+        assert!(!out.stderr.contains(common) && !out.stdout.contains(common));
+    }
+    let users = sandbox.run(&["user", "list", "--json"]).json();
+    assert_eq!(users, serde_json::json!([]));
+    let phrase = " the bob of all bobs ";
+    let out = sandbox.run(&["user", "create", "--username", "bob", "--password", phrase]);
+    assert_eq!(out.code, Some(0), "{out:#?}");
+}
+
 /// A profile path on one of healthgate's own paths, or over or under one,
 /// is refused at start-up with one line naming it (the router could not
 /// hold both: axum would panic), before anything is opened.

@@ -94,6 +94,17 @@ impl Form {
             .filter(|v| !v.is_empty())
     }
 
+    /// The first value of a field exactly as typed, for a password (whose
+    /// spaces, leading and trailing too, are part of it); blank is absent,
+    /// as in the forms `CsrfForm` reads.
+    pub fn as_typed(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.trim().is_empty())
+    }
+
     /// Every value of a field (checkboxes), in order.
     pub fn all(&self, name: &str) -> Vec<String> {
         self.fields

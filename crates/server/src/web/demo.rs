@@ -50,7 +50,16 @@ pub struct DemoSeed {
 
 fn random_password() -> String {
     // 24 characters from a minted secret's random part: easy to copy, strong.
-    mint(SecretKind::Csrf).value[SecretKind::Csrf.prefix().len()..][..24].to_owned()
+    // The accounts are created under the rule people meet, so one whose
+    // fingerprint happens to be a common password's (about 1 in 500,000)
+    // is drawn again rather than refused.
+    loop {
+        let password =
+            mint(SecretKind::Csrf).value[SecretKind::Csrf.prefix().len()..][..24].to_owned();
+        if !healthgate_core::common_passwords::is_common(&password) {
+            return password;
+        }
+    }
 }
 
 /// Seeds (or refreshes) the demo data. Re-running it keeps the ids and gives

@@ -269,14 +269,15 @@ pub async fn signup(
     let username = form.text("username").unwrap_or_default();
     let name = form.text("name");
     let email = form.text("email");
-    let password = form.text("password").unwrap_or_default();
+    // Passwords are taken as typed: spaces are part of them.
+    let password = form.as_typed("password").unwrap_or_default().to_owned();
     let mut errors = FieldErrors::default();
     if username.is_empty() {
         errors.add("username", "Choose a username.");
     }
     if password.is_empty() {
         errors.add("password", "Choose a password.");
-    } else if form.text("password_confirmation").as_deref() != Some(password.as_str()) {
+    } else if form.as_typed("password_confirmation") != Some(password.as_str()) {
         errors.add("password_confirmation", "The two passwords differ.");
     }
     let request = NewUser {

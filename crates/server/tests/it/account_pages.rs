@@ -412,6 +412,13 @@ async fn a_weak_missing_or_mismatched_new_password_is_refused_beside_its_field()
         ),
         (
             PASSWORD,
+            "Trustno1",
+            "Trustno1",
+            "new_password",
+            "Password is one of the most common passwords and easy to guess, so choose another one.",
+        ),
+        (
+            PASSWORD,
             "",
             "",
             "new_password",

@@ -142,6 +142,48 @@ async fn signing_up_makes_an_account_and_signs_it_in() {
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
 }
 
+/// The refusal a common password meets, as a page shows it.
+pub const COMMON_PASSWORD: &str =
+    "Password is one of the most common passwords and easy to guess, so choose another one.";
+
+#[tokio::test]
+async fn signing_up_refuses_a_common_password_beside_its_field_and_takes_others_as_typed() {
+    let app = spawn_app().await;
+    let b = app.browser();
+    let csrf = csrf_of(&b, "/developers/signup").await;
+    let form = |password: &str| {
+        vec![
+            ("csrf_token".to_owned(), csrf.clone()),
+            ("username".to_owned(), "dev".to_owned()),
+            ("password".to_owned(), password.to_owned()),
+            ("password_confirmation".to_owned(), password.to_owned()),
+        ]
+    };
+    // On the list, in any case; long enough, so only the list refuses it.
+    for common in ["iloveyou1", "Password123", "QWERTYUIOP"] {
+        let r = b.post_form("/developers/signup", &form(common)).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{common}");
+        let page = r.text().await.unwrap();
+        assert_eq!(
+            field_message(&page, "password").as_deref(),
+            Some(COMMON_PASSWORD),
+            "{common}"
+        );
+        assert!(!page.contains(common), "passwords never echo");
+    }
+    assert!(app.state.store.user_by_username("dev").await.unwrap().is_none());
+    // No composition rules: lowercase words, spaces (around it too, kept as
+    // typed, as signing in takes them) and an emoji make a password.
+    let phrase = " pancakes on the 🌕 at noon ";
+    let r = b.post_form("/developers/signup", &form(phrase)).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(app.browser().login("dev", phrase).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        app.browser().login("dev", phrase.trim()).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
 #[tokio::test]
 async fn sign_up_can_be_closed_by_the_operator() {
     let app = spawn_app_with(|s| s.developer_signup = false).await;

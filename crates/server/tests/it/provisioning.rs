@@ -433,3 +433,64 @@ async fn a_password_change_ends_the_persons_sessions() {
     let r = app.browser().login(&format!("{}/joe", partner.id()), "another horse").await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
 }
+
+#[tokio::test]
+async fn a_common_password_is_a_clear_400_on_create_and_on_change() {
+    let app = spawn_app().await;
+    let partner = app.confidential().await;
+    let description =
+        "password is one of the most common passwords and easy to guess, so choose another one";
+    // Long enough, so only the list refuses them; compared in any case.
+    for common in ["password123", "Qwertyuiop", "ILOVEYOU1"] {
+        let (status, answer) = provision(
+            &app,
+            &partner,
+            json!({ "username": "joe", "password": common }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{common}: {answer}");
+        assert_eq!(answer["error"], "invalid_request");
+        assert_eq!(answer["error_description"], description);
+    }
+    let (status, created) = provision(
+        &app,
+        &partner,
+        json!({ "username": "joe", "password": "correct horse" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let guid = created["guid"].as_str().unwrap();
+    let path = format!("/api/v1/users/{guid}");
+    let (status, answer) = call(
+        &app,
+        &partner,
+        Method::PATCH,
+        &path,
+        Some(json!({ "password": "Trustno1" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(answer["error"], "invalid_request");
+    assert_eq!(answer["error_description"], description);
+    let joe = format!("{}/joe", partner.id());
+    assert_eq!(
+        app.browser().login(&joe, "correct horse").await.status(),
+        StatusCode::SEE_OTHER,
+        "the password is unchanged"
+    );
+    // Any characters, no composition rules.
+    let phrase = "  mi contraseña tiene espacios y ñ  ";
+    let (status, answer) = call(
+        &app,
+        &partner,
+        Method::PATCH,
+        &path,
+        Some(json!({ "password": phrase })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        app.browser().login(&joe, phrase).await.status(),
+        StatusCode::SEE_OTHER
+    );
+}

@@ -173,6 +173,10 @@ async fn a_temporary_password_is_changed_before_anything_else_then_the_person_go
             "new_password",
         ),
         (
+            [("current_password", temporary.as_str()), ("new_password", "Password123"), ("new_password_confirmation", "Password123")],
+            "new_password",
+        ),
+        (
             [("current_password", temporary.as_str()), ("new_password", temporary.as_str()), ("new_password_confirmation", temporary.as_str())],
             "new_password",
         ),
