@@ -7,6 +7,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// A source of the current time in whole seconds since the Unix epoch.
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> i64;
+
+    /// Milliseconds since the Unix epoch, for rates finer than a second;
+    /// a clock that only knows seconds gives whole ones.
+    fn now_millis(&self) -> i64 {
+        self.now() * 1000
+    }
 }
 
 /// The wall clock.
@@ -18,6 +24,13 @@ impl Clock for SystemClock {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    }
+
+    fn now_millis(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
             .unwrap_or(0)
     }
 }

@@ -35,6 +35,9 @@ pub enum ErrorCode {
     LoginRequired,
     /// OpenID Connect Core §3.1.2.6
     ConsentRequired,
+    /// healthgate's extension (RFC 6749 §8.5): throttled, 429 with
+    /// `Retry-After` (RFC 6585 §4).
+    TooManyRequests,
 }
 
 impl ErrorCode {
@@ -54,6 +57,7 @@ impl ErrorCode {
             Self::InsufficientScope => "insufficient_scope",
             Self::LoginRequired => "login_required",
             Self::ConsentRequired => "consent_required",
+            Self::TooManyRequests => "too_many_requests",
         }
     }
 }
@@ -139,6 +143,9 @@ impl serde::Serialize for Description {
 pub struct OAuthError {
     pub code: ErrorCode,
     pub description: Description,
+    /// Seconds until the request may be made again, for `Retry-After`
+    /// ([`ErrorCode::TooManyRequests`] only).
+    pub retry_after: Option<i64>,
 }
 
 impl OAuthError {
@@ -146,6 +153,7 @@ impl OAuthError {
         Self {
             code,
             description: Description::new(description),
+            retry_after: None,
         }
     }
 
@@ -163,6 +171,13 @@ impl OAuthError {
     }
     pub fn unauthorized_client(d: impl Into<Cow<'static, str>>) -> Self {
         Self::new(ErrorCode::UnauthorizedClient, d)
+    }
+    /// Throttled: try again in `wait` seconds.
+    pub fn too_many_requests(wait: i64, d: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            retry_after: Some(wait.max(1)),
+            ..Self::new(ErrorCode::TooManyRequests, d)
+        }
     }
     pub fn server_error() -> Self {
         Self::new(

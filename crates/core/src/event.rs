@@ -61,6 +61,18 @@ pub enum EventKind {
     /// A partner asked for another partner's user, integration, key or
     /// token, and was refused.
     AccessRefused,
+    /// A username's failed sign-ins reached the point where each further
+    /// attempt waits (`data`: the username as typed, failures, the wait).
+    SignInThrottled,
+    /// A username was locked for a while after too many failed sign-ins
+    /// (`data`: the username, failures, until when).
+    SignInLocked,
+    /// One address failed to sign in as many different usernames within a
+    /// window (`data`: how many, the window).
+    SignInBurst,
+    /// A client id was refused for a while after too many failed
+    /// authentications or `invalid_grant` answers (`data`: failures, until).
+    ClientThrottled,
 }
 
 impl EventKind {
@@ -110,6 +122,10 @@ impl EventKind {
         Self::WebhookUnmuted,
         Self::ClientAuthFailed,
         Self::AccessRefused,
+        Self::SignInThrottled,
+        Self::SignInLocked,
+        Self::SignInBurst,
+        Self::ClientThrottled,
     ];
 
     /// The event's type as written to the audit trail and webhooks.
@@ -159,6 +175,10 @@ impl EventKind {
             Self::MemberRoleChanged => "organization.member_role_changed",
             Self::WebhookUnmuted => "webhook.unmuted",
             Self::ClientAuthFailed => "client.authentication_failed",
+            Self::SignInThrottled => "login.throttled",
+            Self::SignInLocked => "login.locked",
+            Self::SignInBurst => "login.burst",
+            Self::ClientThrottled => "client.throttled",
             Self::AccessRefused => "access.refused",
         }
     }
@@ -183,6 +203,7 @@ impl EventKind {
                 | Self::ApiKeyRevoked
                 | Self::ClientSuspended
                 | Self::ClientRestored
+                | Self::ClientThrottled
         )
     }
 }

@@ -19,6 +19,7 @@ pub mod pkce;
 pub mod redirect;
 pub mod scope;
 pub mod secret;
+pub mod throttle;
 pub mod token;
 pub mod user;
 pub mod webhook;

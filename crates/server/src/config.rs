@@ -100,6 +100,9 @@ pub struct Settings {
     pub scopes: BTreeMap<String, String>,
     /// How every page looks: logo, accent colour, support link.
     pub branding: Branding,
+    /// Guessing stopped: when failures slow down and then stop a sign-in or
+    /// a client, and how many requests one address may make.
+    pub throttle: ThrottleSettings,
     /// Seed-platform compatibility: extra route paths and request and
     /// response shapes (`examples/config/{hint,healthtap,healthkey,fullscript}.toml`).
     pub profile: ProfileSettings,
@@ -325,6 +328,100 @@ impl Default for Settings {
             roles: default_roles(),
             profile: ProfileSettings::default(),
             branding: Branding::default(),
+            throttle: ThrottleSettings::default(),
+        }
+    }
+}
+
+/// Guessing stopped (`[throttle]`). Failure runs (per username, per client
+/// id) are kept in the database and hold across nodes; the per-address
+/// rates are per node. A rate of 0 a minute turns that limit off.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ThrottleSettings {
+    /// Failed sign-ins in a row for a username answered at once; each
+    /// further attempt waits 1, 2, 4 … seconds.
+    pub sign_in_free_failures: u32,
+    /// The longest wait between sign-in attempts.
+    pub sign_in_max_delay: Seconds,
+    /// Failed sign-ins in a row that lock the username for a while.
+    pub sign_in_lock_after: NonZeroU32,
+    /// How long such a lock lasts; a run of failures is forgotten this long
+    /// after its last one.
+    pub sign_in_lock_for: Seconds,
+    /// Failed client authentications and `invalid_grant` answers in a row
+    /// that block a client id for a while.
+    pub client_failure_limit: NonZeroU32,
+    /// A client's run of failures is forgotten this long after its last one.
+    pub client_failure_window: Seconds,
+    /// How long a blocked client id is refused (429).
+    pub client_block_for: Seconds,
+    /// Sign-in attempts one address may make a minute, after a burst.
+    pub sign_in_per_minute: u32,
+    pub sign_in_burst: NonZeroU32,
+    /// Requests one address may make a minute to the token, introspection,
+    /// revocation and userinfo endpoints and the APIs, after a burst.
+    pub api_per_minute: u32,
+    pub api_burst: NonZeroU32,
+    /// Different usernames failing from one address within `burst_window`
+    /// that make a burst (an audited event operators see in the console).
+    pub burst_accounts: NonZeroU32,
+    pub burst_window: Seconds,
+}
+
+impl Default for ThrottleSettings {
+    fn default() -> Self {
+        let limits = healthgate_core::throttle::Limits::default();
+        let n = |v: u32| NonZeroU32::new(v).expect("a default is positive");
+        let s = |v: i64| Seconds::of(u32::try_from(v).expect("a default fits"));
+        let (sign_in_rate, api_rate) = (
+            limits.sign_in_rate.expect("on by default"),
+            limits.api_rate.expect("on by default"),
+        );
+        Self {
+            sign_in_free_failures: limits.sign_in.free_failures,
+            sign_in_max_delay: s(limits.sign_in.max_delay),
+            sign_in_lock_after: n(limits.sign_in.lock_after),
+            sign_in_lock_for: s(limits.sign_in.lock_for),
+            client_failure_limit: n(limits.client.limit),
+            client_failure_window: s(limits.client.forget_after),
+            client_block_for: s(limits.client.block_for),
+            sign_in_per_minute: sign_in_rate.per_minute,
+            sign_in_burst: n(sign_in_rate.burst),
+            api_per_minute: api_rate.per_minute,
+            api_burst: n(api_rate.burst),
+            burst_accounts: n(limits.burst_accounts),
+            burst_window: s(limits.burst_window),
+        }
+    }
+}
+
+impl ThrottleSettings {
+    /// The limits these settings set.
+    pub fn limits(&self) -> healthgate_core::throttle::Limits {
+        use healthgate_core::throttle::{ClientPolicy, Limits, Rate, SignInPolicy};
+        let rate = |per_minute: u32, burst: NonZeroU32| {
+            (per_minute > 0).then_some(Rate {
+                per_minute,
+                burst: burst.get(),
+            })
+        };
+        Limits {
+            sign_in: SignInPolicy {
+                free_failures: self.sign_in_free_failures,
+                max_delay: self.sign_in_max_delay.secs(),
+                lock_after: self.sign_in_lock_after.get(),
+                lock_for: self.sign_in_lock_for.secs(),
+            },
+            client: ClientPolicy {
+                limit: self.client_failure_limit.get(),
+                forget_after: self.client_failure_window.secs(),
+                block_for: self.client_block_for.secs(),
+            },
+            sign_in_rate: rate(self.sign_in_per_minute, self.sign_in_burst),
+            api_rate: rate(self.api_per_minute, self.api_burst),
+            burst_accounts: self.burst_accounts.get(),
+            burst_window: self.burst_window.secs(),
         }
     }
 }
@@ -825,6 +922,7 @@ pub const KEYS: &[&str] = &[
     "cleanup_interval",
     "retired_token_retention",
     "trust_forwarded_for",
+    "trusted_proxies",
     "connect_code_ttl",
     "manual_connect_code_ttl",
     "allow_http_webhooks",
@@ -833,6 +931,7 @@ pub const KEYS: &[&str] = &[
     "secret_key",
     "id_token_ttl",
     "key_rotation_overlap",
+    "client_secret_grace",
     "platform_name",
     "log_format",
     "log_level",
@@ -840,6 +939,7 @@ pub const KEYS: &[&str] = &[
     "roles",
     "profile",
     "branding",
+    "throttle",
 ];
 
 /// Settings that each parse but do not fit together. `key` is the dotted
@@ -986,6 +1086,24 @@ impl Settings {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// `KEYS` is every field of `Settings` (a variable for one left out
+    /// would be dropped without a word), read off this file's source.
+    #[test]
+    fn keys_name_every_setting() {
+        let source = include_str!("config.rs");
+        let start = source.find("pub struct Settings {").unwrap();
+        let body = &source[start..start + source[start..].find("\n}\n").unwrap()];
+        let fields: Vec<&str> = body
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("pub "))
+            .filter_map(|l| l.split_once(':').map(|(name, _)| name))
+            .collect();
+        assert_eq!(fields.len(), KEYS.len(), "{fields:?}");
+        for field in fields {
+            assert!(KEYS.contains(&field), "{field} is not in KEYS");
+        }
+    }
 
     /// Settings from JSON, the shape figment hands serde too; or serde's
     /// refusal.

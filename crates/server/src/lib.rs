@@ -75,6 +75,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(http::error::no_route)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            http::middleware::address_rate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             http::middleware::error_pages,
         ))
         .layer(axum::middleware::from_fn_with_state(
@@ -125,6 +129,7 @@ pub async fn serve(
     let cleanup = jobs::cleanup::spawn(state.clone());
     let delivery = jobs::webhooks::spawn(state.clone());
     let sealer = jobs::webhooks::spawn_sealer(state.clone());
+    let throttles = jobs::throttles::spawn(state.clone());
     let app = router(state);
     let served = axum::serve(
         listener,
@@ -136,6 +141,7 @@ pub async fn serve(
         job.abort();
     }
     sealer.abort();
+    throttles.abort();
     store.close().await;
     served?;
     Ok(())

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use healthgate_core::Clock;
+use healthgate_core::throttle::Throttles;
 use healthgate_core::token::TokenPolicy;
 use healthgate_store::Store;
 
@@ -20,6 +21,9 @@ pub struct Inner {
     pub policy: TokenPolicy,
     pub issuer: Issuer,
     pub clock: Arc<dyn Clock>,
+    /// This node's throttle state (per-address buckets, its copy of the
+    /// blocked client ids, bursts).
+    pub throttles: Throttles,
     /// Builds every route over a state (`crate::router`), handed in by
     /// whoever opens the server, so no area imports the crate's root.
     pub router: fn(AppState) -> axum::Router,
@@ -35,7 +39,9 @@ impl AppState {
         router: fn(AppState) -> axum::Router,
     ) -> Self {
         let issuer = settings.issuer();
+        let throttles = Throttles::new(settings.throttle.limits());
         Self(Arc::new(Inner {
+            throttles,
             store,
             settings,
             policy,

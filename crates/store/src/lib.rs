@@ -20,6 +20,7 @@ mod keys;
 mod purge;
 mod revocation;
 mod sessions;
+mod throttles;
 mod users;
 mod webhooks;
 
@@ -32,6 +33,7 @@ pub use keys::StoredKey;
 pub use purge::Purged;
 pub use revocation::Revoked;
 pub use sessions::Session;
+pub use throttles::ThrottleKind;
 pub use webhooks::{Attempt, AttemptResult, Delivery, WebhookHealth};
 
 use std::borrow::Cow;
@@ -288,6 +290,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "client secret grace",
         include_str!("../migrations/sqlite/0010_client_secret_grace.sql"),
     ),
+    (
+        11,
+        "throttles",
+        include_str!("../migrations/sqlite/0011_throttles.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -339,6 +346,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         10,
         "client secret grace",
         include_str!("../migrations/postgres/0010_client_secret_grace.sql"),
+    ),
+    (
+        11,
+        "throttles",
+        include_str!("../migrations/postgres/0011_throttles.sql"),
     ),
 ];
 

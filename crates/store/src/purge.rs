@@ -12,6 +12,7 @@ pub struct Purged {
     pub access_tokens: u64,
     pub refresh_tokens: u64,
     pub token_families: u64,
+    pub throttles: u64,
 }
 
 impl Purged {
@@ -21,6 +22,7 @@ impl Purged {
             + self.access_tokens
             + self.refresh_tokens
             + self.token_families
+            + self.throttles
     }
 }
 
@@ -28,7 +30,10 @@ impl Purged {
 /// cutoff for expired rows) and `$2` (the cutoff for retired rows).
 struct Rule {
     table: &'static str,
+    /// The key, as the left side of `IN` (a row value for a composite key).
     key: &'static str,
+    /// The key's columns, as the inner `SELECT` lists them.
+    columns: &'static str,
     condition: &'static str,
     count: fn(&mut Purged) -> &mut u64,
 }
@@ -40,34 +45,48 @@ const RULES: &[Rule] = &[
     Rule {
         table: "sessions",
         key: "id_digest",
+        columns: "id_digest",
         condition: "expires_at < $1",
         count: |p| &mut p.sessions,
     },
     Rule {
         table: "authorization_codes",
         key: "digest",
+        columns: "digest",
         condition: "expires_at < $1 - 86400",
         count: |p| &mut p.authorization_codes,
     },
     Rule {
         table: "access_tokens",
         key: "digest",
+        columns: "digest",
         condition: "expires_at < $1 - 86400",
         count: |p| &mut p.access_tokens,
     },
     Rule {
         table: "refresh_tokens",
         key: "digest",
+        columns: "digest",
         condition: "expires_at < $1 OR consumed_at < $2 OR revoked_at < $2",
         count: |p| &mut p.refresh_tokens,
     },
     Rule {
         table: "token_families",
         key: "id",
+        columns: "id",
         condition: "created_at < $2
             AND NOT EXISTS (SELECT 1 FROM access_tokens a WHERE a.family_id = token_families.id)
             AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.family_id = token_families.id)",
         count: |p| &mut p.token_families,
+    },
+    // A failure run a day past its last failure and not blocking anyone:
+    // longer than any run is remembered by default.
+    Rule {
+        table: "throttles",
+        key: "(kind, subject)",
+        columns: "kind, subject",
+        condition: "last_failure_at < $1 - 86400 AND (blocked_until IS NULL OR blocked_until < $1)",
+        count: |p| &mut p.throttles,
     },
 ];
 
@@ -89,9 +108,10 @@ impl Store {
         let mut purged = Purged::default();
         for rule in RULES {
             let sql = format!(
-                "DELETE FROM {t} WHERE {k} IN (SELECT {k} FROM {t} WHERE {c} LIMIT $3{lock})",
+                "DELETE FROM {t} WHERE {k} IN (SELECT {cols} FROM {t} WHERE {c} LIMIT $3{lock})",
                 t = rule.table,
                 k = rule.key,
+                cols = rule.columns,
                 c = rule.condition,
             );
             let removed = (rule.count)(&mut purged);

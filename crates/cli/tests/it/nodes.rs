@@ -108,6 +108,14 @@ impl Drop for Schema {
     }
 }
 
+/// For the tests that load the nodes from one address, or race one code
+/// on purpose: the per-address rate off, and a client's failures counted
+/// far past what the race produces (throttling has its own tests).
+const UNTHROTTLED: &[(&str, &str)] = &[
+    ("HEALTHGATE_THROTTLE__API_PER_MINUTE", "0"),
+    ("HEALTHGATE_THROTTLE__CLIENT_FAILURE_LIMIT", "100000"),
+];
+
 /// Node A (which migrated and seeded the demo) and the nodes started after
 /// it, all with A's address as issuer, as behind one load balancer.
 struct Cluster {
@@ -123,6 +131,11 @@ impl Cluster {
     /// Starts `count` nodes, or returns `None` (having said so) when no
     /// PostgreSQL is configured.
     async fn start(test: &str, count: usize) -> Option<Self> {
+        Self::start_with(test, count, &[]).await
+    }
+
+    /// [`Cluster::start`], with `env` set on every node.
+    async fn start_with(test: &str, count: usize, env: &[(&str, &str)]) -> Option<Self> {
         let base_url = postgres_url(test)?;
         let schema = Schema::create(&base_url).await;
         let sandbox = Sandbox::new();
@@ -145,6 +158,7 @@ impl Cluster {
             &bind,
         ]);
         cmd.env("HEALTHGATE_ALLOW_HTTP_WEBHOOKS", "true");
+        cmd.envs(env.iter().copied());
         let mut a = sandbox.spawn(cmd, port_a);
         let demo = Demo::parse(&a.stdout_line());
         assert_eq!(demo.redirect_uri, format!("{issuer}/demo/callback"));
@@ -164,6 +178,7 @@ impl Cluster {
                 &bind,
             ]);
             cmd.env("HEALTHGATE_ALLOW_HTTP_WEBHOOKS", "true");
+            cmd.envs(env.iter().copied());
             let mut node = sandbox.spawn(cmd, port);
             node.wait_healthy().await;
             nodes.push(node);
@@ -487,9 +502,10 @@ async fn a_flow_started_on_one_node_finishes_on_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_code_redemptions_across_nodes_have_one_winner() {
-    let Some(cluster) = Cluster::start(
+    let Some(cluster) = Cluster::start_with(
         "concurrent_code_redemptions_across_nodes_have_one_winner",
         2,
+        UNTHROTTLED,
     )
     .await
     else {
@@ -648,8 +664,12 @@ enum Reply {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_a_node_under_load_loses_no_issued_token() {
-    let Some(mut cluster) =
-        Cluster::start("killing_a_node_under_load_loses_no_issued_token", 2).await
+    let Some(mut cluster) = Cluster::start_with(
+        "killing_a_node_under_load_loses_no_issued_token",
+        2,
+        UNTHROTTLED,
+    )
+    .await
     else {
         return;
     };

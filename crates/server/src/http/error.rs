@@ -56,6 +56,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::InsufficientScope => StatusCode::FORBIDDEN,
         ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
         _ => StatusCode::BAD_REQUEST,
     }
 }
@@ -68,6 +69,13 @@ pub fn no_store(response: &mut Response) {
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
 }
 
+/// `Retry-After: secs` (RFC 9110 §10.2.3), at least one second.
+pub fn retry_after(response: &mut Response, secs: i64) {
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+}
+
 impl IntoResponse for JsonError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
@@ -76,6 +84,9 @@ impl IntoResponse for JsonError {
         };
         let mut response = (status_of(self.0.code), axum::Json(body)).into_response();
         no_store(&mut response);
+        if let Some(wait) = self.0.retry_after {
+            retry_after(&mut response, wait);
+        }
         match self.0.code {
             ErrorCode::InvalidClient => {
                 response.headers_mut().insert(

@@ -10,7 +10,7 @@ use std::time::Instant;
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use crate::config::Settings;
@@ -130,6 +130,36 @@ pub async fn error_pages(State(state): State<AppState>, request: Request, next: 
         }
     }
     page
+}
+
+/// The per-address rate of the endpoints machines call (every
+/// [`machine_path`](crate::http::error::machine_path) but the
+/// authorization endpoint, which is a page): past it, 429 with
+/// `Retry-After` before the handler runs. Sign-in has its own rate, in its
+/// handler.
+pub async fn address_rate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if path != "/oauth/authorize" && crate::http::error::machine_path(&state.settings, path) {
+        let peer = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|axum::extract::ConnectInfo(addr)| addr.ip());
+        let ip = crate::http::ip::ClientIp::of(&state, peer, request.headers());
+        if let Err(wait) = state.throttles.take(
+            healthgate_core::throttle::Purpose::Api,
+            ip.as_deref(),
+            state.clock.now_millis(),
+        ) {
+            return crate::http::error::JsonError(
+                healthgate_core::error::OAuthError::too_many_requests(
+                    wait,
+                    "too many requests from this address; wait, then try again",
+                ),
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

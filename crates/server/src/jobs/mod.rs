@@ -1,6 +1,8 @@
 //! Background work every node runs: webhook delivery and the audit chain's
-//! sealer, and the cleanup of expired rows. The store's claims keep nodes
+//! sealer, the cleanup of expired rows, and keeping the node's throttle
+//! state in step with the database. The store's claims keep nodes
 //! from doing the same work twice.
 
 pub mod cleanup;
+pub mod throttles;
 pub mod webhooks;

@@ -14,6 +14,7 @@ use healthgate_store::{Event, StoreError};
 use crate::http::error::JsonError;
 use crate::http::ip::ClientIp;
 use crate::oauth::params::Params;
+use crate::services::throttle;
 use crate::state::AppState;
 
 /// What the client presented.
@@ -139,6 +140,14 @@ async fn refuse(state: &AppState, ip: &ClientIp, refusal: Refusal) -> JsonError 
     if refusal.error.code != ErrorCode::InvalidClient {
         return JsonError(refusal.error);
     }
+    // Counted against the client id presented, registered or not (a
+    // guesser learns nothing from being stopped); at the limit it is
+    // refused for a while on every node.
+    if let Some(id) = &refusal.client_id
+        && let Err(e) = throttle::client_failed(state, id, ip.as_deref()).await
+    {
+        return e.into();
+    }
     let presented = refusal
         .client_id
         .as_deref()
@@ -159,6 +168,19 @@ async fn refuse(state: &AppState, ip: &ClientIp, refusal: Refusal) -> JsonError 
     match state.store.record_event(state.now(), &event).await {
         Ok(_) => JsonError(refusal.error),
         Err(e) => e.into(),
+    }
+}
+
+/// A client id refused for a while after too many failures: 429, before
+/// anything presented is looked at (no database read: this node's copy).
+fn unless_blocked(state: &AppState, client_id: &str) -> Result<(), Refusal> {
+    match throttle::client_blocked(state, client_id) {
+        None => Ok(()),
+        Some(until) => Err(OAuthError::too_many_requests(
+            until - state.now(),
+            "too many failed requests for this client; wait, then try again",
+        )
+        .into()),
     }
 }
 
@@ -232,6 +254,9 @@ async fn partner(
         }
         Err(e) => return Ok(Err(e.into())),
     };
+    if let Err(blocked) = unless_blocked(state, &id) {
+        return Ok(Err(blocked));
+    }
     Ok(match state.store.client(&id).await? {
         Some(client) if client.secret_matches(&secret, state.now()) => unless_suspended(client),
         found => Err(Refusal::of(Some(id), found.is_some(), failed())),
@@ -263,6 +288,9 @@ async fn client(
         Ok(p) => p,
         Err(e) => return Ok(Err(e.into())),
     };
+    if let Err(blocked) = unless_blocked(state, &p.client_id) {
+        return Ok(Err(blocked));
+    }
     let failed = || OAuthError::invalid_client("client authentication failed");
     let Some(client) = state.store.client(&p.client_id).await? else {
         return Ok(Err(Refusal::of(Some(p.client_id), false, failed())));

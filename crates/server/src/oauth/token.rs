@@ -13,6 +13,7 @@ use crate::http::ip::ClientIp;
 use crate::oauth::client_auth;
 use crate::oauth::grants;
 use crate::oauth::params::Params;
+use crate::services::throttle;
 use crate::state::AppState;
 
 pub async fn post(
@@ -51,6 +52,13 @@ pub async fn post(
             format!("grant_type '{other}' is not supported; use authorization_code, refresh_token or client_credentials"),
         )
         .into()),
-    }?;
-    Ok(response.shaped(&state))
+    };
+    // A guessed code or refresh token counts against the client: past the
+    // limit it is refused for a while (RFC 6749 §10.10, RFC 9700 §4.4).
+    if let Err(JsonError(e)) = &response
+        && e.code == ErrorCode::InvalidGrant
+    {
+        throttle::client_failed(&state, &client.id, ip.as_deref()).await?;
+    }
+    Ok(response?.shaped(&state))
 }

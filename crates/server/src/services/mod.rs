@@ -1,7 +1,8 @@
 //! What the pages, the APIs, the background jobs and the CLI share:
 //! registering and changing clients and accounts (`admin`), the signing keys,
-//! the instance's secrets, password hashing, app photos, and the one client
-//! for requests healthgate sends out.
+//! the instance's secrets, password hashing, app photos, the throttles in
+//! front of sign-in and the endpoints, and the one client for requests
+//! healthgate sends out.
 
 pub mod admin;
 pub mod keys;
@@ -9,3 +10,4 @@ pub mod outbound;
 pub mod passwords;
 pub mod photos;
 pub mod secrets;
+pub mod throttle;

@@ -13,9 +13,11 @@ use crate::http::ip::ClientIp;
 use crate::http::pages::{self, HomePage, LoginPage};
 use crate::http::session::{self, Browser, form_field};
 use crate::services::passwords;
+use crate::services::throttle;
 use crate::state::AppState;
 use healthgate_core::event::EventKind;
 use healthgate_core::redirect::with_query_params;
+use healthgate_core::throttle::{Purpose, Verdict};
 use healthgate_store::Event;
 
 #[derive(Deserialize)]
@@ -70,6 +72,9 @@ enum Attempt<'a> {
     Refused(&'a str),
     /// `username`'s password was right but the account is locked.
     Locked(&'a str),
+    /// Not looked at: too many failures for `username`, or too many
+    /// attempts from the address; the message says how long to wait.
+    Throttled(&'a str, &'a str),
 }
 
 async fn login_page(
@@ -85,6 +90,7 @@ async fn login_page(
         Attempt::First => ("", None, false),
         Attempt::Refused(u) => (u, Some("The username or password is incorrect."), false),
         Attempt::Locked(u) => (u, None, true),
+        Attempt::Throttled(u, said) => (u, Some(said), false),
     };
     pages::render(
         status,
@@ -140,13 +146,59 @@ pub async fn post(
     let return_to = safe_return_to(return_to_field.as_deref());
     let username = form_field(&body, "username").unwrap_or_default();
     let password = form_field(&body, "password").unwrap_or_default();
+    // Throttles first, before any password work: the address's rate, then
+    // the username's failures (the same for one without an account).
+    let now = state.now();
+    let refusal = match state.throttles.take(
+        Purpose::SignIn,
+        ip.as_deref(),
+        state.clock.now_millis(),
+    ) {
+        Err(wait) => Some((
+            wait,
+            format!(
+                "Too many sign-in attempts from your network. Wait {}, then try again.",
+                seconds_in_words(wait)
+            ),
+        )),
+        Ok(()) => match throttle::sign_in_verdict(&state, &username).await? {
+            Verdict::Go => None,
+            Verdict::Wait { retry_after } => Some((
+                retry_after,
+                format!(
+                    "Too many failed sign-ins for this username. Wait {}, then try again.",
+                    seconds_in_words(retry_after)
+                ),
+            )),
+            Verdict::Blocked { until } => Some((
+                until - now,
+                format!(
+                    "Too many failed sign-ins for this username: it cannot sign in until {}. Try again then, or ask {} to unlock it sooner.",
+                    pages::format_utc(until),
+                    who_unlocks(&state),
+                ),
+            )),
+        },
+    };
+    if let Some((wait, said)) = refusal {
+        let mut page = login_page(
+            &state,
+            &viewer,
+            StatusCode::TOO_MANY_REQUESTS,
+            &session.csrf_token,
+            return_to,
+            Attempt::Throttled(&username, &said),
+        )
+        .await;
+        crate::http::error::retry_after(&mut page, wait);
+        return Ok(page);
+    }
     let user = state.store.user_by_username(&username).await?;
     // Every account's password is checked, a locked one's too (so that the
     // person who knows it can be told why they cannot sign in), and an
     // unknown username's against the dummy hash: the same work either way.
     let stored = user.as_ref().and_then(|u| u.password_hash.clone());
     let ok = passwords::verify(stored, password).await;
-    let now = state.now();
     let known_user = user.as_ref().map(|u| u.id.clone());
     match user.filter(|_| ok) {
         Some(user) if !user.is_active() => {
@@ -169,6 +221,7 @@ pub async fn post(
             .await)
         }
         Some(user) => {
+            throttle::sign_in_succeeded(&state, &username).await?;
             // A temporary password (an operator reset it) is changed before
             // anything else, then the person goes on.
             let onwards = if user.password_is_temporary() {
@@ -200,6 +253,8 @@ pub async fn post(
                 .actor(known_user.as_deref())
                 .ip(ip.as_deref());
             state.store.record_event(now, &event).await?;
+            throttle::sign_in_failed(&state, &username, known_user.as_deref(), ip.as_deref())
+                .await?;
             Ok(login_page(
                 &state,
                 &viewer,
@@ -210,6 +265,24 @@ pub async fn post(
             )
             .await)
         }
+    }
+}
+
+/// A wait as people read it: "1 second", "45 seconds", "3 minutes".
+fn seconds_in_words(secs: i64) -> String {
+    match secs.max(1) {
+        1 => "1 second".to_owned(),
+        s if s < 120 => format!("{s} seconds"),
+        s => format!("{} minutes", (s + 59) / 60),
+    }
+}
+
+/// Whom a person asks to unlock an account: the platform's support when
+/// the branding names it, otherwise an administrator.
+fn who_unlocks(state: &AppState) -> String {
+    match &state.settings.branding.support_url {
+        Some(_) => format!("{}'s support", state.settings.platform_name),
+        None => "an administrator of this platform".to_owned(),
     }
 }
 

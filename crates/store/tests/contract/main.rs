@@ -1784,8 +1784,8 @@ async fn a_reset_password_is_temporary_until_the_person_changes_it() {
         let bob = user("bob");
         s.insert_user(&alice).await.unwrap();
         s.insert_user(&bob).await.unwrap();
-        assert_eq!(reset_at(&s, &alice.id).await, None);
-        assert_eq!(reset_at(&s, "usr-none").await, None);
+        assert_eq!(reset_at(s, &alice.id).await, None);
+        assert_eq!(reset_at(s, "usr-none").await, None);
 
         // A partner setting a password does not make it temporary.
         assert!(
@@ -1793,7 +1793,7 @@ async fn a_reset_password_is_temporary_until_the_person_changes_it() {
                 .await
                 .unwrap()
         );
-        assert_eq!(reset_at(&s, &bob.id).await, None, "{}", b.name);
+        assert_eq!(reset_at(s, &bob.id).await, None, "{}", b.name);
 
         // An operator's reset does, with the password, in its transaction.
         let by = Actor::user(&bob.id, None);
@@ -1802,8 +1802,8 @@ async fn a_reset_password_is_temporary_until_the_person_changes_it() {
                 .await
                 .unwrap()
         );
-        assert_eq!(reset_at(&s, &alice.id).await, Some(NOW + 1), "{}", b.name);
-        assert_eq!(reset_at(&s, &bob.id).await, None);
+        assert_eq!(reset_at(s, &alice.id).await, Some(NOW + 1), "{}", b.name);
+        assert_eq!(reset_at(s, &bob.id).await, None);
 
         // A change that does not happen (the hash moved on) leaves it.
         let fresh = session_of("fresh", &alice.id, NOW + 2, NOW + 1000);
@@ -1819,7 +1819,7 @@ async fn a_reset_password_is_temporary_until_the_person_changes_it() {
             .await
             .unwrap()
         );
-        assert_eq!(reset_at(&s, &alice.id).await, Some(NOW + 1));
+        assert_eq!(reset_at(s, &alice.id).await, Some(NOW + 1));
 
         // The person's own change clears it, with the new hash.
         assert!(
@@ -1834,7 +1834,7 @@ async fn a_reset_password_is_temporary_until_the_person_changes_it() {
             .await
             .unwrap()
         );
-        assert_eq!(reset_at(&s, &alice.id).await, None, "{}", b.name);
+        assert_eq!(reset_at(s, &alice.id).await, None, "{}", b.name);
         assert_eq!(
             s.user(&alice.id)
                 .await
@@ -1851,7 +1851,7 @@ async fn a_reset_password_is_temporary_until_the_person_changes_it() {
                 .await
                 .unwrap()
         );
-        assert_eq!(reset_at(&s, &alice.id).await, Some(NOW + 4));
+        assert_eq!(reset_at(s, &alice.id).await, Some(NOW + 4));
         b.cleanup().await;
     }
 }
