@@ -1483,3 +1483,104 @@ async fn an_app_suspended_in_the_console_on_one_node_is_stopped_on_the_others() 
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["active"], false, "{body}");
 }
+
+/// One sign-in attempt on `node` from a fresh browser: its status.
+async fn sign_in_on(node: &Server, username: &str, password: &str) -> StatusCode {
+    let http = browser();
+    let page = http
+        .get(node.url("/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    http.post(node.url("/login"))
+        .form(&[
+            ("username", username),
+            ("password", password),
+            ("csrf_token", &csrf_token(&page)),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lock_or_a_client_block_set_on_one_node_holds_on_the_other() {
+    // Three failures lock a username, and three block a client, so the
+    // test runs on the real clock without waiting for the slow-downs.
+    let Some(cluster) = Cluster::start_with(
+        "a_lock_or_a_client_block_set_on_one_node_holds_on_the_other",
+        2,
+        &[
+            ("HEALTHGATE_THROTTLE__SIGN_IN_LOCK_AFTER", "3"),
+            ("HEALTHGATE_THROTTLE__CLIENT_FAILURE_LIMIT", "3"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    let (a, b) = (cluster.a(), cluster.b());
+    let demo = &cluster.demo;
+
+    // Failures on A and B count together; the lock holds on both, even
+    // for the right password.
+    for node in [a, b, a] {
+        assert_eq!(
+            sign_in_on(node, USER, "not the password").await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    for node in [b, a] {
+        assert_eq!(
+            sign_in_on(node, USER, demo.password_of(USER)).await,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{}",
+            cluster.logs()
+        );
+    }
+
+    // A client blocked by failures on A is refused on B, which never saw
+    // a failure: B learns it from the database within a couple of seconds.
+    let token_on = |node: &Server, secret: &str| {
+        let (url, id, secret) = (
+            node.url("/oauth/token"),
+            demo.client_id.clone(),
+            secret.to_owned(),
+        );
+        async move {
+            api()
+                .post(url)
+                .basic_auth(id, Some(secret))
+                .form(&[("grant_type", "client_credentials")])
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(
+        token_on(b, &demo.client_secret).await,
+        StatusCode::OK,
+        "before the guessing"
+    );
+    for _ in 0..3 {
+        assert_eq!(token_on(a, "guessed").await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        token_on(a, &demo.client_secret).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let mut refused_on_b = false;
+    for _ in 0..50 {
+        if token_on(b, &demo.client_secret).await == StatusCode::TOO_MANY_REQUESTS {
+            refused_on_b = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused_on_b, "B still serves the blocked client\n{}", cluster.logs());
+}

@@ -19,6 +19,7 @@ use crate::http::error::{ApiError, no_store};
 use crate::http::ip::ClientIp;
 use crate::oauth::client_auth::authenticate_partner;
 use crate::oauth::params::Params;
+use crate::services::throttle;
 use crate::state::AppState;
 
 fn parse_bool(name: &str, v: Option<&str>) -> Result<bool, OAuthError> {
@@ -53,7 +54,7 @@ pub async fn post(
     let activate = parse_bool("activate", params.get("activate"))?;
     let key = mint(SecretKind::ApiKey);
     let now = state.now();
-    let (integration, _) = state
+    let redeemed = state
         .store
         .redeem_connect_code(
             ConnectRedemption {
@@ -64,7 +65,15 @@ pub async fn post(
             },
             &key,
         )
-        .await?;
+        .await;
+    // A guessed connect code counts against the partner, as a guessed
+    // authorization code does.
+    if let Err(healthgate_store::GrantError::OAuth(e)) = &redeemed
+        && e.code == ErrorCode::InvalidGrant
+    {
+        throttle::client_failed(&state, &partner.id, ip.as_deref()).await?;
+    }
+    let (integration, _) = redeemed?;
     let mut body = integration_json(&state, &integration).await?;
     body["token_type"] = "bearer".into();
     body["access_token"] = key.value.into();

@@ -39,6 +39,7 @@ macro_rules! backend_tests {
             mod roles;
             mod signing_in;
             mod standards;
+            mod throttling;
             mod token;
             mod webhooks;
         }
