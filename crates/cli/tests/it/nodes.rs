@@ -1582,5 +1582,9 @@ async fn a_lock_or_a_client_block_set_on_one_node_holds_on_the_other() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(refused_on_b, "B still serves the blocked client\n{}", cluster.logs());
+    assert!(
+        refused_on_b,
+        "B still serves the blocked client\n{}",
+        cluster.logs()
+    );
 }
