@@ -223,9 +223,9 @@ pub enum Purpose {
 }
 
 /// An address as it is counted: IPv4 whole, IPv6 by its /64 (what one
-/// customer is usually given), anything unparsable as one "unknown".
-fn address_key(ip: Option<&str>) -> Option<IpAddr> {
-    let ip: IpAddr = ip?.parse().ok()?;
+/// customer is usually given); none known is one "unknown" address.
+fn address_key(ip: Option<IpAddr>) -> Option<IpAddr> {
+    let ip = ip?.to_canonical();
     Some(match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => {
@@ -310,7 +310,7 @@ impl Throttles {
 
     /// Takes a token from `ip`'s bucket for `purpose`, or says in how many
     /// seconds to come back. Unlimited when the rate is off.
-    pub fn take(&self, purpose: Purpose, ip: Option<&str>, now_ms: i64) -> Result<(), i64> {
+    pub fn take(&self, purpose: Purpose, ip: Option<IpAddr>, now_ms: i64) -> Result<(), i64> {
         let Some(rate) = self.rate(purpose) else {
             return Ok(());
         };
@@ -356,7 +356,8 @@ impl Throttles {
         let window = self.limits.burst_window;
         let threshold = self.limits.burst_accounts as usize;
         let mut bursts = self.bursts.lock().unwrap_or_else(|e| e.into_inner());
-        let burst = bursts.entry(address_key(ip)).or_insert_with(|| Burst {
+        let address = address_key(ip.and_then(|ip| ip.parse().ok()));
+        let burst = bursts.entry(address).or_insert_with(|| Burst {
             started_at: now,
             usernames: HashSet::new(),
             reported: false,
@@ -487,5 +488,62 @@ mod tests {
         let mut s = Bucket::full(slow, 0);
         assert_eq!(s.take(slow, 0), Ok(()));
         assert_eq!(s.take(slow, 0), Err(30));
+    }
+
+    #[test]
+    fn an_ipv6_customer_is_one_address_and_an_ipv4_one_each() {
+        let limits = Limits {
+            api_rate: Some(Rate {
+                per_minute: 60,
+                burst: 1,
+            }),
+            ..Limits::default()
+        };
+        let t = Throttles::new(limits);
+        let take = |ip: &str| t.take(Purpose::Api, ip.parse().ok(), 0);
+        assert_eq!(take("2001:db8:1:2::1"), Ok(()));
+        assert_eq!(take("2001:db8:1:2:ffff::9"), Err(1), "the same /64");
+        assert_eq!(take("2001:db8:1:3::1"), Ok(()), "another /64");
+        assert_eq!(take("192.0.2.1"), Ok(()));
+        assert_eq!(take("192.0.2.2"), Ok(()));
+        // Sign-in has its own bucket.
+        assert_eq!(t.take(Purpose::SignIn, "192.0.2.1".parse().ok(), 0), Ok(()));
+        // Full buckets are forgotten; a spent one is kept until it refills.
+        t.prune(0);
+        assert_eq!(take("192.0.2.1"), Err(1));
+        t.prune(60_000);
+        assert_eq!(take("192.0.2.1"), Ok(()));
+    }
+
+    #[test]
+    fn a_burst_is_reported_once_per_window() {
+        let t = Throttles::new(Limits {
+            burst_accounts: 3,
+            burst_window: 600,
+            ..Limits::default()
+        });
+        let ip = Some("198.51.100.7");
+        assert_eq!(t.sign_in_failed_from(ip, "a", 0), None);
+        assert_eq!(t.sign_in_failed_from(ip, "a", 1), None, "the same name");
+        assert_eq!(t.sign_in_failed_from(ip, "b", 2), None);
+        assert_eq!(t.sign_in_failed_from(ip, "c", 3), Some(3));
+        assert_eq!(t.sign_in_failed_from(ip, "d", 4), None, "once");
+        assert_eq!(t.sign_in_failed_from(Some("198.51.100.8"), "e", 5), None);
+        // A new window starts the count again.
+        for (n, name) in ["a", "b"].iter().enumerate() {
+            assert_eq!(t.sign_in_failed_from(ip, name, 600 + n as i64), None);
+        }
+        assert_eq!(t.sign_in_failed_from(ip, "c", 602), Some(3));
+    }
+
+    #[test]
+    fn this_nodes_copy_of_the_blocked_clients_expires_and_is_replaced() {
+        let t = Throttles::default();
+        t.note_client_blocked("app-1", 100);
+        assert_eq!(t.client_blocked("app-1", 99), Some(100));
+        assert_eq!(t.client_blocked("app-1", 100), None);
+        t.set_blocked_clients(vec![("app-2".into(), 200)]);
+        assert_eq!(t.client_blocked("app-1", 50), None);
+        assert_eq!(t.client_blocked("app-2", 50), Some(200));
     }
 }

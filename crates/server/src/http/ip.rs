@@ -26,23 +26,25 @@ impl ClientIp {
     /// The address of a request from `peer` with `headers`, under the
     /// deployment's settings.
     pub fn of(state: &AppState, peer: Option<IpAddr>, headers: &HeaderMap) -> Self {
-        let Some(peer) = peer else {
-            return Self(None);
-        };
-        let settings = &state.settings;
-        let forwarded: Vec<&str> = if settings.trust_forwarded_for {
-            headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect()
-        } else {
-            Vec::new()
-        };
-        Self(Some(
-            client_address(peer, &forwarded, &settings.trusted_proxies).to_string(),
-        ))
+        Self(address(state, peer, headers).map(|ip| ip.to_string()))
     }
+}
+
+/// [`ClientIp`]'s address, unformatted (for the per-address rate, which
+/// runs on every request).
+pub fn address(state: &AppState, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+    let peer = peer?;
+    let settings = &state.settings;
+    let forwarded: Vec<&str> = if settings.trust_forwarded_for {
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Some(client_address(peer, &forwarded, &settings.trusted_proxies))
 }
 
 impl FromRequestParts<AppState> for ClientIp {

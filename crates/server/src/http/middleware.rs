@@ -139,15 +139,18 @@ pub async fn error_pages(State(state): State<AppState>, request: Request, next: 
 /// handler.
 pub async fn address_rate(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
-    if path != "/oauth/authorize" && crate::http::error::machine_path(&state.settings, path) {
+    if state.throttles.limits.api_rate.is_some()
+        && path != "/oauth/authorize"
+        && crate::http::error::machine_path(&state.settings, path)
+    {
         let peer = request
             .extensions()
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|axum::extract::ConnectInfo(addr)| addr.ip());
-        let ip = crate::http::ip::ClientIp::of(&state, peer, request.headers());
+        let ip = crate::http::ip::address(&state, peer, request.headers());
         if let Err(wait) = state.throttles.take(
             healthgate_core::throttle::Purpose::Api,
-            ip.as_deref(),
+            ip,
             state.clock.now_millis(),
         ) {
             return crate::http::error::JsonError(

@@ -151,7 +151,7 @@ pub async fn post(
     let now = state.now();
     let refusal = match state.throttles.take(
         Purpose::SignIn,
-        ip.as_deref(),
+        ip.as_deref().and_then(|ip| ip.parse().ok()),
         state.clock.now_millis(),
     ) {
         Err(wait) => Some((

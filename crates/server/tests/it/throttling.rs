@@ -364,3 +364,44 @@ async fn guessed_connect_codes_count_against_the_partner() {
     let (status, body) = guess(21).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
 }
+
+#[tokio::test]
+async fn wrong_current_passwords_on_the_profile_count_like_failed_sign_ins() {
+    let app = spawn_app_with(no_address_rate).await;
+    let (alice, _) = app.signed_in("alice").await;
+    let change = |current: &'static str| {
+        let alice = &alice;
+        async move {
+            let page = alice.get("/account/profile").await.text().await.unwrap();
+            let csrf = hidden_inputs(&page).remove("csrf_token").unwrap();
+            let form = vec![
+                ("csrf_token".to_owned(), csrf),
+                ("current_password".to_owned(), current.to_owned()),
+                ("new_password".to_owned(), "a brand new passphrase".to_owned()),
+                (
+                    "new_password_confirmation".to_owned(),
+                    "a brand new passphrase".to_owned(),
+                ),
+            ];
+            let r = alice.post_form("/account/profile/password", &form).await;
+            (r.status(), readable(r.text().await.unwrap()))
+        }
+    };
+    for _ in 0..10 {
+        let (status, page) = change("guessed password").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(page.contains("That is not your current password"), "{page}");
+        app.clock.advance(61);
+    }
+    // The tenth locked the username: the right password is not looked at,
+    // here or at sign-in.
+    let (status, page) = change(PASSWORD).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("Too many wrong passwords"), "{page}");
+    assert_eq!(
+        sign_in(&app, "alice", PASSWORD).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(app.events_of("user.password_change_failed").await.len(), 10);
+    assert_eq!(app.events_of("login.locked").await.len(), 1);
+}

@@ -124,6 +124,48 @@ pub(crate) fn user_type_label(user: &User) -> &'static str {
     }
 }
 
+/// Whether the current password a person typed to change theirs holds.
+/// It is a guess like any sign-in: throttled on the same run (their
+/// username), a wrong one counted there and audited as
+/// `user.password_change_failed`. `Err` is the message for the field when
+/// the run must wait or is locked (the password is then not looked at).
+pub(crate) async fn current_password_holds(
+    state: &AppState,
+    user: &User,
+    stored: &str,
+    typed: String,
+    ip: Option<&str>,
+) -> Result<Result<bool, String>, crate::http::error::PageError> {
+    use crate::services::{passwords, throttle};
+    use healthgate_core::throttle::Verdict;
+    match throttle::sign_in_verdict(state, &user.username).await? {
+        Verdict::Go => {}
+        Verdict::Wait { retry_after } => {
+            return Ok(Err(format!(
+                "Too many wrong passwords: wait {retry_after} seconds, then try again."
+            )));
+        }
+        Verdict::Blocked { until } => {
+            return Ok(Err(format!(
+                "Too many wrong passwords: this account cannot sign in or change its password until {}.",
+                crate::http::pages::format_utc(until)
+            )));
+        }
+    }
+    if passwords::verify(Some(stored.to_owned()), typed).await {
+        return Ok(Ok(true));
+    }
+    let event =
+        healthgate_store::Event::new(healthgate_core::event::EventKind::PasswordChangeFailed)
+            .failed()
+            .actor(Some(&user.id))
+            .subject(&user.id)
+            .ip(ip);
+    state.store.record_event(state.now(), &event).await?;
+    throttle::sign_in_failed(state, &user.username, Some(&user.id), ip).await?;
+    Ok(Ok(false))
+}
+
 /// Replaces `user`'s password (whose stored hash was `stored`) with `new`:
 /// every other session ends and this browser gets a fresh one, in one store
 /// transaction (the profile page and the page a temporary password leads

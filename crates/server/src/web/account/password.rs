@@ -13,9 +13,7 @@ use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use healthgate_core::event::EventKind;
 use healthgate_core::user::validate_password;
-use healthgate_store::Event;
 use serde::Deserialize;
 
 use super::sentence;
@@ -25,7 +23,6 @@ use crate::http::forms::FieldErrors;
 use crate::http::ip::ClientIp;
 use crate::http::pages::{self, Site};
 use crate::http::session::Browser;
-use crate::services::passwords;
 use crate::state::AppState;
 use crate::web::login::safe_return_to;
 
@@ -160,22 +157,25 @@ pub async fn choose(
             "Enter the temporary password you signed in with.",
         ),
         Some(current) => {
-            if !passwords::verify(Some(stored.clone()), current.clone()).await {
-                errors.add(
-                    "current_password",
-                    "That is not the temporary password you signed in with.",
-                );
-                let event = Event::new(EventKind::PasswordChangeFailed)
-                    .failed()
-                    .actor(Some(&user.id))
-                    .subject(&user.id)
-                    .ip(ip.as_deref());
-                state.store.record_event(state.now(), &event).await?;
-            } else if new.as_deref() == Some(current.as_str()) {
-                errors.add(
+            match super::current_password_holds(
+                &state,
+                user,
+                &stored,
+                current.clone(),
+                ip.as_deref(),
+            )
+            .await?
+            {
+                Ok(true) if new.as_deref() == Some(current.as_str()) => errors.add(
                     "new_password",
                     "Choose a password of your own, not the temporary one.",
-                );
+                ),
+                Ok(true) => {}
+                Ok(false) => errors.add(
+                    "current_password",
+                    "That is not the temporary password you signed in with.",
+                ),
+                Err(wait) => errors.add("current_password", wait),
             }
         }
     }

@@ -13,9 +13,7 @@ use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use healthgate_core::event::EventKind;
 use healthgate_core::user::{User, validate_display_name, validate_email, validate_password};
-use healthgate_store::Event;
 use serde::Deserialize;
 
 use super::AccountForm;
@@ -26,7 +24,6 @@ use crate::http::forms::FieldErrors;
 use crate::http::ip::ClientIp;
 use crate::http::pages::{self, Site};
 use crate::http::session::Browser;
-use crate::services::passwords;
 use crate::state::AppState;
 
 const PAGE: &str = "/account/profile";
@@ -246,17 +243,15 @@ pub async fn change_password(
     match current {
         None => errors.add("current_password", "Enter your current password."),
         Some(current) => {
-            if !passwords::verify(Some(stored.clone()), current).await {
-                errors.add(
+            match super::current_password_holds(&state, &user, &stored, current, ip.as_deref())
+                .await?
+            {
+                Ok(true) => {}
+                Ok(false) => errors.add(
                     "current_password",
                     "That is not your current password, so it was not changed.",
-                );
-                let event = Event::new(EventKind::PasswordChangeFailed)
-                    .failed()
-                    .actor(Some(&user.id))
-                    .subject(&user.id)
-                    .ip(ip.as_deref());
-                state.store.record_event(state.now(), &event).await?;
+                ),
+                Err(wait) => errors.add("current_password", wait),
             }
         }
     }
