@@ -1,7 +1,8 @@
 //! `healthgate user …`: creating accounts, and everything the admin
-//! console's users page does (search, lock, unlock, password reset) plus
-//! showing and deleting one, through the same `admin` and store functions
-//! and so with the same events; the CLI is their actor (`Actor::system`).
+//! console's users page does (search, lock, unlock, also from the lock
+//! after failed sign-ins, password reset) plus showing and deleting one,
+//! through the same `admin` and store functions and so with the same
+//! events; the CLI is their actor (`Actor::system`).
 
 use std::sync::Arc;
 
@@ -64,7 +65,9 @@ pub enum UserCommand {
     /// Lock an account (id or username): it cannot sign in, its sessions
     /// end, and its apps get no new tokens.
     Lock { user: String },
-    /// Unlock an account (id or username): it can sign in again.
+    /// Unlock an account (id or username): it can sign in again. Lifts an
+    /// operator's lock and the lock its username is under after too many
+    /// failed sign-ins.
     Unlock { user: String },
     /// Give an account (id or username) a random temporary password, shown
     /// once, and end every session of it.
@@ -83,8 +86,9 @@ fn store_failure(e: healthgate_store::StoreError) -> Failure {
     anyhow::Error::from(e).into()
 }
 
-/// An account as `user list` and `user show` print it.
-fn user_json(u: &User) -> serde_json::Value {
+/// An account as `user list` and `user show` print it, with until when
+/// its username is locked after failed sign-ins (if it is).
+fn user_json(u: &User, sign_in_locked_until: Option<i64>) -> serde_json::Value {
     json!({
         "id": u.id,
         "username": u.username,
@@ -94,6 +98,7 @@ fn user_json(u: &User) -> serde_json::Value {
         "operator": u.operator,
         "locked": u.locked_at.is_some(),
         "locked_at": u.locked_at,
+        "sign_in_locked_until": sign_in_locked_until,
         "password": password_state(u),
         "password_reset_at": u.password_reset_at,
         "provisioned_by": u.provisioned_by,
@@ -112,7 +117,7 @@ fn password_state(u: &User) -> &'static str {
 }
 
 /// An account on one line: id, username, type, then what stands out.
-fn user_line(u: &User) -> String {
+fn user_line(u: &User, sign_in_locked_until: Option<i64>) -> String {
     let mut line = format!("{}  {:<20} {:<6}", u.id, u.username, u.user_type.as_str());
     if let Some(name) = &u.name {
         line.push_str(&format!("  {name}"));
@@ -122,6 +127,9 @@ fn user_line(u: &User) -> String {
     }
     if u.locked_at.is_some() {
         line.push_str("  [locked]");
+    }
+    if let Some(until) = sign_in_locked_until {
+        line.push_str(&format!("  [locked after failed sign-ins until {until}]"));
     }
     if u.password_is_temporary() {
         line.push_str("  [temporary password]");
@@ -216,7 +224,14 @@ pub async fn user_command(
                 .search_users(&query, limit.unwrap_or(i64::MAX), offset)
                 .await
                 .map_err(store_failure)?;
-            let mut text = users.iter().map(user_line).collect::<Vec<_>>();
+            let locks = admin::sign_in_locks(store, clock.as_ref(), &users)
+                .await
+                .map_err(store_failure)?;
+            let lock_of = |u: &User| locks.get(&u.id).copied();
+            let mut text = users
+                .iter()
+                .map(|u| user_line(u, lock_of(u)))
+                .collect::<Vec<_>>();
             if users.is_empty() {
                 text.push(if total == 0 {
                     "no users".to_owned()
@@ -232,14 +247,24 @@ pub async fn user_command(
             }
             print(
                 as_json,
-                &json!(users.iter().map(user_json).collect::<Vec<_>>()),
+                &json!(
+                    users
+                        .iter()
+                        .map(|u| user_json(u, lock_of(u)))
+                        .collect::<Vec<_>>()
+                ),
                 &text.join("\n"),
             );
         }
         UserCommand::Show { user } => {
             let user = admin::find_user(store, &user).await?;
             let memberships = store.memberships(&user.id).await.map_err(store_failure)?;
-            let mut value = user_json(&user);
+            let sign_in_lock =
+                admin::sign_in_locks(store, clock.as_ref(), std::slice::from_ref(&user))
+                    .await
+                    .map_err(store_failure)?
+                    .remove(&user.id);
+            let mut value = user_json(&user, sign_in_lock);
             value["organizations"] = json!(
                 memberships
                     .iter()
@@ -253,9 +278,12 @@ pub async fn user_command(
                 user.name.as_deref().unwrap_or("-"),
                 user.email.as_deref().unwrap_or("-"),
                 user.user_type,
-                match user.locked_at {
-                    Some(at) => format!("locked since {at}"),
-                    None => "active".to_owned(),
+                match (user.locked_at, sign_in_lock) {
+                    (Some(at), None) => format!("locked since {at}"),
+                    (Some(at), Some(until)) =>
+                        format!("locked since {at}, and after failed sign-ins until {until}"),
+                    (None, Some(until)) => format!("locked after failed sign-ins until {until}"),
+                    (None, None) => "active".to_owned(),
                 },
                 match (password_state(&user), user.password_reset_at) {
                     ("temporary", Some(at)) =>
@@ -293,19 +321,29 @@ pub async fn user_command(
             );
         }
         UserCommand::Unlock { user } => {
-            let user = admin::find_user(store, &user).await?;
-            let changed = store
-                .unlock_user(&user.id, Actor::system(), now)
-                .await
-                .map_err(store_failure)?;
-            let text = if changed {
-                format!("unlocked {}: they can sign in again", named(&user))
-            } else {
-                format!("{} was not locked", named(&user))
+            let (user, unlocked) =
+                admin::unlock_user(store, clock.as_ref(), &user, Actor::system()).await?;
+            let text = match (unlocked.operator_lock, unlocked.failed_sign_ins) {
+                (true, false) => format!("unlocked {}: they can sign in again", named(&user)),
+                (false, true) => format!(
+                    "unlocked {}: cleared the lock after failed sign-ins, they can sign in again",
+                    named(&user)
+                ),
+                (true, true) => format!(
+                    "unlocked {} and cleared the lock after failed sign-ins: they can sign in again",
+                    named(&user)
+                ),
+                (false, false) => format!("{} was not locked", named(&user)),
             };
             print(
                 as_json,
-                &json!({"id": user.id, "username": user.username, "locked": false, "changed": changed}),
+                &json!({
+                    "id": user.id,
+                    "username": user.username,
+                    "locked": false,
+                    "changed": unlocked.any(),
+                    "cleared_failed_sign_ins": unlocked.failed_sign_ins,
+                }),
                 &text,
             );
         }

@@ -47,6 +47,8 @@ pub enum EventKind {
     /// A person signed sessions out from their account page: one, every
     /// other one, or all (`data.which`).
     SessionEnded,
+    /// An operator lifted an account's locks (`data.cleared`: which of
+    /// `operator_lock` and `failed_sign_ins`).
     UserUnlocked,
     UserPasswordReset,
     OperatorGranted,

@@ -34,6 +34,7 @@ pub use purge::Purged;
 pub use revocation::Revoked;
 pub use sessions::Session;
 pub use throttles::ThrottleKind;
+pub use users::Unlocked;
 pub use webhooks::{Attempt, AttemptResult, Delivery, WebhookHealth};
 
 use std::borrow::Cow;

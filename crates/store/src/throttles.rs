@@ -4,6 +4,8 @@
 //! One row per subject, keyed by what was presented (a username that has no
 //! account is counted like one that has), so a guesser learns nothing.
 
+use std::collections::HashMap;
+
 use healthgate_core::throttle::FailureRun;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -28,6 +30,10 @@ impl ThrottleKind {
         }
     }
 }
+
+/// Subjects bound in one statement (well under SQLite's and PostgreSQL's
+/// limits on parameters).
+const CHUNK: usize = 500;
 
 fn run_from_row(row: &AnyRow) -> Result<FailureRun> {
     Ok(FailureRun {
@@ -121,5 +127,35 @@ impl Store {
         rows.iter()
             .map(|r| Ok((r.try_get("subject")?, r.try_get("blocked_until")?)))
             .collect()
+    }
+
+    /// Of `subjects`, those of `kind` refused at `now`, with until when: a
+    /// page of usernames looked up by primary key, a few hundred per
+    /// statement.
+    pub async fn blocked_among(
+        &self,
+        kind: ThrottleKind,
+        subjects: &[&str],
+        now: i64,
+    ) -> Result<HashMap<String, i64>> {
+        let mut blocked = HashMap::new();
+        for chunk in subjects.chunks(CHUNK) {
+            let placeholders = (0..chunk.len())
+                .map(|i| format!("${}", i + 3))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = sqlx::AssertSqlSafe(format!(
+                "SELECT subject, blocked_until FROM throttles
+                 WHERE kind = $1 AND blocked_until > $2 AND subject IN ({placeholders})"
+            ));
+            let mut query = sqlx::query(sql).bind(kind.as_str()).bind(now);
+            for subject in chunk {
+                query = query.bind(*subject);
+            }
+            for row in query.fetch_all(&self.reader).await? {
+                blocked.insert(row.try_get("subject")?, row.try_get("blocked_until")?);
+            }
+        }
+        Ok(blocked)
     }
 }

@@ -8,6 +8,22 @@ use crate::events::{Actor, Event, append};
 use crate::{Result, Session, Store, StoreError, conflict};
 use healthgate_core::event::EventKind;
 
+/// What an unlock lifted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unlocked {
+    /// The lock an operator put on the account (`users.locked_at`).
+    pub operator_lock: bool,
+    /// The lock on its username after too many failed sign-ins.
+    pub failed_sign_ins: bool,
+}
+
+impl Unlocked {
+    /// Whether anything was lifted.
+    pub fn any(self) -> bool {
+        self.operator_lock || self.failed_sign_ins
+    }
+}
+
 /// Inserts a user on `conn`, with its event naming who created it.
 pub(crate) async fn insert_user_in(
     conn: &mut sqlx::AnyConnection,
@@ -296,8 +312,12 @@ impl Store {
     }
 
     /// Unlocks an account: it can log in again and its grants issue tokens
-    /// again. Returns whether it was locked.
-    pub async fn unlock_user(&self, user_id: &str, actor: Actor<'_>, now: i64) -> Result<bool> {
+    /// again. Lifts both locks there are, in one transaction with one
+    /// `user.unlocked` event saying which (`{"cleared": [...]}`): the
+    /// operator's (`users.locked_at`), and the one a run of failed sign-ins
+    /// for its username put on it (the `throttles` run refusing it at `now`,
+    /// which is forgotten). No event if neither held.
+    pub async fn unlock_user(&self, user_id: &str, actor: Actor<'_>, now: i64) -> Result<Unlocked> {
         let mut tx = self.writer.begin().await?;
         let done = sqlx::query(
             "UPDATE users SET locked_at = NULL, updated_at = $1 WHERE id = $2 AND locked_at IS NOT NULL",
@@ -306,18 +326,40 @@ impl Store {
         .bind(user_id)
         .execute(&mut *tx)
         .await?;
-        if done.rows_affected() == 1 {
+        let cleared = sqlx::query(
+            "DELETE FROM throttles
+             WHERE kind = 'sign_in' AND blocked_until > $1
+               AND subject = (SELECT username FROM users WHERE id = $2)
+             RETURNING failures",
+        )
+        .bind(now)
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let unlocked = Unlocked {
+            operator_lock: done.rows_affected() == 1,
+            failed_sign_ins: cleared.is_some(),
+        };
+        if unlocked.any() {
+            let what: Vec<&str> = [
+                (unlocked.operator_lock, "operator_lock"),
+                (unlocked.failed_sign_ins, "failed_sign_ins"),
+            ]
+            .into_iter()
+            .filter_map(|(lifted, name)| lifted.then_some(name))
+            .collect();
             append(
                 &mut tx,
                 now,
                 &Event::new(EventKind::UserUnlocked)
                     .by(actor)
-                    .subject(user_id),
+                    .subject(user_id)
+                    .data(serde_json::json!({ "cleared": what })),
             )
             .await?;
         }
         tx.commit().await?;
-        Ok(done.rows_affected() == 1)
+        Ok(unlocked)
     }
 
     /// Replaces a person's password with one an operator set for them (a

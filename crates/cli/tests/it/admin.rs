@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{Sandbox, browser, contains_bytes, csrf_token, location};
+use crate::support::{Sandbox, browser, contains_bytes, csrf_token, free_port, location};
 
 #[test]
 fn client_commands_round_trip_as_json() {
@@ -731,8 +731,8 @@ async fn user_commands_do_what_the_console_does() {
             listed[0],
             json!({"id": alice, "username": "alice", "name": "Alice Smith",
                    "email": "alice@example.org", "type": "member", "operator": false,
-                   "locked": false, "locked_at": null, "password": "set", "password_reset_at": null,
-                   "provisioned_by": null,
+                   "locked": false, "locked_at": null, "sign_in_locked_until": null,
+                   "password": "set", "password_reset_at": null, "provisioned_by": null,
                    "created_at": listed[0]["created_at"]}),
             "{backend}"
         );
@@ -799,7 +799,8 @@ async fn user_commands_do_what_the_console_does() {
         let unlocked = db.run(&["user", "unlock", "alice", "--json"]).json();
         assert_eq!(
             unlocked,
-            json!({"id": alice, "username": "alice", "locked": false, "changed": true})
+            json!({"id": alice, "username": "alice", "locked": false, "changed": true,
+                   "cleared_failed_sign_ins": false})
         );
         let text = db.run(&["user", "unlock", "alice"]);
         assert!(text.stdout.contains("was not locked"), "{text:#?}");
@@ -939,6 +940,21 @@ async fn user_commands_do_what_the_console_does() {
 
 /// Signs in to a running server: the browser, if the password was taken.
 async fn sign_in(base: &str, username: &str, password: &str) -> Option<reqwest::Client> {
+    let (b, status) = sign_in_answer(base, username, password).await;
+    match status {
+        reqwest::StatusCode::SEE_OTHER => Some(b),
+        // Refused: a wrong password, or a locked account (403, which says so).
+        reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN => None,
+        other => panic!("signing in answered {other}"),
+    }
+}
+
+/// Tries to sign in to a running server: the browser and the answer's status.
+async fn sign_in_answer(
+    base: &str,
+    username: &str,
+    password: &str,
+) -> (reqwest::Client, reqwest::StatusCode) {
     let b = browser();
     let page = b
         .get(format!("{base}/login"))
@@ -958,12 +974,8 @@ async fn sign_in(base: &str, username: &str, password: &str) -> Option<reqwest::
         .send()
         .await
         .unwrap();
-    match r.status() {
-        reqwest::StatusCode::SEE_OTHER => Some(b),
-        // Refused: a wrong password, or a locked account (403, which says so).
-        reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN => None,
-        other => panic!("signing in answered {other}"),
-    }
+    let status = r.status();
+    (b, status)
 }
 
 /// Whether the browser is still signed in: its account page opens.
@@ -1027,5 +1039,130 @@ async fn a_locked_or_reset_account_is_seen_at_once_by_a_running_server() {
     sandbox.run(&["user", "delete", "alice", "--json"]).json();
     assert!(!still_signed_in(&session, &base).await, "deleted");
     assert!(sign_in(&base, "alice", temporary).await.is_none());
+    server.terminate().await;
+}
+
+#[tokio::test]
+async fn an_account_locked_by_failed_sign_ins_is_unlocked_by_the_cli_on_a_running_server() {
+    let sandbox = Sandbox::new();
+    let password = "correct horse";
+    let alice = sandbox
+        .run(&[
+            "user",
+            "create",
+            "--username",
+            "alice",
+            "--password",
+            password,
+            "--json",
+        ])
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Three failures lock a username (no waits before: the server runs on
+    // the real clock).
+    let config = sandbox.write(
+        "healthgate.toml",
+        "[throttle]\nsign_in_free_failures = 3\nsign_in_lock_after = 3\n",
+    );
+    let port = free_port();
+    let bind = format!("127.0.0.1:{port}");
+    let cmd = sandbox.command(&[
+        "--config",
+        config.to_str().unwrap(),
+        "serve",
+        "--bind",
+        &bind,
+    ]);
+    let mut server = sandbox.spawn(cmd, port);
+    server.wait_healthy().await;
+    let base = server.base();
+    let lock = || async {
+        for _ in 0..3 {
+            assert!(sign_in(&base, "alice", "not the password").await.is_none());
+        }
+        let (_, status) = sign_in_answer(&base, "alice", password).await;
+        assert_eq!(status, reqwest::StatusCode::TOO_MANY_REQUESTS, "locked");
+    };
+    lock().await;
+
+    // `user show` and `user list` say until when.
+    let shown = sandbox.run(&["user", "show", "alice", "--json"]).json();
+    let until = shown["sign_in_locked_until"].as_i64().expect("until when");
+    assert_eq!(shown["locked"], false, "not an operator's lock: {shown}");
+    let text = sandbox.run(&["user", "show", "alice"]).stdout;
+    assert!(
+        text.contains(&format!("locked after failed sign-ins until {until}")),
+        "{text}"
+    );
+    let listed = sandbox.run(&["user", "list", "--json"]).json();
+    assert_eq!(listed[0]["sign_in_locked_until"], until);
+    let text = sandbox.run(&["user", "list"]).stdout;
+    assert!(
+        text.contains(&format!("[locked after failed sign-ins until {until}]")),
+        "{text}"
+    );
+
+    // `user unlock` clears it, says so, and she signs in at once.
+    let unlocked = sandbox.run(&["user", "unlock", "alice", "--json"]).json();
+    assert_eq!(
+        unlocked,
+        json!({"id": alice, "username": "alice", "locked": false, "changed": true,
+               "cleared_failed_sign_ins": true})
+    );
+    assert!(
+        sign_in(&base, "alice", password).await.is_some(),
+        "unlocked"
+    );
+    let shown = sandbox.run(&["user", "show", "alice", "--json"]).json();
+    assert_eq!(shown["sign_in_locked_until"], Value::Null);
+    assert!(
+        sandbox
+            .run(&["user", "show", "alice"])
+            .stdout
+            .contains("active")
+    );
+
+    // In words too; and with an operator's lock as well, both go at once.
+    lock().await;
+    sandbox.run(&["user", "lock", "alice", "--json"]).json();
+    let text = sandbox.run(&["user", "show", "alice"]).stdout;
+    assert!(text.contains("and after failed sign-ins until"), "{text}");
+    let out = sandbox.run(&["user", "unlock", "alice"]);
+    assert!(
+        out.stdout
+            .contains("and cleared the lock after failed sign-ins: they can sign in again"),
+        "{out:#?}"
+    );
+    assert!(
+        sign_in(&base, "alice", password).await.is_some(),
+        "unlocked"
+    );
+    let out = sandbox.run(&["user", "unlock", "alice"]);
+    assert!(out.stdout.contains("was not locked"), "{out:#?}");
+
+    // Oldest first: `audit tail` prints the newest first, one a line.
+    let tail = sandbox
+        .run(&["audit", "tail", "--limit", "1000", "--json"])
+        .stdout;
+    let mut events: Vec<Value> = tail
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    events.reverse();
+    let cleared: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "user.unlocked")
+        .map(|e| &e["data"]["cleared"])
+        .collect();
+    assert_eq!(
+        cleared,
+        [
+            &json!(["failed_sign_ins"]),
+            &json!(["operator_lock", "failed_sign_ins"])
+        ],
+        "{tail}"
+    );
     server.terminate().await;
 }

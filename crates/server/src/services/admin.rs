@@ -1,7 +1,9 @@
 //! Administrative operations: registering clients and users, rotating
-//! secrets, suspending apps, resetting and locking accounts. The CLI, the
-//! portal and the admin console call these, so every rule about what may be
-//! registered or changed is enforced in one place.
+//! secrets, suspending apps, resetting, locking and unlocking accounts. The
+//! CLI, the portal and the admin console call these, so every rule about
+//! what may be registered or changed is enforced in one place.
+
+use std::collections::HashMap;
 
 use healthgate_core::Clock;
 use healthgate_core::client::{Client, ClientKind};
@@ -11,7 +13,7 @@ use healthgate_core::redirect::RedirectUri;
 use healthgate_core::scope::ScopeSet;
 use healthgate_core::secret::{SecretKind, mint, new_id};
 use healthgate_core::user::{User, UserType, validate_email, validate_password, validate_username};
-use healthgate_store::{Actor, Store, StoreError, Suspension};
+use healthgate_store::{Actor, Store, StoreError, Suspension, ThrottleKind, Unlocked};
 
 use crate::config::{Seconds, Settings};
 use crate::services::passwords;
@@ -826,6 +828,40 @@ pub async fn restore_client(
         Some(_) => Ok(false),
         None => Err(AdminError::NoSuchClient(client_id.to_owned())),
     }
+}
+
+/// Unlocks an account (by id or username): lifts the lock an operator put
+/// on it and the lock its username is under after too many failed
+/// sign-ins, whichever hold, with one `user.unlocked` event saying which
+/// (see [`Store::unlock_user`]). Returns the account as it was, and what
+/// was lifted (nothing if it was not locked).
+pub async fn unlock_user(
+    store: &Store,
+    clock: &dyn Clock,
+    user: &str,
+    actor: Actor<'_>,
+) -> Result<(User, Unlocked), AdminError> {
+    let person = find_user(store, user).await?;
+    let unlocked = store.unlock_user(&person.id, actor, clock.now()).await?;
+    Ok((person, unlocked))
+}
+
+/// Until when each of `users` cannot sign in because of failed sign-ins
+/// for its username (the account's id to the end of the lock; an account
+/// not locked so is absent). One read for a page of accounts.
+pub async fn sign_in_locks(
+    store: &Store,
+    clock: &dyn Clock,
+    users: &[User],
+) -> Result<HashMap<String, i64>, StoreError> {
+    let usernames: Vec<&str> = users.iter().map(|u| u.username.as_str()).collect();
+    let blocked = store
+        .blocked_among(ThrottleKind::SignIn, &usernames, clock.now())
+        .await?;
+    Ok(users
+        .iter()
+        .filter_map(|u| blocked.get(&u.username).map(|until| (u.id.clone(), *until)))
+        .collect())
 }
 
 /// Gives an account a new, random temporary password and ends every

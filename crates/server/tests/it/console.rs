@@ -1249,3 +1249,186 @@ async fn webhook_health_counts_deliveries_and_unmute_resends_the_held_ones() {
     assert!(location(&r).contains("done=not-muted"));
     assert_eq!(app.events_of("webhook.unmuted").await.len(), 1);
 }
+
+/// Fails to sign in as `username` `times` times, from this machine's
+/// address, each a minute after the last (past the 1, 2, 4 … s waits after
+/// the first five, and with the address's sign-in bucket refilled): every
+/// attempt is looked at and refused, none is told to wait.
+async fn fail_sign_ins(app: &TestApp, username: &str, times: u32) {
+    for i in 0..times {
+        let r = app.browser().login(username, "not the password").await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "attempt {i} for {username}");
+        app.clock.advance(61);
+    }
+}
+
+/// The Security rows on the console's home page, as `(kind, row text)`.
+fn security_rows(home: &str) -> Vec<(String, String)> {
+    home.split("<tr class=\"security-event\"")
+        .skip(1)
+        .map(|rest| {
+            let row = &rest[..rest.find("</tr>").unwrap()];
+            let kind = row.split("/admin/audit?kind=").nth(1).unwrap();
+            (kind[..kind.find('"').unwrap()].to_owned(), row.to_owned())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_account_locked_by_failed_sign_ins_is_shown_and_unlocked_from_the_console() {
+    let app = spawn_app().await;
+    let (op, me) = operator(&app, "olivia").await;
+    let alice = app.user("alice", UserType::Member).await;
+
+    // Ten failures in a row lock her username; even her right password is
+    // then refused, before it is looked at.
+    fail_sign_ins(&app, "alice", 10).await;
+    let locks = app.events_of("login.locked").await;
+    assert_eq!(locks.len(), 1);
+    let until = locks[0].at + 900;
+    let b = app.browser();
+    assert_eq!(b.login("alice", PASSWORD).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(b.get("/account/apps").await.status(), StatusCode::SEE_OTHER);
+
+    // The console says so, until when, and offers Unlock (and Lock: the
+    // operator's lock is another thing).
+    let shown = page(&op, "/admin/users?q=alice").await;
+    let row = &shown[shown.find(&format!("id=\"user-{}\"", alice.id)).unwrap()..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(row.contains("Locked after failed sign-ins"), "{row}");
+    let when = Stamp::exact(until);
+    assert!(
+        row.contains(&format!("until <time datetime=\"{}\">{}</time>", when.iso, when.text)),
+        "{row}"
+    );
+    assert!(row.contains("aria-label=\"Unlock alice\""), "{row}");
+    assert!(row.contains("aria-label=\"Lock alice\""), "{row}");
+    assert!(!row.contains(">Active<"), "{row}");
+    // The home page's Security section lists the lock, with her account.
+    let home = page(&op, "/admin").await;
+    let rows = security_rows(&home);
+    assert_eq!(rows.len(), 1, "{home}");
+    assert_eq!(rows[0].0, "login.locked");
+    assert!(rows[0].1.contains("href=\"/admin/users?q=alice\""), "{}", rows[0].1);
+    assert!(rows[0].1.contains("10 failed sign-ins; locked until"), "{}", rows[0].1);
+
+    // Unlock clears the failed sign-ins, says so, and is audited.
+    let r = post(
+        &op,
+        "/admin/users/unlock",
+        &[("user_id", &alice.id), ("q", "alice")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let back = location(&r);
+    assert_eq!(query_of(&back)["q"], "alice", "back to the same search");
+    let shown = page(&op, &back).await;
+    assert_eq!(
+        notice(&shown).as_deref(),
+        Some("alice is unlocked: their failed sign-ins are cleared and they can sign in again.")
+    );
+    assert!(!shown.contains("Locked after failed sign-ins"), "{shown}");
+    assert!(!shown.contains("aria-label=\"Unlock alice\""));
+    let unlocked = app.events_of("user.unlocked").await;
+    assert_eq!(unlocked.len(), 1);
+    assert_eq!(unlocked[0].actor_user_id.as_deref(), Some(me.id.as_str()));
+    assert_eq!(unlocked[0].subject.as_deref(), Some(alice.id.as_str()));
+    assert!(unlocked[0].ip.is_some(), "the operator's address is kept");
+    assert_eq!(
+        unlocked[0].data.as_deref(),
+        Some(r#"{"cleared":["failed_sign_ins"]}"#)
+    );
+    // Her right password signs her in.
+    let b = app.browser();
+    assert_eq!(b.login("alice", PASSWORD).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(b.get("/account/apps").await.status(), StatusCode::OK);
+    // Nothing left to unlock.
+    let r = post(&op, "/admin/users/unlock", &[("user_id", &alice.id)]).await;
+    assert!(location(&r).contains("done=not-locked"));
+
+    // Locked by an operator and by failed sign-ins: one Unlock lifts both,
+    // with one event saying so.
+    let r = post(&op, "/admin/users/lock", &[("user_id", &alice.id)]).await;
+    assert!(location(&r).contains("done=locked"));
+    fail_sign_ins(&app, "alice", 10).await;
+    let shown = page(&op, "/admin/users?q=alice").await;
+    assert!(shown.contains(">Locked<"), "{shown}");
+    assert!(shown.contains("Locked after failed sign-ins"), "{shown}");
+    let r = post(&op, "/admin/users/unlock", &[("user_id", &alice.id)]).await;
+    let shown = page(&op, &location(&r)).await;
+    assert_eq!(
+        notice(&shown).as_deref(),
+        Some("alice is unlocked, and their failed sign-ins are cleared: they can sign in again.")
+    );
+    let unlocked = app.events_of("user.unlocked").await;
+    assert_eq!(unlocked.len(), 2);
+    assert_eq!(
+        unlocked[0].data.as_deref(),
+        Some(r#"{"cleared":["operator_lock","failed_sign_ins"]}"#)
+    );
+    let b = app.browser();
+    assert_eq!(b.login("alice", PASSWORD).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(b.get("/account/apps").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_console_home_lists_the_last_days_bursts_locks_and_throttled_apps() {
+    let app = spawn_app().await;
+    let (op, _) = operator(&app, "olivia").await;
+    let home = page(&op, "/admin").await;
+    assert!(security_rows(&home).is_empty());
+    assert!(
+        home.contains("No bursts of failed sign-ins, usernames locked after failed sign-ins or apps refused after failed authentications in the last 24 hours."),
+        "{home}"
+    );
+
+    // Ten different usernames (most without an account) fail from one
+    // address: a burst.
+    app.user("bob", UserType::Member).await;
+    for username in ["bob", "u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8", "u9"] {
+        let r = app.browser().login(username, "not the password").await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{username}");
+    }
+    let bursts = app.events_of("login.burst").await;
+    assert_eq!(bursts.len(), 1);
+    app.clock.advance(5);
+
+    // An app failing to authenticate twenty times is refused for a while.
+    let client = app.confidential().await;
+    for _ in 0..20 {
+        let (status, _) = app
+            .token(Some((client.id(), "wrong")), &[("grant_type", "client_credentials")])
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let throttled = app.events_of("client.throttled").await;
+    assert_eq!(throttled.len(), 1);
+
+    // Newest first, each linking to the audit log narrowed to its kind.
+    let home = page(&op, "/admin").await;
+    let rows = security_rows(&home);
+    let kinds: Vec<&str> = rows.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["client.throttled", "login.burst"], "{home}");
+    let (_, app_row) = &rows[0];
+    assert!(app_row.contains(client.id()), "{app_row}");
+    assert!(app_row.contains("20 failures; refused until"), "{app_row}");
+    let (_, burst_row) = &rows[1];
+    assert!(burst_row.contains("10 usernames within 10 minutes"), "{burst_row}");
+    assert!(burst_row.contains("from</span> 127.0.0.1"), "{burst_row}");
+    assert!(
+        burst_row.contains(&Stamp::exact(bursts[0].at).text),
+        "{burst_row}"
+    );
+    let audit = page(&op, "/admin/audit?kind=login.burst").await;
+    assert_eq!(event_seqs(&audit), [bursts[0].seq]);
+
+    // A day later they are history: the audit log has them, the home page
+    // does not.
+    app.clock.advance(24 * 3600 + 60);
+    let (op, _) = operator(&app, "oscar").await;
+    let home = page(&op, "/admin").await;
+    assert!(security_rows(&home).is_empty(), "{home}");
+    assert!(home.contains("in the last 24 hours."));
+    let audit = page(&op, "/admin/audit?kind=login.burst").await;
+    assert_eq!(event_seqs(&audit), [bursts[0].seq]);
+}

@@ -11,6 +11,7 @@ use healthgate_core::token::{AuthorizationCode, RefreshRotation};
 use healthgate_core::user::{User, UserType};
 use healthgate_store::{
     Actor, CodeRedemption, GrantError, NewTokens, PoolConfig, Refresh, Session, Store, StoreError,
+    ThrottleKind, Unlocked,
 };
 
 const NOW: i64 = 1_800_000_000;
@@ -2128,8 +2129,14 @@ async fn account_changes_made_by_an_operator_are_recorded_with_the_operator() {
             "{}",
             b.name
         );
-        assert!(s.unlock_user(&alice.id, by, NOW + 3).await.unwrap());
-        assert!(!s.unlock_user(&alice.id, by, NOW + 4).await.unwrap());
+        assert_eq!(
+            s.unlock_user(&alice.id, by, NOW + 3).await.unwrap(),
+            Unlocked {
+                operator_lock: true,
+                failed_sign_ins: false
+            }
+        );
+        assert!(!s.unlock_user(&alice.id, by, NOW + 4).await.unwrap().any());
         assert!(s.user(&alice.id).await.unwrap().unwrap().is_active());
 
         s.replace_session(None, &signed_in("s2")).await.unwrap();
@@ -2199,6 +2206,168 @@ async fn account_changes_made_by_an_operator_are_recorded_with_the_operator() {
             assert_eq!(e.subject.as_deref(), Some(alice.id.as_str()));
             assert!(!format!("{e:?}").contains("argon2"), "no hash in the trail");
         }
+        b.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn unlocking_an_account_also_lifts_the_lock_its_failed_sign_ins_put_on_it() {
+    for b in backends().await {
+        let s = &b.store;
+        let alice = user("alice");
+        let bob = user("bob");
+        let olivia = user("olivia");
+        for u in [&alice, &bob, &olivia] {
+            s.insert_user(u).await.unwrap();
+        }
+        let by = Actor::user(&olivia.id, Some("192.0.2.9"));
+        let fail = |who: &'static str, at: i64| async move {
+            s.record_failure(ThrottleKind::SignIn, who, at, at - 900)
+                .await
+                .unwrap()
+        };
+        // alice's username is locked; bob has failed but is not locked;
+        // "nobody" has no account; alice's client id namesake is another
+        // kind of run.
+        for i in 0..3 {
+            fail("alice", NOW + i).await;
+            fail("nobody", NOW + i).await;
+        }
+        fail("bob", NOW).await;
+        s.block(ThrottleKind::SignIn, "alice", NOW + 900)
+            .await
+            .unwrap();
+        s.block(ThrottleKind::SignIn, "nobody", NOW + 900)
+            .await
+            .unwrap();
+        s.record_failure(ThrottleKind::Client, "alice", NOW, NOW - 60)
+            .await
+            .unwrap();
+        s.block(ThrottleKind::Client, "alice", NOW + 300)
+            .await
+            .unwrap();
+
+        // A page of usernames, and which of them are refused now.
+        let locks = s
+            .blocked_among(
+                ThrottleKind::SignIn,
+                &["alice", "bob", "olivia", "nobody"],
+                NOW + 5,
+            )
+            .await
+            .unwrap();
+        assert_eq!(locks.len(), 2, "{}", b.name);
+        assert_eq!(locks.get("alice"), Some(&(NOW + 900)));
+        assert_eq!(locks.get("nobody"), Some(&(NOW + 900)));
+        assert!(
+            s.blocked_among(ThrottleKind::SignIn, &["alice"], NOW + 900)
+                .await
+                .unwrap()
+                .is_empty(),
+            "a lock that ended refuses nobody"
+        );
+        assert!(
+            s.blocked_among(ThrottleKind::SignIn, &[], NOW)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // More usernames than one statement binds.
+        let many: Vec<String> = (0..1200).map(|i| format!("user{i}")).collect();
+        let mut page: Vec<&str> = many.iter().map(String::as_str).collect();
+        page.push("alice");
+        let locks = s
+            .blocked_among(ThrottleKind::SignIn, &page, NOW + 5)
+            .await
+            .unwrap();
+        assert_eq!(locks.keys().collect::<Vec<_>>(), ["alice"], "{}", b.name);
+
+        // Unlocking bob (failures, no lock) lifts nothing and writes nothing.
+        assert_eq!(
+            s.unlock_user(&bob.id, by, NOW + 5).await.unwrap(),
+            Unlocked::default()
+        );
+        assert!(
+            s.failure_run(ThrottleKind::SignIn, "bob")
+                .await
+                .unwrap()
+                .is_some()
+        );
+
+        // Unlocking alice lifts the lock on her username, and only hers.
+        let unlocked = s.unlock_user(&alice.id, by, NOW + 6).await.unwrap();
+        assert_eq!(
+            unlocked,
+            Unlocked {
+                operator_lock: false,
+                failed_sign_ins: true
+            },
+            "{}",
+            b.name
+        );
+        assert!(unlocked.any());
+        assert_eq!(
+            s.failure_run(ThrottleKind::SignIn, "alice").await.unwrap(),
+            None,
+            "her run is forgotten: her next failure counts from one"
+        );
+        assert!(
+            s.failure_run(ThrottleKind::SignIn, "nobody")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            s.failure_run(ThrottleKind::Client, "alice")
+                .await
+                .unwrap()
+                .is_some(),
+            "a client id's run is another thing"
+        );
+        assert!(!s.unlock_user(&alice.id, by, NOW + 7).await.unwrap().any());
+
+        // Both locks at once: one unlock, one event, saying both.
+        for i in 0..3 {
+            fail("alice", NOW + 10 + i).await;
+        }
+        s.block(ThrottleKind::SignIn, "alice", NOW + 912)
+            .await
+            .unwrap();
+        assert!(s.lock_user_by(&alice.id, by, NOW + 13).await.unwrap());
+        assert_eq!(
+            s.unlock_user(&alice.id, by, NOW + 14).await.unwrap(),
+            Unlocked {
+                operator_lock: true,
+                failed_sign_ins: true
+            }
+        );
+
+        let unlocks: Vec<(Option<String>, Option<String>, Option<String>)> = s
+            .events(None, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "user.unlocked")
+            .rev()
+            .map(|e| (e.actor_user_id, e.subject, e.data))
+            .collect();
+        assert_eq!(
+            unlocks,
+            [
+                (
+                    Some(olivia.id.clone()),
+                    Some(alice.id.clone()),
+                    Some(r#"{"cleared":["failed_sign_ins"]}"#.to_owned())
+                ),
+                (
+                    Some(olivia.id.clone()),
+                    Some(alice.id.clone()),
+                    Some(r#"{"cleared":["operator_lock","failed_sign_ins"]}"#.to_owned())
+                ),
+            ],
+            "{}",
+            b.name
+        );
         b.cleanup().await;
     }
 }

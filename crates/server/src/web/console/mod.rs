@@ -1,6 +1,7 @@
 //! `/admin`: the console of the platform's operators (`users.operator`):
-//! organizations and their members, people (search, lock, unlock, password
-//! reset), apps (suspend after a confirmation with a reason, restore), the audit log with filters, and the
+//! a home page with the last day's bursts, locks and throttled apps,
+//! organizations and their members, people (search, lock, unlock, also from
+//! a lock after failed sign-ins, password reset), apps (suspend after a confirmation with a reason, restore), the audit log with filters, and the
 //! health of every webhook. Nobody else may open it: a visitor is sent to
 //! sign in, and a signed-in person who is not an operator is refused (403).
 //!
@@ -13,6 +14,7 @@
 mod apps;
 mod audit;
 mod organizations;
+mod security;
 mod users;
 mod webhooks;
 
@@ -137,7 +139,8 @@ pub async fn person_named(state: &AppState, user_id: Option<&str>) -> Result<Str
     })
 }
 
-/// The overview: how many of each thing there are, and what needs looking at.
+/// The overview: how many of each thing there are, and what needs looking
+/// at, the throttles' recent events among it.
 #[derive(Template)]
 #[template(path = "console_home.html")]
 pub struct HomePage<'a> {
@@ -152,6 +155,10 @@ pub struct HomePage<'a> {
     pub webhooks: usize,
     pub muted: usize,
     pub failing: usize,
+    /// Bursts, locks and throttled apps of the last 24 hours, newest first.
+    pub security: Vec<security::SecurityRow>,
+    /// Whether there were more than are listed.
+    pub more_security: bool,
 }
 
 /// `GET /admin`.
@@ -160,6 +167,7 @@ async fn home(State(state): State<AppState>, viewer: Viewer, op: Operator) -> An
     let (_, people) = state.store.search_users("", 0, 0).await?;
     let apps = state.store.clients().await?;
     let hooks = state.store.webhook_health().await?;
+    let (security, more_security) = security::recent(&state).await?;
     Ok(pages::render(
         StatusCode::OK,
         &HomePage {
@@ -177,6 +185,8 @@ async fn home(State(state): State<AppState>, viewer: Viewer, op: Operator) -> An
                 .iter()
                 .filter(|h| h.muted_at.is_none() && h.consecutive_failures > 0)
                 .count(),
+            security,
+            more_security,
         },
     ))
 }

@@ -1,7 +1,10 @@
 //! `/admin/users`: every account, searched by username, name or email and
 //! paged fifty at a time, with locking, unlocking and a password reset
 //! whose temporary password is shown once, to the operator, on the result
-//! page.
+//! page. An account whose username is locked after too many failed sign-ins
+//! says until when, and Unlock lifts that lock too.
+
+use std::collections::HashMap;
 
 use askama::Template;
 use axum::extract::{Query, State};
@@ -34,6 +37,9 @@ pub struct UserRow {
     pub user_type: &'static str,
     pub created: Stamp,
     pub locked: Option<Stamp>,
+    /// Until when its username cannot sign in after too many failed
+    /// sign-ins.
+    pub sign_in_locked: Option<Stamp>,
     /// Since when the password is a temporary one an operator set.
     pub temporary_password: Option<Stamp>,
     pub operator: bool,
@@ -96,11 +102,12 @@ fn listing(q: &str, page: i64) -> String {
     }
 }
 
-fn row(u: User, me: &str) -> UserRow {
+fn row(u: User, me: &str, sign_in_locks: &HashMap<String, i64>) -> UserRow {
     UserRow {
         is_self: u.id == me,
         created: Stamp::exact(u.created_at),
         locked: u.locked_at.map(Stamp::exact),
+        sign_in_locked: sign_in_locks.get(&u.id).copied().map(Stamp::exact),
         temporary_password: u.password_reset_at.map(Stamp::exact),
         user_type: u.user_type.as_str(),
         operator: u.operator,
@@ -136,6 +143,7 @@ pub async fn list(
         .search_users(&q, PAGE_SIZE, (page - 1) * PAGE_SIZE)
         .await?;
     let pages = ((total + PAGE_SIZE - 1) / PAGE_SIZE).max(1);
+    let sign_in_locks = admin::sign_in_locks(&state.store, state.clock.as_ref(), &users).await?;
     let person = person_named(&state, query.user.as_deref()).await?;
     let notice = match query.done.as_deref() {
         Some("locked") => Some(format!(
@@ -143,6 +151,12 @@ pub async fn list(
         )),
         Some("already-locked") => Some(format!("{person} was already locked.")),
         Some("unlocked") => Some(format!("{person} is unlocked and can sign in again.")),
+        Some("unlocked-sign-ins") => Some(format!(
+            "{person} is unlocked: their failed sign-ins are cleared and they can sign in again."
+        )),
+        Some("unlocked-both") => Some(format!(
+            "{person} is unlocked, and their failed sign-ins are cleared: they can sign in again."
+        )),
         Some("not-locked") => Some(format!("{person} was not locked.")),
         _ => None,
     };
@@ -155,7 +169,10 @@ pub async fn list(
             csrf_token: &op.session.csrf_token,
             previous: (page > 1).then(|| listing(&q, page - 1)),
             next: (page < pages).then(|| listing(&q, page + 1)),
-            users: users.into_iter().map(|u| row(u, &op.user.id)).collect(),
+            users: users
+                .into_iter()
+                .map(|u| row(u, &op.user.id, &sign_in_locks))
+                .collect(),
             q,
             page,
             pages,
@@ -224,7 +241,8 @@ pub async fn lock(
     Ok(back(&q, page, done, &user.id))
 }
 
-/// `POST /admin/users/unlock` (`user_id`).
+/// `POST /admin/users/unlock` (`user_id`): lifts the operator's lock and
+/// the lock after failed sign-ins, whichever hold.
 pub async fn unlock(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -232,11 +250,16 @@ pub async fn unlock(
     CsrfForm { fields: f, .. }: CsrfForm<ConsoleForm>,
 ) -> Answer {
     let (user, q, page) = target(&state, &op, &f, "unlock").await?;
-    let unlocked = state
-        .store
-        .unlock_user(&user.id, op.actor(&ip), state.now())
-        .await?;
-    let done = if unlocked { "unlocked" } else { "not-locked" };
+    let (_, unlocked) =
+        admin::unlock_user(&state.store, state.clock.as_ref(), &user.id, op.actor(&ip))
+            .await
+            .map_err(admin_failure)?;
+    let done = match (unlocked.operator_lock, unlocked.failed_sign_ins) {
+        (true, true) => "unlocked-both",
+        (true, false) => "unlocked",
+        (false, true) => "unlocked-sign-ins",
+        (false, false) => "not-locked",
+    };
     Ok(back(&q, page, done, &user.id))
 }
 
