@@ -63,6 +63,10 @@ async fn publish(app: &TestApp, partner: &TestClient, connect: &str) {
     )
     .await
     .unwrap();
+    // An operator approves the request (or its return after a change).
+    admin::approve_listing(&app.state.store, app.clock.as_ref(), partner.id(), None, Actor::system())
+        .await
+        .unwrap();
 }
 
 async fn directory(b: &Browser, org: &str) -> String {
