@@ -3,8 +3,9 @@
 //! with its state for the practice (and any app the practice is still
 //! connected to that left the directory), Connect (InstantOn: the browser
 //! goes to the partner's connect URL with the code appended) or a code to
-//! send by hand, and Disconnect, which asks first on a page of its own and
-//! says afterwards what it did.
+//! send by hand, each after a page that says in plain words what the
+//! partner will be able to read and do for the practice, and Disconnect,
+//! which asks first on a page of its own and says afterwards what it did.
 
 use askama::Template;
 use axum::extract::{Query, State};
@@ -19,7 +20,9 @@ use serde::Deserialize;
 use crate::http::error::PageError;
 use crate::http::extract::{CsrfForm, SignedIn, Viewer};
 use crate::http::ip::ClientIp;
-use crate::http::pages::{self, ConnectCodePage, DirectoryApp, IntegrationsPage, Site};
+use crate::http::pages::{
+    self, ConnectCodePage, DirectoryApp, IntegrationsPage, ScopeLine, Site, scope_lines,
+};
 use crate::services::photos::served_path;
 use crate::state::AppState;
 
@@ -227,6 +230,71 @@ fn code_ttl(state: &AppState, mode: ConnectMode) -> i64 {
         ConnectMode::Redirect => state.settings.connect_code_ttl.secs(),
         ConnectMode::Manual => state.settings.manual_connect_code_ttl.secs(),
     }
+}
+
+/// `GET /integrations/connect?org=&client_id=&mode=`: what connecting
+/// gives the partner, in plain words, before any code is issued.
+#[derive(Template)]
+#[template(path = "integrations_connect.html")]
+pub struct ConnectPage<'a> {
+    pub site: Site<'a>,
+    pub csrf_token: &'a str,
+    pub org_id: &'a str,
+    pub org_name: &'a str,
+    pub client_id: &'a str,
+    pub app_name: &'a str,
+    /// Where healthgate serves the app's photo.
+    pub app_photo: Option<String>,
+    /// `redirect` or `manual`, as the form sends it.
+    pub mode: &'a str,
+    /// Where Connect sends the admin: the connect URL's host.
+    pub partner_host: Option<String>,
+    /// How long the code works, as people read it.
+    pub lifetime: String,
+    /// The scopes the app may ask for, in the platform's words.
+    pub scopes: Vec<ScopeLine>,
+    /// An administrator authorizes it for the whole practice, rather than
+    /// each person for themselves.
+    pub organization_level: bool,
+}
+
+/// `GET /integrations/connect`: the confirmation step of Connect and of
+/// "Get a code to send".
+pub async fn confirm_connect(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    person: SignedIn,
+    Query(f): Query<DirectoryForm>,
+) -> Result<Response, PageError> {
+    let org = form_organization(&state, &person, &f).await?;
+    let client = listed_app(&state, f.client_id.as_deref()).await?;
+    let mode = connect_mode(&f);
+    let partner_host = client
+        .connect_redirect_url
+        .as_deref()
+        .and_then(|u| url::Url::parse(u).ok())
+        .and_then(|u| u.host_str().map(str::to_owned));
+    Ok(pages::render(
+        StatusCode::OK,
+        &ConnectPage {
+            site: viewer.site(&state.settings),
+            csrf_token: &person.session.csrf_token,
+            org_id: &org.id,
+            org_name: &org.name,
+            client_id: &client.id,
+            app_name: &client.name,
+            app_photo: served_path(&client.id, client.photo_url.as_deref()),
+            mode: match mode {
+                ConnectMode::Redirect => "redirect",
+                ConnectMode::Manual => "manual",
+            },
+            partner_host,
+            lifetime: human_duration(code_ttl(&state, mode)),
+            scopes: scope_lines(&state.settings, client.allowed_scopes.iter()),
+            organization_level: client.authorization_level
+                == healthgate_core::owner::AuthorizationLevel::Organization,
+        },
+    ))
 }
 
 /// `GET /integrations/disconnect?org=&integration_id=`: what

@@ -766,7 +766,41 @@ async fn a_practice_admin_connects_an_app_from_the_directory_by_clicking() {
     sign_in_here(&c, "maple-admin").await;
     wait_for(&c, &format!("#app-{}", partner.id)).await;
     screenshot(&c, "integrations").await;
-    click(&c, &format!("#app-{} button[value=redirect]", partner.id)).await;
+    // Connect says first, in plain words, what the partner will be able to
+    // read and do for the practice; Cancel goes back, issuing nothing.
+    let connect = format!("#app-{} button[value=redirect]", partner.id);
+    click(&c, &connect).await;
+    wait_for(&c, "#connect-heading").await;
+    assert_eq!(
+        text_of(&c, "#connect-heading").await,
+        "Connect Lab Results Sync to Maple Family Practice?"
+    );
+    let gives = text_of(&c, "#connect-gives").await;
+    assert!(
+        gives.contains("practice API key for Maple Family Practice"),
+        "{gives}"
+    );
+    let scopes = text_of(&c, "#connect-scopes").await;
+    assert!(scopes.contains("Read your profile"), "{scopes}");
+    screenshot(&c, "integrations-connect").await;
+    follow(&c, "Cancel").await;
+    wait_for(&c, &connect).await;
+    assert!(
+        app.state
+            .store
+            .integrations_of_client(&partner.id)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing is issued before the confirmation"
+    );
+    click(&c, &connect).await;
+    wait_for(&c, "#connect-heading").await;
+    click(
+        &c,
+        "form[method=post][action='/integrations/connect'] button.primary",
+    )
+    .await;
     let code = text_of(&c, "#code").await;
     assert!(code.starts_with("hg_cc_"), "{code}");
     // Back in the directory the app shows as connecting.

@@ -125,8 +125,11 @@ async fn a_strangers_app_is_in_no_directory_until_an_operator_approves_it() {
     let (org, admin_b) = practice(&app).await;
     let (dev_b, dev, id) = developer_with_request(&app, "devon", "Sunrise Sync").await;
 
-    // Asked, not listed: not in the directory, and Connect is refused.
+    // Asked, not listed: not in the directory, and Connect is refused both
+    // at its confirmation page and at its form.
     assert!(!in_directory(&admin_b, &org, &id).await);
+    let r = admin_b.get(&format!("/integrations/connect?org={}&client_id={id}&mode=redirect", org.id)).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let csrf = csrf_of(&admin_b, &format!("/integrations?org={}", org.id)).await;
     let r = admin_b
         .post_form(
@@ -399,6 +402,8 @@ async fn an_operator_unlists_an_app_and_a_developer_withdraws_theirs() {
     assert!(shown.contains("Disconnect"), "{shown}");
     let r = app.http().get(app.url("/api/v1/practice")).bearer_auth(&key).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+    let r = admin_b.get(&format!("/integrations/connect?org={}&client_id={id}", org.id)).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     // A second practice does not see it at all.
     let other = admin::create_organization(&app.state.store, app.clock.as_ref(), "Oak Clinic", OrganizationKind::Clinic)
         .await
