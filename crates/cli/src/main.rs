@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use healthgate_core::client::Client;
+use healthgate_core::listing::{Listing, ListingState, ReviewedField};
 use healthgate_core::owner::AuthorizationLevel;
 use healthgate_core::user::{UserType, parse_user_types};
 use healthgate_core::{Clock, SystemClock};
@@ -141,6 +142,28 @@ enum ClientCommand {
     },
     /// Lift an app's suspension; tokens the suspension revoked stay revoked.
     Restore { id: String },
+    /// List the apps waiting for review to be listed in the integration
+    /// directory, the longest waiting first.
+    ListRequests,
+    /// Approve an app's request: it is listed in the integration directory.
+    Approve { id: String },
+    /// Reject an app's request to be listed; its developer reads the reason.
+    Reject {
+        id: String,
+        /// Why (at most 200 characters), shown to the app's developer and
+        /// kept in the audit trail.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Take a listed app out of the integration directory; practices
+    /// connected to it stay connected.
+    Unlist {
+        id: String,
+        /// Why (at most 200 characters), shown to the app's developer and
+        /// kept in the audit trail.
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -181,10 +204,11 @@ struct ClientUpdate {
     /// (`POST /api/v1/users`); empty resets to the allowed scopes.
     #[arg(long)]
     provisioning_scope: Option<String>,
-    /// List the app in the integration directory.
+    /// Ask for the app to be listed in the integration directory (needs a
+    /// connect URL); it is listed once approved (`client approve`).
     #[arg(long, conflicts_with = "unpublish")]
     publish: bool,
-    /// Remove the app from the integration directory.
+    /// Withdraw the request, or take the app out of the directory.
     #[arg(long)]
     unpublish: bool,
     /// Make the app a resource server: it may introspect every token.
@@ -262,7 +286,8 @@ impl From<AdminError> for Failure {
             AdminError::Invalid(_)
             | AdminError::Field { .. }
             | AdminError::Fields(_)
-            | AdminError::NoSuchClient(_) => 2,
+            | AdminError::NoSuchClient(_)
+            | AdminError::Listing(_) => 2,
             _ => 1,
         };
         Self {
@@ -438,7 +463,8 @@ fn client_json(c: &Client) -> serde_json::Value {
         "photo_url": c.photo_url,
         "description": c.description,
         "connect_url": c.connect_redirect_url,
-        "published": c.published,
+        "published": c.is_listed(),
+        "listing": listing_json(&c.listing),
         "webhook_url": c.webhook_url,
         "webhook_muted": c.webhook_muted_at.is_some(),
         "authorization_level": c.authorization_level.as_str(),
@@ -451,11 +477,50 @@ fn client_json(c: &Client) -> serde_json::Value {
     })
 }
 
+fn listing_json(l: &Listing) -> serde_json::Value {
+    json!({
+        "state": l.state.as_str(),
+        "requested_at": l.requested_at,
+        "reviewed_at": l.reviewed_at,
+        "reviewed_by": l.reviewed_by,
+        "reason": l.reason,
+        "changed": l.changed.iter().map(|f| f.as_str()).collect::<Vec<_>>(),
+    })
+}
+
+/// An app's listing in words: `waiting for review since …`.
+fn listing_text(l: &Listing) -> String {
+    let at = |t: Option<i64>| {
+        t.map(healthgate_server::http::pages::format_utc)
+            .unwrap_or_else(|| "-".to_owned())
+    };
+    match l.state {
+        ListingState::NotListed if l.was_unlisted() => format!(
+            "not listed (taken out {}: {})",
+            at(l.reviewed_at),
+            l.reason.as_deref().unwrap_or_default()
+        ),
+        ListingState::NotListed => "not listed".to_owned(),
+        ListingState::Requested if !l.changed.is_empty() => format!(
+            "waiting for review since {}, after a change of {}",
+            at(l.requested_at),
+            ReviewedField::join(&l.changed)
+        ),
+        ListingState::Requested => format!("waiting for review since {}", at(l.requested_at)),
+        ListingState::Approved => format!("listed since {}", at(l.reviewed_at)),
+        ListingState::Rejected => format!(
+            "rejected {}: {}",
+            at(l.reviewed_at),
+            l.reason.as_deref().unwrap_or_default()
+        ),
+    }
+}
+
 fn client_text(c: &Client) -> String {
     let uris: Vec<&str> = c.redirect_uris.iter().map(|u| u.as_str()).collect();
     let types: Vec<&str> = c.user_types.iter().map(|t| t.as_str()).collect();
     format!(
-        "client_id      {}\nname           {}\nstatus         {}\ntype           {}\nredirect_uris  {}\nscope          {}\nuser_types     {}\nphoto_url      {}\npublished      {}\nconnect_url    {}\nwebhook_url    {}{}\nresource_server {}",
+        "client_id      {}\nname           {}\nstatus         {}\ntype           {}\nredirect_uris  {}\nscope          {}\nuser_types     {}\nphoto_url      {}\nlisting        {}\nconnect_url    {}\nwebhook_url    {}{}\nresource_server {}",
         c.id,
         c.name,
         if c.suspended_at.is_some() {
@@ -468,7 +533,7 @@ fn client_text(c: &Client) -> String {
         c.allowed_scopes,
         types.join(","),
         c.photo_url.as_deref().unwrap_or("-"),
-        c.published,
+        listing_text(&c.listing),
         c.connect_redirect_url.as_deref().unwrap_or("-"),
         c.webhook_url.as_deref().unwrap_or("-"),
         if c.webhook_muted_at.is_some() {
@@ -677,6 +742,87 @@ async fn client_command(
                 &text,
             );
         }
+        ClientCommand::ListRequests => {
+            let waiting = admin::listings(store, ListingState::Requested).await?;
+            let value = json!(
+                waiting
+                    .iter()
+                    .map(|r| {
+                        let mut v = client_json(&r.client);
+                        v["owner"] = r.owner.as_ref().map_or(serde_json::Value::Null, |u| {
+                            json!({"id": u.id, "username": u.username, "name": u.name, "email": u.email})
+                        });
+                        v["scopes"] = json!(
+                            r.client
+                                .allowed_scopes
+                                .iter()
+                                .map(|s| json!({
+                                    "scope": s,
+                                    "description": healthgate_server::http::pages::describe_scope(&state.settings, s),
+                                }))
+                                .collect::<Vec<_>>()
+                        );
+                        v
+                    })
+                    .collect::<Vec<_>>()
+            );
+            let text = if waiting.is_empty() {
+                "no app is waiting for review".to_owned()
+            } else {
+                waiting
+                    .iter()
+                    .map(|r| {
+                        let c = &r.client;
+                        let owner = r.owner.as_ref().map_or_else(
+                            || "an operator".to_owned(),
+                            |u| match &u.email {
+                                Some(e) => format!("{} <{e}>", u.username),
+                                None => u.username.clone(),
+                            },
+                        );
+                        format!(
+                            "{}  {}\n  {}\n  registered by {owner}\n  scope {}\n  connect_url {}\n  redirect_uris {}",
+                            c.id,
+                            c.name,
+                            listing_text(&c.listing),
+                            c.allowed_scopes,
+                            c.connect_redirect_url.as_deref().unwrap_or("-"),
+                            c.redirect_uris
+                                .iter()
+                                .map(|u| u.as_str())
+                                .collect::<Vec<_>>()
+                                .join(" "),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            print(as_json, &value, &text);
+        }
+        ClientCommand::Approve { id } => {
+            let done =
+                admin::approve_listing(store, clock.as_ref(), &id, None, Actor::system()).await?;
+            listing_done(
+                as_json,
+                &done,
+                "approved: it is listed in the integration directory",
+            );
+        }
+        ClientCommand::Reject { id, reason } => {
+            let reason = admin::reason(&reason)?;
+            let done =
+                admin::reject_listing(store, clock.as_ref(), &id, &reason, Actor::system()).await?;
+            listing_done(as_json, &done, "rejected: its developer reads the reason");
+        }
+        ClientCommand::Unlist { id, reason } => {
+            let reason = admin::reason(&reason)?;
+            let done = admin::unlist(store, clock.as_ref(), &id, &reason, Actor::system()).await?;
+            listing_done(
+                as_json,
+                &done,
+                "taken out of the integration directory; connected practices stay connected",
+            );
+        }
         ClientCommand::Delete { id } => {
             admin::delete_client(store, clock.as_ref(), &id, Actor::system()).await?;
             print(
@@ -688,6 +834,26 @@ async fn client_command(
     }
     store.close().await;
     Ok(())
+}
+
+/// Prints what a listing decision did: `did` when it changed the listing;
+/// else where the listing stands.
+fn listing_done(as_json: bool, done: &admin::ListingDone, did: &str) {
+    let c = &done.client;
+    let text = if done.changed {
+        format!("{} {did}", c.id)
+    } else {
+        format!(
+            "{}: nothing to do, it is {}",
+            c.id,
+            listing_text(&c.listing)
+        )
+    };
+    print(
+        as_json,
+        &json!({"client_id": c.id, "listing": listing_json(&c.listing), "changed": done.changed}),
+        &text,
+    );
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::OAuthError;
+use crate::listing::Listing;
 use crate::owner::AuthorizationLevel;
 use crate::redirect::RedirectUri;
 use crate::scope::ScopeSet;
@@ -80,8 +81,9 @@ pub struct Client {
     pub description: Option<String>,
     /// Where Connect sends a practice admin, with the code appended (Hint).
     pub connect_redirect_url: Option<String>,
-    /// Listed in the integration directory.
-    pub published: bool,
+    /// Its place in the integration directory: asked for, approved or
+    /// rejected by the platform's operators (see [`crate::listing`]).
+    pub listing: Listing,
     /// Where events that concern the app are delivered.
     pub webhook_url: Option<String>,
     /// Bumped to rotate the derived webhook signing secret.
@@ -216,6 +218,58 @@ impl Client {
     pub fn serves(&self, user_type: UserType) -> bool {
         self.user_types.contains(&user_type)
     }
+
+    /// Shown in the integration directory, where practice admins connect
+    /// it: its listing was approved and it is not suspended.
+    pub fn is_listed(&self) -> bool {
+        self.listing.is_approved() && self.suspended_at.is_none()
+    }
+}
+
+/// The longest reason an operator may give, in characters.
+pub const REASON_MAX: usize = 200;
+
+/// An operator's reason for a decision about an app (suspending it,
+/// rejecting or ending its directory listing): kept in the audit trail and
+/// shown to the app's developer, so one line of 1 to [`REASON_MAX`]
+/// characters, trimmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reason(String);
+
+/// Why a reason is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReasonError {
+    #[error("a reason is required")]
+    Missing,
+    #[error("the reason must be at most {REASON_MAX} characters")]
+    TooLong,
+    #[error("the reason must be one line of text")]
+    NotOneLine,
+}
+
+impl Reason {
+    pub fn parse(raw: &str) -> Result<Self, ReasonError> {
+        let text = raw.trim();
+        if text.is_empty() {
+            Err(ReasonError::Missing)
+        } else if text.chars().count() > REASON_MAX {
+            Err(ReasonError::TooLong)
+        } else if text.chars().any(char::is_control) {
+            Err(ReasonError::NotOneLine)
+        } else {
+            Ok(Self(text.to_owned()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// A registered client for unit tests across the crate: `app-1`, one
@@ -234,7 +288,7 @@ pub(crate) fn example(kind: ClientKind) -> Client {
         previous_secret: None,
         description: None,
         connect_redirect_url: None,
-        published: false,
+        listing: Listing::default(),
         webhook_url: None,
         webhook_secret_version: 1,
         webhook_muted_at: None,
@@ -298,6 +352,46 @@ mod tests {
             c.check_scope(&ScopeSet::parse("profile_read").unwrap())
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn reasons_are_one_trimmed_line_of_at_most_200_characters() {
+        let cases = [
+            ("Phishing reported", Ok("Phishing reported")),
+            ("  padded  ", Ok("padded")),
+            ("", Err(ReasonError::Missing)),
+            (" \t ", Err(ReasonError::Missing)),
+            ("two\nlines", Err(ReasonError::NotOneLine)),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(
+                Reason::parse(raw)
+                    .as_ref()
+                    .map(Reason::as_str)
+                    .map_err(|e| *e),
+                expected,
+                "{raw:?}"
+            );
+        }
+        // Characters, not bytes.
+        assert!(Reason::parse(&"é".repeat(REASON_MAX)).is_ok());
+        assert_eq!(
+            Reason::parse(&"x".repeat(REASON_MAX + 1)),
+            Err(ReasonError::TooLong)
+        );
+    }
+
+    #[test]
+    fn only_an_approved_app_that_is_not_suspended_is_listed() {
+        use crate::listing::ListingState;
+        let mut c = client(&["https://a.example/cb"]);
+        for state in ListingState::ALL {
+            c.listing.state = state;
+            c.suspended_at = None;
+            assert_eq!(c.is_listed(), state == ListingState::Approved, "{state:?}");
+            c.suspended_at = Some(1);
+            assert!(!c.is_listed(), "{state:?} suspended");
+        }
     }
 
     #[test]

@@ -75,6 +75,18 @@ pub enum EventKind {
     /// A client id was refused for a while after too many failed
     /// authentications or `invalid_grant` answers (`data`: failures, until).
     ClientThrottled,
+    /// An app asked to be listed in the integration directory, or an
+    /// approved app was sent back for review by a change of what practices
+    /// rely on (`data.changed`: the fields).
+    ListingRequested,
+    /// The developer withdrew the request, or took the listed app out.
+    ListingWithdrawn,
+    /// An operator approved the listing (`data`: what was approved).
+    ListingApproved,
+    /// An operator declined the listing (`data.reason`).
+    ListingRejected,
+    /// An operator took a listed app out of the directory (`data.reason`).
+    ClientUnlisted,
 }
 
 impl EventKind {
@@ -128,6 +140,11 @@ impl EventKind {
         Self::SignInLocked,
         Self::SignInBurst,
         Self::ClientThrottled,
+        Self::ListingRequested,
+        Self::ListingWithdrawn,
+        Self::ListingApproved,
+        Self::ListingRejected,
+        Self::ClientUnlisted,
     ];
 
     /// The event's type as written to the audit trail and webhooks.
@@ -182,11 +199,19 @@ impl EventKind {
             Self::SignInBurst => "login.burst",
             Self::ClientThrottled => "client.throttled",
             Self::AccessRefused => "access.refused",
+            Self::ListingRequested => "client.listing_requested",
+            Self::ListingWithdrawn => "client.listing_withdrawn",
+            Self::ListingApproved => "client.listing_approved",
+            Self::ListingRejected => "client.listing_rejected",
+            Self::ClientUnlisted => "client.unlisted",
         }
     }
 
     /// Whether the partner app named in the event is told by webhook.
     /// Routine traffic (logins, each token issue) is audited, not pushed.
+    /// An operator's decision about its directory listing is pushed (the
+    /// developer also reads it on the app's page); the developer's own
+    /// request or withdrawal is not.
     pub fn notifies_partner(self) -> bool {
         matches!(
             self,
@@ -206,6 +231,9 @@ impl EventKind {
                 | Self::ClientSuspended
                 | Self::ClientRestored
                 | Self::ClientThrottled
+                | Self::ListingApproved
+                | Self::ListingRejected
+                | Self::ClientUnlisted
         )
     }
 }
@@ -248,5 +276,15 @@ mod tests {
         // A partner hears when an operator suspends or restores its app.
         assert!(EventKind::ClientSuspended.notifies_partner());
         assert!(EventKind::ClientRestored.notifies_partner());
+        // An operator's decision on its listing too; its own request not.
+        for kind in [
+            EventKind::ListingApproved,
+            EventKind::ListingRejected,
+            EventKind::ClientUnlisted,
+        ] {
+            assert!(kind.notifies_partner(), "{kind}");
+        }
+        assert!(!EventKind::ListingRequested.notifies_partner());
+        assert!(!EventKind::ListingWithdrawn.notifies_partner());
     }
 }

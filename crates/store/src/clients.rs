@@ -2,19 +2,22 @@
 
 use healthgate_core::client::{Client, ClientKind, PreviousSecret};
 use healthgate_core::event::EventKind;
+use healthgate_core::listing::{Listing, ListingState, ReviewedField};
 use healthgate_core::redirect::RedirectUri;
+use healthgate_core::review::{self, Decision, ListingError, Transition};
 use healthgate_core::scope::ScopeSet;
 use healthgate_core::user::{join_user_types, parse_user_types};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::events::{Actor, Event, append};
-use crate::{Result, Store, StoreError, conflict};
+use crate::{Backend, Result, Store, StoreError, conflict};
 
 const COLUMNS: &str = "id, name, photo_url, redirect_uris, allowed_scopes, user_types, kind, secret_digest, description, \
                        connect_redirect_url, published, webhook_url, webhook_secret_version, webhook_muted_at, \
                        authorization_level, provisioning_scopes, access_token_format, id_token_alg, owner_id, suspended_at, \
-                       resource_server, previous_secret_digest, previous_secret_expires_at, created_at, updated_at";
+                       resource_server, previous_secret_digest, previous_secret_expires_at, created_at, updated_at, \
+                       listing, listing_requested_at, listing_reviewed_at, listing_reviewed_by, listing_reason, listing_changes";
 
 fn from_row(row: &AnyRow) -> Result<Client> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("client {what}"));
@@ -46,7 +49,21 @@ fn from_row(row: &AnyRow) -> Result<Client> {
         },
         description: row.try_get("description")?,
         connect_redirect_url: row.try_get("connect_redirect_url")?,
-        published: row.try_get::<i64, _>("published")? != 0,
+        listing: Listing {
+            state: row
+                .try_get::<String, _>("listing")?
+                .parse::<ListingState>()
+                .map_err(|_| corrupt("listing"))?,
+            requested_at: row.try_get("listing_requested_at")?,
+            reviewed_at: row.try_get("listing_reviewed_at")?,
+            reviewed_by: row.try_get("listing_reviewed_by")?,
+            reason: row.try_get("listing_reason")?,
+            changed: ReviewedField::split(
+                &row.try_get::<Option<String>, _>("listing_changes")?
+                    .unwrap_or_default(),
+            )
+            .map_err(|_| corrupt("listing changes"))?,
+        },
         webhook_url: row.try_get("webhook_url")?,
         webhook_secret_version: row.try_get("webhook_secret_version")?,
         webhook_muted_at: row.try_get("webhook_muted_at")?,
@@ -97,7 +114,106 @@ pub enum Suspension {
 /// The reason written on the token families a suspension revokes.
 pub const CLIENT_SUSPENDED: &str = "client_suspended";
 
+/// What a decision about an app's directory listing did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListingOutcome {
+    /// The listing moved, and its event was written; it is now this.
+    Moved(Listing),
+    /// It already was as asked: nothing changed, nothing was written.
+    Unchanged(Listing),
+    /// The listing cannot move so (`review::decide`); nothing changed.
+    Refused(ListingError),
+    NoSuchClient,
+}
+
+/// What saving a changed registration did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientSaved {
+    /// Saved; the listing as it is now (sent back for review, asked for or
+    /// withdrawn in the same transaction, if the change did that).
+    Saved(Listing),
+    /// The change would leave the listing where it may not be (a request
+    /// without a connect URL); nothing was saved.
+    ListingRefused(ListingError),
+    NoSuchClient,
+}
+
+/// Writes `listing` as the app's, with `published` kept as "listed" for
+/// nodes of the previous version during an upgrade (migration 0012).
+async fn write_listing(
+    conn: &mut sqlx::AnyConnection,
+    client_id: &str,
+    listing: &Listing,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE clients SET listing = $1, listing_requested_at = $2, listing_reviewed_at = $3,
+                            listing_reviewed_by = $4, listing_reason = $5, listing_changes = $6,
+                            published = $7, updated_at = $8
+         WHERE id = $9",
+    )
+    .bind(listing.state.as_str())
+    .bind(listing.requested_at)
+    .bind(listing.reviewed_at)
+    .bind(&listing.reviewed_by)
+    .bind(&listing.reason)
+    .bind(Some(ReviewedField::join(&listing.changed)).filter(|c| !c.is_empty()))
+    .bind(i64::from(listing.is_approved()))
+    .bind(now)
+    .bind(client_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The event that records a listing's move of app `c` (as it is after the
+/// move's change), with what the audit trail and the partner need: the
+/// operator's reason, the changes that sent it back, what was approved.
+fn listing_event<'a>(
+    c: &'a Client,
+    before: ListingState,
+    t: &'a Transition,
+    actor: Actor<'a>,
+) -> Event<'a> {
+    let event = Event::new(t.event).by(actor).client(&c.id).subject(&c.id);
+    match t.event {
+        EventKind::ListingRequested if !t.next.changed.is_empty() => {
+            event.data(serde_json::json!({
+                "changed": t.next.changed.iter().map(|f| f.as_str()).collect::<Vec<_>>(),
+            }))
+        }
+        EventKind::ListingWithdrawn => event.data(serde_json::json!({ "was": before.as_str() })),
+        EventKind::ListingApproved => event.data(serde_json::json!({
+            "name": c.name,
+            "scope": c.allowed_scopes.to_string(),
+            "connect_url": c.connect_redirect_url,
+        })),
+        EventKind::ListingRejected | EventKind::ClientUnlisted => {
+            event.data(serde_json::json!({ "reason": t.next.reason }))
+        }
+        _ => event,
+    }
+}
+
 impl Store {
+    /// App `id` read inside a transaction that is about to change it: on
+    /// PostgreSQL its row stays locked until the transaction ends, so a
+    /// decision taken on what was read holds when it is written (SQLite has
+    /// one writer, which serialises these transactions already).
+    async fn client_for_update(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        id: &str,
+    ) -> Result<Option<Client>> {
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        };
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM clients WHERE id = $1{lock}"));
+        let row = sqlx::query(sql).bind(id).fetch_optional(&mut *conn).await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
     /// Every registered app with the username of the person who registered
     /// it in the developer portal (if one did), oldest first.
     pub async fn clients_with_owners(&self) -> Result<Vec<(Client, Option<String>)>> {
@@ -240,8 +356,10 @@ impl Store {
             "INSERT INTO clients (id, name, photo_url, redirect_uris, allowed_scopes, user_types, kind, secret_digest,
                                   description, connect_redirect_url, published, webhook_url, webhook_secret_version,
                                   authorization_level, provisioning_scopes, created_at, updated_at, access_token_format, id_token_alg,
-                                  owner_id, resource_server)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
+                                  owner_id, resource_server, listing, listing_requested_at, listing_reviewed_at,
+                                  listing_reviewed_by, listing_reason, listing_changes)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
+                     $22, $23, $24, $25, $26, $27)",
         )
         .bind(&c.id)
         .bind(&c.name)
@@ -253,7 +371,7 @@ impl Store {
         .bind(&c.secret_digest)
         .bind(&c.description)
         .bind(&c.connect_redirect_url)
-        .bind(i64::from(c.published))
+        .bind(i64::from(c.listing.is_approved()))
         .bind(&c.webhook_url)
         .bind(c.webhook_secret_version)
         .bind(c.authorization_level.as_str())
@@ -264,6 +382,12 @@ impl Store {
         .bind(c.id_token_alg.as_str())
         .bind(&c.owner_id)
         .bind(i64::from(c.resource_server))
+        .bind(c.listing.state.as_str())
+        .bind(c.listing.requested_at)
+        .bind(c.listing.reviewed_at)
+        .bind(&c.listing.reviewed_by)
+        .bind(&c.listing.reason)
+        .bind(Some(ReviewedField::join(&c.listing.changed)).filter(|j| !j.is_empty()))
         .execute(&mut *tx)
         .await
         .map_err(conflict("client"))?;
@@ -273,25 +397,60 @@ impl Store {
             &Event::new(EventKind::ClientCreated)
                 .by(actor)
                 .client(&c.id)
-                .data(serde_json::json!({ "published": c.published })),
+                .data(serde_json::json!({ "listing": c.listing.state.as_str() })),
         )
         .await?;
+        // Registered asking to be listed (or, seeding a demo, listed): the
+        // listing's own event, in the same transaction.
+        let listed = match c.listing.state {
+            ListingState::Requested => Some(EventKind::ListingRequested),
+            ListingState::Approved => Some(EventKind::ListingApproved),
+            ListingState::NotListed | ListingState::Rejected => None,
+        };
+        if let Some(event) = listed {
+            let t = Transition {
+                next: c.listing.clone(),
+                event,
+            };
+            append(
+                &mut tx,
+                c.created_at,
+                &listing_event(c, ListingState::NotListed, &t, actor),
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
 
-    /// Saves a client's registration (everything but its secret and webhook
-    /// delivery state); `false` if there is no such client. `client.updated`
-    /// names who changed it and whether the app is now published.
-    pub async fn update_client(&self, c: &Client, actor: Actor<'_>) -> Result<bool> {
+    /// Saves a client's registration (everything but its secret, its
+    /// webhook delivery state and its listing). In the same transaction,
+    /// the listing moves as `review::after_update` says, from the app as
+    /// stored: `wanted` is what the developer's form or the command line
+    /// said of listing (`None`: nothing), and a change of what practices
+    /// rely on (name, scopes, connect URL) sends an approved app back for
+    /// review. `client.updated` names who changed it and the listing after.
+    pub async fn update_client(
+        &self,
+        c: &Client,
+        wanted: Option<bool>,
+        actor: Actor<'_>,
+    ) -> Result<ClientSaved> {
         let mut tx = self.writer.begin().await?;
-        let done = sqlx::query(
+        let Some(before) = self.client_for_update(&mut tx, &c.id).await? else {
+            return Ok(ClientSaved::NoSuchClient);
+        };
+        let moved = match review::after_update(&before, c, wanted, c.updated_at) {
+            Ok(moved) => moved,
+            Err(refused) => return Ok(ClientSaved::ListingRefused(refused)),
+        };
+        sqlx::query(
             "UPDATE clients SET name = $1, photo_url = $2, redirect_uris = $3, allowed_scopes = $4, user_types = $5,
-                                description = $6, connect_redirect_url = $7, published = $8, webhook_url = $9,
-                                webhook_secret_version = $10, updated_at = $11, authorization_level = $12,
-                                provisioning_scopes = $13, access_token_format = $15, id_token_alg = $16,
-                                resource_server = $17
-             WHERE id = $14",
+                                description = $6, connect_redirect_url = $7, webhook_url = $8,
+                                webhook_secret_version = $9, updated_at = $10, authorization_level = $11,
+                                provisioning_scopes = $12, access_token_format = $14, id_token_alg = $15,
+                                resource_server = $16
+             WHERE id = $13",
         )
         .bind(&c.name)
         .bind(&c.photo_url)
@@ -300,7 +459,6 @@ impl Store {
         .bind(join_user_types(&c.user_types))
         .bind(&c.description)
         .bind(&c.connect_redirect_url)
-        .bind(i64::from(c.published))
         .bind(&c.webhook_url)
         .bind(c.webhook_secret_version)
         .bind(c.updated_at)
@@ -312,19 +470,76 @@ impl Store {
         .bind(i64::from(c.resource_server))
         .execute(&mut *tx)
         .await?;
-        if done.rows_affected() == 1 {
+        let listing = moved
+            .as_ref()
+            .map_or_else(|| before.listing.clone(), |t| t.next.clone());
+        append(
+            &mut tx,
+            c.updated_at,
+            &Event::new(EventKind::ClientUpdated)
+                .by(actor)
+                .client(&c.id)
+                .data(serde_json::json!({ "listing": listing.state.as_str() })),
+        )
+        .await?;
+        if let Some(t) = &moved {
+            write_listing(&mut tx, &c.id, &t.next, c.updated_at).await?;
             append(
                 &mut tx,
                 c.updated_at,
-                &Event::new(EventKind::ClientUpdated)
-                    .by(actor)
-                    .client(&c.id)
-                    .data(serde_json::json!({ "published": c.published })),
+                &listing_event(c, before.listing.state, t, actor),
             )
             .await?;
         }
         tx.commit().await?;
-        Ok(done.rows_affected() == 1)
+        Ok(ClientSaved::Saved(listing))
+    }
+
+    /// Decides `decision` about app `client_id`'s directory listing, made
+    /// by `actor` (an operator reviewing, the developer asking or
+    /// withdrawing, nobody for the command line), from the app as stored,
+    /// and writes the move with its event in one transaction.
+    pub async fn decide_listing(
+        &self,
+        client_id: &str,
+        decision: Decision<'_>,
+        actor: Actor<'_>,
+        now: i64,
+    ) -> Result<ListingOutcome> {
+        let mut tx = self.writer.begin().await?;
+        let Some(c) = self.client_for_update(&mut tx, client_id).await? else {
+            return Ok(ListingOutcome::NoSuchClient);
+        };
+        // Only an operator's decision names a reviewer.
+        let reviewer = match decision {
+            Decision::Approve { .. } | Decision::Reject { .. } | Decision::Unlist { .. } => {
+                actor.user_id
+            }
+            Decision::Request | Decision::Withdraw => None,
+        };
+        let t = match review::decide(&c, decision, reviewer, now) {
+            Ok(Some(t)) => t,
+            Ok(None) => return Ok(ListingOutcome::Unchanged(c.listing)),
+            Err(refused) => return Ok(ListingOutcome::Refused(refused)),
+        };
+        write_listing(&mut tx, client_id, &t.next, now).await?;
+        append(&mut tx, now, &listing_event(&c, c.listing.state, &t, actor)).await?;
+        tx.commit().await?;
+        Ok(ListingOutcome::Moved(t.next))
+    }
+
+    /// The apps whose listing is in `state`, the longest waiting (or
+    /// reviewed) first.
+    pub async fn clients_in_listing(&self, state: ListingState) -> Result<Vec<Client>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM clients WHERE listing = $1
+             ORDER BY COALESCE(listing_reviewed_at, listing_requested_at, created_at), created_at, id"
+        ));
+        let rows = sqlx::query(sql)
+            .bind(state.as_str())
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(from_row).collect()
     }
 
     pub async fn client(&self, id: &str) -> Result<Option<Client>> {
@@ -372,11 +587,11 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
-    /// Apps listed in the integration directory, by name. A suspended app
-    /// is not listed.
+    /// Apps listed in the integration directory, by name: those whose
+    /// listing an operator approved. A suspended app is not listed.
     pub async fn published_clients(&self) -> Result<Vec<Client>> {
         let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM clients WHERE published = 1 AND suspended_at IS NULL ORDER BY name, id"
+            "SELECT {COLUMNS} FROM clients WHERE listing = 'approved' AND suspended_at IS NULL ORDER BY name, id"
         ));
         let rows = sqlx::query(sql).fetch_all(&self.reader).await?;
         rows.iter().map(from_row).collect()

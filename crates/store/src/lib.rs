@@ -25,7 +25,7 @@ mod users;
 mod webhooks;
 
 pub use account::{OrgGrant, UserGrant};
-pub use clients::{CLIENT_SUSPENDED, Suspension};
+pub use clients::{CLIENT_SUSPENDED, ClientSaved, ListingOutcome, Suspension};
 pub use events::{Actor, ChainReport, Event, EventFilter, StoredEvent};
 pub use grants::{CodeRedemption, GrantError, Issued, NewTokens, Refresh};
 pub use integrations::{ConnectRedemption, PresentedKey};
@@ -296,6 +296,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "throttles",
         include_str!("../migrations/sqlite/0011_throttles.sql"),
     ),
+    (
+        12,
+        "directory review",
+        include_str!("../migrations/sqlite/0012_directory_review.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -353,6 +358,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         "throttles",
         include_str!("../migrations/postgres/0011_throttles.sql"),
     ),
+    (
+        12,
+        "directory review",
+        include_str!("../migrations/postgres/0012_directory_review.sql"),
+    ),
 ];
 
 fn migrator(backend: Backend) -> Migrator {
@@ -386,6 +396,85 @@ fn conflict(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Migration 0012 keeps the directory as it was: an app published
+    /// before reviews existed is approved, any other is not listed.
+    #[tokio::test]
+    async fn an_upgrade_keeps_published_apps_listed() {
+        use healthgate_core::listing::ListingState;
+        let dir = tempfile::tempdir().unwrap();
+        let mut urls = vec![(
+            format!("sqlite://{}/upgrade.db", dir.path().display()),
+            None,
+        )];
+        if let Ok(base) = std::env::var("HEALTHGATE_TEST_POSTGRES_URL")
+            && !base.is_empty()
+        {
+            let schema = healthgate_core::secret::new_id("up")
+                .to_lowercase()
+                .replace('-', "_");
+            let admin = Store::connect(&base, PoolConfig::default()).await.unwrap();
+            admin
+                .execute_admin(&format!("CREATE SCHEMA \"{schema}\""))
+                .await
+                .unwrap();
+            admin.close().await;
+            let sep = if base.contains('?') { '&' } else { '?' };
+            urls.push((
+                format!("{base}{sep}options=-csearch_path%3D{schema}"),
+                Some((base, schema)),
+            ));
+        }
+        for (url, schema) in urls {
+            let store = Store::connect(&url, PoolConfig::default()).await.unwrap();
+            migrator(store.backend)
+                .run_to(11, &store.writer)
+                .await
+                .unwrap();
+            for (id, published) in [("app-listed", 1), ("app-quiet", 0)] {
+                store
+                    .execute_admin(&format!(
+                        "INSERT INTO clients (id, name, redirect_uris, allowed_scopes, user_types, kind, \
+                         created_at, updated_at, published, connect_redirect_url) \
+                         VALUES ('{id}', 'A', 'https://a.example/cb', 'profile_read', 'member', 'confidential', \
+                         100, 200, {published}, 'https://a.example/connect')"
+                    ))
+                    .await
+                    .unwrap();
+            }
+            store.migrate().await.unwrap();
+            let listed = store.client("app-listed").await.unwrap().unwrap().listing;
+            assert_eq!(
+                (
+                    listed.state,
+                    listed.requested_at,
+                    listed.reviewed_at,
+                    listed.reviewed_by
+                ),
+                (ListingState::Approved, Some(200), Some(200), None),
+                "{url}"
+            );
+            let quiet = store.client("app-quiet").await.unwrap().unwrap().listing;
+            assert_eq!(quiet.state, ListingState::NotListed);
+            let ids: Vec<String> = store
+                .published_clients()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|c| c.id)
+                .collect();
+            assert_eq!(ids, ["app-listed"]);
+            store.close().await;
+            if let Some((base, schema)) = schema {
+                let admin = Store::connect(&base, PoolConfig::default()).await.unwrap();
+                admin
+                    .execute_admin(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+                    .await
+                    .unwrap();
+                admin.close().await;
+            }
+        }
+    }
 
     #[test]
     fn sqlite_urls_are_prepared() {

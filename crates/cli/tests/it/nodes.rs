@@ -1588,3 +1588,94 @@ async fn a_lock_or_a_client_block_set_on_one_node_holds_on_the_other() {
         cluster.logs()
     );
 }
+
+/// The directory's review across nodes (issue 13, item 6): an app an
+/// operator unlists on A leaves B's directory at once; asked again with
+/// the CLI and approved in B's console, A lists it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_listing_reviewed_on_one_node_holds_on_the_other() {
+    let Some(cluster) =
+        Cluster::start("a_listing_reviewed_on_one_node_holds_on_the_other", 2).await
+    else {
+        return;
+    };
+    let (a, b, demo) = (cluster.a(), cluster.b(), &cluster.demo);
+    // The demo's admin administers the practice and is an operator.
+    let http = browser();
+    let login = page(&http, a, "/login").await;
+    let r = http
+        .post(a.url("/login"))
+        .form(&form_of(
+            &login,
+            &[
+                ("username", "admin.demo"),
+                ("password", demo.password_of("admin.demo")),
+            ],
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let listed = |node: &'static str| {
+        let http = http.clone();
+        let server = if node == "a" { a } else { b };
+        async move {
+            page(&http, server, "/integrations")
+                .await
+                .contains("Demo Partner App")
+        }
+    };
+    assert!(listed("b").await, "seeded as listed");
+
+    // Unlisted in A's console, with a reason.
+    let confirm = page(
+        &http,
+        a,
+        &format!("/admin/directory/unlist?client_id={}", demo.client_id),
+    )
+    .await;
+    let r = http
+        .post(a.url("/admin/directory/unlist"))
+        .form(&form_of(&confirm, &[("reason", "multi-node review")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "{}", cluster.logs());
+    assert!(!listed("b").await, "B's directory no longer lists it");
+
+    // Asked again from the command line, approved in B's console.
+    let out = crate::support::output(cluster._sandbox.command(&[
+        "--database-url",
+        &cluster._schema.url(),
+        "client",
+        "update",
+        &demo.client_id,
+        "--publish",
+        "--json",
+    ]))
+    .json();
+    assert_eq!(out["listing"]["state"], "requested");
+    assert!(!listed("a").await);
+    let review = page(&http, b, "/admin/directory").await;
+    let card = &review[review
+        .find(&format!("id=\"app-{}\"", demo.client_id))
+        .expect("the request on B")..];
+    let fields: Vec<(String, String)> = hidden_inputs(card)
+        .into_iter()
+        .filter(|(k, _)| ["csrf_token", "client_id", "reviewed"].contains(&k.as_str()))
+        .take(3)
+        .collect();
+    let r = http
+        .post(b.url("/admin/directory/approve"))
+        .form(&fields)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "{}", cluster.logs());
+    assert!(
+        location(&r).as_str().contains("done=approved"),
+        "{}",
+        location(&r)
+    );
+    assert!(listed("a").await, "A lists it once B approved it");
+}

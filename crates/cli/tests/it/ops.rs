@@ -103,7 +103,15 @@ fn client_listing_and_webhook_settings() {
             "--json",
         ])
         .json();
-    assert_eq!(updated["published"], true);
+    // A request: listed only once approved.
+    assert_eq!(updated["published"], false);
+    assert_eq!(updated["listing"]["state"], "requested");
+    let approved = sandbox.run(&["client", "approve", &id, "--json"]).json();
+    assert_eq!(approved["listing"]["state"], "approved");
+    assert_eq!(
+        sandbox.run(&["client", "show", &id, "--json"]).json()["published"],
+        true
+    );
     assert_eq!(
         updated["connect_url"],
         "https://s.example/hint/connect?code="
@@ -242,4 +250,185 @@ async fn audit_verify_catches_an_edited_row() {
             .starts_with("healthgate: the audit trail was tampered with"),
         "{broken:#?}"
     );
+}
+
+/// The integration directory's review from the command line (issue 13,
+/// item 6): requests listed with what it takes to judge them, approved,
+/// rejected and unlisted with a reason, each audited with no actor (the
+/// server itself); bad input is one line, exit 2, and changes nothing.
+#[test]
+fn directory_requests_are_reviewed_from_the_command_line() {
+    let sandbox = Sandbox::new();
+    let none = sandbox.run(&["client", "list-requests"]);
+    assert_eq!(none.code, Some(0));
+    assert_eq!(none.stdout.trim(), "no app is waiting for review");
+    let id = sandbox
+        .run(&[
+            "client",
+            "create",
+            "--name",
+            "Scheduler",
+            "--redirect-uri",
+            "https://s.example/cb",
+            "--scope",
+            "openid profile_read",
+            "--json",
+        ])
+        .json()["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    sandbox
+        .run(&[
+            "client",
+            "update",
+            &id,
+            "--publish",
+            "--connect-url",
+            "https://s.example/connect?code=",
+            "--json",
+        ])
+        .json();
+    let waiting = sandbox.run(&["client", "list-requests", "--json"]).json();
+    let waiting = waiting.as_array().unwrap();
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(waiting[0]["client_id"], id.as_str());
+    assert_eq!(waiting[0]["listing"]["state"], "requested");
+    assert_eq!(waiting[0]["owner"], Value::Null, "registered with the CLI");
+    assert_eq!(waiting[0]["connect_url"], "https://s.example/connect?code=");
+    assert_eq!(
+        waiting[0]["scopes"],
+        json!([
+            {"scope": "openid", "description": "Confirm who you are (sign in with your account)"},
+            {"scope": "profile_read", "description": "Read your profile"},
+        ])
+    );
+    let text = sandbox.run(&["client", "list-requests"]);
+    assert!(
+        text.stdout.contains(&format!("{id}  Scheduler")),
+        "{text:?}"
+    );
+    assert!(text.stdout.contains("waiting for review since"), "{text:?}");
+
+    // Bad input: one line, exit 2, nothing changed.
+    let before = sandbox
+        .run(&["audit", "tail", "--json"])
+        .stdout
+        .lines()
+        .count();
+    let long = "x".repeat(201);
+    for args in [
+        vec!["client", "reject", &id, "--reason", ""],
+        vec!["client", "reject", &id, "--reason", "  "],
+        vec!["client", "reject", &id, "--reason", &long],
+        vec!["client", "reject", "app-nothing", "--reason", "no"],
+        vec!["client", "approve", "app-nothing"],
+        vec!["client", "unlist", &id, "--reason", "not listed yet"],
+    ] {
+        sandbox.run(&args).one_line_failure(2);
+    }
+    let no_reason = sandbox.run(&["client", "reject", &id]);
+    assert_eq!(no_reason.code, Some(2), "{no_reason:?}");
+    assert!(no_reason.stderr.contains("--reason"), "{no_reason:?}");
+    assert_eq!(
+        sandbox
+            .run(&["audit", "tail", "--json"])
+            .stdout
+            .lines()
+            .count(),
+        before
+    );
+    let said = sandbox
+        .run(&["client", "reject", &id, "--reason", ""])
+        .one_line_failure(2)
+        .to_owned();
+    assert!(said.contains("a reason is required"), "{said}");
+
+    // Approved: listed, once.
+    let approved = sandbox.run(&["client", "approve", &id, "--json"]).json();
+    assert_eq!(
+        (
+            approved["changed"].as_bool(),
+            approved["listing"]["state"].as_str()
+        ),
+        (Some(true), Some("approved"))
+    );
+    assert_eq!(approved["listing"]["reviewed_by"], Value::Null);
+    let again = sandbox.run(&["client", "approve", &id]);
+    assert_eq!(again.code, Some(0));
+    assert!(
+        again.stdout.contains("nothing to do, it is listed since"),
+        "{again:?}"
+    );
+    let said = sandbox
+        .run(&["client", "reject", &id, "--reason", "late"])
+        .one_line_failure(2)
+        .to_owned();
+    assert!(
+        said.contains("not waiting for review: it is listed"),
+        "{said}"
+    );
+    assert_eq!(
+        sandbox.run(&["client", "list-requests", "--json"]).json(),
+        json!([])
+    );
+
+    // Unlisted with a reason; asked again; rejected with a reason.
+    let unlisted = sandbox
+        .run(&[
+            "client",
+            "unlist",
+            &id,
+            "--reason",
+            "Broken connect page",
+            "--json",
+        ])
+        .json();
+    assert_eq!(unlisted["listing"]["state"], "none");
+    assert_eq!(unlisted["listing"]["reason"], "Broken connect page");
+    let shown = sandbox.run(&["client", "show", &id]);
+    assert!(shown.stdout.contains("not listed (taken out"), "{shown:?}");
+    assert_eq!(
+        sandbox.run(&["client", "update", &id, "--publish"]).code,
+        Some(0)
+    );
+    let rejected = sandbox
+        .run(&[
+            "client",
+            "reject",
+            &id,
+            "--reason",
+            "Still broken",
+            "--json",
+        ])
+        .json();
+    assert_eq!(rejected["listing"]["state"], "rejected");
+    assert_eq!(rejected["listing"]["reason"], "Still broken");
+
+    // Each decision is in the audit trail, by nobody: the server itself.
+    let events: Vec<Value> = sandbox
+        .run(&["audit", "tail", "--json"])
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |kind: &str| -> Vec<&Value> { events.iter().filter(|e| e["type"] == kind).collect() };
+    assert_eq!(of("client.listing_requested").len(), 2);
+    assert_eq!(of("client.listing_approved").len(), 1);
+    assert_eq!(
+        of("client.unlisted")[0]["data"],
+        json!({"reason": "Broken connect page"})
+    );
+    assert_eq!(
+        of("client.listing_rejected")[0]["data"],
+        json!({"reason": "Still broken"})
+    );
+    for e in [
+        "client.listing_approved",
+        "client.unlisted",
+        "client.listing_rejected",
+    ] {
+        assert_eq!(of(e)[0]["actor"], Value::Null, "{e}");
+        assert_eq!(of(e)[0]["client_id"], id.as_str(), "{e}");
+    }
 }

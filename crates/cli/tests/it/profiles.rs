@@ -503,6 +503,7 @@ async fn hint_page_requests_work_unchanged() {
             "Scheduling",
         ],
     );
+    run(&sandbox, &cfg, &["client", "approve", &client_id]);
     let practice = run(
         &sandbox,
         &cfg,

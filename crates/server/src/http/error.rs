@@ -261,6 +261,11 @@ impl From<crate::services::admin::AdminError> for PageError {
                 title: "No such app",
                 message: "There is no app with this id. It may have been deleted.".into(),
             },
+            AdminError::Listing(e) => Self {
+                status: StatusCode::CONFLICT,
+                title: "Not possible now",
+                message: sentence(&e.to_string()),
+            },
             AdminError::Hash(e) => {
                 tracing::error!(error = %e, "password hashing failed");
                 Self {

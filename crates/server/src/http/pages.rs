@@ -96,9 +96,34 @@ pub struct LoginPage<'a> {
     pub locked: bool,
 }
 
+/// A scope as people read it: its name and the platform's words for it.
 pub struct ScopeLine {
     pub name: String,
     pub description: String,
+}
+
+/// A scope in the words of the `[scopes]` vocabulary (one it does not
+/// describe reads as its name).
+pub fn describe_scope(settings: &Settings, name: &str) -> String {
+    settings
+        .scopes
+        .get(name)
+        .cloned()
+        .unwrap_or_else(|| name.to_owned())
+}
+
+/// `scopes` as people read them, in the order given.
+pub fn scope_lines<'s>(
+    settings: &Settings,
+    scopes: impl IntoIterator<Item = &'s str>,
+) -> Vec<ScopeLine> {
+    scopes
+        .into_iter()
+        .map(|name| ScopeLine {
+            name: name.to_owned(),
+            description: describe_scope(settings, name),
+        })
+        .collect()
 }
 
 /// One organization (or "yourself") a consent can be for.
@@ -169,6 +194,11 @@ pub struct DirectoryApp {
     pub state: &'static str,
     pub state_label: &'static str,
     pub integration_id: Option<String>,
+    /// In the directory; `false` for an app the practice is still connected
+    /// to that left it (it can be disconnected, not connected anew).
+    pub listed: bool,
+    /// Suspended by the platform's operators.
+    pub suspended: bool,
 }
 
 #[derive(Template)]

@@ -20,7 +20,7 @@ use healthgate_store::Session;
 use crate::http::error::PageError;
 use crate::http::extract::{CHOOSE_A_PASSWORD_FIRST, NEW_PASSWORD_PAGE};
 use crate::http::ip::ClientIp;
-use crate::http::pages::{self, ChoiceLine, ConsentPage, RefusedPage, ScopeLine, Site};
+use crate::http::pages::{self, ChoiceLine, ConsentPage, RefusedPage, Site};
 use crate::http::session;
 use crate::oauth::consent::{self, Choice};
 use crate::services::photos::served_path;
@@ -328,22 +328,8 @@ fn consent_page(
     request: &ValidAuthorization,
     choices: &[Choice],
 ) -> Response {
-    let describe = |name: &str| -> String {
-        state
-            .settings
-            .scopes
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| name.to_owned())
-    };
-    let scopes = request
-        .scope
-        .iter()
-        .map(|name| ScopeLine {
-            name: name.to_owned(),
-            description: describe(name),
-        })
-        .collect();
+    let describe = |name: &str| pages::describe_scope(&state.settings, name);
+    let scopes = pages::scope_lines(&state.settings, request.scope.iter());
     let options = choices
         .iter()
         .map(|c| {

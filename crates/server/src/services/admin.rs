@@ -1,19 +1,24 @@
 //! Administrative operations: registering clients and users, rotating
-//! secrets, suspending apps, resetting, locking and unlocking accounts. The
-//! CLI, the portal and the admin console call these, so every rule about
-//! what may be registered or changed is enforced in one place.
+//! secrets, suspending apps, reviewing directory listings, resetting,
+//! locking and unlocking accounts. The CLI, the portal and the admin console
+//! call these, so every rule about what may be registered or changed is
+//! enforced in one place.
 
 use std::collections::HashMap;
 
 use healthgate_core::Clock;
-use healthgate_core::client::{Client, ClientKind};
+use healthgate_core::client::{Client, ClientKind, Reason, ReasonError};
+use healthgate_core::listing::ListingState;
 use healthgate_core::org::{Organization, OrganizationKind, validate_role};
 use healthgate_core::owner::AuthorizationLevel;
 use healthgate_core::redirect::RedirectUri;
+use healthgate_core::review::{self, Decision, ListingError};
 use healthgate_core::scope::ScopeSet;
 use healthgate_core::secret::{SecretKind, mint, new_id};
 use healthgate_core::user::{User, UserType, validate_email, validate_password, validate_username};
-use healthgate_store::{Actor, Store, StoreError, Suspension, ThrottleKind, Unlocked};
+use healthgate_store::{
+    Actor, ClientSaved, ListingOutcome, Store, StoreError, Suspension, ThrottleKind, Unlocked,
+};
 
 use crate::config::{Seconds, Settings};
 use crate::services::passwords;
@@ -39,6 +44,10 @@ pub enum AdminError {
     Fields(Vec<FieldRefusal>),
     #[error("no client with id {0:?}")]
     NoSuchClient(String),
+    /// The app's directory listing cannot move as asked (it is not waiting
+    /// for review, not listed, or changed since it was reviewed).
+    #[error(transparent)]
+    Listing(ListingError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -61,7 +70,8 @@ pub struct NewClient {
     /// Where Connect sends a practice admin (Hint's InstantOn).
     pub connect_redirect_url: Option<String>,
     pub webhook_url: Option<String>,
-    /// Listed in the integration directory.
+    /// Asks to be listed in the integration directory: a request, listed
+    /// once one of the platform's operators approves it.
     pub published: bool,
     /// The developer who registered it in the portal.
     pub owner_id: Option<String>,
@@ -85,6 +95,9 @@ pub struct ClientChanges {
     pub description: Option<Option<String>>,
     pub connect_redirect_url: Option<Option<String>>,
     pub webhook_url: Option<Option<String>>,
+    /// Asks to be listed in the integration directory (`true`: a request
+    /// an operator reviews; nothing if it is asked or listed already), or
+    /// withdraws the request or the listing (`false`).
     pub published: Option<bool>,
     pub authorization_level: Option<AuthorizationLevel>,
     /// Scopes of tokens for users the partner provisions; `Some(None)`
@@ -149,6 +162,18 @@ impl Refusals {
         }
     }
 }
+
+/// A listing refusal as the portal and the command line show it: a missing
+/// connect URL is the connect URL field's.
+fn listing_refused(e: ListingError) -> AdminError {
+    match e {
+        ListingError::NoConnectUrl => invalid_field("connect_url", NEEDS_CONNECT_URL),
+        other => AdminError::Listing(other),
+    }
+}
+
+const NEEDS_CONNECT_URL: &str =
+    "an app listed in the integration directory, or asking to be, needs a connect URL";
 
 fn invalid(message: impl Into<String>) -> AdminError {
     AdminError::Invalid(message.into())
@@ -297,7 +322,8 @@ fn blank_is_none(v: Option<String>) -> Option<String> {
 
 /// Every rule a registration must satisfy, for new and changed clients
 /// alike; every field is checked, and each one broken is refused.
-fn check_client(settings: &Settings, c: &Client, refusals: &mut Refusals) {
+/// `listed`: the app will be listed in the directory, or asking to be.
+fn check_client(settings: &Settings, c: &Client, listed: bool, refusals: &mut Refusals) {
     if c.name.trim().is_empty() || c.name.len() > 200 || c.name.trim() != c.name {
         refusals.add(
             "name",
@@ -314,8 +340,8 @@ fn check_client(settings: &Settings, c: &Client, refusals: &mut Refusals) {
         if let Err(e) = RedirectUri::parse(connect) {
             refusals.add("connect_url", format!("connect URL {connect}: {e}"));
         }
-    } else if c.published {
-        refusals.add("connect_url", "a published app needs a connect URL");
+    } else if listed {
+        refusals.add("connect_url", NEEDS_CONNECT_URL);
     }
     if let Some(hook) = &c.webhook_url {
         refusals.check(check_webhook_url(settings, hook));
@@ -336,7 +362,7 @@ fn check_photo_url(settings: &Settings, url: Option<&str>, refusals: &mut Refusa
 /// The client a registration request describes (its secret aside), and
 /// every field refusal it meets.
 fn draft_client(settings: &Settings, req: &NewClient, now: i64, refusals: &mut Refusals) -> Client {
-    let client = Client {
+    let mut client = Client {
         id: new_id("app"),
         name: req.name.trim().to_owned(),
         // Set once the photo is stored, to where healthgate serves it.
@@ -357,7 +383,7 @@ fn draft_client(settings: &Settings, req: &NewClient, now: i64, refusals: &mut R
         previous_secret: None,
         description: blank_is_none(req.description.clone()),
         connect_redirect_url: blank_is_none(req.connect_redirect_url.clone()),
-        published: req.published,
+        listing: Default::default(),
         webhook_url: blank_is_none(req.webhook_url.clone()),
         webhook_secret_version: 1,
         webhook_muted_at: None,
@@ -371,12 +397,18 @@ fn draft_client(settings: &Settings, req: &NewClient, now: i64, refusals: &mut R
         created_at: now,
         updated_at: now,
     };
-    check_client(settings, &client, refusals);
+    check_client(settings, &client, req.published, refusals);
     check_photo_url(
         settings,
         blank_is_none(req.photo_url.clone()).as_deref(),
         refusals,
     );
+    // Registered asking to be listed: a request, written with the app.
+    if req.published
+        && let Ok(Some(requested)) = review::decide(&client, Decision::Request, None, now)
+    {
+        client.listing = requested.next;
+    }
     client
 }
 
@@ -469,9 +501,7 @@ fn apply_changes(
     if let Some(v) = changes.webhook_url {
         c.webhook_url = blank_is_none(v);
     }
-    if let Some(p) = changes.published {
-        c.published = p;
-    }
+    let listed = changes.published.unwrap_or(c.listing.state.is_wanted());
     if let Some(alg) = changes.id_token_alg {
         c.id_token_alg = alg;
     }
@@ -488,7 +518,7 @@ fn apply_changes(
         c.provisioning_scopes = blank_is_none(scope).map(|s| parse_scopes(settings, &s, refusals));
     }
     c.updated_at = now;
-    check_client(settings, c, refusals);
+    check_client(settings, c, listed, refusals);
     if let PhotoChange::FetchFrom(url) = &photo {
         check_photo_url(settings, Some(url), refusals);
     }
@@ -527,13 +557,21 @@ pub async fn update_client(
         .await?
         .ok_or_else(|| AdminError::NoSuchClient(client_id.to_owned()))?;
     let mut refusals = Refusals::default();
+    let wanted = changes.published;
     let photo_change = apply_changes(settings, &mut c, changes, clock.now(), &mut refusals);
     refusals.verdict()?;
     let photo = match &photo_change {
         PhotoChange::FetchFrom(url) => Some(fetch_photo(settings, url).await?),
         PhotoChange::Keep | PhotoChange::Forget => None,
     };
-    store.update_client(&c, actor).await?;
+    // The listing moves in the update's transaction, from the app as stored
+    // then: a change of its name, scopes or connect URL sends an approved
+    // app back for review.
+    c.listing = match store.update_client(&c, wanted, actor).await? {
+        ClientSaved::Saved(listing) => listing,
+        ClientSaved::ListingRefused(e) => return Err(listing_refused(e)),
+        ClientSaved::NoSuchClient => return Err(AdminError::NoSuchClient(client_id.to_owned())),
+    };
     if let Some(photo) = photo {
         c.photo_url = Some(store_photo(store, settings, clock, &c.id, &photo).await?);
     } else if let PhotoChange::Forget = photo_change {
@@ -556,7 +594,11 @@ pub async fn rotate_webhook_secret(
         .ok_or_else(|| AdminError::NoSuchClient(client_id.to_owned()))?;
     c.webhook_secret_version += 1;
     c.updated_at = clock.now();
-    store.update_client(&c, actor).await?;
+    match store.update_client(&c, None, actor).await? {
+        ClientSaved::Saved(listing) => c.listing = listing,
+        ClientSaved::ListingRefused(e) => return Err(listing_refused(e)),
+        ClientSaved::NoSuchClient => return Err(AdminError::NoSuchClient(client_id.to_owned())),
+    }
     Ok(crate::services::secrets::webhook_secret(store, settings, &c).await?)
 }
 
@@ -918,4 +960,133 @@ pub async fn set_operator(
         .await?;
     person.operator = operator;
     Ok((person, changed))
+}
+
+/// An app in the directory's review, with the account that registered it
+/// in the developer portal (`None`: an operator registered it).
+#[derive(Debug, Clone)]
+pub struct ListingReview {
+    pub client: Client,
+    pub owner: Option<User>,
+}
+
+/// The apps whose listing is in `state` (waiting for review, listed,
+/// rejected), the longest waiting first, with who registered each.
+pub async fn listings(
+    store: &Store,
+    state: ListingState,
+) -> Result<Vec<ListingReview>, AdminError> {
+    let mut out = Vec::new();
+    for client in store.clients_in_listing(state).await? {
+        let owner = match &client.owner_id {
+            Some(id) => store.user(id).await?,
+            None => None,
+        };
+        out.push(ListingReview { client, owner });
+    }
+    Ok(out)
+}
+
+/// What a decision about a listing did: the app as it is now, and whether
+/// the decision changed anything (asking for what already holds does not).
+#[derive(Debug, Clone)]
+pub struct ListingDone {
+    pub client: Client,
+    pub changed: bool,
+}
+
+/// An operator's reason as the command line gives it, refused on the
+/// `reason` field when it is missing, too long or not one line.
+pub fn reason(raw: &str) -> Result<Reason, AdminError> {
+    Reason::parse(raw).map_err(|e| invalid_field("reason", reason_refusal(e)))
+}
+
+fn reason_refusal(e: ReasonError) -> String {
+    match e {
+        ReasonError::Missing => "a reason is required: the developer reads it".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// Decides `decision` about app `client_id`'s listing for `actor`, in one
+/// transaction with its event (see [`Store::decide_listing`]).
+async fn decide_listing(
+    store: &Store,
+    clock: &dyn Clock,
+    client_id: &str,
+    decision: Decision<'_>,
+    actor: Actor<'_>,
+) -> Result<ListingDone, AdminError> {
+    let changed = match store
+        .decide_listing(client_id, decision, actor, clock.now())
+        .await?
+    {
+        ListingOutcome::Moved(_) => true,
+        ListingOutcome::Unchanged(_) => false,
+        ListingOutcome::Refused(e) => return Err(listing_refused(e)),
+        ListingOutcome::NoSuchClient => return Err(AdminError::NoSuchClient(client_id.to_owned())),
+    };
+    let client = store
+        .client(client_id)
+        .await?
+        .ok_or_else(|| AdminError::NoSuchClient(client_id.to_owned()))?;
+    Ok(ListingDone { client, changed })
+}
+
+/// Asks for app `client_id` to be listed in the integration directory (its
+/// developer, or an operator for them): it waits for an operator's review.
+pub async fn request_listing(
+    store: &Store,
+    clock: &dyn Clock,
+    client_id: &str,
+    actor: Actor<'_>,
+) -> Result<ListingDone, AdminError> {
+    decide_listing(store, clock, client_id, Decision::Request, actor).await
+}
+
+/// Withdraws app `client_id`'s request to be listed, or takes it out of the
+/// directory; listing it again takes a new review.
+pub async fn withdraw_listing(
+    store: &Store,
+    clock: &dyn Clock,
+    client_id: &str,
+    actor: Actor<'_>,
+) -> Result<ListingDone, AdminError> {
+    decide_listing(store, clock, client_id, Decision::Withdraw, actor).await
+}
+
+/// Approves app `client_id`'s request: it is listed. With `seen` (the
+/// [`review::fingerprint`] of what the operator reviewed), an app that
+/// changed since is not approved.
+pub async fn approve_listing(
+    store: &Store,
+    clock: &dyn Clock,
+    client_id: &str,
+    seen: Option<&str>,
+    actor: Actor<'_>,
+) -> Result<ListingDone, AdminError> {
+    decide_listing(store, clock, client_id, Decision::Approve { seen }, actor).await
+}
+
+/// Rejects app `client_id`'s request, with the reason its developer reads.
+pub async fn reject_listing(
+    store: &Store,
+    clock: &dyn Clock,
+    client_id: &str,
+    reason: &Reason,
+    actor: Actor<'_>,
+) -> Result<ListingDone, AdminError> {
+    decide_listing(store, clock, client_id, Decision::Reject { reason }, actor).await
+}
+
+/// Takes listed app `client_id` out of the directory, with the reason its
+/// developer reads. Practices connected to it stay connected.
+pub async fn unlist(
+    store: &Store,
+    clock: &dyn Clock,
+    client_id: &str,
+    reason: &Reason,
+    actor: Actor<'_>,
+) -> Result<ListingDone, AdminError> {
+    decide_listing(store, clock, client_id, Decision::Unlist { reason }, actor).await
 }

@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use healthgate_core::Clock;
 use healthgate_core::client::{Client, ClientKind};
+use healthgate_core::listing::{Listing, ListingState};
 use healthgate_core::org::{Organization, OrganizationKind};
 use healthgate_core::redirect::{RedirectUri, with_query_params};
 use healthgate_core::scope::ScopeSet;
@@ -185,7 +186,14 @@ pub async fn seed(
                             .to_owned(),
                     ),
                     connect_redirect_url: Some(format!("{issuer}/demo/connect?code=")),
-                    published: true,
+                    // Listed at once, as approved by the server itself:
+                    // `client.listing_approved` is written with the app.
+                    listing: Listing {
+                        state: ListingState::Approved,
+                        requested_at: Some(now),
+                        reviewed_at: Some(now),
+                        ..Listing::default()
+                    },
                     webhook_url: None,
                     webhook_secret_version: 1,
                     webhook_muted_at: None,

@@ -16,6 +16,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use healthgate_core::client::Client;
+use healthgate_core::listing::ListingState;
 use healthgate_core::owner::AuthorizationLevel;
 use healthgate_core::redirect::with_query_params;
 use healthgate_core::user::UserType;
@@ -57,6 +58,7 @@ pub fn routes() -> Routes {
             "/developers/apps/{id}/delete",
             get(confirm_delete).post(delete_app),
         )
+        .route("/developers/apps/{id}/listing", post(change_listing))
         .route("/apps/{id}/photo", get(photo))
 }
 
@@ -105,6 +107,8 @@ pub struct AppFields {
     #[serde(default)]
     remove_photo: bool,
     confirm_name: Option<String>,
+    /// The app page's listing buttons: `request` or `withdraw`.
+    listing: Option<String>,
 }
 
 // ---------------------------------------------------------------- index
@@ -417,7 +421,7 @@ impl AppFormValues {
             organization_level: c.authorization_level == AuthorizationLevel::Organization,
             connect_url: c.connect_redirect_url.clone().unwrap_or_default(),
             webhook_url: c.webhook_url.clone().unwrap_or_default(),
-            published: c.published,
+            published: c.listing.state.is_wanted(),
         }
     }
 
@@ -495,15 +499,10 @@ pub struct AppFormPage<'a> {
 }
 
 fn scope_choices(state: &AppState) -> Vec<ScopeLine> {
-    state
-        .settings
-        .scopes
-        .iter()
-        .map(|(name, description)| ScopeLine {
-            name: name.clone(),
-            description: description.clone(),
-        })
-        .collect()
+    pages::scope_lines(
+        &state.settings,
+        state.settings.scopes.keys().map(String::as_str),
+    )
 }
 
 fn form_page(
@@ -902,6 +901,8 @@ pub struct AppPage<'a> {
     pub deliveries: Vec<DeliveryLine>,
     pub webhook_secret: Option<String>,
     pub notice: Option<&'static str>,
+    /// What the page says of the app's place in the integration directory.
+    pub listing: ListingLine,
     /// Until when the APP_SECRET a rotation replaced keeps working.
     pub previous_secret_until: Option<Stamp>,
     /// How long a replaced APP_SECRET keeps working (`client_secret_grace`),
@@ -912,6 +913,87 @@ pub struct AppPage<'a> {
 #[derive(Deserialize)]
 pub struct AppQuery {
     saved: Option<String>,
+    /// What the listing buttons just did: `requested` or `withdrawn`.
+    listing: Option<String>,
+}
+
+/// The app's place in the integration directory, as its developer reads it.
+pub struct ListingLine {
+    /// `none`, `requested`, `approved` or `rejected`, for the style.
+    pub state: &'static str,
+    pub text: String,
+    /// The operator's reason for a rejection or for taking it out.
+    pub reason: Option<String>,
+    /// The button the page offers: `(value, label)` of the `listing` field.
+    pub action: Option<(&'static str, &'static str)>,
+}
+
+impl ListingLine {
+    pub fn of(app: &Client) -> Self {
+        let l = &app.listing;
+        let at = |t: Option<i64>| {
+            t.map(format_utc)
+                .unwrap_or_else(|| "an earlier version".to_owned())
+        };
+        let can_ask = app.connect_redirect_url.is_some();
+        let ask = |label| can_ask.then_some(("request", label));
+        let (text, action) = match l.state {
+            ListingState::NotListed if l.was_unlisted() => (
+                format!(
+                    "The platform's operators took it out of the integration directory on {}. Their reason:",
+                    at(l.reviewed_at)
+                ),
+                ask("Ask to be listed again"),
+            ),
+            ListingState::NotListed => (
+                if can_ask {
+                    "Not listed in the integration directory. Ask to be listed: the platform's operators review the app before practice administrators see it.".to_owned()
+                } else {
+                    "Not listed in the integration directory. To ask to be listed, give the app a connect URL (edit the app).".to_owned()
+                },
+                ask("Ask to be listed"),
+            ),
+            ListingState::Requested if l.changed.is_empty() => (
+                format!(
+                    "Waiting for review since {}: practice administrators see it in the directory once the platform's operators approve it.",
+                    at(l.requested_at)
+                ),
+                Some(("withdraw", "Withdraw the request")),
+            ),
+            ListingState::Requested => (
+                format!(
+                    "Back under review since {}, after a change of its {}: it is out of the directory until the platform's operators approve it again.",
+                    at(l.requested_at),
+                    l.changed
+                        .iter()
+                        .map(|f| f.label())
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                ),
+                Some(("withdraw", "Withdraw the request")),
+            ),
+            ListingState::Approved => (
+                format!(
+                    "Listed in the integration directory since {}: practice administrators can connect it. Changing its name, scopes or connect URL sends it back for review.",
+                    at(l.reviewed_at)
+                ),
+                Some(("withdraw", "Take it out of the directory")),
+            ),
+            ListingState::Rejected => (
+                format!(
+                    "The platform's operators declined to list it on {}. Their reason:",
+                    at(l.reviewed_at)
+                ),
+                ask("Ask again"),
+            ),
+        };
+        Self {
+            state: l.state.as_str(),
+            text,
+            reason: l.reason.clone(),
+            action,
+        }
+    }
 }
 
 /// The event a delivery carries, read from its payload.
@@ -999,7 +1081,15 @@ pub async fn show_app(
             integrations,
             deliveries,
             webhook_secret,
-            notice: q.saved.is_some().then_some("Your changes were saved."),
+            notice: match (q.saved.is_some(), q.listing.as_deref()) {
+                (true, _) => Some("Your changes were saved."),
+                (_, Some("requested")) => Some(
+                    "You asked for the app to be listed: the platform's operators will review it.",
+                ),
+                (_, Some("withdrawn")) => Some("The app is not listed, and no longer asks to be."),
+                _ => None,
+            },
+            listing: ListingLine::of(&app),
             previous_secret_until: app.previous_secret_expires_at(state.now()).map(Stamp::at),
             grace: grace_text(&state),
         },
@@ -1109,6 +1199,40 @@ pub async fn rotate_webhook_secret(
     .await?;
     let back = format!("/developers/apps/{}#webhooks", app.id);
     Ok(Redirect::to(&back).into_response())
+}
+
+/// `POST /developers/apps/{id}/listing` (`listing` = `request` or
+/// `withdraw`): asks for the app to be listed in the integration directory
+/// (an operator reviews it), or withdraws the request or the listing.
+pub async fn change_listing(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ip: ClientIp,
+    person: SignedIn,
+    CsrfForm { fields, .. }: CsrfForm<AppFields>,
+) -> Result<Response, PageError> {
+    let app = own_app(&state, &person, &id).await?;
+    let (store, clock, actor) = (&state.store, state.clock.as_ref(), person.actor(&ip));
+    let done = match fields.listing.as_deref() {
+        Some("request") => {
+            admin::request_listing(store, clock, &app.id, actor).await?;
+            "requested"
+        }
+        Some("withdraw") => {
+            admin::withdraw_listing(store, clock, &app.id, actor).await?;
+            "withdrawn"
+        }
+        _ => {
+            return Err(PageError::bad_request(
+                "Choose to ask for the listing or to withdraw it.",
+            ));
+        }
+    };
+    let back = with_query_params(
+        &format!("/developers/apps/{}", app.id),
+        &[("listing", done)],
+    );
+    Ok(Redirect::to(&format!("{back}#directory")).into_response())
 }
 
 #[derive(Template)]

@@ -1,8 +1,11 @@
 //! The integration directory practice admins connect partners from
-//! (`/integrations`): every published app with its state for the practice,
-//! Connect (InstantOn: the browser goes to the partner's connect URL with the
-//! code appended), a code to send by hand, and Disconnect, which asks first
-//! on a page of its own and says afterwards what it did.
+//! (`/integrations`): every app the platform's operators approved for it,
+//! with its state for the practice (and any app the practice is still
+//! connected to that left the directory), Connect (InstantOn: the browser
+//! goes to the partner's connect URL with the code appended) or a code to
+//! send by hand, each after a page that says in plain words what the
+//! partner will be able to read and do for the practice, and Disconnect,
+//! which asks first on a page of its own and says afterwards what it did.
 
 use askama::Template;
 use axum::extract::{Query, State};
@@ -17,7 +20,9 @@ use serde::Deserialize;
 use crate::http::error::PageError;
 use crate::http::extract::{CsrfForm, SignedIn, Viewer};
 use crate::http::ip::ClientIp;
-use crate::http::pages::{self, ConnectCodePage, DirectoryApp, IntegrationsPage, Site};
+use crate::http::pages::{
+    self, ConnectCodePage, DirectoryApp, IntegrationsPage, ScopeLine, Site, scope_lines,
+};
 use crate::services::photos::served_path;
 use crate::state::AppState;
 
@@ -74,7 +79,17 @@ pub async fn page(
     let session = &person.session;
     let org = pick(&orgs, q.org.as_deref())?;
     let integrations = state.store.integrations_of_organization(&org.id).await?;
-    let apps = state.store.published_clients().await?;
+    let mut apps = state.store.published_clients().await?;
+    // An app the practice is still connected to (or connecting) stays in
+    // its view after it leaves the directory, so it can be disconnected.
+    for i in &integrations {
+        if i.status != IntegrationStatus::Disconnected
+            && !apps.iter().any(|c| c.id == i.client_id)
+            && let Some(c) = state.store.client(&i.client_id).await?
+        {
+            apps.push(c);
+        }
+    }
     let notice = match (q.done.as_deref(), q.app.as_deref()) {
         (Some("disconnected"), Some(app_id)) => {
             let name = state
@@ -101,6 +116,8 @@ pub async fn page(
                 _ => ("not-connected", "Not connected"),
             };
             DirectoryApp {
+                listed: c.is_listed(),
+                suspended: c.suspended_at.is_some(),
                 photo_url: served_path(&c.id, c.photo_url.as_deref()),
                 client_id: c.id,
                 name: c.name,
@@ -149,21 +166,9 @@ pub async fn connect(
 ) -> Result<Response, PageError> {
     let org = form_organization(&state, &person, &f).await?;
     let session = &person.session;
-    let client_id = f.client_id.clone().unwrap_or_default();
-    let client = state
-        .store
-        .client(&client_id)
-        .await?
-        .filter(|c| c.published && c.suspended_at.is_none())
-        .ok_or_else(|| PageError::bad_request("That app is not in the directory."))?;
-    let mode = match f.mode.clone().as_deref() {
-        Some("manual") => ConnectMode::Manual,
-        _ => ConnectMode::Redirect,
-    };
-    let ttl = match mode {
-        ConnectMode::Redirect => state.settings.connect_code_ttl.secs(),
-        ConnectMode::Manual => state.settings.manual_connect_code_ttl.secs(),
-    };
+    let client = listed_app(&state, f.client_id.as_deref()).await?;
+    let mode = connect_mode(&f);
+    let ttl = code_ttl(&state, mode);
     let now = state.now();
     let code = mint(SecretKind::ConnectCode);
     let admin_id = session.user_id.clone().unwrap_or_default();
@@ -196,6 +201,100 @@ pub async fn connect(
             },
         )),
     }
+}
+
+/// An app of the directory (listed, not suspended), or a bad request.
+async fn listed_app(
+    state: &AppState,
+    client_id: Option<&str>,
+) -> Result<healthgate_core::client::Client, PageError> {
+    state
+        .store
+        .client(client_id.unwrap_or_default())
+        .await?
+        .filter(healthgate_core::client::Client::is_listed)
+        .ok_or_else(|| PageError::bad_request("That app is not in the directory."))
+}
+
+/// Connect (`redirect`, the default) or "Get a code to send" (`manual`).
+fn connect_mode(f: &DirectoryForm) -> ConnectMode {
+    match f.mode.as_deref() {
+        Some("manual") => ConnectMode::Manual,
+        _ => ConnectMode::Redirect,
+    }
+}
+
+/// How long a connect code of `mode` lives.
+fn code_ttl(state: &AppState, mode: ConnectMode) -> i64 {
+    match mode {
+        ConnectMode::Redirect => state.settings.connect_code_ttl.secs(),
+        ConnectMode::Manual => state.settings.manual_connect_code_ttl.secs(),
+    }
+}
+
+/// `GET /integrations/connect?org=&client_id=&mode=`: what connecting
+/// gives the partner, in plain words, before any code is issued.
+#[derive(Template)]
+#[template(path = "integrations_connect.html")]
+pub struct ConnectPage<'a> {
+    pub site: Site<'a>,
+    pub csrf_token: &'a str,
+    pub org_id: &'a str,
+    pub org_name: &'a str,
+    pub client_id: &'a str,
+    pub app_name: &'a str,
+    /// Where healthgate serves the app's photo.
+    pub app_photo: Option<String>,
+    /// `redirect` or `manual`, as the form sends it.
+    pub mode: &'a str,
+    /// Where Connect sends the admin: the connect URL's host.
+    pub partner_host: Option<String>,
+    /// How long the code works, as people read it.
+    pub lifetime: String,
+    /// The scopes the app may ask for, in the platform's words.
+    pub scopes: Vec<ScopeLine>,
+    /// An administrator authorizes it for the whole practice, rather than
+    /// each person for themselves.
+    pub organization_level: bool,
+}
+
+/// `GET /integrations/connect`: the confirmation step of Connect and of
+/// "Get a code to send".
+pub async fn confirm_connect(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    person: SignedIn,
+    Query(f): Query<DirectoryForm>,
+) -> Result<Response, PageError> {
+    let org = form_organization(&state, &person, &f).await?;
+    let client = listed_app(&state, f.client_id.as_deref()).await?;
+    let mode = connect_mode(&f);
+    let partner_host = client
+        .connect_redirect_url
+        .as_deref()
+        .and_then(|u| url::Url::parse(u).ok())
+        .and_then(|u| u.host_str().map(str::to_owned));
+    Ok(pages::render(
+        StatusCode::OK,
+        &ConnectPage {
+            site: viewer.site(&state.settings),
+            csrf_token: &person.session.csrf_token,
+            org_id: &org.id,
+            org_name: &org.name,
+            client_id: &client.id,
+            app_name: &client.name,
+            app_photo: served_path(&client.id, client.photo_url.as_deref()),
+            mode: match mode {
+                ConnectMode::Redirect => "redirect",
+                ConnectMode::Manual => "manual",
+            },
+            partner_host,
+            lifetime: human_duration(code_ttl(&state, mode)),
+            scopes: scope_lines(&state.settings, client.allowed_scopes.iter()),
+            organization_level: client.authorization_level
+                == healthgate_core::owner::AuthorizationLevel::Organization,
+        },
+    ))
 }
 
 /// `GET /integrations/disconnect?org=&integration_id=`: what

@@ -22,7 +22,10 @@ pub fn routes() -> Routes {
         .route("/login", get(login::get).post(login::post))
         .route("/logout", post(login::logout))
         .route("/integrations", get(directory::page))
-        .route("/integrations/connect", post(directory::connect))
+        .route(
+            "/integrations/connect",
+            get(directory::confirm_connect).post(directory::connect),
+        )
         .route(
             "/integrations/disconnect",
             get(directory::confirm_disconnect).post(directory::disconnect),

@@ -751,11 +751,56 @@ async fn a_practice_admin_connects_an_app_from_the_directory_by_clicking() {
     )
     .await
     .unwrap();
+    // Asked to be listed, it is not in the directory until an operator
+    // approves it.
+    admin::approve_listing(
+        &app.state.store,
+        app.clock.as_ref(),
+        &partner.id,
+        None,
+        Actor::system(),
+    )
+    .await
+    .unwrap();
     c.goto(&app.url("/integrations")).await.unwrap();
     sign_in_here(&c, "maple-admin").await;
     wait_for(&c, &format!("#app-{}", partner.id)).await;
     screenshot(&c, "integrations").await;
-    click(&c, &format!("#app-{} button[value=redirect]", partner.id)).await;
+    // Connect says first, in plain words, what the partner will be able to
+    // read and do for the practice; Cancel goes back, issuing nothing.
+    let connect = format!("#app-{} button[value=redirect]", partner.id);
+    click(&c, &connect).await;
+    wait_for(&c, "#connect-heading").await;
+    assert_eq!(
+        text_of(&c, "#connect-heading").await,
+        "Connect Lab Results Sync to Maple Family Practice?"
+    );
+    let gives = text_of(&c, "#connect-gives").await;
+    assert!(
+        gives.contains("practice API key for Maple Family Practice"),
+        "{gives}"
+    );
+    let scopes = text_of(&c, "#connect-scopes").await;
+    assert!(scopes.contains("Read your profile"), "{scopes}");
+    screenshot(&c, "integrations-connect").await;
+    follow(&c, "Cancel").await;
+    wait_for(&c, &connect).await;
+    assert!(
+        app.state
+            .store
+            .integrations_of_client(&partner.id)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing is issued before the confirmation"
+    );
+    click(&c, &connect).await;
+    wait_for(&c, "#connect-heading").await;
+    click(
+        &c,
+        "form[method=post][action='/integrations/connect'] button.primary",
+    )
+    .await;
     let code = text_of(&c, "#code").await;
     assert!(code.starts_with("hg_cc_"), "{code}");
     // Back in the directory the app shows as connecting.
@@ -1197,5 +1242,105 @@ async fn a_new_user_meets_error_pages_a_temporary_password_a_lock_and_a_header_t
     wait_gone(&c, "form.signout").await;
     c.goto(&app.url("/account")).await.unwrap();
     wait_for(&c, "#username").await;
+    c.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_operator_reviews_a_directory_request_by_clicking() {
+    let Some((_driver, c)) = browser("an_operator_reviews_a_directory_request_by_clicking").await
+    else {
+        return;
+    };
+    let app = spawn_on(Backend::Sqlite, |_| {}).await;
+    let store = &app.state.store;
+    let olivia = app.user("olivia", UserType::Member).await;
+    store
+        .set_operator(&olivia.id, true, Actor::system(), app.clock.now())
+        .await
+        .unwrap();
+    let devon = admin::create_user(
+        store,
+        app.clock.as_ref(),
+        admin::NewUser {
+            username: "devon".into(),
+            name: Some("Devon Partner".into()),
+            password: None,
+            email: Some("devon@partner.example".into()),
+            user_type: UserType::Member,
+        },
+        Creator::By(Actor::system()),
+    )
+    .await
+    .unwrap();
+    // Two developers' apps ask to be listed.
+    let mut asked = Vec::new();
+    for (name, scope) in [
+        ("Lab Results Sync", "profile_read"),
+        ("Pay Later", "profile_read pay"),
+    ] {
+        let (client, _) = admin::create_client(
+            store,
+            &app.state.settings,
+            app.clock.as_ref(),
+            NewClient {
+                name: name.into(),
+                redirect_uris: vec!["https://partner.example/cb".into()],
+                scope: scope.into(),
+                description: Some(format!("{name} for your practice.")),
+                connect_redirect_url: Some("https://partner.example/connect?code=".into()),
+                published: true,
+                owner_id: Some(devon.id.clone()),
+                ..Default::default()
+            },
+            Actor::user(&devon.id, None),
+        )
+        .await
+        .unwrap();
+        asked.push(client.id);
+    }
+    c.set_window_size(1200, 900).await.unwrap();
+    c.goto(&app.url("/admin")).await.unwrap();
+    sign_in_here(&c, "olivia").await;
+    wait_for(&c, "#home-heading").await;
+    follow(&c, "Directory").await;
+    wait_for(&c, "#requests-heading").await;
+    let page = c.source().await.unwrap();
+    assert!(page.contains("Make payments on your behalf"), "{page}");
+    screenshot(&c, "admin-directory").await;
+
+    // Reject asks for a reason; Cancel goes back, changing nothing.
+    click(&c, "button[aria-label='Reject Pay Later']").await;
+    wait_for(&c, "#reject-heading").await;
+    screenshot(&c, "admin-directory-reject").await;
+    follow(&c, "Cancel").await;
+    click(&c, "button[aria-label='Reject Pay Later']").await;
+    wait_for(&c, "#reject-heading").await;
+    type_into(&c, "#reason", "Payments need a signed agreement first").await;
+    click(&c, "#reject-heading ~ form button.danger").await;
+    let notice = text_of(&c, ".notice").await;
+    assert!(
+        notice.starts_with("Pay Later's request is rejected"),
+        "{notice}"
+    );
+
+    // Approve lists the other at once.
+    click(&c, "button[aria-label='Approve Lab Results Sync']").await;
+    let notice = text_until(&c, ".notice", |t| t.contains("is listed")).await;
+    assert!(notice.starts_with("Lab Results Sync is listed"), "{notice}");
+    wait_for(&c, "#no-requests").await;
+    let listed: Vec<String> = store
+        .published_clients()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(listed, [asked[0].clone()]);
+    let rejected = store.client(&asked[1]).await.unwrap().unwrap();
+    assert_eq!(
+        rejected.listing.reason.as_deref(),
+        Some("Payments need a signed agreement first")
+    );
+    screenshot(&c, "admin-directory-reviewed").await;
     c.close().await.unwrap();
 }

@@ -651,6 +651,9 @@ async fn a_suspended_app_can_do_nothing_until_it_is_restored() {
     )
     .await
     .unwrap();
+    admin::approve_listing(&app.state.store, app.clock.as_ref(), client.id(), None, Actor::system())
+        .await
+        .unwrap();
     // A practice connected to the app, with a practice API key, and a
     // second connect code not yet exchanged.
     let org = organization(&app, "Harbor Practice").await;
@@ -813,9 +816,14 @@ async fn a_suspended_app_can_do_nothing_until_it_is_restored() {
     )
     .await;
     assert!(says_suspended(status, &body), "{status} {body}");
-    // The directory no longer lists it, and Connect is refused.
+    // The directory no longer offers it, and Connect is refused; the
+    // practice connected to it still sees it, to disconnect it.
     let directory = page(&pat, &format!("/integrations?org={}", org.id)).await;
-    assert!(!directory.contains(&format!("id=\"app-{}\"", client.id())));
+    let card = &directory[directory.find(&format!("id=\"app-{}\"", client.id())).unwrap()..];
+    let card = &card[..card.find("</li>").unwrap()];
+    assert!(crate::unescape_html(card).contains("Suspended by the platform's operators"), "{card}");
+    assert!(!card.contains("value=\"redirect\""), "{card}");
+    assert!(card.contains("Disconnect"), "{card}");
     assert_eq!(
         connect(&pat, &org.id, client.id()).await.status(),
         StatusCode::BAD_REQUEST

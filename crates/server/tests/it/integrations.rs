@@ -63,6 +63,10 @@ async fn publish(app: &TestApp, partner: &TestClient, connect: &str) {
     )
     .await
     .unwrap();
+    // An operator approves the request (or its return after a change).
+    admin::approve_listing(&app.state.store, app.clock.as_ref(), partner.id(), None, Actor::system())
+        .await
+        .unwrap();
 }
 
 async fn directory(b: &Browser, org: &str) -> String {
@@ -721,4 +725,108 @@ async fn the_directory_is_for_practice_admins_only() {
             .status(),
         StatusCode::BAD_REQUEST
     );
+}
+
+/// Connect (and "Get a code to send") first opens a page that says in
+/// plain words what the partner will be able to read and do for the
+/// practice; only that page's POST issues a code (issue 13, item 6).
+#[tokio::test]
+async fn connect_says_first_what_the_partner_will_read_and_do_for_the_practice() {
+    let app = spawn_app().await;
+    let p = practice(&app, "Joe's Practice", "joe").await;
+    let id = p.partner.id();
+    // The directory's Connect is a link to the confirmation, not a POST.
+    let page = directory(&p.admin, &p.org.id).await;
+    let card = &page[page.find(&format!("id=\"app-{id}\"")).unwrap()..];
+    assert!(card.contains("<form method=\"get\" action=\"/integrations/connect\">"), "{card}");
+
+    let confirm = |mode: &str| {
+        let path = format!("/integrations/connect?org={}&client_id={id}&mode={mode}", p.org.id);
+        let admin = &p.admin;
+        async move {
+            let r = admin.get(&path).await;
+            assert_eq!(r.status(), StatusCode::OK, "{path}");
+            r.text().await.unwrap()
+        }
+    };
+    // The page's words, without their markup.
+    let words = |html: &str| {
+        let mut out = String::new();
+        let mut in_tag = false;
+        for c in html.chars() {
+            match c {
+                '<' => in_tag = true,
+                '>' => in_tag = false,
+                c if !in_tag => out.push(c),
+                _ => {}
+            }
+        }
+        unescape_html(&out)
+    };
+    let page = confirm("redirect").await;
+    let said_there = words(&page);
+    for said in [
+        "Connect Partner App to Joe's Practice?",
+        "Receive a practice API key for Joe's Practice",
+        "read Joe's Practice's name and its members (each member's name, email address and role)",
+        "Read your profile",
+        "Update your profile",
+        "Each person at Joe's Practice who uses it decides for themselves",
+        "You go to partner.example with a one-time code",
+        "works once, for 10 minutes",
+        "Connect Partner App",
+    ] {
+        assert!(said_there.contains(said), "{said}: {said_there}");
+    }
+    assert!(page.contains(&format!("href=\"/integrations?org={}\">Cancel</a>", p.org.id)));
+    let form = hidden_inputs(&page);
+    assert_eq!((form["org"].as_str(), form["client_id"].as_str(), form["mode"].as_str()), (p.org.id.as_str(), id, "redirect"));
+    // Looking issues nothing.
+    assert!(app.state.store.integrations_of_client(id).await.unwrap().is_empty());
+    assert!(app.events_of("integration.code_issued").await.is_empty());
+
+    // A code to send by hand says so; an app an administrator authorizes
+    // for the whole practice says that.
+    admin::update_client(
+        &app.state.store,
+        &app.state.settings,
+        app.clock.as_ref(),
+        id,
+        ClientChanges {
+            authorization_level: Some(healthgate_core::owner::AuthorizationLevel::Organization),
+            ..ClientChanges::default()
+        },
+        Actor::system(),
+    )
+    .await
+    .unwrap();
+    let page = words(&confirm("manual").await);
+    for said in [
+        "You get a one-time code to send to Partner App",
+        "works once, for 1 hour",
+        "An administrator of Joe's Practice may grant them for the whole practice",
+        "Get a code for Partner App",
+    ] {
+        assert!(page.contains(said), "{said}: {page}");
+    }
+
+    // Only an administrator of the practice, only a listed app.
+    let (stranger, _) = app.signed_in("stranger").await;
+    let r = stranger.get(&format!("/integrations/connect?org={}&client_id={id}", p.org.id)).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let other = app.confidential().await;
+    let r = p.admin.get(&format!("/integrations/connect?org={}&client_id={}", p.org.id, other.id())).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+
+    // The page's form issues the code.
+    let page = confirm("redirect").await;
+    let fields: Vec<(String, String)> = hidden_input_list(&page)
+        .into_iter()
+        .filter(|(k, _)| ["org", "client_id", "mode"].contains(&k.as_str()))
+        .chain([("csrf_token".to_owned(), hidden_inputs(&page)["csrf_token"].clone())])
+        .collect();
+    let r = p.admin.post_form("/integrations/connect", &fields).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(location(&r).starts_with(CONNECT), "{}", location(&r));
+    assert_eq!(app.events_of("integration.code_issued").await.len(), 1);
 }

@@ -28,6 +28,7 @@ macro_rules! backend_tests {
             mod api;
             mod authorize;
             mod console;
+            mod directory_review;
             mod e2e;
             mod integrations;
             mod oidc;

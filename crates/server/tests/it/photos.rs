@@ -289,7 +289,7 @@ async fn a_photo_address_kept_from_before_is_never_shown() {
     let client = app.confidential().await;
     let mut c = client.client.clone();
     c.photo_url = Some("https://partner.example/logo.png".into());
-    app.state.store.update_client(&c, Actor::system()).await.unwrap();
+    app.state.store.update_client(&c, None, Actor::system()).await.unwrap();
     app.state.store.delete_client_photo(&c.id).await.unwrap();
     let (browser, _) = app.signed_in("alice").await;
     let page = consent_page(&browser, client.id()).await.text().await.unwrap();

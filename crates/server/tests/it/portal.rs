@@ -806,9 +806,14 @@ async fn portal_changes_name_the_developer_and_address() {
         assert_eq!(events[0].actor_user_id.as_deref(), Some(dev.id.as_str()), "{kind}");
         assert_eq!(events[0].ip.as_deref(), Some("127.0.0.1"), "{kind}");
     }
-    let published = &app.events_of("client.updated").await[0];
-    let data: serde_json::Value = serde_json::from_str(published.data.as_deref().unwrap()).unwrap();
-    assert_eq!(data["published"], true);
+    // Ticking "list it" is a request, audited with the developer too.
+    let updated = &app.events_of("client.updated").await[0];
+    let data: serde_json::Value = serde_json::from_str(updated.data.as_deref().unwrap()).unwrap();
+    assert_eq!(data["listing"], "requested");
+    let requested = app.events_of("client.listing_requested").await;
+    assert_eq!(requested.len(), 1);
+    assert_eq!(requested[0].actor_user_id.as_deref(), Some(dev.id.as_str()));
+    assert_eq!(requested[0].ip.as_deref(), Some("127.0.0.1"));
 }
 
 #[tokio::test]
@@ -883,7 +888,10 @@ async fn the_app_page_lists_integrations_and_webhook_deliveries() {
         ],
     );
     let (id, _) = register_in_portal(&b, form).await;
-    // A practice admin connects it from the directory.
+    // An operator lists it; a practice admin connects it from the directory.
+    admin::approve_listing(&app.state.store, app.clock.as_ref(), &id, None, Actor::system())
+        .await
+        .unwrap();
     let org = admin::create_organization(
         &app.state.store,
         app.clock.as_ref(),

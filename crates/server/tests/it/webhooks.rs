@@ -569,7 +569,7 @@ async fn webhooks_are_not_sent_to_private_or_reserved_addresses() {
             // that rule is still refused when sending.
             let mut c = client.client.clone();
             c.webhook_url = Some(url.clone());
-            app.state.store.update_client(&c, Actor::system()).await.unwrap();
+            app.state.store.update_client(&c, None, Actor::system()).await.unwrap();
         }
         raise(&app, &client).await;
         deliver_all(&app).await;

@@ -102,7 +102,7 @@ fn client(id: &str) -> Client {
         previous_secret: None,
         description: None,
         connect_redirect_url: None,
-        published: false,
+        listing: Default::default(),
         webhook_url: None,
         webhook_secret_version: 1,
         webhook_muted_at: None,
@@ -1908,7 +1908,7 @@ async fn suspending_an_app_revokes_its_families_expires_its_codes_and_stops_its_
     for b in backends().await {
         let s = &b.store;
         let mut c = client(&new_id("app"));
-        c.published = true;
+        c.listing.state = healthgate_core::listing::ListingState::Approved;
         c.connect_redirect_url = Some("https://partner.example/connect?code=".into());
         s.insert_client(&c).await.unwrap();
         let other = named_client(s, "Other", AuthorizationLevel::User).await;
@@ -2945,4 +2945,328 @@ async fn reset_at(s: &Store, user_id: &str) -> Option<i64> {
         .await
         .unwrap()
         .and_then(|u| u.password_reset_at)
+}
+
+/// The directory review (issue 13, item 6): each move of a listing is
+/// decided from the row as stored, written with its event in one
+/// transaction, and only an approved app is listed.
+#[tokio::test]
+async fn a_listing_is_listed_only_once_approved_and_each_move_is_audited() {
+    use healthgate_core::client::Reason;
+    use healthgate_core::listing::ListingState as S;
+    use healthgate_core::review::{Decision, ListingError, fingerprint};
+    use healthgate_store::ListingOutcome;
+    for b in backends().await {
+        let s = &b.store;
+        let olivia = user("olivia");
+        s.insert_user(&olivia).await.unwrap();
+        let op = Actor::user(&olivia.id, Some("192.0.2.7"));
+        let mut c = client(&new_id("app"));
+        c.connect_redirect_url = Some("https://partner.example/connect?code=".into());
+        s.insert_client(&c).await.unwrap();
+        let listed = |s: &Store| {
+            let s = s.clone();
+            async move {
+                s.published_clients()
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|c| c.id)
+                    .collect::<Vec<_>>()
+            }
+        };
+        let state = |s: &Store, id: String| {
+            let s = s.clone();
+            async move { s.client(&id).await.unwrap().unwrap().listing }
+        };
+
+        // Asked: not listed, waiting for review.
+        let moved = s
+            .decide_listing(&c.id, Decision::Request, Actor::system(), NOW + 1)
+            .await
+            .unwrap();
+        assert!(
+            matches!(&moved, ListingOutcome::Moved(l) if l.state == S::Requested),
+            "{}: {moved:?}",
+            b.name
+        );
+        assert_eq!(state(s, c.id.clone()).await.requested_at, Some(NOW + 1));
+        assert!(listed(s).await.is_empty(), "{}", b.name);
+        assert!(
+            s.clients_in_listing(S::Requested)
+                .await
+                .unwrap()
+                .iter()
+                .any(|r| r.id == c.id)
+        );
+        // Asking twice is once.
+        assert!(matches!(
+            s.decide_listing(&c.id, Decision::Request, Actor::system(), NOW + 2)
+                .await
+                .unwrap(),
+            ListingOutcome::Unchanged(_)
+        ));
+        assert_eq!(events_of_kind(s, "client.listing_requested").await.len(), 1);
+
+        // Rejected with a reason, which is kept for the developer.
+        let why = Reason::parse("The connect page answers 404").unwrap();
+        s.decide_listing(&c.id, Decision::Reject { reason: &why }, op, NOW + 3)
+            .await
+            .unwrap();
+        let l = state(s, c.id.clone()).await;
+        assert_eq!(
+            (
+                l.state,
+                l.reason.as_deref(),
+                l.reviewed_by.as_deref(),
+                l.reviewed_at
+            ),
+            (
+                S::Rejected,
+                Some("The connect page answers 404"),
+                Some(olivia.id.as_str()),
+                Some(NOW + 3)
+            ),
+            "{}",
+            b.name
+        );
+        assert!(listed(s).await.is_empty());
+        let rejected = events_of_kind(s, "client.listing_rejected").await;
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(
+            rejected[0].actor_user_id.as_deref(),
+            Some(olivia.id.as_str())
+        );
+        assert_eq!(rejected[0].ip.as_deref(), Some("192.0.2.7"));
+        assert_eq!(rejected[0].client_id.as_deref(), Some(c.id.as_str()));
+        assert_eq!(
+            data_of(&rejected[0]),
+            serde_json::json!({"reason": "The connect page answers 404"})
+        );
+        // A rejected app cannot be approved; nothing is written.
+        assert_eq!(
+            s.decide_listing(&c.id, Decision::Approve { seen: None }, op, NOW + 4)
+                .await
+                .unwrap(),
+            ListingOutcome::Refused(ListingError::NotRequested(S::Rejected))
+        );
+
+        // Asked again, then approved as seen: listed.
+        s.decide_listing(&c.id, Decision::Request, Actor::system(), NOW + 5)
+            .await
+            .unwrap();
+        let stored = s.client(&c.id).await.unwrap().unwrap();
+        assert_eq!(
+            stored.listing.reason, None,
+            "{}: a new request starts afresh",
+            b.name
+        );
+        assert_eq!(
+            s.decide_listing(
+                &c.id,
+                Decision::Approve {
+                    seen: Some("something else")
+                },
+                op,
+                NOW + 6
+            )
+            .await
+            .unwrap(),
+            ListingOutcome::Refused(ListingError::ChangedSinceReview)
+        );
+        let seen = fingerprint(&stored);
+        s.decide_listing(&c.id, Decision::Approve { seen: Some(&seen) }, op, NOW + 6)
+            .await
+            .unwrap();
+        assert_eq!(listed(s).await, vec![c.id.clone()], "{}", b.name);
+        let approved = events_of_kind(s, "client.listing_approved").await;
+        assert_eq!(approved.len(), 1);
+        assert_eq!(
+            data_of(&approved[0]),
+            serde_json::json!({"name": "Partner", "scope": "profile_read profile_write",
+                               "connect_url": "https://partner.example/connect?code="})
+        );
+
+        // A change of what practices rely on sends it back, in the update's
+        // transaction; other changes do not.
+        let mut edited = s.client(&c.id).await.unwrap().unwrap();
+        edited.description = Some("Now with reminders".into());
+        edited.updated_at = NOW + 7;
+        assert!(matches!(
+            s.update_client(&edited, None, Actor::system()).await.unwrap(),
+            healthgate_store::ClientSaved::Saved(l) if l.state == S::Approved
+        ));
+        assert_eq!(listed(s).await, vec![c.id.clone()]);
+        edited.allowed_scopes = ScopeSet::parse("profile_read profile_write openid").unwrap();
+        edited.updated_at = NOW + 8;
+        assert!(matches!(
+            s.update_client(&edited, Some(true), Actor::system()).await.unwrap(),
+            healthgate_store::ClientSaved::Saved(l) if l.state == S::Requested
+        ));
+        let l = state(s, c.id.clone()).await;
+        assert_eq!(
+            (l.state, l.requested_at, l.changed.clone()),
+            (
+                S::Requested,
+                Some(NOW + 8),
+                vec![healthgate_core::listing::ReviewedField::Scopes]
+            ),
+            "{}",
+            b.name
+        );
+        assert!(
+            listed(s).await.is_empty(),
+            "{}: not listed until approved again",
+            b.name
+        );
+        let back = events_of_kind(s, "client.listing_requested").await;
+        assert_eq!(back.len(), 3);
+        assert_eq!(
+            data_of(&back[0]),
+            serde_json::json!({"changed": ["scope"]}),
+            "newest first"
+        );
+        let updated = events_of_kind(s, "client.updated").await;
+        assert_eq!(
+            data_of(&updated[0]),
+            serde_json::json!({"listing": "requested"})
+        );
+        // A change that would leave a request without a connect URL saves nothing.
+        let mut cleared = edited.clone();
+        cleared.connect_redirect_url = None;
+        cleared.name = "Cleared".into();
+        assert_eq!(
+            s.update_client(&cleared, None, Actor::system())
+                .await
+                .unwrap(),
+            healthgate_store::ClientSaved::ListingRefused(ListingError::NoConnectUrl)
+        );
+        assert_eq!(s.client(&c.id).await.unwrap().unwrap().name, "Partner");
+        assert_eq!(events_of_kind(s, "client.updated").await.len(), 2);
+
+        // Approved again, then unlisted by an operator with a reason.
+        s.decide_listing(
+            &c.id,
+            Decision::Approve { seen: None },
+            Actor::system(),
+            NOW + 9,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            state(s, c.id.clone()).await.reviewed_by,
+            None,
+            "the command line is nobody"
+        );
+        let why = Reason::parse("Practices report failed syncs").unwrap();
+        assert_eq!(
+            s.decide_listing(&c.id, Decision::Reject { reason: &why }, op, NOW + 10)
+                .await
+                .unwrap(),
+            ListingOutcome::Refused(ListingError::NotRequested(S::Approved))
+        );
+        s.decide_listing(&c.id, Decision::Unlist { reason: &why }, op, NOW + 10)
+            .await
+            .unwrap();
+        let l = state(s, c.id.clone()).await;
+        assert!(l.was_unlisted() && l.reason.as_deref() == Some("Practices report failed syncs"));
+        assert!(listed(s).await.is_empty());
+        assert_eq!(events_of_kind(s, "client.unlisted").await.len(), 1);
+        assert_eq!(
+            s.decide_listing(&c.id, Decision::Unlist { reason: &why }, op, NOW + 11)
+                .await
+                .unwrap(),
+            ListingOutcome::Refused(ListingError::NotListed(S::NotListed))
+        );
+        // Withdrawn by the developer.
+        s.decide_listing(
+            &c.id,
+            Decision::Request,
+            Actor::user(&olivia.id, None),
+            NOW + 12,
+        )
+        .await
+        .unwrap();
+        s.decide_listing(
+            &c.id,
+            Decision::Withdraw,
+            Actor::user(&olivia.id, None),
+            NOW + 13,
+        )
+        .await
+        .unwrap();
+        assert_eq!(state(s, c.id.clone()).await, Default::default());
+        let withdrawn = events_of_kind(s, "client.listing_withdrawn").await;
+        assert_eq!(
+            data_of(&withdrawn[0]),
+            serde_json::json!({"was": "requested"})
+        );
+
+        // An unknown app is said to be unknown.
+        assert_eq!(
+            s.decide_listing("app-none", Decision::Request, op, NOW)
+                .await
+                .unwrap(),
+            ListingOutcome::NoSuchClient
+        );
+        let mut ghost = client("app-ghost");
+        ghost.updated_at = NOW;
+        assert_eq!(
+            s.update_client(&ghost, None, op).await.unwrap(),
+            healthgate_store::ClientSaved::NoSuchClient
+        );
+        // Registered asking to be listed: both events in one transaction.
+        let mut asking = client(&new_id("app"));
+        asking.connect_redirect_url = Some("https://partner.example/c".into());
+        asking.listing.state = S::Requested;
+        asking.listing.requested_at = Some(NOW);
+        s.insert_client(&asking).await.unwrap();
+        let requested = events_of_kind(s, "client.listing_requested").await;
+        assert_eq!(requested[0].client_id.as_deref(), Some(asking.id.as_str()));
+        assert_eq!(s.client(&asking.id).await.unwrap().unwrap(), asking);
+        b.cleanup().await;
+    }
+}
+
+/// Two operators deciding at once, or a review racing a change: one move
+/// wins, the other is refused, and exactly one event is written.
+#[tokio::test]
+async fn concurrent_reviews_of_one_request_have_one_outcome() {
+    use healthgate_core::client::Reason;
+    use healthgate_core::review::Decision;
+    use healthgate_store::ListingOutcome;
+    for b in backends().await {
+        let s = &b.store;
+        let mut c = client(&new_id("app"));
+        c.connect_redirect_url = Some("https://partner.example/connect?code=".into());
+        s.insert_client(&c).await.unwrap();
+        s.decide_listing(&c.id, Decision::Request, Actor::system(), NOW)
+            .await
+            .unwrap();
+        let why = Reason::parse("Not for practices").unwrap();
+        let (a, r) = tokio::join!(
+            s.decide_listing(
+                &c.id,
+                Decision::Approve { seen: None },
+                Actor::system(),
+                NOW + 1
+            ),
+            s.decide_listing(
+                &c.id,
+                Decision::Reject { reason: &why },
+                Actor::system(),
+                NOW + 1
+            ),
+        );
+        let outcomes = [a.unwrap(), r.unwrap()];
+        let moved = outcomes
+            .iter()
+            .filter(|o| matches!(o, ListingOutcome::Moved(_)))
+            .count();
+        assert_eq!(moved, 1, "{}: {outcomes:?}", b.name);
+        let events = events_of_kind(s, "client.listing_approved").await.len()
+            + events_of_kind(s, "client.listing_rejected").await.len();
+        assert_eq!(events, 1, "{}", b.name);
+        b.cleanup().await;
+    }
 }

@@ -8,9 +8,11 @@
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
+use healthgate_core::listing::ListingState;
 use healthgate_store::Suspension;
 use serde::Deserialize;
 
+use super::reason::{self, ReasonFor};
 use super::{Answer, ConsoleForm, Operator, admin_failure, back_to, need};
 use crate::http::error::PageError;
 use crate::http::extract::{CsrfForm, Viewer};
@@ -29,7 +31,8 @@ pub struct AppRow {
     /// The username of who registered it in the developer portal.
     pub owner: Option<String>,
     pub kind: &'static str,
-    pub published: bool,
+    /// Its place in the integration directory, when it has one.
+    pub listing: Option<&'static str>,
     pub resource_server: bool,
     pub created: Stamp,
     pub suspended: Option<Stamp>,
@@ -43,24 +46,6 @@ pub struct AppsPage<'a> {
     pub notice: Option<String>,
     pub csrf_token: &'a str,
     pub apps: Vec<AppRow>,
-}
-
-/// The longest reason for a suspension, in characters.
-pub const REASON_MAX: usize = 200;
-
-/// `GET /admin/apps/suspend?client_id=`: what suspending the app does, and
-/// its reason, before anything happens.
-#[derive(Template)]
-#[template(path = "console_app_suspend.html")]
-pub struct SuspendPage<'a> {
-    pub site: Site<'a>,
-    pub section: &'static str,
-    pub notice: Option<String>,
-    pub csrf_token: &'a str,
-    pub app_id: &'a str,
-    pub app_name: &'a str,
-    pub reason: &'a str,
-    pub errors: FieldErrors,
 }
 
 #[derive(Deserialize)]
@@ -80,7 +65,8 @@ async fn app_named(state: &AppState, client_id: &str) -> Result<(String, bool), 
     }
 }
 
-/// `GET /admin/apps/suspend?client_id=`: the confirmation step.
+/// `GET /admin/apps/suspend?client_id=`: the confirmation step, which asks
+/// for the reason.
 pub async fn confirm_suspend(
     State(state): State<AppState>,
     viewer: Viewer,
@@ -95,18 +81,14 @@ pub async fn confirm_suspend(
             &[("done", "already-suspended"), ("app", &client_id)],
         ));
     }
-    Ok(pages::render(
-        StatusCode::OK,
-        &SuspendPage {
-            site: viewer.site(&state.settings),
-            section: "apps",
-            notice: None,
-            csrf_token: &op.session.csrf_token,
-            app_id: &client_id,
-            app_name: &name,
-            reason: "",
-            errors: FieldErrors::default(),
-        },
+    Ok(reason::page(
+        &state,
+        &viewer,
+        &op,
+        ReasonFor::Suspend,
+        (&client_id, &name),
+        "",
+        FieldErrors::default(),
     ))
 }
 
@@ -170,7 +152,12 @@ pub async fn list(
         .into_iter()
         .map(|(c, owner)| AppRow {
             kind: c.kind.as_str(),
-            published: c.published,
+            listing: match c.listing.state {
+                ListingState::NotListed => None,
+                ListingState::Requested => Some("directory request waiting"),
+                ListingState::Approved => Some("in the directory"),
+                ListingState::Rejected => Some("directory request rejected"),
+            },
             resource_server: c.resource_server,
             created: Stamp::exact(c.created_at),
             suspended: c.suspended_at.map(Stamp::exact),
@@ -202,40 +189,27 @@ pub async fn suspend(
     CsrfForm { fields: f, .. }: CsrfForm<ConsoleForm>,
 ) -> Answer {
     let client_id = need(&f.client_id, "the app")?;
-    let reason = f.reason.as_deref().map(str::trim).unwrap_or("");
-    let mut errors = FieldErrors::default();
-    if reason.is_empty() {
-        errors.add(
-            "reason",
-            "Say why the app is suspended: the reason is kept in the audit log.",
-        );
-    } else if reason.chars().count() > REASON_MAX {
-        errors.add(
-            "reason",
-            format!("Keep the reason to {REASON_MAX} characters or fewer."),
-        );
-    }
-    if !errors.is_empty() {
-        let (name, _) = app_named(&state, &client_id).await?;
-        return Ok(pages::render(
-            StatusCode::BAD_REQUEST,
-            &SuspendPage {
-                site: viewer.site(&state.settings),
-                section: "apps",
-                notice: None,
-                csrf_token: &op.session.csrf_token,
-                app_id: &client_id,
-                app_name: &name,
-                reason,
+    let reason = match reason::checked(ReasonFor::Suspend, f.reason.as_deref()) {
+        Ok(reason) => reason,
+        Err(errors) => {
+            let (name, _) = app_named(&state, &client_id).await?;
+            let typed = f.reason.as_deref().map(str::trim).unwrap_or_default();
+            return Ok(reason::page(
+                &state,
+                &viewer,
+                &op,
+                ReasonFor::Suspend,
+                (&client_id, &name),
+                typed,
                 errors,
-            },
-        ));
-    }
+            ));
+        }
+    };
     let done = admin::suspend_client(
         &state.store,
         state.clock.as_ref(),
         &client_id,
-        Some(reason),
+        Some(reason.as_str()),
         op.actor(&ip),
     )
     .await

@@ -1,8 +1,10 @@
 //! `/admin`: the console of the platform's operators (`users.operator`):
 //! a home page with the last day's bursts, locks and throttled apps,
 //! organizations and their members, people (search, lock, unlock, also from
-//! a lock after failed sign-ins, password reset), apps (suspend after a confirmation with a reason, restore), the audit log with filters, and the
-//! health of every webhook. Nobody else may open it: a visitor is sent to
+//! a lock after failed sign-ins, password reset), apps (suspend after a
+//! confirmation with a reason, restore), the integration directory's review
+//! (approve, reject or unlist, with a reason), the audit log with filters,
+//! and the health of every webhook. Nobody else may open it: a visitor is sent to
 //! sign in, and a signed-in person who is not an operator is refused (403).
 //!
 //! Every action is a form POST carrying the session's CSRF token (checked
@@ -13,7 +15,9 @@
 
 mod apps;
 mod audit;
+mod directory;
 mod organizations;
+mod reason;
 mod security;
 mod users;
 mod webhooks;
@@ -67,6 +71,16 @@ pub fn routes() -> Routes {
             "/admin/apps/resource-server",
             post(apps::set_resource_server),
         )
+        .route("/admin/directory", get(directory::list))
+        .route("/admin/directory/approve", post(directory::approve))
+        .route(
+            "/admin/directory/reject",
+            get(directory::confirm_reject).post(directory::reject),
+        )
+        .route(
+            "/admin/directory/unlist",
+            get(directory::confirm_unlist).post(directory::unlist),
+        )
         .route("/admin/audit", get(audit::page))
         .route("/admin/webhooks", get(webhooks::page))
         .route("/admin/webhooks/unmute", post(webhooks::unmute))
@@ -91,8 +105,11 @@ pub struct ConsoleForm {
     pub q: Option<String>,
     pub page: Option<String>,
     pub resource_server: Option<String>,
-    /// Why an app is suspended (kept in the audit trail).
+    /// Why an app is suspended, or its listing rejected or ended (kept in
+    /// the audit trail).
     pub reason: Option<String>,
+    /// The fingerprint of the app an operator reviewed (approving it).
+    pub reviewed: Option<String>,
 }
 
 /// A required field of a console form, trimmed.
