@@ -151,6 +151,13 @@ async fn a_strangers_app_is_in_no_directory_until_an_operator_approves_it() {
     // not the apps that did not ask).
     let quiet = app.confidential().await;
     let (op, olivia) = operator(&app, "olivia").await;
+    // The console's home page counts it, linking to the review.
+    let home = op.get("/admin").await.text().await.unwrap();
+    let tile = &home[home.find("id=\"listing-requests\"").expect("the tile")..];
+    assert!(
+        tile[..tile.find("</a>").unwrap()].contains("<span class=\"count\">1</span> directory request to review"),
+        "{tile}"
+    );
     let page = readable(op.get("/admin/directory").await.text().await.unwrap());
     let shown = unescape_html(card(&page, &id).expect("the request is listed"));
     for expected in [

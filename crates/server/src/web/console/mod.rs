@@ -169,6 +169,8 @@ pub struct HomePage<'a> {
     pub people: i64,
     pub apps: usize,
     pub suspended: usize,
+    /// Apps waiting for a review of their listing in the directory.
+    pub listing_requests: usize,
     pub webhooks: usize,
     pub muted: usize,
     pub failing: usize,
@@ -196,6 +198,10 @@ async fn home(State(state): State<AppState>, viewer: Viewer, op: Operator) -> An
             people,
             apps: apps.len(),
             suspended: apps.iter().filter(|c| c.suspended_at.is_some()).count(),
+            listing_requests: apps
+                .iter()
+                .filter(|c| c.listing.state == healthgate_core::listing::ListingState::Requested)
+                .count(),
             webhooks: hooks.len(),
             muted: hooks.iter().filter(|h| h.muted_at.is_some()).count(),
             failing: hooks
