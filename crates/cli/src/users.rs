@@ -72,6 +72,16 @@ pub enum UserCommand {
     /// Give an account (id or username) a random temporary password, shown
     /// once, and end every session of it.
     ResetPassword { user: String },
+    /// Remove every second factor and recovery code of an account (id or
+    /// username), for a person who lost their phone or key, and end every
+    /// session of it. They sign in with their password alone next (and set
+    /// up a factor again first where one is required).
+    ResetMfa {
+        user: String,
+        /// Why (kept in the audit trail), e.g. how you checked it was them.
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Delete an account (id or username) with its sessions, grants and
     /// tokens, memberships and consents.
     Delete { user: String },
@@ -344,6 +354,40 @@ pub async fn user_command(
                     "changed": unlocked.any(),
                     "cleared_failed_sign_ins": unlocked.failed_sign_ins,
                 }),
+                &text,
+            );
+        }
+        UserCommand::ResetMfa { user, reason } => {
+            let reason = reason
+                .as_deref()
+                .map(healthgate_core::client::Reason::parse)
+                .transpose()
+                .map_err(|e| AdminError::Invalid(format!("--reason: {e}")))?;
+            let (user, factors) = admin::reset_mfa(
+                store,
+                clock.as_ref(),
+                &user,
+                reason.as_ref(),
+                Actor::system(),
+            )
+            .await?;
+            let text = match factors {
+                0 => format!(
+                    "{} had no second factor; their recovery codes (if any) are gone and every session of theirs has ended",
+                    named(&user)
+                ),
+                1 => format!(
+                    "removed the second factor of {} and their recovery codes; every session of theirs has ended. They sign in with their password next.",
+                    named(&user)
+                ),
+                n => format!(
+                    "removed {n} second factors of {} and their recovery codes; every session of theirs has ended. They sign in with their password next.",
+                    named(&user)
+                ),
+            };
+            print(
+                as_json,
+                &json!({"id": user.id, "username": user.username, "factors_removed": factors}),
                 &text,
             );
         }

@@ -35,6 +35,9 @@ pub enum ErrorCode {
     LoginRequired,
     /// OpenID Connect Core §3.1.2.6
     ConsentRequired,
+    /// OpenID Connect Core §3.1.2.6: the person must do something first
+    /// (set up a second factor) that `prompt=none` does not allow.
+    InteractionRequired,
     /// healthgate's extension (RFC 6749 §8.5): throttled, 429 with
     /// `Retry-After` (RFC 6585 §4).
     TooManyRequests,
@@ -57,6 +60,7 @@ impl ErrorCode {
             Self::InsufficientScope => "insufficient_scope",
             Self::LoginRequired => "login_required",
             Self::ConsentRequired => "consent_required",
+            Self::InteractionRequired => "interaction_required",
             Self::TooManyRequests => "too_many_requests",
         }
     }

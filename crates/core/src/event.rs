@@ -87,6 +87,24 @@ pub enum EventKind {
     ListingRejected,
     /// An operator took a listed app out of the directory (`data.reason`).
     ClientUnlisted,
+    /// A person added a second factor (`data`: its kind and label).
+    MfaEnrolled,
+    /// A person removed one of their second factors (`data`: kind, label).
+    MfaRemoved,
+    /// An operator removed every second factor and recovery code of a
+    /// person (`data.factors`: how many).
+    MfaReset,
+    /// A person was given a fresh set of recovery codes (the old ones no
+    /// longer work).
+    RecoveryCodesReplaced,
+    /// A recovery code stood in for a second factor (`data.left`).
+    RecoveryCodeUsed,
+    /// A wrong second factor after the right password (counted on the
+    /// username's sign-in run, like a wrong password).
+    SecondFactorFailed,
+    /// A signed-in person gave a second factor again because an app asked
+    /// for a fresher or stronger sign-in (`data.amr`).
+    SteppedUp,
 }
 
 impl EventKind {
@@ -145,6 +163,13 @@ impl EventKind {
         Self::ListingApproved,
         Self::ListingRejected,
         Self::ClientUnlisted,
+        Self::MfaEnrolled,
+        Self::MfaRemoved,
+        Self::MfaReset,
+        Self::RecoveryCodesReplaced,
+        Self::RecoveryCodeUsed,
+        Self::SecondFactorFailed,
+        Self::SteppedUp,
     ];
 
     /// The event's type as written to the audit trail and webhooks.
@@ -204,6 +229,13 @@ impl EventKind {
             Self::ListingApproved => "client.listing_approved",
             Self::ListingRejected => "client.listing_rejected",
             Self::ClientUnlisted => "client.unlisted",
+            Self::MfaEnrolled => "mfa.enrolled",
+            Self::MfaRemoved => "mfa.removed",
+            Self::MfaReset => "mfa.reset",
+            Self::RecoveryCodesReplaced => "mfa.recovery_codes_replaced",
+            Self::RecoveryCodeUsed => "mfa.recovery_code_used",
+            Self::SecondFactorFailed => "login.second_factor_failed",
+            Self::SteppedUp => "login.stepped_up",
         }
     }
 

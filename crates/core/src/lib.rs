@@ -14,6 +14,7 @@ pub mod forwarded;
 pub mod integration;
 pub mod jose;
 pub mod listing;
+pub mod mfa;
 pub mod org;
 pub mod owner;
 pub mod pkce;

@@ -22,6 +22,8 @@ pub enum SecretKind {
     Csrf,
     ConnectCode,
     ApiKey,
+    /// A single-use code that stands in for a second factor.
+    RecoveryCode,
 }
 
 impl SecretKind {
@@ -35,6 +37,7 @@ impl SecretKind {
             Self::Csrf => "hg_csrf_",
             Self::ConnectCode => "hg_cc_",
             Self::ApiKey => "hg_key_",
+            Self::RecoveryCode => "hg_rc_",
         }
     }
 }

@@ -13,6 +13,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use healthgate_core::forwarded::IpRange;
+use healthgate_core::mfa::MfaPolicy;
 use healthgate_core::scope::ScopeSet;
 use healthgate_core::token::{RefreshRotation, TokenPolicy};
 use serde::de::{self, Deserializer, Unexpected, Visitor};
@@ -110,6 +111,17 @@ pub struct Settings {
     /// resource-owner type its grants carry. Setting this table replaces the
     /// default roles; `admin` must stay.
     pub roles: BTreeMap<String, RoleSettings>,
+    /// Who must have a second factor: `optional` (the default: everyone
+    /// may, the roles and operators settings say who must) or `required`
+    /// (everyone). A person who must and has none is taken to enrol before
+    /// anything else.
+    #[serde(deserialize_with = "mfa_policy")]
+    pub mfa: MfaPolicy,
+    /// The platform's operators must have a second factor.
+    pub operators_require_mfa: bool,
+    /// A passkey may sign a person in on its own, without their password
+    /// (it is two factors in one: the device and its PIN or biometric).
+    pub passkey_sign_in: bool,
 }
 
 /// The deployment's look on every page (`[branding]`); the name is
@@ -257,6 +269,10 @@ pub struct RoleSettings {
     pub except: ScopeSet,
     /// The `resource_owner.type` of tokens granted in this role.
     pub resource_owner_type: Word,
+    /// Whoever holds this role in any organization must have a second
+    /// factor.
+    #[serde(default)]
+    pub require_mfa: bool,
 }
 
 /// What a role may grant: `scopes = ["*"]`, every scope of the vocabulary,
@@ -285,6 +301,7 @@ fn default_roles() -> BTreeMap<String, RoleSettings> {
         scopes: RoleScopes::Every,
         except: ScopeSet::from_tokens(except).unwrap_or_default(),
         resource_owner_type: Word(owner.to_owned()),
+        require_mfa: false,
     };
     BTreeMap::from([
         ("admin".to_owned(), role(&[], "Staff")),
@@ -326,6 +343,9 @@ impl Default for Settings {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
             roles: default_roles(),
+            mfa: MfaPolicy::Optional,
+            operators_require_mfa: false,
+            passkey_sign_in: false,
             profile: ProfileSettings::default(),
             branding: Branding::default(),
             throttle: ThrottleSettings::default(),
@@ -494,6 +514,11 @@ impl<'de> Deserialize<'de> for Seconds {
 /// `0` (`None`: never, or off) or a positive whole number of seconds.
 fn seconds_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Seconds>, D::Error> {
     d.deserialize_u64(SecondsVisitor { zero: true })
+}
+
+/// `"optional"` or `"required"`.
+fn mfa_policy<'de, D: Deserializer<'de>>(d: D) -> Result<MfaPolicy, D::Error> {
+    String::deserialize(d)?.parse().map_err(de::Error::custom)
 }
 
 /// An address and port, said so when it is not one.
@@ -940,6 +965,9 @@ pub const KEYS: &[&str] = &[
     "profile",
     "branding",
     "throttle",
+    "mfa",
+    "operators_require_mfa",
+    "passkey_sign_in",
 ];
 
 /// Settings that each parse but do not fit together. `key` is the dotted

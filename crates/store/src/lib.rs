@@ -14,6 +14,7 @@
 mod account;
 mod clients;
 mod events;
+mod factors;
 mod grants;
 mod integrations;
 mod keys;
@@ -27,6 +28,7 @@ mod webhooks;
 pub use account::{OrgGrant, UserGrant};
 pub use clients::{CLIENT_SUSPENDED, ClientSaved, ListingOutcome, Suspension};
 pub use events::{Actor, ChainReport, Event, EventFilter, StoredEvent};
+pub use factors::Factor;
 pub use grants::{CodeRedemption, GrantError, Issued, NewTokens, Refresh};
 pub use integrations::{ConnectRedemption, PresentedKey};
 pub use keys::StoredKey;
@@ -301,6 +303,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "directory review",
         include_str!("../migrations/sqlite/0012_directory_review.sql"),
     ),
+    (
+        13,
+        "second factors",
+        include_str!("../migrations/sqlite/0013_second_factors.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -362,6 +369,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         12,
         "directory review",
         include_str!("../migrations/postgres/0012_directory_review.sql"),
+    ),
+    (
+        13,
+        "second factors",
+        include_str!("../migrations/postgres/0013_second_factors.sql"),
     ),
 ];
 

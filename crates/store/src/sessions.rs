@@ -5,6 +5,7 @@
 //! another person's session.
 
 use healthgate_core::event::EventKind;
+use healthgate_core::mfa::Amr;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -12,7 +13,8 @@ use crate::events::{Event, append};
 use crate::{Result, Store};
 
 const COLUMNS: &str =
-    "id_digest, user_id, csrf_token, auth_time, created_at, expires_at, user_agent, ip";
+    "id_digest, user_id, csrf_token, auth_time, created_at, expires_at, user_agent, ip,
+     pending_user_id, amr, mfa_at";
 
 fn session_from_row(r: &AnyRow) -> Result<Session> {
     Ok(Session {
@@ -24,14 +26,22 @@ fn session_from_row(r: &AnyRow) -> Result<Session> {
         expires_at: r.try_get("expires_at")?,
         user_agent: r.try_get("user_agent")?,
         ip: r.try_get("ip")?,
+        pending_user_id: r.try_get("pending_user_id")?,
+        amr: Amr::parse(
+            r.try_get::<Option<String>, _>("amr")?
+                .as_deref()
+                .unwrap_or(""),
+        ),
+        mfa_at: r.try_get("mfa_at")?,
     })
 }
 
 /// Inserts a session on `conn` (a transaction, normally).
 pub(crate) async fn insert_session_in(conn: &mut sqlx::AnyConnection, s: &Session) -> Result<()> {
     sqlx::query(
-        "INSERT INTO sessions (id_digest, user_id, csrf_token, auth_time, created_at, expires_at, user_agent, ip)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO sessions (id_digest, user_id, csrf_token, auth_time, created_at, expires_at, user_agent, ip,
+                               pending_user_id, amr, mfa_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(&s.id_digest)
     .bind(&s.user_id)
@@ -41,6 +51,9 @@ pub(crate) async fn insert_session_in(conn: &mut sqlx::AnyConnection, s: &Sessio
     .bind(s.expires_at)
     .bind(&s.user_agent)
     .bind(&s.ip)
+    .bind(&s.pending_user_id)
+    .bind((!s.amr.is_empty()).then(|| s.amr.to_string()))
+    .bind(s.mfa_at)
     .execute(conn)
     .await?;
     Ok(())
@@ -67,7 +80,7 @@ impl SignOut {
     }
 }
 
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct Session {
     pub id_digest: String,
     pub user_id: Option<String>,
@@ -79,6 +92,14 @@ pub struct Session {
     /// on the account's sessions page.
     pub user_agent: Option<String>,
     pub ip: Option<String>,
+    /// Between the password and the second factor: the person who gave the
+    /// right password (`user_id` is still `None`: nobody is signed in, and
+    /// `auth_time` is when the password was given).
+    pub pending_user_id: Option<String>,
+    /// What the sign-in used (RFC 8176), and when a second factor was last
+    /// given (a step-up renews it).
+    pub amr: Amr,
+    pub mfa_at: Option<i64>,
 }
 
 impl std::fmt::Debug for Session {
@@ -186,6 +207,75 @@ impl Store {
         insert_session_in(&mut tx, new).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Finishes a sign-in that waited for a second factor: the pending
+    /// session of `user_id` is replaced by `new`, once. `false` when it is
+    /// gone (finished by another request, or expired and purged).
+    pub async fn complete_second_step(
+        &self,
+        pending_digest: &str,
+        user_id: &str,
+        new: &Session,
+    ) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let done = sqlx::query(
+            "DELETE FROM sessions WHERE id_digest = $1 AND pending_user_id = $2 AND user_id IS NULL",
+        )
+        .bind(pending_digest)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_session_in(&mut tx, new).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Records a second factor given again in a signed-in session (a
+    /// step-up): what the sign-in has now used, and when.
+    pub async fn step_up_session(&self, id_digest: &str, amr: &Amr, now: i64) -> Result<()> {
+        sqlx::query("UPDATE sessions SET amr = $1, mfa_at = $2 WHERE id_digest = $3")
+            .bind(amr.to_string())
+            .bind(now)
+            .bind(id_digest)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    /// Keeps the state of a WebAuthn ceremony begun in this session (one at
+    /// a time: a new one replaces the last).
+    pub async fn set_ceremony(&self, id_digest: &str, state: &str) -> Result<()> {
+        sqlx::query("UPDATE sessions SET ceremony = $1 WHERE id_digest = $2")
+            .bind(state)
+            .bind(id_digest)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes the session's WebAuthn ceremony state, once: a second finish
+    /// of the same ceremony finds nothing.
+    pub async fn take_ceremony(&self, id_digest: &str) -> Result<Option<String>> {
+        let state: Option<Option<String>> =
+            sqlx::query_scalar("SELECT ceremony FROM sessions WHERE id_digest = $1")
+                .bind(id_digest)
+                .fetch_optional(&self.writer)
+                .await?;
+        let Some(state) = state.flatten() else {
+            return Ok(None);
+        };
+        let done = sqlx::query(
+            "UPDATE sessions SET ceremony = NULL WHERE id_digest = $1 AND ceremony = $2",
+        )
+        .bind(id_digest)
+        .bind(&state)
+        .execute(&self.writer)
+        .await?;
+        Ok((done.rows_affected() == 1).then_some(state))
     }
 
     pub async fn delete_session(&self, id_digest: &str) -> Result<()> {

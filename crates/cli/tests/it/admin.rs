@@ -809,6 +809,40 @@ async fn user_commands_do_what_the_console_does() {
             false
         );
 
+        // Resetting second factors (a lost phone): the reason is audited.
+        let reset = db
+            .run(&[
+                "user",
+                "reset-mfa",
+                "alice",
+                "--reason",
+                "lost phone, called back",
+                "--json",
+            ])
+            .json();
+        assert_eq!(
+            reset,
+            json!({"id": alice, "username": "alice", "factors_removed": 0})
+        );
+        let text = db.run(&["user", "reset-mfa", "alice"]);
+        assert!(text.stdout.contains("had no second factor"), "{text:#?}");
+        let line = db
+            .run(&["user", "reset-mfa", "alice", "--reason", " "])
+            .one_line_failure(2)
+            .to_owned();
+        assert!(line.contains("reason"), "{line}");
+        let resets: Vec<Value> = db
+            .events()
+            .into_iter()
+            .filter(|e| e["type"] == "mfa.reset")
+            .collect();
+        assert_eq!(resets.len(), 2);
+        assert!(
+            resets
+                .iter()
+                .any(|e| e.to_string().contains("lost phone, called back"))
+        );
+
         // A reset prints the temporary password once, and only there.
         let reset = db.run(&["user", "reset-password", "bob", "--json"]).json();
         assert_eq!(reset["id"], bob.as_str());
@@ -873,6 +907,7 @@ async fn user_commands_do_what_the_console_does() {
             &["user", "lock", "nobody"],
             &["user", "unlock", "nobody"],
             &["user", "reset-password", "nobody"],
+            &["user", "reset-mfa", "nobody"],
             &["user", "delete", "nobody"],
             &["user", "delete", &carol],
             &["org", "remove-member", &org, "nobody"],

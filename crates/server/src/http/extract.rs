@@ -5,7 +5,11 @@
 //!   session. A page (GET) without one is redirected to sign in and come
 //!   back; a form is refused (403), never redirected.
 //!   A person whose password is temporary (an operator reset it) is sent
-//!   to choose their own first ([`NEW_PASSWORD_PAGE`]), and comes back after.
+//!   to choose their own first ([`NEW_PASSWORD_PAGE`]), and comes back after;
+//!   a person who must have a second factor and has none is sent to set one
+//!   up first ([`SECURITY_PAGE`]), and comes back after.
+//! - [`Enrolling`]: a signed-in person on the page where second factors are
+//!   set up, who may have to set one up before anything else.
 //! - [`PasswordChange`]: a signed-in person, temporary password or not: the
 //!   one extractor that lets in someone who must choose a password, used by
 //!   that page alone (signing out needs no extractor).
@@ -41,6 +45,18 @@ use crate::state::AppState;
 /// anything else.
 pub const NEW_PASSWORD_PAGE: &str = "/account/password/new";
 
+/// Where a person sets up their second factors; one who must have one and
+/// has none is sent here before anything else.
+pub const SECURITY_PAGE: &str = "/account/security";
+
+/// The second step of signing in (and a step-up): a code or a passkey.
+pub const SECOND_FACTOR_PAGE: &str = "/login/second-factor";
+
+/// What a form sent by a person who must first set up a second factor is
+/// told.
+pub const ENROL_FIRST: &str =
+    "Set up a second factor first: this platform requires one for your account.";
+
 /// What a form sent by a person who must first choose a password is told.
 pub const CHOOSE_A_PASSWORD_FIRST: &str =
     "Choose a new password first: the one you signed in with was temporary.";
@@ -55,6 +71,9 @@ pub enum Refusal {
     SignIn(String),
     /// A temporary password: choose one's own, then come back here.
     NewPassword(String),
+    /// A second factor is required and there is none: set one up, then
+    /// come back here.
+    Enrol(String),
     Page(PageError),
 }
 
@@ -73,6 +92,10 @@ impl IntoResponse for Refusal {
             }
             Self::NewPassword(return_to) => {
                 let target = with_query_params(NEW_PASSWORD_PAGE, &[("return_to", &return_to)]);
+                Redirect::to(&target).into_response()
+            }
+            Self::Enrol(return_to) => {
+                let target = with_query_params(SECURITY_PAGE, &[("return_to", &return_to)]);
                 Redirect::to(&target).into_response()
             }
             Self::Page(e) => e.into_response(),
@@ -94,19 +117,29 @@ impl SignedIn {
     }
 }
 
-/// Whether the signed-in person's password is temporary (an operator reset
-/// it): they must choose their own before anything else.
-#[derive(Debug, Clone, Copy)]
-struct PasswordDue(bool);
+/// What the signed-in person must do before anything else: choose a
+/// password (theirs is temporary: an operator reset it), then set up a
+/// second factor (one is required and they have none).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Due {
+    pub password: bool,
+    pub second_factor: bool,
+}
 
-/// The signed-in person behind `parts`, if any, and whether their password
-/// is temporary; found once per request.
+impl Due {
+    fn any(self) -> bool {
+        self.password || self.second_factor
+    }
+}
+
+/// The signed-in person behind `parts`, if any, and what they must do
+/// first; found once per request.
 async fn signed_in(
     parts: &mut Parts,
     state: &AppState,
-) -> Result<Option<(SignedIn, bool)>, PageError> {
+) -> Result<Option<(SignedIn, Due)>, PageError> {
     if let Some(found) = parts.extensions.get::<Option<SignedIn>>() {
-        let due = parts.extensions.get::<PasswordDue>().is_some_and(|d| d.0);
+        let due = parts.extensions.get::<Due>().copied().unwrap_or_default();
         return Ok(found.clone().map(|person| (person, due)));
     }
     let found = match session::logged_in(state, &parts.headers).await? {
@@ -121,11 +154,15 @@ async fn signed_in(
         }
         None => None,
     };
-    let due = found
-        .as_ref()
-        .is_some_and(|person| person.user.password_is_temporary());
+    let due = match &found {
+        Some(person) => Due {
+            password: person.user.password_is_temporary(),
+            second_factor: crate::services::mfa::must_enrol(state, &person.user).await?,
+        },
+        None => Due::default(),
+    };
     parts.extensions.insert(found.clone());
-    parts.extensions.insert(PasswordDue(due));
+    parts.extensions.insert(due);
     Ok(found.map(|person| (person, due)))
 }
 
@@ -152,15 +189,23 @@ impl FromRequestParts<AppState> for SignedIn {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Refusal> {
         match signed_in(parts, state).await? {
-            Some((person, false)) => Ok(person),
-            // A temporary password: a page waits until the person chose
-            // their own; a form is refused.
-            Some((_, true)) if matches!(parts.method, Method::GET | Method::HEAD) => {
-                Err(Refusal::NewPassword(here(parts)))
-            }
-            Some((_, true)) => Err(PageError::forbidden(CHOOSE_A_PASSWORD_FIRST).into()),
+            Some((person, due)) if !due.any() => Ok(person),
+            Some((_, due)) => Err(first_things_first(parts, due)),
             None => Err(sign_in_first(parts)),
         }
+    }
+}
+
+/// The refusal for a person who must first choose a password or set up a
+/// second factor: a page waits until they did (and comes back); a form is
+/// refused.
+fn first_things_first(parts: &Parts, due: Due) -> Refusal {
+    let page = matches!(parts.method, Method::GET | Method::HEAD);
+    match (due.password, page) {
+        (true, true) => Refusal::NewPassword(here(parts)),
+        (true, false) => PageError::forbidden(CHOOSE_A_PASSWORD_FIRST).into(),
+        (false, true) => Refusal::Enrol(here(parts)),
+        (false, false) => PageError::forbidden(ENROL_FIRST).into(),
     }
 }
 
@@ -181,7 +226,7 @@ impl FromRequestParts<AppState> for Viewer {
     type Rejection = Refusal;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Refusal> {
-        let Some((person, choosing_password)) = signed_in(parts, state).await? else {
+        let Some((person, due)) = signed_in(parts, state).await? else {
             return Ok(Self(None));
         };
         let practice_admin = !state
@@ -198,7 +243,7 @@ impl FromRequestParts<AppState> for Viewer {
             csrf_token: person.session.csrf_token.clone(),
             operator: person.user.operator,
             practice_admin,
-            choosing_password,
+            choosing_password: due.any(),
         })))
     }
 }
@@ -224,7 +269,34 @@ impl FromRequestParts<AppState> for PasswordChange {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Refusal> {
         match signed_in(parts, state).await? {
-            Some((person, temporary)) => Ok(Self { person, temporary }),
+            Some((person, due)) => Ok(Self {
+                person,
+                temporary: due.password,
+            }),
+            None => Err(sign_in_first(parts)),
+        }
+    }
+}
+
+/// A signed-in person on the page where second factors are set up, and
+/// whether they must set one up before anything else. A temporary password
+/// is chosen first.
+#[derive(Debug, Clone)]
+pub struct Enrolling {
+    pub person: SignedIn,
+    pub must: bool,
+}
+
+impl FromRequestParts<AppState> for Enrolling {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Refusal> {
+        match signed_in(parts, state).await? {
+            Some((_, due)) if due.password => Err(first_things_first(parts, due)),
+            Some((person, due)) => Ok(Self {
+                person,
+                must: due.second_factor,
+            }),
             None => Err(sign_in_first(parts)),
         }
     }

@@ -6,6 +6,7 @@
 //! token does not match, or whose `Origin` is foreign, is refused (403).
 
 use axum::http::{HeaderMap, HeaderValue, header};
+use healthgate_core::mfa::{Amr, Method};
 use healthgate_core::secret::{self, SecretKind, constant_time_eq, mint};
 use healthgate_store::Session;
 
@@ -118,6 +119,7 @@ pub fn fresh(
     let now = state.now();
     let id = mint(SecretKind::Session);
     let csrf = mint(SecretKind::Csrf);
+    let signed_in = user_id.is_some();
     let session = Session {
         id_digest: id.digest.clone(),
         auth_time: user_id.as_ref().map(|_| now),
@@ -127,6 +129,14 @@ pub fn fresh(
         expires_at: now + state.settings.session_ttl.secs(),
         user_agent: browser.user_agent,
         ip: browser.ip,
+        // A person signs in with their password; the caller adds a second
+        // factor when one was given.
+        amr: if signed_in {
+            Amr::of(&[Method::Pwd])
+        } else {
+            Amr::default()
+        },
+        ..Session::default()
     };
     let cookie = set_cookie(state, &id.value, state.settings.session_ttl.secs());
     (session, cookie)

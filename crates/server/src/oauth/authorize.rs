@@ -18,7 +18,9 @@ use healthgate_core::user::User;
 use healthgate_store::Session;
 
 use crate::http::error::PageError;
-use crate::http::extract::{CHOOSE_A_PASSWORD_FIRST, NEW_PASSWORD_PAGE};
+use crate::http::extract::{
+    CHOOSE_A_PASSWORD_FIRST, ENROL_FIRST, NEW_PASSWORD_PAGE, SECURITY_PAGE,
+};
 use crate::http::ip::ClientIp;
 use crate::http::pages::{self, ChoiceLine, ConsentPage, RefusedPage, Site};
 use crate::http::session;
@@ -194,6 +196,25 @@ pub async fn get(
             );
         }
         return back_after(NEW_PASSWORD_PAGE, &params.without_login_prompt());
+    }
+    // A second factor is required and there is none yet: no code until
+    // the person set one up.
+    match crate::services::mfa::must_enrol(&state, &user).await {
+        Ok(false) => {}
+        Ok(true) if request.prompt.none => {
+            let error = OAuthError::new(
+                ErrorCode::InteractionRequired,
+                "the user must set up a second factor first",
+            );
+            return error_redirect(
+                &state,
+                &request.redirect_uri,
+                &error,
+                request.state.as_deref(),
+            );
+        }
+        Ok(true) => return back_after(SECURITY_PAGE, &params.without_login_prompt()),
+        Err(e) => return PageError::from(e).into_response(),
     }
     let choices = match allowed_choices(&state, &client, &user, &request).await {
         Ok(c) => c,
@@ -451,6 +472,11 @@ pub async fn post(
     };
     if user.password_is_temporary() {
         return PageError::forbidden(CHOOSE_A_PASSWORD_FIRST).into_response();
+    }
+    match crate::services::mfa::must_enrol(&state, &user).await {
+        Ok(false) => {}
+        Ok(true) => return PageError::forbidden(ENROL_FIRST).into_response(),
+        Err(e) => return PageError::from(e).into_response(),
     }
     let choices = match allowed_choices(&state, &client, &user, &request).await {
         Ok(c) => c,

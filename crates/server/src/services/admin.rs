@@ -888,6 +888,24 @@ pub async fn unlock_user(
     Ok((person, unlocked))
 }
 
+/// Removes every second factor and recovery code of an account (id or
+/// username) and ends its sessions: for a person who lost their phone or
+/// key. They sign in with their password alone next (and enrol again first
+/// where a second factor is required). Returns how many factors there were.
+pub async fn reset_mfa(
+    store: &Store,
+    clock: &dyn Clock,
+    user: &str,
+    reason: Option<&healthgate_core::client::Reason>,
+    actor: Actor<'_>,
+) -> Result<(User, i64), AdminError> {
+    let person = find_user(store, user).await?;
+    let factors = store
+        .reset_factors(&person.id, reason.map(|r| r.as_str()), actor, clock.now())
+        .await?;
+    Ok((person, factors))
+}
+
 /// Until when each of `users` cannot sign in because of failed sign-ins
 /// for its username (the account's id to the end of the lock; an account
 /// not locked so is absent). One read for a page of accounts.

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod keys;
+pub mod mfa;
 pub mod outbound;
 pub mod passwords;
 pub mod photos;

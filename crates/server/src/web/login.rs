@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use crate::http::error::PageError;
-use crate::http::extract::{NEW_PASSWORD_PAGE, Viewer, choose_password_first};
+use crate::http::extract::{NEW_PASSWORD_PAGE, SECOND_FACTOR_PAGE, Viewer, choose_password_first};
 use crate::http::ip::ClientIp;
 use crate::http::pages::{self, HomePage, LoginPage};
 use crate::http::session::{self, Browser, form_field};
@@ -16,6 +16,7 @@ use crate::services::passwords;
 use crate::services::throttle;
 use crate::state::AppState;
 use healthgate_core::event::EventKind;
+use healthgate_core::mfa::SECOND_STEP_TTL;
 use healthgate_core::redirect::with_query_params;
 use healthgate_core::throttle::{Purpose, Verdict};
 use healthgate_store::Event;
@@ -219,6 +220,24 @@ pub async fn post(
                 Attempt::Locked(&username),
             )
             .await)
+        }
+        Some(user) if state.store.has_second_factor(&user.id).await? => {
+            // The password was right; the second factor decides. Until it
+            // does nobody is signed in, and the username's run of failures
+            // stands (a wrong code adds to it).
+            let (mut pending, cookie) = session::fresh(&state, None, Browser::of(&headers, &ip));
+            pending.pending_user_id = Some(user.id);
+            pending.auth_time = Some(now);
+            pending.expires_at = now + SECOND_STEP_TTL;
+            state
+                .store
+                .replace_session(Some(&session.id_digest), &pending)
+                .await?;
+            let next = with_query_params(SECOND_FACTOR_PAGE, &[("return_to", return_to)]);
+            Ok(with_cookie(
+                Redirect::to(&next).into_response(),
+                Some(cookie),
+            ))
         }
         Some(user) => {
             throttle::sign_in_succeeded(&state, &username).await?;

@@ -9,6 +9,7 @@ pub mod developers;
 pub mod directory;
 pub mod login;
 pub mod playground;
+pub mod second_factor;
 
 use axum::routing::{get, post};
 
@@ -20,6 +21,10 @@ pub fn routes() -> Routes {
     Routes::new()
         .route("/", get(login::home))
         .route("/login", get(login::get).post(login::post))
+        .route(
+            crate::http::extract::SECOND_FACTOR_PAGE,
+            get(second_factor::get).post(second_factor::post),
+        )
         .route("/logout", post(login::logout))
         .route("/integrations", get(directory::page))
         .route(

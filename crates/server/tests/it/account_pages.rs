@@ -567,6 +567,7 @@ async fn an_account_without_a_password_is_told_it_has_none_to_change() {
                 expires_at: now + 3600,
                 user_agent: None,
                 ip: None,
+                ..Default::default()
             },
         )
         .await

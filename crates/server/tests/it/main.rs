@@ -38,6 +38,7 @@ macro_rules! backend_tests {
             mod provisioning;
             mod refresh;
             mod roles;
+            mod second_factors;
             mod signing_in;
             mod standards;
             mod throttling;

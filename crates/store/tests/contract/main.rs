@@ -641,6 +641,7 @@ async fn sessions_expire_and_rotate() {
             expires_at: NOW + 60,
             user_agent: Some("Mozilla/5.0".into()),
             ip: Some("192.0.2.7".into()),
+            ..Default::default()
         };
         b.store.replace_session(None, &s("d1", None)).await.unwrap();
         assert!(b.store.session("d1", NOW).await.unwrap().is_some());
@@ -730,6 +731,7 @@ fn session(digest: &str, expires_at: i64) -> Session {
         expires_at,
         user_agent: None,
         ip: None,
+        ..Default::default()
     }
 }
 
@@ -1497,6 +1499,7 @@ fn session_of(digest: &str, user_id: &str, created_at: i64, expires_at: i64) -> 
         expires_at,
         user_agent: Some(format!("Agent {digest}")),
         ip: Some("192.0.2.9".into()),
+        ..Default::default()
     }
 }
 
@@ -2114,6 +2117,7 @@ async fn account_changes_made_by_an_operator_are_recorded_with_the_operator() {
             expires_at: NOW + 3600,
             user_agent: None,
             ip: None,
+            ..Default::default()
         };
 
         s.replace_session(None, &signed_in("s1")).await.unwrap();
@@ -3267,6 +3271,212 @@ async fn concurrent_reviews_of_one_request_have_one_outcome() {
         let events = events_of_kind(s, "client.listing_approved").await.len()
             + events_of_kind(s, "client.listing_rejected").await.len();
         assert_eq!(events, 1, "{}", b.name);
+        b.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_totp_step_and_a_recovery_code_are_each_used_once_on_any_connection() {
+    use healthgate_core::mfa::FactorKind;
+    use healthgate_store::Factor;
+    for b in backends().await {
+        let s = &b.store;
+        let alice = user("alice");
+        let bob = user("bob");
+        s.insert_user(&alice).await.unwrap();
+        s.insert_user(&bob).await.unwrap();
+        let by = Actor::user(&alice.id, None);
+        // A pending factor signs nobody in and is replaced by a new start.
+        let first = Factor::pending(
+            &alice.id,
+            FactorKind::Totp,
+            "Phone",
+            "sealed-1".into(),
+            None,
+            NOW,
+        );
+        s.add_pending_factor(&first).await.unwrap();
+        let second = Factor::pending(
+            &alice.id,
+            FactorKind::Totp,
+            "Phone",
+            "sealed-2".into(),
+            None,
+            NOW,
+        );
+        s.add_pending_factor(&second).await.unwrap();
+        let all = s.factors_of_user(&alice.id).await.unwrap();
+        assert_eq!(all.len(), 1, "{}", b.name);
+        assert!(!s.has_second_factor(&alice.id).await.unwrap());
+        assert!(
+            !s.use_totp_step(&second.id, 10, NOW).await.unwrap(),
+            "unconfirmed"
+        );
+        // Confirming: once, by its owner only, with the first recovery codes.
+        let codes: Vec<String> = (0..3).map(|i| format!("digest-{i}")).collect();
+        assert!(
+            !s.confirm_factor(&bob.id, &second.id, Some(9), Some(&codes), by, NOW)
+                .await
+                .unwrap()
+        );
+        assert!(
+            s.confirm_factor(&alice.id, &second.id, Some(9), Some(&codes), by, NOW)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.confirm_factor(&alice.id, &second.id, Some(9), None, by, NOW)
+                .await
+                .unwrap()
+        );
+        assert!(s.has_second_factor(&alice.id).await.unwrap());
+        assert_eq!(
+            s.with_second_factor(&[&alice.id, &bob.id]).await.unwrap(),
+            std::collections::HashSet::from([alice.id.clone()])
+        );
+        // The confirming step is used; later steps once each; never back.
+        assert!(
+            !s.use_totp_step(&second.id, 9, NOW).await.unwrap(),
+            "{}",
+            b.name
+        );
+        let racers: Vec<_> = (0..2)
+            .map(|_| {
+                let (store, id) = (s.clone(), second.id.clone());
+                tokio::spawn(async move { store.use_totp_step(&id, 10, NOW).await.unwrap() })
+            })
+            .collect();
+        let mut winners = 0;
+        for r in racers {
+            winners += usize::from(r.await.unwrap());
+        }
+        assert_eq!(winners, 1, "{}", b.name);
+        assert!(!s.use_totp_step(&second.id, 8, NOW).await.unwrap());
+        assert!(s.use_totp_step(&second.id, 11, NOW).await.unwrap());
+        // Recovery codes: each once, and only the owner's.
+        assert_eq!(s.recovery_codes_left(&alice.id).await.unwrap(), 3);
+        assert_eq!(
+            s.use_recovery_code(&bob.id, "digest-0", None, NOW)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            s.use_recovery_code(&alice.id, "digest-0", None, NOW)
+                .await
+                .unwrap(),
+            Some(2)
+        );
+        assert_eq!(
+            s.use_recovery_code(&alice.id, "digest-0", None, NOW)
+                .await
+                .unwrap(),
+            None
+        );
+        s.replace_recovery_codes(&alice.id, &["fresh".to_owned()], by, NOW)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.use_recovery_code(&alice.id, "digest-1", None, NOW)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(s.recovery_codes_left(&alice.id).await.unwrap(), 1);
+        // Removing the last factor takes the codes with it; a reset takes
+        // everything and the sessions, with the reason in the event.
+        assert!(!s.remove_factor(&bob.id, &second.id, by, NOW).await.unwrap());
+        assert!(
+            s.remove_factor(&alice.id, &second.id, by, NOW)
+                .await
+                .unwrap()
+        );
+        assert_eq!(s.recovery_codes_left(&alice.id).await.unwrap(), 0);
+        let third = Factor::pending(
+            &alice.id,
+            FactorKind::Totp,
+            "Tablet",
+            "sealed-3".into(),
+            None,
+            NOW,
+        );
+        s.add_pending_factor(&third).await.unwrap();
+        s.confirm_factor(&alice.id, &third.id, Some(1), Some(&codes), by, NOW)
+            .await
+            .unwrap();
+        s.replace_session(None, &session_of("d1", &alice.id, NOW, NOW + 3600))
+            .await
+            .unwrap();
+        let n = s
+            .reset_factors(&alice.id, Some("lost phone"), Actor::system(), NOW)
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        assert!(s.factors_of_user(&alice.id).await.unwrap().is_empty());
+        assert_eq!(s.recovery_codes_left(&alice.id).await.unwrap(), 0);
+        assert!(s.sessions_of_user(&alice.id, NOW).await.unwrap().is_empty());
+        let reset = events_of_kind(s, "mfa.reset").await;
+        assert_eq!(data_of(&reset[0])["reason"], "lost phone");
+        b.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_pending_sign_in_is_finished_once_and_a_ceremony_is_taken_once() {
+    for b in backends().await {
+        let s = &b.store;
+        let alice = user("alice");
+        s.insert_user(&alice).await.unwrap();
+        let pending = Session {
+            pending_user_id: Some(alice.id.clone()),
+            ..session("pending", NOW + 300)
+        };
+        s.replace_session(None, &pending).await.unwrap();
+        let read = s.session("pending", NOW).await.unwrap().unwrap();
+        assert_eq!(read.pending_user_id.as_deref(), Some(alice.id.as_str()));
+        assert_eq!(read.user_id, None, "nobody is signed in yet");
+        let mut done = session_of("done", &alice.id, NOW, NOW + 3600);
+        done.amr = healthgate_core::mfa::Amr::parse("pwd otp");
+        done.mfa_at = Some(NOW);
+        assert!(
+            !s.complete_second_step("pending", "someone-else", &done)
+                .await
+                .unwrap()
+        );
+        assert!(
+            s.complete_second_step("pending", &alice.id, &done)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.complete_second_step("pending", &alice.id, &done)
+                .await
+                .unwrap()
+        );
+        let signed_in = s.session("done", NOW).await.unwrap().unwrap();
+        assert_eq!(signed_in.amr.claim(), ["pwd", "otp"], "{}", b.name);
+        assert_eq!(signed_in.mfa_at, Some(NOW));
+        // A step-up records the method and when.
+        s.step_up_session(
+            "done",
+            &healthgate_core::mfa::Amr::parse("pwd hwk"),
+            NOW + 60,
+        )
+        .await
+        .unwrap();
+        let stepped = s.session("done", NOW).await.unwrap().unwrap();
+        assert_eq!(
+            (stepped.amr.claim(), stepped.mfa_at),
+            (vec!["pwd", "hwk"], Some(NOW + 60))
+        );
+        // A WebAuthn ceremony's state is taken once.
+        assert_eq!(s.take_ceremony("done").await.unwrap(), None);
+        s.set_ceremony("done", "{\"challenge\":1}").await.unwrap();
+        assert_eq!(
+            s.take_ceremony("done").await.unwrap().as_deref(),
+            Some("{\"challenge\":1}")
+        );
+        assert_eq!(s.take_ceremony("done").await.unwrap(), None);
         b.cleanup().await;
     }
 }

@@ -1,7 +1,7 @@
 //! The account area (`/account`): where a signed-in person sees who they
-//! are, edits their profile and password, and reviews what can act for
-//! them: connected apps, the organizations they belong to, and the browsers
-//! signed in as them.
+//! are, edits their profile and password, sets up second factors, and
+//! reviews what can act for them: connected apps, the organizations they
+//! belong to, and the browsers signed in as them.
 //!
 //! Every page sends an anonymous visitor to sign in first and comes back
 //! after; every form is a CSRF-checked POST (`http::extract::CsrfForm`) that
@@ -14,6 +14,7 @@ mod organizations;
 mod overview;
 mod password;
 mod profile;
+pub(crate) mod security;
 mod sessions;
 
 use axum::routing::{get, post};
@@ -33,6 +34,17 @@ pub fn routes() -> Routes {
         .route(
             crate::http::extract::NEW_PASSWORD_PAGE,
             get(password::page).post(password::choose),
+        )
+        .route(crate::http::extract::SECURITY_PAGE, get(security::page))
+        .route("/account/security/totp", post(security::begin_totp))
+        .route(
+            "/account/security/totp/confirm",
+            post(security::confirm_totp),
+        )
+        .route("/account/security/remove", post(security::remove))
+        .route(
+            "/account/security/recovery-codes",
+            post(security::new_codes),
         )
         .route("/account/apps", get(apps::page))
         .route("/account/apps/revoke", post(apps::revoke))
@@ -61,9 +73,10 @@ pub struct Nav {
 }
 
 impl Nav {
-    const LINKS: [(&'static str, &'static str); 5] = [
+    const LINKS: [(&'static str, &'static str); 6] = [
         ("/account", "Overview"),
         ("/account/profile", "Profile"),
+        ("/account/security", "Security"),
         ("/account/apps", "Connected apps"),
         ("/account/organizations", "Organizations"),
         ("/account/sessions", "Sessions"),
@@ -169,15 +182,16 @@ pub(crate) async fn current_password_holds(
 /// Replaces `user`'s password (whose stored hash was `stored`) with `new`:
 /// every other session ends and this browser gets a fresh one, in one store
 /// transaction (the profile page and the page a temporary password leads
-/// to both change a password this way). Returns the fresh session's cookie;
+/// to both change a password this way). The fresh session keeps what the
+/// old one proved (`session`'s second factor). Returns its cookie;
 /// `on_conflict` is what the person reads if the password changed meanwhile.
 pub(crate) async fn replace_password(
     state: &AppState,
     user: &User,
+    session: &healthgate_store::Session,
     stored: &str,
     new: String,
     browser: crate::http::session::Browser,
-    ip: Option<&str>,
     on_conflict: &'static str,
 ) -> Result<axum::http::HeaderValue, crate::http::error::PageError> {
     use crate::http::error::PageError;
@@ -190,10 +204,20 @@ pub(crate) async fn replace_password(
             title: not_changed,
             message: "Something went wrong while saving it. Please try again.".into(),
         })?;
-    let (fresh, cookie) = crate::http::session::fresh(state, Some(user.id.clone()), browser);
+    let ip = browser.ip.clone();
+    let (mut fresh, cookie) = crate::http::session::fresh(state, Some(user.id.clone()), browser);
+    fresh.amr = session.amr.clone();
+    fresh.mfa_at = session.mfa_at;
     let changed = state
         .store
-        .change_password(&user.id, stored, &new_hash, &fresh, ip, state.now())
+        .change_password(
+            &user.id,
+            stored,
+            &new_hash,
+            &fresh,
+            ip.as_deref(),
+            state.now(),
+        )
         .await?;
     if !changed {
         return Err(PageError {
@@ -212,7 +236,7 @@ mod tests {
     #[test]
     fn the_navigation_marks_the_page_it_is_on() {
         let links = Nav::on("/account/sessions").links();
-        assert_eq!(links.len(), 5);
+        assert_eq!(links.len(), 6);
         let current: Vec<&str> = links
             .iter()
             .filter(|l| l.current)

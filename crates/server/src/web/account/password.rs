@@ -185,10 +185,10 @@ pub async fn choose(
     let cookie = super::replace_password(
         &state,
         user,
+        &person.session,
         &stored,
         new,
         Browser::of(&headers, &ip),
-        ip.as_deref(),
         "Your password was changed from somewhere else a moment ago. Sign in again with the new one.",
     )
     .await?;

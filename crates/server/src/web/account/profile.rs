@@ -261,10 +261,10 @@ pub async fn change_password(
     let cookie = super::replace_password(
         &state,
         &user,
+        &session,
         &stored,
         new,
         Browser::of(&headers, &ip),
-        ip.as_deref(),
         "Your password was changed from somewhere else a moment ago. Reload the page and try again.",
     )
     .await?;

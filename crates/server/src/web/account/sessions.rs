@@ -344,6 +344,7 @@ mod tests {
             expires_at: 1,
             user_agent: None,
             ip: None,
+            ..Default::default()
         };
         let h = handle(&s);
         assert_eq!(h.len(), 20);

@@ -61,6 +61,7 @@ pub fn routes() -> Routes {
         .route("/admin/users/lock", post(users::lock))
         .route("/admin/users/unlock", post(users::unlock))
         .route("/admin/users/reset-password", post(users::reset_password))
+        .route("/admin/users/reset-mfa", post(users::reset_mfa))
         .route("/admin/apps", get(apps::list))
         .route(
             "/admin/apps/suspend",
@@ -105,8 +106,8 @@ pub struct ConsoleForm {
     pub q: Option<String>,
     pub page: Option<String>,
     pub resource_server: Option<String>,
-    /// Why an app is suspended, or its listing rejected or ended (kept in
-    /// the audit trail).
+    /// Why an app is suspended, or its listing rejected or ended, or a
+    /// person's second factors reset (kept in the audit trail).
     pub reason: Option<String>,
     /// The fingerprint of the app an operator reviewed (approving it).
     pub reviewed: Option<String>,

@@ -4,7 +4,7 @@
 //! page. An account whose username is locked after too many failed sign-ins
 //! says until when, and Unlock lifts that lock too.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use askama::Template;
 use axum::extract::{Query, State};
@@ -43,6 +43,8 @@ pub struct UserRow {
     /// Since when the password is a temporary one an operator set.
     pub temporary_password: Option<Stamp>,
     pub operator: bool,
+    /// Whether it has a second factor.
+    pub second_factor: bool,
     /// The partner app that created the account, if one did.
     pub provisioned_by: Option<String>,
     /// The operator's own account: not locked or reset from here.
@@ -102,8 +104,14 @@ fn listing(q: &str, page: i64) -> String {
     }
 }
 
-fn row(u: User, me: &str, sign_in_locks: &HashMap<String, i64>) -> UserRow {
+fn row(
+    u: User,
+    me: &str,
+    sign_in_locks: &HashMap<String, i64>,
+    with_factor: &HashSet<String>,
+) -> UserRow {
     UserRow {
+        second_factor: with_factor.contains(&u.id),
         is_self: u.id == me,
         created: Stamp::exact(u.created_at),
         locked: u.locked_at.map(Stamp::exact),
@@ -144,6 +152,8 @@ pub async fn list(
         .await?;
     let pages = ((total + PAGE_SIZE - 1) / PAGE_SIZE).max(1);
     let sign_in_locks = admin::sign_in_locks(&state.store, state.clock.as_ref(), &users).await?;
+    let ids: Vec<&str> = users.iter().map(|u| u.id.as_str()).collect();
+    let with_factor = state.store.with_second_factor(&ids).await?;
     let person = person_named(&state, query.user.as_deref()).await?;
     let notice = match query.done.as_deref() {
         Some("locked") => Some(format!(
@@ -158,6 +168,9 @@ pub async fn list(
             "{person} is unlocked, and their failed sign-ins are cleared: they can sign in again."
         )),
         Some("not-locked") => Some(format!("{person} was not locked.")),
+        Some("mfa-reset") => Some(format!(
+            "{person}'s second factors and recovery codes are removed and every session of theirs has ended: they sign in with their password next."
+        )),
         _ => None,
     };
     Ok(pages::render(
@@ -171,7 +184,7 @@ pub async fn list(
             next: (page < pages).then(|| listing(&q, page + 1)),
             users: users
                 .into_iter()
-                .map(|u| row(u, &op.user.id, &sign_in_locks))
+                .map(|u| row(u, &op.user.id, &sign_in_locks, &with_factor))
                 .collect(),
             q,
             page,
@@ -293,4 +306,34 @@ pub async fn reset_password(
             back: listing(&q, page),
         },
     ))
+}
+
+/// `POST /admin/users/reset-mfa` (`user_id`, `reason`): removes every
+/// second factor and recovery code of the account and ends its sessions,
+/// for a person who lost their phone or key; the reason (how the operator
+/// made sure it was them) goes into the audit trail.
+pub async fn reset_mfa(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    op: Operator,
+    CsrfForm { fields: f, .. }: CsrfForm<ConsoleForm>,
+) -> Answer {
+    let (user, q, page) = target(&state, &op, &f, "reset the second factors of").await?;
+    let reason = healthgate_core::client::Reason::parse(f.reason.as_deref().unwrap_or_default())
+        .map_err(|e| {
+            PageError::bad_request(format!(
+                "Say why you reset {}'s second factors: {e}. Go back and try again.",
+                user.username
+            ))
+        })?;
+    admin::reset_mfa(
+        &state.store,
+        state.clock.as_ref(),
+        &user.id,
+        Some(&reason),
+        op.actor(&ip),
+    )
+    .await
+    .map_err(admin_failure)?;
+    Ok(back(&q, page, "mfa-reset", &user.id))
 }
