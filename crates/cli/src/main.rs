@@ -108,6 +108,11 @@ enum ClientCommand {
         /// introspect every token, not only its own (RFC 7662 §4).
         #[arg(long)]
         resource_server: bool,
+        /// Every sign-in that authorizes the app must have given a second
+        /// factor: a person without one sets one up first, and the app
+        /// never gets a password-only token (acr aal/2 in its ID tokens).
+        #[arg(long)]
+        require_mfa: bool,
     },
     /// List registered apps.
     List,
@@ -217,6 +222,12 @@ struct ClientUpdate {
     /// The app may introspect only its own tokens again.
     #[arg(long)]
     no_resource_server: bool,
+    /// Every sign-in that authorizes the app must give a second factor.
+    #[arg(long, conflicts_with = "no_require_mfa")]
+    require_mfa: bool,
+    /// A password alone may authorize the app again.
+    #[arg(long)]
+    no_require_mfa: bool,
 }
 
 /// One `--user-types` value parses to a list. Named, because clap would take
@@ -473,6 +484,7 @@ fn client_json(c: &Client) -> serde_json::Value {
         "provisioning_scope": c.provisioning_scopes.as_ref().map(|s| s.to_string()),
         "suspended_at": c.suspended_at,
         "resource_server": c.resource_server,
+        "require_mfa": c.require_mfa,
         "created_at": c.created_at,
     })
 }
@@ -520,7 +532,7 @@ fn client_text(c: &Client) -> String {
     let uris: Vec<&str> = c.redirect_uris.iter().map(|u| u.as_str()).collect();
     let types: Vec<&str> = c.user_types.iter().map(|t| t.as_str()).collect();
     format!(
-        "client_id      {}\nname           {}\nstatus         {}\ntype           {}\nredirect_uris  {}\nscope          {}\nuser_types     {}\nphoto_url      {}\nlisting        {}\nconnect_url    {}\nwebhook_url    {}{}\nresource_server {}",
+        "client_id      {}\nname           {}\nstatus         {}\ntype           {}\nredirect_uris  {}\nscope          {}\nuser_types     {}\nphoto_url      {}\nlisting        {}\nconnect_url    {}\nwebhook_url    {}{}\nresource_server {}\nrequire_mfa    {}",
         c.id,
         c.name,
         if c.suspended_at.is_some() {
@@ -542,6 +554,7 @@ fn client_text(c: &Client) -> String {
             ""
         },
         c.resource_server,
+        c.require_mfa,
     )
 }
 
@@ -563,6 +576,7 @@ async fn client_command(
             user_types,
             authorization_level,
             resource_server,
+            require_mfa,
         } => {
             let (client, secret) = admin::create_client(
                 store,
@@ -577,6 +591,7 @@ async fn client_command(
                     user_types: user_types.unwrap_or_default(),
                     authorization_level,
                     resource_server,
+                    require_mfa,
                     ..Default::default()
                 },
                 Actor::system(),
@@ -658,6 +673,11 @@ async fn client_command(
                     _ => None,
                 },
                 resource_server: match (u.resource_server, u.no_resource_server) {
+                    (true, _) => Some(true),
+                    (_, true) => Some(false),
+                    _ => None,
+                },
+                require_mfa: match (u.require_mfa, u.no_require_mfa) {
                     (true, _) => Some(true),
                     (_, true) => Some(false),
                     _ => None,

@@ -5,6 +5,7 @@
 
 use crate::client::Client;
 use crate::error::{ErrorCode, OAuthError};
+use crate::mfa::Acr;
 use crate::pkce::CodeChallenge;
 use crate::scope::ScopeSet;
 
@@ -25,6 +26,9 @@ pub struct AuthorizeParams {
     /// OpenID Connect Core §3.1.2.1: the longest age, in seconds, of the
     /// sign-in the request accepts.
     pub max_age: Option<String>,
+    /// OpenID Connect Core §3.1.2.1: the authentication context classes
+    /// wanted, in order of preference (space-separated).
+    pub acr_values: Option<String>,
     /// Names of parameters that appeared more than once (RFC 6749 §3.1).
     pub duplicated: Vec<String>,
 }
@@ -52,6 +56,7 @@ impl AuthorizeParams {
                 "nonce" => &mut p.nonce,
                 "prompt" => &mut p.prompt,
                 "max_age" => &mut p.max_age,
+                "acr_values" => &mut p.acr_values,
                 _ => continue,
             };
             if slot.is_some() {
@@ -68,7 +73,7 @@ impl AuthorizeParams {
     /// The request as name/value pairs, to carry it through the login and
     /// consent pages unchanged.
     pub fn to_pairs(&self) -> Vec<(&'static str, &str)> {
-        let fields: [(&'static str, &Option<String>); 10] = [
+        let fields: [(&'static str, &Option<String>); 11] = [
             ("response_type", &self.response_type),
             ("client_id", &self.client_id),
             ("redirect_uri", &self.redirect_uri),
@@ -79,6 +84,7 @@ impl AuthorizeParams {
             ("nonce", &self.nonce),
             ("prompt", &self.prompt),
             ("max_age", &self.max_age),
+            ("acr_values", &self.acr_values),
         ];
         fields
             .into_iter()
@@ -133,6 +139,9 @@ pub struct ValidAuthorization {
     pub nonce: Option<String>,
     pub prompt: Prompt,
     pub max_age: Option<i64>,
+    /// The assurance level the sign-in must reach: what `acr_values` asks
+    /// for, and two factors whatever it asks when the client requires them.
+    pub acr: Option<Acr>,
 }
 
 /// OpenID Connect's `prompt` (Core §3.1.2.1).
@@ -265,6 +274,15 @@ pub fn validate(
             ))
         })?),
     };
+    // acr_values names classes in order of preference, any of which will
+    // do; classes this server does not know are passed over. An app that
+    // requires a second factor gets one whatever it asks.
+    let requested = params.acr_values.as_deref().and_then(Acr::requested);
+    let acr = if client.require_mfa {
+        Some(Acr::Aal2)
+    } else {
+        requested
+    };
     if client.is_public() && code_challenge.is_none() {
         return Err(fail(OAuthError::invalid_request(
             "PKCE is required for public clients: send code_challenge with code_challenge_method=S256",
@@ -281,6 +299,7 @@ pub fn validate(
         nonce: params.nonce.clone(),
         prompt,
         max_age,
+        acr,
     })
 }
 

@@ -110,6 +110,9 @@ pub struct Client {
     /// introspect any token; every other client only the tokens issued to
     /// it (RFC 7662 §2.1, §4).
     pub resource_server: bool,
+    /// Every sign-in that authorizes this app must have given a second
+    /// factor (a clinician app never gets a password-only token).
+    pub require_mfa: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -299,6 +302,7 @@ pub(crate) fn example(kind: ClientKind) -> Client {
         owner_id: None,
         suspended_at: None,
         resource_server: false,
+        require_mfa: false,
         created_at: 0,
         updated_at: 0,
     }

@@ -81,6 +81,9 @@ pub struct AuthorizationCode {
     /// OpenID Connect: the request's `nonce`, and when the person signed in.
     pub nonce: Option<String>,
     pub auth_time: Option<i64>,
+    /// How the person signed in (RFC 8176), for the ID token and
+    /// introspection.
+    pub amr: crate::mfa::Amr,
 }
 
 /// The organization and resource owner of a grant.
@@ -235,6 +238,8 @@ pub struct AccessToken {
     pub first_used_at: Option<i64>,
     /// The organization and owner of the grant the token descends from.
     pub grant: GrantContext,
+    /// How the person signed in when the grant was made (RFC 8176).
+    pub amr: crate::mfa::Amr,
 }
 
 impl AccessToken {
@@ -266,6 +271,7 @@ mod tests {
             grant: GrantContext::default(),
             nonce: None,
             auth_time: None,
+            amr: Default::default(),
         }
     }
 

@@ -7,6 +7,7 @@
 //! (RFC 6749 §4.1.2 and §10.5, RFC 9700 §4.14.2).
 
 use healthgate_core::error::OAuthError;
+use healthgate_core::mfa::Amr;
 use healthgate_core::owner::ResourceOwner;
 use healthgate_core::pkce::CodeChallenge;
 use healthgate_core::scope::ScopeSet;
@@ -61,6 +62,8 @@ pub struct Issued {
     /// From the authorization request, for an ID token.
     pub nonce: Option<String>,
     pub auth_time: Option<i64>,
+    /// How the person signed in, when one did (the code flow).
+    pub amr: Amr,
 }
 
 /// The code presented at the token endpoint, with what the client sent
@@ -121,7 +124,23 @@ fn code_from_row(row: &AnyRow) -> Result<AuthorizationCode> {
         },
         nonce: row.try_get("nonce")?,
         auth_time: row.try_get("auth_time")?,
+        amr: amr_of(row)?,
     })
+}
+
+/// The methods in a row's `amr` column (none for grants made without a
+/// person signing in).
+fn amr_of(row: &AnyRow) -> Result<Amr> {
+    Ok(Amr::parse(
+        row.try_get::<Option<String>, _>("amr")?
+            .as_deref()
+            .unwrap_or(""),
+    ))
+}
+
+/// The stored form of `amr`: `NULL` when empty.
+fn amr_column(amr: &Amr) -> Option<String> {
+    (!amr.is_empty()).then(|| amr.to_string())
 }
 
 /// The resource owner in a row's `owner_type` and `owner_id` columns.
@@ -281,25 +300,39 @@ async fn insert_tokens(
     Ok(())
 }
 
+/// A token family to start: whose, for what, and how the person signed in.
+struct NewFamily<'a> {
+    id: &'a str,
+    client_id: &'a str,
+    user_id: Option<&'a str>,
+    grant: &'a GrantContext,
+    scope: &'a ScopeSet,
+    amr: &'a Amr,
+}
+
 /// Creates a token family. An organization-level grant belongs to no user
 /// (it outlives the admin who made it, who is kept as `granted_by`).
 async fn insert_family(
     tx: &mut Transaction<'static, Any>,
-    family_id: &str,
-    client_id: &str,
-    user_id: Option<&str>,
-    grant: &GrantContext,
-    scope: &ScopeSet,
+    family: NewFamily<'_>,
     now: i64,
 ) -> Result<()> {
+    let NewFamily {
+        id: family_id,
+        client_id,
+        user_id,
+        grant,
+        scope,
+        amr,
+    } = family;
     let (user_id, granted_by) = if grant.organization_level {
         (None, user_id)
     } else {
         (user_id, None)
     };
     sqlx::query(
-        "INSERT INTO token_families (id, client_id, user_id, created_at, organization_id, owner_type, owner_id, granted_by, scope)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO token_families (id, client_id, user_id, created_at, organization_id, owner_type, owner_id, granted_by, scope, amr)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(family_id)
     .bind(client_id)
@@ -310,6 +343,7 @@ async fn insert_family(
     .bind(grant.owner.as_ref().map(|o| o.id.as_str()))
     .bind(granted_by)
     .bind(scope.to_string())
+    .bind(amr_column(amr))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -358,7 +392,15 @@ async fn issue_family(
         owner,
         organization_level: false,
     };
-    insert_family(tx, &family_id, client_id, user_id, &grant, scope, now).await?;
+    let family = NewFamily {
+        id: &family_id,
+        client_id,
+        user_id,
+        grant: &grant,
+        scope,
+        amr: &Amr::default(),
+    };
+    insert_family(tx, family, now).await?;
     insert_tokens(
         tx,
         &family_id,
@@ -385,6 +427,7 @@ async fn issue_family(
         owner: grant.owner,
         nonce: None,
         auth_time: None,
+        amr: Amr::default(),
     })
 }
 
@@ -495,8 +538,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO authorization_codes (digest, family_id, client_id, user_id, redirect_uri, redirect_uri_provided, scope,
                                               code_challenge, created_at, expires_at, organization_id, owner_type, owner_id,
-                                              nonce, auth_time)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                                              nonce, auth_time, amr)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         )
         .bind(digest)
         .bind(&code.family_id)
@@ -513,6 +556,7 @@ impl Store {
         .bind(code.grant.owner.as_ref().map(|o| o.id.as_str()))
         .bind(&code.nonce)
         .bind(code.auth_time)
+        .bind(amr_column(&code.amr))
         .execute(&mut *tx)
         .await?;
         append(
@@ -542,7 +586,7 @@ impl Store {
             "UPDATE authorization_codes SET consumed_at = $1
              WHERE digest = $2 AND consumed_at IS NULL
              RETURNING family_id, client_id, user_id, redirect_uri, redirect_uri_provided, scope, code_challenge, created_at,
-                       expires_at, organization_id, owner_type, owner_id, nonce, auth_time",
+                       expires_at, organization_id, owner_type, owner_id, nonce, auth_time, amr",
         )
         .bind(r.now)
         .bind(r.code_digest)
@@ -584,16 +628,15 @@ impl Store {
         code.check_redemption(r.client_id, r.redirect_uri, r.code_verifier, r.now)?;
         require_active_user(&mut tx, Some(&code.user_id)).await?;
 
-        insert_family(
-            &mut tx,
-            &code.family_id,
-            &code.client_id,
-            Some(&code.user_id),
-            &code.grant,
-            &code.scope,
-            r.now,
-        )
-        .await?;
+        let family = NewFamily {
+            id: &code.family_id,
+            client_id: &code.client_id,
+            user_id: Some(&code.user_id),
+            grant: &code.grant,
+            scope: &code.scope,
+            amr: &code.amr,
+        };
+        insert_family(&mut tx, family, r.now).await?;
         // An organization-level grant's tokens speak for the organization.
         let token_user = (!code.grant.organization_level).then_some(code.user_id.as_str());
         insert_tokens(
@@ -627,6 +670,7 @@ impl Store {
             owner: code.grant.owner,
             nonce: code.nonce,
             auth_time: code.auth_time,
+            amr: code.amr,
         })
     }
 
@@ -723,6 +767,7 @@ impl Store {
             owner: grant.owner,
             nonce: None,
             auth_time: None,
+            amr: Amr::default(),
         })
     }
 
@@ -856,7 +901,7 @@ impl Store {
             "SELECT a.digest, a.family_id, a.client_id, a.user_id, a.scope, a.created_at, a.expires_at,
                     a.parent_refresh_digest, a.first_used_at,
                     COALESCE(a.revoked_at, f.revoked_at, c.suspended_at) AS revoked_at,
-                    f.organization_id, f.owner_type, f.owner_id, f.granted_by
+                    f.organization_id, f.owner_type, f.owner_id, f.granted_by, f.amr
              FROM access_tokens a JOIN token_families f ON f.id = a.family_id JOIN clients c ON c.id = f.client_id
              WHERE a.digest = $1",
         )
@@ -880,6 +925,7 @@ impl Store {
                     owner: owner_of(&row)?,
                     organization_level: row.try_get::<Option<String>, _>("granted_by")?.is_some(),
                 },
+                amr: amr_of(&row)?,
             })
         })
         .transpose()

@@ -129,8 +129,8 @@ fn client_commands_round_trip_as_json() {
     assert!(text.stdout.contains("Phone App"), "{text:#?}");
 }
 
-/// `--resource-server` on create and update (and `--no-resource-server`)
-/// is kept and shown; a redirect URI with a wildcard is refused with one line
+/// `--resource-server` and `--require-mfa` on create and update (and their
+/// `--no-` forms) are kept and shown; a redirect URI with a wildcard is refused with one line
 /// naming it, and registers nothing.
 #[test]
 fn resource_servers_and_wildcard_redirect_uris() {
@@ -166,6 +166,21 @@ fn resource_servers_and_wildcard_redirect_uris() {
     let text = sandbox.run(&["client", "show", rs["client_id"].as_str().unwrap()]);
     assert!(text.stdout.contains("resource_server true"), "{text:#?}");
 
+    // An app that requires a second factor (a clinician app).
+    let clinical = create(&["--require-mfa"]).json();
+    assert_eq!(clinical["require_mfa"], true, "{clinical}");
+    assert_eq!(plain["require_mfa"], false, "{plain}");
+    let updated = sandbox
+        .run(&["client", "update", id, "--require-mfa", "--json"])
+        .json();
+    assert_eq!(updated["require_mfa"], true);
+    let updated = sandbox
+        .run(&["client", "update", id, "--no-require-mfa", "--json"])
+        .json();
+    assert_eq!(updated["require_mfa"], false);
+    let text = sandbox.run(&["client", "show", clinical["client_id"].as_str().unwrap()]);
+    assert!(text.stdout.contains("require_mfa    true"), "{text:#?}");
+
     for uri in ["https://*.partner.example/cb", "https://partner.example/*"] {
         let out = sandbox.run(&[
             "client",
@@ -185,7 +200,7 @@ fn resource_servers_and_wildcard_redirect_uris() {
     let all = sandbox.run(&["client", "list", "--json"]).json();
     assert_eq!(
         all.as_array().unwrap().len(),
-        2,
+        3,
         "nothing registered: {all}"
     );
     let kept = sandbox.run(&["client", "show", id, "--json"]).json();

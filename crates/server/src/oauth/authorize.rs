@@ -19,7 +19,7 @@ use healthgate_store::Session;
 
 use crate::http::error::PageError;
 use crate::http::extract::{
-    CHOOSE_A_PASSWORD_FIRST, ENROL_FIRST, NEW_PASSWORD_PAGE, SECURITY_PAGE,
+    CHOOSE_A_PASSWORD_FIRST, ENROL_FIRST, NEW_PASSWORD_PAGE, SECOND_FACTOR_PAGE, SECURITY_PAGE,
 };
 use crate::http::ip::ClientIp;
 use crate::http::pages::{self, ChoiceLine, ConsentPage, RefusedPage, Site};
@@ -28,6 +28,7 @@ use crate::oauth::consent::{self, Choice};
 use crate::services::photos::served_path;
 use crate::state::AppState;
 use healthgate_core::event::EventKind;
+use healthgate_core::mfa::Acr;
 use healthgate_store::Event;
 
 /// The redirect that carries an authorization response: the given
@@ -118,6 +119,21 @@ async fn session_user(state: &AppState, session: &Session) -> Result<Option<User
         return Ok(None);
     };
     Ok(state.store.user(user_id).await?.filter(User::is_active))
+}
+
+/// Whether the session's sign-in reached the assurance the request asks
+/// for: with two factors asked, a second factor was given, within
+/// `max_age` seconds when the request sets one.
+fn assurance_met(state: &AppState, request: &ValidAuthorization, session: &Session) -> bool {
+    match request.acr {
+        Some(Acr::Aal2) => {
+            session.amr.multi_factor()
+                && request
+                    .max_age
+                    .is_none_or(|max| session.mfa_at.unwrap_or(0) + max >= state.now())
+        }
+        Some(Acr::Aal1) | None => true,
+    }
 }
 
 /// To the login page, then back to this request (`pairs`).
@@ -215,6 +231,28 @@ pub async fn get(
         }
         Ok(true) => return back_after(SECURITY_PAGE, &params.without_login_prompt()),
         Err(e) => return PageError::from(e).into_response(),
+    }
+    // Step-up: the app asks for (acr_values) or requires (require_mfa) a
+    // sign-in with a second factor, given within max_age when it sets one.
+    if !assurance_met(&state, &request, &session) {
+        if request.prompt.none {
+            let error = OAuthError::new(
+                ErrorCode::InteractionRequired,
+                "the app requires a second factor the user has not given",
+            );
+            return error_redirect(
+                &state,
+                &request.redirect_uri,
+                &error,
+                request.state.as_deref(),
+            );
+        }
+        let page = match state.store.has_second_factor(&user.id).await {
+            Ok(true) => SECOND_FACTOR_PAGE,
+            Ok(false) => SECURITY_PAGE,
+            Err(e) => return PageError::from(e).into_response(),
+        };
+        return back_after(page, &params.without_login_prompt());
     }
     let choices = match allowed_choices(&state, &client, &user, &request).await {
         Ok(c) => c,
@@ -414,6 +452,7 @@ async fn issue_code(
         grant: choice.grant(),
         nonce: request.nonce.clone(),
         auth_time: session.auth_time,
+        amr: session.amr.clone(),
     };
     if let Err(e) = state
         .store
@@ -477,6 +516,14 @@ pub async fn post(
         Ok(false) => {}
         Ok(true) => return PageError::forbidden(ENROL_FIRST).into_response(),
         Err(e) => return PageError::from(e).into_response(),
+    }
+    if let Some(s) = &session
+        && !assurance_met(&state, &request, s)
+    {
+        return PageError::forbidden(
+            "This app needs you to confirm it is you with your second factor. Go back to the app and start again.",
+        )
+        .into_response();
     }
     let choices = match allowed_choices(&state, &client, &user, &request).await {
         Ok(c) => c,

@@ -81,7 +81,7 @@ async fn describe(state: &AppState, token: &str) -> Result<Value, JsonError> {
             None => None,
         };
         let owner = t.grant.owner.as_ref();
-        Ok(json!({
+        let mut answer = json!({
             "active": true,
             "scope": t.scope.to_string(),
             "client_id": t.client_id,
@@ -93,7 +93,14 @@ async fn describe(state: &AppState, token: &str) -> Result<Value, JsonError> {
             "iss": state.issuer,
             "resource_owner": owner.map(|o| json!({ "id": o.id, "type": o.kind })),
             "organization_id": t.grant.organization_id,
-        }))
+        });
+        // How the person signed in when the grant was made, for a resource
+        // server that wants a second factor behind a request.
+        if !t.amr.is_empty() {
+            answer["amr"] = json!(t.amr.claim());
+            answer["acr"] = t.amr.acr().as_str().into();
+        }
+        Ok(answer)
     } else if token.starts_with(SecretKind::RefreshToken.prefix()) {
         let Some(r) = state.store.refresh_token_info(&digest).await? else {
             return Ok(inactive());

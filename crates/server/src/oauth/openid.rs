@@ -48,6 +48,12 @@ pub async fn id_token(
     if let Some(n) = &issued.nonce {
         claims["nonce"] = n.clone().into();
     }
+    // How the person signed in (RFC 8176) and the assurance level it
+    // reached (Core §2), when a person signed in for this grant.
+    if !issued.amr.is_empty() {
+        claims["amr"] = json!(issued.amr.claim());
+        claims["acr"] = issued.amr.acr().as_str().into();
+    }
     if let Some(owner) = &issued.owner {
         claims["resource_owner"] = json!({ "id": owner.id, "type": owner.kind });
     }
@@ -123,6 +129,7 @@ pub async fn configuration(state: State<AppState>) -> Json<Value> {
     let Json(mut m) = crate::oauth::discovery::metadata(state).await;
     m["userinfo_endpoint"] = format!("{base}/oauth/userinfo").into();
     m["subject_types_supported"] = json!(["public"]);
+    m["acr_values_supported"] = json!(healthgate_core::mfa::Acr::ALL.map(|a| a.as_str()));
     m["id_token_signing_alg_values_supported"] = json!(["ES256", "RS256"]);
     m["claims_supported"] = json!([
         "sub",
@@ -132,6 +139,8 @@ pub async fn configuration(state: State<AppState>) -> Json<Value> {
         "iat",
         "auth_time",
         "nonce",
+        "acr",
+        "amr",
         "at_hash",
         "name",
         "preferred_username",

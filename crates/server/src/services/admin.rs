@@ -78,6 +78,8 @@ pub struct NewClient {
     /// May introspect every token (the platform's own APIs); set by
     /// operators only.
     pub resource_server: bool,
+    /// Every sign-in that authorizes it must have given a second factor.
+    pub require_mfa: bool,
 }
 
 /// Changes to a registration; `None` leaves a field as it is, and for the
@@ -110,6 +112,8 @@ pub struct ClientChanges {
     /// May introspect every token (the platform's own APIs); operators
     /// only.
     pub resource_server: Option<bool>,
+    /// Every sign-in that authorizes it must have given a second factor.
+    pub require_mfa: Option<bool>,
 }
 
 /// One field's refusal: the field as the portal's forms name it, and why.
@@ -394,6 +398,7 @@ fn draft_client(settings: &Settings, req: &NewClient, now: i64, refusals: &mut R
         owner_id: req.owner_id.clone(),
         suspended_at: None,
         resource_server: req.resource_server,
+        require_mfa: req.require_mfa,
         created_at: now,
         updated_at: now,
     };
@@ -510,6 +515,9 @@ fn apply_changes(
     }
     if let Some(rs) = changes.resource_server {
         c.resource_server = rs;
+    }
+    if let Some(on) = changes.require_mfa {
+        c.require_mfa = on;
     }
     if let Some(level) = changes.authorization_level {
         c.authorization_level = level;

@@ -204,6 +204,7 @@ pub async fn seed(
                     owner_id: None,
                     suspended_at: None,
                     resource_server: false,
+                    require_mfa: false,
                     created_at: now,
                     updated_at: now,
                 })

@@ -105,6 +105,8 @@ pub struct AppFields {
     #[serde(default)]
     published: bool,
     #[serde(default)]
+    require_mfa: bool,
+    #[serde(default)]
     remove_photo: bool,
     confirm_name: Option<String>,
     /// The app page's listing buttons: `request` or `withdraw`.
@@ -374,6 +376,8 @@ pub struct AppFormValues {
     pub connect_url: String,
     pub webhook_url: String,
     pub published: bool,
+    /// Every sign-in that authorizes the app must give a second factor.
+    pub require_mfa: bool,
 }
 
 impl AppFormValues {
@@ -393,6 +397,7 @@ impl AppFormValues {
             connect_url: String::new(),
             webhook_url: String::new(),
             published: false,
+            require_mfa: false,
         }
     }
 
@@ -422,6 +427,7 @@ impl AppFormValues {
             connect_url: c.connect_redirect_url.clone().unwrap_or_default(),
             webhook_url: c.webhook_url.clone().unwrap_or_default(),
             published: c.listing.state.is_wanted(),
+            require_mfa: c.require_mfa,
         }
     }
 
@@ -439,6 +445,7 @@ impl AppFormValues {
             connect_url: text(&f.connect_url),
             webhook_url: text(&f.webhook_url),
             published: f.published,
+            require_mfa: f.require_mfa,
         }
     }
 
@@ -615,6 +622,7 @@ pub async fn create_app(
         owner_id: Some(user_id.clone()),
         // Only operators make an app a resource server.
         resource_server: false,
+        require_mfa: values.require_mfa,
     };
     // Every mistake at once: the page's own checks, then every one of
     // `admin`'s, registering nothing while any remains.
@@ -827,6 +835,7 @@ pub async fn update_app(
         webhook_url: Some(Some(values.webhook_url.clone())),
         published: Some(values.published),
         authorization_level: Some(values.level()),
+        require_mfa: Some(values.require_mfa),
         ..ClientChanges::default()
     };
     let saved = if errors.is_empty() {

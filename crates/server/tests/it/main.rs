@@ -41,6 +41,7 @@ macro_rules! backend_tests {
             mod second_factors;
             mod signing_in;
             mod standards;
+            mod step_up;
             mod throttling;
             mod token;
             mod webhooks;
@@ -102,6 +103,8 @@ pub struct ClientSpec {
     pub authorization_level: healthgate_core::owner::AuthorizationLevel,
     /// May introspect every token.
     pub resource_server: bool,
+    /// Every sign-in that authorizes it must give a second factor.
+    pub require_mfa: bool,
 }
 
 impl Default for ClientSpec {
@@ -113,6 +116,7 @@ impl Default for ClientSpec {
             user_types: vec![],
             authorization_level: Default::default(),
             resource_server: false,
+            require_mfa: false,
         }
     }
 }
@@ -250,6 +254,7 @@ impl TestApp {
                 user_types: spec.user_types,
                 authorization_level: spec.authorization_level,
                 resource_server: spec.resource_server,
+                require_mfa: spec.require_mfa,
                 ..Default::default()
             },
             Actor::system(),

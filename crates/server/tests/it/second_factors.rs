@@ -35,7 +35,7 @@ fn recovery_codes(page: &str) -> Vec<String> {
         .collect()
 }
 
-fn csrf(page: &str) -> String {
+pub(super) fn csrf(page: &str) -> String {
     hidden_inputs(page)
         .remove("csrf_token")
         .expect("a csrf_token on the page")
@@ -43,7 +43,7 @@ fn csrf(page: &str) -> String {
 
 /// Sets up an authenticator app for a signed-in browser through the pages;
 /// returns the app and the recovery codes shown.
-async fn enrol(app: &TestApp, b: &Browser) -> (TOTP, Vec<String>) {
+pub(super) async fn enrol(app: &TestApp, b: &Browser) -> (TOTP, Vec<String>) {
     let page = b.get("/account/security").await.text().await.unwrap();
     let r = b
         .post_form(
@@ -94,7 +94,7 @@ async fn enrol(app: &TestApp, b: &Browser) -> (TOTP, Vec<String>) {
 }
 
 /// The second step's form: posts `code`, returns the response.
-async fn second_step(b: &Browser, code: &str) -> reqwest::Response {
+pub(super) async fn second_step(b: &Browser, code: &str) -> reqwest::Response {
     let page = b.get("/login/second-factor").await.text().await.unwrap();
     b.post_form(
         "/login/second-factor",
@@ -112,7 +112,7 @@ async fn signed_in(b: &Browser) -> bool {
 }
 
 /// Signs in with the password only: the answer must send to the second step.
-async fn password_step(b: &Browser, username: &str) {
+pub(super) async fn password_step(b: &Browser, username: &str) {
     let r = b.login(username, PASSWORD).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert!(

@@ -41,3 +41,6 @@ ALTER TABLE sessions ADD COLUMN ceremony TEXT;
 -- introspection say them (amr, acr).
 ALTER TABLE authorization_codes ADD COLUMN amr TEXT;
 ALTER TABLE token_families ADD COLUMN amr TEXT;
+-- An app that requires a second factor (a clinician app): no code is issued
+-- to it for a sign-in that did not give one.
+ALTER TABLE clients ADD COLUMN require_mfa BIGINT NOT NULL DEFAULT 0;

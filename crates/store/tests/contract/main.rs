@@ -113,6 +113,7 @@ fn client(id: &str) -> Client {
         owner_id: None,
         suspended_at: None,
         resource_server: false,
+        require_mfa: false,
         created_at: NOW,
         updated_at: NOW,
     }
@@ -166,6 +167,7 @@ async fn setup_code(store: &Store) -> (String, User, String) {
                 grant: Default::default(),
                 nonce: None,
                 auth_time: None,
+                amr: Default::default(),
             },
         )
         .await
@@ -1053,6 +1055,7 @@ async fn pending_code(
                 grant,
                 nonce: None,
                 auth_time: None,
+                amr: Default::default(),
             },
         )
         .await

@@ -15,7 +15,7 @@ use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use healthgate_core::mfa::{FactorKind, MfaRequirement, TotpSecret};
+use healthgate_core::mfa::{FactorKind, Method, MfaRequirement, TotpSecret};
 use healthgate_core::redirect::with_query_params;
 use healthgate_store::Factor;
 use serde::Deserialize;
@@ -352,18 +352,32 @@ pub async fn confirm_totp(
     let code = f.code.unwrap_or_default();
     let actor = enrolling.person.actor(&ip);
     match mfa::confirm_totp(&state, user, &factor_id, &code, actor).await? {
-        Confirmed::Yes(codes) => Ok(match codes {
-            Some(codes) => pages::render(
-                StatusCode::OK,
-                &CodesPage {
-                    site: viewer.site(&state.settings),
-                    codes,
-                    first: true,
-                    continue_to: onwards(return_to_field),
-                },
-            ),
-            None => Redirect::to(&done_url("totp", return_to_field)).into_response(),
-        }),
+        Confirmed::Yes(codes) => {
+            // The person just proved they hold the factor: this sign-in
+            // counts as one with a second factor from now (an app waiting
+            // for one goes on without asking again).
+            let session = &enrolling.person.session;
+            state
+                .store
+                .step_up_session(
+                    &session.id_digest,
+                    &session.amr.with(Method::Otp),
+                    state.now(),
+                )
+                .await?;
+            Ok(match codes {
+                Some(codes) => pages::render(
+                    StatusCode::OK,
+                    &CodesPage {
+                        site: viewer.site(&state.settings),
+                        codes,
+                        first: true,
+                        continue_to: onwards(return_to_field),
+                    },
+                ),
+                None => Redirect::to(&done_url("totp", return_to_field)).into_response(),
+            })
+        }
         Confirmed::No => {
             let mut errors = FieldErrors::default();
             errors.add(
