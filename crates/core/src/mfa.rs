@@ -82,8 +82,16 @@ impl TotpSecret {
     /// authenticator app reads): `issuer` names the platform, `account` the
     /// person.
     pub fn otpauth_uri(&self, issuer: &str, account: &str) -> String {
-        let label = format!("{issuer}:{account}");
-        let label: String = url::form_urlencoded::byte_serialize(label.as_bytes()).collect();
+        // Each part of the label is escaped on its own and joined by a
+        // literal colon, which every app splits on (an escaped one, some
+        // read as part of the account name). Labels are path text: a space
+        // is %20 there, not '+'.
+        let escape = |s: &str| -> String {
+            url::form_urlencoded::byte_serialize(s.as_bytes())
+                .collect::<String>()
+                .replace('+', "%20")
+        };
+        let label = format!("{}:{}", escape(issuer), escape(account));
         let mut query = url::form_urlencoded::Serializer::new(String::new());
         query
             .append_pair("secret", &self.base32())
@@ -91,12 +99,7 @@ impl TotpSecret {
             .append_pair("algorithm", "SHA1")
             .append_pair("digits", &TOTP_DIGITS.to_string())
             .append_pair("period", &TOTP_STEP.to_string());
-        // Labels are path text: a space is %20 there, not '+'.
-        format!(
-            "otpauth://totp/{}?{}",
-            label.replace('+', "%20"),
-            query.finish()
-        )
+        format!("otpauth://totp/{label}?{}", query.finish())
     }
 
     /// The code for the step holding `at` (epoch seconds).
@@ -438,7 +441,7 @@ mod tests {
         let secret = TotpSecret::from_bytes(b"12345678901234567890".to_vec());
         assert_eq!(
             secret.otpauth_uri("Harbor Health", "jane@example.com"),
-            "otpauth://totp/Harbor%20Health%3Ajane%40example.com?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=Harbor+Health&algorithm=SHA1&digits=6&period=30"
+            "otpauth://totp/Harbor%20Health:jane%40example.com?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=Harbor+Health&algorithm=SHA1&digits=6&period=30"
         );
     }
 

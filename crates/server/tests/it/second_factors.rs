@@ -460,3 +460,70 @@ async fn an_operator_resets_second_factors_from_the_console_with_a_reason() {
     assert_eq!(reset[0].actor_user_id.as_deref(), Some(op_user.id.as_str()));
     assert!(reset[0].data.as_deref().unwrap().contains("identity checked"));
 }
+
+/// What pyotp, the stock Python library, reads from an `otpauth://` URI:
+/// the code at `at`, the issuer and the account name. `None` when pyotp
+/// is not installed (`.ci/run` installs it into `.ci/python`).
+fn pyotp(uri: &str, at: i64) -> Option<(String, String, String)> {
+    let installed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/python");
+    let out = std::process::Command::new("python3")
+        .env("PYTHONPATH", installed)
+        .args([
+            "-c",
+            "import pyotp, sys\nt = pyotp.parse_uri(sys.argv[1])\nprint(t.at(int(sys.argv[2])))\nprint(t.issuer)\nprint(t.name)",
+            uri,
+            &at.to_string(),
+        ])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8(out.stdout).ok()?;
+    let mut lines = text.lines().map(str::to_owned);
+    Some((lines.next()?, lines.next()?, lines.next()?))
+}
+
+#[tokio::test]
+async fn a_stock_authenticator_library_reads_the_link_and_signs_in() {
+    let app = spawn_app_with(|s| s.platform_name = "Harbor Health".into()).await;
+    let (b, _) = app.signed_in("otto").await;
+    let page = b.get("/account/security").await.text().await.unwrap();
+    let r = b
+        .post_form(
+            "/account/security/totp",
+            &[("csrf_token".into(), csrf(&page)), ("label".into(), "Phone".into())],
+        )
+        .await;
+    let page = r.text().await.unwrap();
+    let uri = unescape_html(
+        page.split("id=\"totp-link\" href=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .expect("the otpauth link"),
+    );
+    assert!(uri.starts_with("otpauth://totp/"), "{uri}");
+    let Some((code, issuer, name)) = pyotp(&uri, app.clock.now()) else {
+        eprintln!("pyotp is not installed (.ci/run installs it): skipped");
+        return;
+    };
+    assert_eq!((issuer.as_str(), name.as_str()), ("Harbor Health", "otto@example.org"));
+    let form = hidden_inputs(&page);
+    let r = b
+        .post_form(
+            "/account/security/totp/confirm",
+            &[
+                ("csrf_token".into(), form["csrf_token"].clone()),
+                ("factor_id".into(), form["factor_id"].clone()),
+                ("code".into(), code),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK, "pyotp's code confirms the app");
+    app.clock.advance(30);
+    let b2 = app.browser();
+    password_step(&b2, "otto").await;
+    let (code, _, _) = pyotp(&uri, app.clock.now()).unwrap();
+    assert_eq!(second_step(&b2, &code).await.status(), StatusCode::SEE_OTHER);
+    assert!(signed_in(&b2).await);
+}

@@ -99,7 +99,9 @@ pub struct TotpPage<'a> {
     pub label: &'a str,
     /// The secret in groups of four, for typing into the app.
     pub secret: String,
-    /// The `otpauth://` URI as a QR code (SVG, drawn here).
+    /// The `otpauth://` URI, as a link (a phone opens its authenticator
+    /// app with it) and as a QR code (SVG, drawn here).
+    pub otpauth_uri: String,
     pub qr_svg: String,
     pub errors: FieldErrors,
     pub return_to: &'a str,
@@ -256,6 +258,7 @@ fn render_totp(
 ) -> Response {
     let user = &enrolling.person.user;
     let account = user.email.as_deref().unwrap_or(&user.username);
+    let uri = secret.otpauth_uri(&state.settings.platform_name, account);
     pages::render(
         status,
         &TotpPage {
@@ -263,7 +266,8 @@ fn render_totp(
             factor_id,
             label,
             secret: secret.base32_grouped(),
-            qr_svg: qr_svg(&secret.otpauth_uri(&state.settings.platform_name, account)),
+            qr_svg: qr_svg(&uri),
+            otpauth_uri: uri,
             errors,
             return_to,
             csrf_token: &enrolling.person.session.csrf_token,
