@@ -1351,7 +1351,7 @@ async fn an_operator_reviews_a_directory_request_by_clicking() {
 #[derive(Debug)]
 struct WebAuthnCommand {
     /// Under `/session/{id}/`.
-    path: &'static str,
+    path: String,
     body: serde_json::Value,
 }
 
@@ -1424,18 +1424,31 @@ async fn a_person_sets_up_a_passkey_then_signs_in_with_it_by_clicking() {
     .await;
     let base = app.state.issuer.to_string();
     let user = app.user("nadia", UserType::Member).await;
-    c.issue_cmd(WebAuthnCommand {
-        path: "webauthn/authenticator",
-        body: serde_json::json!({
-            "protocol": "ctap2",
-            "transport": "internal",
-            "hasResidentKey": true,
-            "hasUserVerification": true,
-            "isUserVerified": true,
-        }),
-    })
-    .await
-    .expect("a virtual authenticator");
+    let added = c
+        .issue_cmd(WebAuthnCommand {
+            path: "webauthn/authenticator".into(),
+            body: serde_json::json!({
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": true,
+                "hasUserVerification": true,
+                "isUserVerified": true,
+            }),
+        })
+        .await
+        .expect("a virtual authenticator");
+    let authenticator = added.as_str().map(str::to_owned).unwrap_or_else(|| {
+        added["authenticatorId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    });
+    // The person's fingerprint or PIN not given: the ceremony fails in the
+    // browser, and the page says so beside the button.
+    let verified = |yes: bool| WebAuthnCommand {
+        path: format!("webauthn/authenticator/{authenticator}/uv"),
+        body: serde_json::json!({ "isUserVerified": yes }),
+    };
 
     // Sign in with the password, set up a passkey on the security page.
     c.goto(&format!("{base}/login?return_to=%2Faccount%2Fsecurity"))
@@ -1457,6 +1470,18 @@ async fn a_person_sets_up_a_passkey_then_signs_in_with_it_by_clicking() {
     };
     assert!(shown("#passkey-form").await);
     assert!(!shown("#passkey-needs-script").await);
+    c.issue_cmd(verified(false))
+        .await
+        .expect("user verification off");
+    click(&c, "#passkey-add").await;
+    let said = text_until(&c, "#passkey-form [data-passkey-message]", |t| {
+        !t.is_empty()
+    })
+    .await;
+    assert!(said.contains("No passkey was given"), "{said}");
+    c.issue_cmd(verified(true))
+        .await
+        .expect("user verification on");
     type_into(&c, "#passkey-label", "This laptop").await;
     click(&c, "#passkey-add").await;
     let codes = text_of(&c, "#recovery-codes").await;

@@ -242,6 +242,9 @@ async fn set_up(b: &Browser, key: &mut SoftAuthenticator) -> reqwest::Response {
     let page = b.get("/account/security").await.text().await.unwrap();
     assert!(page.contains("id=\"passkey-form\""), "the passkey form");
     assert!(page.contains("/static/passkeys.js"));
+    // Without the script the form stays hidden and the page says why.
+    assert!(page.contains("id=\"passkey-form\" data-passkey=\"create\""));
+    assert!(page.contains("Setting up a passkey needs JavaScript"));
     let token = csrf(&page);
     let (status, opts) = options(
         b,
@@ -707,6 +710,59 @@ async fn with_passkey_sign_in_a_passkey_alone_signs_in_as_two_factors_in_one() {
     let r = passkey_sign_in(&app.browser(), |o| key.get(o)).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     assert!(r.text().await.unwrap().contains("This account is locked"));
+}
+
+#[tokio::test]
+async fn a_signed_in_person_steps_up_with_their_passkey() {
+    let app = spawn_for_passkeys(|_| {}).await;
+    let (b, user) = app.signed_in("nell").await;
+    let mut key = SoftAuthenticator::new(&app, true);
+    assert_eq!(set_up(&b, &mut key).await.status(), StatusCode::OK);
+    // Signed in, asked again (as an app's max_age or acr_values would).
+    let page = b
+        .get("/login/second-factor?return_to=%2Faccount")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Confirm it is you") && page.contains("Use your passkey"));
+    let r = second_step_with(&b, &csrf(&page), |o| key.get(o)).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&r), "/account");
+    let stepped = newest_event(&app, "login.stepped_up").await;
+    assert!(stepped.data.as_deref().unwrap_or("").contains("swk"), "{stepped:?}");
+    let sessions = app
+        .state
+        .store
+        .sessions_of_user(&user.id, app.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].amr.claim(), vec!["pwd", "swk"]);
+    assert!(sessions[0].mfa_at.is_some());
+}
+
+#[tokio::test]
+async fn an_issuer_that_is_an_ip_address_says_passkeys_cannot_be_used() {
+    // spawn_app's issuer is http://127.0.0.1:PORT.
+    let app = spawn_app().await;
+    let (b, user) = app.signed_in("olga").await;
+    let page = b.get("/account/security").await.text().await.unwrap();
+    let (status, json) = options(
+        &b,
+        "/account/security/passkey/options",
+        &[("csrf_token", &csrf(&page)), ("label", "Laptop")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{json}");
+    assert!(
+        json["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Passkeys cannot be used on this server"),
+        "{json}"
+    );
+    assert!(!app.state.store.has_second_factor(&user.id).await.unwrap());
 }
 
 /// The newest event of `kind`.
