@@ -23,7 +23,9 @@ use crate::state::AppState;
 /// script (the one script is `/static/healthgate.js`): app photos are served
 /// here (`photos`), never from a partner's address. The one exception is
 /// the operator's own logo when `[branding] logo_url` is an https URL: its
-/// origin, and no other, may serve images.
+/// origin, and no other, may serve images. The passkey script
+/// (`/static/passkeys.js`) asks this server, and no other, for a
+/// ceremony's options (`connect-src 'self'`).
 pub fn content_security_policy(settings: &Settings) -> HeaderValue {
     let logo = settings
         .branding
@@ -33,13 +35,13 @@ pub fn content_security_policy(settings: &Settings) -> HeaderValue {
         .map(|origin| format!(" {origin}"))
         .unwrap_or_default();
     let csp = format!(
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:{logo}; \
+        "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self' data:{logo}; \
          frame-ancestors 'none'; base-uri 'none'"
     );
     // An origin's ASCII serialisation is always a valid header value.
     HeaderValue::from_str(&csp).unwrap_or_else(|_| {
         HeaderValue::from_static(
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self' data:; \
              frame-ancestors 'none'; base-uri 'none'",
         )
     })
@@ -308,5 +310,7 @@ mod tests {
         // Scripts from this server only, never inline.
         assert!(policy.contains("script-src 'self';"), "{policy}");
         assert!(!policy.contains("unsafe-inline"), "{policy}");
+        // The passkey script fetches from this server only.
+        assert!(policy.contains("connect-src 'self';"), "{policy}");
     }
 }

@@ -94,6 +94,8 @@ pub struct LoginPage<'a> {
     pub username: &'a str,
     /// The right password for a locked account: say so, and whom to ask.
     pub locked: bool,
+    /// Offer "Sign in with a passkey" (`passkey_sign_in`).
+    pub passkey_sign_in: bool,
 }
 
 /// A scope as people read it: its name and the platform's words for it.
@@ -390,6 +392,25 @@ pub async fn script() -> impl IntoResponse {
             ),
         ],
         include_str!("../../static/healthgate.js"),
+    )
+}
+
+/// `GET /static/passkeys.js`: the passkey buttons (WebAuthn), loaded only
+/// by the pages that have one; without it those pages say passkeys need
+/// JavaScript.
+pub async fn passkeys_script() -> impl IntoResponse {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/javascript; charset=utf-8"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=3600"),
+            ),
+        ],
+        include_str!("../../static/passkeys.js"),
     )
 }
 

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod keys;
 pub mod mfa;
 pub mod outbound;
+pub mod passkeys;
 pub mod passwords;
 pub mod photos;
 pub mod secrets;

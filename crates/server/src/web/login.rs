@@ -41,7 +41,10 @@ pub(crate) fn safe_return_to(r: Option<&str>) -> &str {
     }
 }
 
-fn with_cookie(mut response: Response, cookie: Option<axum::http::HeaderValue>) -> Response {
+pub(crate) fn with_cookie(
+    mut response: Response,
+    cookie: Option<axum::http::HeaderValue>,
+) -> Response {
     if let Some(c) = cookie {
         response.headers_mut().append(header::SET_COOKIE, c);
     }
@@ -66,7 +69,7 @@ async fn app_name(state: &AppState, return_to: &str) -> Option<String> {
 
 /// What the sign-in page says about the last attempt.
 #[derive(Clone, Copy)]
-enum Attempt<'a> {
+pub(crate) enum Attempt<'a> {
     /// None yet.
     First,
     /// `username` was refused (the generic message).
@@ -76,9 +79,11 @@ enum Attempt<'a> {
     /// Not looked at: too many failures for `username`, or too many
     /// attempts from the address; the message says how long to wait.
     Throttled(&'a str, &'a str),
+    /// A passkey did not sign the person in; the message says why.
+    Passkey(&'a str),
 }
 
-async fn login_page(
+pub(crate) async fn login_page(
     state: &AppState,
     viewer: &Viewer,
     status: StatusCode,
@@ -92,6 +97,7 @@ async fn login_page(
         Attempt::Refused(u) => (u, Some("The username or password is incorrect."), false),
         Attempt::Locked(u) => (u, None, true),
         Attempt::Throttled(u, said) => (u, Some(said), false),
+        Attempt::Passkey(said) => ("", Some(said), false),
     };
     pages::render(
         status,
@@ -103,6 +109,7 @@ async fn login_page(
             return_to,
             username,
             locked,
+            passkey_sign_in: state.settings.passkey_sign_in,
         },
     )
 }
@@ -288,7 +295,7 @@ pub async fn post(
 }
 
 /// A wait as people read it: "1 second", "45 seconds", "3 minutes".
-fn seconds_in_words(secs: i64) -> String {
+pub(crate) fn seconds_in_words(secs: i64) -> String {
     match secs.max(1) {
         1 => "1 second".to_owned(),
         s if s < 120 => format!("{s} seconds"),
@@ -298,7 +305,7 @@ fn seconds_in_words(secs: i64) -> String {
 
 /// Whom a person asks to unlock an account: the platform's support when
 /// the branding names it, otherwise an administrator.
-fn who_unlocks(state: &AppState) -> String {
+pub(crate) fn who_unlocks(state: &AppState) -> String {
     match &state.settings.branding.support_url {
         Some(_) => format!("{}'s support", state.settings.platform_name),
         None => "an administrator of this platform".to_owned(),

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod developers;
 pub mod directory;
 pub mod login;
+pub mod passkeys;
 pub mod playground;
 pub mod second_factor;
 
@@ -42,6 +43,7 @@ pub fn routes() -> Routes {
         .route("/static/healthgate.js", get(pages::script))
         .route("/static/favicon.svg", get(pages::favicon))
         .route("/favicon.ico", get(pages::favicon))
+        .merge(passkeys::routes())
         .merge(account::routes())
         .merge(developers::routes())
         .merge(playground::routes())

@@ -96,7 +96,7 @@ pub(crate) async fn giver(state: &AppState, session: &Session) -> Result<Option<
 
 /// Where a browser with nothing to give here goes: to sign in (and come
 /// back), or, signed in without a second factor, to set one up.
-fn elsewhere(session: Option<&Session>, return_to: &str) -> Response {
+pub(crate) fn elsewhere(session: Option<&Session>, return_to: &str) -> Response {
     let page = match session.and_then(|s| s.user_id.as_ref()) {
         Some(_) => SECURITY_PAGE,
         None => "/login",
@@ -104,7 +104,7 @@ fn elsewhere(session: Option<&Session>, return_to: &str) -> Response {
     Redirect::to(&with_query_params(page, &[("return_to", return_to)])).into_response()
 }
 
-async fn render(
+pub(crate) async fn render(
     state: &AppState,
     viewer: &Viewer,
     status: StatusCode,
@@ -172,43 +172,8 @@ pub async fn post(
     };
     let user = giver.user();
     // Throttled on the username's run, before the code is looked at.
-    match throttle::sign_in_verdict(&state, &user.username).await? {
-        Verdict::Go => {}
-        Verdict::Wait { retry_after } => {
-            let said = format!(
-                "Too many wrong codes or passwords for this account. Wait {retry_after} seconds, then try again."
-            );
-            let mut page = render(
-                &state,
-                &viewer,
-                StatusCode::TOO_MANY_REQUESTS,
-                &giver,
-                &session,
-                return_to,
-                Some(&said),
-            )
-            .await?;
-            crate::http::error::retry_after(&mut page, retry_after);
-            return Ok(page);
-        }
-        Verdict::Blocked { until } => {
-            let said = format!(
-                "Too many wrong codes or passwords for this account: it cannot sign in until {}.",
-                pages::format_utc(until)
-            );
-            let mut page = render(
-                &state,
-                &viewer,
-                StatusCode::TOO_MANY_REQUESTS,
-                &giver,
-                &session,
-                return_to,
-                Some(&said),
-            )
-            .await?;
-            crate::http::error::retry_after(&mut page, until - state.now());
-            return Ok(page);
-        }
+    if let Some(page) = throttled(&state, &viewer, &giver, &session, return_to).await? {
+        return Ok(page);
     }
     let typed = form_field(&body, "code").unwrap_or_default();
     match mfa::check_code(&state, user, &typed, ip.as_deref()).await? {
@@ -216,31 +181,93 @@ pub async fn post(
             given(&state, &giver, &session, method, &headers, &ip, return_to).await
         }
         refused => {
-            let event = Event::new(EventKind::SecondFactorFailed)
-                .failed()
-                .actor(Some(&user.id))
-                .subject(&user.id)
-                .ip(ip.as_deref())
-                .data(serde_json::json!({ "replayed": refused == Checked::Replayed }));
-            state.store.record_event(state.now(), &event).await?;
-            throttle::sign_in_failed(&state, &user.username, Some(&user.id), ip.as_deref()).await?;
-            let said = if refused == Checked::Replayed {
+            let replayed = refused == Checked::Replayed;
+            let said = if replayed {
                 "That code was used already. Wait for the app to show the next one, then type it."
             } else {
                 "That code is not right. Type the code your authenticator app shows now, or one of your recovery codes."
             };
-            render(
-                &state,
-                &viewer,
-                StatusCode::UNAUTHORIZED,
-                &giver,
-                &session,
-                return_to,
-                Some(said),
+            let data = serde_json::json!({ "replayed": replayed });
+            failed(
+                &state, &viewer, &giver, &session, &ip, return_to, data, said,
             )
             .await
         }
     }
+}
+
+/// The page saying to wait, when the username's run of failures says so:
+/// looked at before any code or passkey is.
+pub(crate) async fn throttled(
+    state: &AppState,
+    viewer: &Viewer,
+    giver: &Giver,
+    session: &Session,
+    return_to: &str,
+) -> Result<Option<Response>, PageError> {
+    let (said, wait) = match throttle::sign_in_verdict(state, &giver.user().username).await? {
+        Verdict::Go => return Ok(None),
+        Verdict::Wait { retry_after } => (
+            format!(
+                "Too many wrong codes or passwords for this account. Wait {retry_after} seconds, then try again."
+            ),
+            retry_after,
+        ),
+        Verdict::Blocked { until } => (
+            format!(
+                "Too many wrong codes or passwords for this account: it cannot sign in until {}.",
+                pages::format_utc(until)
+            ),
+            until - state.now(),
+        ),
+    };
+    let mut page = render(
+        state,
+        viewer,
+        StatusCode::TOO_MANY_REQUESTS,
+        giver,
+        session,
+        return_to,
+        Some(&said),
+    )
+    .await?;
+    crate::http::error::retry_after(&mut page, wait);
+    Ok(Some(page))
+}
+
+/// A wrong second factor (a code, a passkey): recorded
+/// (`login.second_factor_failed`, with `data`), counted on the username's
+/// run like a wrong password, and the page again saying `said`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn failed(
+    state: &AppState,
+    viewer: &Viewer,
+    giver: &Giver,
+    session: &Session,
+    ip: &ClientIp,
+    return_to: &str,
+    data: serde_json::Value,
+    said: &str,
+) -> Result<Response, PageError> {
+    let user = giver.user();
+    let event = Event::new(EventKind::SecondFactorFailed)
+        .failed()
+        .actor(Some(&user.id))
+        .subject(&user.id)
+        .ip(ip.as_deref())
+        .data(data);
+    state.store.record_event(state.now(), &event).await?;
+    throttle::sign_in_failed(state, &user.username, Some(&user.id), ip.as_deref()).await?;
+    render(
+        state,
+        viewer,
+        StatusCode::UNAUTHORIZED,
+        giver,
+        session,
+        return_to,
+        Some(said),
+    )
+    .await
 }
 
 /// A second factor was given (`method`): a pending sign-in becomes a

@@ -1344,3 +1344,205 @@ async fn an_operator_reviews_a_directory_request_by_clicking() {
     screenshot(&c, "admin-directory-reviewed").await;
     c.close().await.unwrap();
 }
+
+/// A command of the WebDriver extension for WebAuthn (W3C WebAuthn Level 2
+/// §11), which Chromium's driver implements: a virtual authenticator the
+/// browser uses as it would a real one.
+#[derive(Debug)]
+struct WebAuthnCommand {
+    /// Under `/session/{id}/`.
+    path: String,
+    body: serde_json::Value,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for WebAuthnCommand {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/{}",
+            session_id.unwrap_or_default(),
+            self.path
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (axum::http::Method, Option<String>) {
+        (axum::http::Method::POST, Some(self.body.to_string()))
+    }
+}
+
+/// The path the browser is on.
+async fn path_now(c: &Client) -> String {
+    c.current_url().await.unwrap().path().to_owned()
+}
+
+/// Waits until the browser is on `path`.
+async fn wait_for_path(c: &Client, path: &str) {
+    for _ in 0..100 {
+        if path_now(c).await == path {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("still on {} rather than {path}", path_now(c).await);
+}
+
+/// The `amr` of the newest session of `user_id`.
+async fn newest_amr(app: &TestApp, user_id: &str) -> Vec<&'static str> {
+    let sessions = app
+        .state
+        .store
+        .sessions_of_user(user_id, app.clock.now())
+        .await
+        .unwrap();
+    sessions
+        .iter()
+        .max_by_key(|s| (s.created_at, s.auth_time))
+        .map(|s| s.amr.claim())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_person_sets_up_a_passkey_then_signs_in_with_it_by_clicking() {
+    let Some((_driver, c)) =
+        browser("a_person_sets_up_a_passkey_then_signs_in_with_it_by_clicking").await
+    else {
+        return;
+    };
+    // Browsers take passkeys for domain names only: the issuer is
+    // localhost (a secure context over plain HTTP), not 127.0.0.1.
+    let app = spawn_on(Backend::Sqlite, |s| {
+        s.issuer = Some(
+            format!("http://localhost:{}", s.bind.port())
+                .parse()
+                .unwrap(),
+        );
+        s.passkey_sign_in = true;
+    })
+    .await;
+    let base = app.state.issuer.to_string();
+    let user = app.user("nadia", UserType::Member).await;
+    let added = c
+        .issue_cmd(WebAuthnCommand {
+            path: "webauthn/authenticator".into(),
+            body: serde_json::json!({
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": true,
+                "hasUserVerification": true,
+                "isUserVerified": true,
+            }),
+        })
+        .await
+        .expect("a virtual authenticator");
+    let authenticator = added.as_str().map(str::to_owned).unwrap_or_else(|| {
+        added["authenticatorId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    });
+    // The person's fingerprint or PIN not given: the ceremony fails in the
+    // browser, and the page says so beside the button.
+    let verified = |yes: bool| WebAuthnCommand {
+        path: format!("webauthn/authenticator/{authenticator}/uv"),
+        body: serde_json::json!({ "isUserVerified": yes }),
+    };
+
+    // Sign in with the password, set up a passkey on the security page.
+    c.goto(&format!("{base}/login?return_to=%2Faccount%2Fsecurity"))
+        .await
+        .unwrap();
+    sign_in_here(&c, "nadia").await;
+    wait_for(&c, "#passkey-add").await;
+    // With the script, the form shows and the note saying it is needed does not.
+    let shown = |css: &'static str| {
+        let c = c.clone();
+        async move {
+            c.find(Locator::Css(css))
+                .await
+                .unwrap()
+                .is_displayed()
+                .await
+                .unwrap()
+        }
+    };
+    assert!(shown("#passkey-form").await);
+    assert!(!shown("#passkey-needs-script").await);
+    c.issue_cmd(verified(false))
+        .await
+        .expect("user verification off");
+    click(&c, "#passkey-add").await;
+    let said = text_until(&c, "#passkey-form [data-passkey-message]", |t| {
+        !t.is_empty()
+    })
+    .await;
+    assert!(said.contains("No passkey was given"), "{said}");
+    c.issue_cmd(verified(true))
+        .await
+        .expect("user verification on");
+    type_into(&c, "#passkey-label", "This laptop").await;
+    click(&c, "#passkey-add").await;
+    let codes = text_of(&c, "#recovery-codes").await;
+    assert_eq!(codes.lines().filter(|l| l.contains("hg_rc_")).count(), 10);
+    click(&c, "#codes-continue").await;
+    wait_for(&c, "#factors-heading").await;
+    let listed = text_of(&c, ".factors").await;
+    assert!(
+        listed.contains("This laptop") && listed.contains("Passkey"),
+        "{listed}"
+    );
+    screenshot(&c, "account-security-passkey").await;
+    let enrolled = app.events_of("mfa.enrolled").await;
+    assert_eq!(enrolled.len(), 1);
+    assert!(
+        enrolled[0]
+            .data
+            .as_deref()
+            .unwrap_or("")
+            .contains("passkey")
+    );
+    click(&c, "form.signout button").await;
+    wait_for_path(&c, "/").await;
+
+    // The password, then the passkey at the second step.
+    c.goto(&format!("{base}/login?return_to=%2Faccount"))
+        .await
+        .unwrap();
+    sign_in_here(&c, "nadia").await;
+    wait_for_path(&c, "/login/second-factor").await;
+    screenshot(&c, "login-second-factor-passkey").await;
+    click(&c, "#passkey-use").await;
+    wait_for_path(&c, "/account").await;
+    assert_eq!(newest_amr(&app, &user.id).await, vec!["pwd", "hwk"]);
+    let login = newest_event(&app, "login.succeeded").await;
+    assert!(
+        login.data.as_deref().unwrap_or("").contains("hwk"),
+        "{login:?}"
+    );
+    click(&c, "form.signout button").await;
+    wait_for_path(&c, "/").await;
+
+    // The passkey alone (passkey_sign_in): two factors in one.
+    c.goto(&format!("{base}/login?return_to=%2Faccount"))
+        .await
+        .unwrap();
+    click(&c, "#passkey-sign-in-button").await;
+    wait_for_path(&c, "/account").await;
+    assert_eq!(newest_amr(&app, &user.id).await, vec!["hwk"]);
+    let login = newest_event(&app, "login.succeeded").await;
+    let data = login.data.as_deref().unwrap_or("");
+    assert!(data.contains("hwk") && !data.contains("pwd"), "{login:?}");
+    assert!(app.events_of("login.second_factor_failed").await.is_empty());
+    c.close().await.unwrap();
+}
+
+/// The newest event of `kind`.
+async fn newest_event(app: &TestApp, kind: &str) -> healthgate_store::StoredEvent {
+    app.events_of(kind)
+        .await
+        .into_iter()
+        .max_by_key(|e| e.seq)
+        .unwrap_or_else(|| panic!("no {kind} event"))
+}

@@ -32,6 +32,7 @@ macro_rules! backend_tests {
             mod e2e;
             mod integrations;
             mod oidc;
+            mod passkeys;
             mod photos;
             mod playground;
             mod portal;

@@ -4,7 +4,8 @@
 //! recovery codes with their first factor (shown once, kept as digests),
 //! can get a fresh set, and remove a factor; removing one or replacing the
 //! codes asks for the password again (a guess there counts like a sign-in's).
-//! Passkeys are set up on the same page (`web::passkeys`).
+//! Passkeys are set up on the same page (`web::passkeys`, whose button
+//! needs JavaScript; everything else here works without).
 //!
 //! A person who must have a second factor and has none is sent here before
 //! anything else (`http::extract::Enrolling`), and goes on to where they
@@ -159,7 +160,7 @@ fn required_in_words(r: &MfaRequirement) -> String {
 
 /// Where to go once the page is done with: where the person was going when
 /// they were sent here, or this page.
-fn onwards(return_to: Option<&str>) -> &str {
+pub(crate) fn onwards(return_to: Option<&str>) -> &str {
     match return_to {
         Some(_) => safe_return_to(return_to),
         None => SECURITY_PAGE,
@@ -182,7 +183,7 @@ pub fn qr_svg(text: &str) -> String {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn render_page(
+pub(crate) async fn render_page(
     state: &AppState,
     viewer: &Viewer,
     status: StatusCode,
@@ -276,7 +277,7 @@ fn render_totp(
 }
 
 /// A factor's name as typed, or what it is called when none was given.
-fn label_of(typed: Option<&str>, default: &str) -> Result<String, &'static str> {
+pub(crate) fn label_of(typed: Option<&str>, default: &str) -> Result<String, &'static str> {
     let label = typed
         .map(str::trim)
         .filter(|l| !l.is_empty())
