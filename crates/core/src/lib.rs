@@ -17,6 +17,7 @@ pub mod listing;
 pub mod org;
 pub mod owner;
 pub mod pkce;
+pub mod recovery;
 pub mod redirect;
 pub mod review;
 pub mod scope;

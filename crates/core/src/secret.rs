@@ -22,6 +22,10 @@ pub enum SecretKind {
     Csrf,
     ConnectCode,
     ApiKey,
+    /// A link that verifies an email address.
+    EmailVerification,
+    /// A link that lets a person choose a new password.
+    PasswordReset,
 }
 
 impl SecretKind {
@@ -35,6 +39,8 @@ impl SecretKind {
             Self::Csrf => "hg_csrf_",
             Self::ConnectCode => "hg_cc_",
             Self::ApiKey => "hg_key_",
+            Self::EmailVerification => "hg_ev_",
+            Self::PasswordReset => "hg_pr_",
         }
     }
 }

@@ -18,6 +18,7 @@ mod grants;
 mod integrations;
 mod keys;
 mod purge;
+mod recovery;
 mod revocation;
 mod sessions;
 mod throttles;
@@ -31,6 +32,10 @@ pub use grants::{CodeRedemption, GrantError, Issued, NewTokens, Refresh};
 pub use integrations::{ConnectRedemption, PresentedKey};
 pub use keys::StoredKey;
 pub use purge::Purged;
+pub use recovery::{
+    LiveLink, MailOutcome, NewLink, NewMail, OutgoingMail, PasswordResetDone, ResetRequest,
+    StoredMail,
+};
 pub use revocation::Revoked;
 pub use sessions::Session;
 pub use throttles::ThrottleKind;
@@ -301,6 +306,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "directory review",
         include_str!("../migrations/sqlite/0012_directory_review.sql"),
     ),
+    (
+        14,
+        "recovery by email",
+        include_str!("../migrations/sqlite/0014_recovery_by_email.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -362,6 +372,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         12,
         "directory review",
         include_str!("../migrations/postgres/0012_directory_review.sql"),
+    ),
+    (
+        14,
+        "recovery by email",
+        include_str!("../migrations/postgres/0014_recovery_by_email.sql"),
     ),
 ];
 

@@ -162,6 +162,7 @@ pub async fn create(
         provisioned_by: Some(client.id.clone()),
         operator: false,
         password_reset_at: None,
+        email_verified_at: None,
     };
     tokens_for(&state, &client, &user, true).await
 }
