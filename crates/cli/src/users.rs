@@ -350,6 +350,15 @@ pub async fn user_command(
         UserCommand::ResetPassword { user } => {
             let (user, password) =
                 admin::reset_password(store, clock.as_ref(), &user, Actor::system()).await?;
+            // Told by email (with `[smtp]`, to a verified address); the
+            // servers' mail workers deliver it.
+            healthgate_server::services::mail::security_notice(
+                &state,
+                &user,
+                healthgate_core::recovery::Notice::TemporaryPassword,
+            )
+            .await
+            .map_err(anyhow::Error::from)?;
             print(
                 as_json,
                 &json!({"id": user.id, "username": user.username, "temporary_password": password}),

@@ -279,7 +279,7 @@ fn seconds_in_words(secs: i64) -> String {
 
 /// Whom a person asks to unlock an account: the platform's support when
 /// the branding names it, otherwise an administrator.
-fn who_unlocks(state: &AppState) -> String {
+pub(crate) fn who_unlocks(state: &AppState) -> String {
     match &state.settings.branding.support_url {
         Some(_) => format!("{}'s support", state.settings.platform_name),
         None => "an administrator of this platform".to_owned(),

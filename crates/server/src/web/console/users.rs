@@ -278,6 +278,12 @@ pub async fn reset_password(
         admin::reset_password(&state.store, state.clock.as_ref(), &user.id, op.actor(&ip))
             .await
             .map_err(admin_failure)?;
+    crate::services::mail::security_notice_or_log(
+        &state,
+        &user,
+        healthgate_core::recovery::Notice::TemporaryPassword,
+    )
+    .await;
     Ok(pages::render(
         StatusCode::OK,
         &PasswordPage {
