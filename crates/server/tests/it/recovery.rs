@@ -75,6 +75,11 @@ impl Received {
 impl MailServer {
     /// Starts aiosmtpd, or says why the test is skipped.
     fn start(test: &str) -> Option<Self> {
+        Self::start_with(test, &[])
+    }
+
+    /// Starts aiosmtpd with `extra` arguments (TLS certificates).
+    fn start_with(test: &str, extra: &[&std::ffi::OsStr]) -> Option<Self> {
         let Some(python) = python_with_aiosmtpd() else {
             eprintln!(
                 "recovery::{test} skipped: python3-aiosmtpd is missing (apt-get install python3-aiosmtpd)"
@@ -89,6 +94,7 @@ impl MailServer {
         let child = Command::new(python)
             .args(["-m", "aiosmtpd", "-n", "-l"])
             .arg(format!("127.0.0.1:{port}"))
+            .args(extra)
             .args(["-c", "aiosmtpd.handlers.Mailbox"])
             .arg(dir.path().join("mail"))
             .stdout(Stdio::null())
@@ -629,6 +635,111 @@ async fn mail_that_cannot_be_delivered_is_retried_then_given_up_and_audited() {
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].outcome, "failure");
     assert!(!failed[0].data.as_deref().unwrap().contains("token"));
+}
+
+/// A private CA and a certificate it issued for `localhost` and
+/// 127.0.0.1, made with `openssl` in `dir`: (CA, certificate, key).
+fn private_ca(dir: &Path) -> Option<(PathBuf, PathBuf, PathBuf)> {
+    let run = |args: &[&str]| {
+        Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .ok()?;
+    let made = run(&[
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=healthgate test CA",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign",
+    ]) && run(&[
+        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+        "server.key", "-out", "server.csr", "-subj", "/CN=localhost",
+    ]) && run(&[
+        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "server.ext",
+    ]);
+    made.then(|| (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key")))
+}
+
+/// `[smtp]` for a TLS server on `port` at `localhost`.
+fn tls_settings(port: u16, tls: &str, ca_file: Option<&Path>) -> SmtpSettings {
+    let mut table = serde_json::json!({
+        "host": "localhost", "port": port, "tls": tls, "from": "no-reply@healthgate.test",
+    });
+    if let Some(ca) = ca_file {
+        table["ca_file"] = serde_json::json!(ca);
+    }
+    serde_json::from_value(table).expect("smtp settings")
+}
+
+#[tokio::test]
+async fn mail_goes_over_starttls_and_implicit_tls_to_a_server_the_ca_file_vouches_for() {
+    let test = "mail_goes_over_starttls_and_implicit_tls_to_a_server_the_ca_file_vouches_for";
+    let certs = tempfile::tempdir().unwrap();
+    let Some((ca, cert, key)) = private_ca(certs.path()) else {
+        eprintln!("recovery::{test} skipped: openssl could not make a test CA");
+        return;
+    };
+    for (tls, cert_flag, key_flag) in [
+        ("starttls", "--tlscert", "--tlskey"),
+        ("implicit", "--smtpscert", "--smtpskey"),
+    ] {
+        let Some(server) = MailServer::start_with(
+            test,
+            &[
+                cert_flag.as_ref(),
+                cert.as_os_str(),
+                key_flag.as_ref(),
+                key.as_os_str(),
+            ],
+        ) else {
+            return;
+        };
+        // Trusting the private CA: delivered.
+        let smtp = tls_settings(server.port, tls, Some(&ca));
+        let app = spawn_app_with(move |s| s.smtp = Some(smtp)).await;
+        verified(&app, "alice").await;
+        forgot(&app, "alice@example.org").await;
+        let mail = mail_to(&app, &server, "alice@example.org", 1).await;
+        assert!(mail[0].subject.starts_with("Reset your"), "{tls}: {mail:?}");
+
+        // Without it the certificate is refused: nothing is sent.
+        let smtp = tls_settings(server.port, tls, None);
+        let app = spawn_app_with(move |s| s.smtp = Some(smtp)).await;
+        verified(&app, "bob").await;
+        forgot(&app, "bob@example.org").await;
+        let mailer = Mailer::new(&app.state.settings).unwrap().unwrap();
+        let pass = jobs::mail::run_once(&app.state, &mailer).await.unwrap();
+        assert_eq!(pass.sent, 0, "{tls}");
+        let outbox = app.state.store.outbox(10).await.unwrap();
+        let reset = outbox.iter().find(|m| m.kind == "reset").unwrap();
+        let error = reset.last_error.as_deref().unwrap_or("");
+        assert!(error.to_lowercase().contains("certificate"), "{tls}: {error}");
+        assert!(server.received().iter().all(|m| m.to != "bob@example.org"));
+    }
+}
+
+#[tokio::test]
+async fn a_ca_file_that_is_no_certificate_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("ca.pem");
+    std::fs::write(&bad, "not a certificate").unwrap();
+    let settings = Settings {
+        smtp: Some(tls_settings(2525, "starttls", Some(&bad))),
+        ..Settings::default()
+    };
+    let Err(e) = healthgate_server::open(settings, std::sync::Arc::new(ManualClock::starting_now())).await
+    else {
+        panic!("a ca_file without a certificate was accepted");
+    };
+    assert!(e.to_string().contains("smtp.ca_file"), "{e}");
 }
 
 #[tokio::test]
