@@ -371,6 +371,13 @@ pub async fn user_command(
                 Actor::system(),
             )
             .await?;
+            healthgate_server::services::mail::security_notice(
+                &state,
+                &user,
+                healthgate_core::recovery::Notice::FactorsReset,
+            )
+            .await
+            .map_err(anyhow::Error::from)?;
             let text = match factors {
                 0 => format!(
                     "{} had no second factor; their recovery codes (if any) are gone and every session of theirs has ended",
@@ -394,6 +401,15 @@ pub async fn user_command(
         UserCommand::ResetPassword { user } => {
             let (user, password) =
                 admin::reset_password(store, clock.as_ref(), &user, Actor::system()).await?;
+            // Told by email (with `[smtp]`, to a verified address); the
+            // servers' mail workers deliver it.
+            healthgate_server::services::mail::security_notice(
+                &state,
+                &user,
+                healthgate_core::recovery::Notice::TemporaryPassword,
+            )
+            .await
+            .map_err(anyhow::Error::from)?;
             print(
                 as_json,
                 &json!({"id": user.id, "username": user.username, "temporary_password": password}),

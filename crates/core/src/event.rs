@@ -105,6 +105,26 @@ pub enum EventKind {
     /// A signed-in person gave a second factor again because an app asked
     /// for a fresher or stronger sign-in (`data.amr`).
     SteppedUp,
+    /// A link to verify a person's email address was queued for sending.
+    EmailVerificationSent,
+    /// A person followed the link and their address is verified.
+    EmailVerified,
+    /// Someone asked for a password reset link for an address (`data`:
+    /// how many accounts have it verified; the answer they got is the same
+    /// either way). One event per request, written when the mail worker
+    /// handles it.
+    PasswordResetRequested,
+    /// A person chose a new password by a reset link: every session ended
+    /// and every token family of theirs was revoked (`data`: how many).
+    PasswordResetByLink,
+    /// A security notice (a password or factor change) was queued for a
+    /// person's verified address (`data.what`).
+    SecurityNoticeQueued,
+    /// A message was handed to the mail server (`data`: its kind, attempts).
+    EmailDelivered,
+    /// A message could not be delivered and was given up (`data`: its
+    /// kind, attempts, the last error; never the body).
+    EmailDeliveryFailed,
 }
 
 impl EventKind {
@@ -170,6 +190,13 @@ impl EventKind {
         Self::RecoveryCodeUsed,
         Self::SecondFactorFailed,
         Self::SteppedUp,
+        Self::EmailVerificationSent,
+        Self::EmailVerified,
+        Self::PasswordResetRequested,
+        Self::PasswordResetByLink,
+        Self::SecurityNoticeQueued,
+        Self::EmailDelivered,
+        Self::EmailDeliveryFailed,
     ];
 
     /// The event's type as written to the audit trail and webhooks.
@@ -236,6 +263,13 @@ impl EventKind {
             Self::RecoveryCodeUsed => "mfa.recovery_code_used",
             Self::SecondFactorFailed => "login.second_factor_failed",
             Self::SteppedUp => "login.stepped_up",
+            Self::EmailVerificationSent => "email.verification_sent",
+            Self::EmailVerified => "email.verified",
+            Self::PasswordResetRequested => "password.reset_requested",
+            Self::PasswordResetByLink => "password.reset",
+            Self::SecurityNoticeQueued => "email.notice_queued",
+            Self::EmailDelivered => "email.delivered",
+            Self::EmailDeliveryFailed => "email.delivery_failed",
         }
     }
 

@@ -18,6 +18,7 @@ pub mod mfa;
 pub mod org;
 pub mod owner;
 pub mod pkce;
+pub mod recovery;
 pub mod redirect;
 pub mod review;
 pub mod scope;

@@ -24,6 +24,10 @@ pub enum SecretKind {
     ApiKey,
     /// A single-use code that stands in for a second factor.
     RecoveryCode,
+    /// A link that verifies an email address.
+    EmailVerification,
+    /// A link that lets a person choose a new password.
+    PasswordReset,
 }
 
 impl SecretKind {
@@ -38,6 +42,8 @@ impl SecretKind {
             Self::ConnectCode => "hg_cc_",
             Self::ApiKey => "hg_key_",
             Self::RecoveryCode => "hg_rc_",
+            Self::EmailVerification => "hg_ev_",
+            Self::PasswordReset => "hg_pr_",
         }
     }
 }

@@ -84,6 +84,9 @@ pub struct User {
     /// When an operator reset the password to a temporary one, which the
     /// person must replace at their next sign-in before anything else.
     pub password_reset_at: Option<i64>,
+    /// When the person followed a verification link sent to `email` as it
+    /// is now; `None` while the address is unverified (new or changed).
+    pub email_verified_at: Option<i64>,
 }
 
 impl fmt::Debug for User {
@@ -94,6 +97,7 @@ impl fmt::Debug for User {
             .field("user_type", &self.user_type)
             .field("locked_at", &self.locked_at)
             .field("password_reset_at", &self.password_reset_at)
+            .field("email_verified_at", &self.email_verified_at)
             .finish_non_exhaustive()
     }
 }
@@ -107,6 +111,14 @@ impl User {
     /// person must replace before anything else.
     pub fn password_is_temporary(&self) -> bool {
         self.password_reset_at.is_some()
+    }
+
+    /// The account's email address once it has been verified; `None` when
+    /// it has none or it is unverified.
+    pub fn verified_email(&self) -> Option<&str> {
+        self.email
+            .as_deref()
+            .filter(|_| self.email_verified_at.is_some())
     }
 }
 

@@ -104,6 +104,9 @@ pub struct Settings {
     /// Guessing stopped: when failures slow down and then stop a sign-in or
     /// a client, and how many requests one address may make.
     pub throttle: ThrottleSettings,
+    /// The mail server recovery by email sends through (`[smtp]`); without
+    /// it, addresses are not verified and recovery goes through an operator.
+    pub smtp: Option<SmtpSettings>,
     /// Seed-platform compatibility: extra route paths and request and
     /// response shapes (`examples/config/{hint,healthtap,healthkey,fullscript}.toml`).
     pub profile: ProfileSettings,
@@ -349,7 +352,145 @@ impl Default for Settings {
             profile: ProfileSettings::default(),
             branding: Branding::default(),
             throttle: ThrottleSettings::default(),
+            smtp: None,
         }
+    }
+}
+
+/// The mail server (`[smtp]`): where verification links, reset links and
+/// security notices are sent from. Plaintext (`tls = "none"`) only to a
+/// loopback host.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSettings {
+    /// The server's name (checked against its certificate) or address.
+    pub host: MailHost,
+    /// Default: 587 for `starttls`, 465 for `implicit`, 25 for `none`.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `starttls` (default), `implicit` (TLS from the first byte), or
+    /// `none` (loopback only).
+    #[serde(default)]
+    pub tls: SmtpTls,
+    /// Credentials, when the server asks for them (both or neither).
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<SmtpPassword>,
+    /// The sender's address.
+    pub from: MailAddress,
+    /// The sender's display name; default: `platform_name`.
+    #[serde(default)]
+    pub from_name: Option<String>,
+    /// A PEM file of certificates to trust besides the public roots (a
+    /// private CA).
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// How long one delivery may take, seconds (default 20).
+    #[serde(default = "smtp_timeout")]
+    pub timeout: Seconds,
+}
+
+fn smtp_timeout() -> Seconds {
+    Seconds::of(20)
+}
+
+impl SmtpSettings {
+    /// The port: the configured one, or the usual one for the TLS mode.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.tls {
+            SmtpTls::Starttls => 587,
+            SmtpTls::Implicit => 465,
+            SmtpTls::None => 25,
+        })
+    }
+}
+
+/// How the connection to the mail server is protected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS, which is required.
+    #[default]
+    Starttls,
+    /// TLS from the first byte (SMTPS).
+    Implicit,
+    /// No TLS: allowed only to a loopback host.
+    None,
+}
+
+/// A mail server's host name or IP address, without port or scheme.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct MailHost(String);
+
+impl MailHost {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether it names this machine: `localhost` or a loopback address
+    /// (never resolved: a name that merely resolves there does not count).
+    pub fn is_loopback(&self) -> bool {
+        let host = self.0.trim_start_matches('[').trim_end_matches(']');
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
+impl TryFrom<String> for MailHost {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let fine = !s.is_empty()
+            && s.len() <= 253
+            && s.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_')
+            });
+        if !fine || s.contains("://") {
+            return Err(format!(
+                "{s:?} is not a host name or address such as mail.example.com (no scheme, no port: set smtp.port)"
+            ));
+        }
+        Ok(Self(s))
+    }
+}
+
+/// An email address, parsed once (`smtp.from`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct MailAddress(lettre::Address);
+
+impl MailAddress {
+    pub fn address(&self) -> &lettre::Address {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for MailAddress {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse::<lettre::Address>()
+            .map(Self)
+            .map_err(|_| format!("{s:?} is not an email address such as no-reply@example.com"))
+    }
+}
+
+/// The mail server password, redacted in `Debug`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct SmtpPassword(String);
+
+impl SmtpPassword {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SmtpPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
     }
 }
 
@@ -968,6 +1109,7 @@ pub const KEYS: &[&str] = &[
     "mfa",
     "operators_require_mfa",
     "passkey_sign_in",
+    "smtp",
 ];
 
 /// Settings that each parse but do not fit together. `key` is the dotted
@@ -1056,6 +1198,23 @@ impl Settings {
                 "profile.provisioning_scope",
                 format!("{unknown:?} is not in the scope vocabulary"),
             ));
+        }
+        if let Some(smtp) = &self.smtp {
+            if smtp.tls == SmtpTls::None && !smtp.host.is_loopback() {
+                return Err(InvalidSetting::new(
+                    "smtp.tls",
+                    format!(
+                        "tls = \"none\" sends mail (and its reset links) in plaintext, which is allowed only to a loopback host (localhost, 127.0.0.1, ::1), and smtp.host is {:?}: use \"starttls\" or \"implicit\"",
+                        smtp.host.as_str()
+                    ),
+                ));
+            }
+            if smtp.username.is_some() != smtp.password.is_some() {
+                return Err(InvalidSetting::new(
+                    "smtp.password",
+                    "set smtp.username and smtp.password together, or neither",
+                ));
+            }
         }
         Ok(TokenPolicy {
             code_ttl: self.authorization_code_ttl.secs(),
@@ -1514,6 +1673,62 @@ mod tests {
             let e = s.validate().unwrap_err();
             assert_eq!(e.key, key, "{e}");
         }
+    }
+
+    #[test]
+    fn smtp_is_parsed_and_plaintext_goes_to_loopback_only() {
+        let smtp = |extra: serde_json::Value| {
+            let mut table = json!({"host": "mail.example.com", "from": "no-reply@example.com"});
+            table
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            settings(json!({ "smtp": table }))
+        };
+        let s = smtp(json!({})).unwrap();
+        let m = s.smtp.as_ref().unwrap();
+        assert_eq!((m.tls, m.port()), (SmtpTls::Starttls, 587));
+        assert_eq!(m.timeout, Seconds::of(20));
+        s.validate().unwrap();
+        let m = smtp(json!({"tls": "implicit"})).unwrap().smtp.unwrap();
+        assert_eq!(m.port(), 465);
+        let s = smtp(json!({"username": "hg", "password": "hunter2", "port": 2525})).unwrap();
+        s.validate().unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert_eq!(s.smtp.unwrap().port(), 2525);
+
+        // Plaintext to another host: refused at start-up, naming the key.
+        let e = smtp(json!({"tls": "none"}))
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.key, "smtp.tls");
+        assert!(
+            e.reason.contains("loopback") && e.reason.contains("mail.example.com"),
+            "{e}"
+        );
+        for host in ["localhost", "127.0.0.1", "::1", "[::1]", "127.0.0.2"] {
+            let s = smtp(json!({"tls": "none", "host": host})).unwrap();
+            s.validate().expect(host);
+        }
+        for host in ["10.0.0.1", "localhost.example.com", "0.0.0.0"] {
+            let s = smtp(json!({"tls": "none", "host": host})).unwrap();
+            assert_eq!(s.validate().unwrap_err().key, "smtp.tls", "{host}");
+        }
+        let e = smtp(json!({"username": "hg"}))
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.key, "smtp.password");
+
+        let e = smtp(json!({"tls": "ssl"})).unwrap_err();
+        assert!(e.contains("starttls") && e.contains("implicit"), "{e}");
+        let e = smtp(json!({"from": "not an address"})).unwrap_err();
+        assert!(e.contains("not an email address"), "{e}");
+        let e = smtp(json!({"host": "smtp://mail.example.com:25"})).unwrap_err();
+        assert!(e.contains("not a host name"), "{e}");
+        assert!(settings(json!({"smtp": {"host": "mail.example.com"}})).is_err());
+        assert!(smtp(json!({"hots": "x"})).is_err());
     }
 
     /// Paths shaped like healthgate's own routes, in axum's syntax.

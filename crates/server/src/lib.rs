@@ -34,6 +34,8 @@ pub enum StartError {
     Settings(#[from] config::InvalidSetting),
     #[error("cannot open the database: {0}")]
     Store(StoreError),
+    #[error(transparent)]
+    Mail(#[from] services::mail::MailSetupError),
 }
 
 impl From<StoreError> for StartError {
@@ -54,6 +56,9 @@ pub fn validate(settings: &Settings) -> Result<TokenPolicy, config::InvalidSetti
 /// Opens and migrates the database and builds the shared state.
 pub async fn open(settings: Settings, clock: Arc<dyn Clock>) -> Result<AppState, StartError> {
     let policy = validate(&settings)?;
+    // The mail client is built by the worker; building it here refuses a
+    // bad `smtp.ca_file` at start-up rather than in a log line later.
+    services::mail::Mailer::new(&settings)?;
     let store = Store::connect(
         &settings.database_url,
         PoolConfig {
@@ -130,6 +135,7 @@ pub async fn serve(
     let delivery = jobs::webhooks::spawn(state.clone());
     let sealer = jobs::webhooks::spawn_sealer(state.clone());
     let throttles = jobs::throttles::spawn(state.clone());
+    let mail = jobs::mail::spawn(state.clone());
     let app = router(state);
     let served = axum::serve(
         listener,
@@ -137,7 +143,7 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await;
-    for job in [cleanup, delivery].into_iter().flatten() {
+    for job in [cleanup, delivery, mail].into_iter().flatten() {
         job.abort();
     }
     sealer.abort();

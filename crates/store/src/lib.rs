@@ -19,6 +19,7 @@ mod grants;
 mod integrations;
 mod keys;
 mod purge;
+mod recovery;
 mod revocation;
 mod sessions;
 mod throttles;
@@ -33,6 +34,10 @@ pub use grants::{CodeRedemption, GrantError, Issued, NewTokens, Refresh};
 pub use integrations::{ConnectRedemption, PresentedKey};
 pub use keys::StoredKey;
 pub use purge::Purged;
+pub use recovery::{
+    LiveLink, MailOutcome, NewLink, NewMail, OutgoingMail, PasswordResetDone, ResetRequest,
+    StoredMail,
+};
 pub use revocation::Revoked;
 pub use sessions::Session;
 pub use throttles::ThrottleKind;
@@ -308,6 +313,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "second factors",
         include_str!("../migrations/sqlite/0013_second_factors.sql"),
     ),
+    (
+        14,
+        "recovery by email",
+        include_str!("../migrations/sqlite/0014_recovery_by_email.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -374,6 +384,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         13,
         "second factors",
         include_str!("../migrations/postgres/0013_second_factors.sql"),
+    ),
+    (
+        14,
+        "recovery by email",
+        include_str!("../migrations/postgres/0014_recovery_by_email.sql"),
     ),
 ];
 

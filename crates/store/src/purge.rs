@@ -13,6 +13,8 @@ pub struct Purged {
     pub refresh_tokens: u64,
     pub token_families: u64,
     pub throttles: u64,
+    pub email_links: u64,
+    pub mail_outbox: u64,
 }
 
 impl Purged {
@@ -23,6 +25,8 @@ impl Purged {
             + self.refresh_tokens
             + self.token_families
             + self.throttles
+            + self.email_links
+            + self.mail_outbox
     }
 }
 
@@ -87,6 +91,23 @@ const RULES: &[Rule] = &[
         columns: "kind, subject",
         condition: "last_failure_at < $1 - 86400 AND (blocked_until IS NULL OR blocked_until < $1)",
         count: |p| &mut p.throttles,
+    },
+    // Links sent by email, a day after they expired.
+    Rule {
+        table: "email_links",
+        key: "digest",
+        columns: "digest",
+        condition: "expires_at < $1 - 86400",
+        count: |p| &mut p.email_links,
+    },
+    // Messages sent or given up (their bodies already blanked), after the
+    // retention period.
+    Rule {
+        table: "mail_outbox",
+        key: "id",
+        columns: "id",
+        condition: "status <> 'pending' AND created_at < $2",
+        count: |p| &mut p.mail_outbox,
     },
 ];
 

@@ -20,6 +20,11 @@ pub enum ThrottleKind {
     /// Failed client authentications and `invalid_grant` answers for a
     /// client id.
     Client,
+    /// "Forgot password" requests for an address as typed (lowercased),
+    /// whether or not an account has it.
+    PasswordReset,
+    /// Verification links asked for by an account (its id).
+    EmailVerification,
 }
 
 impl ThrottleKind {
@@ -27,6 +32,8 @@ impl ThrottleKind {
         match self {
             Self::SignIn => "sign_in",
             Self::Client => "client",
+            Self::PasswordReset => "password_reset",
+            Self::EmailVerification => "email_verification",
         }
     }
 }

@@ -81,10 +81,11 @@ pub(crate) fn user_from_row(row: &AnyRow) -> Result<User> {
         provisioned_by: row.try_get("provisioned_by")?,
         operator: row.try_get::<i64, _>("operator")? != 0,
         password_reset_at: row.try_get("password_reset_at")?,
+        email_verified_at: row.try_get("email_verified_at")?,
     })
 }
 
-pub(crate) const SELECT: &str = "SELECT id, username, name, email, user_type, password_hash, created_at, locked_at, provisioned_by, operator, password_reset_at FROM users";
+pub(crate) const SELECT: &str = "SELECT id, username, name, email, user_type, password_hash, created_at, locked_at, provisioned_by, operator, password_reset_at, email_verified_at FROM users";
 
 impl Store {
     /// Inserts a user; [`StoreError::Conflict`] if the username is taken.
@@ -124,9 +125,14 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Changes a user's email (`Some(None)` clears it).
+    /// Changes a user's email (`None` clears it). A different address is
+    /// unverified until a link sent to it is followed.
     pub async fn set_email(&self, user_id: &str, email: Option<&str>, now: i64) -> Result<bool> {
-        let done = sqlx::query("UPDATE users SET email = $1, updated_at = $2 WHERE id = $3")
+        let done = sqlx::query(
+            "UPDATE users SET email_verified_at = CASE WHEN email = $1 THEN email_verified_at ELSE NULL END,
+                    email = $1, updated_at = $2
+             WHERE id = $3",
+        )
             .bind(email)
             .bind(now)
             .bind(user_id)
@@ -185,7 +191,8 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Sets a person's display name and email (`None` clears either), with
+    /// Sets a person's display name and email (`None` clears either; a
+    /// different address is unverified until its link is followed), with
     /// a `user.updated` event naming the fields that changed (never their
     /// values). Returns those fields; none when nothing changed or there is
     /// no such person.
@@ -216,13 +223,19 @@ impl Store {
         if changed.is_empty() {
             return Ok(changed);
         }
-        sqlx::query("UPDATE users SET name = $1, email = $2, updated_at = $3 WHERE id = $4")
-            .bind(name)
-            .bind(email)
-            .bind(now)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
+        // A different address is unverified until a link sent to it is
+        // followed.
+        sqlx::query(
+            "UPDATE users SET email_verified_at = CASE WHEN email = $2 THEN email_verified_at ELSE NULL END,
+                    name = $1, email = $2, updated_at = $3
+             WHERE id = $4",
+        )
+        .bind(name)
+        .bind(email)
+        .bind(now)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
         let event = Event::new(EventKind::UserUpdated)
             .actor(Some(user_id))
             .subject(user_id)

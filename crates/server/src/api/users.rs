@@ -162,6 +162,7 @@ pub async fn create(
         provisioned_by: Some(client.id.clone()),
         operator: false,
         password_reset_at: None,
+        email_verified_at: None,
     };
     tokens_for(&state, &client, &user, true).await
 }
@@ -252,6 +253,12 @@ pub async fn update(
             .await
             .map_err(|_| ApiError::from(OAuthError::server_error()))?;
         state.store.set_password(&user.id, &hash, now).await?;
+        crate::services::mail::security_notice_or_log(
+            &state,
+            &user,
+            healthgate_core::recovery::Notice::PasswordChanged,
+        )
+        .await;
     }
     let user = state
         .store

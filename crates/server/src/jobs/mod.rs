@@ -1,8 +1,9 @@
 //! Background work every node runs: webhook delivery and the audit chain's
-//! sealer, the cleanup of expired rows, and keeping the node's throttle
+//! sealer, mail delivery (with `[smtp]`), the cleanup of expired rows, and keeping the node's throttle
 //! state in step with the database. The store's claims keep nodes
 //! from doing the same work twice.
 
 pub mod cleanup;
+pub mod mail;
 pub mod throttles;
 pub mod webhooks;

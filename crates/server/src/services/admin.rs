@@ -722,6 +722,7 @@ pub async fn create_user(
         provisioned_by: None,
         operator: false,
         password_reset_at: None,
+        email_verified_at: None,
     };
     let actor = match creator {
         Creator::By(actor) => actor,

@@ -13,6 +13,7 @@ use healthgate_core::jose;
 use healthgate_core::mfa::{
     self, FactorKind, Method, MfaRequirement, SecondFactorCode, TotpSecret,
 };
+use healthgate_core::recovery::Notice;
 use healthgate_core::secret;
 use healthgate_core::user::User;
 use healthgate_store::{Actor, Factor, StoreError};
@@ -169,11 +170,15 @@ pub async fn confirm(
             state.now(),
         )
         .await?;
-    Ok(if done {
-        Confirmed::Yes(codes.map(|c| c.into_iter().map(|m| m.value).collect()))
-    } else {
-        Confirmed::No
-    })
+    if !done {
+        return Ok(Confirmed::No);
+    }
+    // Told by email (to a verified address, with `[smtp]`): a factor the
+    // person did not add is a sign someone else holds their password.
+    crate::services::mail::security_notice_or_log(state, user, Notice::FactorAdded).await;
+    Ok(Confirmed::Yes(
+        codes.map(|c| c.into_iter().map(|m| m.value).collect()),
+    ))
 }
 
 /// A fresh set of recovery codes for `user`, shown once.
@@ -188,6 +193,7 @@ pub async fn new_recovery_codes(
         .store
         .replace_recovery_codes(&user.id, &digests, actor, state.now())
         .await?;
+    crate::services::mail::security_notice_or_log(state, user, Notice::RecoveryCodesRenewed).await;
     Ok(codes.into_iter().map(|m| m.value).collect())
 }
 

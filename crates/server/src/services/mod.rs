@@ -1,11 +1,12 @@
 //! What the pages, the APIs, the background jobs and the CLI share:
 //! registering and changing clients and accounts (`admin`), the signing keys,
 //! the instance's secrets, password hashing, app photos, the throttles in
-//! front of sign-in and the endpoints, and the one client for requests
-//! healthgate sends out.
+//! front of sign-in and the endpoints, the one client for requests
+//! healthgate sends out, and recovery by email (`mail`).
 
 pub mod admin;
 pub mod keys;
+pub mod mail;
 pub mod mfa;
 pub mod outbound;
 pub mod passkeys;

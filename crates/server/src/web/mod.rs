@@ -1,4 +1,4 @@
-//! The pages people see: signing in, the account area, the operators'
+//! The pages people see: signing in, recovery by email, the account area, the operators'
 //! console, the developer portal and playground, the practices' integration
 //! directory and the demo pages. Each area exports its `routes()`.
 
@@ -10,6 +10,7 @@ pub mod directory;
 pub mod login;
 pub mod passkeys;
 pub mod playground;
+pub mod recovery;
 pub mod second_factor;
 
 use axum::routing::{get, post};
@@ -27,6 +28,18 @@ pub fn routes() -> Routes {
             get(second_factor::get).post(second_factor::post),
         )
         .route("/logout", post(login::logout))
+        .route(
+            crate::services::mail::FORGOT_PATH,
+            get(recovery::forgot).post(recovery::request),
+        )
+        .route(
+            crate::services::mail::RESET_PATH,
+            get(recovery::reset_form).post(recovery::reset),
+        )
+        .route(
+            crate::services::mail::VERIFY_PATH,
+            get(recovery::verify_form).post(recovery::verify),
+        )
         .route("/integrations", get(directory::page))
         .route(
             "/integrations/connect",

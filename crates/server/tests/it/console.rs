@@ -399,6 +399,7 @@ async fn users_are_searched_case_insensitively_and_paged_fifty_at_a_time() {
             provisioned_by: None,
             operator: false,
             password_reset_at: None,
+            email_verified_at: None,
         };
         if i == 7 {
             u.name = Some("Dr. Ada Lovelace".into());

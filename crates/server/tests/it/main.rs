@@ -37,6 +37,7 @@ macro_rules! backend_tests {
             mod playground;
             mod portal;
             mod provisioning;
+            mod recovery;
             mod refresh;
             mod roles;
             mod second_factors;

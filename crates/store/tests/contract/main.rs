@@ -14,6 +14,8 @@ use healthgate_store::{
     ThrottleKind, Unlocked,
 };
 
+mod recovery;
+
 const NOW: i64 = 1_800_000_000;
 
 /// A store on a fresh database, and what it takes to clean it up.
@@ -132,6 +134,7 @@ fn user(username: &str) -> User {
         provisioned_by: None,
         operator: false,
         password_reset_at: None,
+        email_verified_at: None,
     }
 }
 

@@ -32,6 +32,10 @@ pub fn routes() -> Routes {
         .route("/account/profile", get(profile::page).post(profile::save))
         .route("/account/profile/password", post(profile::change_password))
         .route(
+            "/account/profile/email/verify",
+            post(profile::send_verification),
+        )
+        .route(
             crate::http::extract::NEW_PASSWORD_PAGE,
             get(password::page).post(password::choose),
         )
@@ -226,6 +230,12 @@ pub(crate) async fn replace_password(
             message: on_conflict.into(),
         });
     }
+    crate::services::mail::security_notice_or_log(
+        state,
+        user,
+        healthgate_core::recovery::Notice::PasswordChanged,
+    )
+    .await;
     Ok(cookie)
 }
 

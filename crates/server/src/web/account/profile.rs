@@ -24,7 +24,9 @@ use crate::http::forms::FieldErrors;
 use crate::http::ip::ClientIp;
 use crate::http::pages::{self, Site};
 use crate::http::session::Browser;
+use crate::services::mail::{self, VerificationOutcome};
 use crate::state::AppState;
+use healthgate_core::recovery::VerificationRefused;
 
 const PAGE: &str = "/account/profile";
 
@@ -39,6 +41,11 @@ pub struct ProfilePage<'a> {
     /// typed when the form comes back with messages.
     pub name: &'a str,
     pub email: &'a str,
+    /// The address stored (not as typed), and whether it is verified;
+    /// shown only when a mail server is configured (`by_email`).
+    pub by_email: bool,
+    pub stored_email: Option<&'a str>,
+    pub email_verified: bool,
     /// Whether the account has a password this page can change.
     pub has_password: bool,
     /// The app that created a password-less account, if one did.
@@ -61,6 +68,17 @@ fn notice(done: Option<&str>) -> Option<&'static str> {
         "password" => Some(
             "Your password was changed. Every other browser signed in as you has been signed out; this one stays signed in.",
         ),
+        "verification" => Some(
+            "A verification link is on its way to your email address. Open it within 24 hours to verify the address.",
+        ),
+        "saved_verification" => Some(
+            "Your profile was saved. A verification link is on its way to your new email address; open it within 24 hours to verify it.",
+        ),
+        "verification_wait" => {
+            Some("Several verification links were sent lately. Wait an hour, then send another.")
+        }
+        "verified_already" => Some("Your email address is already verified."),
+        "no_address" => Some("Add an email address first, then verify it."),
         _ => None,
     }
 }
@@ -102,6 +120,9 @@ async fn render(
             user_type: user_type_label(user),
             name,
             email,
+            by_email: crate::services::mail::enabled(&state.settings),
+            stored_email: user.email.as_deref(),
+            email_verified: user.email_verified_at.is_some(),
             has_password: user.password_hash.is_some(),
             provisioned_by,
             errors,
@@ -183,10 +204,42 @@ pub async fn save(
             state.now(),
         )
         .await?;
-    let done = if changed.is_empty() {
+    let mut done = if changed.is_empty() {
         "unchanged"
     } else {
         "saved"
+    };
+    // A new address is verified by a link sent to it at once.
+    if changed.contains(&"email")
+        && email.is_some()
+        && let Some(saved) = state.store.user(&user.id).await?
+        && let VerificationOutcome::Queued(_) =
+            mail::send_verification(&state, &saved, ip.as_deref()).await?
+    {
+        done = "saved_verification";
+    }
+    Ok(Redirect::to(&format!("{PAGE}?done={done}")).into_response())
+}
+
+/// `POST /account/profile/email/verify` (`csrf_token`): sends a
+/// verification link to the account's unverified address (at most a few
+/// an hour).
+pub async fn send_verification(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    SignedIn { user, .. }: SignedIn,
+    _form: CsrfForm<AccountForm>,
+) -> Result<Response, PageError> {
+    let done = match mail::send_verification(&state, &user, ip.as_deref()).await? {
+        VerificationOutcome::Queued(_) => "verification",
+        VerificationOutcome::Throttled(_) => "verification_wait",
+        VerificationOutcome::Refused(VerificationRefused::AlreadyVerified) => "verified_already",
+        VerificationOutcome::Refused(VerificationRefused::NoAddress) => "no_address",
+        VerificationOutcome::Disabled => {
+            return Err(PageError::bad_request(
+                "This platform does not send email, so addresses are not verified.",
+            ));
+        }
     };
     Ok(Redirect::to(&format!("{PAGE}?done={done}")).into_response())
 }

@@ -504,7 +504,7 @@ pub async fn remove(
     {
         return Ok(page);
     }
-    state
+    let removed = state
         .store
         .remove_factor(
             &user.id,
@@ -513,6 +513,14 @@ pub async fn remove(
             state.now(),
         )
         .await?;
+    if removed {
+        crate::services::mail::security_notice_or_log(
+            &state,
+            user,
+            healthgate_core::recovery::Notice::FactorRemoved,
+        )
+        .await;
+    }
     Ok(Redirect::to(&done_url("removed", None)).into_response())
 }
 

@@ -291,6 +291,12 @@ pub async fn reset_password(
         admin::reset_password(&state.store, state.clock.as_ref(), &user.id, op.actor(&ip))
             .await
             .map_err(admin_failure)?;
+    crate::services::mail::security_notice_or_log(
+        &state,
+        &user,
+        healthgate_core::recovery::Notice::TemporaryPassword,
+    )
+    .await;
     Ok(pages::render(
         StatusCode::OK,
         &PasswordPage {
@@ -335,5 +341,11 @@ pub async fn reset_mfa(
     )
     .await
     .map_err(admin_failure)?;
+    crate::services::mail::security_notice_or_log(
+        &state,
+        &user,
+        healthgate_core::recovery::Notice::FactorsReset,
+    )
+    .await;
     Ok(back(&q, page, "mfa-reset", &user.id))
 }
