@@ -30,6 +30,10 @@ pub enum MfaError {
     /// was tampered with.
     #[error("a stored second factor could not be read: {0}")]
     Sealed(String),
+    /// The blocking thread checking a code did not finish (the runtime is
+    /// shutting down).
+    #[error("the second factor check did not finish: {0}")]
+    Interrupted(String),
 }
 
 async fn sealing_key(state: &AppState) -> Result<[u8; 32], StoreError> {
@@ -232,18 +236,29 @@ pub async fn check_code(
             },
         ),
         Some(SecondFactorCode::Totp(code)) => {
-            let mut replayed = false;
+            let mut apps = Vec::new();
             for factor in state.store.factors_of_user(&user.id).await? {
-                if factor.kind != FactorKind::Totp || factor.confirmed_at.is_none() {
-                    continue;
+                if factor.kind == FactorKind::Totp && factor.confirmed_at.is_some() {
+                    let secret = opened(state, &factor).await?;
+                    apps.push((factor.id, secret));
                 }
-                let secret = opened(state, &factor).await?;
-                if let Some(step) = secret.matching_step(&code, now) {
-                    if state.store.use_totp_step(&factor.id, step, now).await? {
-                        return Ok(Checked::Accepted(Method::Otp));
-                    }
-                    replayed = true;
+            }
+            // The codes are computed on a blocking thread, as password
+            // checks are: each step of each app whatever matches, so the
+            // time says nothing of which did.
+            let matched: Vec<(String, i64)> = tokio::task::spawn_blocking(move || {
+                apps.into_iter()
+                    .filter_map(|(id, secret)| secret.matching_step(&code, now).map(|s| (id, s)))
+                    .collect()
+            })
+            .await
+            .map_err(|e| MfaError::Interrupted(e.to_string()))?;
+            let mut replayed = false;
+            for (factor_id, step) in matched {
+                if state.store.use_totp_step(&factor_id, step, now).await? {
+                    return Ok(Checked::Accepted(Method::Otp));
                 }
+                replayed = true;
             }
             Ok(if replayed {
                 Checked::Replayed

@@ -119,6 +119,18 @@ enum Ceremony {
     },
 }
 
+/// Runs a WebAuthn verification (signature checks) on a blocking thread,
+/// as password checks are, so a burst of sign-ins never stalls the async
+/// runtime.
+async fn verified<T: Send + 'static>(
+    check: impl FnOnce() -> Result<T, webauthn_rs::prelude::WebauthnError> + Send + 'static,
+) -> Result<T, Refused> {
+    tokio::task::spawn_blocking(check)
+        .await
+        .map_err(|e| Refused::Unverified(format!("the check did not finish: {e}")))?
+        .map_err(|e| Refused::Unverified(e.to_string()))
+}
+
 /// The relying party: this server as its issuer names it.
 fn relying_party(state: &AppState) -> Result<Webauthn, Refused> {
     let origin = Url::parse(&state.issuer.origin())
@@ -279,9 +291,7 @@ pub async fn finish_registration(
     }
     let made: RegisterPublicKeyCredential = credential(sent)?;
     let rp = relying_party(state)?;
-    let passkey = rp
-        .finish_passkey_registration(&made, &registration)
-        .map_err(|e| Refused::Unverified(e.to_string()))?;
+    let passkey = verified(move || rp.finish_passkey_registration(&made, &registration)).await?;
     let id = credential_id(passkey.cred_id());
     if state.store.passkey_by_credential(&id).await?.is_some() {
         return Err(Refused::Registered.into());
@@ -378,9 +388,8 @@ pub async fn finish_second_factor(
     }
     let assertion: PublicKeyCredential = credential(sent)?;
     let rp = relying_party(state)?;
-    let result = rp
-        .finish_passkey_authentication(&assertion, &authentication)
-        .map_err(|e| Refused::Unverified(e.to_string()))?;
+    let result =
+        verified(move || rp.finish_passkey_authentication(&assertion, &authentication)).await?;
     let id = credential_id(result.cred_id());
     let Some((factor, passkey)) = passkeys_of(state, &user.id)
         .await?
@@ -461,14 +470,18 @@ pub async fn claimed_sign_in(
 /// Verifies a claimed sign-in: the method the passkey proves.
 pub async fn verify_sign_in(state: &AppState, claimed: Claimed) -> Result<Method, PasskeyError> {
     let rp = relying_party(state)?;
-    let result = rp
-        .finish_discoverable_authentication_v2(
-            &claimed.assertion,
-            claimed.authentication,
-            &claimed.passkey,
-        )
-        .map_err(|e| Refused::Unverified(e.to_string()))?;
-    used(state, &claimed.factor, claimed.passkey, &result).await?;
+    let Claimed {
+        factor,
+        passkey,
+        assertion,
+        authentication,
+    } = claimed;
+    let (result, passkey) = verified(move || {
+        rp.finish_discoverable_authentication_v2(&assertion, authentication, &passkey)
+            .map(|result| (result, passkey))
+    })
+    .await?;
+    used(state, &factor, passkey, &result).await?;
     Ok(method_of(&result))
 }
 

@@ -38,6 +38,15 @@ impl From<MfaError> for PageError {
     fn from(e: MfaError) -> Self {
         match e {
             MfaError::Store(e) => e.into(),
+            MfaError::Interrupted(why) => {
+                tracing::error!(error = %why, "a second factor check did not finish");
+                PageError {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    title: "Temporarily unavailable",
+                    message: "The service could not check your code. Please try again in a moment."
+                        .into(),
+                }
+            }
             MfaError::Sealed(why) => {
                 tracing::error!(error = %why, "a second factor could not be read");
                 PageError {
