@@ -308,6 +308,50 @@ pub async fn user_command(
             for (o, role) in &memberships {
                 text.push_str(&format!("\n  {role:<13} {} ({})", o.name, o.id));
             }
+            // Second factors: what an operator asks about before a reset.
+            let factors: Vec<_> = store
+                .factors_of_user(&user.id)
+                .await
+                .map_err(store_failure)?
+                .into_iter()
+                .filter(|f| f.confirmed_at.is_some())
+                .collect();
+            let codes_left = if factors.is_empty() {
+                0
+            } else {
+                store
+                    .recovery_codes_left(&user.id)
+                    .await
+                    .map_err(store_failure)?
+            };
+            value["second_factors"] = json!(
+                factors
+                    .iter()
+                    .map(|f| json!({
+                        "id": f.id,
+                        "kind": f.kind.as_str(),
+                        "label": f.label,
+                        "added_at": f.confirmed_at,
+                        "last_used_at": f.last_used_at,
+                    }))
+                    .collect::<Vec<_>>()
+            );
+            value["recovery_codes_left"] = json!(codes_left);
+            text.push_str("\nsecond factors:");
+            if factors.is_empty() {
+                text.push_str(" none");
+            }
+            for f in &factors {
+                text.push_str(&format!(
+                    "\n  {:<13} {} ({})",
+                    f.kind.as_str(),
+                    f.label,
+                    f.id
+                ));
+            }
+            if !factors.is_empty() {
+                text.push_str(&format!("\nrecovery codes  {codes_left} left"));
+            }
             print(as_json, &value, &text);
         }
         UserCommand::Lock { user } => {

@@ -824,6 +824,15 @@ async fn user_commands_do_what_the_console_does() {
             false
         );
 
+        // Second factors: none yet, said in both forms.
+        let shown = db.run(&["user", "show", "alice", "--json"]).json();
+        assert_eq!(shown["second_factors"], json!([]), "{shown}");
+        assert_eq!(shown["recovery_codes_left"], 0);
+        assert!(
+            db.run(&["user", "show", "alice"])
+                .stdout
+                .contains("second factors: none")
+        );
         // Resetting second factors (a lost phone): the reason is audited.
         let reset = db
             .run(&[
