@@ -130,18 +130,17 @@ pub enum Confirmed {
     Yes(Option<Vec<String>>),
 }
 
-/// Confirms a pending authenticator app with a code from it. A person's
-/// first factor comes with their recovery codes.
+/// Confirms a pending authenticator app (`factor`, as [`pending_totp`]
+/// found it with its `secret`) with a code from it. A person's first
+/// factor comes with their recovery codes.
 pub async fn confirm_totp(
     state: &AppState,
     user: &User,
-    factor_id: &str,
+    (factor, secret): (&Factor, &TotpSecret),
     code: &str,
     actor: Actor<'_>,
 ) -> Result<Confirmed, MfaError> {
-    let Some((_, secret)) = pending_totp(state, user, factor_id).await? else {
-        return Ok(Confirmed::No);
-    };
+    let factor_id = factor.id.as_str();
     let now = state.now();
     let Some(step) = secret.matching_step(code, now) else {
         return Ok(Confirmed::No);

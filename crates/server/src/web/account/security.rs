@@ -365,7 +365,7 @@ pub async fn confirm_totp(
     };
     let code = f.code.unwrap_or_default();
     let actor = enrolling.person.actor(&ip);
-    match mfa::confirm_totp(&state, user, &factor_id, &code, actor).await? {
+    match mfa::confirm_totp(&state, user, (&factor, &secret), &code, actor).await? {
         Confirmed::Yes(codes) => {
             // The person just proved they hold the factor: this sign-in
             // counts as one with a second factor from now (an app waiting
