@@ -30,7 +30,7 @@ pub use account::{OrgGrant, UserGrant};
 pub use clients::{CLIENT_SUSPENDED, ClientSaved, ListingOutcome, Suspension};
 pub use events::{Actor, ChainReport, Event, EventFilter, StoredEvent};
 pub use factors::Factor;
-pub use grants::{CodeRedemption, GrantError, Issued, NewTokens, Refresh};
+pub use grants::{Applied, GrantError};
 pub use integrations::{ConnectRedemption, PresentedKey};
 pub use keys::StoredKey;
 pub use purge::Purged;
@@ -187,9 +187,21 @@ impl Store {
     /// Applies the embedded migrations for this backend. Safe to run on every
     /// start; on PostgreSQL sqlx takes an advisory lock so nodes starting at
     /// once do not race.
+    ///
+    /// Runs on a connection of its own with statement logging off: waiting
+    /// for that lock while another node migrates is expected, not a slow
+    /// statement worth a warning on a command's standard error.
     pub async fn migrate(&self) -> Result<()> {
+        use sqlx::ConnectOptions;
         let migrator = migrator(self.backend);
-        migrator.run(&self.writer).await?;
+        let options = (*self.writer.connect_options()).clone();
+        let quiet = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.disable_statement_logging())
+            .await?;
+        let outcome = migrator.run(&quiet).await;
+        quiet.close().await;
+        outcome?;
         Ok(())
     }
 
