@@ -11,6 +11,7 @@ pub mod common_passwords;
 pub mod error;
 pub mod event;
 pub mod forwarded;
+pub mod grant;
 pub mod integration;
 pub mod jose;
 pub mod listing;

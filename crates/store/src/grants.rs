@@ -7,16 +7,16 @@
 //! (RFC 6749 §4.1.2 and §10.5, RFC 9700 §4.14.2).
 
 use healthgate_core::error::OAuthError;
+use healthgate_core::grant::{
+    Claim, CodeRead, NewFamily, Record, RefreshRead, Retirement, TokenRows, Write,
+};
 use healthgate_core::mfa::Amr;
 use healthgate_core::owner::ResourceOwner;
 use healthgate_core::pkce::CodeChallenge;
 use healthgate_core::scope::ScopeSet;
-use healthgate_core::secret::{Minted, new_id};
-use healthgate_core::token::{
-    AccessToken, AuthorizationCode, GrantContext, RefreshRotation, RefreshToken,
-};
+use healthgate_core::token::{AccessToken, AuthorizationCode, GrantContext, RefreshToken};
 use sqlx::any::AnyRow;
-use sqlx::{Any, AnyConnection, Row, Transaction};
+use sqlx::{Any, Row, Transaction};
 
 use crate::events::{Actor, Event, append};
 use crate::users::insert_user_in;
@@ -24,7 +24,8 @@ use crate::{Result, Store, StoreError};
 use healthgate_core::event::EventKind;
 use healthgate_core::user::User;
 
-/// Why a grant could not be completed.
+/// Why an exchange that still decides in the store (the Hint-style connect
+/// code) could not be completed.
 #[derive(Debug, thiserror::Error)]
 pub enum GrantError {
     /// The request is refused; tell the client.
@@ -41,55 +42,15 @@ impl From<sqlx::Error> for GrantError {
     }
 }
 
-/// The secrets to issue, minted by the caller (who alone sees their values);
-/// only their digests are stored.
-#[derive(Debug)]
-pub struct NewTokens {
-    pub access: Minted,
-    pub access_expires_at: i64,
-    pub refresh: Option<Minted>,
-    pub refresh_expires_at: Option<i64>,
-}
-
-/// What a successful grant issued.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Issued {
-    pub family_id: String,
-    pub user_id: Option<String>,
-    pub scope: ScopeSet,
-    pub organization_id: Option<String>,
-    pub owner: Option<ResourceOwner>,
-    /// From the authorization request, for an ID token.
-    pub nonce: Option<String>,
-    pub auth_time: Option<i64>,
-    /// How the person signed in, when one did (the code flow).
-    pub amr: Amr,
-}
-
-/// The code presented at the token endpoint, with what the client sent
-/// alongside it.
-#[derive(Debug, Clone, Copy)]
-pub struct CodeRedemption<'a> {
-    pub code_digest: &'a str,
-    pub client_id: &'a str,
-    pub redirect_uri: Option<&'a str>,
-    pub code_verifier: Option<&'a str>,
-    /// The caller's address, for the audit trail.
-    pub ip: Option<&'a str>,
-    pub now: i64,
-}
-
-/// A refresh request.
-#[derive(Debug, Clone, Copy)]
-pub struct Refresh<'a> {
-    pub refresh_digest: &'a str,
-    pub client_id: &'a str,
-    pub scope: Option<&'a ScopeSet>,
-    pub redirect_uri: Option<&'a str>,
-    pub rotation: RefreshRotation,
-    /// The caller's address, for the audit trail.
-    pub ip: Option<&'a str>,
-    pub now: i64,
+/// Whether a grant's write was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Written and committed, whole.
+    Done,
+    /// A claim no longer held (another request used the code or refresh
+    /// token first, or the account was locked since it was read): nothing
+    /// was written; read and decide again.
+    Stale,
 }
 
 fn scope_of(row: &AnyRow, column: &str) -> Result<ScopeSet> {
@@ -212,73 +173,22 @@ pub(crate) async fn revoke_family(
     Ok(true)
 }
 
-/// A locked or deleted user's grants issue nothing.
-async fn require_active_user(
-    tx: &mut Transaction<'static, Any>,
-    user_id: Option<&str>,
-) -> Result<(), GrantError> {
-    let Some(user_id) = user_id else {
-        return Ok(());
-    };
-    let locked: Option<Option<i64>> =
-        sqlx::query_scalar("SELECT locked_at FROM users WHERE id = $1")
-            .bind(user_id)
-            .fetch_optional(&mut **tx)
-            .await?;
-    match locked {
-        Some(None) => Ok(()),
-        _ => Err(
-            OAuthError::invalid_grant("the account that granted access is no longer active").into(),
-        ),
-    }
-}
-
-/// The scopes of a new token pair: the refresh token always carries the
-/// grant's whole scope (RFC 6749 §6: "identical to that of the refresh token
-/// included by the client"); the access token may carry less, when a refresh
-/// asked for a narrower scope.
-#[derive(Clone, Copy)]
-struct PairScopes<'a> {
-    grant: &'a ScopeSet,
-    access: &'a ScopeSet,
-}
-
-impl<'a> PairScopes<'a> {
-    fn whole(scope: &'a ScopeSet) -> Self {
-        Self {
-            grant: scope,
-            access: scope,
-        }
-    }
-}
-
-/// Inserts an access token and, if any, its refresh token into `family_id`.
-#[allow(clippy::too_many_arguments)]
-async fn insert_tokens(
-    tx: &mut Transaction<'static, Any>,
-    family_id: &str,
-    client_id: &str,
-    user_id: Option<&str>,
-    scopes: PairScopes<'_>,
-    redirect_uri: Option<&str>,
-    parent_refresh: Option<&str>,
-    tokens: &NewTokens,
-    now: i64,
-) -> Result<()> {
-    if let Some(refresh) = &tokens.refresh {
+/// Inserts an access token and, if any, its refresh token.
+async fn insert_tokens(tx: &mut Transaction<'static, Any>, t: &TokenRows, now: i64) -> Result<()> {
+    if let Some(refresh) = &t.refresh_digest {
         sqlx::query(
             "INSERT INTO refresh_tokens (digest, family_id, client_id, user_id, scope, redirect_uri, parent_digest, created_at, expires_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
-        .bind(&refresh.digest)
-        .bind(family_id)
-        .bind(client_id)
-        .bind(user_id)
-        .bind(scopes.grant.to_string())
-        .bind(redirect_uri)
-        .bind(parent_refresh)
+        .bind(refresh)
+        .bind(&t.family_id)
+        .bind(&t.client_id)
+        .bind(&t.user_id)
+        .bind(t.grant_scope.to_string())
+        .bind(&t.redirect_uri)
+        .bind(&t.parent_refresh)
         .bind(now)
-        .bind(tokens.refresh_expires_at)
+        .bind(t.refresh_expires_at)
         .execute(&mut **tx)
         .await?;
     }
@@ -286,162 +196,139 @@ async fn insert_tokens(
         "INSERT INTO access_tokens (digest, family_id, client_id, user_id, scope, refresh_digest, parent_refresh_digest, created_at, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
-    .bind(&tokens.access.digest)
-    .bind(family_id)
-    .bind(client_id)
-    .bind(user_id)
-    .bind(scopes.access.to_string())
-    .bind(tokens.refresh.as_ref().map(|r| r.digest.as_str()))
-    .bind(parent_refresh)
+    .bind(&t.access_digest)
+    .bind(&t.family_id)
+    .bind(&t.client_id)
+    .bind(&t.user_id)
+    .bind(t.access_scope.to_string())
+    .bind(&t.refresh_digest)
+    .bind(&t.parent_refresh)
     .bind(now)
-    .bind(tokens.access_expires_at)
+    .bind(t.access_expires_at)
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-/// A token family to start: whose, for what, and how the person signed in.
-struct NewFamily<'a> {
-    id: &'a str,
-    client_id: &'a str,
-    user_id: Option<&'a str>,
-    grant: &'a GrantContext,
-    scope: &'a ScopeSet,
-    amr: &'a Amr,
-}
-
-/// Creates a token family. An organization-level grant belongs to no user
-/// (it outlives the admin who made it, who is kept as `granted_by`).
-async fn insert_family(
-    tx: &mut Transaction<'static, Any>,
-    family: NewFamily<'_>,
-    now: i64,
-) -> Result<()> {
-    let NewFamily {
-        id: family_id,
-        client_id,
-        user_id,
-        grant,
-        scope,
-        amr,
-    } = family;
-    let (user_id, granted_by) = if grant.organization_level {
-        (None, user_id)
-    } else {
-        (user_id, None)
-    };
+/// Creates a token family.
+async fn insert_family(tx: &mut Transaction<'static, Any>, f: &NewFamily, now: i64) -> Result<()> {
     sqlx::query(
         "INSERT INTO token_families (id, client_id, user_id, created_at, organization_id, owner_type, owner_id, granted_by, scope, amr)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
-    .bind(family_id)
-    .bind(client_id)
-    .bind(user_id)
+    .bind(&f.id)
+    .bind(&f.client_id)
+    .bind(&f.user_id)
     .bind(now)
-    .bind(&grant.organization_id)
-    .bind(grant.owner.as_ref().map(|o| o.kind.as_str()))
-    .bind(grant.owner.as_ref().map(|o| o.id.as_str()))
-    .bind(granted_by)
-    .bind(scope.to_string())
-    .bind(amr_column(amr))
+    .bind(&f.grant.organization_id)
+    .bind(f.grant.owner.as_ref().map(|o| o.kind.as_str()))
+    .bind(f.grant.owner.as_ref().map(|o| o.id.as_str()))
+    .bind(&f.granted_by)
+    .bind(f.scope.to_string())
+    .bind(amr_column(&f.amr))
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-/// The organization and owner of a family, and who made an
-/// organization-level grant.
-async fn family_context(
-    conn: &mut AnyConnection,
-    family_id: &str,
-) -> Result<(GrantContext, Option<String>)> {
-    let row = sqlx::query("SELECT organization_id, owner_type, owner_id, granted_by FROM token_families WHERE id = $1")
-        .bind(family_id)
-        .fetch_optional(conn)
-        .await?;
-    let Some(row) = row else {
-        return Ok((GrantContext::default(), None));
-    };
-    let granted_by: Option<String> = row.try_get("granted_by")?;
-    Ok((
-        GrantContext {
-            organization_id: row.try_get("organization_id")?,
-            owner: owner_of(&row)?,
-            organization_level: granted_by.is_some(),
-        },
-        granted_by,
-    ))
-}
-
-/// A new family issued directly (no code): client credentials, or tokens
-/// for a partner-provisioned user.
-#[allow(clippy::too_many_arguments)]
-async fn issue_family(
-    tx: &mut Transaction<'static, Any>,
-    client_id: &str,
-    user_id: Option<&str>,
-    owner: Option<ResourceOwner>,
-    scope: &ScopeSet,
-    tokens: &NewTokens,
-    grant_type: &str,
-    now: i64,
-) -> Result<Issued> {
-    let family_id = new_id("fam");
-    let grant = GrantContext {
-        organization_id: None,
-        owner,
-        organization_level: false,
-    };
-    let family = NewFamily {
-        id: &family_id,
-        client_id,
-        user_id,
-        grant: &grant,
-        scope,
-        amr: &Amr::default(),
-    };
-    insert_family(tx, family, now).await?;
-    insert_tokens(
-        tx,
-        &family_id,
-        client_id,
-        user_id,
-        PairScopes::whole(scope),
-        None,
-        None,
-        tokens,
-        now,
-    )
-    .await?;
-    let event = Event::new(EventKind::TokenIssued)
-        .actor(user_id)
-        .client(client_id)
-        .subject(&family_id)
-        .data(serde_json::json!({ "grant_type": grant_type }));
-    append(tx, now, &event).await?;
-    Ok(Issued {
-        family_id,
-        user_id: user_id.map(str::to_owned),
-        scope: scope.clone(),
-        organization_id: None,
-        owner: grant.owner,
-        nonce: None,
-        auth_time: None,
-        amr: Amr::default(),
+/// Whether one claim of a write holds, consuming what it consumes.
+async fn hold(tx: &mut Transaction<'static, Any>, claim: &Claim, now: i64) -> Result<bool> {
+    let consumed =
+        |sql: &'static str, digest: &str| sqlx::query(sql).bind(now).bind(digest.to_owned());
+    Ok(match claim {
+        Claim::Code(digest) => {
+            consumed(
+                "UPDATE authorization_codes SET consumed_at = $1 WHERE digest = $2 AND consumed_at IS NULL",
+                digest,
+            )
+            .execute(&mut **tx)
+            .await?
+            .rows_affected()
+                == 1
+        }
+        Claim::Refresh(digest) => {
+            consumed(
+                "UPDATE refresh_tokens SET consumed_at = $1 WHERE digest = $2 AND consumed_at IS NULL",
+                digest,
+            )
+            .execute(&mut **tx)
+            .await?
+            .rows_affected()
+                == 1
+        }
+        Claim::ActiveUser(id) => {
+            let active: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM users WHERE id = $1 AND locked_at IS NULL")
+                    .bind(id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+            active.is_some()
+        }
     })
 }
 
-/// Under [`RefreshRotation::OnFirstUse`]: the first use of a child of
-/// `parent` retires the parent refresh token, the access token issued with
-/// it, and every other child issued from it, keeping only the pair whose
-/// refresh token is `keep_refresh` (or whose access token is `keep_access`).
-async fn retire_parent(
-    tx: &mut Transaction<'static, Any>,
-    parent: &str,
-    keep_refresh: Option<&str>,
-    keep_access: Option<&str>,
-    now: i64,
-) -> Result<()> {
+/// Applies a grant's write inside `tx`, in the order [`Write`] documents.
+/// On [`Applied::Stale`] the caller must roll back (drop) the transaction.
+async fn apply_in(tx: &mut Transaction<'static, Any>, w: &Write) -> Result<Applied> {
+    for claim in &w.claims {
+        if !hold(tx, claim, w.now).await? {
+            return Ok(Applied::Stale);
+        }
+    }
+    if let Some((family, reason)) = &w.revoke_family {
+        revoke_family(tx, family, reason, w.now).await?;
+    }
+    if let Some(refresh) = &w.revoke_access_of {
+        sqlx::query(
+            "UPDATE access_tokens SET revoked_at = $1 WHERE refresh_digest = $2 AND revoked_at IS NULL",
+        )
+        .bind(w.now)
+        .bind(refresh)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if let Some(r) = &w.retire {
+        retire_parent(tx, r, w.now).await?;
+    }
+    if let Some(family) = &w.family {
+        insert_family(tx, family, w.now).await?;
+    }
+    if let Some(tokens) = &w.tokens {
+        insert_tokens(tx, tokens, w.now).await?;
+    }
+    for record in &w.records {
+        append(tx, w.now, &event_of(record)).await?;
+    }
+    Ok(Applied::Done)
+}
+
+fn event_of(r: &Record) -> Event<'_> {
+    Event {
+        kind: r.kind,
+        outcome: r.outcome,
+        actor_user_id: r.actor.as_deref(),
+        subject: r.subject.as_deref(),
+        client_id: r.client_id.as_deref(),
+        organization_id: r.organization_id.as_deref(),
+        ip: r.ip.as_deref(),
+        data: r.data.clone(),
+    }
+}
+
+/// Whether a row's `live_user_id` and `user_locked_at` (a left join on the
+/// account) name an account that exists and is not locked.
+fn user_active(row: &AnyRow) -> Result<bool> {
+    Ok(row.try_get::<Option<String>, _>("live_user_id")?.is_some()
+        && row.try_get::<Option<i64>, _>("user_locked_at")?.is_none())
+}
+
+/// Applies a [`Retirement`] (refresh rotation on first use).
+async fn retire_parent(tx: &mut Transaction<'static, Any>, r: &Retirement, now: i64) -> Result<()> {
+    let (parent, keep_refresh, keep_access) = (
+        r.parent.as_str(),
+        r.keep_refresh.as_deref(),
+        r.keep_access.as_deref(),
+    );
     sqlx::query(
         "UPDATE refresh_tokens SET consumed_at = $1 WHERE digest = $2 AND consumed_at IS NULL",
     )
@@ -572,274 +459,92 @@ impl Store {
         Ok(())
     }
 
-    /// Redeems an authorization code for tokens in one transaction. A code
-    /// already consumed is a replay: the family it produced is revoked and
-    /// `invalid_grant` returned. A binding that does not hold (client,
-    /// redirect URI, PKCE, expiry) rolls back, leaving the code unused.
-    pub async fn redeem_authorization_code(
-        &self,
-        r: CodeRedemption<'_>,
-        tokens: &NewTokens,
-    ) -> Result<Issued, GrantError> {
-        let mut tx = self.writer.begin().await?;
+    /// An authorization code by digest, as read for redemption: whether it
+    /// was used, and whether the account that granted it is still active.
+    pub async fn code_for_redemption(&self, digest: &str) -> Result<Option<CodeRead>> {
         let row = sqlx::query(
-            "UPDATE authorization_codes SET consumed_at = $1
-             WHERE digest = $2 AND consumed_at IS NULL
-             RETURNING family_id, client_id, user_id, redirect_uri, redirect_uri_provided, scope, code_challenge, created_at,
-                       expires_at, organization_id, owner_type, owner_id, nonce, auth_time, amr",
+            "SELECT c.family_id, c.client_id, c.user_id, c.redirect_uri, c.redirect_uri_provided, c.scope, c.code_challenge,
+                    c.created_at, c.expires_at, c.organization_id, c.owner_type, c.owner_id, c.nonce, c.auth_time, c.amr,
+                    c.consumed_at, u.id AS live_user_id, u.locked_at AS user_locked_at
+             FROM authorization_codes c LEFT JOIN users u ON u.id = c.user_id
+             WHERE c.digest = $1",
         )
-        .bind(r.now)
-        .bind(r.code_digest)
-        .fetch_optional(&mut *tx)
+        .bind(digest)
+        .fetch_optional(&self.reader)
         .await?;
-        let Some(row) = row else {
-            let replayed: Option<(String, String)> = sqlx::query_as(
-                "SELECT family_id, client_id FROM authorization_codes WHERE digest = $1",
-            )
-            .bind(r.code_digest)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some((family_id, client_id)) = replayed {
-                revoke_family(&mut tx, &family_id, "authorization code replayed", r.now).await?;
-                append(
-                    &mut tx,
-                    r.now,
-                    &Event::new(EventKind::CodeReplayed)
-                        .failed()
-                        .client(&client_id)
-                        .subject(&family_id)
-                        .ip(r.ip)
-                        .data(serde_json::json!({
-                            "family_id": family_id,
-                            "presented_by": r.client_id,
-                        })),
-                )
-                .await?;
-                tx.commit().await?;
-                return Err(OAuthError::invalid_grant(
-                    "the authorization code has already been used",
-                )
-                .into());
-            }
-            return Err(OAuthError::invalid_grant("unknown authorization code").into());
-        };
-        let code = code_from_row(&row)?;
-        // On failure the transaction is dropped, which rolls the consumption back.
-        code.check_redemption(r.client_id, r.redirect_uri, r.code_verifier, r.now)?;
-        require_active_user(&mut tx, Some(&code.user_id)).await?;
-
-        let family = NewFamily {
-            id: &code.family_id,
-            client_id: &code.client_id,
-            user_id: Some(&code.user_id),
-            grant: &code.grant,
-            scope: &code.scope,
-            amr: &code.amr,
-        };
-        insert_family(&mut tx, family, r.now).await?;
-        // An organization-level grant's tokens speak for the organization.
-        let token_user = (!code.grant.organization_level).then_some(code.user_id.as_str());
-        insert_tokens(
-            &mut tx,
-            &code.family_id,
-            &code.client_id,
-            token_user,
-            PairScopes::whole(&code.scope),
-            Some(&code.redirect_uri),
-            None,
-            tokens,
-            r.now,
-        )
-        .await?;
-        append(
-            &mut tx,
-            r.now,
-            &Event::new(EventKind::TokenIssued)
-                .actor(Some(&code.user_id))
-                .client(&code.client_id)
-                .subject(&code.family_id)
-                .data(serde_json::json!({ "grant_type": "authorization_code" })),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(Issued {
-            family_id: code.family_id,
-            user_id: token_user.map(str::to_owned),
-            scope: code.scope,
-            organization_id: code.grant.organization_id,
-            owner: code.grant.owner,
-            nonce: code.nonce,
-            auth_time: code.auth_time,
-            amr: code.amr,
+        row.map(|row| {
+            Ok(CodeRead {
+                code: code_from_row(&row)?,
+                consumed: row.try_get::<Option<i64>, _>("consumed_at")?.is_some(),
+                user_active: user_active(&row)?,
+            })
         })
+        .transpose()
     }
 
-    /// Exchanges a refresh token for a new pair (RFC 6749 §6) with rotation.
-    /// A retired refresh token presented again revokes its whole family
-    /// (RFC 9700 §4.14.2).
-    pub async fn refresh(&self, r: Refresh<'_>, tokens: &NewTokens) -> Result<Issued, GrantError> {
+    /// A refresh token by digest, as read for use, with what its family
+    /// stands for and whether its account is still active.
+    pub async fn refresh_for_use(&self, digest: &str) -> Result<Option<RefreshRead>> {
+        let row = sqlx::query(
+            "SELECT r.digest, r.family_id, r.client_id, r.user_id, r.scope, r.redirect_uri, r.parent_digest,
+                    r.created_at, r.expires_at, r.consumed_at, r.first_used_at,
+                    COALESCE(r.revoked_at, f.revoked_at, c.suspended_at) AS revoked_at,
+                    f.organization_id, f.owner_type, f.owner_id, f.granted_by,
+                    u.id AS live_user_id, u.locked_at AS user_locked_at, m.role AS granted_by_role
+             FROM refresh_tokens r JOIN token_families f ON f.id = r.family_id JOIN clients c ON c.id = f.client_id
+                  LEFT JOIN users u ON u.id = r.user_id
+                  LEFT JOIN memberships m
+                         ON m.organization_id = f.organization_id AND m.user_id = f.granted_by AND m.role = 'admin'
+             WHERE r.digest = $1",
+        )
+        .bind(digest)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|row| {
+            let token = refresh_from_row(&row)?;
+            let granted_by: Option<String> = row.try_get("granted_by")?;
+            Ok(RefreshRead {
+                user_active: token.user_id.is_none() || user_active(&row)?,
+                grant: GrantContext {
+                    organization_id: row.try_get("organization_id")?,
+                    owner: owner_of(&row)?,
+                    organization_level: granted_by.is_some(),
+                },
+                granted_by_still_admin: row
+                    .try_get::<Option<String>, _>("granted_by_role")?
+                    .is_some(),
+                granted_by,
+                token,
+            })
+        })
+        .transpose()
+    }
+
+    /// Applies a grant's write in one transaction: all of it, or nothing
+    /// when a claim no longer holds ([`Applied::Stale`]).
+    pub async fn apply_grant(&self, write: &Write) -> Result<Applied> {
+        if write.is_empty() {
+            return Ok(Applied::Done);
+        }
         let mut tx = self.writer.begin().await?;
-        let row = sqlx::query(REFRESH_SELECT)
-            .bind(r.refresh_digest)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(row) = row else {
-            return Err(OAuthError::invalid_grant("unknown refresh token").into());
-        };
-        let old = refresh_from_row(&row)?;
-        if old.consumed_at.is_some() && old.revoked_at.is_none() {
-            return Err(self.refresh_reuse(tx, &old, &r).await);
-        }
-        // The access token may be narrowed; the new refresh token keeps the
-        // grant's whole scope.
-        let scope = old.check_refresh(r.client_id, r.scope, r.redirect_uri, r.now)?;
-        require_active_user(&mut tx, old.user_id.as_deref()).await?;
-
-        let parent = match r.rotation {
-            RefreshRotation::Immediate => {
-                let consumed = sqlx::query(
-                    "UPDATE refresh_tokens SET consumed_at = $1 WHERE digest = $2 AND consumed_at IS NULL",
-                )
-                .bind(r.now)
-                .bind(&old.digest)
-                .execute(&mut *tx)
-                .await?;
-                if consumed.rows_affected() == 0 {
-                    return Err(self.refresh_reuse(tx, &old, &r).await);
-                }
-                sqlx::query("UPDATE access_tokens SET revoked_at = $1 WHERE refresh_digest = $2 AND revoked_at IS NULL")
-                    .bind(r.now)
-                    .bind(&old.digest)
-                    .execute(&mut *tx)
-                    .await?;
-                None
-            }
-            RefreshRotation::OnFirstUse => Some(old.digest.as_str()),
-        };
-        // Using a refresh token is the first use of the pair that retired its
-        // own parent.
-        if let Some(grandparent) = &old.parent_digest {
-            retire_parent(&mut tx, grandparent, Some(&old.digest), None, r.now).await?;
-        }
-        insert_tokens(
-            &mut tx,
-            &old.family_id,
-            &old.client_id,
-            old.user_id.as_deref(),
-            PairScopes {
-                grant: &old.scope,
-                access: &scope,
-            },
-            old.redirect_uri.as_deref(),
-            parent,
-            tokens,
-            r.now,
-        )
-        .await?;
-        let (grant, granted_by) = family_context(&mut tx, &old.family_id).await?;
-        let mut event = Event::new(EventKind::TokenRefreshed)
-            .actor(old.user_id.as_deref())
-            .client(&old.client_id)
-            .subject(&old.family_id);
-        if let (Some(org), Some(admin)) = (&grant.organization_id, &granted_by) {
-            // An organization-level grant stands after the admin who made it
-            // leaves; the trail says when it is used so.
-            let still_admin: Option<String> = sqlx::query_scalar(
-                "SELECT role FROM memberships WHERE organization_id = $1 AND user_id = $2 AND role = 'admin'",
-            )
-            .bind(org)
-            .bind(admin)
-            .fetch_optional(&mut *tx)
-            .await?;
-            event = event.organization(org).data(serde_json::json!({
-                "organization_level": true,
-                "granted_by": admin,
-                "granted_by_still_admin": still_admin.is_some(),
-            }));
-        }
-        append(&mut tx, r.now, &event).await?;
-        tx.commit().await?;
-        Ok(Issued {
-            family_id: old.family_id,
-            user_id: old.user_id,
-            scope,
-            organization_id: grant.organization_id,
-            owner: grant.owner,
-            nonce: None,
-            auth_time: None,
-            amr: Amr::default(),
-        })
-    }
-
-    async fn refresh_reuse(
-        &self,
-        mut tx: Transaction<'static, Any>,
-        old: &RefreshToken,
-        r: &Refresh<'_>,
-    ) -> GrantError {
-        let now = r.now;
-        let result: Result<()> = async {
-            revoke_family(&mut tx, &old.family_id, "refresh token reused", now).await?;
-            append(
-                &mut tx,
-                now,
-                &Event::new(EventKind::TokenReuseDetected)
-                    .failed()
-                    .actor(old.user_id.as_deref())
-                    .client(&old.client_id)
-                    .subject(&old.family_id)
-                    .ip(r.ip)
-                    .data(serde_json::json!({
-                        "family_id": old.family_id,
-                        "presented_by": r.client_id,
-                    })),
-            )
-            .await?;
+        let applied = apply_in(&mut tx, write).await?;
+        if applied == Applied::Done {
             tx.commit().await?;
-            Ok(())
         }
-        .await;
-        match result {
-            Ok(()) => OAuthError::invalid_grant("the refresh token has already been used").into(),
-            Err(e) => e.into(),
-        }
-    }
-
-    /// Issues a client-credentials access token (no user, no refresh token).
-    pub async fn issue_client_token(
-        &self,
-        client_id: &str,
-        scope: &ScopeSet,
-        tokens: &NewTokens,
-        now: i64,
-    ) -> Result<Issued> {
-        let mut tx = self.writer.begin().await?;
-        let issued = issue_family(
-            &mut tx,
-            client_id,
-            None,
-            None,
-            scope,
-            tokens,
-            "client_credentials",
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(issued)
+        Ok(applied)
     }
 
     /// Creates an account for a partner (HealthTap's "you manage users'
-    /// identity") and issues its first tokens, in one transaction. The
-    /// partner counts as authorized by the account for `scope`.
+    /// identity") and applies the write that issues its first tokens, in one
+    /// transaction. The partner counts as authorized by the account for
+    /// `scope`.
     pub async fn provision_user(
         &self,
         user: &User,
         client_id: &str,
         scope: &ScopeSet,
-        tokens: &NewTokens,
-        now: i64,
-    ) -> Result<Issued> {
+        write: &Write,
+    ) -> Result<Applied> {
         let mut tx = self.writer.begin().await?;
         insert_user_in(&mut tx, user, Actor::system()).await?;
         sqlx::query(
@@ -848,49 +553,14 @@ impl Store {
         .bind(&user.id)
         .bind(client_id)
         .bind(scope.to_string())
-        .bind(now)
+        .bind(write.now)
         .execute(&mut *tx)
         .await?;
-        let owner = ResourceOwner::person(&user.id, user.user_type);
-        let issued = issue_family(
-            &mut tx,
-            client_id,
-            Some(&user.id),
-            Some(owner),
-            scope,
-            tokens,
-            "provisioned",
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(issued)
-    }
-
-    /// Issues a new token family for a user the partner provisioned.
-    pub async fn issue_user_tokens(
-        &self,
-        user: &User,
-        client_id: &str,
-        scope: &ScopeSet,
-        tokens: &NewTokens,
-        now: i64,
-    ) -> Result<Issued> {
-        let mut tx = self.writer.begin().await?;
-        let owner = ResourceOwner::person(&user.id, user.user_type);
-        let issued = issue_family(
-            &mut tx,
-            client_id,
-            Some(&user.id),
-            Some(owner),
-            scope,
-            tokens,
-            "provisioned",
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(issued)
+        let applied = apply_in(&mut tx, write).await?;
+        if applied == Applied::Done {
+            tx.commit().await?;
+        }
+        Ok(applied)
     }
 
     /// Looks an access token up by digest, for a resource request. A token of
@@ -947,7 +617,12 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if marked.rows_affected() == 1 {
-            retire_parent(&mut tx, parent, None, Some(&token.digest), now).await?;
+            let retirement = Retirement {
+                parent: parent.clone(),
+                keep_refresh: None,
+                keep_access: Some(token.digest.clone()),
+            };
+            retire_parent(&mut tx, &retirement, now).await?;
         }
         let still_live: Option<i64> = sqlx::query_scalar(
             "SELECT 1 FROM access_tokens WHERE digest = $1 AND revoked_at IS NULL",

@@ -18,6 +18,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use healthgate_core::client::Client;
 use healthgate_core::error::OAuthError;
+use healthgate_core::grant;
+use healthgate_core::owner::ResourceOwner;
 use healthgate_core::scope::ScopeSet;
 use healthgate_core::secret::new_id;
 use healthgate_core::user::{User, UserType, validate_email, validate_password, validate_username};
@@ -70,31 +72,37 @@ async fn tokens_for(
 ) -> Result<Response, ApiError> {
     let scope = provisioning_scope(state, client);
     let (tokens, now) = new_tokens(state, true);
-    let issued = if provision {
+    let owner = ResourceOwner::person(&user.id, user.user_type);
+    let decision = grant::direct(
+        &client.id,
+        Some(&owner),
+        &scope,
+        &tokens,
+        "provisioned",
+        now,
+    );
+    let issued = decision.outcome.as_ref().map_err(Clone::clone)?;
+    // Built before anything is written: a token that cannot be signed
+    // leaves no account behind.
+    let access_token =
+        crate::oauth::issue::present_access_token(state, client, issued, &tokens.access.value, now)
+            .await?;
+    // Nothing is claimed (the account was read and checked, or is created
+    // in the same write), so the write cannot go stale.
+    let applied = if provision {
         state
             .store
-            .provision_user(user, &client.id, &scope, &tokens, now)
+            .provision_user(user, &client.id, &scope, &decision.write)
             .await
     } else {
-        state
-            .store
-            .issue_user_tokens(user, &client.id, &scope, &tokens, now)
-            .await
+        state.store.apply_grant(&decision.write).await
     };
-    let issued = issued.map_err(|e| match e {
+    applied.map_err(|e| match e {
         StoreError::Conflict(_) => {
             ApiError::conflict("a user with this username already exists for this app")
         }
         other => other.into(),
     })?;
-    let access_token = crate::oauth::issue::present_access_token(
-        state,
-        client,
-        &issued,
-        &tokens.access.value,
-        now,
-    )
-    .await?;
     let body = json!({
         "guid": user.id,
         "access_token": access_token,

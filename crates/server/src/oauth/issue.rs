@@ -2,12 +2,12 @@
 //! under the server's policy, the access token as the client receives it
 //! (opaque, or an RFC 9068 JWT), and the token response of RFC 6749 §5.1 in
 //! the configured shape. The grants (`oauth::grants`) decide and store; this
-//! builds what they answer.
+//! builds what they answer, before their write is committed.
 
 use axum::response::{IntoResponse, Response};
 use healthgate_core::error::OAuthError;
+use healthgate_core::grant::{Issued, NewTokens};
 use healthgate_core::secret::{SecretKind, mint};
-use healthgate_store::{Issued, NewTokens};
 use serde::Serialize;
 
 use crate::http::error::{JsonError, no_store};
@@ -130,25 +130,34 @@ pub async fn present_access_token(
     })
 }
 
-/// Builds the response for tokens that were just stored.
+/// Builds the response for tokens about to be stored: the access token as
+/// the client receives it and, when asked for, the ID token (at_hash is
+/// over that access token). Everything here that can fail does so before
+/// the grant's write is committed.
 pub async fn respond(
     state: &AppState,
     client: &healthgate_core::client::Client,
-    tokens: NewTokens,
-    issued: Issued,
+    tokens: &NewTokens,
+    issued: &Issued,
     now: i64,
+    with_id_token: bool,
 ) -> Result<TokenResponse, JsonError> {
     let access_token =
-        present_access_token(state, client, &issued, &tokens.access.value, now).await?;
+        present_access_token(state, client, issued, &tokens.access.value, now).await?;
+    let id_token = if with_id_token {
+        crate::oauth::openid::id_token(state, client, issued, &access_token, now).await?
+    } else {
+        None
+    };
     Ok(TokenResponse {
         access_token,
         token_type: "Bearer",
         expires_in: state.policy.access_ttl,
-        refresh_token: tokens.refresh.map(|r| r.value),
+        refresh_token: tokens.refresh.as_ref().map(|r| r.value.clone()),
         scope: issued.scope.to_string(),
         created_at: now,
-        resource_owner: issued.owner.map(OwnerJson::from),
-        organization_id: issued.organization_id,
-        id_token: None,
+        resource_owner: issued.owner.clone().map(OwnerJson::from),
+        organization_id: issued.organization_id.clone(),
+        id_token,
     })
 }

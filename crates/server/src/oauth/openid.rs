@@ -6,8 +6,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use healthgate_core::error::{ErrorCode, OAuthError};
+use healthgate_core::grant::Issued;
 use healthgate_core::jose;
-use healthgate_store::Issued;
 use serde_json::{Value, json};
 
 use crate::http::error::JsonError;

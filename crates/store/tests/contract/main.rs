@@ -4,17 +4,20 @@
 
 use healthgate_core::client::{Client, ClientKind};
 use healthgate_core::error::ErrorCode;
+use healthgate_core::grant::NewTokens;
 use healthgate_core::redirect::RedirectUri;
 use healthgate_core::scope::ScopeSet;
 use healthgate_core::secret::{SecretKind, mint, new_id};
 use healthgate_core::token::{AuthorizationCode, RefreshRotation};
 use healthgate_core::user::{User, UserType};
 use healthgate_store::{
-    Actor, CodeRedemption, GrantError, NewTokens, PoolConfig, Refresh, Session, Store, StoreError,
-    ThrottleKind, Unlocked,
+    Actor, GrantError, PoolConfig, Session, Store, StoreError, ThrottleKind, Unlocked,
 };
 
+mod engine;
 mod recovery;
+
+use engine::{CodeRedemption, Grants, Refresh};
 
 const NOW: i64 = 1_800_000_000;
 
@@ -189,7 +192,7 @@ fn redemption<'a>(client_id: &'a str, digest: &'a str) -> CodeRedemption<'a> {
     }
 }
 
-fn invalid_grant(r: Result<healthgate_store::Issued, GrantError>) -> bool {
+fn invalid_grant(r: Result<healthgate_core::grant::Issued, GrantError>) -> bool {
     matches!(r, Err(GrantError::OAuth(e)) if e.code == ErrorCode::InvalidGrant)
 }
 

@@ -3,10 +3,11 @@
 
 use healthgate_core::client::Client;
 use healthgate_core::error::OAuthError;
+use healthgate_core::grant;
 use healthgate_core::scope::ScopeSet;
 
 use crate::http::error::JsonError;
-use crate::oauth::issue::{TokenResponse, new_tokens, respond};
+use crate::oauth::issue::{TokenResponse, new_tokens};
 use crate::oauth::params::Params;
 use crate::state::AppState;
 
@@ -27,9 +28,16 @@ pub async fn exchange(
     };
     client.check_scope(&scope)?;
     let (tokens, now) = new_tokens(state, false);
-    let issued = state
-        .store
-        .issue_client_token(&client.id, &scope, &tokens, now)
-        .await?;
-    respond(state, client, tokens, issued, now).await
+    // Nothing to claim: the write cannot go stale.
+    super::run(state, client, &tokens, now, false, || async {
+        Ok(grant::direct(
+            &client.id,
+            None,
+            &scope,
+            &tokens,
+            "client_credentials",
+            now,
+        ))
+    })
+    .await
 }

@@ -2,13 +2,13 @@
 
 use healthgate_core::client::Client;
 use healthgate_core::error::OAuthError;
+use healthgate_core::grant::{self, Presenter, RefreshRequest};
 use healthgate_core::scope::ScopeSet;
 use healthgate_core::secret;
-use healthgate_store::Refresh;
 
 use crate::http::error::JsonError;
 use crate::http::ip::ClientIp;
-use crate::oauth::issue::{TokenResponse, new_tokens, respond};
+use crate::oauth::issue::{TokenResponse, new_tokens};
 use crate::oauth::params::Params;
 use crate::state::AppState;
 
@@ -26,20 +26,19 @@ pub async fn exchange(
         .map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
     let (tokens, now) = new_tokens(state, true);
     let digest = secret::digest(refresh_token);
-    let issued = state
-        .store
-        .refresh(
-            Refresh {
-                refresh_digest: &digest,
-                client_id: &client.id,
-                scope: scope.as_ref(),
-                redirect_uri: params.get("redirect_uri"),
-                rotation: state.policy.rotation,
-                ip: ip.as_deref(),
-                now,
-            },
-            &tokens,
-        )
-        .await?;
-    respond(state, client, tokens, issued, now).await
+    let request = RefreshRequest {
+        scope: scope.as_ref(),
+        redirect_uri: params.get("redirect_uri"),
+        rotation: state.policy.rotation,
+    };
+    let by = Presenter {
+        client_id: &client.id,
+        ip: ip.as_deref(),
+        now,
+    };
+    super::run(state, client, &tokens, now, false, || async {
+        let read = state.store.refresh_for_use(&digest).await?;
+        Ok(grant::refresh(read.as_ref(), request, by, &tokens))
+    })
+    .await
 }

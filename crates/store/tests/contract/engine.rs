@@ -1,0 +1,114 @@
+//! The grant engine as the server drives it (read, decide in core, apply;
+//! read and decide again on a stale write), so the contract tests exercise
+//! the store's reads and writes through the real decisions.
+
+use healthgate_core::grant::{
+    self, CodeRequest, Decision, Issued, NewTokens, Presenter, RefreshRequest,
+};
+use healthgate_core::scope::ScopeSet;
+use healthgate_core::token::RefreshRotation;
+use healthgate_store::{Applied, GrantError, Store};
+
+/// The code presented at the token endpoint, with what the client sent.
+#[derive(Debug, Clone, Copy)]
+pub struct CodeRedemption<'a> {
+    pub code_digest: &'a str,
+    pub client_id: &'a str,
+    pub redirect_uri: Option<&'a str>,
+    pub code_verifier: Option<&'a str>,
+    pub ip: Option<&'a str>,
+    pub now: i64,
+}
+
+/// A refresh request.
+#[derive(Debug, Clone, Copy)]
+pub struct Refresh<'a> {
+    pub refresh_digest: &'a str,
+    pub client_id: &'a str,
+    pub scope: Option<&'a ScopeSet>,
+    pub redirect_uri: Option<&'a str>,
+    pub rotation: RefreshRotation,
+    pub ip: Option<&'a str>,
+    pub now: i64,
+}
+
+async fn settle(store: &Store, d: Decision) -> Result<Option<Issued>, GrantError> {
+    match store.apply_grant(&d.write).await? {
+        Applied::Stale => Ok(None),
+        Applied::Done => Ok(Some(d.outcome?)),
+    }
+}
+
+pub trait Grants {
+    async fn redeem_authorization_code(
+        &self,
+        r: CodeRedemption<'_>,
+        tokens: &NewTokens,
+    ) -> Result<Issued, GrantError>;
+    async fn refresh(&self, r: Refresh<'_>, tokens: &NewTokens) -> Result<Issued, GrantError>;
+    async fn issue_client_token(
+        &self,
+        client_id: &str,
+        scope: &ScopeSet,
+        tokens: &NewTokens,
+        now: i64,
+    ) -> Result<Issued, GrantError>;
+}
+
+impl Grants for Store {
+    async fn redeem_authorization_code(
+        &self,
+        r: CodeRedemption<'_>,
+        tokens: &NewTokens,
+    ) -> Result<Issued, GrantError> {
+        let request = CodeRequest {
+            code_digest: r.code_digest,
+            redirect_uri: r.redirect_uri,
+            code_verifier: r.code_verifier,
+        };
+        let by = Presenter {
+            client_id: r.client_id,
+            ip: r.ip,
+            now: r.now,
+        };
+        loop {
+            let read = self.code_for_redemption(r.code_digest).await?;
+            let d = grant::redeem_code(read.as_ref(), request, by, tokens);
+            if let Some(issued) = settle(self, d).await? {
+                return Ok(issued);
+            }
+        }
+    }
+
+    async fn refresh(&self, r: Refresh<'_>, tokens: &NewTokens) -> Result<Issued, GrantError> {
+        let request = RefreshRequest {
+            scope: r.scope,
+            redirect_uri: r.redirect_uri,
+            rotation: r.rotation,
+        };
+        let by = Presenter {
+            client_id: r.client_id,
+            ip: r.ip,
+            now: r.now,
+        };
+        loop {
+            let read = self.refresh_for_use(r.refresh_digest).await?;
+            let d = grant::refresh(read.as_ref(), request, by, tokens);
+            if let Some(issued) = settle(self, d).await? {
+                return Ok(issued);
+            }
+        }
+    }
+
+    async fn issue_client_token(
+        &self,
+        client_id: &str,
+        scope: &ScopeSet,
+        tokens: &NewTokens,
+        now: i64,
+    ) -> Result<Issued, GrantError> {
+        let d = grant::direct(client_id, None, scope, tokens, "client_credentials", now);
+        let issued = settle(self, d).await?;
+        Ok(issued.expect("a write without claims cannot go stale"))
+    }
+}
