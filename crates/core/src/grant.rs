@@ -67,6 +67,15 @@ pub enum Claim {
     ActiveUser(String),
 }
 
+impl Claim {
+    /// Whether holding the claim consumes something (rather than only
+    /// reading). A write consumes at most one thing, so that a write that
+    /// goes stale has changed nothing.
+    pub fn consumes(&self) -> bool {
+        matches!(self, Self::Code(_) | Self::Refresh(_))
+    }
+}
+
 /// A token family to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewFamily {

@@ -36,6 +36,9 @@ pub struct Settings {
     pub database_url: String,
     /// PostgreSQL pool size, or SQLite reader connections.
     pub database_max_connections: NonZeroU32,
+    /// SQLite: `normal` (a commit survives a crash of the process) or
+    /// `full` (it survives a power cut too).
+    pub database_synchronous: DatabaseSynchronous,
     /// Authorization code lifetime (Fullscript: 10 minutes).
     pub authorization_code_ttl: Seconds,
     /// Access token lifetime (Fullscript: 2 hours).
@@ -320,6 +323,7 @@ impl Default for Settings {
             issuer: None,
             database_url: "sqlite://healthgate-data/healthgate.db".into(),
             database_max_connections: NonZeroU32::new(8).expect("8 is not 0"),
+            database_synchronous: DatabaseSynchronous::Normal,
             authorization_code_ttl: Seconds::of(600),
             access_token_ttl: Seconds::of(7200),
             refresh_token_ttl: None,
@@ -832,6 +836,23 @@ impl fmt::Debug for SecretKey {
     }
 }
 
+/// How hard SQLite works to keep a commit (`PRAGMA synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DatabaseSynchronous {
+    Normal,
+    Full,
+}
+
+impl DatabaseSynchronous {
+    pub fn store(self) -> healthgate_store::Synchronous {
+        match self {
+            Self::Normal => healthgate_store::Synchronous::Normal,
+            Self::Full => healthgate_store::Synchronous::Full,
+        }
+    }
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -1080,6 +1101,7 @@ pub const KEYS: &[&str] = &[
     "issuer",
     "database_url",
     "database_max_connections",
+    "database_synchronous",
     "authorization_code_ttl",
     "access_token_ttl",
     "refresh_token_ttl",
@@ -1387,6 +1409,21 @@ mod tests {
             let e = setting("refresh_rotation", json!(value)).unwrap_err();
             assert!(e.contains("immediate") && e.contains("on_first_use"), "{e}");
         }
+    }
+
+    #[test]
+    fn database_synchronous_is_normal_or_full() {
+        assert_eq!(
+            Settings::default().database_synchronous,
+            DatabaseSynchronous::Normal
+        );
+        let s = setting("database_synchronous", json!("full")).unwrap();
+        assert_eq!(
+            s.database_synchronous.store(),
+            healthgate_store::Synchronous::Full
+        );
+        let e = setting("database_synchronous", json!("off")).unwrap_err();
+        assert!(e.contains("normal") && e.contains("full"), "{e}");
     }
 
     #[test]

@@ -63,6 +63,7 @@ pub async fn open(settings: Settings, clock: Arc<dyn Clock>) -> Result<AppState,
         &settings.database_url,
         PoolConfig {
             max_connections: settings.database_max_connections.get(),
+            synchronous: settings.database_synchronous.store(),
             ..PoolConfig::default()
         },
     )

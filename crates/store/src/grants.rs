@@ -16,7 +16,7 @@ use healthgate_core::pkce::CodeChallenge;
 use healthgate_core::scope::ScopeSet;
 use healthgate_core::token::{AccessToken, AuthorizationCode, GrantContext, RefreshToken};
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{AnyConnection, Row};
 
 use crate::events::{Actor, Event, append};
 use crate::users::insert_user_in;
@@ -148,7 +148,7 @@ pub(crate) fn refresh_from_row(row: &AnyRow) -> Result<RefreshToken> {
 /// Returns whether a live family was revoked; raises `token.family_revoked`
 /// for the partner and the trail when it was.
 pub(crate) async fn revoke_family(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut AnyConnection,
     family_id: &str,
     reason: &str,
     now: i64,
@@ -160,7 +160,7 @@ pub(crate) async fn revoke_family(
     .bind(now)
     .bind(reason)
     .bind(family_id)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *tx)
     .await?;
     let Some((client_id, user_id)) = revoked else {
         return Ok(false);
@@ -174,7 +174,7 @@ pub(crate) async fn revoke_family(
 }
 
 /// Inserts an access token and, if any, its refresh token.
-async fn insert_tokens(tx: &mut Transaction<'static, Any>, t: &TokenRows, now: i64) -> Result<()> {
+async fn insert_tokens(tx: &mut AnyConnection, t: &TokenRows, now: i64) -> Result<()> {
     if let Some(refresh) = &t.refresh_digest {
         sqlx::query(
             "INSERT INTO refresh_tokens (digest, family_id, client_id, user_id, scope, redirect_uri, parent_digest, created_at, expires_at)
@@ -189,7 +189,7 @@ async fn insert_tokens(tx: &mut Transaction<'static, Any>, t: &TokenRows, now: i
         .bind(&t.parent_refresh)
         .bind(now)
         .bind(t.refresh_expires_at)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     }
     sqlx::query(
@@ -205,13 +205,13 @@ async fn insert_tokens(tx: &mut Transaction<'static, Any>, t: &TokenRows, now: i
     .bind(&t.parent_refresh)
     .bind(now)
     .bind(t.access_expires_at)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
 /// Creates a token family.
-async fn insert_family(tx: &mut Transaction<'static, Any>, f: &NewFamily, now: i64) -> Result<()> {
+async fn insert_family(tx: &mut AnyConnection, f: &NewFamily, now: i64) -> Result<()> {
     sqlx::query(
         "INSERT INTO token_families (id, client_id, user_id, created_at, organization_id, owner_type, owner_id, granted_by, scope, amr)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -226,13 +226,13 @@ async fn insert_family(tx: &mut Transaction<'static, Any>, f: &NewFamily, now: i
     .bind(&f.granted_by)
     .bind(f.scope.to_string())
     .bind(amr_column(&f.amr))
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
 /// Whether one claim of a write holds, consuming what it consumes.
-async fn hold(tx: &mut Transaction<'static, Any>, claim: &Claim, now: i64) -> Result<bool> {
+async fn hold(tx: &mut AnyConnection, claim: &Claim, now: i64) -> Result<bool> {
     let consumed =
         |sql: &'static str, digest: &str| sqlx::query(sql).bind(now).bind(digest.to_owned());
     Ok(match claim {
@@ -241,7 +241,7 @@ async fn hold(tx: &mut Transaction<'static, Any>, claim: &Claim, now: i64) -> Re
                 "UPDATE authorization_codes SET consumed_at = $1 WHERE digest = $2 AND consumed_at IS NULL",
                 digest,
             )
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?
             .rows_affected()
                 == 1
@@ -251,7 +251,7 @@ async fn hold(tx: &mut Transaction<'static, Any>, claim: &Claim, now: i64) -> Re
                 "UPDATE refresh_tokens SET consumed_at = $1 WHERE digest = $2 AND consumed_at IS NULL",
                 digest,
             )
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?
             .rows_affected()
                 == 1
@@ -260,7 +260,7 @@ async fn hold(tx: &mut Transaction<'static, Any>, claim: &Claim, now: i64) -> Re
             let active: Option<i64> =
                 sqlx::query_scalar("SELECT 1 FROM users WHERE id = $1 AND locked_at IS NULL")
                     .bind(id)
-                    .fetch_optional(&mut **tx)
+                    .fetch_optional(&mut *tx)
                     .await?;
             active.is_some()
         }
@@ -269,8 +269,12 @@ async fn hold(tx: &mut Transaction<'static, Any>, claim: &Claim, now: i64) -> Re
 
 /// Applies a grant's write inside `tx`, in the order [`Write`] documents.
 /// On [`Applied::Stale`] the caller must roll back (drop) the transaction.
-async fn apply_in(tx: &mut Transaction<'static, Any>, w: &Write) -> Result<Applied> {
-    for claim in &w.claims {
+pub(crate) async fn apply_in(tx: &mut AnyConnection, w: &Write) -> Result<Applied> {
+    // The claims that only read come first, so that a write that consumes
+    // one thing (every grant's) has written nothing when it goes stale.
+    let (consuming, reading): (Vec<&Claim>, Vec<&Claim>) =
+        w.claims.iter().partition(|c| c.consumes());
+    for claim in reading.into_iter().chain(consuming) {
         if !hold(tx, claim, w.now).await? {
             return Ok(Applied::Stale);
         }
@@ -284,7 +288,7 @@ async fn apply_in(tx: &mut Transaction<'static, Any>, w: &Write) -> Result<Appli
         )
         .bind(w.now)
         .bind(refresh)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     }
     if let Some(r) = &w.retire {
@@ -323,7 +327,7 @@ fn user_active(row: &AnyRow) -> Result<bool> {
 }
 
 /// Applies a [`Retirement`] (refresh rotation on first use).
-async fn retire_parent(tx: &mut Transaction<'static, Any>, r: &Retirement, now: i64) -> Result<()> {
+async fn retire_parent(tx: &mut AnyConnection, r: &Retirement, now: i64) -> Result<()> {
     let (parent, keep_refresh, keep_access) = (
         r.parent.as_str(),
         r.keep_refresh.as_deref(),
@@ -334,7 +338,7 @@ async fn retire_parent(tx: &mut Transaction<'static, Any>, r: &Retirement, now: 
     )
     .bind(now)
     .bind(parent)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     sqlx::query(
         "UPDATE refresh_tokens SET revoked_at = $1
@@ -343,7 +347,7 @@ async fn retire_parent(tx: &mut Transaction<'static, Any>, r: &Retirement, now: 
     .bind(now)
     .bind(parent)
     .bind(keep_refresh)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     sqlx::query(
         "UPDATE access_tokens SET revoked_at = $1
@@ -357,7 +361,7 @@ async fn retire_parent(tx: &mut Transaction<'static, Any>, r: &Retirement, now: 
     .bind(parent)
     .bind(keep_refresh)
     .bind(keep_access)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
@@ -520,18 +524,14 @@ impl Store {
         .transpose()
     }
 
-    /// Applies a grant's write in one transaction: all of it, or nothing
-    /// when a claim no longer holds ([`Applied::Stale`]).
-    pub async fn apply_grant(&self, write: &Write) -> Result<Applied> {
+    /// Applies a grant's write, all of it or nothing when a claim no longer
+    /// holds ([`Applied::Stale`]), and answers once it is committed. Writes
+    /// that arrive together share a transaction (see `writer.rs`).
+    pub async fn apply_grant(&self, write: Write) -> Result<Applied> {
         if write.is_empty() {
             return Ok(Applied::Done);
         }
-        let mut tx = self.writer.begin().await?;
-        let applied = apply_in(&mut tx, write).await?;
-        if applied == Applied::Done {
-            tx.commit().await?;
-        }
-        Ok(applied)
+        self.grant_writer.apply(write).await
     }
 
     /// Creates an account for a partner (HealthTap's "you manage users'

@@ -25,6 +25,7 @@ mod sessions;
 mod throttles;
 mod users;
 mod webhooks;
+mod writer;
 
 pub use account::{OrgGrant, UserGrant};
 pub use clients::{CLIENT_SUSPENDED, ClientSaved, ListingOutcome, Suspension};
@@ -94,6 +95,29 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// How hard SQLite works to keep a commit (`PRAGMA synchronous`). Both keep
+/// the database uncorrupted; they differ on power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// In WAL mode a commit survives a crash of the process but may be lost
+    /// to a power cut or an operating-system crash (the last transactions
+    /// since the WAL was last synced).
+    #[default]
+    Normal,
+    /// Every commit is synced to disk before it is answered: it survives a
+    /// power cut. Group commit shares that sync among concurrent grants.
+    Full,
+}
+
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Self::Normal => "PRAGMA synchronous = NORMAL",
+            Self::Full => "PRAGMA synchronous = FULL",
+        }
+    }
+}
+
 /// Pool sizes and timeouts.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolConfig {
@@ -101,6 +125,9 @@ pub struct PoolConfig {
     /// always has exactly one writer).
     pub max_connections: u32,
     pub acquire_timeout: Duration,
+    /// SQLite only: PostgreSQL's durability is the server's
+    /// `synchronous_commit`.
+    pub synchronous: Synchronous,
 }
 
 impl Default for PoolConfig {
@@ -108,6 +135,7 @@ impl Default for PoolConfig {
         Self {
             max_connections: 8,
             acquire_timeout: Duration::from_secs(10),
+            synchronous: Synchronous::default(),
         }
     }
 }
@@ -121,6 +149,8 @@ pub struct Store {
     writer: AnyPool,
     /// Plain reads; for SQLite a pool of readers beside the writer (WAL).
     reader: AnyPool,
+    /// Grant writes, committed in groups on `writer`.
+    grant_writer: writer::GrantWriter,
 }
 
 impl Store {
@@ -140,12 +170,13 @@ impl Store {
             Backend::Sqlite => {
                 let url = prepare_sqlite_url(url)?;
                 let options = quiet_options(&url)?;
+                let synchronous = pool.synchronous.pragma();
                 let writer = AnyPoolOptions::new()
                     .max_connections(1)
                     .acquire_timeout(pool.acquire_timeout)
-                    .after_connect(|conn, _| {
+                    .after_connect(move |conn, _| {
                         Box::pin(async move {
-                            conn.execute("PRAGMA synchronous = NORMAL").await?;
+                            conn.execute(synchronous).await?;
                             Ok(())
                         })
                     })
@@ -161,6 +192,7 @@ impl Store {
                     .await?;
                 Ok(Self {
                     backend,
+                    grant_writer: writer::GrantWriter::start(writer.clone(), 1),
                     writer,
                     reader,
                 })
@@ -171,8 +203,12 @@ impl Store {
                     .acquire_timeout(pool.acquire_timeout)
                     .connect_with(quiet_options(url)?)
                     .await?;
+                // A few writer tasks, each holding one connection while it
+                // commits, leave the rest of the pool to reads.
+                let tasks = (pool.max_connections / 4).clamp(1, 4) as usize;
                 Ok(Self {
                     backend,
+                    grant_writer: writer::GrantWriter::start(pg.clone(), tasks),
                     writer: pg.clone(),
                     reader: pg,
                 })
@@ -435,6 +471,26 @@ fn conflict(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `database_synchronous` reaches the connection that commits.
+    #[tokio::test]
+    async fn the_writer_commits_as_synchronously_as_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/sync.db", dir.path().display());
+        for (asked, pragma) in [(Synchronous::Normal, 1), (Synchronous::Full, 2)] {
+            let pool = PoolConfig {
+                synchronous: asked,
+                ..PoolConfig::default()
+            };
+            let store = Store::connect(&url, pool).await.unwrap();
+            let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&store.writer)
+                .await
+                .unwrap();
+            assert_eq!(level, pragma, "{asked:?}");
+            store.close().await;
+        }
+    }
 
     /// Migration 0012 keeps the directory as it was: an app published
     /// before reviews existed is approved, any other is not listed.

@@ -73,7 +73,7 @@ async fn tokens_for(
     let scope = provisioning_scope(state, client);
     let (tokens, now) = new_tokens(state, true);
     let owner = ResourceOwner::person(&user.id, user.user_type);
-    let decision = grant::direct(
+    let grant::Decision { write, outcome } = grant::direct(
         &client.id,
         Some(&owner),
         &scope,
@@ -81,21 +81,26 @@ async fn tokens_for(
         "provisioned",
         now,
     );
-    let issued = decision.outcome.as_ref().map_err(Clone::clone)?;
+    let issued = outcome?;
     // Built before anything is written: a token that cannot be signed
     // leaves no account behind.
-    let access_token =
-        crate::oauth::issue::present_access_token(state, client, issued, &tokens.access.value, now)
-            .await?;
+    let access_token = crate::oauth::issue::present_access_token(
+        state,
+        client,
+        &issued,
+        &tokens.access.value,
+        now,
+    )
+    .await?;
     // Nothing is claimed (the account was read and checked, or is created
     // in the same write), so the write cannot go stale.
     let applied = if provision {
         state
             .store
-            .provision_user(user, &client.id, &scope, &decision.write)
+            .provision_user(user, &client.id, &scope, &write)
             .await
     } else {
-        state.store.apply_grant(&decision.write).await
+        state.store.apply_grant(write).await
     };
     applied.map_err(|e| match e {
         StoreError::Conflict(_) => {

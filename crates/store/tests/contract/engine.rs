@@ -33,9 +33,10 @@ pub struct Refresh<'a> {
 }
 
 async fn settle(store: &Store, d: Decision) -> Result<Option<Issued>, GrantError> {
-    match store.apply_grant(&d.write).await? {
+    let Decision { write, outcome } = d;
+    match store.apply_grant(write).await? {
         Applied::Stale => Ok(None),
-        Applied::Done => Ok(Some(d.outcome?)),
+        Applied::Done => Ok(Some(outcome?)),
     }
 }
 

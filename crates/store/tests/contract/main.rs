@@ -533,6 +533,49 @@ async fn immediate_rotation_and_reuse_detection() {
     }
 }
 
+/// Grant writes that arrive together share a commit, yet each stands or
+/// fails alone: one that cannot be written (its access token's digest is
+/// taken) fails, and every other one is committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_committed_together_fail_alone() {
+    for b in backends().await {
+        let c = client(&new_id("app"));
+        b.store.insert_client(&c).await.unwrap();
+        let scope = ScopeSet::parse("profile_read").unwrap();
+        let taken = tokens(false);
+        b.store
+            .issue_client_token(&c.id, &scope, &taken, NOW)
+            .await
+            .unwrap();
+        let mut handles = Vec::new();
+        for i in 0..40 {
+            let (store, id, scope) = (b.store.clone(), c.id.clone(), scope.clone());
+            let mut t = tokens(false);
+            if i == 20 {
+                t.access.digest = taken.access.digest.clone();
+            }
+            handles.push(tokio::spawn(async move {
+                let issued = store.issue_client_token(&id, &scope, &t, NOW).await;
+                (issued.is_ok(), t)
+            }));
+        }
+        let mut committed = 0;
+        for h in handles {
+            let (ok, t) = h.await.unwrap();
+            if t.access.digest == taken.access.digest {
+                assert!(!ok, "{}: a duplicate digest cannot be written", b.name);
+                continue;
+            }
+            assert!(ok, "{}", b.name);
+            let a = b.store.access_token(&t.access.digest).await.unwrap();
+            assert!(a.is_some(), "{}: answered, so committed", b.name);
+            committed += 1;
+        }
+        assert_eq!(committed, 39, "{}", b.name);
+        b.cleanup().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_refreshes_leave_at_most_one_live_chain() {
     for b in backends().await {

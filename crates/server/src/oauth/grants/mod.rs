@@ -36,7 +36,7 @@ pub(crate) async fn settle(
         Ok(issued) => Ok(respond(state, client, tokens, &issued, now, with_id_token).await?),
         Err(e) => Err(e),
     };
-    match state.store.apply_grant(&write).await? {
+    match state.store.apply_grant(write).await? {
         Applied::Stale => Ok(None),
         Applied::Done => Ok(Some(answer?)),
     }

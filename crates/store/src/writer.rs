@@ -1,0 +1,146 @@
+//! Group commit for grant writes.
+//!
+//! Every grant's write goes to a writer task through a channel. The task
+//! takes whatever writes are waiting (up to [`MAX_BATCH`]) and applies them
+//! in one database transaction, then answers each request: only after the
+//! commit, so a client never holds a token that is not durable. Concurrent
+//! grants share a commit instead of queueing for one each, which is what a
+//! durable commit (an fsync) costs.
+//!
+//! Each write stays atomic and isolated from the others': a stale write has
+//! written nothing (its claims that only read are checked first, and it
+//! consumes at most one thing, last; a write that would consume more gets a
+//! savepoint of its own), and if a statement fails the whole batch is rolled
+//! back and each write applied again alone, so one write's failure is its
+//! own.
+//!
+//! SQLite has one writer task (it has one writer connection); PostgreSQL a
+//! few, each with a batch and a connection of its own, so one slow commit
+//! does not hold every grant.
+
+use std::sync::Arc;
+
+use healthgate_core::grant::Write;
+use sqlx::{AnyPool, Connection};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::grants::apply_in;
+use crate::{Applied, Result, StoreError};
+
+/// The most writes one transaction carries.
+const MAX_BATCH: usize = 64;
+
+/// Writes waiting for a writer task; a request waits while it is full.
+const QUEUE: usize = 1024;
+
+struct Job {
+    write: Write,
+    done: oneshot::Sender<Result<Applied>>,
+}
+
+/// The handle requests send their writes through; cheap to clone.
+#[derive(Clone, Debug)]
+pub(crate) struct GrantWriter {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").finish_non_exhaustive()
+    }
+}
+
+impl GrantWriter {
+    /// Starts `tasks` writer tasks on `pool`. They stop when the last handle
+    /// is dropped.
+    pub(crate) fn start(pool: AnyPool, tasks: usize) -> Self {
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        let queue = Arc::new(Mutex::new(queue));
+        for _ in 0..tasks.max(1) {
+            tokio::spawn(run(pool.clone(), queue.clone()));
+        }
+        Self { jobs }
+    }
+
+    /// Applies `write` in the next group commit; answers after the commit.
+    pub(crate) async fn apply(&self, write: Write) -> Result<Applied> {
+        let (done, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { write, done })
+            .await
+            .map_err(|_| StoreError::Corrupt("the grant writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Corrupt("the grant writer stopped mid-write".into()))?
+    }
+}
+
+async fn run(pool: AnyPool, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    loop {
+        let batch = {
+            let mut queue = queue.lock().await;
+            let Some(first) = queue.recv().await else {
+                return;
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        let results = match together(&pool, &batch).await {
+            Ok(results) => results,
+            Err(e) => {
+                if batch.len() > 1 {
+                    tracing::debug!(error = %e, writes = batch.len(), "a group commit failed; applying its writes one by one");
+                    let mut results = Vec::with_capacity(batch.len());
+                    for job in &batch {
+                        results.push(alone(&pool, &job.write).await);
+                    }
+                    results
+                } else {
+                    vec![Err(e)]
+                }
+            }
+        };
+        for (job, result) in batch.into_iter().zip(results) {
+            // The request may have gone (its client hung up): the write
+            // stands, as it would have without group commit.
+            let _ = job.done.send(result);
+        }
+    }
+}
+
+/// Every write of `batch` in one transaction.
+async fn together(pool: &AnyPool, batch: &[Job]) -> Result<Vec<Result<Applied>>> {
+    let mut tx = pool.begin().await?;
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch {
+        let applied = if job.write.claims.iter().filter(|c| c.consumes()).count() > 1 {
+            let mut savepoint = tx.begin().await?;
+            let applied = apply_in(&mut savepoint, &job.write).await?;
+            if applied == Applied::Done {
+                savepoint.commit().await?;
+            }
+            applied
+        } else {
+            apply_in(&mut tx, &job.write).await?
+        };
+        results.push(Ok(applied));
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+/// One write in a transaction of its own.
+async fn alone(pool: &AnyPool, write: &Write) -> Result<Applied> {
+    let mut tx = pool.begin().await?;
+    let applied = apply_in(&mut tx, write).await?;
+    if applied == Applied::Done {
+        tx.commit().await?;
+    }
+    Ok(applied)
+}
