@@ -24,6 +24,9 @@ pub struct Inner {
     /// This node's throttle state (per-address buckets, its copy of the
     /// blocked client ids, bursts).
     pub throttles: Throttles,
+    /// Signing keys unsealed and parsed once (which key signs is still
+    /// read on every request).
+    pub opened_keys: crate::services::keys::OpenedKeys,
     /// Builds every route over a state (`crate::router`), handed in by
     /// whoever opens the server, so no area imports the crate's root.
     pub router: fn(AppState) -> axum::Router,
@@ -47,6 +50,7 @@ impl AppState {
             policy,
             issuer,
             clock,
+            opened_keys: Default::default(),
             router,
         }))
     }

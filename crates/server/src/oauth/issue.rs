@@ -116,6 +116,7 @@ pub async fn present_access_token(
     let key = crate::services::keys::signer(
         &state.store,
         &state.settings,
+        &state.opened_keys,
         healthgate_core::jose::Alg::Es256,
         now,
     )

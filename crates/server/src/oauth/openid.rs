@@ -57,9 +57,15 @@ pub async fn id_token(
     if let Some(owner) = &issued.owner {
         claims["resource_owner"] = json!({ "id": owner.id, "type": owner.kind });
     }
-    let key = keys::signer(&state.store, &state.settings, client.id_token_alg, now)
-        .await
-        .map_err(signing_failed)?;
+    let key = keys::signer(
+        &state.store,
+        &state.settings,
+        &state.opened_keys,
+        client.id_token_alg,
+        now,
+    )
+    .await
+    .map_err(signing_failed)?;
     let token = key
         .sign("JWT", &claims)
         .map_err(|e| signing_failed(e.into()))?;
