@@ -2,12 +2,14 @@
 //! how to build the router (for the playground, which sends its requests
 //! through healthgate's own routes in-process).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use healthgate_core::Clock;
+use healthgate_core::jose::SigningKey;
 use healthgate_core::throttle::Throttles;
 use healthgate_core::token::TokenPolicy;
-use healthgate_store::Store;
+use healthgate_store::{Store, StoredKey};
 
 use crate::config::{Issuer, Settings};
 
@@ -26,7 +28,7 @@ pub struct Inner {
     pub throttles: Throttles,
     /// Signing keys unsealed and parsed once (which key signs is still
     /// read on every request).
-    pub opened_keys: crate::services::keys::OpenedKeys,
+    pub opened_keys: OpenedKeys,
     /// Builds every route over a state (`crate::router`), handed in by
     /// whoever opens the server, so no area imports the crate's root.
     pub router: fn(AppState) -> axum::Router,
@@ -64,5 +66,68 @@ impl std::ops::Deref for AppState {
     type Target = Inner;
     fn deref(&self) -> &Inner {
         &self.0
+    }
+}
+
+/// Signing keys this process has unsealed and parsed, by `kid`, with the
+/// sealed form they came from. A cache that never decides: which key signs
+/// is read from the database on every request (so a rotation on any node
+/// is honoured at the next one); only the unsealing and parsing of the same
+/// sealed bytes is skipped (parsing an RSA key costs milliseconds).
+#[derive(Default)]
+pub struct OpenedKeys(std::sync::Mutex<HashMap<String, (String, Arc<SigningKey>)>>);
+
+impl OpenedKeys {
+    pub(crate) fn get(&self, key: &StoredKey) -> Option<Arc<SigningKey>> {
+        let opened = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match opened.get(&key.kid) {
+            Some((sealed, signer)) if *sealed == key.private_key => Some(signer.clone()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn put(&self, key: &StoredKey, signer: Arc<SigningKey>) {
+        let mut opened = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Keys are few (one or two per algorithm, plus retired ones while
+        // their tokens live); forget them all rather than grow.
+        if opened.len() >= 16 {
+            opened.clear();
+        }
+        opened.insert(key.kid.clone(), (key.private_key.clone(), signer));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(kid: &str, sealed: &str) -> StoredKey {
+        StoredKey {
+            kid: kid.into(),
+            alg: "ES256".into(),
+            private_key: sealed.into(),
+            public_jwk: "{}".into(),
+            created_at: 0,
+            active_from: 0,
+            retired_at: None,
+        }
+    }
+
+    /// An opened key is reused only for the very sealed bytes it came from:
+    /// a row that changed under the same `kid` is opened again.
+    #[test]
+    fn an_opened_key_is_reused_only_for_its_own_sealed_form() {
+        use healthgate_core::jose::{self, Alg};
+        let (pkcs8, _) = jose::generate(Alg::Es256, "k1").unwrap();
+        let signer = Arc::new(SigningKey::from_pkcs8(Alg::Es256, "k1", &pkcs8).unwrap());
+        let opened = OpenedKeys::default();
+        assert!(opened.get(&stored("k1", "sealed-a")).is_none());
+        opened.put(&stored("k1", "sealed-a"), signer.clone());
+        assert!(Arc::ptr_eq(
+            &opened.get(&stored("k1", "sealed-a")).unwrap(),
+            &signer
+        ));
+        assert!(opened.get(&stored("k1", "sealed-b")).is_none());
+        assert!(opened.get(&stored("k2", "sealed-a")).is_none());
     }
 }

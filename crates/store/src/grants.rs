@@ -22,6 +22,7 @@ use crate::events::{Actor, Event, append};
 use crate::users::insert_user_in;
 use crate::{Result, Store, StoreError};
 use healthgate_core::event::EventKind;
+use healthgate_core::secret::new_id;
 use healthgate_core::user::User;
 
 /// Why an exchange that still decides in the store (the Hint-style connect
@@ -173,62 +174,154 @@ pub(crate) async fn revoke_family(
     Ok(true)
 }
 
-/// Inserts an access token and, if any, its refresh token.
-async fn insert_tokens(tx: &mut AnyConnection, t: &TokenRows, now: i64) -> Result<()> {
-    if let Some(refresh) = &t.refresh_digest {
-        sqlx::query(
-            "INSERT INTO refresh_tokens (digest, family_id, client_id, user_id, scope, redirect_uri, parent_digest, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(refresh)
-        .bind(&t.family_id)
-        .bind(&t.client_id)
-        .bind(&t.user_id)
-        .bind(t.grant_scope.to_string())
-        .bind(&t.redirect_uri)
-        .bind(&t.parent_refresh)
-        .bind(now)
-        .bind(t.refresh_expires_at)
-        .execute(&mut *tx)
-        .await?;
-    }
-    sqlx::query(
-        "INSERT INTO access_tokens (digest, family_id, client_id, user_id, scope, refresh_digest, parent_refresh_digest, created_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(&t.access_digest)
-    .bind(&t.family_id)
-    .bind(&t.client_id)
-    .bind(&t.user_id)
-    .bind(t.access_scope.to_string())
-    .bind(&t.refresh_digest)
-    .bind(&t.parent_refresh)
-    .bind(now)
-    .bind(t.access_expires_at)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+/// The rows the writes of one transaction insert, gathered so that each
+/// table gets one statement however many writes share the commit (each
+/// statement is a round trip to the database; on SQLite, to its thread).
+/// Each row keeps its write's `now`. A write only names rows that were
+/// committed before it was decided, never rows another write of the same
+/// transaction inserts, so inserting them last changes nothing.
+#[derive(Default)]
+pub(crate) struct Inserts<'a> {
+    families: Vec<(i64, &'a NewFamily)>,
+    tokens: Vec<(i64, &'a TokenRows)>,
+    records: Vec<(i64, &'a Record)>,
 }
 
-/// Creates a token family.
-async fn insert_family(tx: &mut AnyConnection, f: &NewFamily, now: i64) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO token_families (id, client_id, user_id, created_at, organization_id, owner_type, owner_id, granted_by, scope, amr)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(&f.id)
-    .bind(&f.client_id)
-    .bind(&f.user_id)
-    .bind(now)
-    .bind(&f.grant.organization_id)
-    .bind(f.grant.owner.as_ref().map(|o| o.kind.as_str()))
-    .bind(f.grant.owner.as_ref().map(|o| o.id.as_str()))
-    .bind(&f.granted_by)
-    .bind(f.scope.to_string())
-    .bind(amr_column(&f.amr))
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+/// `head VALUES ($1, …, $n), (…)`: `rows` rows of `columns` parameters.
+fn values(head: &str, columns: usize, rows: usize) -> String {
+    use std::fmt::Write as _;
+    let mut sql = String::with_capacity(head.len() + rows * columns * 5);
+    sql.push_str(head);
+    sql.push_str(" VALUES ");
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            let _ = write!(sql, "${}", row * columns + column + 1);
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+impl<'a> Inserts<'a> {
+    /// Inserts every gathered row: families first (the tokens name them),
+    /// then refresh tokens, access tokens and records.
+    pub(crate) async fn flush(self, conn: &mut AnyConnection) -> Result<()> {
+        if !self.families.is_empty() {
+            let sql = values(
+                "INSERT INTO token_families (id, client_id, user_id, created_at, organization_id, owner_type, owner_id, granted_by, scope, amr)",
+                10,
+                self.families.len(),
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (now, f) in &self.families {
+                q = q
+                    .bind(&f.id)
+                    .bind(&f.client_id)
+                    .bind(&f.user_id)
+                    .bind(*now)
+                    .bind(&f.grant.organization_id)
+                    .bind(f.grant.owner.as_ref().map(|o| o.kind.as_str()))
+                    .bind(f.grant.owner.as_ref().map(|o| o.id.as_str()))
+                    .bind(&f.granted_by)
+                    .bind(f.scope.to_string())
+                    .bind(amr_column(&f.amr));
+            }
+            q.execute(&mut *conn).await?;
+        }
+        let refresh: Vec<_> = self
+            .tokens
+            .iter()
+            .filter_map(|(now, t)| t.refresh_digest.as_ref().map(|d| (*now, *t, d)))
+            .collect();
+        if !refresh.is_empty() {
+            let sql = values(
+                "INSERT INTO refresh_tokens (digest, family_id, client_id, user_id, scope, redirect_uri, parent_digest, created_at, expires_at)",
+                9,
+                refresh.len(),
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (now, t, digest) in &refresh {
+                q = q
+                    .bind(*digest)
+                    .bind(&t.family_id)
+                    .bind(&t.client_id)
+                    .bind(&t.user_id)
+                    .bind(t.grant_scope.to_string())
+                    .bind(&t.redirect_uri)
+                    .bind(&t.parent_refresh)
+                    .bind(*now)
+                    .bind(t.refresh_expires_at);
+            }
+            q.execute(&mut *conn).await?;
+        }
+        if !self.tokens.is_empty() {
+            let sql = values(
+                "INSERT INTO access_tokens (digest, family_id, client_id, user_id, scope, refresh_digest, parent_refresh_digest, created_at, expires_at)",
+                9,
+                self.tokens.len(),
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (now, t) in &self.tokens {
+                q = q
+                    .bind(&t.access_digest)
+                    .bind(&t.family_id)
+                    .bind(&t.client_id)
+                    .bind(&t.user_id)
+                    .bind(t.access_scope.to_string())
+                    .bind(&t.refresh_digest)
+                    .bind(&t.parent_refresh)
+                    .bind(*now)
+                    .bind(t.access_expires_at);
+            }
+            q.execute(&mut *conn).await?;
+        }
+        // A record that notifies a partner queues its delivery with it.
+        let (notifying, quiet): (Vec<_>, Vec<_>) = self
+            .records
+            .iter()
+            .partition(|(_, r)| r.kind.notifies_partner() && r.client_id.is_some());
+        for (now, record) in notifying {
+            append(conn, now, &event_of(record)).await?;
+        }
+        if !quiet.is_empty() {
+            let rows: Vec<_> = quiet
+                .iter()
+                .map(|(now, r)| {
+                    (
+                        new_id("evt"),
+                        *now,
+                        *r,
+                        r.data.as_ref().map(|d| d.to_string()),
+                    )
+                })
+                .collect();
+            let sql = values(
+                "INSERT INTO events (id, at, kind, actor_user_id, subject, client_id, organization_id, ip, outcome, data)",
+                10,
+                rows.len(),
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (id, now, r, data) in &rows {
+                q = q
+                    .bind(id)
+                    .bind(*now)
+                    .bind(r.kind.as_str())
+                    .bind(&r.actor)
+                    .bind(&r.subject)
+                    .bind(&r.client_id)
+                    .bind(&r.organization_id)
+                    .bind(&r.ip)
+                    .bind(r.outcome.as_str())
+                    .bind(data);
+            }
+            q.execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Whether one claim of a write holds, consuming what it consumes.
@@ -267,9 +360,15 @@ async fn hold(tx: &mut AnyConnection, claim: &Claim, now: i64) -> Result<bool> {
     })
 }
 
-/// Applies a grant's write inside `tx`, in the order [`Write`] documents.
-/// On [`Applied::Stale`] the caller must roll back (drop) the transaction.
-pub(crate) async fn apply_in(tx: &mut AnyConnection, w: &Write) -> Result<Applied> {
+/// Applies a grant's write inside `tx`, in the order [`Write`] documents:
+/// claims, revocations and retirements now, its new rows gathered into
+/// `inserts` for [`Inserts::flush`]. On [`Applied::Stale`] it has written
+/// and gathered nothing.
+pub(crate) async fn apply_in<'a>(
+    tx: &mut AnyConnection,
+    w: &'a Write,
+    inserts: &mut Inserts<'a>,
+) -> Result<Applied> {
     // The claims that only read come first, so that a write that consumes
     // one thing (every grant's) has written nothing when it goes stale.
     let (consuming, reading): (Vec<&Claim>, Vec<&Claim>) =
@@ -295,14 +394,14 @@ pub(crate) async fn apply_in(tx: &mut AnyConnection, w: &Write) -> Result<Applie
         retire_parent(tx, r, w.now).await?;
     }
     if let Some(family) = &w.family {
-        insert_family(tx, family, w.now).await?;
+        inserts.families.push((w.now, family));
     }
     if let Some(tokens) = &w.tokens {
-        insert_tokens(tx, tokens, w.now).await?;
+        inserts.tokens.push((w.now, tokens));
     }
-    for record in &w.records {
-        append(tx, w.now, &event_of(record)).await?;
-    }
+    inserts
+        .records
+        .extend(w.records.iter().map(|record| (w.now, record)));
     Ok(Applied::Done)
 }
 
@@ -556,8 +655,10 @@ impl Store {
         .bind(write.now)
         .execute(&mut *tx)
         .await?;
-        let applied = apply_in(&mut tx, write).await?;
+        let mut inserts = Inserts::default();
+        let applied = apply_in(&mut tx, write, &mut inserts).await?;
         if applied == Applied::Done {
+            inserts.flush(&mut tx).await?;
             tx.commit().await?;
         }
         Ok(applied)

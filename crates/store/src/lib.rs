@@ -171,8 +171,12 @@ impl Store {
                 let url = prepare_sqlite_url(url)?;
                 let options = quiet_options(&url)?;
                 let synchronous = pool.synchronous.pragma();
+                // A SQLite connection is a file handle in this process, not
+                // a socket that can die: no ping before each use (a round
+                // trip to its thread per acquire, on every request).
                 let writer = AnyPoolOptions::new()
                     .max_connections(1)
+                    .test_before_acquire(false)
                     .acquire_timeout(pool.acquire_timeout)
                     .after_connect(move |conn, _| {
                         Box::pin(async move {
@@ -187,6 +191,7 @@ impl Store {
                 writer.execute("PRAGMA journal_mode = WAL").await?;
                 let reader = AnyPoolOptions::new()
                     .max_connections(pool.max_connections.max(1))
+                    .test_before_acquire(false)
                     .acquire_timeout(pool.acquire_timeout)
                     .connect_with(options)
                     .await?;

@@ -24,7 +24,7 @@ use healthgate_core::grant::Write;
 use sqlx::{AnyPool, Connection};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::grants::apply_in;
+use crate::grants::{Inserts, apply_in};
 use crate::{Applied, Result, StoreError};
 
 /// The most writes one transaction carries.
@@ -114,23 +114,26 @@ async fn run(pool: AnyPool, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
     }
 }
 
-/// Every write of `batch` in one transaction.
+/// Every write of `batch` in one transaction, their new rows in one
+/// statement per table.
 async fn together(pool: &AnyPool, batch: &[Job]) -> Result<Vec<Result<Applied>>> {
     let mut tx = pool.begin().await?;
+    let mut inserts = Inserts::default();
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
         let applied = if job.write.claims.iter().filter(|c| c.consumes()).count() > 1 {
             let mut savepoint = tx.begin().await?;
-            let applied = apply_in(&mut savepoint, &job.write).await?;
+            let applied = apply_in(&mut savepoint, &job.write, &mut inserts).await?;
             if applied == Applied::Done {
                 savepoint.commit().await?;
             }
             applied
         } else {
-            apply_in(&mut tx, &job.write).await?
+            apply_in(&mut tx, &job.write, &mut inserts).await?
         };
         results.push(Ok(applied));
     }
+    inserts.flush(&mut tx).await?;
     tx.commit().await?;
     Ok(results)
 }
@@ -138,8 +141,10 @@ async fn together(pool: &AnyPool, batch: &[Job]) -> Result<Vec<Result<Applied>>>
 /// One write in a transaction of its own.
 async fn alone(pool: &AnyPool, write: &Write) -> Result<Applied> {
     let mut tx = pool.begin().await?;
-    let applied = apply_in(&mut tx, write).await?;
+    let mut inserts = Inserts::default();
+    let applied = apply_in(&mut tx, write, &mut inserts).await?;
     if applied == Applied::Done {
+        inserts.flush(&mut tx).await?;
         tx.commit().await?;
     }
     Ok(applied)

@@ -5,7 +5,6 @@
 //! `key_rotation_overlap` seconds, so relying parties fetch it first, and
 //! retired keys stay published while tokens they signed can still be live.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use healthgate_core::jose::{self, Alg, SigningKey};
@@ -16,6 +15,7 @@ use serde_json::{Value, json};
 use crate::config::{Seconds, Settings};
 use crate::services::admin::AdminError;
 use crate::services::secrets::instance_key;
+use crate::state::OpenedKeys;
 
 fn key_error(e: jose::KeyError) -> AdminError {
     AdminError::Invalid(e.to_string())
@@ -52,34 +52,6 @@ pub async fn add_key(
         })
         .await?;
     Ok(kid)
-}
-
-/// Signing keys this process has unsealed and parsed, by `kid`, with the
-/// sealed form they came from. A cache that never decides: which key signs
-/// is read from the database on every request (so a rotation on any node
-/// is honoured at the next one); only the unsealing and parsing of the same
-/// sealed bytes is skipped (parsing an RSA key costs milliseconds).
-#[derive(Default)]
-pub struct OpenedKeys(std::sync::Mutex<HashMap<String, (String, Arc<SigningKey>)>>);
-
-impl OpenedKeys {
-    fn get(&self, key: &StoredKey) -> Option<Arc<SigningKey>> {
-        let opened = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match opened.get(&key.kid) {
-            Some((sealed, signer)) if *sealed == key.private_key => Some(signer.clone()),
-            _ => None,
-        }
-    }
-
-    fn put(&self, key: &StoredKey, signer: Arc<SigningKey>) {
-        let mut opened = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        // Keys are few (one or two per algorithm, plus retired ones while
-        // their tokens live); forget them all rather than grow.
-        if opened.len() >= 16 {
-            opened.clear();
-        }
-        opened.insert(key.kid.clone(), (key.private_key.clone(), signer));
-    }
 }
 
 /// The `alg` key that signs now, creating the first one if there is none.
@@ -184,38 +156,4 @@ pub async fn opaque_access_token(
     Ok(verify(store, presented)
         .await?
         .and_then(|claims| claims["jti"].as_str().map(str::to_owned)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn stored(kid: &str, sealed: &str) -> StoredKey {
-        StoredKey {
-            kid: kid.into(),
-            alg: "ES256".into(),
-            private_key: sealed.into(),
-            public_jwk: "{}".into(),
-            created_at: 0,
-            active_from: 0,
-            retired_at: None,
-        }
-    }
-
-    /// An opened key is reused only for the very sealed bytes it came from:
-    /// a row that changed under the same `kid` is opened again.
-    #[test]
-    fn an_opened_key_is_reused_only_for_its_own_sealed_form() {
-        let (pkcs8, _) = jose::generate(Alg::Es256, "k1").unwrap();
-        let signer = Arc::new(SigningKey::from_pkcs8(Alg::Es256, "k1", &pkcs8).unwrap());
-        let opened = OpenedKeys::default();
-        assert!(opened.get(&stored("k1", "sealed-a")).is_none());
-        opened.put(&stored("k1", "sealed-a"), signer.clone());
-        assert!(Arc::ptr_eq(
-            &opened.get(&stored("k1", "sealed-a")).unwrap(),
-            &signer
-        ));
-        assert!(opened.get(&stored("k1", "sealed-b")).is_none());
-        assert!(opened.get(&stored("k2", "sealed-a")).is_none());
-    }
 }
