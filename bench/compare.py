@@ -144,11 +144,16 @@ def stop_all():
 
 
 def rss_mib(p):
+    """VmRSS in MiB; the progress line also says how much of it is anonymous
+    memory (the heap) and how much is mapped files (the binary, libraries)."""
+    fields = {}
     with open(f"/proc/{p.pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                fields[key] = int(value.split()[0]) / 1024
+    say("   RSS after load: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in fields.items()))
+    return fields.get("VmRSS", float("nan"))
 
 
 # ---------------------------------------------------------------- HTTP
@@ -446,7 +451,6 @@ def hg_phase(system, label, db_url, pg=False):
     pools(system, base + "/oauth/token", codes, redirect_uri, auth)
 
     figures[("rss", system)] = rss_mib(p)
-    say(f"   RSS after load: {figures[('rss', system)]:.0f} MiB")
     c.close()
     stop(p)
     time_starts(system, lambda i: hg_start(f"{system}-start{i}", db_url, demo=False))
@@ -687,7 +691,6 @@ def peer_phase():
     wrk("introspection", f"{base}/token/introspection", lua("introspect.lua"), env, "introspect", "peer")
     wrk("GET /me (userinfo)", f"{base}/me", lua("me.lua"), env, "me", "peer")
     figures[("rss", "peer")] = rss_mib(p)
-    say(f"   RSS after load: {figures[('rss', 'peer')]:.0f} MiB")
     stop(p)
     for row in ("refresh", "code exchange"):
         skip(f"{row} (node-oidc-provider, default adapter)",
@@ -711,7 +714,6 @@ def peer_phase():
                  {"MINT_METHOD": "GET", "MINT_COOKIE": cookie, "MINT_FROM": "code"}, n)
     pools("peermap", base + "/token", codes, f"{base}/callback", auth)
     figures[("rss", "peermap")] = rss_mib(p)
-    say(f"   RSS after load: {figures[('rss', 'peermap')]:.0f} MiB")
     stop(p)
 
 
@@ -737,7 +739,6 @@ def floor_phase():
     wrk("client credentials", f"http://127.0.0.1:{port}/oauth/token", lua("token.lua"), env,
         "cc", "floor")
     figures[("rss", "floor")] = rss_mib(p)
-    say(f"   RSS after load: {figures[('rss', 'floor')]:.0f} MiB")
     stop(p)
     time_starts("floor", lambda i: floor_start(f"floor-start{i}", db))
     say("   synchronous=FULL, a fresh file")
