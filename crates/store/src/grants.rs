@@ -16,7 +16,7 @@ use healthgate_core::pkce::CodeChallenge;
 use healthgate_core::scope::ScopeSet;
 use healthgate_core::token::{AccessToken, AuthorizationCode, GrantContext, RefreshToken};
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::{Any, AnyConnection, Row, Transaction};
 
 use crate::events::{Actor, Event, append};
 use crate::users::insert_user_in;
@@ -326,38 +326,45 @@ impl<'a> Inserts<'a> {
 
 /// Whether one claim of a write holds, consuming what it consumes.
 async fn hold(tx: &mut AnyConnection, claim: &Claim, now: i64) -> Result<bool> {
-    let consumed =
-        |sql: &'static str, digest: &str| sqlx::query(sql).bind(now).bind(digest.to_owned());
-    Ok(match claim {
-        Claim::Code(digest) => {
-            consumed(
-                "UPDATE authorization_codes SET consumed_at = $1 WHERE digest = $2 AND consumed_at IS NULL",
-                digest,
-            )
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1
-        }
-        Claim::Refresh(digest) => {
-            consumed(
-                "UPDATE refresh_tokens SET consumed_at = $1 WHERE digest = $2 AND consumed_at IS NULL",
-                digest,
-            )
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1
-        }
+    let (consume, digest) = match claim {
+        Claim::Code(digest) => (
+            "UPDATE authorization_codes SET consumed_at = $1 WHERE digest = $2 AND consumed_at IS NULL",
+            digest,
+        ),
+        Claim::Refresh(digest) => (
+            "UPDATE refresh_tokens SET consumed_at = $1 WHERE digest = $2 AND consumed_at IS NULL",
+            digest,
+        ),
         Claim::ActiveUser(id) => {
             let active: Option<i64> =
                 sqlx::query_scalar("SELECT 1 FROM users WHERE id = $1 AND locked_at IS NULL")
                     .bind(id)
                     .fetch_optional(&mut *tx)
                     .await?;
-            active.is_some()
+            return Ok(active.is_some());
         }
-    })
+    };
+    let consumed = sqlx::query(consume)
+        .bind(now)
+        .bind(digest)
+        .execute(&mut *tx)
+        .await?;
+    Ok(consumed.rows_affected() == 1)
+}
+
+/// Applies one write in `tx` and commits it whole; a stale write is
+/// rolled back (with whatever `tx` did before it).
+pub(crate) async fn apply_whole(
+    mut tx: Transaction<'static, Any>,
+    write: &Write,
+) -> Result<Applied> {
+    let mut inserts = Inserts::default();
+    let applied = apply_in(&mut tx, write, &mut inserts).await?;
+    if applied == Applied::Done {
+        inserts.flush(&mut tx).await?;
+        tx.commit().await?;
+    }
+    Ok(applied)
 }
 
 /// Applies a grant's write inside `tx`, in the order [`Write`] documents:
@@ -655,13 +662,7 @@ impl Store {
         .bind(write.now)
         .execute(&mut *tx)
         .await?;
-        let mut inserts = Inserts::default();
-        let applied = apply_in(&mut tx, write, &mut inserts).await?;
-        if applied == Applied::Done {
-            inserts.flush(&mut tx).await?;
-            tx.commit().await?;
-        }
-        Ok(applied)
+        apply_whole(tx, write).await
     }
 
     /// Looks an access token up by digest, for a resource request. A token of

@@ -24,7 +24,7 @@ use healthgate_core::grant::Write;
 use sqlx::{AnyPool, Connection};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::grants::{Inserts, apply_in};
+use crate::grants::{Inserts, apply_in, apply_whole};
 use crate::{Applied, Result, StoreError};
 
 /// The most writes one transaction carries.
@@ -140,12 +140,5 @@ async fn together(pool: &AnyPool, batch: &[Job]) -> Result<Vec<Result<Applied>>>
 
 /// One write in a transaction of its own.
 async fn alone(pool: &AnyPool, write: &Write) -> Result<Applied> {
-    let mut tx = pool.begin().await?;
-    let mut inserts = Inserts::default();
-    let applied = apply_in(&mut tx, write, &mut inserts).await?;
-    if applied == Applied::Done {
-        inserts.flush(&mut tx).await?;
-        tx.commit().await?;
-    }
-    Ok(applied)
+    apply_whole(pool.begin().await?, write).await
 }

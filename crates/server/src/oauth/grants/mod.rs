@@ -23,7 +23,7 @@ const ATTEMPTS: usize = 3;
 /// Settles one decision: builds the response while nothing is written yet,
 /// then applies the write. `None` when the write went stale and the grant
 /// must be read and decided again.
-pub(crate) async fn settle(
+async fn settle(
     state: &AppState,
     client: &Client,
     decision: Decision,
