@@ -65,6 +65,10 @@ pub enum Claim {
     Refresh(String),
     /// The account with this id exists and is not locked.
     ActiveUser(String),
+    /// The client's registration is still the one the decision was made
+    /// with: the record with this id still carries this version stamp (not
+    /// suspended, deleted, given a new secret or otherwise changed since).
+    Client { id: String, version: i64 },
 }
 
 impl Claim {

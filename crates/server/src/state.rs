@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use healthgate_core::Clock;
+use healthgate_core::client::Client;
 use healthgate_core::jose::SigningKey;
 use healthgate_core::throttle::Throttles;
 use healthgate_core::token::TokenPolicy;
@@ -29,6 +30,9 @@ pub struct Inner {
     /// Signing keys unsealed and parsed once (which key signs is still
     /// read on every request).
     pub opened_keys: OpenedKeys,
+    /// Client records as last read, with their version stamps; see
+    /// [`KnownClients`].
+    pub known_clients: KnownClients,
     /// Builds every route over a state (`crate::router`), handed in by
     /// whoever opens the server, so no area imports the crate's root.
     pub router: fn(AppState) -> axum::Router,
@@ -53,6 +57,7 @@ impl AppState {
             issuer,
             clock,
             opened_keys: Default::default(),
+            known_clients: Default::default(),
             router,
         }))
     }
@@ -94,6 +99,38 @@ impl OpenedKeys {
             opened.clear();
         }
         opened.insert(key.kid.clone(), (key.private_key.clone(), signer));
+    }
+}
+
+/// Client records as this node last read them, each with the version stamp
+/// its row carried. A copy never decides alone: a request authenticated
+/// from it confirms, before it answers, that the stamp is still the one in
+/// the database (`oauth::client_auth::Authenticated`), so a suspension, a
+/// new secret or a deletion made on any node holds on every node at the
+/// next request.
+#[derive(Default)]
+pub struct KnownClients(std::sync::RwLock<HashMap<String, (Arc<Client>, i64)>>);
+
+impl KnownClients {
+    /// Clients kept before the copy is emptied and read again.
+    const MOST: usize = 4096;
+
+    pub(crate) fn get(&self, id: &str) -> Option<(Arc<Client>, i64)> {
+        let known = self.0.read().unwrap_or_else(|e| e.into_inner());
+        known.get(id).cloned()
+    }
+
+    pub(crate) fn put(&self, client: Arc<Client>, version: i64) {
+        let mut known = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if known.len() >= Self::MOST {
+            known.clear();
+        }
+        known.insert(client.id.clone(), (client, version));
+    }
+
+    pub(crate) fn forget(&self, id: &str) {
+        let mut known = self.0.write().unwrap_or_else(|e| e.into_inner());
+        known.remove(id);
     }
 }
 

@@ -546,12 +546,37 @@ impl Store {
     }
 
     pub async fn client(&self, id: &str) -> Result<Option<Client>> {
-        let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM clients WHERE id = $1"));
+        Ok(self
+            .client_with_version(id)
+            .await?
+            .map(|(client, _)| client))
+    }
+
+    /// A client with the version stamp its record carries now: a copy kept
+    /// in memory is the registration as long as the stamp is unchanged
+    /// ([`Store::client_is`], `Claim::Client`).
+    pub async fn client_with_version(&self, id: &str) -> Result<Option<(Client, i64)>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS}, version FROM clients WHERE id = $1"
+        ));
         let row = sqlx::query(sql)
             .bind(id)
             .fetch_optional(&self.reader)
             .await?;
-        row.as_ref().map(from_row).transpose()
+        row.map(|row| Ok((from_row(&row)?, row.try_get("version")?)))
+            .transpose()
+    }
+
+    /// Whether the client `id` still carries the version stamp `version`:
+    /// not changed, suspended or deleted since it was read with it.
+    pub async fn client_is(&self, id: &str, version: i64) -> Result<bool> {
+        let same: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM clients WHERE id = $1 AND version = $2")
+                .bind(id)
+                .bind(version)
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(same.is_some())
     }
 
     /// The confidential client whose secret, or whose secret a rotation

@@ -19,7 +19,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Row, Transaction};
 
 use crate::events::{Actor, Event, append};
-use crate::users::insert_user_in;
+use crate::users::{insert_user_in, user_from_row};
 use crate::{Result, Store, StoreError};
 use healthgate_core::event::EventKind;
 use healthgate_core::secret::new_id;
@@ -52,6 +52,10 @@ pub enum Applied {
     /// token first, or the account was locked since it was read): nothing
     /// was written; read and decide again.
     Stale,
+    /// The client's registration changed since the decision read it
+    /// ([`Claim::Client`]): nothing was written; authenticate the client
+    /// again from the database before deciding anything.
+    ClientChanged,
 }
 
 fn scope_of(row: &AnyRow, column: &str) -> Result<ScopeSet> {
@@ -325,7 +329,64 @@ impl<'a> Inserts<'a> {
 }
 
 /// Whether one claim of a write holds, consuming what it consumes.
-async fn hold(tx: &mut AnyConnection, claim: &Claim, now: i64) -> Result<bool> {
+/// The version stamps of the clients a group commit's writes name, read
+/// with one statement at the start of its transaction.
+#[derive(Debug, Default)]
+pub(crate) struct KnownClients {
+    /// Whether the stamps were read: then a client missing from `versions`
+    /// was deleted.
+    read: bool,
+    versions: std::collections::HashMap<String, i64>,
+}
+
+impl KnownClients {
+    /// Reads the stamp of every client named by a [`Claim::Client`] of
+    /// `writes`.
+    pub(crate) async fn read<'w>(
+        tx: &mut AnyConnection,
+        writes: impl Iterator<Item = &'w Write>,
+    ) -> Result<Self> {
+        use std::fmt::Write as _;
+        let mut ids: Vec<&str> = writes
+            .flat_map(|w| &w.claims)
+            .filter_map(|c| match c {
+                Claim::Client { id, .. } => Some(id.as_str()),
+                _ => None,
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.is_empty() {
+            return Ok(Self::default());
+        }
+        let mut sql = String::from("SELECT id, version FROM clients WHERE id IN (");
+        for n in 1..=ids.len() {
+            let _ = write!(sql, "{}${n}", if n == 1 { "" } else { ", " });
+        }
+        sql.push(')');
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in &ids {
+            query = query.bind(*id);
+        }
+        let versions = query
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get("id")?, row.try_get("version")?)))
+            .collect::<std::result::Result<_, sqlx::Error>>()?;
+        Ok(Self {
+            read: true,
+            versions,
+        })
+    }
+}
+
+async fn hold(
+    tx: &mut AnyConnection,
+    claim: &Claim,
+    known: &KnownClients,
+    now: i64,
+) -> Result<bool> {
     let (consume, digest) = match claim {
         Claim::Code(digest) => (
             "UPDATE authorization_codes SET consumed_at = $1 WHERE digest = $2 AND consumed_at IS NULL",
@@ -343,6 +404,18 @@ async fn hold(tx: &mut AnyConnection, claim: &Claim, now: i64) -> Result<bool> {
                     .await?;
             return Ok(active.is_some());
         }
+        Claim::Client { id, version } => {
+            if known.read {
+                return Ok(known.versions.get(id) == Some(version));
+            }
+            let same: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM clients WHERE id = $1 AND version = $2")
+                    .bind(id)
+                    .bind(version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            return Ok(same.is_some());
+        }
     };
     let consumed = sqlx::query(consume)
         .bind(now)
@@ -359,7 +432,7 @@ pub(crate) async fn apply_whole(
     write: &Write,
 ) -> Result<Applied> {
     let mut inserts = Inserts::default();
-    let applied = apply_in(&mut tx, write, &mut inserts).await?;
+    let applied = apply_in(&mut tx, write, &KnownClients::default(), &mut inserts).await?;
     if applied == Applied::Done {
         inserts.flush(&mut tx).await?;
         tx.commit().await?;
@@ -374,6 +447,7 @@ pub(crate) async fn apply_whole(
 pub(crate) async fn apply_in<'a>(
     tx: &mut AnyConnection,
     w: &'a Write,
+    known: &KnownClients,
     inserts: &mut Inserts<'a>,
 ) -> Result<Applied> {
     // The claims that only read come first, so that a write that consumes
@@ -381,8 +455,11 @@ pub(crate) async fn apply_in<'a>(
     let (consuming, reading): (Vec<&Claim>, Vec<&Claim>) =
         w.claims.iter().partition(|c| c.consumes());
     for claim in reading.into_iter().chain(consuming) {
-        if !hold(tx, claim, w.now).await? {
-            return Ok(Applied::Stale);
+        if !hold(tx, claim, known, w.now).await? {
+            return Ok(match claim {
+                Claim::Client { .. } => Applied::ClientChanged,
+                _ => Applied::Stale,
+            });
         }
     }
     if let Some((family, reason)) = &w.revoke_family {
@@ -423,6 +500,60 @@ fn event_of(r: &Record) -> Event<'_> {
         ip: r.ip.as_deref(),
         data: r.data.clone(),
     }
+}
+
+/// The statement that reads an access token by digest (`$1`) with its
+/// family, what a client's suspension does to it folded into `revoked_at`;
+/// the first argument adds columns, the second joins. The token's
+/// `created_at` is read as `issued_at`, so that a joined row may bring its
+/// own.
+macro_rules! access_token_query {
+    ($columns:literal, $joins:literal) => {
+        concat!(
+            "SELECT a.digest, a.family_id, a.client_id, a.user_id, a.scope, a.created_at AS issued_at, a.expires_at,
+                    a.parent_refresh_digest, a.first_used_at,
+                    COALESCE(a.revoked_at, f.revoked_at, c.suspended_at) AS revoked_at,
+                    f.organization_id, f.owner_type, f.owner_id, f.granted_by, f.amr",
+            $columns,
+            " FROM access_tokens a JOIN token_families f ON f.id = a.family_id JOIN clients c ON c.id = f.client_id",
+            $joins,
+            " WHERE a.digest = $1"
+        )
+    };
+}
+
+fn access_token_from_row(row: &AnyRow) -> Result<AccessToken> {
+    Ok(AccessToken {
+        digest: row.try_get("digest")?,
+        family_id: row.try_get("family_id")?,
+        client_id: row.try_get("client_id")?,
+        user_id: row.try_get("user_id")?,
+        scope: scope_of(row, "scope")?,
+        created_at: row.try_get("issued_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        parent_refresh_digest: row.try_get("parent_refresh_digest")?,
+        first_used_at: row.try_get("first_used_at")?,
+        grant: GrantContext {
+            organization_id: row.try_get("organization_id")?,
+            owner: owner_of(row)?,
+            organization_level: row.try_get::<Option<String>, _>("granted_by")?.is_some(),
+        },
+        amr: amr_of(row)?,
+    })
+}
+
+/// An access token as an introspection request reads it
+/// ([`Store::access_token_for_caller`]).
+#[derive(Debug, Clone)]
+pub struct TokenForCaller {
+    pub token: AccessToken,
+    /// The username of the account the token speaks for, while that account
+    /// exists and is not locked.
+    pub active_username: Option<String>,
+    /// The version stamp the calling client's record carries now; `None`
+    /// when it was deleted.
+    pub caller_version: Option<i64>,
 }
 
 /// Whether a row's `live_user_id` and `user_locked_at` (a left join on the
@@ -669,35 +800,66 @@ impl Store {
     /// a revoked family, or of a client that is suspended, comes back with
     /// `revoked_at` set.
     pub async fn access_token(&self, digest: &str) -> Result<Option<AccessToken>> {
-        let row = sqlx::query(
-            "SELECT a.digest, a.family_id, a.client_id, a.user_id, a.scope, a.created_at, a.expires_at,
-                    a.parent_refresh_digest, a.first_used_at,
-                    COALESCE(a.revoked_at, f.revoked_at, c.suspended_at) AS revoked_at,
-                    f.organization_id, f.owner_type, f.owner_id, f.granted_by, f.amr
-             FROM access_tokens a JOIN token_families f ON f.id = a.family_id JOIN clients c ON c.id = f.client_id
-             WHERE a.digest = $1",
-        )
+        let row = sqlx::query(access_token_query!("", ""))
+            .bind(digest)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(access_token_from_row).transpose()
+    }
+
+    /// Looks an access token up by digest with the account it speaks for,
+    /// in one query, for a resource request that answers with the person
+    /// (`/api/v1/me`, UserInfo). The account is `None` when the token speaks
+    /// for none, or when it was deleted.
+    pub async fn access_token_with_user(
+        &self,
+        digest: &str,
+    ) -> Result<Option<(AccessToken, Option<User>)>> {
+        let row = sqlx::query(access_token_query!(
+            ", u.id, u.username, u.name, u.email, u.user_type, u.password_hash, u.created_at, u.locked_at,
+               u.provisioned_by, u.operator, u.password_reset_at, u.email_verified_at",
+            " LEFT JOIN users u ON u.id = a.user_id"
+        ))
         .bind(digest)
         .fetch_optional(&self.reader)
         .await?;
         row.map(|row| {
-            Ok(AccessToken {
-                digest: row.try_get("digest")?,
-                family_id: row.try_get("family_id")?,
-                client_id: row.try_get("client_id")?,
-                user_id: row.try_get("user_id")?,
-                scope: scope_of(&row, "scope")?,
-                created_at: row.try_get("created_at")?,
-                expires_at: row.try_get("expires_at")?,
-                revoked_at: row.try_get("revoked_at")?,
-                parent_refresh_digest: row.try_get("parent_refresh_digest")?,
-                first_used_at: row.try_get("first_used_at")?,
-                grant: GrantContext {
-                    organization_id: row.try_get("organization_id")?,
-                    owner: owner_of(&row)?,
-                    organization_level: row.try_get::<Option<String>, _>("granted_by")?.is_some(),
+            let user = match row.try_get::<Option<String>, _>("id")? {
+                Some(_) => Some(user_from_row(&row)?),
+                None => None,
+            };
+            Ok((access_token_from_row(&row)?, user))
+        })
+        .transpose()
+    }
+
+    /// Looks an access token up by digest for an introspection request by
+    /// the client `caller`, in one query: the token as [`Store::access_token`]
+    /// reads it, the username of its account when that is active, and the
+    /// version stamp `caller`'s record carries now.
+    pub async fn access_token_for_caller(
+        &self,
+        digest: &str,
+        caller: &str,
+    ) -> Result<Option<TokenForCaller>> {
+        let row = sqlx::query(access_token_query!(
+            ", u.id AS live_user_id, u.username AS live_username, u.locked_at AS user_locked_at,
+               (SELECT k.version FROM clients k WHERE k.id = $2) AS caller_version",
+            " LEFT JOIN users u ON u.id = a.user_id"
+        ))
+        .bind(digest)
+        .bind(caller)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|row| {
+            Ok(TokenForCaller {
+                token: access_token_from_row(&row)?,
+                active_username: if user_active(&row)? {
+                    row.try_get("live_username")?
+                } else {
+                    None
                 },
-                amr: amr_of(&row)?,
+                caller_version: row.try_get("caller_version")?,
             })
         })
         .transpose()

@@ -31,7 +31,7 @@ pub use account::{OrgGrant, UserGrant};
 pub use clients::{CLIENT_SUSPENDED, ClientSaved, ListingOutcome, Suspension};
 pub use events::{Actor, ChainReport, Event, EventFilter, StoredEvent};
 pub use factors::Factor;
-pub use grants::{Applied, GrantError};
+pub use grants::{Applied, GrantError, TokenForCaller};
 pub use integrations::{ConnectRedemption, PresentedKey};
 pub use keys::StoredKey;
 pub use purge::Purged;
@@ -371,6 +371,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "recovery by email",
         include_str!("../migrations/sqlite/0014_recovery_by_email.sql"),
     ),
+    (
+        15,
+        "client versions",
+        include_str!("../migrations/sqlite/0015_client_versions.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -442,6 +447,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         14,
         "recovery by email",
         include_str!("../migrations/postgres/0014_recovery_by_email.sql"),
+    ),
+    (
+        15,
+        "client versions",
+        include_str!("../migrations/postgres/0015_client_versions.sql"),
     ),
 ];
 

@@ -3,7 +3,6 @@
 
 use healthgate_core::event::EventKind;
 use healthgate_core::token::RefreshToken;
-use sqlx::Row;
 
 use crate::events::{Event, append};
 use crate::grants::{REFRESH_SELECT, refresh_from_row, revoke_family};
@@ -135,14 +134,5 @@ impl Store {
             .fetch_optional(&self.reader)
             .await?;
         row.as_ref().map(refresh_from_row).transpose()
-    }
-
-    /// The username of a user, for introspection answers.
-    pub async fn username(&self, user_id: &str) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT username FROM users WHERE id = $1 AND locked_at IS NULL")
-            .bind(user_id)
-            .fetch_optional(&self.reader)
-            .await?;
-        Ok(row.map(|r| r.try_get("username")).transpose()?)
     }
 }

@@ -24,7 +24,7 @@ use healthgate_core::grant::Write;
 use sqlx::{AnyPool, Connection};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::grants::{Inserts, apply_in, apply_whole};
+use crate::grants::{Inserts, KnownClients, apply_in, apply_whole};
 use crate::{Applied, Result, StoreError};
 
 /// The most writes one transaction carries.
@@ -118,18 +118,19 @@ async fn run(pool: AnyPool, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
 /// statement per table.
 async fn together(pool: &AnyPool, batch: &[Job]) -> Result<Vec<Result<Applied>>> {
     let mut tx = pool.begin().await?;
+    let known = KnownClients::read(&mut tx, batch.iter().map(|job| &job.write)).await?;
     let mut inserts = Inserts::default();
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
         let applied = if job.write.claims.iter().filter(|c| c.consumes()).count() > 1 {
             let mut savepoint = tx.begin().await?;
-            let applied = apply_in(&mut savepoint, &job.write, &mut inserts).await?;
+            let applied = apply_in(&mut savepoint, &job.write, &known, &mut inserts).await?;
             if applied == Applied::Done {
                 savepoint.commit().await?;
             }
             applied
         } else {
-            apply_in(&mut tx, &job.write, &mut inserts).await?
+            apply_in(&mut tx, &job.write, &known, &mut inserts).await?
         };
         results.push(Ok(applied));
     }

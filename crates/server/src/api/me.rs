@@ -19,7 +19,7 @@ pub async fn get(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, JsonError> {
-    let token = bearer(&state, &headers, "profile_read").await?;
+    let (token, user) = bearer(&state, &headers, "profile_read").await?;
     let organization = match &token.grant.organization_id {
         Some(id) => state
             .store
@@ -33,7 +33,7 @@ pub async fn get(
         .owner
         .as_ref()
         .map(|o| json!({ "id": o.id, "type": o.kind }));
-    let Some(user_id) = token.user_id else {
+    if token.user_id.is_none() {
         if token.grant.organization_level {
             return Ok(Json(
                 json!({ "resource_owner": owner, "organization": organization }),
@@ -43,8 +43,8 @@ pub async fn get(
             ErrorCode::InsufficientScope,
             "this token was issued to the application itself and speaks for no user",
         )));
-    };
-    let user = crate::oauth::bearer::active_user(&state, &user_id).await?;
+    }
+    let user = crate::oauth::bearer::active_user(user)?;
     Ok(Json(json!({
         "id": user.id,
         "username": user.username,

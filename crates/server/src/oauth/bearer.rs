@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, header};
 use healthgate_core::error::{ErrorCode, OAuthError};
 use healthgate_core::secret;
 use healthgate_core::token::AccessToken;
+use healthgate_core::user::User;
 
 use crate::http::error::JsonError;
 use crate::state::AppState;
@@ -15,27 +16,22 @@ fn invalid_token(description: &'static str) -> JsonError {
     JsonError(OAuthError::new(ErrorCode::InvalidToken, description))
 }
 
-/// The person a token speaks for, if their account is still active; a
-/// locked or deleted account's tokens are invalid.
-pub async fn active_user(
-    state: &AppState,
-    user_id: &str,
-) -> Result<healthgate_core::user::User, JsonError> {
-    state
-        .store
-        .user(user_id)
-        .await?
-        .filter(|u| u.is_active())
+/// The person a token speaks for (as [`bearer`] read them), if their
+/// account is still active; a locked or deleted account's tokens are
+/// invalid.
+pub fn active_user(user: Option<User>) -> Result<User, JsonError> {
+    user.filter(User::is_active)
         .ok_or_else(|| invalid_token("the account is no longer active"))
 }
 
 /// Authenticates a resource request by its bearer token (RFC 6750 §2.1) and
-/// checks it carries `scope`.
+/// checks it carries `scope`. The account the token speaks for is read with
+/// it, for [`active_user`].
 pub async fn bearer(
     state: &AppState,
     headers: &HeaderMap,
     scope: &str,
-) -> Result<AccessToken, JsonError> {
+) -> Result<(AccessToken, Option<User>), JsonError> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -47,9 +43,9 @@ pub async fn bearer(
     let opaque = crate::services::keys::opaque_access_token(&state.store, presented)
         .await?
         .ok_or_else(|| invalid_token("the access token is not valid"))?;
-    let token = state
+    let (token, user) = state
         .store
-        .access_token(&secret::digest(&opaque))
+        .access_token_with_user(&secret::digest(&opaque))
         .await?
         .ok_or_else(|| invalid_token("the access token is not valid"))?;
     let now = state.now();
@@ -68,5 +64,5 @@ pub async fn bearer(
             format!("this request needs the {scope} scope"),
         )));
     }
-    Ok(token)
+    Ok((token, user))
 }

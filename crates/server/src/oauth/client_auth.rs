@@ -3,6 +3,8 @@
 //! `client_secret` in the body (`client_secret_post`), or, for public clients,
 //! `client_id` alone (PKCE then carries the proof).
 
+use std::sync::Arc;
+
 use axum::http::{HeaderMap, header};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -92,15 +94,19 @@ fn presented(headers: &HeaderMap, params: &Params) -> Result<Presented, OAuthErr
 /// Every endpoint where an app acts authenticates it here, so this is where
 /// a suspended app is stopped: it proved who it is, and is told why it may
 /// do nothing (RFC 6749 §5.2 `invalid_client`).
-fn unless_suspended(client: Client) -> Result<Client, Refusal> {
+fn not_suspended(client: &Client) -> Result<(), Refusal> {
     match client.suspended_at {
-        None => Ok(client),
+        None => Ok(()),
         Some(_) => Err(Refusal::of(
-            Some(client.id),
+            Some(client.id.clone()),
             true,
             OAuthError::invalid_client("the client is suspended by the platform's operators"),
         )),
     }
+}
+
+fn unless_suspended(client: Client) -> Result<Client, Refusal> {
+    not_suspended(&client).map(|()| client)
 }
 
 /// Why a client was not authenticated, and who it claimed to be.
@@ -263,27 +269,84 @@ async fn partner(
     })
 }
 
+/// A client authenticated for a request: the record it was authenticated
+/// against and that record's version stamp.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub client: Arc<Client>,
+    pub version: i64,
+    /// Whether the record was this node's copy ([`authenticate_cached`]):
+    /// then the request confirms the stamp before it answers.
+    pub cached: bool,
+}
+
+impl std::ops::Deref for Authenticated {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
 /// Authenticates the client of a token, introspection or revocation
-/// request. Every failure is `invalid_client` (401) without saying whether
-/// the client exists, and is audited; a suspended client that authenticates
-/// is told it is suspended.
+/// request against its record as the database has it now. Every failure is
+/// `invalid_client` (401) without saying whether the client exists, and is
+/// audited; a suspended client that authenticates is told it is suspended.
 pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     params: &Params,
     ip: &ClientIp,
-) -> Result<Client, JsonError> {
-    match client(state, headers, params).await? {
+) -> Result<Authenticated, JsonError> {
+    match client(state, headers, params, false).await? {
         Ok(client) => Ok(client),
         Err(refusal) => Err(refuse(state, ip, refusal).await),
     }
+}
+
+/// As [`authenticate`], but a client this node has read before is
+/// authenticated against its copy, with no read. Only a success comes from
+/// the copy (a refusal is always decided on the record read again), and the
+/// caller must confirm the stamp within the request, before it answers or
+/// commits: a grant's write claims it (`Claim::Client`), introspection
+/// reads it with the token, anything else asks `Store::client_is`; when it
+/// changed, the request starts again with [`authenticate`].
+pub async fn authenticate_cached(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &Params,
+    ip: &ClientIp,
+) -> Result<Authenticated, JsonError> {
+    match client(state, headers, params, true).await? {
+        Ok(client) => Ok(client),
+        Err(refusal) => Err(refuse(state, ip, refusal).await),
+    }
+}
+
+/// Whether `client` accepts what was presented: the secret of a
+/// confidential client, nothing for a public one; and it is not suspended.
+fn accepts(client: &Client, p: &Presented, now: i64) -> Result<(), Refusal> {
+    let matches = match (&p.secret, client.is_public()) {
+        (Some(secret), false) => client.secret_matches(secret, now),
+        (None, true) => true,
+        _ => false,
+    };
+    if !matches {
+        return Err(Refusal::of(
+            Some(client.id.clone()),
+            true,
+            OAuthError::invalid_client("client authentication failed"),
+        ));
+    }
+    not_suspended(client)
 }
 
 async fn client(
     state: &AppState,
     headers: &HeaderMap,
     params: &Params,
-) -> Result<Result<Client, Refusal>, StoreError> {
+    cached: bool,
+) -> Result<Result<Authenticated, Refusal>, StoreError> {
     let p = match presented(headers, params) {
         Ok(p) => p,
         Err(e) => return Ok(Err(e.into())),
@@ -291,17 +354,32 @@ async fn client(
     if let Err(blocked) = unless_blocked(state, &p.client_id) {
         return Ok(Err(blocked));
     }
-    let failed = || OAuthError::invalid_client("client authentication failed");
-    let Some(client) = state.store.client(&p.client_id).await? else {
-        return Ok(Err(Refusal::of(Some(p.client_id), false, failed())));
+    let now = state.now();
+    if cached
+        && let Some((client, version)) = state.known_clients.get(&p.client_id)
+        && accepts(&client, &p, now).is_ok()
+    {
+        return Ok(Ok(Authenticated {
+            client,
+            version,
+            cached: true,
+        }));
+    }
+    let Some((client, version)) = state.store.client_with_version(&p.client_id).await? else {
+        state.known_clients.forget(&p.client_id);
+        return Ok(Err(Refusal::of(
+            Some(p.client_id),
+            false,
+            OAuthError::invalid_client("client authentication failed"),
+        )));
     };
-    Ok(match (&p.secret, client.is_public()) {
-        (Some(secret), false) if client.secret_matches(secret, state.now()) => {
-            unless_suspended(client)
-        }
-        (None, true) => unless_suspended(client),
-        _ => Err(Refusal::of(Some(client.id), true, failed())),
-    })
+    let client = Arc::new(client);
+    state.known_clients.put(client.clone(), version);
+    Ok(accepts(&client, &p, now).map(|()| Authenticated {
+        client,
+        version,
+        cached: false,
+    }))
 }
 
 #[cfg(test)]

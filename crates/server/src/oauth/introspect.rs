@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use crate::http::error::{JsonError, no_store};
 use crate::http::ip::ClientIp;
-use crate::oauth::client_auth;
+use crate::oauth::client_auth::{self, Authenticated};
 use crate::oauth::params::Params;
 use crate::state::AppState;
 
@@ -35,20 +35,45 @@ pub async fn post(
     body: Bytes,
 ) -> Result<Response, JsonError> {
     let params = Params::from_body(&headers, &body)?;
-    let caller = client_auth::authenticate(&state, &headers, &params, &ip).await?;
+    let mut caller = client_auth::authenticate_cached(&state, &headers, &params, &ip).await?;
+    let mut seen = answer(&state, &caller, &params).await;
+    // A caller authenticated from this node's copy is confirmed before it
+    // learns anything (by the token's own read when it found one); if its
+    // record changed, the request starts again from the record as it is.
+    let confirmed = match &seen {
+        Ok((_, Some(confirmed))) => *confirmed,
+        _ => !caller.cached || state.store.client_is(&caller.id, caller.version).await?,
+    };
+    if !confirmed {
+        state.known_clients.forget(&caller.id);
+        caller = client_auth::authenticate(&state, &headers, &params, &ip).await?;
+        seen = answer(&state, &caller, &params).await;
+    }
+    let (answer, _) = seen?;
+    let mut response = Json(answer).into_response();
+    no_store(&mut response);
+    Ok(response)
+}
+
+/// What `caller` learns about the token it sent, and, when the token's read
+/// carried the stamp of `caller`'s record, whether that is the stamp it was
+/// authenticated with.
+async fn answer(
+    state: &AppState,
+    caller: &Authenticated,
+    params: &Params,
+) -> Result<(Value, Option<bool>), JsonError> {
     if caller.is_public() {
         return Err(OAuthError::invalid_client("introspection is for confidential clients").into());
     }
     let token = params.require("token")?;
-    let answer = describe(&state, token).await?;
-    let answer = if may_see(&caller, &answer) {
-        answer
+    let (answer, caller_version) = describe(state, token, &caller.id).await?;
+    let confirmed = caller_version.map(|version| version == Some(caller.version));
+    if may_see(caller, &answer) {
+        Ok((answer, confirmed))
     } else {
-        inactive()
-    };
-    let mut response = Json(answer).into_response();
-    no_store(&mut response);
-    Ok(response)
+        Ok((inactive(), confirmed))
+    }
 }
 
 /// Whether `caller` may learn what `answer` says: its own token, or any
@@ -57,28 +82,35 @@ fn may_see(caller: &Client, answer: &Value) -> bool {
     caller.resource_server || answer["client_id"].as_str() == Some(caller.id.as_str())
 }
 
-async fn describe(state: &AppState, token: &str) -> Result<Value, JsonError> {
+/// What the token is; for a live access token also the stamp the record of
+/// the client `caller` carries now (`None` inside when it is gone), read
+/// with the token.
+async fn describe(
+    state: &AppState,
+    token: &str,
+    caller: &str,
+) -> Result<(Value, Option<Option<i64>>), JsonError> {
     // A JWT access token stands for the opaque token it carries.
     let Some(token) = crate::services::keys::opaque_access_token(&state.store, token).await? else {
-        return Ok(inactive());
+        return Ok((inactive(), None));
     };
     let token = token.as_str();
     let digest = secret::digest(token);
     let now = state.now();
     if token.starts_with(SecretKind::AccessToken.prefix()) {
-        let Some(t) = state.store.access_token(&digest).await? else {
-            return Ok(inactive());
+        let Some(read) = state.store.access_token_for_caller(&digest, caller).await? else {
+            return Ok((inactive(), None));
         };
+        let stamp = Some(read.caller_version);
+        let t = read.token;
         if !t.is_active(now) {
-            return Ok(inactive());
+            return Ok((inactive(), stamp));
         }
-        let username = match &t.user_id {
-            Some(id) => match state.store.username(id).await? {
-                Some(name) => Some(name),
-                // A locked or deleted account's tokens are not active.
-                None => return Ok(inactive()),
-            },
-            None => None,
+        let username = match (&t.user_id, read.active_username) {
+            (Some(_), Some(name)) => Some(name),
+            // A locked or deleted account's tokens are not active.
+            (Some(_), None) => return Ok((inactive(), stamp)),
+            (None, _) => None,
         };
         let owner = t.grant.owner.as_ref();
         let mut answer = json!({
@@ -100,46 +132,52 @@ async fn describe(state: &AppState, token: &str) -> Result<Value, JsonError> {
             answer["amr"] = json!(t.amr.claim());
             answer["acr"] = t.amr.acr().as_str().into();
         }
-        Ok(answer)
+        Ok((answer, stamp))
     } else if token.starts_with(SecretKind::RefreshToken.prefix()) {
         let Some(r) = state.store.refresh_token_info(&digest).await? else {
-            return Ok(inactive());
+            return Ok((inactive(), None));
         };
         let live = r.revoked_at.is_none()
             && r.consumed_at.is_none()
             && r.expires_at.is_none_or(|e| now < e);
         if !live {
-            return Ok(inactive());
+            return Ok((inactive(), None));
         }
-        Ok(json!({
-            "active": true,
-            "scope": r.scope.to_string(),
-            "client_id": r.client_id,
-            "sub": r.user_id,
-            "exp": r.expires_at,
-            "iat": r.created_at,
-            "token_type": "refresh_token",
-            "iss": state.issuer,
-        }))
+        Ok((
+            json!({
+                "active": true,
+                "scope": r.scope.to_string(),
+                "client_id": r.client_id,
+                "sub": r.user_id,
+                "exp": r.expires_at,
+                "iat": r.created_at,
+                "token_type": "refresh_token",
+                "iss": state.issuer,
+            }),
+            None,
+        ))
     } else if token.starts_with(SecretKind::ApiKey.prefix()) {
         let Some(presented) = state.store.api_key_by_digest(&digest).await? else {
-            return Ok(inactive());
+            return Ok((inactive(), None));
         };
         if !presented.is_usable() {
-            return Ok(inactive());
+            return Ok((inactive(), None));
         }
         let key = presented.key;
-        Ok(json!({
-            "active": true,
-            "client_id": key.client_id,
-            "sub": key.organization_id,
-            "organization_id": key.organization_id,
-            "integration_id": key.integration_id,
-            "iat": key.created_at,
-            "token_type": "api_key",
-            "iss": state.issuer,
-        }))
+        Ok((
+            json!({
+                "active": true,
+                "client_id": key.client_id,
+                "sub": key.organization_id,
+                "organization_id": key.organization_id,
+                "integration_id": key.integration_id,
+                "iat": key.created_at,
+                "token_type": "api_key",
+                "iss": state.issuer,
+            }),
+            None,
+        ))
     } else {
-        Ok(inactive())
+        Ok((inactive(), None))
     }
 }

@@ -95,8 +95,8 @@ pub async fn userinfo(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, JsonError> {
-    let token = bearer(&state, &headers, "openid").await?;
-    let Some(user_id) = &token.user_id else {
+    let (token, user) = bearer(&state, &headers, "openid").await?;
+    if token.user_id.is_none() {
         let owner = token.grant.owner.as_ref().ok_or_else(|| {
             JsonError(OAuthError::new(
                 ErrorCode::InsufficientScope,
@@ -104,8 +104,8 @@ pub async fn userinfo(
             ))
         })?;
         return Ok(Json(json!({ "sub": owner.id })));
-    };
-    let user = crate::oauth::bearer::active_user(&state, user_id).await?;
+    }
+    let user = crate::oauth::bearer::active_user(user)?;
     let mut claims = json!({ "sub": user.id });
     if token.scope.contains("profile") {
         claims["preferred_username"] = user.username.clone().into();

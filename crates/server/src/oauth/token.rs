@@ -10,8 +10,9 @@ use healthgate_core::error::{ErrorCode, OAuthError};
 
 use crate::http::error::JsonError;
 use crate::http::ip::ClientIp;
-use crate::oauth::client_auth;
+use crate::oauth::client_auth::{self, Authenticated};
 use crate::oauth::grants;
+use crate::oauth::issue::TokenResponse;
 use crate::oauth::params::Params;
 use crate::services::throttle;
 use crate::state::AppState;
@@ -40,19 +41,20 @@ pub async fn post(
         params = params.merged_with(Params::from_form(q.as_bytes())?)?;
     }
     let grant_type = params.require("grant_type")?;
-    let client = client_auth::authenticate(&state, &headers, &params, &ip).await?;
-    let response = match grant_type {
-        "authorization_code" => {
-            grants::authorization_code::exchange(&state, &client, &params, &ip).await
-        }
-        "refresh_token" => grants::refresh_token::exchange(&state, &client, &params, &ip).await,
-        "client_credentials" => grants::client_credentials::exchange(&state, &client, &params).await,
-        other => Err(OAuthError::new(
-            ErrorCode::UnsupportedGrantType,
-            format!("grant_type '{other}' is not supported; use authorization_code, refresh_token or client_credentials"),
-        )
-        .into()),
-    };
+    let mut client = client_auth::authenticate_cached(&state, &headers, &params, &ip).await?;
+    let mut response = grant(&state, &client, grant_type, &params, &ip).await;
+    // Every success was confirmed by its write, which claims the client's
+    // stamp. A refusal made with this node's copy of the client is
+    // confirmed here; if the client changed meanwhile (suspended, a new
+    // secret), the request starts again from its record as it is now.
+    if response.is_err()
+        && client.cached
+        && !state.store.client_is(&client.id, client.version).await?
+    {
+        state.known_clients.forget(&client.id);
+        client = client_auth::authenticate(&state, &headers, &params, &ip).await?;
+        response = grant(&state, &client, grant_type, &params, &ip).await;
+    }
     // A guessed code or refresh token counts against the client: past the
     // limit it is refused for a while (RFC 6749 §10.10, RFC 9700 §4.4).
     if let Err(JsonError(e)) = &response
@@ -61,4 +63,23 @@ pub async fn post(
         throttle::client_failed(&state, &client.id, ip.as_deref()).await?;
     }
     Ok(response?.shaped(&state))
+}
+
+async fn grant(
+    state: &AppState,
+    client: &Authenticated,
+    grant_type: &str,
+    params: &Params,
+    ip: &ClientIp,
+) -> Result<TokenResponse, JsonError> {
+    match grant_type {
+        "authorization_code" => grants::authorization_code::exchange(state, client, params, ip).await,
+        "refresh_token" => grants::refresh_token::exchange(state, client, params, ip).await,
+        "client_credentials" => grants::client_credentials::exchange(state, client, params).await,
+        other => Err(OAuthError::new(
+            ErrorCode::UnsupportedGrantType,
+            format!("grant_type '{other}' is not supported; use authorization_code, refresh_token or client_credentials"),
+        )
+        .into()),
+    }
 }

@@ -2,6 +2,7 @@
 //! read and decide again on a stale write), so the contract tests exercise
 //! the store's reads and writes through the real decisions.
 
+use healthgate_core::error::OAuthError;
 use healthgate_core::grant::{
     self, CodeRequest, Decision, Issued, NewTokens, Presenter, RefreshRequest,
 };
@@ -37,6 +38,9 @@ async fn settle(store: &Store, d: Decision) -> Result<Option<Issued>, GrantError
     match store.apply_grant(write).await? {
         Applied::Stale => Ok(None),
         Applied::Done => Ok(Some(outcome?)),
+        Applied::ClientChanged => {
+            Err(OAuthError::invalid_client("the client's registration changed").into())
+        }
     }
 }
 

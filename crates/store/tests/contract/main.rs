@@ -576,6 +576,161 @@ async fn writes_committed_together_fail_alone() {
     }
 }
 
+/// Every change to a client's record gives it a new version stamp, whatever
+/// statement made it: an update, a suspension, a deletion and a new record
+/// under the same id.
+#[tokio::test]
+async fn a_client_record_changes_version_with_every_change() {
+    for b in backends().await {
+        let mut c = client(&new_id("app"));
+        b.store.insert_client(&c).await.unwrap();
+        let (_, first) = b.store.client_with_version(&c.id).await.unwrap().unwrap();
+        assert!(b.store.client_is(&c.id, first).await.unwrap(), "{}", b.name);
+        let (_, again) = b.store.client_with_version(&c.id).await.unwrap().unwrap();
+        assert_eq!(first, again, "{}: reading changes nothing", b.name);
+
+        c.name = "Partner, renamed".into();
+        b.store
+            .update_client(&c, None, Actor::system())
+            .await
+            .unwrap();
+        let (_, renamed) = b.store.client_with_version(&c.id).await.unwrap().unwrap();
+        assert_ne!(renamed, first, "{}: an update", b.name);
+        assert!(
+            !b.store.client_is(&c.id, first).await.unwrap(),
+            "{}",
+            b.name
+        );
+
+        b.store
+            .suspend_client(&c.id, None, Actor::system(), NOW)
+            .await
+            .unwrap();
+        let (_, suspended) = b.store.client_with_version(&c.id).await.unwrap().unwrap();
+        assert_ne!(suspended, renamed, "{}: a suspension", b.name);
+
+        assert!(
+            b.store
+                .delete_client(&c.id, Actor::system(), NOW)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !b.store.client_is(&c.id, suspended).await.unwrap(),
+            "{}: deleted",
+            b.name
+        );
+        b.store.insert_client(&c).await.unwrap();
+        let (_, anew) = b.store.client_with_version(&c.id).await.unwrap().unwrap();
+        assert_ne!(anew, suspended, "{}: registered again", b.name);
+        b.cleanup().await;
+    }
+}
+
+/// A grant's write claims the client's stamp it was decided with: in a
+/// group commit, the writes that claim a stamp the record no longer has are
+/// refused whole (nothing written) and every other one is committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_for_a_changed_client_writes_nothing() {
+    use healthgate_core::grant::{self, Claim};
+    use healthgate_store::Applied;
+    for b in backends().await {
+        let c = client(&new_id("app"));
+        b.store.insert_client(&c).await.unwrap();
+        let (_, version) = b.store.client_with_version(&c.id).await.unwrap().unwrap();
+        let scope = ScopeSet::parse("profile_read").unwrap();
+        let mut handles = Vec::new();
+        for i in 0..30 {
+            let (store, id, scope) = (b.store.clone(), c.id.clone(), scope.clone());
+            let claimed = if i % 3 == 0 {
+                version.wrapping_add(1)
+            } else {
+                version
+            };
+            handles.push(tokio::spawn(async move {
+                let t = tokens(false);
+                let mut d = grant::direct(&id, None, &scope, &t, "client_credentials", NOW);
+                d.write.claims.push(Claim::Client {
+                    id: id.clone(),
+                    version: claimed,
+                });
+                let applied = store.apply_grant(d.write).await.unwrap();
+                (claimed == version, applied, t)
+            }));
+        }
+        for h in handles {
+            let (current, applied, t) = h.await.unwrap();
+            let written = b.store.access_token(&t.access.digest).await.unwrap();
+            if current {
+                assert_eq!(applied, Applied::Done, "{}", b.name);
+                assert!(written.is_some(), "{}", b.name);
+            } else {
+                assert_eq!(applied, Applied::ClientChanged, "{}", b.name);
+                assert!(written.is_none(), "{}: nothing written", b.name);
+            }
+        }
+        // Alone (outside a group) the claim is checked the same way.
+        let t = tokens(false);
+        let mut d = grant::direct(&c.id, None, &scope, &t, "client_credentials", NOW);
+        d.write.claims.push(Claim::Client {
+            id: c.id.clone(),
+            version,
+        });
+        b.store
+            .suspend_client(&c.id, None, Actor::system(), NOW)
+            .await
+            .unwrap();
+        assert_eq!(
+            b.store.apply_grant(d.write).await.unwrap(),
+            Applied::ClientChanged,
+            "{}: suspended since",
+            b.name
+        );
+        b.cleanup().await;
+    }
+}
+
+/// Introspection reads the token, its account's username and the calling
+/// client's stamp in one query.
+#[tokio::test]
+async fn an_access_token_is_read_with_the_callers_version() {
+    for b in backends().await {
+        let (client_id, t) = issued_refresh(&b.store).await;
+        let (_, version) = b
+            .store
+            .client_with_version(&client_id)
+            .await
+            .unwrap()
+            .unwrap();
+        let read = b
+            .store
+            .access_token_for_caller(&t.access.digest, &client_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read.caller_version, Some(version), "{}", b.name);
+        assert_eq!(read.token.client_id, client_id, "{}", b.name);
+        assert!(read.active_username.is_some(), "{}", b.name);
+        let other = b
+            .store
+            .access_token_for_caller(&t.access.digest, "no-such-client")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(other.caller_version, None, "{}", b.name);
+        assert!(
+            b.store
+                .access_token_for_caller("no-such-digest", &client_id)
+                .await
+                .unwrap()
+                .is_none(),
+            "{}",
+            b.name
+        );
+        b.cleanup().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_refreshes_leave_at_most_one_live_chain() {
     for b in backends().await {

@@ -1,18 +1,18 @@
 //! The authorization code grant (RFC 6749 §4.1.3, RFC 7636 §4.5).
 
-use healthgate_core::client::Client;
 use healthgate_core::grant::{self, CodeRequest, Presenter};
 use healthgate_core::secret;
 
 use crate::http::error::JsonError;
 use crate::http::ip::ClientIp;
+use crate::oauth::client_auth::Authenticated;
 use crate::oauth::issue::{TokenResponse, new_tokens};
 use crate::oauth::params::Params;
 use crate::state::AppState;
 
 pub async fn exchange(
     state: &AppState,
-    client: &Client,
+    client: &Authenticated,
     params: &Params,
     ip: &ClientIp,
 ) -> Result<TokenResponse, JsonError> {

@@ -1,19 +1,19 @@
 //! The client credentials grant (RFC 6749 §4.4): a confidential client acting
 //! for itself, within its allowed scopes, with no refresh token (§4.4.3).
 
-use healthgate_core::client::Client;
 use healthgate_core::error::OAuthError;
 use healthgate_core::grant;
 use healthgate_core::scope::ScopeSet;
 
 use crate::http::error::JsonError;
+use crate::oauth::client_auth::Authenticated;
 use crate::oauth::issue::{TokenResponse, new_tokens};
 use crate::oauth::params::Params;
 use crate::state::AppState;
 
 pub async fn exchange(
     state: &AppState,
-    client: &Client,
+    client: &Authenticated,
     params: &Params,
 ) -> Result<TokenResponse, JsonError> {
     if client.is_public() {
@@ -28,7 +28,8 @@ pub async fn exchange(
     };
     client.check_scope(&scope)?;
     let (tokens, now) = new_tokens(state, false);
-    // Nothing to claim: the write cannot go stale.
+    // Nothing to claim but the client: the write goes stale only when the
+    // client's registration changed.
     super::run(state, client, &tokens, now, false, || async {
         Ok(grant::direct(
             &client.id,

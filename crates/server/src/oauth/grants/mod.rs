@@ -6,12 +6,12 @@ pub mod authorization_code;
 pub mod client_credentials;
 pub mod refresh_token;
 
-use healthgate_core::client::Client;
 use healthgate_core::error::OAuthError;
-use healthgate_core::grant::{Decision, NewTokens};
+use healthgate_core::grant::{Claim, Decision, NewTokens};
 use healthgate_store::Applied;
 
 use crate::http::error::JsonError;
+use crate::oauth::client_auth::Authenticated;
 use crate::oauth::issue::{TokenResponse, respond};
 use crate::state::AppState;
 
@@ -21,31 +21,46 @@ use crate::state::AppState;
 const ATTEMPTS: usize = 3;
 
 /// Settles one decision: builds the response while nothing is written yet,
-/// then applies the write. `None` when the write went stale and the grant
-/// must be read and decided again.
+/// then applies the write, which also claims that the client's record is
+/// the one it was authenticated against. `None` when the write went stale
+/// and the grant must be read and decided again.
 async fn settle(
     state: &AppState,
-    client: &Client,
+    client: &Authenticated,
     decision: Decision,
     tokens: &NewTokens,
     now: i64,
     with_id_token: bool,
 ) -> Result<Option<TokenResponse>, JsonError> {
-    let Decision { write, outcome } = decision;
+    let Decision { mut write, outcome } = decision;
     let answer = match outcome {
         Ok(issued) => Ok(respond(state, client, tokens, &issued, now, with_id_token).await?),
         Err(e) => Err(e),
     };
+    // A write that changes nothing needs no claim: an error decided without
+    // one is confirmed by the token endpoint.
+    if !write.is_empty() {
+        write.claims.push(Claim::Client {
+            id: client.id.clone(),
+            version: client.version,
+        });
+    }
     match state.store.apply_grant(write).await? {
         Applied::Stale => Ok(None),
         Applied::Done => Ok(Some(answer?)),
+        // The token endpoint sees the stamp changed and, for a client it
+        // authenticated from this node's copy, starts again.
+        Applied::ClientChanged => Err(OAuthError::invalid_client(
+            "the client's registration changed while the request was handled; try again",
+        )
+        .into()),
     }
 }
 
 /// Reads and decides with `decide`, settling until a write holds.
 pub(crate) async fn run<F, Fut>(
     state: &AppState,
-    client: &Client,
+    client: &Authenticated,
     tokens: &NewTokens,
     now: i64,
     with_id_token: bool,

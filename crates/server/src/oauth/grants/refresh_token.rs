@@ -1,6 +1,5 @@
 //! The refresh token grant (RFC 6749 §6) with rotation (RFC 9700 §4.14.2).
 
-use healthgate_core::client::Client;
 use healthgate_core::error::OAuthError;
 use healthgate_core::grant::{self, Presenter, RefreshRequest};
 use healthgate_core::scope::ScopeSet;
@@ -8,13 +7,14 @@ use healthgate_core::secret;
 
 use crate::http::error::JsonError;
 use crate::http::ip::ClientIp;
+use crate::oauth::client_auth::Authenticated;
 use crate::oauth::issue::{TokenResponse, new_tokens};
 use crate::oauth::params::Params;
 use crate::state::AppState;
 
 pub async fn exchange(
     state: &AppState,
-    client: &Client,
+    client: &Authenticated,
     params: &Params,
     ip: &ClientIp,
 ) -> Result<TokenResponse, JsonError> {
