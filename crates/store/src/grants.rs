@@ -6,6 +6,8 @@
 //! what replaces it; zero rows means a replay, which revokes the family
 //! (RFC 6749 §4.1.2 and §10.5, RFC 9700 §4.14.2).
 
+use std::collections::{HashMap, HashSet};
+
 use healthgate_core::error::OAuthError;
 use healthgate_core::grant::{
     Claim, CodeRead, NewFamily, Record, RefreshRead, Retirement, TokenRows, Write,
@@ -16,7 +18,7 @@ use healthgate_core::pkce::CodeChallenge;
 use healthgate_core::scope::ScopeSet;
 use healthgate_core::token::{AccessToken, AuthorizationCode, GrantContext, RefreshToken};
 use sqlx::any::AnyRow;
-use sqlx::{Any, AnyConnection, Row, Transaction};
+use sqlx::{Any, AnyConnection, Connection, Row, Transaction};
 
 use crate::events::{Actor, Event, append};
 use crate::users::{insert_user_in, user_from_row};
@@ -186,6 +188,9 @@ pub(crate) async fn revoke_family(
 /// transaction inserts, so inserting them last changes nothing.
 #[derive(Default)]
 pub(crate) struct Inserts<'a> {
+    /// Refresh tokens whose access tokens are revoked (immediate rotation
+    /// retires both halves of the old pair); done first.
+    access_revoked_with: Vec<(i64, &'a String)>,
     families: Vec<(i64, &'a NewFamily)>,
     tokens: Vec<(i64, &'a TokenRows)>,
     records: Vec<(i64, &'a Record)>,
@@ -211,9 +216,24 @@ fn values(head: &str, columns: usize, rows: usize) -> String {
 }
 
 impl<'a> Inserts<'a> {
-    /// Inserts every gathered row: families first (the tokens name them),
+    /// Revokes the access tokens of the refresh tokens gathered, then
+    /// inserts every gathered row: families first (the tokens name them),
     /// then refresh tokens, access tokens and records.
     pub(crate) async fn flush(self, conn: &mut AnyConnection) -> Result<()> {
+        let mut revoked = self.access_revoked_with.iter().peekable();
+        while let Some(&&(now, _)) = revoked.peek() {
+            let mut digests = Vec::new();
+            while let Some((_, digest)) = revoked.next_if(|(n, _)| *n == now) {
+                digests.push(digest.as_str());
+            }
+            let head = "UPDATE access_tokens SET revoked_at = $1 WHERE revoked_at IS NULL AND refresh_digest IN";
+            let mut query =
+                sqlx::query(sqlx::AssertSqlSafe(in_list(head, 2, digests.len()))).bind(now);
+            for digest in digests {
+                query = query.bind(digest);
+            }
+            query.execute(&mut *conn).await?;
+        }
         if !self.families.is_empty() {
             let sql = values(
                 "INSERT INTO token_families (id, client_id, user_id, created_at, organization_id, owner_type, owner_id, granted_by, scope, amr)",
@@ -328,101 +348,160 @@ impl<'a> Inserts<'a> {
     }
 }
 
-/// Whether one claim of a write holds, consuming what it consumes.
-/// The version stamps of the clients a group commit's writes name, read
-/// with one statement at the start of its transaction.
-#[derive(Debug, Default)]
-pub(crate) struct KnownClients {
-    /// Whether the stamps were read: then a client missing from `versions`
-    /// was deleted.
-    read: bool,
-    versions: std::collections::HashMap<String, i64>,
+/// `head ($first, $first + 1, …)`: a list of `count` parameters.
+fn in_list(head: &str, first: usize, count: usize) -> String {
+    use std::fmt::Write as _;
+    let mut sql = String::with_capacity(head.len() + count * 5 + 2);
+    sql.push_str(head);
+    sql.push_str(" (");
+    for n in first..first + count {
+        let _ = write!(sql, "{}${n}", if n == first { "" } else { ", " });
+    }
+    sql.push(')');
+    sql
 }
 
-impl KnownClients {
-    /// Reads the stamp of every client named by a [`Claim::Client`] of
-    /// `writes`.
-    pub(crate) async fn read<'w>(
-        tx: &mut AnyConnection,
-        writes: impl Iterator<Item = &'w Write>,
-    ) -> Result<Self> {
-        use std::fmt::Write as _;
-        let mut ids: Vec<&str> = writes
-            .flat_map(|w| &w.claims)
-            .filter_map(|c| match c {
-                Claim::Client { id, .. } => Some(id.as_str()),
-                _ => None,
-            })
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        if ids.is_empty() {
-            return Ok(Self::default());
+/// The rows of `head (…)` for these ids, each asked once; none asked when
+/// there are none.
+async fn select_in(tx: &mut AnyConnection, head: &str, mut ids: Vec<&str>) -> Result<Vec<AnyRow>> {
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(in_list(head, 1, ids.len())));
+    for id in ids {
+        query = query.bind(id);
+    }
+    Ok(query.fetch_all(&mut *tx).await?)
+}
+
+/// What a group commit reads, one statement per kind, before it applies
+/// its writes: the version stamps of the clients their claims name, and
+/// which of the accounts they name are active.
+#[derive(Debug, Default)]
+pub(crate) struct BatchReads {
+    /// Whether these were read: then a client or an account missing here
+    /// was deleted (or is locked).
+    read: bool,
+    clients: HashMap<String, i64>,
+    active_users: HashSet<String>,
+}
+
+impl BatchReads {
+    pub(crate) async fn read(tx: &mut AnyConnection, writes: &[&Write]) -> Result<Self> {
+        let (mut clients, mut users) = (Vec::new(), Vec::new());
+        for claim in writes.iter().flat_map(|w| &w.claims) {
+            match claim {
+                Claim::Client { id, .. } => clients.push(id.as_str()),
+                Claim::ActiveUser(id) => users.push(id.as_str()),
+                Claim::Code(_) | Claim::Refresh(_) => {}
+            }
         }
-        let mut sql = String::from("SELECT id, version FROM clients WHERE id IN (");
-        for n in 1..=ids.len() {
-            let _ = write!(sql, "{}${n}", if n == 1 { "" } else { ", " });
-        }
-        sql.push(')');
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in &ids {
-            query = query.bind(*id);
-        }
-        let versions = query
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|row| Ok((row.try_get("id")?, row.try_get("version")?)))
-            .collect::<std::result::Result<_, sqlx::Error>>()?;
-        Ok(Self {
+        let mut reads = Self {
             read: true,
-            versions,
-        })
+            ..Self::default()
+        };
+        for row in select_in(tx, "SELECT id, version FROM clients WHERE id IN", clients).await? {
+            reads
+                .clients
+                .insert(row.try_get("id")?, row.try_get("version")?);
+        }
+        let active = "SELECT id FROM users WHERE locked_at IS NULL AND id IN";
+        for row in select_in(tx, active, users).await? {
+            reads.active_users.insert(row.try_get("id")?);
+        }
+        Ok(reads)
+    }
+
+    /// Whether a claim that only reads holds, as read.
+    fn holds(&self, claim: &Claim) -> bool {
+        match claim {
+            Claim::Client { id, version } => self.clients.get(id) == Some(version),
+            Claim::ActiveUser(id) => self.active_users.contains(id),
+            Claim::Code(_) | Claim::Refresh(_) => true,
+        }
+    }
+
+    /// How `w` fails on its claims that only read, if it does.
+    fn refuses(&self, w: &Write) -> Option<Applied> {
+        w.claims
+            .iter()
+            .find(|claim| !self.holds(claim))
+            .map(stale_by)
     }
 }
 
-async fn hold(
-    tx: &mut AnyConnection,
-    claim: &Claim,
-    known: &KnownClients,
-    now: i64,
-) -> Result<bool> {
-    let (consume, digest) = match claim {
-        Claim::Code(digest) => (
-            "UPDATE authorization_codes SET consumed_at = $1 WHERE digest = $2 AND consumed_at IS NULL",
-            digest,
-        ),
-        Claim::Refresh(digest) => (
-            "UPDATE refresh_tokens SET consumed_at = $1 WHERE digest = $2 AND consumed_at IS NULL",
-            digest,
-        ),
-        Claim::ActiveUser(id) => {
-            let active: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM users WHERE id = $1 AND locked_at IS NULL")
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            return Ok(active.is_some());
+/// What a write whose `claim` no longer holds comes to.
+fn stale_by(claim: &Claim) -> Applied {
+    match claim {
+        Claim::Client { .. } => Applied::ClientChanged,
+        Claim::Code(_) | Claim::Refresh(_) | Claim::ActiveUser(_) => Applied::Stale,
+    }
+}
+
+/// Consumes what each claim consumes (a code or a refresh token, unused
+/// until now), with one `UPDATE … RETURNING` per table and instant however
+/// many there are, and says which held. Of claims on the same thing, the
+/// first holds.
+async fn consume(tx: &mut AnyConnection, claims: &[(i64, &Claim)]) -> Result<Vec<bool>> {
+    let mut held = vec![false; claims.len()];
+    let mut groups: Vec<(&str, i64, Vec<(usize, &str)>)> = Vec::new();
+    for (i, (now, claim)) in claims.iter().enumerate() {
+        let (table, digest) = match claim {
+            Claim::Code(digest) => ("authorization_codes", digest),
+            Claim::Refresh(digest) => ("refresh_tokens", digest),
+            Claim::ActiveUser(_) | Claim::Client { .. } => continue,
+        };
+        match groups.iter_mut().find(|(t, n, _)| *t == table && n == now) {
+            Some((_, _, members)) => members.push((i, digest)),
+            None => groups.push((table, *now, vec![(i, digest)])),
         }
+    }
+    for (table, now, members) in groups {
+        let head =
+            format!("UPDATE {table} SET consumed_at = $1 WHERE consumed_at IS NULL AND digest IN");
+        let sql = in_list(&head, 2, members.len()) + " RETURNING digest";
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+        for (_, digest) in &members {
+            query = query.bind(*digest);
+        }
+        let mut consumed: HashSet<String> = query
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| row.try_get("digest"))
+            .collect::<std::result::Result<_, sqlx::Error>>()?;
+        for (i, digest) in members {
+            held[i] = consumed.remove(digest);
+        }
+    }
+    Ok(held)
+}
+
+/// Whether one claim of a write holds, consuming what it consumes. Claims
+/// that only read are answered from `reads` when it was read.
+async fn hold(tx: &mut AnyConnection, claim: &Claim, reads: &BatchReads, now: i64) -> Result<bool> {
+    if reads.read && !claim.consumes() {
+        return Ok(reads.holds(claim));
+    }
+    let found: Option<i64> = match claim {
+        Claim::Code(_) | Claim::Refresh(_) => return Ok(consume(tx, &[(now, claim)]).await?[0]),
         Claim::Client { id, version } => {
-            if known.read {
-                return Ok(known.versions.get(id) == Some(version));
-            }
-            let same: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM clients WHERE id = $1 AND version = $2")
-                    .bind(id)
-                    .bind(version)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            return Ok(same.is_some());
+            sqlx::query_scalar("SELECT 1 FROM clients WHERE id = $1 AND version = $2")
+                .bind(id)
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await?
+        }
+        Claim::ActiveUser(id) => {
+            sqlx::query_scalar("SELECT 1 FROM users WHERE id = $1 AND locked_at IS NULL")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
         }
     };
-    let consumed = sqlx::query(consume)
-        .bind(now)
-        .bind(digest)
-        .execute(&mut *tx)
-        .await?;
-    Ok(consumed.rows_affected() == 1)
+    Ok(found.is_some())
 }
 
 /// Applies one write in `tx` and commits it whole; a stale write is
@@ -432,7 +511,7 @@ pub(crate) async fn apply_whole(
     write: &Write,
 ) -> Result<Applied> {
     let mut inserts = Inserts::default();
-    let applied = apply_in(&mut tx, write, &KnownClients::default(), &mut inserts).await?;
+    let applied = apply_in(&mut tx, write, &BatchReads::default(), &mut inserts).await?;
     if applied == Applied::Done {
         inserts.flush(&mut tx).await?;
         tx.commit().await?;
@@ -447,7 +526,7 @@ pub(crate) async fn apply_whole(
 pub(crate) async fn apply_in<'a>(
     tx: &mut AnyConnection,
     w: &'a Write,
-    known: &KnownClients,
+    reads: &BatchReads,
     inserts: &mut Inserts<'a>,
 ) -> Result<Applied> {
     // The claims that only read come first, so that a write that consumes
@@ -455,24 +534,80 @@ pub(crate) async fn apply_in<'a>(
     let (consuming, reading): (Vec<&Claim>, Vec<&Claim>) =
         w.claims.iter().partition(|c| c.consumes());
     for claim in reading.into_iter().chain(consuming) {
-        if !hold(tx, claim, known, w.now).await? {
-            return Ok(match claim {
-                Claim::Client { .. } => Applied::ClientChanged,
-                _ => Applied::Stale,
-            });
+        if !hold(tx, claim, reads, w.now).await? {
+            return Ok(stale_by(claim));
         }
     }
+    apply_rest(tx, w, inserts).await?;
+    Ok(Applied::Done)
+}
+
+/// Applies the writes of one group commit inside `tx`, each as
+/// [`apply_in`] would, but with one statement per kind of claim: the claims
+/// that only read are answered from `reads`, and the one thing each write
+/// consumes is consumed together with the others' ([`consume`]). A write
+/// that consumes more than one thing is applied on its own, in a savepoint,
+/// so that it still writes nothing when it goes stale.
+pub(crate) async fn apply_together<'a>(
+    tx: &mut AnyConnection,
+    writes: &[&'a Write],
+    reads: &BatchReads,
+    inserts: &mut Inserts<'a>,
+) -> Result<Vec<Applied>> {
+    let mut outcomes: Vec<Option<Applied>> = writes.iter().map(|w| reads.refuses(w)).collect();
+    let mut consumers = Vec::new();
+    let mut claims = Vec::new();
+    for (i, w) in writes.iter().enumerate() {
+        if outcomes[i].is_some() {
+            continue;
+        }
+        let mut consumed = w.claims.iter().filter(|c| c.consumes());
+        match (consumed.next(), consumed.next()) {
+            (Some(claim), None) => {
+                consumers.push(i);
+                claims.push((w.now, claim));
+            }
+            (None, _) => {}
+            (Some(_), Some(_)) => {
+                let mut savepoint = tx.begin().await?;
+                let applied = apply_in(&mut savepoint, w, reads, inserts).await?;
+                if applied == Applied::Done {
+                    savepoint.commit().await?;
+                }
+                outcomes[i] = Some(applied);
+            }
+        }
+    }
+    for (i, held) in consumers.into_iter().zip(consume(tx, &claims).await?) {
+        if !held {
+            outcomes[i] = Some(Applied::Stale);
+        }
+    }
+    let mut applied = Vec::with_capacity(writes.len());
+    for (w, outcome) in writes.iter().zip(outcomes) {
+        applied.push(match outcome {
+            Some(outcome) => outcome,
+            None => {
+                apply_rest(tx, w, inserts).await?;
+                Applied::Done
+            }
+        });
+    }
+    Ok(applied)
+}
+
+/// What a write does once its claims held: revocations and retirements
+/// now, its new rows gathered into `inserts`.
+async fn apply_rest<'a>(
+    tx: &mut AnyConnection,
+    w: &'a Write,
+    inserts: &mut Inserts<'a>,
+) -> Result<()> {
     if let Some((family, reason)) = &w.revoke_family {
         revoke_family(tx, family, reason, w.now).await?;
     }
     if let Some(refresh) = &w.revoke_access_of {
-        sqlx::query(
-            "UPDATE access_tokens SET revoked_at = $1 WHERE refresh_digest = $2 AND revoked_at IS NULL",
-        )
-        .bind(w.now)
-        .bind(refresh)
-        .execute(&mut *tx)
-        .await?;
+        inserts.access_revoked_with.push((w.now, refresh));
     }
     if let Some(r) = &w.retire {
         retire_parent(tx, r, w.now).await?;
@@ -486,7 +621,7 @@ pub(crate) async fn apply_in<'a>(
     inserts
         .records
         .extend(w.records.iter().map(|record| (w.now, record)));
-    Ok(Applied::Done)
+    Ok(())
 }
 
 fn event_of(r: &Record) -> Event<'_> {

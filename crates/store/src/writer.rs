@@ -21,10 +21,10 @@
 use std::sync::Arc;
 
 use healthgate_core::grant::Write;
-use sqlx::{AnyPool, Connection};
+use sqlx::AnyPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::grants::{Inserts, KnownClients, apply_in, apply_whole};
+use crate::grants::{BatchReads, Inserts, apply_together, apply_whole};
 use crate::{Applied, Result, StoreError};
 
 /// The most writes one transaction carries.
@@ -114,29 +114,17 @@ async fn run(pool: AnyPool, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
     }
 }
 
-/// Every write of `batch` in one transaction, their new rows in one
-/// statement per table.
+/// Every write of `batch` in one transaction, one statement per kind of
+/// claim and per table of new rows.
 async fn together(pool: &AnyPool, batch: &[Job]) -> Result<Vec<Result<Applied>>> {
     let mut tx = pool.begin().await?;
-    let known = KnownClients::read(&mut tx, batch.iter().map(|job| &job.write)).await?;
+    let writes: Vec<&Write> = batch.iter().map(|job| &job.write).collect();
+    let reads = BatchReads::read(&mut tx, &writes).await?;
     let mut inserts = Inserts::default();
-    let mut results = Vec::with_capacity(batch.len());
-    for job in batch {
-        let applied = if job.write.claims.iter().filter(|c| c.consumes()).count() > 1 {
-            let mut savepoint = tx.begin().await?;
-            let applied = apply_in(&mut savepoint, &job.write, &known, &mut inserts).await?;
-            if applied == Applied::Done {
-                savepoint.commit().await?;
-            }
-            applied
-        } else {
-            apply_in(&mut tx, &job.write, &known, &mut inserts).await?
-        };
-        results.push(Ok(applied));
-    }
+    let applied = apply_together(&mut tx, &writes, &reads, &mut inserts).await?;
     inserts.flush(&mut tx).await?;
     tx.commit().await?;
-    Ok(results)
+    Ok(applied.into_iter().map(Ok).collect())
 }
 
 /// One write in a transaction of its own.

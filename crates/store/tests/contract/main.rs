@@ -690,6 +690,84 @@ async fn a_write_for_a_changed_client_writes_nothing() {
     }
 }
 
+/// Decisions made on the same read of one code, committed together: one
+/// consumes it and is written, every other is stale and writes nothing; and
+/// a write for an account locked since it was read is stale in the same
+/// group without holding back the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_in_one_group_that_claim_one_code_have_one_winner() {
+    use healthgate_core::grant::{self, CodeRequest, Presenter};
+    use healthgate_store::Applied;
+    for b in backends().await {
+        let (client_id, _, digest) = setup_code(&b.store).await;
+        let read = b.store.code_for_redemption(&digest).await.unwrap();
+        let request = CodeRequest {
+            code_digest: &digest,
+            redirect_uri: Some("https://partner.example/cb"),
+            code_verifier: None,
+        };
+        let by = Presenter {
+            client_id: &client_id,
+            ip: None,
+            now: NOW + 1,
+        };
+        // Another account's code, whose account is locked before its write.
+        let (other_client, other_user, other_digest) = setup_code(&b.store).await;
+        let other_read = b.store.code_for_redemption(&other_digest).await.unwrap();
+        let locked = grant::redeem_code(
+            other_read.as_ref(),
+            CodeRequest {
+                code_digest: &other_digest,
+                ..request
+            },
+            Presenter {
+                client_id: &other_client,
+                ..by
+            },
+            &tokens(true),
+        );
+        b.store.lock_user(&other_user.id, NOW).await.unwrap();
+        let mut handles = Vec::new();
+        for _ in 0..20 {
+            let t = tokens(true);
+            let d = grant::redeem_code(read.as_ref(), request, by, &t);
+            let store = b.store.clone();
+            handles.push(tokio::spawn(async move {
+                (store.apply_grant(d.write).await.unwrap(), t)
+            }));
+        }
+        let store = b.store.clone();
+        let locked = tokio::spawn(async move { store.apply_grant(locked.write).await.unwrap() });
+        let mut winners = 0;
+        for h in handles {
+            let (applied, t) = h.await.unwrap();
+            let written = b.store.access_token(&t.access.digest).await.unwrap();
+            match applied {
+                Applied::Done => {
+                    winners += 1;
+                    assert!(written.is_some(), "{}", b.name);
+                }
+                Applied::Stale => assert!(written.is_none(), "{}: nothing written", b.name),
+                Applied::ClientChanged => panic!("{}: the client did not change", b.name),
+            }
+        }
+        assert_eq!(winners, 1, "{}: one consumes the code", b.name);
+        assert_eq!(locked.await.unwrap(), Applied::Stale, "{}", b.name);
+        let still = b
+            .store
+            .code_for_redemption(&other_digest)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            !still.consumed,
+            "{}: the locked account's code is left unused",
+            b.name
+        );
+        b.cleanup().await;
+    }
+}
+
 /// Introspection reads the token, its account's username and the calling
 /// client's stamp in one query.
 #[tokio::test]
