@@ -446,7 +446,9 @@ fn stale_by(claim: &Claim) -> Applied {
 /// first holds.
 async fn consume(tx: &mut AnyConnection, claims: &[(i64, &Claim)]) -> Result<Vec<bool>> {
     let mut held = vec![false; claims.len()];
-    let mut groups: Vec<(&str, i64, Vec<(usize, &str)>)> = Vec::new();
+    // (table, instant, [(claim's index, digest)])
+    type Group<'c> = (&'static str, i64, Vec<(usize, &'c str)>);
+    let mut groups: Vec<Group<'_>> = Vec::new();
     for (i, (now, claim)) in claims.iter().enumerate() {
         let (table, digest) = match claim {
             Claim::Code(digest) => ("authorization_codes", digest),
