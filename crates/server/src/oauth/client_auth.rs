@@ -298,10 +298,7 @@ pub async fn authenticate(
     params: &Params,
     ip: &ClientIp,
 ) -> Result<Authenticated, JsonError> {
-    match client(state, headers, params, false).await? {
-        Ok(client) => Ok(client),
-        Err(refusal) => Err(refuse(state, ip, refusal).await),
-    }
+    authenticate_from(state, headers, params, ip, false).await
 }
 
 /// As [`authenticate`], but a client this node has read before is
@@ -317,7 +314,36 @@ pub async fn authenticate_cached(
     params: &Params,
     ip: &ClientIp,
 ) -> Result<Authenticated, JsonError> {
-    match client(state, headers, params, true).await? {
+    authenticate_from(state, headers, params, ip, true).await
+}
+
+/// Whether `client` was authenticated against its record as it is now:
+/// read for the request, or a copy whose stamp is still the database's.
+pub async fn confirmed(state: &AppState, client: &Authenticated) -> Result<bool, StoreError> {
+    Ok(!client.cached || state.store.client_is(&client.id, client.version).await?)
+}
+
+/// Authenticates the client again from its record as it is now, after the
+/// copy `stale` was found out of date.
+pub async fn again(
+    state: &AppState,
+    stale: &Authenticated,
+    headers: &HeaderMap,
+    params: &Params,
+    ip: &ClientIp,
+) -> Result<Authenticated, JsonError> {
+    state.known_clients.forget(&stale.id);
+    authenticate(state, headers, params, ip).await
+}
+
+async fn authenticate_from(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &Params,
+    ip: &ClientIp,
+    cached: bool,
+) -> Result<Authenticated, JsonError> {
+    match client(state, headers, params, cached).await? {
         Ok(client) => Ok(client),
         Err(refusal) => Err(refuse(state, ip, refusal).await),
     }

@@ -42,11 +42,10 @@ pub async fn post(
     // record changed, the request starts again from the record as it is.
     let confirmed = match &seen {
         Ok((_, Some(confirmed))) => *confirmed,
-        _ => !caller.cached || state.store.client_is(&caller.id, caller.version).await?,
+        _ => client_auth::confirmed(&state, &caller).await?,
     };
     if !confirmed {
-        state.known_clients.forget(&caller.id);
-        caller = client_auth::authenticate(&state, &headers, &params, &ip).await?;
+        caller = client_auth::again(&state, &caller, &headers, &params, &ip).await?;
         seen = answer(&state, &caller, &params).await;
     }
     let (answer, _) = seen?;

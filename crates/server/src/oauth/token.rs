@@ -47,12 +47,8 @@ pub async fn post(
     // stamp. A refusal made with this node's copy of the client is
     // confirmed here; if the client changed meanwhile (suspended, a new
     // secret), the request starts again from its record as it is now.
-    if response.is_err()
-        && client.cached
-        && !state.store.client_is(&client.id, client.version).await?
-    {
-        state.known_clients.forget(&client.id);
-        client = client_auth::authenticate(&state, &headers, &params, &ip).await?;
+    if response.is_err() && !client_auth::confirmed(&state, &client).await? {
+        client = client_auth::again(&state, &client, &headers, &params, &ip).await?;
         response = grant(&state, &client, grant_type, &params, &ip).await;
     }
     // A guessed code or refresh token counts against the client: past the
