@@ -1051,9 +1051,17 @@ async fn an_operator_suspends_an_app_and_filters_the_audit_log_by_clicking() {
         .await
         .unwrap();
     click(&c, "button.primary").await;
-    wait_for(&c, "tr.event").await;
-    let url = c.current_url().await.unwrap();
+    // The unfiltered page has rows too: wait for the filtered one.
+    let mut url = c.current_url().await.unwrap();
+    for _ in 0..100 {
+        if url.as_str().contains("kind=client.suspended") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        url = c.current_url().await.unwrap();
+    }
     assert!(url.as_str().contains("kind=client.suspended"), "{url}");
+    wait_for(&c, "tr.event").await;
     let rows = c.find_all(Locator::Css("tr.event")).await.unwrap();
     assert_eq!(rows.len(), 1);
     let row = rows[0].text().await.unwrap();
