@@ -144,7 +144,7 @@ pub struct Record {
 }
 
 impl Record {
-    fn new(kind: EventKind, client_id: &str, subject: &str) -> Self {
+    pub(crate) fn new(kind: EventKind, client_id: &str, subject: &str) -> Self {
         Self {
             kind,
             outcome: Outcome::Success,

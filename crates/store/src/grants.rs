@@ -8,7 +8,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use healthgate_core::error::OAuthError;
 use healthgate_core::grant::{
     Claim, CodeRead, NewFamily, Record, RefreshRead, Retirement, TokenRows, Write,
 };
@@ -26,24 +25,6 @@ use crate::{Result, Store, StoreError};
 use healthgate_core::event::EventKind;
 use healthgate_core::secret::new_id;
 use healthgate_core::user::User;
-
-/// Why an exchange that still decides in the store (the Hint-style connect
-/// code) could not be completed.
-#[derive(Debug, thiserror::Error)]
-pub enum GrantError {
-    /// The request is refused; tell the client.
-    #[error(transparent)]
-    OAuth(#[from] OAuthError),
-    /// Storage failed; fail closed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl From<sqlx::Error> for GrantError {
-    fn from(e: sqlx::Error) -> Self {
-        Self::Store(StoreError::Database(e))
-    }
-}
 
 /// Whether a grant's write was applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -626,7 +607,7 @@ async fn apply_rest<'a>(
     Ok(())
 }
 
-fn event_of(r: &Record) -> Event<'_> {
+pub(crate) fn event_of(r: &Record) -> Event<'_> {
     Event {
         kind: r.kind,
         outcome: r.outcome,

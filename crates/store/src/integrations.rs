@@ -1,18 +1,20 @@
 //! Organizations, practice integrations, connect codes and practice API keys.
 
-use healthgate_core::error::OAuthError;
 use healthgate_core::event::EventKind;
-use healthgate_core::integration::{ApiKey, ConnectMode, Integration, IntegrationStatus};
+use healthgate_core::integration::{
+    ApiKey, ConnectCodeRead, ConnectMode, ConnectWrite, Integration, IntegrationStatus, NewApiKey,
+};
 use healthgate_core::org::Organization;
 use healthgate_core::secret::{Minted, new_id};
 use healthgate_core::user::User;
 use sqlx::{Any, AnyConnection, Row, Transaction};
 
 use crate::events::{Actor, Event, append};
-use crate::grants::GrantError;
+use crate::grants::{Applied, event_of};
 use crate::{Result, Store, StoreError, conflict};
 
 const INTEGRATION_COLUMNS: &str = "id, organization_id, client_id, status, created_by, activated_by, created_at, activated_at, disconnected_at";
+const INTEGRATION_COLUMNS_OF_I: &str = "i.id, i.organization_id, i.client_id, i.status, i.created_by, i.activated_by, i.created_at, i.activated_at, i.disconnected_at";
 const KEY_COLUMNS: &str = "id, integration_id, organization_id, client_id, description, created_at, last_used_at, revoked_at";
 
 fn integration_from_row(r: &sqlx::any::AnyRow) -> Result<Integration> {
@@ -66,37 +68,22 @@ async fn integration_in(conn: &mut AnyConnection, id: &str) -> Result<Option<Int
 }
 
 /// Inserts a new API key for an integration.
-async fn insert_key(
-    tx: &mut Transaction<'static, Any>,
-    integration: &Integration,
-    key: &Minted,
-    description: Option<&str>,
-    now: i64,
-) -> Result<ApiKey> {
-    let record = ApiKey {
-        id: new_id("key"),
-        integration_id: integration.id.clone(),
-        organization_id: integration.organization_id.clone(),
-        client_id: integration.client_id.clone(),
-        description: description.map(str::to_owned),
-        created_at: now,
-        last_used_at: None,
-        revoked_at: None,
-    };
+async fn insert_key(tx: &mut Transaction<'static, Any>, new: &NewApiKey) -> Result<()> {
+    let k = &new.key;
     sqlx::query(
         "INSERT INTO api_keys (digest, id, integration_id, organization_id, client_id, description, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
-    .bind(&key.digest)
-    .bind(&record.id)
-    .bind(&record.integration_id)
-    .bind(&record.organization_id)
-    .bind(&record.client_id)
-    .bind(&record.description)
-    .bind(now)
+    .bind(&new.digest)
+    .bind(&k.id)
+    .bind(&k.integration_id)
+    .bind(&k.organization_id)
+    .bind(&k.client_id)
+    .bind(&k.description)
+    .bind(k.created_at)
     .execute(&mut **tx)
     .await?;
-    Ok(record)
+    Ok(())
 }
 
 /// A practice API key as presented: the key, its integration's status, and
@@ -116,15 +103,6 @@ impl PresentedKey {
             && self.status != IntegrationStatus::Disconnected
             && !self.client_suspended
     }
-}
-
-/// A connect code presented by a partner.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnectRedemption<'a> {
-    pub code_digest: &'a str,
-    pub client_id: &'a str,
-    pub activate: bool,
-    pub now: i64,
 }
 
 impl Store {
@@ -485,108 +463,77 @@ impl Store {
         Ok(integration)
     }
 
-    /// Exchanges a connect code for the practice's API key (Hint's
-    /// `/api/oauth/tokens`). Single use: a replay revokes the key the code
-    /// produced. A code of another partner, expired or unknown is refused
-    /// and leaves everything as it was.
-    pub async fn redeem_connect_code(
-        &self,
-        r: ConnectRedemption<'_>,
-        key: &Minted,
-    ) -> Result<(Integration, ApiKey), GrantError> {
-        let mut tx = self.writer.begin().await?;
-        let row: Option<(String, i64, Option<String>)> = sqlx::query_as(
-            "UPDATE connect_codes SET consumed_at = $1, api_key_digest = $2
-             WHERE digest = $3 AND consumed_at IS NULL
-             RETURNING integration_id, expires_at, created_by",
-        )
-        .bind(r.now)
-        .bind(&key.digest)
-        .bind(r.code_digest)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((integration_id, expires_at, created_by)) = row else {
-            let replayed: Option<(String, Option<String>)> = sqlx::query_as(
-                "SELECT integration_id, api_key_digest FROM connect_codes WHERE digest = $1",
-            )
-            .bind(r.code_digest)
-            .fetch_optional(&mut *tx)
+    /// A connect code with its integration, as read for an exchange
+    /// (decided by `healthgate_core::integration::exchange_connect_code`).
+    pub async fn connect_code_for_exchange(&self, digest: &str) -> Result<Option<ConnectCodeRead>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT c.expires_at AS code_expires_at, c.created_by AS code_created_by,
+                    c.consumed_at AS code_consumed_at, c.api_key_digest AS code_key,
+                    {INTEGRATION_COLUMNS_OF_I}
+             FROM connect_codes c JOIN integrations i ON i.id = c.integration_id
+             WHERE c.digest = $1"
+        ));
+        let row = sqlx::query(sql)
+            .bind(digest)
+            .fetch_optional(&self.reader)
             .await?;
-            if let Some((integration_id, produced)) = replayed {
-                let integration = integration_in(&mut tx, &integration_id).await?;
-                if let (Some(i), Some(produced)) = (integration, produced) {
-                    sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE digest = $2 AND revoked_at IS NULL")
-                        .bind(r.now)
-                        .bind(produced)
-                        .execute(&mut *tx)
-                        .await?;
-                    let event = Event::new(EventKind::ConnectCodeReplayed)
-                        .failed()
-                        .subject(&i.id)
-                        .client(&i.client_id)
-                        .organization(&i.organization_id)
-                        .data(serde_json::json!({ "integration_id": i.id }));
-                    append(&mut tx, r.now, &event).await?;
-                    tx.commit().await?;
-                }
-                return Err(OAuthError::invalid_grant("the code has already been used").into());
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some(ConnectCodeRead {
+            integration: integration_from_row(&r)?,
+            expires_at: r.try_get("code_expires_at")?,
+            created_by: r.try_get("code_created_by")?,
+            consumed: r.try_get::<Option<i64>, _>("code_consumed_at")?.is_some(),
+            produced_key: r.try_get("code_key")?,
+        }))
+    }
+
+    /// Applies an exchange's write in one transaction. [`Applied::Stale`]
+    /// when the code it consumes was used (or killed by a disconnection)
+    /// since it was read: then nothing is written; read and decide again.
+    pub async fn apply_connect(&self, w: &ConnectWrite) -> Result<Applied> {
+        let mut tx = self.writer.begin().await?;
+        if let Some(code) = &w.consume {
+            let claimed = sqlx::query(
+                "UPDATE connect_codes SET consumed_at = $1, api_key_digest = $2
+                 WHERE digest = $3 AND consumed_at IS NULL",
+            )
+            .bind(w.now)
+            .bind(w.key.as_ref().map(|k| k.digest.as_str()))
+            .bind(code)
+            .execute(&mut *tx)
+            .await?;
+            if claimed.rows_affected() == 0 {
+                return Ok(Applied::Stale);
             }
-            return Err(OAuthError::invalid_grant("unknown code").into());
-        };
-        let integration = integration_in(&mut tx, &integration_id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("connect code without integration".into()))?;
-        // Any refusal below drops the transaction: the code stays unused.
-        if integration.client_id != r.client_id {
-            return Err(OAuthError::invalid_grant("the code was issued to another partner").into());
         }
-        if r.now >= expires_at {
-            return Err(OAuthError::invalid_grant("the code has expired").into());
-        }
-        if integration.status == IntegrationStatus::Disconnected {
-            return Err(OAuthError::invalid_grant(
-                "the practice has disconnected this integration",
+        if let Some(digest) = &w.revoke_key {
+            sqlx::query(
+                "UPDATE api_keys SET revoked_at = $1 WHERE digest = $2 AND revoked_at IS NULL",
             )
-            .into());
+            .bind(w.now)
+            .bind(digest)
+            .execute(&mut *tx)
+            .await?;
         }
-        let api_key = insert_key(
-            &mut tx,
-            &integration,
-            key,
-            Some("Connected via code"),
-            r.now,
-        )
-        .await?;
-        let (status, kind) = if r.activate {
-            (
-                IntegrationStatus::Connected,
-                EventKind::IntegrationConnected,
+        if let Some(key) = &w.key {
+            insert_key(&mut tx, key).await?;
+        }
+        if let Some((id, by)) = &w.activate {
+            sqlx::query(
+                "UPDATE integrations SET status = 'connected', activated_by = $1, activated_at = $2
+                 WHERE id = $3 AND status = 'pending'",
             )
-        } else {
-            (integration.status, EventKind::IntegrationPending)
-        };
-        if r.activate && integration.status != IntegrationStatus::Connected {
-            sqlx::query("UPDATE integrations SET status = 'connected', activated_by = $1, activated_at = $2 WHERE id = $3")
-                .bind(&created_by)
-                .bind(r.now)
-                .bind(&integration.id)
-                .execute(&mut *tx)
-                .await?;
+            .bind(by)
+            .bind(w.now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         }
-        let event = Event::new(kind)
-            .actor(created_by.as_deref())
-            .subject(&integration.id)
-            .client(&integration.client_id)
-            .organization(&integration.organization_id)
-            .data(
-                serde_json::json!({ "integration_id": integration.id, "status": status.as_str() }),
-            );
-        append(&mut tx, r.now, &event).await?;
-        let updated = integration_in(&mut tx, &integration.id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("integration vanished".into()))?;
+        for record in &w.records {
+            append(&mut tx, w.now, &event_of(record)).await?;
+        }
         tx.commit().await?;
-        Ok((updated, api_key))
+        Ok(Applied::Done)
     }
 
     /// The partner activates a pending integration it holds a key for.
@@ -672,7 +619,9 @@ impl Store {
         now: i64,
     ) -> Result<ApiKey> {
         let mut tx = self.writer.begin().await?;
-        let record = insert_key(&mut tx, integration, key, description, now).await?;
+        let new = NewApiKey::of(integration, key, description, now);
+        insert_key(&mut tx, &new).await?;
+        let record = new.key;
         let event = Event::new(EventKind::ApiKeyCreated)
             .subject(&record.id)
             .client(&integration.client_id)

@@ -31,8 +31,8 @@ pub use account::{OrgGrant, UserGrant};
 pub use clients::{CLIENT_SUSPENDED, ClientSaved, ListingOutcome, Suspension};
 pub use events::{Actor, ChainReport, Event, EventFilter, StoredEvent};
 pub use factors::Factor;
-pub use grants::{Applied, GrantError, TokenForCaller};
-pub use integrations::{ConnectRedemption, PresentedKey};
+pub use grants::{Applied, TokenForCaller};
+pub use integrations::PresentedKey;
 pub use keys::StoredKey;
 pub use purge::Purged;
 pub use recovery::{

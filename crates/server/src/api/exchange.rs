@@ -11,8 +11,9 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use healthgate_core::error::{ErrorCode, OAuthError};
+use healthgate_core::integration::{ConnectDecision, ConnectExchange, exchange_connect_code};
 use healthgate_core::secret::{self, SecretKind, mint};
-use healthgate_store::ConnectRedemption;
+use healthgate_store::{Applied, StoreError};
 
 use crate::api::integrations::integration_json;
 use crate::http::error::{ApiError, no_store};
@@ -53,31 +54,41 @@ pub async fn post(
     let code = params.require("code")?;
     let activate = parse_bool("activate", params.get("activate"))?;
     let key = mint(SecretKind::ApiKey);
-    let now = state.now();
-    let redeemed = state
-        .store
-        .redeem_connect_code(
-            ConnectRedemption {
-                code_digest: &secret::digest(code),
-                client_id: &partner.id,
-                activate,
-                now,
-            },
-            &key,
-        )
-        .await;
-    // A guessed connect code counts against the partner, as a guessed
-    // authorization code does.
-    if let Err(healthgate_store::GrantError::OAuth(e)) = &redeemed
-        && e.code == ErrorCode::InvalidGrant
-    {
-        throttle::client_failed(&state, &partner.id, ip.as_deref()).await?;
-    }
-    let (integration, _) = redeemed?;
+    let request = ConnectExchange {
+        code_digest: &secret::digest(code),
+        client_id: &partner.id,
+        activate,
+        now: state.now(),
+    };
+    let integration = loop {
+        let read = state
+            .store
+            .connect_code_for_exchange(request.code_digest)
+            .await?;
+        let ConnectDecision { write, outcome } =
+            exchange_connect_code(read.as_ref(), request, &key);
+        if state.store.apply_connect(&write).await? == Applied::Stale {
+            // Used or killed since it was read: decide again on what is
+            // there now.
+            continue;
+        }
+        if let Err(e) = outcome {
+            // A guessed connect code counts against the partner, as a
+            // guessed authorization code does.
+            throttle::client_failed(&state, &partner.id, ip.as_deref()).await?;
+            return Err(e.into());
+        }
+        let id = read.map(|r| r.integration.id).unwrap_or_default();
+        break state
+            .store
+            .integration(&id)
+            .await?
+            .ok_or(StoreError::Corrupt("integration vanished".into()))?;
+    };
     let mut body = integration_json(&state, &integration).await?;
     body["token_type"] = "bearer".into();
     body["access_token"] = key.value.into();
-    body["created_at"] = now.into();
+    body["created_at"] = request.now.into();
     let mut response = Json(body).into_response();
     no_store(&mut response);
     Ok(response)

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use std::borrow::Cow;
 
 use healthgate_core::error::{Description, ErrorCode, OAuthError};
-use healthgate_store::{GrantError, StoreError};
+use healthgate_store::StoreError;
 use serde::Serialize;
 
 /// An error answered as `{"error": …, "error_description": …}`.
@@ -29,15 +29,6 @@ impl From<OAuthError> for JsonError {
 impl From<StoreError> for JsonError {
     fn from(e: StoreError) -> Self {
         Self(store_failure(&e))
-    }
-}
-
-impl From<GrantError> for JsonError {
-    fn from(e: GrantError) -> Self {
-        match e {
-            GrantError::OAuth(e) => Self(e),
-            GrantError::Store(e) => e.into(),
-        }
     }
 }
 

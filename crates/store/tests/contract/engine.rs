@@ -6,9 +6,21 @@ use healthgate_core::error::OAuthError;
 use healthgate_core::grant::{
     self, CodeRequest, Decision, Issued, NewTokens, Presenter, RefreshRequest,
 };
+use healthgate_core::integration::{self, ConnectExchange};
 use healthgate_core::scope::ScopeSet;
+use healthgate_core::secret::Minted;
 use healthgate_core::token::RefreshRotation;
-use healthgate_store::{Applied, GrantError, Store};
+use healthgate_store::{Applied, Store, StoreError};
+
+/// Why a grant could not be completed: refused (tell the client), or the
+/// store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    #[error(transparent)]
+    OAuth(#[from] OAuthError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// The code presented at the token endpoint, with what the client sent.
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +70,12 @@ pub trait Grants {
         tokens: &NewTokens,
         now: i64,
     ) -> Result<Issued, GrantError>;
+    /// Exchanges a connect code for a practice API key (`secret`).
+    async fn exchange_connect_code(
+        &self,
+        r: ConnectExchange<'_>,
+        secret: &Minted,
+    ) -> Result<(), GrantError>;
 }
 
 impl Grants for Store {
@@ -115,5 +133,19 @@ impl Grants for Store {
         let d = grant::direct(client_id, None, scope, tokens, "client_credentials", now);
         let issued = settle(self, d).await?;
         Ok(issued.expect("a write without claims cannot go stale"))
+    }
+
+    async fn exchange_connect_code(
+        &self,
+        r: ConnectExchange<'_>,
+        secret: &Minted,
+    ) -> Result<(), GrantError> {
+        loop {
+            let read = self.connect_code_for_exchange(r.code_digest).await?;
+            let d = integration::exchange_connect_code(read.as_ref(), r, secret);
+            if self.apply_connect(&d.write).await? == Applied::Done {
+                return Ok(d.outcome?);
+            }
+        }
     }
 }

@@ -10,14 +10,12 @@ use healthgate_core::scope::ScopeSet;
 use healthgate_core::secret::{SecretKind, mint, new_id};
 use healthgate_core::token::{AuthorizationCode, RefreshRotation};
 use healthgate_core::user::{User, UserType};
-use healthgate_store::{
-    Actor, GrantError, PoolConfig, Session, Store, StoreError, ThrottleKind, Unlocked,
-};
+use healthgate_store::{Actor, PoolConfig, Session, Store, StoreError, ThrottleKind, Unlocked};
 
 mod engine;
 mod recovery;
 
-use engine::{CodeRedemption, Grants, Refresh};
+use engine::{CodeRedemption, GrantError, Grants, Refresh};
 
 const NOW: i64 = 1_800_000_000;
 
@@ -2170,8 +2168,8 @@ async fn practice_key(store: &Store, client: &Client, admin: &User) -> String {
         .unwrap();
     let key = mint(SecretKind::ApiKey);
     store
-        .redeem_connect_code(
-            healthgate_store::ConnectRedemption {
+        .exchange_connect_code(
+            healthgate_core::integration::ConnectExchange {
                 code_digest: &code.digest,
                 client_id: &client.id,
                 activate: true,
@@ -2182,6 +2180,139 @@ async fn practice_key(store: &Store, client: &Client, admin: &User) -> String {
         .await
         .unwrap();
     key.digest
+}
+
+/// A practice with a pending integration of `client` and an unused connect
+/// code for it; returns the organization id and the code.
+async fn connect_code(
+    store: &Store,
+    client: &Client,
+    admin: &User,
+) -> (String, healthgate_core::secret::Minted) {
+    use healthgate_core::integration::ConnectMode;
+    let org = organization_named(store, "Connecting Practice").await;
+    let code = mint(SecretKind::ConnectCode);
+    store
+        .start_integration(
+            &org.id,
+            &client.id,
+            &admin.id,
+            &code,
+            ConnectMode::Redirect,
+            NOW + 600,
+            None,
+            NOW,
+        )
+        .await
+        .unwrap();
+    (org.id, code)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_connect_code_exchanges_have_one_winner_and_the_replays_revoke_its_key() {
+    use healthgate_core::integration::ConnectExchange;
+    for b in backends().await {
+        let s = &b.store;
+        let c = client(&new_id("app"));
+        s.insert_client(&c).await.unwrap();
+        let admin = user("connector");
+        s.insert_user(&admin).await.unwrap();
+        let (org, code) = connect_code(s, &c, &admin).await;
+        let mut handles = Vec::new();
+        for _ in 0..20 {
+            let (store, client_id, digest) = (s.clone(), c.id.clone(), code.digest.clone());
+            handles.push(tokio::spawn(async move {
+                let key = mint(SecretKind::ApiKey);
+                let exchange = ConnectExchange {
+                    code_digest: &digest,
+                    client_id: &client_id,
+                    activate: true,
+                    now: NOW + 1,
+                };
+                store
+                    .exchange_connect_code(exchange, &key)
+                    .await
+                    .map(|()| key)
+            }));
+        }
+        let mut winners = Vec::new();
+        for h in handles {
+            match h.await.unwrap() {
+                Ok(key) => winners.push(key),
+                Err(GrantError::OAuth(e)) => assert_eq!(e.code, ErrorCode::InvalidGrant),
+                Err(GrantError::Store(e)) => panic!("{}: storage error {e}", b.name),
+            }
+        }
+        assert_eq!(winners.len(), 1, "{}", b.name);
+        let integration = s.integrations_of_organization(&org).await.unwrap();
+        assert_eq!(integration.len(), 1, "{}", b.name);
+        let keys = s.api_keys(&integration[0].id).await.unwrap();
+        assert_eq!(keys.len(), 1, "{}: one key issued", b.name);
+        // Every later presentation was a replay: the key the code produced
+        // is revoked (RFC 6749 §4.1.2 applied to connect codes).
+        let presented = s
+            .api_key_by_digest(&winners[0].digest)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(presented.key.revoked_at.is_some(), "{}", b.name);
+        b.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_connect_code_killed_after_it_was_read_is_decided_again_and_issues_nothing() {
+    use healthgate_core::integration::{self, ConnectExchange};
+    use healthgate_store::Applied;
+    for b in backends().await {
+        let s = &b.store;
+        let c = client(&new_id("app"));
+        s.insert_client(&c).await.unwrap();
+        let admin = user("connector");
+        s.insert_user(&admin).await.unwrap();
+        let (org, code) = connect_code(s, &c, &admin).await;
+        let exchange = ConnectExchange {
+            code_digest: &code.digest,
+            client_id: &c.id,
+            activate: true,
+            now: NOW + 1,
+        };
+        let key = mint(SecretKind::ApiKey);
+        let read = s.connect_code_for_exchange(&code.digest).await.unwrap();
+        let decided = integration::exchange_connect_code(read.as_ref(), exchange, &key);
+        assert!(decided.outcome.is_ok(), "{}", b.name);
+        // The practice disconnects between the read and the write.
+        let id = read.unwrap().integration.id;
+        s.deactivate_integration(&id, Some(&admin.id), None, NOW + 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.apply_connect(&decided.write).await.unwrap(),
+            Applied::Stale,
+            "{}",
+            b.name
+        );
+        assert!(s.api_keys(&id).await.unwrap().is_empty(), "{}", b.name);
+        assert_eq!(
+            s.api_key_by_digest(&key.digest).await.unwrap(),
+            None,
+            "{}",
+            b.name
+        );
+        // Decided again: a used code, which produced no key.
+        let err = s.exchange_connect_code(exchange, &key).await.unwrap_err();
+        assert!(
+            matches!(&err, GrantError::OAuth(e) if &*e.description == "the code has already been used"),
+            "{}: {err}",
+            b.name
+        );
+        let integrations = s.integrations_of_organization(&org).await.unwrap();
+        assert_eq!(
+            integrations[0].status,
+            healthgate_core::integration::IntegrationStatus::Disconnected
+        );
+        b.cleanup().await;
+    }
 }
 
 fn data_of(e: &healthgate_store::StoredEvent) -> serde_json::Value {
