@@ -353,7 +353,7 @@ async fn rs256_is_available_per_client() {
         app.clock.as_ref(),
         client.id(),
         healthgate_server::services::admin::ClientChanges {
-            id_token_alg: Some(healthgate_core::jose::Alg::Rs256),
+            id_token_alg: Some(healthgate_core::jose::Alg::Es256),
             ..Default::default()
         }, Actor::system(),
     )
@@ -370,4 +370,59 @@ async fn rs256_is_available_per_client() {
     );
     let claims = id_token.claims(&verifier, &nonce).expect("RS256 signature verifies");
     assert_eq!(claims.subject().as_str(), user.id);
+}
+
+/// An ID token that cannot be signed is found out before anything is
+/// written: the request fails, no token is issued, and the code stays
+/// unused, so the client can redeem it once signing works again.
+#[tokio::test]
+async fn an_id_token_that_cannot_be_signed_leaves_the_code_unused() {
+    use healthgate_core::jose::Alg;
+    use healthgate_store::StoredKey;
+    let app = spawn_app().await;
+    let client = oidc_app_client(&app).await;
+    let (browser, _) = app.signed_in("alice").await;
+    let code = app
+        .code(&browser, &client, &[("scope", "openid profile_read")])
+        .await;
+    // The key that signs now cannot be opened (sealed under another
+    // instance's secret, say).
+    let now = app.clock.now();
+    app.state
+        .store
+        .add_signing_key(&StoredKey {
+            kid: "unopenable".into(),
+            alg: Alg::Es256.as_str().into(),
+            private_key: "not a sealed key".into(),
+            public_jwk: "{}".into(),
+            created_at: now,
+            active_from: now,
+            retired_at: None,
+        })
+        .await
+        .unwrap();
+    let (status, body) = app.exchange(&client, &code, &[]).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert_eq!(body["error"], "server_error", "{body}");
+    assert!(body.get("access_token").is_none());
+    assert!(app.events_of("token.issued").await.is_empty());
+    let digest = healthgate_core::secret::digest(&code);
+    let read = app.state.store.code_for_redemption(&digest).await.unwrap();
+    assert!(!read.expect("the code is still there").consumed);
+
+    // A key that opens takes over; the same code is redeemed once.
+    app.clock.advance(1);
+    healthgate_server::services::keys::add_key(
+        &app.state.store,
+        &app.state.settings,
+        Alg::Es256,
+        app.clock.now(),
+        app.clock.now(),
+    )
+    .await
+    .unwrap();
+    let (status, body) = app.exchange(&client, &code, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["id_token"].as_str().is_some(), "{body}");
+    assert_eq!(app.events_of("token.issued").await.len(), 1);
 }
