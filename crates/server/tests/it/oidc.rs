@@ -353,7 +353,7 @@ async fn rs256_is_available_per_client() {
         app.clock.as_ref(),
         client.id(),
         healthgate_server::services::admin::ClientChanges {
-            id_token_alg: Some(healthgate_core::jose::Alg::Es256),
+            id_token_alg: Some(healthgate_core::jose::Alg::Rs256),
             ..Default::default()
         }, Actor::system(),
     )
