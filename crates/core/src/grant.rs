@@ -23,7 +23,7 @@ use crate::event::{EventKind, Outcome};
 use crate::mfa::Amr;
 use crate::owner::ResourceOwner;
 use crate::scope::ScopeSet;
-use crate::secret::{Minted, new_id};
+use crate::secret::{Minted, new_ordered_id};
 use crate::token::{AuthorizationCode, GrantContext, RefreshRotation, RefreshToken};
 
 /// The secrets to issue, minted by the server (which alone sees their
@@ -514,7 +514,7 @@ pub fn direct(
     grant_type: &str,
     now: i64,
 ) -> Decision {
-    let family_id = new_id("fam");
+    let family_id = new_ordered_id("fam", now);
     let user_id = user.map(|u| u.id.as_str());
     let grant = GrantContext {
         organization_id: None,

@@ -9,7 +9,7 @@
 //! keeps token issue from queueing on one chain-head lock.
 
 use healthgate_core::event::{EventKind, Outcome};
-use healthgate_core::secret::new_id;
+use healthgate_core::secret::{new_id, new_ordered_id};
 use sha2::{Digest, Sha256};
 use sqlx::{AnyConnection, Row};
 
@@ -191,7 +191,7 @@ fn event_from_row(r: &sqlx::any::AnyRow) -> Result<StoredEvent> {
 /// webhook delivery if it concerns a partner with a live webhook. Returns the
 /// event's id.
 pub(crate) async fn append(conn: &mut AnyConnection, at: i64, event: &Event<'_>) -> Result<String> {
-    let id = new_id("evt");
+    let id = new_ordered_id("evt", at);
     let data = event.data.as_ref().map(|d| d.to_string());
     sqlx::query(
         "INSERT INTO events (id, at, kind, actor_user_id, subject, client_id, organization_id, ip, outcome, data)

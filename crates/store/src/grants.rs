@@ -23,7 +23,7 @@ use crate::events::{Actor, Event, append};
 use crate::users::{insert_user_in, user_from_row};
 use crate::{Result, Store, StoreError};
 use healthgate_core::event::EventKind;
-use healthgate_core::secret::new_id;
+use healthgate_core::secret::new_ordered_id;
 use healthgate_core::user::User;
 
 /// Whether a grant's write was applied.
@@ -297,7 +297,7 @@ impl<'a> Inserts<'a> {
                 .iter()
                 .map(|(now, r)| {
                     (
-                        new_id("evt"),
+                        new_ordered_id("evt", *now),
                         *now,
                         *r,
                         r.data.as_ref().map(|d| d.to_string()),

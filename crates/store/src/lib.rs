@@ -376,6 +376,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "client versions",
         include_str!("../migrations/sqlite/0015_client_versions.sql"),
     ),
+    (
+        16,
+        "partial token indexes",
+        include_str!("../migrations/sqlite/0016_partial_token_indexes.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -452,6 +457,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         15,
         "client versions",
         include_str!("../migrations/postgres/0015_client_versions.sql"),
+    ),
+    (
+        16,
+        "partial token indexes",
+        include_str!("../migrations/postgres/0016_partial_token_indexes.sql"),
     ),
 ];
 

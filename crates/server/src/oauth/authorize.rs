@@ -12,7 +12,7 @@ use healthgate_core::authorize::{AuthorizeError, AuthorizeParams, ValidAuthoriza
 use healthgate_core::client::Client;
 use healthgate_core::error::{ErrorCode, OAuthError};
 use healthgate_core::redirect::with_query_params;
-use healthgate_core::secret::{SecretKind, mint, new_id};
+use healthgate_core::secret::{SecretKind, mint, new_ordered_id};
 use healthgate_core::token::AuthorizationCode;
 use healthgate_core::user::User;
 use healthgate_store::Session;
@@ -440,7 +440,7 @@ async fn issue_code(
     let now = state.now();
     let code = mint(SecretKind::AuthorizationCode);
     let record = AuthorizationCode {
-        family_id: new_id("fam"),
+        family_id: new_ordered_id("fam", now),
         client_id: request.client_id.clone(),
         user_id: user.id.clone(),
         redirect_uri: request.redirect_uri.clone(),
