@@ -24,6 +24,7 @@ pub mod redirect;
 pub mod review;
 pub mod scope;
 pub mod secret;
+pub mod smart;
 pub mod throttle;
 pub mod token;
 pub mod user;
