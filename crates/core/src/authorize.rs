@@ -29,6 +29,11 @@ pub struct AuthorizeParams {
     /// OpenID Connect Core §3.1.2.1: the authentication context classes
     /// wanted, in order of preference (space-separated).
     pub acr_values: Option<String>,
+    /// SMART App Launch: the base URL of the FHIR server the app wants to
+    /// reach.
+    pub aud: Option<String>,
+    /// RFC 8707's name for the same thing, accepted as a synonym of `aud`.
+    pub resource: Option<String>,
     /// Names of parameters that appeared more than once (RFC 6749 §3.1).
     pub duplicated: Vec<String>,
 }
@@ -57,6 +62,8 @@ impl AuthorizeParams {
                 "prompt" => &mut p.prompt,
                 "max_age" => &mut p.max_age,
                 "acr_values" => &mut p.acr_values,
+                "aud" => &mut p.aud,
+                "resource" => &mut p.resource,
                 _ => continue,
             };
             if slot.is_some() {
@@ -73,7 +80,7 @@ impl AuthorizeParams {
     /// The request as name/value pairs, to carry it through the login and
     /// consent pages unchanged.
     pub fn to_pairs(&self) -> Vec<(&'static str, &str)> {
-        let fields: [(&'static str, &Option<String>); 11] = [
+        let fields: [(&'static str, &Option<String>); 13] = [
             ("response_type", &self.response_type),
             ("client_id", &self.client_id),
             ("redirect_uri", &self.redirect_uri),
@@ -85,6 +92,8 @@ impl AuthorizeParams {
             ("prompt", &self.prompt),
             ("max_age", &self.max_age),
             ("acr_values", &self.acr_values),
+            ("aud", &self.aud),
+            ("resource", &self.resource),
         ];
         fields
             .into_iter()
@@ -142,6 +151,9 @@ pub struct ValidAuthorization {
     /// The assurance level the sign-in must reach: what `acr_values` asks
     /// for, and two factors whatever it asks when the client requires them.
     pub acr: Option<Acr>,
+    /// The FHIR server the tokens are for (SMART's `aud`), one of those
+    /// configured.
+    pub aud: Option<String>,
 }
 
 /// OpenID Connect's `prompt` (Core §3.1.2.1).
@@ -195,14 +207,81 @@ pub enum ScopeSource {
     Registration,
 }
 
+/// What a deployment decides about authorization requests.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rules<'a> {
+    pub scopes: ScopeSource,
+    /// SMART App Launch's FHIR servers (`[smart] fhir_base_urls`); empty
+    /// when SMART is off, and `aud` is then ignored.
+    pub fhir_bases: &'a [&'a str],
+}
+
+impl Rules<'static> {
+    pub fn new(scopes: ScopeSource) -> Self {
+        Self {
+            scopes,
+            fhir_bases: &[],
+        }
+    }
+}
+
+/// SMART's `aud` (or RFC 8707's `resource`): required when the request asks
+/// for a SMART clinical or launch scope, and, when given, one of the FHIR
+/// servers configured (SMART App Launch 2.2 §App Launch: "the EHR SHALL
+/// ... validate the aud").
+fn audience(
+    params: &AuthorizeParams,
+    scope: &ScopeSet,
+    bases: &[&str],
+) -> Result<Option<String>, OAuthError> {
+    if bases.is_empty() {
+        return Ok(None);
+    }
+    let named = match (params.aud.as_deref(), params.resource.as_deref()) {
+        (Some(a), Some(r)) if a.trim_end_matches('/') != r.trim_end_matches('/') => {
+            return Err(OAuthError::invalid_request(
+                "aud and resource name different servers",
+            ));
+        }
+        (a, r) => a.or(r),
+    };
+    let Some(named) = named else {
+        let needs = scope.iter().any(|t| {
+            matches!(
+                crate::smart::parse(t),
+                Ok(Some(
+                    crate::smart::SmartScope::Resource(_)
+                        | crate::smart::SmartScope::Launch
+                        | crate::smart::SmartScope::LaunchContext { .. }
+                ))
+            )
+        });
+        return if needs {
+            Err(OAuthError::invalid_request(
+                "aud is required with SMART scopes: the base URL of the FHIR server",
+            ))
+        } else {
+            Ok(None)
+        };
+    };
+    let trimmed = named.trim_end_matches('/');
+    match bases.iter().find(|b| **b == trimmed) {
+        Some(base) => Ok(Some((*base).to_owned())),
+        None => Err(OAuthError::invalid_request(
+            "aud is not a FHIR server this authorization server issues tokens for",
+        )),
+    }
+}
+
 /// Validates `params` for `client`, which the caller looked up by
 /// `params.client_id` (an unknown client is a [`AuthorizeError::Page`] the
-/// caller renders itself), taking the scopes asked for from `scopes`.
+/// caller renders itself), under the deployment's `rules`.
 pub fn validate(
     params: &AuthorizeParams,
     client: &Client,
-    scopes: ScopeSource,
+    rules: &Rules<'_>,
 ) -> Result<ValidAuthorization, AuthorizeError> {
+    let scopes = rules.scopes;
     if params
         .duplicated
         .iter()
@@ -255,6 +334,7 @@ pub fn validate(
         }
     };
     client.check_scope(&scope).map_err(fail)?;
+    let aud = audience(params, &scope, rules.fhir_bases).map_err(fail)?;
 
     let code_challenge = match (&params.code_challenge, &params.code_challenge_method) {
         (Some(c), m) => Some(CodeChallenge::parse(c, m.as_deref()).map_err(fail)?),
@@ -300,6 +380,7 @@ pub fn validate(
         prompt,
         max_age,
         acr,
+        aud,
     })
 }
 
@@ -333,7 +414,12 @@ mod tests {
             ("scope", "profile_read"),
             ("state", "xyz"),
         ]);
-        let v = validate(&p, &client(ClientKind::Confidential), ScopeSource::Request).unwrap();
+        let v = validate(
+            &p,
+            &client(ClientKind::Confidential),
+            &Rules::new(ScopeSource::Request),
+        )
+        .unwrap();
         assert_eq!(v.redirect_uri, "https://a.example/cb");
         assert!(!v.redirect_uri_provided);
         assert_eq!(v.state.as_deref(), Some("xyz"));
@@ -408,7 +494,7 @@ mod tests {
                 error_code(validate(
                     &params(&pairs),
                     &client(kind),
-                    ScopeSource::Request
+                    &Rules::new(ScopeSource::Request)
                 )),
                 expected,
                 "{name}"
@@ -426,10 +512,14 @@ mod tests {
             ("code_challenge_method", "S256"),
         ]);
         assert!(
-            validate(&p, &client(ClientKind::Public), ScopeSource::Request)
-                .unwrap()
-                .code_challenge
-                .is_some()
+            validate(
+                &p,
+                &client(ClientKind::Public),
+                &Rules::new(ScopeSource::Request)
+            )
+            .unwrap()
+            .code_challenge
+            .is_some()
         );
     }
 
@@ -453,7 +543,7 @@ mod tests {
             let v = validate(
                 &params(&pairs),
                 &client(ClientKind::Confidential),
-                ScopeSource::Registration,
+                &Rules::new(ScopeSource::Registration),
             )
             .unwrap_or_else(|e| panic!("{extra:?}: {e:?}"));
             assert_eq!(v.scope.to_string(), registered, "{extra:?}");
@@ -469,7 +559,7 @@ mod tests {
             error_code(validate(
                 &p,
                 &client(ClientKind::Confidential),
-                ScopeSource::Registration
+                &Rules::new(ScopeSource::Registration)
             )),
             Some(ErrorCode::InvalidRequest)
         );
@@ -482,7 +572,11 @@ mod tests {
             ("redirect_uri", "https://evil.example/cb"),
         ]);
         assert!(matches!(
-            validate(&p, &client(ClientKind::Confidential), ScopeSource::Request),
+            validate(
+                &p,
+                &client(ClientKind::Confidential),
+                &Rules::new(ScopeSource::Request)
+            ),
             Err(AuthorizeError::Page(_))
         ));
         let p = params(&[
@@ -490,7 +584,11 @@ mod tests {
             ("redirect_uri", "https://evil.example/cb"),
         ]);
         assert!(matches!(
-            validate(&p, &client(ClientKind::Confidential), ScopeSource::Request),
+            validate(
+                &p,
+                &client(ClientKind::Confidential),
+                &Rules::new(ScopeSource::Request)
+            ),
             Err(AuthorizeError::Page(_))
         ));
     }
@@ -534,5 +632,102 @@ mod tests {
         let again =
             AuthorizeParams::from_pairs(p.to_pairs().into_iter().map(|(k, v)| (k, v.to_string())));
         assert_eq!(p, again);
+    }
+
+    /// SMART: `aud` (or `resource`) names one of the configured FHIR
+    /// servers, and is required with SMART's clinical and launch scopes.
+    #[test]
+    fn smart_aud_is_required_with_smart_scopes_and_must_be_a_configured_server() {
+        const FHIR: &str = "https://fhir.example.com/r4";
+        let mut smart_client = client(ClientKind::Confidential);
+        smart_client.allowed_scopes =
+            ScopeSet::parse("openid fhirUser profile_read patient/*.rs launch/patient").unwrap();
+        let on = Rules {
+            scopes: ScopeSource::Request,
+            fhir_bases: &[FHIR],
+        };
+        let off = Rules::new(ScopeSource::Request);
+        let with = |extra: &[(&'static str, &'static str)], rules: &Rules<'static>| {
+            let mut pairs = vec![("response_type", "code"), ("client_id", "app-1")];
+            pairs.extend_from_slice(extra);
+            validate(&params(&pairs), &smart_client, rules)
+        };
+        let clinical = ("scope", "patient/Observation.rs launch/patient");
+        // (extra parameters, rules, Ok(aud) or the error)
+        type Case<'a> = (
+            Vec<(&'static str, &'static str)>,
+            &'a Rules<'static>,
+            Result<Option<&'static str>, ErrorCode>,
+        );
+        let cases: Vec<Case<'_>> = vec![
+            (vec![clinical, ("aud", FHIR)], &on, Ok(Some(FHIR))),
+            (
+                vec![clinical, ("aud", "https://fhir.example.com/r4/")],
+                &on,
+                Ok(Some(FHIR)),
+            ),
+            (vec![clinical, ("resource", FHIR)], &on, Ok(Some(FHIR))),
+            (
+                vec![clinical, ("aud", FHIR), ("resource", FHIR)],
+                &on,
+                Ok(Some(FHIR)),
+            ),
+            (vec![clinical], &on, Err(ErrorCode::InvalidRequest)),
+            (
+                vec![clinical, ("aud", "https://evil.example/r4")],
+                &on,
+                Err(ErrorCode::InvalidRequest),
+            ),
+            (
+                vec![
+                    clinical,
+                    ("aud", FHIR),
+                    ("resource", "https://other.example"),
+                ],
+                &on,
+                Err(ErrorCode::InvalidRequest),
+            ),
+            (
+                vec![clinical, ("aud", FHIR), ("aud", FHIR)],
+                &on,
+                Err(ErrorCode::InvalidRequest),
+            ),
+            // Identity scopes alone need no FHIR server; a named one is still checked.
+            (
+                vec![("scope", "openid fhirUser profile_read")],
+                &on,
+                Ok(None),
+            ),
+            (
+                vec![
+                    ("scope", "openid profile_read"),
+                    ("aud", "https://evil.example"),
+                ],
+                &on,
+                Err(ErrorCode::InvalidRequest),
+            ),
+            // SMART off: aud is not a parameter healthgate reads.
+            (
+                vec![
+                    ("scope", "profile_read"),
+                    ("aud", "https://anything.example"),
+                ],
+                &off,
+                Ok(None),
+            ),
+        ];
+        for (extra, rules, expected) in cases {
+            let got = with(&extra, rules);
+            match expected {
+                Ok(aud) => assert_eq!(
+                    got.unwrap_or_else(|e| panic!("{extra:?}: {e:?}"))
+                        .aud
+                        .as_deref(),
+                    aud,
+                    "{extra:?}"
+                ),
+                Err(code) => assert_eq!(error_code(got), Some(code), "{extra:?}"),
+            }
+        }
     }
 }

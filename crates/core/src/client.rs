@@ -11,6 +11,7 @@ use crate::owner::AuthorizationLevel;
 use crate::redirect::RedirectUri;
 use crate::scope::ScopeSet;
 use crate::secret::matches_digest;
+use crate::smart;
 use crate::user::UserType;
 
 /// RFC 6749 §2.1 client types.
@@ -204,10 +205,19 @@ impl Client {
             .map(|p| p.expires_at)
     }
 
-    /// The scopes granted for a request: `requested` must be a subset of the
-    /// client's allowed scopes (RFC 6749 §3.3).
+    /// The scopes granted for a request: each requested scope must be one
+    /// of the client's allowed scopes (RFC 6749 §3.3), or a SMART clinical
+    /// scope within one of them (`patient/*.rs` allows
+    /// `patient/Observation.rs`). A scope written in SMART's form but not
+    /// well formed is refused with the reason.
     pub fn check_scope(&self, requested: &ScopeSet) -> Result<(), OAuthError> {
-        let outside: Vec<&str> = requested.outside(&self.allowed_scopes).collect();
+        for token in requested.iter() {
+            smart::parse(token).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
+        }
+        let outside: Vec<&str> = requested
+            .iter()
+            .filter(|t| !smart::within(t, self.allowed_scopes.iter()))
+            .collect();
         if outside.is_empty() {
             Ok(())
         } else {
@@ -216,6 +226,14 @@ impl Client {
                 outside.join(" ")
             )))
         }
+    }
+
+    /// Whether a page on `origin` is this app running in a browser: the
+    /// origin of one of its redirect URIs (CORS at the token endpoint).
+    pub fn serves_origin(&self, origin: &str) -> bool {
+        self.redirect_uris
+            .iter()
+            .any(|r| r.web_origin().as_deref() == Some(origin))
     }
 
     pub fn serves(&self, user_type: UserType) -> bool {

@@ -101,12 +101,14 @@ pub struct RolePolicy {
 
 /// The scopes a person with `policy` can grant of those `requested`
 /// (RFC 6749 §3.3: the server may issue fewer than requested, and says so
-/// in the token's `scope`), and those it cannot.
+/// in the token's `scope`), and those it cannot. A SMART clinical scope
+/// within one of the policy's (`patient/*.cruds` covers
+/// `patient/Observation.rs`) can be granted.
 pub fn grantable(requested: &ScopeSet, policy: &RolePolicy) -> (ScopeSet, Vec<String>) {
     let mut allowed = Vec::new();
     let mut refused = Vec::new();
     for s in requested.iter() {
-        if policy.scopes.contains(s) {
+        if crate::smart::within(s, policy.scopes.iter()) {
             allowed.push(s.to_owned());
         } else {
             refused.push(s.to_owned());

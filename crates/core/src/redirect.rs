@@ -92,6 +92,14 @@ impl RedirectUri {
         &self.0
     }
 
+    /// The web origin (RFC 6454, `https://app.example.org`) of a browser
+    /// app redirected here: what a page of the app sends as `Origin`. `None`
+    /// for a native app's own scheme.
+    pub fn web_origin(&self) -> Option<String> {
+        let url = url::Url::parse(&self.0).ok()?;
+        matches!(url.scheme(), "https" | "http").then(|| url.origin().ascii_serialization())
+    }
+
     /// Whether `requested` is this registered URI: string equality, or, for
     /// an http loopback IP literal, equality once the port is set aside.
     pub fn matches(&self, requested: &str) -> bool {
@@ -163,6 +171,33 @@ pub fn with_query_params(redirect_uri: &str, params: &[(&str, &str)]) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_browser_apps_origin_is_its_redirect_uris() {
+        let cases = [
+            (
+                "https://app.example.org/callback",
+                Some("https://app.example.org"),
+            ),
+            (
+                "https://app.example.org:443/cb?x=1",
+                Some("https://app.example.org"),
+            ),
+            (
+                "https://app.example.org:8443/cb",
+                Some("https://app.example.org:8443"),
+            ),
+            ("http://127.0.0.1:3000/cb", Some("http://127.0.0.1:3000")),
+            ("com.example.app:/oauth", None),
+        ];
+        for (uri, origin) in cases {
+            assert_eq!(
+                RedirectUri::from_stored(uri.into()).web_origin().as_deref(),
+                origin,
+                "{uri}"
+            );
+        }
+    }
     use proptest::prelude::*;
 
     #[test]

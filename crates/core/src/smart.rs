@@ -217,6 +217,22 @@ impl fmt::Display for SmartScope {
     }
 }
 
+/// What "every scope" covers of SMART's, for a role that may grant
+/// everything: every clinical scope of the patient and of the user, the
+/// usual launch contexts, identity and refresh. Not `system/`: a person
+/// never grants a backend service's access.
+pub const EVERY: &[&str] = &[
+    "patient/*.cruds",
+    "user/*.cruds",
+    "launch",
+    "launch/patient",
+    "launch/encounter",
+    "openid",
+    "fhirUser",
+    "offline_access",
+    "online_access",
+];
+
 /// A scope written in SMART's form but not well formed; the message is fit
 /// for an `invalid_scope` description.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

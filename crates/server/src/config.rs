@@ -128,6 +128,70 @@ pub struct Settings {
     /// A passkey may sign a person in on its own, without their password
     /// (it is two factors in one: the device and its PIN or biometric).
     pub passkey_sign_in: bool,
+    /// SMART App Launch (`[smart]`): the FHIR servers tokens are issued for.
+    pub smart: SmartSettings,
+}
+
+/// SMART App Launch 2.2 (`[smart]`). On when at least one FHIR base URL is
+/// set: `/.well-known/smart-configuration` answers, and apps may be
+/// registered with, and ask for, SMART's scopes.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmartSettings {
+    /// The base URLs of the FHIR servers healthgate authorizes access to,
+    /// such as `https://fhir.example.com/r4`: the `aud` a SMART app names.
+    pub fhir_base_urls: Vec<FhirBase>,
+}
+
+impl SmartSettings {
+    pub fn enabled(&self) -> bool {
+        !self.fhir_base_urls.is_empty()
+    }
+}
+
+/// A FHIR server's base URL: absolute `https` (or `http` on a loopback
+/// address, for development), without query or fragment, and without a
+/// trailing slash (`https://fhir.example.com/r4/` is kept as
+/// `https://fhir.example.com/r4`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct FhirBase(String);
+
+impl FhirBase {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for FhirBase {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let url = url::Url::parse(s).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+        let loopback = match url.host() {
+            Some(url::Host::Domain(d)) => d == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        if !(url.scheme() == "https" || (url.scheme() == "http" && loopback)) {
+            return Err(format!(
+                "{s:?} must be an https URL (http only on a loopback address)"
+            ));
+        }
+        if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+            return Err(format!(
+                "{s:?} must not carry a query, a fragment or credentials"
+            ));
+        }
+        Ok(Self(s.trim_end_matches('/').to_owned()))
+    }
+}
+
+impl TryFrom<String> for FhirBase {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
 }
 
 /// The deployment's look on every page (`[branding]`); the name is
@@ -353,6 +417,7 @@ impl Default for Settings {
             mfa: MfaPolicy::Optional,
             operators_require_mfa: false,
             passkey_sign_in: false,
+            smart: SmartSettings::default(),
             profile: ProfileSettings::default(),
             branding: Branding::default(),
             throttle: ThrottleSettings::default(),
@@ -1132,6 +1197,7 @@ pub const KEYS: &[&str] = &[
     "operators_require_mfa",
     "passkey_sign_in",
     "smtp",
+    "smart",
 ];
 
 /// Settings that each parse but do not fit together. `key` is the dotted
@@ -1196,7 +1262,7 @@ impl Settings {
                 ));
             }
             if let RoleScopes::Listed(scopes) = &role.scopes
-                && let Some(unknown) = scopes.iter().find(|s| !self.scopes.contains_key(*s))
+                && let Some(unknown) = scopes.iter().find(|s| !self.knows_scope(s))
             {
                 return Err(InvalidSetting::new(
                     format!("roles.{name}.scopes"),
@@ -1247,10 +1313,23 @@ impl Settings {
     }
 
     /// What a person in `role` may grant; an unknown role grants nothing.
+    /// Whether `scope` is one apps may be registered with: in the
+    /// vocabulary, or, with `[smart]` on, a well-formed SMART scope.
+    pub fn knows_scope(&self, scope: &str) -> bool {
+        self.scopes.contains_key(scope)
+            || (self.smart.enabled() && matches!(healthgate_core::smart::parse(scope), Ok(Some(_))))
+    }
+
     pub fn role_policy(&self, role: &str) -> healthgate_core::owner::RolePolicy {
         match self.roles.get(role) {
             Some(r) => {
                 let granted: Vec<&str> = match &r.scopes {
+                    RoleScopes::Every if self.smart.enabled() => self
+                        .scopes
+                        .keys()
+                        .map(String::as_str)
+                        .chain(healthgate_core::smart::EVERY.iter().copied())
+                        .collect(),
                     RoleScopes::Every => self.scopes.keys().map(String::as_str).collect(),
                     RoleScopes::Listed(scopes) => scopes.iter().collect(),
                 };

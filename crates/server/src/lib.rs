@@ -108,7 +108,10 @@ fn profile_routes(
         );
     }
     for path in &profile.token_paths {
-        router = router.route(path.as_str(), post(oauth::token::post));
+        router = router.route(
+            path.as_str(),
+            post(oauth::token::post).options(oauth::token::preflight),
+        );
     }
     for path in &profile.revoke_paths {
         router = router.route(path.as_str(), post(oauth::revoke::post));

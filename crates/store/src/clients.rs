@@ -545,6 +545,33 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
+    /// Whether `origin` (`https://app.example.org`) is the web origin of a
+    /// redirect URI of any app not suspended: a browser app's page asking the
+    /// token endpoint's CORS preflight, which names no app.
+    pub async fn origin_registered(&self, origin: &str) -> Result<bool> {
+        let pattern = format!(
+            "%{}%",
+            origin
+                .replace('!', "!!")
+                .replace('%', "!%")
+                .replace('_', "!_")
+        );
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT redirect_uris FROM clients WHERE suspended_at IS NULL AND redirect_uris LIKE $1 ESCAPE '!'",
+        )
+        .bind(pattern)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.iter().any(|uris| {
+            uris.lines().any(|l| {
+                RedirectUri::from_stored(l.to_owned())
+                    .web_origin()
+                    .as_deref()
+                    == Some(origin)
+            })
+        }))
+    }
+
     pub async fn client(&self, id: &str) -> Result<Option<Client>> {
         Ok(self
             .client_with_version(id)

@@ -107,11 +107,15 @@ pub struct ScopeLine {
 /// A scope in the words of the `[scopes]` vocabulary (one it does not
 /// describe reads as its name).
 pub fn describe_scope(settings: &Settings, name: &str) -> String {
-    settings
-        .scopes
-        .get(name)
-        .cloned()
-        .unwrap_or_else(|| name.to_owned())
+    if let Some(words) = settings.scopes.get(name) {
+        return words.clone();
+    }
+    match healthgate_core::smart::parse(name) {
+        Ok(Some(scope)) if settings.smart.enabled() => {
+            healthgate_core::smart::describe(&scope, true)
+        }
+        _ => name.to_owned(),
+    }
 }
 
 /// `scopes` as people read them, in the order given.

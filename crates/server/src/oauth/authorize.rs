@@ -8,7 +8,9 @@
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use healthgate_core::authorize::{AuthorizeError, AuthorizeParams, ValidAuthorization, validate};
+use healthgate_core::authorize::{
+    AuthorizeError, AuthorizeParams, Rules, ValidAuthorization, validate,
+};
 use healthgate_core::client::Client;
 use healthgate_core::error::{ErrorCode, OAuthError};
 use healthgate_core::redirect::with_query_params;
@@ -101,7 +103,18 @@ async fn check(
         }
         .into_response());
     }
-    match validate(params, &client, state.settings.scope_source()) {
+    let fhir_bases: Vec<&str> = state
+        .settings
+        .smart
+        .fhir_base_urls
+        .iter()
+        .map(|b| b.as_str())
+        .collect();
+    let rules = Rules {
+        scopes: state.settings.scope_source(),
+        fhir_bases: &fhir_bases,
+    };
+    match validate(params, &client, &rules) {
         Ok(v) => Ok((client, v)),
         Err(AuthorizeError::Page(message)) => Err(PageError::bad_request(message).into_response()),
         Err(AuthorizeError::Redirect {
@@ -158,6 +171,12 @@ pub async fn get(
         url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
             .map(|(k, v)| (k, v.into_owned())),
     );
+    request(state, headers, params).await
+}
+
+/// An authorization request, by `GET` or `POST` (OpenID Connect Core
+/// §3.1.2.1, SMART's `authorize-post`): sign-in, consent or the redirect.
+async fn request(state: AppState, headers: HeaderMap, params: AuthorizeParams) -> Response {
     let (client, request) = match check(&state, &params).await {
         Ok(ok) => ok,
         Err(response) => return response,
@@ -470,7 +489,8 @@ async fn issue_code(
 }
 
 /// The consent form: `csrf_token`, `decision` (`allow` or `deny`) and the
-/// original request's parameters.
+/// original request's parameters; or, with neither of the first two, an
+/// authorization request sent by POST.
 pub async fn post(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -488,6 +508,11 @@ pub async fn post(
             "organization_id" => organization = Some(v.into_owned()),
             _ => rest.push((k.into_owned(), v.into_owned())),
         }
+    }
+    // Without a decision or a CSRF token, the POST is not the consent
+    // form: it is an app's authorization request sent by POST.
+    if decision.is_none() && csrf.is_none() {
+        return request(state, headers, AuthorizeParams::from_pairs(rest)).await;
     }
     let session = match session::current(&state, &headers).await {
         Ok(s) => s,

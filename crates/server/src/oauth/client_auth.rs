@@ -59,6 +59,12 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
     Ok(Some((unescape(id)?, unescape(secret)?)))
 }
 
+/// The client a request names (Basic credentials or `client_id`), whether
+/// or not it proves to be that client.
+pub fn named_client_id(headers: &HeaderMap, params: &Params) -> Option<String> {
+    presented(headers, params).ok().map(|p| p.client_id)
+}
+
 fn presented(headers: &HeaderMap, params: &Params) -> Result<Presented, OAuthError> {
     let body_id = params.get("client_id");
     let body_secret = params.get("client_secret");

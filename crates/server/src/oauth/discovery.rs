@@ -1,11 +1,15 @@
 //! Authorization server metadata (RFC 8414) at
-//! `/.well-known/oauth-authorization-server`: exactly what healthgate
-//! supports, so that standard client libraries configure themselves.
+//! `/.well-known/oauth-authorization-server`, and SMART App Launch's at
+//! `/.well-known/smart-configuration`: exactly what healthgate supports, so
+//! that standard client libraries configure themselves.
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::http::error::ApiError;
 use crate::state::AppState;
 
 pub async fn metadata(State(state): State<AppState>) -> Json<Value> {
@@ -28,4 +32,54 @@ pub async fn metadata(State(state): State<AppState>) -> Json<Value> {
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": true,
     }))
+}
+
+/// The SMART App Launch capabilities healthgate has today, each switched on
+/// by `[smart]`; a capability joins this list with the behaviour it names.
+const SMART_CAPABILITIES: &[&str] = &[
+    "authorize-post",
+    "client-public",
+    "client-confidential-symmetric",
+    "permission-v1",
+    "permission-v2",
+];
+
+/// SMART App Launch discovery (`/.well-known/smart-configuration`, SMART
+/// App Launch 2.2 §Conformance): JSON whatever the `Accept`, readable from
+/// any origin (browser apps fetch it before anything else), absolute URLs.
+/// Answers 404 while `[smart]` names no FHIR server.
+pub async fn smart_configuration(State(state): State<AppState>) -> Result<Response, ApiError> {
+    if !state.settings.smart.enabled() {
+        return Err(ApiError::not_found(
+            "SMART configuration: [smart] fhir_base_urls is not set",
+        ));
+    }
+    let base = &state.issuer;
+    let mut scopes: Vec<&str> = state.settings.scopes.keys().map(String::as_str).collect();
+    scopes.extend([
+        "patient/*.rs",
+        "patient/*.cruds",
+        "user/*.rs",
+        "user/*.cruds",
+    ]);
+    let body = json!({
+        "issuer": base,
+        "jwks_uri": format!("{base}/oauth/jwks"),
+        "authorization_endpoint": format!("{base}/oauth/authorize"),
+        "token_endpoint": format!("{base}/oauth/token"),
+        "introspection_endpoint": format!("{base}/oauth/introspect"),
+        "revocation_endpoint": format!("{base}/oauth/revoke"),
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "scopes_supported": scopes,
+        "response_types_supported": ["code"],
+        "code_challenge_methods_supported": ["S256"],
+        "capabilities": SMART_CAPABILITIES,
+    });
+    let mut response = Json(body).into_response();
+    response.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    Ok(response)
 }

@@ -25,7 +25,7 @@ pub fn routes() -> Routes {
             "/oauth/authorize",
             get(authorize::get).post(authorize::post),
         )
-        .route("/oauth/token", post(token::post))
+        .route("/oauth/token", post(token::post).options(token::preflight))
         .route("/oauth/revoke", post(revoke::post))
         .route("/oauth/introspect", post(introspect::post))
         .route(
@@ -40,5 +40,9 @@ pub fn routes() -> Routes {
         .route(
             "/.well-known/oauth-authorization-server",
             get(discovery::metadata),
+        )
+        .route(
+            "/.well-known/smart-configuration",
+            get(discovery::smart_configuration),
         )
 }

@@ -4,11 +4,11 @@
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
-use axum::response::Response;
-use healthgate_core::error::{ErrorCode, OAuthError};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use healthgate_core::error::{Description, ErrorCode, OAuthError};
 
-use crate::http::error::JsonError;
+use crate::http::error::{ApiError, JsonError};
 use crate::http::ip::ClientIp;
 use crate::oauth::client_auth::{self, Authenticated};
 use crate::oauth::grants;
@@ -23,8 +23,111 @@ pub async fn post(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
     body: Bytes,
+) -> Response {
+    let mut response = token(&state, &ip, &headers, query, &body)
+        .await
+        .into_response();
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        allow_app_origin(&state, &headers, &body, origin, &mut response).await;
+    }
+    response
+}
+
+/// CORS for an app running in a browser (SMART's public apps, which
+/// exchange and refresh their codes from the page): the answer may be read
+/// by a page on the origin of one of the redirect URIs of the app the
+/// request names, and by no other. Errors too, so that the app can read
+/// them.
+async fn allow_app_origin(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &Bytes,
+    origin: &HeaderValue,
+    response: &mut Response,
+) {
+    let Ok(origin_text) = origin.to_str() else {
+        return;
+    };
+    let Some(client_id) = Params::from_body(headers, body)
+        .ok()
+        .and_then(|p| client_auth::named_client_id(headers, &p))
+    else {
+        return;
+    };
+    // A failed read only leaves the answer without CORS headers.
+    let serves = match state.store.client(&client_id).await {
+        Ok(Some(client)) => client.suspended_at.is_none() && client.serves_origin(origin_text),
+        _ => false,
+    };
+    let h = response.headers_mut();
+    h.append(header::VARY, HeaderValue::from_static("Origin"));
+    if serves {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    }
+}
+
+/// `OPTIONS` on the token endpoint: the CORS preflight of a browser app
+/// that sends headers beyond a simple form post (`Authorization`). A
+/// preflight names no app, so it is allowed for the origin of any app's
+/// redirect URI; the request itself is then answered for its own app's
+/// origins only.
+pub async fn preflight(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return (
+            StatusCode::NO_CONTENT,
+            [(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"))],
+        )
+            .into_response();
+    };
+    let registered = match origin.to_str() {
+        Ok(o) => match state.store.origin_registered(o).await {
+            Ok(found) => found,
+            Err(e) => return JsonError::from(e).into_response(),
+        },
+        Err(_) => false,
+    };
+    if !registered {
+        let mut refused = ApiError::Status(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            Description::new("this origin is not the origin of a registered app's redirect URI"),
+        )
+        .into_response();
+        refused
+            .headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("Origin"));
+        return refused;
+    }
+    (
+        StatusCode::NO_CONTENT,
+        [
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone()),
+            (
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("POST"),
+            ),
+            (
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static("authorization, content-type"),
+            ),
+            (
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("600"),
+            ),
+            (header::VARY, HeaderValue::from_static("Origin")),
+        ],
+    )
+        .into_response()
+}
+
+async fn token(
+    state: &AppState,
+    ip: &ClientIp,
+    headers: &HeaderMap,
+    query: Option<String>,
+    body: &Bytes,
 ) -> Result<Response, JsonError> {
-    let mut params = Params::from_body(&headers, &body)?;
+    let mut params = Params::from_body(headers, body)?;
     if let Some(q) = query.filter(|q| !q.is_empty()) {
         if !state.settings.profile.token_params_in_query {
             return Err(OAuthError::invalid_request(
@@ -41,24 +144,24 @@ pub async fn post(
         params = params.merged_with(Params::from_form(q.as_bytes())?)?;
     }
     let grant_type = params.require("grant_type")?;
-    let mut client = client_auth::authenticate_cached(&state, &headers, &params, &ip).await?;
-    let mut response = grant(&state, &client, grant_type, &params, &ip).await;
+    let mut client = client_auth::authenticate_cached(state, headers, &params, ip).await?;
+    let mut response = grant(state, &client, grant_type, &params, ip).await;
     // Every success was confirmed by its write, which claims the client's
     // stamp. A refusal made with this node's copy of the client is
     // confirmed here; if the client changed meanwhile (suspended, a new
     // secret), the request starts again from its record as it is now.
-    if response.is_err() && !client_auth::confirmed(&state, &client).await? {
-        client = client_auth::again(&state, &client, &headers, &params, &ip).await?;
-        response = grant(&state, &client, grant_type, &params, &ip).await;
+    if response.is_err() && !client_auth::confirmed(state, &client).await? {
+        client = client_auth::again(state, &client, headers, &params, ip).await?;
+        response = grant(state, &client, grant_type, &params, ip).await;
     }
     // A guessed code or refresh token counts against the client: past the
     // limit it is refused for a while (RFC 6749 §10.10, RFC 9700 §4.4).
     if let Err(JsonError(e)) = &response
         && e.code == ErrorCode::InvalidGrant
     {
-        throttle::client_failed(&state, &client.id, ip.as_deref()).await?;
+        throttle::client_failed(state, &client.id, ip.as_deref()).await?;
     }
-    Ok(response?.shaped(&state))
+    Ok(response?.shaped(state))
 }
 
 async fn grant(

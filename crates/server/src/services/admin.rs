@@ -219,10 +219,18 @@ fn parse_scopes(settings: &Settings, scope: &str, refusals: &mut Refusals) -> Sc
     if scopes.is_empty() {
         refusals.add("scope", "at least one scope is required");
     }
-    let unknown: Vec<&str> = scopes
-        .iter()
-        .filter(|s| !settings.scopes.contains_key(*s))
-        .collect();
+    // With `[smart]` on, SMART's scopes are known too; one written in
+    // SMART's form but not well formed is refused with its own reason.
+    let mut unknown = Vec::new();
+    for s in scopes.iter().filter(|s| !settings.knows_scope(s)) {
+        match healthgate_core::smart::parse(s) {
+            Err(e) if settings.smart.enabled() => {
+                refusals.add("scope", e.to_string());
+                return ScopeSet::default();
+            }
+            _ => unknown.push(s),
+        }
+    }
     if !unknown.is_empty() {
         let known: Vec<&str> = settings.scopes.keys().map(String::as_str).collect();
         refusals.add(

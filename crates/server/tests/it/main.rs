@@ -42,6 +42,7 @@ macro_rules! backend_tests {
             mod roles;
             mod second_factors;
             mod signing_in;
+            mod smart;
             mod standards;
             mod step_up;
             mod throttling;
