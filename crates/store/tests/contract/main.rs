@@ -2182,14 +2182,15 @@ async fn practice_key(store: &Store, client: &Client, admin: &User) -> String {
     key.digest
 }
 
-/// A practice with a pending integration of `client` and an unused connect
-/// code for it; returns the organization id and the code.
-async fn connect_code(
-    store: &Store,
-    client: &Client,
-    admin: &User,
-) -> (String, healthgate_core::secret::Minted) {
+/// A partner app, a practice admin, and a pending integration of the app
+/// in a new practice with an unused connect code; returns the app, the
+/// admin, the organization id and the code.
+async fn connect_code(store: &Store) -> (Client, User, String, healthgate_core::secret::Minted) {
     use healthgate_core::integration::ConnectMode;
+    let client = client(&new_id("app"));
+    store.insert_client(&client).await.unwrap();
+    let admin = user("connector");
+    store.insert_user(&admin).await.unwrap();
     let org = organization_named(store, "Connecting Practice").await;
     let code = mint(SecretKind::ConnectCode);
     store
@@ -2205,7 +2206,7 @@ async fn connect_code(
         )
         .await
         .unwrap();
-    (org.id, code)
+    (client, admin, org.id, code)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -2213,11 +2214,7 @@ async fn concurrent_connect_code_exchanges_have_one_winner_and_the_replays_revok
     use healthgate_core::integration::ConnectExchange;
     for b in backends().await {
         let s = &b.store;
-        let c = client(&new_id("app"));
-        s.insert_client(&c).await.unwrap();
-        let admin = user("connector");
-        s.insert_user(&admin).await.unwrap();
-        let (org, code) = connect_code(s, &c, &admin).await;
+        let (c, _, org, code) = connect_code(s).await;
         let mut handles = Vec::new();
         for _ in 0..20 {
             let (store, client_id, digest) = (s.clone(), c.id.clone(), code.digest.clone());
@@ -2266,11 +2263,7 @@ async fn a_connect_code_killed_after_it_was_read_is_decided_again_and_issues_not
     use healthgate_store::Applied;
     for b in backends().await {
         let s = &b.store;
-        let c = client(&new_id("app"));
-        s.insert_client(&c).await.unwrap();
-        let admin = user("connector");
-        s.insert_user(&admin).await.unwrap();
-        let (org, code) = connect_code(s, &c, &admin).await;
+        let (c, admin, org, code) = connect_code(s).await;
         let exchange = ConnectExchange {
             code_digest: &code.digest,
             client_id: &c.id,
