@@ -2147,11 +2147,16 @@ async fn a_reset_password_is_temporary_until_the_person_changes_it() {
 // apps, finding and changing accounts, memberships changed on someone's
 // behalf, the filtered audit log and webhook health.
 
-/// A practice API key for `client` in a new practice (a connect code
-/// exchanged); returns the key's digest.
-async fn practice_key(store: &Store, client: &Client, admin: &User) -> String {
+/// A pending integration of `client` in a new practice, started by
+/// `admin`, with an unused connect code; returns the organization id and
+/// the code.
+async fn pending_integration(
+    store: &Store,
+    client: &Client,
+    admin: &User,
+) -> (String, healthgate_core::secret::Minted) {
     use healthgate_core::integration::ConnectMode;
-    let org = organization_named(store, "Keyed Practice").await;
+    let org = organization_named(store, "Connecting Practice").await;
     let code = mint(SecretKind::ConnectCode);
     store
         .start_integration(
@@ -2166,6 +2171,13 @@ async fn practice_key(store: &Store, client: &Client, admin: &User) -> String {
         )
         .await
         .unwrap();
+    (org.id, code)
+}
+
+/// A practice API key for `client` in a new practice (a connect code
+/// exchanged); returns the key's digest.
+async fn practice_key(store: &Store, client: &Client, admin: &User) -> String {
+    let (_, code) = pending_integration(store, client, admin).await;
     let key = mint(SecretKind::ApiKey);
     store
         .exchange_connect_code(
@@ -2183,30 +2195,15 @@ async fn practice_key(store: &Store, client: &Client, admin: &User) -> String {
 }
 
 /// A partner app, a practice admin, and a pending integration of the app
-/// in a new practice with an unused connect code; returns the app, the
-/// admin, the organization id and the code.
+/// with an unused connect code; returns the app, the admin, the
+/// organization id and the code.
 async fn connect_code(store: &Store) -> (Client, User, String, healthgate_core::secret::Minted) {
-    use healthgate_core::integration::ConnectMode;
     let client = client(&new_id("app"));
     store.insert_client(&client).await.unwrap();
     let admin = user("connector");
     store.insert_user(&admin).await.unwrap();
-    let org = organization_named(store, "Connecting Practice").await;
-    let code = mint(SecretKind::ConnectCode);
-    store
-        .start_integration(
-            &org.id,
-            &client.id,
-            &admin.id,
-            &code,
-            ConnectMode::Redirect,
-            NOW + 600,
-            None,
-            NOW,
-        )
-        .await
-        .unwrap();
-    (client, admin, org.id, code)
+    let (org, code) = pending_integration(store, &client, &admin).await;
+    (client, admin, org, code)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
