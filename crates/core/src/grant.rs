@@ -51,6 +51,8 @@ pub struct Issued {
     pub auth_time: Option<i64>,
     /// How the person signed in, when one did (the code flow).
     pub amr: Amr,
+    /// A SMART grant's FHIR server and launch context.
+    pub smart: Option<crate::smart::SmartContext>,
 }
 
 /// What must still hold when a write is applied; if any does not, nothing
@@ -384,6 +386,7 @@ pub fn redeem_code(
             nonce: code.nonce.clone(),
             auth_time: code.auth_time,
             amr: code.amr.clone(),
+            smart: code.grant.smart.clone(),
         }),
     }
 }
@@ -499,6 +502,7 @@ pub fn refresh(
             nonce: None,
             auth_time: None,
             amr: Amr::default(),
+            smart: read.grant.smart.clone(),
         }),
     }
 }
@@ -520,6 +524,7 @@ pub fn direct(
         organization_id: None,
         owner: user.cloned(),
         organization_level: false,
+        smart: None,
     };
     // The server read the person (a provisioned account it checked, or
     // one it is creating in the same write): nothing to claim.
@@ -548,6 +553,7 @@ pub fn direct(
             nonce: None,
             auth_time: None,
             amr: Amr::default(),
+            smart: None,
         }),
     }
 }
@@ -600,6 +606,7 @@ mod tests {
                         kind: "organization".into(),
                     }),
                     organization_level,
+                    smart: None,
                 },
                 nonce: Some("n-1".into()),
                 auth_time: Some(NOW - 20),

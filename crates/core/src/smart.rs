@@ -217,6 +217,65 @@ impl fmt::Display for SmartScope {
     }
 }
 
+/// What a SMART grant stands for beyond its scopes: the FHIR server its
+/// tokens are for, and the launch context (SMART App Launch 2.2 §Launch
+/// context arrives with your access token). Kept with the code and the
+/// token family, so the token response, introspection and every refresh
+/// say the same.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct SmartContext {
+    /// The FHIR base URL the app named (`aud`).
+    pub aud: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encounter: Option<String>,
+    /// References to other resources in context (`{"reference": …}`,
+    /// `{"canonical": …}`, with an optional `role`).
+    #[serde(default, rename = "fhirContext", skip_serializing_if = "Vec::is_empty")]
+    pub fhir_context: Vec<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub need_patient_banner: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smart_style_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+impl SmartContext {
+    /// For the FHIR server at `aud`, with no launch context yet.
+    pub fn for_server(aud: impl Into<String>) -> Self {
+        Self {
+            aud: aud.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The launch context parameters the token response carries beside the
+    /// access token (`patient`, `encounter`, `fhirContext`, …): every field
+    /// set but `aud`, which is not one of them.
+    pub fn launch_parameters(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut map = match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        map.remove("aud");
+        map
+    }
+
+    /// The stored form (a JSON object).
+    pub fn to_stored(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Reads the stored form back.
+    pub fn from_stored(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
 /// What "every scope" covers of SMART's, for a role that may grant
 /// everything: every clinical scope of the patient and of the user, the
 /// usual launch contexts, identity and refresh. Not `system/`: a person
@@ -709,6 +768,33 @@ mod tests {
         assert_eq!(
             d("offline_access", true),
             "Keep access after you close the app, until you revoke it"
+        );
+    }
+
+    #[test]
+    fn a_context_is_stored_whole_and_answered_without_aud() {
+        let context = SmartContext {
+            patient: Some("123".into()),
+            fhir_context: vec![serde_json::json!({ "reference": "Appointment/9" })],
+            need_patient_banner: Some(false),
+            ..SmartContext::for_server("https://fhir.example.com/r4")
+        };
+        assert_eq!(
+            SmartContext::from_stored(&context.to_stored()).unwrap(),
+            context
+        );
+        assert_eq!(
+            serde_json::Value::Object(context.launch_parameters()),
+            serde_json::json!({
+                "patient": "123",
+                "fhirContext": [{ "reference": "Appointment/9" }],
+                "need_patient_banner": false,
+            })
+        );
+        assert!(
+            SmartContext::for_server("https://f.example")
+                .launch_parameters()
+                .is_empty()
         );
     }
 

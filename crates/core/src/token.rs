@@ -94,6 +94,8 @@ pub struct GrantContext {
     /// An organization-level grant stands for the organization, not for the
     /// admin who made it.
     pub organization_level: bool,
+    /// A SMART grant's FHIR server and launch context.
+    pub smart: Option<crate::smart::SmartContext>,
 }
 
 impl AuthorizationCode {

@@ -15,6 +15,7 @@ use healthgate_core::mfa::Amr;
 use healthgate_core::owner::ResourceOwner;
 use healthgate_core::pkce::CodeChallenge;
 use healthgate_core::scope::ScopeSet;
+use healthgate_core::smart::SmartContext;
 use healthgate_core::token::{AccessToken, AuthorizationCode, GrantContext, RefreshToken};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Connection, Row, Transaction};
@@ -69,12 +70,24 @@ fn code_from_row(row: &AnyRow) -> Result<AuthorizationCode> {
                 organization_id,
                 owner,
                 organization_level,
+                smart: smart_of(row)?,
             }
         },
         nonce: row.try_get("nonce")?,
         auth_time: row.try_get("auth_time")?,
         amr: amr_of(row)?,
     })
+}
+
+/// A row's `smart` column: the SMART context of a grant (`NULL` for any
+/// other).
+fn smart_of(row: &AnyRow) -> Result<Option<SmartContext>> {
+    row.try_get::<Option<String>, _>("smart")?
+        .map(|text| {
+            SmartContext::from_stored(&text)
+                .map_err(|e| StoreError::Corrupt(format!("SMART context: {e}")))
+        })
+        .transpose()
 }
 
 /// The methods in a row's `amr` column (none for grants made without a
@@ -217,8 +230,8 @@ impl<'a> Inserts<'a> {
         }
         if !self.families.is_empty() {
             let sql = values(
-                "INSERT INTO token_families (id, client_id, user_id, created_at, organization_id, owner_type, owner_id, granted_by, scope, amr)",
-                10,
+                "INSERT INTO token_families (id, client_id, user_id, created_at, organization_id, owner_type, owner_id, granted_by, scope, amr, smart)",
+                11,
                 self.families.len(),
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -233,7 +246,8 @@ impl<'a> Inserts<'a> {
                     .bind(f.grant.owner.as_ref().map(|o| o.id.as_str()))
                     .bind(&f.granted_by)
                     .bind(f.scope.to_string())
-                    .bind(amr_column(&f.amr));
+                    .bind(amr_column(&f.amr))
+                    .bind(f.grant.smart.as_ref().map(SmartContext::to_stored));
             }
             q.execute(&mut *conn).await?;
         }
@@ -631,7 +645,7 @@ macro_rules! access_token_query {
             "SELECT a.digest, a.family_id, a.client_id, a.user_id, a.scope, a.created_at AS issued_at, a.expires_at,
                     a.parent_refresh_digest, a.first_used_at,
                     COALESCE(a.revoked_at, f.revoked_at, c.suspended_at) AS revoked_at,
-                    f.organization_id, f.owner_type, f.owner_id, f.granted_by, f.amr",
+                    f.organization_id, f.owner_type, f.owner_id, f.granted_by, f.amr, f.smart",
             $columns,
             " FROM access_tokens a JOIN token_families f ON f.id = a.family_id JOIN clients c ON c.id = f.client_id",
             $joins,
@@ -656,6 +670,7 @@ fn access_token_from_row(row: &AnyRow) -> Result<AccessToken> {
             organization_id: row.try_get("organization_id")?,
             owner: owner_of(row)?,
             organization_level: row.try_get::<Option<String>, _>("granted_by")?.is_some(),
+            smart: smart_of(row)?,
         },
         amr: amr_of(row)?,
     })
@@ -784,8 +799,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO authorization_codes (digest, family_id, client_id, user_id, redirect_uri, redirect_uri_provided, scope,
                                               code_challenge, created_at, expires_at, organization_id, owner_type, owner_id,
-                                              nonce, auth_time, amr)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                                              nonce, auth_time, amr, smart)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
         )
         .bind(digest)
         .bind(&code.family_id)
@@ -803,6 +818,7 @@ impl Store {
         .bind(&code.nonce)
         .bind(code.auth_time)
         .bind(amr_column(&code.amr))
+        .bind(code.grant.smart.as_ref().map(SmartContext::to_stored))
         .execute(&mut *tx)
         .await?;
         append(
@@ -824,7 +840,7 @@ impl Store {
         let row = sqlx::query(
             "SELECT c.family_id, c.client_id, c.user_id, c.redirect_uri, c.redirect_uri_provided, c.scope, c.code_challenge,
                     c.created_at, c.expires_at, c.organization_id, c.owner_type, c.owner_id, c.nonce, c.auth_time, c.amr,
-                    c.consumed_at, u.id AS live_user_id, u.locked_at AS user_locked_at
+                    c.smart, c.consumed_at, u.id AS live_user_id, u.locked_at AS user_locked_at
              FROM authorization_codes c LEFT JOIN users u ON u.id = c.user_id
              WHERE c.digest = $1",
         )
@@ -848,7 +864,7 @@ impl Store {
             "SELECT r.digest, r.family_id, r.client_id, r.user_id, r.scope, r.redirect_uri, r.parent_digest,
                     r.created_at, r.expires_at, r.consumed_at, r.first_used_at,
                     COALESCE(r.revoked_at, f.revoked_at, c.suspended_at) AS revoked_at,
-                    f.organization_id, f.owner_type, f.owner_id, f.granted_by,
+                    f.organization_id, f.owner_type, f.owner_id, f.granted_by, f.smart,
                     u.id AS live_user_id, u.locked_at AS user_locked_at, m.role AS granted_by_role
              FROM refresh_tokens r JOIN token_families f ON f.id = r.family_id JOIN clients c ON c.id = f.client_id
                   LEFT JOIN users u ON u.id = r.user_id
@@ -868,6 +884,7 @@ impl Store {
                     organization_id: row.try_get("organization_id")?,
                     owner: owner_of(&row)?,
                     organization_level: granted_by.is_some(),
+                    smart: smart_of(&row)?,
                 },
                 granted_by_still_admin: row
                     .try_get::<Option<String>, _>("granted_by_role")?

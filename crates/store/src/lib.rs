@@ -381,6 +381,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "partial token indexes",
         include_str!("../migrations/sqlite/0016_partial_token_indexes.sql"),
     ),
+    (
+        17,
+        "SMART context",
+        include_str!("../migrations/sqlite/0017_smart_context.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -462,6 +467,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         16,
         "partial token indexes",
         include_str!("../migrations/postgres/0016_partial_token_indexes.sql"),
+    ),
+    (
+        17,
+        "SMART context",
+        include_str!("../migrations/postgres/0017_smart_context.sql"),
     ),
 ];
 

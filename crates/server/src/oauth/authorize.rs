@@ -15,7 +15,8 @@ use healthgate_core::client::Client;
 use healthgate_core::error::{ErrorCode, OAuthError};
 use healthgate_core::redirect::with_query_params;
 use healthgate_core::secret::{SecretKind, mint, new_ordered_id};
-use healthgate_core::token::AuthorizationCode;
+use healthgate_core::smart::SmartContext;
+use healthgate_core::token::{AuthorizationCode, GrantContext};
 use healthgate_core::user::User;
 use healthgate_store::Session;
 
@@ -468,7 +469,10 @@ async fn issue_code(
         code_challenge: request.code_challenge.clone(),
         created_at: now,
         expires_at: now + state.policy.code_ttl,
-        grant: choice.grant(),
+        grant: GrantContext {
+            smart: request.aud.clone().map(SmartContext::for_server),
+            ..choice.grant()
+        },
         nonce: request.nonce.clone(),
         auth_time: session.auth_time,
         amr: session.amr.clone(),

@@ -37,6 +37,7 @@ impl Choice {
             organization_id: self.organization_id().map(str::to_owned),
             owner: Some(self.owner.clone()),
             organization_level: self.organization_level,
+            smart: None,
         }
     }
 }

@@ -131,6 +131,15 @@ async fn describe(
             answer["amr"] = json!(t.amr.claim());
             answer["acr"] = t.amr.acr().as_str().into();
         }
+        // A SMART token: the FHIR server it is for (RFC 7662 `aud`), and
+        // its launch context, which a FHIR server needs to enforce
+        // `patient/` scopes.
+        if let Some(smart) = &t.grant.smart {
+            answer["aud"] = smart.aud.clone().into();
+            for (name, value) in smart.launch_parameters() {
+                answer[name.as_str()] = value;
+            }
+        }
         Ok((answer, stamp))
     } else if token.starts_with(SecretKind::RefreshToken.prefix()) {
         let Some(r) = state.store.refresh_token_info(&digest).await? else {

@@ -33,6 +33,10 @@ pub struct TokenResponse {
     /// OpenID Connect: the ID token, when `openid` was granted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
+    /// SMART's launch context parameters (`patient`, `encounter`,
+    /// `fhirContext`, …), beside the access token.
+    #[serde(flatten)]
+    pub launch_context: serde_json::Map<String, serde_json::Value>,
 }
 
 /// `{"id": …, "type": …}`.
@@ -113,6 +117,14 @@ pub async fn present_access_token(
     if let Some(org) = &issued.organization_id {
         claims["organization_id"] = org.clone().into();
     }
+    // A SMART token is for its FHIR server (RFC 9068 §3: `aud` is the
+    // resource the token is meant for), and carries the launch context.
+    if let Some(smart) = &issued.smart {
+        claims["aud"] = smart.aud.clone().into();
+        for (name, value) in smart.launch_parameters() {
+            claims[name.as_str()] = value;
+        }
+    }
     let key = crate::services::keys::signer(
         &state.store,
         &state.settings,
@@ -160,5 +172,10 @@ pub async fn respond(
         resource_owner: issued.owner.clone().map(OwnerJson::from),
         organization_id: issued.organization_id.clone(),
         id_token,
+        launch_context: issued
+            .smart
+            .as_ref()
+            .map(|c| c.launch_parameters())
+            .unwrap_or_default(),
     })
 }

@@ -132,10 +132,27 @@ async fn a_registered_wildcard_allows_a_narrower_request_said_in_plain_words() {
     let (status, body) = app.exchange(&client, &code, &[]).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["scope"], LAB, "granted as asked");
-    // Introspection says the same scope.
+    assert!(body.get("aud").is_none(), "aud is not a token response parameter");
+    // Introspection says the same scope, and which FHIR server the token is
+    // for (the aud of the request, kept with the grant).
     let rs = app.resource_server().await;
     let seen = app.introspect(&rs, body["access_token"].as_str().unwrap()).await;
     assert_eq!(seen["scope"], LAB);
+    assert_eq!(seen["aud"], FHIR);
+    // A refresh keeps it.
+    let (status, refreshed) = app
+        .refresh(&client, body["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{refreshed}");
+    let seen = app
+        .introspect(&rs, refreshed["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(seen["aud"], FHIR);
+    assert_eq!(seen["scope"], LAB);
+    // A grant made without SMART names no FHIR server.
+    let plain = app.confidential().await;
+    let (access, _) = tokens_for(&app, &plain, "bob").await;
+    assert!(app.introspect(&rs, &access).await.get("aud").is_none());
 }
 
 #[tokio::test]

@@ -1306,6 +1306,7 @@ fn context(
             },
         }),
         organization_level,
+        smart: None,
     }
 }
 
