@@ -79,3 +79,87 @@ where
     tracing::warn!(client_id = %client.id, "a grant stayed contended after {ATTEMPTS} attempts");
     Err(OAuthError::invalid_grant("the grant changed while it was being used; try again").into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use healthgate_core::clock::{Clock, SystemClock};
+    use healthgate_core::grant::Write;
+    use healthgate_core::secret::{SecretKind, mint};
+    use healthgate_store::Actor;
+
+    use crate::config::Settings;
+    use crate::services::admin::{NewClient, create_client};
+
+    /// A grant whose write never holds (here: a code that does not exist,
+    /// as if another request consumed it each time) is decided at most
+    /// `ATTEMPTS` times, then refused as `invalid_grant`; nothing is
+    /// issued.
+    #[tokio::test]
+    async fn a_grant_that_stays_contended_is_refused_after_three_decisions() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings {
+            database_url: format!("sqlite://{}/hg.db", dir.path().display()),
+            ..Settings::default()
+        };
+        let state = crate::open(settings, Arc::new(SystemClock)).await.unwrap();
+        let (client, _) = create_client(
+            &state.store,
+            &state.settings,
+            &SystemClock,
+            NewClient {
+                name: "Contended".into(),
+                redirect_uris: vec!["https://app.example/cb".into()],
+                scope: "profile".into(),
+                ..NewClient::default()
+            },
+            Actor::system(),
+        )
+        .await
+        .unwrap();
+        let (client, version) = state
+            .store
+            .client_with_version(&client.id)
+            .await
+            .unwrap()
+            .unwrap();
+        let client = Authenticated {
+            client: Arc::new(client),
+            version,
+            cached: false,
+        };
+        let now = SystemClock.now();
+        let tokens = NewTokens {
+            access: mint(SecretKind::AccessToken),
+            access_expires_at: now + 60,
+            refresh: None,
+            refresh_expires_at: None,
+        };
+        let decisions = AtomicUsize::new(0);
+        let refused = run(&state, &client, &tokens, now, false, || async {
+            decisions.fetch_add(1, Ordering::SeqCst);
+            Ok(Decision {
+                write: Write {
+                    now,
+                    claims: vec![Claim::Code("no-such-code".into())],
+                    ..Write::default()
+                },
+                outcome: Err(OAuthError::invalid_grant("stale")),
+            })
+        })
+        .await
+        .expect_err("refused");
+        assert_eq!(decisions.load(Ordering::SeqCst), ATTEMPTS);
+        assert_eq!(
+            &*refused.0.description,
+            "the grant changed while it was being used; try again"
+        );
+        assert_eq!(
+            refused.0.code,
+            healthgate_core::error::ErrorCode::InvalidGrant
+        );
+    }
+}
