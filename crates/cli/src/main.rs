@@ -64,6 +64,9 @@ enum Command {
     /// List and rotate the keys ID tokens are signed with.
     #[command(subcommand)]
     Keys(ops::KeysCommand),
+    /// SMART App Launch: make EHR launches of apps.
+    #[command(subcommand)]
+    Smart(ops::SmartCommand),
 }
 
 #[derive(Args, Debug)]
@@ -113,6 +116,14 @@ enum ClientCommand {
         /// never gets a password-only token (acr aal/2 in its ID tokens).
         #[arg(long)]
         require_mfa: bool,
+        /// A SMART launcher (the platform acting as the EHR): may create
+        /// EHR launches of apps (`POST /api/v1/smart/launches`).
+        #[arg(long)]
+        smart_launcher: bool,
+        /// Where the app is opened for a SMART EHR launch (`iss` and
+        /// `launch` are appended).
+        #[arg(long, value_name = "URL")]
+        launch_url: Option<String>,
     },
     /// List registered apps.
     List,
@@ -228,6 +239,15 @@ struct ClientUpdate {
     /// A password alone may authorize the app again.
     #[arg(long)]
     no_require_mfa: bool,
+    /// Make the app a SMART launcher: it may create EHR launches.
+    #[arg(long, conflicts_with = "no_smart_launcher")]
+    smart_launcher: bool,
+    /// The app may no longer create EHR launches.
+    #[arg(long)]
+    no_smart_launcher: bool,
+    /// Where the app is opened for a SMART EHR launch; empty clears it.
+    #[arg(long, value_name = "URL")]
+    launch_url: Option<String>,
 }
 
 /// One `--user-types` value parses to a list. Named, because clap would take
@@ -380,6 +400,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Audit(c) => ops::audit_command(settings, clock, c, cli.json).await,
         Command::Webhooks(c) => ops::webhooks_command(settings, clock, c, cli.json).await,
         Command::Keys(c) => ops::keys_command(settings, clock, c, cli.json).await,
+        Command::Smart(c) => ops::smart_command(settings, clock, c, cli.json).await,
     }
 }
 
@@ -506,6 +527,8 @@ fn client_json(c: &Client) -> serde_json::Value {
         "suspended_at": c.suspended_at,
         "resource_server": c.resource_server,
         "require_mfa": c.require_mfa,
+        "smart_launcher": c.smart_launcher,
+        "launch_url": c.launch_url,
         "created_at": c.created_at,
     })
 }
@@ -553,7 +576,7 @@ fn client_text(c: &Client) -> String {
     let uris: Vec<&str> = c.redirect_uris.iter().map(|u| u.as_str()).collect();
     let types: Vec<&str> = c.user_types.iter().map(|t| t.as_str()).collect();
     format!(
-        "client_id      {}\nname           {}\nstatus         {}\ntype           {}\nredirect_uris  {}\nscope          {}\nuser_types     {}\nphoto_url      {}\nlisting        {}\nconnect_url    {}\nwebhook_url    {}{}\nresource_server {}\nrequire_mfa    {}",
+        "client_id      {}\nname           {}\nstatus         {}\ntype           {}\nredirect_uris  {}\nscope          {}\nuser_types     {}\nphoto_url      {}\nlisting        {}\nconnect_url    {}\nwebhook_url    {}{}\nresource_server {}\nrequire_mfa    {}\nsmart_launcher {}\nlaunch_url     {}",
         c.id,
         c.name,
         if c.suspended_at.is_some() {
@@ -576,6 +599,8 @@ fn client_text(c: &Client) -> String {
         },
         c.resource_server,
         c.require_mfa,
+        c.smart_launcher,
+        c.launch_url.as_deref().unwrap_or("-"),
     )
 }
 
@@ -598,6 +623,8 @@ async fn client_command(
             authorization_level,
             resource_server,
             require_mfa,
+            smart_launcher,
+            launch_url,
         } => {
             let (client, secret) = admin::create_client(
                 store,
@@ -613,6 +640,8 @@ async fn client_command(
                     authorization_level,
                     resource_server,
                     require_mfa,
+                    smart_launcher,
+                    launch_url,
                     ..Default::default()
                 },
                 Actor::system(),
@@ -703,6 +732,12 @@ async fn client_command(
                     (_, true) => Some(false),
                     _ => None,
                 },
+                smart_launcher: match (u.smart_launcher, u.no_smart_launcher) {
+                    (true, _) => Some(true),
+                    (_, true) => Some(false),
+                    _ => None,
+                },
+                launch_url: u.launch_url.map(Some),
             };
             let client = admin::update_client(
                 store,

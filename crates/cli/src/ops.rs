@@ -9,6 +9,7 @@ use healthgate_core::Clock;
 use healthgate_core::org::OrganizationKind;
 use healthgate_server::Settings;
 use healthgate_server::services::admin::{self, AdminError};
+use healthgate_server::services::smart::{self, LaunchRequest};
 use healthgate_store::Actor;
 use serde_json::json;
 
@@ -405,6 +406,101 @@ pub async fn keys_command(
                 .collect::<Vec<_>>()
                 .join("\n");
             print(as_json, &value, &text);
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SmartCommand {
+    /// Make a SMART EHR launch of an app, as the platform (the EHR) would:
+    /// prints the launch value and the app's launch URL carrying it (valid
+    /// for five minutes, once).
+    Launch {
+        /// The app to launch (its client_id).
+        #[arg(long = "client", value_name = "ID")]
+        client: String,
+        /// The person it is for (username or id); anyone signed in when
+        /// omitted.
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        /// The patient in context (a FHIR id).
+        #[arg(long, value_name = "ID")]
+        patient: Option<String>,
+        /// The encounter in context (a FHIR id).
+        #[arg(long, value_name = "ID")]
+        encounter: Option<String>,
+        /// The FHIR server (one of `[smart] fhir_base_urls`; the first by
+        /// default).
+        #[arg(long, value_name = "URL")]
+        iss: Option<String>,
+        /// A resource in context (`fhirContext`), as a reference such as
+        /// `Appointment/123`; repeat for several.
+        #[arg(long = "context", value_name = "REFERENCE")]
+        fhir_context: Vec<String>,
+        /// Ask the app to show a patient banner (`need_patient_banner`).
+        #[arg(long)]
+        need_patient_banner: bool,
+        /// What the app is opened to do (`intent`).
+        #[arg(long)]
+        intent: Option<String>,
+    },
+}
+
+pub async fn smart_command(
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    cmd: SmartCommand,
+    as_json: bool,
+) -> Result<(), Failure> {
+    let state = open(settings, &clock).await?;
+    let store = &state.store;
+    match cmd {
+        SmartCommand::Launch {
+            client,
+            user,
+            patient,
+            encounter,
+            iss,
+            fhir_context,
+            need_patient_banner,
+            intent,
+        } => {
+            let made = smart::create_launch(
+                store,
+                &state.settings,
+                clock.now(),
+                "cli",
+                Actor::system(),
+                LaunchRequest {
+                    client_id: client,
+                    user,
+                    iss,
+                    patient,
+                    encounter,
+                    fhir_context: fhir_context
+                        .into_iter()
+                        .map(|r| json!({ "reference": r }))
+                        .collect(),
+                    need_patient_banner: need_patient_banner.then_some(true),
+                    intent,
+                    ..LaunchRequest::default()
+                },
+            )
+            .await?;
+            print(
+                as_json,
+                &json!({
+                    "launch": made.launch,
+                    "launch_url": made.launch_url,
+                    "expires_at": made.expires_at,
+                }),
+                &format!(
+                    "launch      {}\nlaunch_url  {}\n\nOpen the URL within five minutes; it works once.",
+                    made.launch, made.launch_url
+                ),
+            );
         }
     }
     store.close().await;

@@ -34,6 +34,8 @@ pub struct AuthorizeParams {
     pub aud: Option<String>,
     /// RFC 8707's name for the same thing, accepted as a synonym of `aud`.
     pub resource: Option<String>,
+    /// SMART's EHR launch: the opaque value the app was opened with.
+    pub launch: Option<String>,
     /// Names of parameters that appeared more than once (RFC 6749 §3.1).
     pub duplicated: Vec<String>,
 }
@@ -64,6 +66,7 @@ impl AuthorizeParams {
                 "acr_values" => &mut p.acr_values,
                 "aud" => &mut p.aud,
                 "resource" => &mut p.resource,
+                "launch" => &mut p.launch,
                 _ => continue,
             };
             if slot.is_some() {
@@ -80,7 +83,7 @@ impl AuthorizeParams {
     /// The request as name/value pairs, to carry it through the login and
     /// consent pages unchanged.
     pub fn to_pairs(&self) -> Vec<(&'static str, &str)> {
-        let fields: [(&'static str, &Option<String>); 13] = [
+        let fields: [(&'static str, &Option<String>); 14] = [
             ("response_type", &self.response_type),
             ("client_id", &self.client_id),
             ("redirect_uri", &self.redirect_uri),
@@ -94,6 +97,7 @@ impl AuthorizeParams {
             ("acr_values", &self.acr_values),
             ("aud", &self.aud),
             ("resource", &self.resource),
+            ("launch", &self.launch),
         ];
         fields
             .into_iter()
@@ -154,6 +158,9 @@ pub struct ValidAuthorization {
     /// The FHIR server the tokens are for (SMART's `aud`), one of those
     /// configured.
     pub aud: Option<String>,
+    /// SMART's EHR launch value, with the `launch` scope asked for; the
+    /// caller looks the launch up.
+    pub launch: Option<String>,
 }
 
 /// OpenID Connect's `prompt` (Core §3.1.2.1).
@@ -273,6 +280,29 @@ fn audience(
     }
 }
 
+/// SMART's EHR launch: the `launch` parameter and the `launch` scope come
+/// together (App Launch 2.2 §Scopes for requesting context data: `launch`
+/// is "only valid with the launch parameter"). Ignored with SMART off.
+fn ehr_launch(
+    params: &AuthorizeParams,
+    scope: &ScopeSet,
+    bases: &[&str],
+) -> Result<Option<String>, OAuthError> {
+    if bases.is_empty() {
+        return Ok(None);
+    }
+    match (params.launch.as_deref(), scope.contains("launch")) {
+        (Some(launch), true) if !launch.is_empty() => Ok(Some(launch.to_owned())),
+        (None, false) => Ok(None),
+        (Some(_), false) => Err(OAuthError::invalid_scope(
+            "an EHR launch asks for the launch scope",
+        )),
+        (_, true) => Err(OAuthError::invalid_request(
+            "the launch scope needs the launch parameter the app was opened with",
+        )),
+    }
+}
+
 /// Validates `params` for `client`, which the caller looked up by
 /// `params.client_id` (an unknown client is a [`AuthorizeError::Page`] the
 /// caller renders itself), under the deployment's `rules`.
@@ -335,6 +365,7 @@ pub fn validate(
     };
     client.check_scope(&scope).map_err(fail)?;
     let aud = audience(params, &scope, rules.fhir_bases).map_err(fail)?;
+    let launch = ehr_launch(params, &scope, rules.fhir_bases).map_err(fail)?;
 
     let code_challenge = match (&params.code_challenge, &params.code_challenge_method) {
         (Some(c), m) => Some(CodeChallenge::parse(c, m.as_deref()).map_err(fail)?),
@@ -381,6 +412,7 @@ pub fn validate(
         max_age,
         acr,
         aud,
+        launch,
     })
 }
 
@@ -727,6 +759,73 @@ mod tests {
                     "{extra:?}"
                 ),
                 Err(code) => assert_eq!(error_code(got), Some(code), "{extra:?}"),
+            }
+        }
+    }
+
+    /// SMART's EHR launch: the `launch` parameter and the `launch` scope
+    /// come together; with SMART off, `launch` is not read.
+    #[test]
+    fn an_ehr_launch_needs_both_the_launch_parameter_and_the_launch_scope() {
+        const FHIR: &str = "https://fhir.example.com/r4";
+        let mut smart_client = client(ClientKind::Confidential);
+        smart_client.allowed_scopes =
+            ScopeSet::parse("openid fhirUser launch launch/patient patient/*.rs").unwrap();
+        let on = Rules {
+            scopes: ScopeSource::Request,
+            fhir_bases: &[FHIR],
+        };
+        let off = Rules::new(ScopeSource::Request);
+        // (scope, launch, rules, Ok(launch) or the error)
+        type Case<'a> = (
+            &'static str,
+            Option<&'static str>,
+            &'a Rules<'static>,
+            Result<Option<&'static str>, ErrorCode>,
+        );
+        let cases: Vec<Case<'_>> = vec![
+            ("launch patient/*.rs", Some("xyz"), &on, Ok(Some("xyz"))),
+            ("launch/patient patient/*.rs", None, &on, Ok(None)),
+            (
+                "launch patient/*.rs",
+                None,
+                &on,
+                Err(ErrorCode::InvalidRequest),
+            ),
+            (
+                "launch patient/*.rs",
+                Some(""),
+                &on,
+                Err(ErrorCode::InvalidRequest),
+            ),
+            (
+                "launch/patient patient/*.rs",
+                Some("xyz"),
+                &on,
+                Err(ErrorCode::InvalidScope),
+            ),
+            ("openid", Some("xyz"), &off, Ok(None)),
+        ];
+        for (scope, launch, rules, expected) in cases {
+            let mut pairs = vec![
+                ("response_type", "code"),
+                ("client_id", "app-1"),
+                ("scope", scope),
+                ("aud", FHIR),
+            ];
+            if let Some(l) = launch {
+                pairs.push(("launch", l));
+            }
+            let got = validate(&params(&pairs), &smart_client, rules);
+            match expected {
+                Ok(l) => assert_eq!(
+                    got.unwrap_or_else(|e| panic!("{scope} {launch:?}: {e:?}"))
+                        .launch
+                        .as_deref(),
+                    l,
+                    "{scope} {launch:?}"
+                ),
+                Err(code) => assert_eq!(error_code(got), Some(code), "{scope} {launch:?}"),
             }
         }
     }

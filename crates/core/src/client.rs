@@ -114,6 +114,13 @@ pub struct Client {
     /// Every sign-in that authorizes this app must have given a second
     /// factor (a clinician app never gets a password-only token).
     pub require_mfa: bool,
+    /// A SMART launcher (the platform acting as the EHR) may create EHR
+    /// launches of apps (`POST /api/v1/smart/launches`); set by operators
+    /// only.
+    pub smart_launcher: bool,
+    /// Where the app is opened for a SMART EHR launch, with `iss` and
+    /// `launch` appended.
+    pub launch_url: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -321,6 +328,8 @@ pub(crate) fn example(kind: ClientKind) -> Client {
         suspended_at: None,
         resource_server: false,
         require_mfa: false,
+        smart_launcher: false,
+        launch_url: None,
         created_at: 0,
         updated_at: 0,
     }

@@ -125,6 +125,10 @@ pub enum EventKind {
     /// A message could not be delivered and was given up (`data`: its
     /// kind, attempts, the last error; never the body).
     EmailDeliveryFailed,
+    /// A SMART launcher (the platform acting as the EHR) made an EHR launch
+    /// of an app (`data`: the FHIR server, the patient and encounter in
+    /// context; never the launch value).
+    SmartLaunchCreated,
 }
 
 impl EventKind {
@@ -197,6 +201,7 @@ impl EventKind {
         Self::SecurityNoticeQueued,
         Self::EmailDelivered,
         Self::EmailDeliveryFailed,
+        Self::SmartLaunchCreated,
     ];
 
     /// The event's type as written to the audit trail and webhooks.
@@ -270,6 +275,7 @@ impl EventKind {
             Self::SecurityNoticeQueued => "email.notice_queued",
             Self::EmailDelivered => "email.delivered",
             Self::EmailDeliveryFailed => "email.delivery_failed",
+            Self::SmartLaunchCreated => "smart.launch_created",
         }
     }
 

@@ -28,6 +28,8 @@ pub enum SecretKind {
     EmailVerification,
     /// A link that lets a person choose a new password.
     PasswordReset,
+    /// A SMART EHR launch, handed to the app in its launch URL.
+    SmartLaunch,
 }
 
 impl SecretKind {
@@ -44,6 +46,7 @@ impl SecretKind {
             Self::RecoveryCode => "hg_rc_",
             Self::EmailVerification => "hg_ev_",
             Self::PasswordReset => "hg_pr_",
+            Self::SmartLaunch => "hg_ln_",
         }
     }
 }

@@ -14,6 +14,8 @@
 
 use std::fmt;
 
+use crate::error::OAuthError;
+
 /// Whose records a clinical scope reaches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Compartment {
@@ -274,6 +276,116 @@ impl SmartContext {
     pub fn from_stored(text: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(text)
     }
+}
+
+/// How long an EHR launch may wait for the authorization request that
+/// uses it: the app is opened with it at once, and the person is normally
+/// signed in already.
+pub const LAUNCH_TTL: i64 = 300;
+
+/// An EHR launch (SMART App Launch 2.2 §EHR launch): made by the platform
+/// acting as the EHR, for one app and perhaps one person, used once by the
+/// authorization request that names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    pub client_id: String,
+    /// The person it was made for, when the launcher named one.
+    pub user_id: Option<String>,
+    /// The FHIR server (`aud`, the `iss` the app was launched with) and the
+    /// launch context.
+    pub context: SmartContext,
+    /// The launcher (a client registered as one).
+    pub created_by: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub consumed_at: Option<i64>,
+}
+
+/// Why a launch cannot start an authorization: one answer for a launch
+/// that does not exist, belongs to another app, expired or was used, so
+/// that a guess learns nothing.
+pub const UNUSABLE_LAUNCH: &str = "launch is unknown, expired or already used";
+
+impl Launch {
+    /// Whether the authorization request of `client_id` for the FHIR
+    /// server `aud` may use it at `now`.
+    pub fn admits(&self, client_id: &str, aud: Option<&str>, now: i64) -> Result<(), OAuthError> {
+        if self.client_id != client_id || self.consumed_at.is_some() || now >= self.expires_at {
+            return Err(OAuthError::invalid_request(UNUSABLE_LAUNCH));
+        }
+        if aud != Some(self.context.aud.as_str()) {
+            return Err(OAuthError::invalid_request(
+                "aud is not the FHIR server the app was launched with (iss)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether `user_id` may use it: anyone signed in when the launcher
+    /// named nobody, otherwise only that person.
+    pub fn is_for(&self, user_id: &str) -> bool {
+        self.user_id.as_deref().is_none_or(|u| u == user_id)
+    }
+}
+
+/// Whether `id` is a FHIR resource id (`[A-Za-z0-9\-\.]{1,64}`, FHIR R4
+/// §2.24.0.1 id).
+pub fn is_fhir_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+/// Checks the launch context a launcher gives, before it is kept: `patient`
+/// and `encounter` are FHIR ids; each `fhirContext` item is an object that
+/// names a resource (`reference`, `canonical` or `identifier`, SMART App
+/// Launch 2.2 §fhirContext); `smart_style_url` is an absolute `https` URL;
+/// `intent` and `tenant` are short text. The error names the field.
+pub fn check_context(context: &SmartContext) -> Result<(), String> {
+    for (name, id) in [
+        ("patient", &context.patient),
+        ("encounter", &context.encounter),
+    ] {
+        if let Some(id) = id
+            && !is_fhir_id(id)
+        {
+            return Err(format!(
+                "{name} must be a FHIR resource id (letters, digits, - and ., at most 64)"
+            ));
+        }
+    }
+    for item in &context.fhir_context {
+        let names_one = item.as_object().is_some_and(|o| {
+            ["reference", "canonical", "identifier"]
+                .iter()
+                .any(|k| o.contains_key(*k))
+                && o.get("reference")
+                    .is_none_or(|r| r.as_str().is_some_and(|r| !r.is_empty()))
+                && o.get("canonical")
+                    .is_none_or(|c| c.as_str().is_some_and(|c| !c.is_empty()))
+        });
+        if !names_one {
+            return Err(
+                "each fhirContext item must be an object with a reference, canonical or identifier"
+                    .into(),
+            );
+        }
+    }
+    if context.fhir_context.len() > 20 {
+        return Err("fhirContext may name at most 20 resources".into());
+    }
+    if let Some(style) = &context.smart_style_url
+        && !url::Url::parse(style).is_ok_and(|u| u.scheme() == "https" && u.host().is_some())
+    {
+        return Err("smart_style_url must be an absolute https URL".into());
+    }
+    for (name, text) in [("intent", &context.intent), ("tenant", &context.tenant)] {
+        if text.as_ref().is_some_and(|t| t.is_empty() || t.len() > 200) {
+            return Err(format!("{name} must be 1 to 200 characters"));
+        }
+    }
+    Ok(())
 }
 
 /// What "every scope" covers of SMART's, for a role that may grant
@@ -796,6 +908,103 @@ mod tests {
                 .launch_parameters()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_launch_admits_only_its_app_its_server_once_and_in_time() {
+        const FHIR: &str = "https://fhir.example.com/r4";
+        let launch = Launch {
+            client_id: "app-1".into(),
+            user_id: Some("usr-1".into()),
+            context: SmartContext {
+                patient: Some("123".into()),
+                ..SmartContext::for_server(FHIR)
+            },
+            created_by: "app-ehr".into(),
+            created_at: 1_000,
+            expires_at: 1_000 + LAUNCH_TTL,
+            consumed_at: None,
+        };
+        let used = Launch {
+            consumed_at: Some(1_010),
+            ..launch.clone()
+        };
+        let unusable = Err(OAuthError::invalid_request(UNUSABLE_LAUNCH));
+        // (launch, client, aud, now, answer)
+        let cases = [
+            (&launch, "app-1", Some(FHIR), 1_001, Ok(())),
+            (&launch, "app-1", Some(FHIR), 1_000 + LAUNCH_TTL - 1, Ok(())),
+            (
+                &launch,
+                "app-1",
+                Some(FHIR),
+                1_000 + LAUNCH_TTL,
+                unusable.clone(),
+            ),
+            (&launch, "app-2", Some(FHIR), 1_001, unusable.clone()),
+            (&used, "app-1", Some(FHIR), 1_011, unusable.clone()),
+            (
+                &launch,
+                "app-1",
+                Some("https://other.example/r4"),
+                1_001,
+                Err(OAuthError::invalid_request(
+                    "aud is not the FHIR server the app was launched with (iss)",
+                )),
+            ),
+        ];
+        for (l, client, aud, now, answer) in cases {
+            assert_eq!(l.admits(client, aud, now), answer, "{client} {aud:?} {now}");
+        }
+        assert!(launch.is_for("usr-1"));
+        assert!(!launch.is_for("usr-2"));
+        let anyone = Launch {
+            user_id: None,
+            ..launch
+        };
+        assert!(anyone.is_for("usr-2"));
+    }
+
+    #[test]
+    fn a_launch_context_names_fhir_ids_and_references() {
+        let ok = SmartContext {
+            patient: Some("Patient-123.a".into()),
+            encounter: Some("e1".into()),
+            fhir_context: vec![
+                serde_json::json!({ "reference": "Appointment/9" }),
+                serde_json::json!({ "canonical": "http://x.example/Questionnaire/q", "role": "launch" }),
+                serde_json::json!({ "identifier": { "value": "7" }, "type": "ServiceRequest" }),
+            ],
+            smart_style_url: Some("https://ehr.example/style.json".into()),
+            intent: Some("reconcile-medications".into()),
+            ..SmartContext::for_server("https://fhir.example.com/r4")
+        };
+        assert_eq!(check_context(&ok), Ok(()));
+        let bad = |change: fn(&mut SmartContext)| {
+            let mut c = ok.clone();
+            change(&mut c);
+            check_context(&c).unwrap_err()
+        };
+        assert!(bad(|c| c.patient = Some("a/b".into())).starts_with("patient"));
+        assert!(bad(|c| c.patient = Some(String::new())).starts_with("patient"));
+        assert!(bad(|c| c.encounter = Some("x".repeat(65))).starts_with("encounter"));
+        assert!(
+            bad(|c| c.fhir_context = vec![serde_json::json!("Appointment/9")])
+                .contains("fhirContext")
+        );
+        assert!(
+            bad(|c| c.fhir_context = vec![serde_json::json!({ "role": "x" })])
+                .contains("fhirContext")
+        );
+        assert!(
+            bad(|c| c.fhir_context = vec![serde_json::json!({ "reference": 9 })])
+                .contains("fhirContext")
+        );
+        assert!(
+            bad(|c| c.smart_style_url = Some("http://ehr.example/s".into()))
+                .contains("smart_style_url")
+        );
+        assert!(bad(|c| c.intent = Some(String::new())).starts_with("intent"));
     }
 
     fn clinical() -> impl Strategy<Value = String> {

@@ -16,7 +16,7 @@ use crate::{Backend, Result, Store, StoreError, conflict};
 const COLUMNS: &str = "id, name, photo_url, redirect_uris, allowed_scopes, user_types, kind, secret_digest, description, \
                        connect_redirect_url, published, webhook_url, webhook_secret_version, webhook_muted_at, \
                        authorization_level, provisioning_scopes, access_token_format, id_token_alg, owner_id, suspended_at, \
-                       resource_server, require_mfa, previous_secret_digest, previous_secret_expires_at, created_at, updated_at, \
+                       resource_server, require_mfa, smart_launcher, launch_url, previous_secret_digest, previous_secret_expires_at, created_at, updated_at, \
                        listing, listing_requested_at, listing_reviewed_at, listing_reviewed_by, listing_reason, listing_changes";
 
 fn from_row(row: &AnyRow) -> Result<Client> {
@@ -85,6 +85,8 @@ fn from_row(row: &AnyRow) -> Result<Client> {
         suspended_at: row.try_get("suspended_at")?,
         resource_server: row.try_get::<i64, _>("resource_server")? != 0,
         require_mfa: row.try_get::<i64, _>("require_mfa")? != 0,
+        smart_launcher: row.try_get::<i64, _>("smart_launcher")? != 0,
+        launch_url: row.try_get("launch_url")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -358,9 +360,10 @@ impl Store {
                                   description, connect_redirect_url, published, webhook_url, webhook_secret_version,
                                   authorization_level, provisioning_scopes, created_at, updated_at, access_token_format, id_token_alg,
                                   owner_id, resource_server, listing, listing_requested_at, listing_reviewed_at,
-                                  listing_reviewed_by, listing_reason, listing_changes, require_mfa)
+                                  listing_reviewed_by, listing_reason, listing_changes, require_mfa,
+                                  smart_launcher, launch_url)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
-                     $22, $23, $24, $25, $26, $27, $28)",
+                     $22, $23, $24, $25, $26, $27, $28, $29, $30)",
         )
         .bind(&c.id)
         .bind(&c.name)
@@ -390,6 +393,8 @@ impl Store {
         .bind(&c.listing.reason)
         .bind(Some(ReviewedField::join(&c.listing.changed)).filter(|j| !j.is_empty()))
         .bind(i64::from(c.require_mfa))
+        .bind(i64::from(c.smart_launcher))
+        .bind(&c.launch_url)
         .execute(&mut *tx)
         .await
         .map_err(conflict("client"))?;
@@ -451,7 +456,7 @@ impl Store {
                                 description = $6, connect_redirect_url = $7, webhook_url = $8,
                                 webhook_secret_version = $9, updated_at = $10, authorization_level = $11,
                                 provisioning_scopes = $12, access_token_format = $14, id_token_alg = $15,
-                                resource_server = $16, require_mfa = $17
+                                resource_server = $16, require_mfa = $17, smart_launcher = $18, launch_url = $19
              WHERE id = $13",
         )
         .bind(&c.name)
@@ -471,6 +476,8 @@ impl Store {
         .bind(c.id_token_alg.as_str())
         .bind(i64::from(c.resource_server))
         .bind(i64::from(c.require_mfa))
+        .bind(i64::from(c.smart_launcher))
+        .bind(&c.launch_url)
         .execute(&mut *tx)
         .await?;
         let listing = moved

@@ -795,7 +795,34 @@ impl Store {
         digest: &str,
         code: &AuthorizationCode,
     ) -> Result<()> {
+        self.insert_code(digest, code, None).await.map(|_| ())
+    }
+
+    /// Stores a code an EHR launch gave, using the launch (by the digest of
+    /// its value) in the same transaction: false, and nothing stored, when
+    /// the launch was used already, expired or is another app's.
+    pub async fn insert_launched_authorization_code(
+        &self,
+        digest: &str,
+        code: &AuthorizationCode,
+        launch_digest: &str,
+    ) -> Result<bool> {
+        self.insert_code(digest, code, Some(launch_digest)).await
+    }
+
+    async fn insert_code(
+        &self,
+        digest: &str,
+        code: &AuthorizationCode,
+        launch_digest: Option<&str>,
+    ) -> Result<bool> {
         let mut tx = self.writer.begin().await?;
+        if let Some(launch) = launch_digest
+            && !crate::launches::use_launch(&mut tx, launch, &code.client_id, code.created_at)
+                .await?
+        {
+            return Ok(false);
+        }
         sqlx::query(
             "INSERT INTO authorization_codes (digest, family_id, client_id, user_id, redirect_uri, redirect_uri_provided, scope,
                                               code_challenge, created_at, expires_at, organization_id, owner_type, owner_id,
@@ -831,7 +858,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// An authorization code by digest, as read for redemption: whether it

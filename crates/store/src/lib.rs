@@ -18,6 +18,7 @@ mod factors;
 mod grants;
 mod integrations;
 mod keys;
+mod launches;
 mod purge;
 mod recovery;
 mod revocation;
@@ -386,6 +387,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "SMART context",
         include_str!("../migrations/sqlite/0017_smart_context.sql"),
     ),
+    (
+        18,
+        "SMART launches",
+        include_str!("../migrations/sqlite/0018_smart_launches.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -472,6 +478,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         17,
         "SMART context",
         include_str!("../migrations/postgres/0017_smart_context.sql"),
+    ),
+    (
+        18,
+        "SMART launches",
+        include_str!("../migrations/postgres/0018_smart_launches.sql"),
     ),
 ];
 

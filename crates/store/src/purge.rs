@@ -15,6 +15,7 @@ pub struct Purged {
     pub throttles: u64,
     pub email_links: u64,
     pub mail_outbox: u64,
+    pub smart_launches: u64,
 }
 
 impl Purged {
@@ -27,6 +28,7 @@ impl Purged {
             + self.throttles
             + self.email_links
             + self.mail_outbox
+            + self.smart_launches
     }
 }
 
@@ -108,6 +110,14 @@ const RULES: &[Rule] = &[
         columns: "id",
         condition: "status <> 'pending' AND created_at < $2",
         count: |p| &mut p.mail_outbox,
+    },
+    // SMART launches, a day after they expired (used or not).
+    Rule {
+        table: "smart_launches",
+        key: "digest",
+        columns: "digest",
+        condition: "expires_at < $1 - 86400",
+        count: |p| &mut p.smart_launches,
     },
 ];
 

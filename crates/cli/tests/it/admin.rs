@@ -1225,3 +1225,125 @@ async fn an_account_locked_by_failed_sign_ins_is_unlocked_by_the_cli_on_a_runnin
     );
     server.terminate().await;
 }
+
+/// SMART on the command line: an app registered with a launch URL, a
+/// launcher, and `smart launch`, which prints the app's launch URL with
+/// `iss` and a launch value the database keeps (by digest) with its
+/// context. Without `[smart]`, a launch is refused in one line.
+#[test]
+fn smart_launches_are_made_from_the_command_line() {
+    let sandbox = Sandbox::new();
+    let off = sandbox.run(&["smart", "launch", "--client", "app-x"]);
+    assert!(off.one_line_failure(2).contains("SMART is off"), "{off:#?}");
+    let config = sandbox.write(
+        "healthgate.toml",
+        "[smart]\nfhir_base_urls = [\"https://fhir.example.com/r4\"]\n",
+    );
+    let config = config.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--config", config];
+        all.extend_from_slice(args);
+        sandbox.run(&all)
+    };
+    let app = run(&[
+        "client",
+        "create",
+        "--name",
+        "Growth charts",
+        "--redirect-uri",
+        "https://app.example/cb",
+        "--scope",
+        "openid launch patient/*.rs",
+        "--launch-url",
+        "https://app.example/launch",
+        "--json",
+    ])
+    .json();
+    assert_eq!(app["launch_url"], "https://app.example/launch");
+    assert_eq!(app["smart_launcher"], false);
+    let id = app["client_id"].as_str().unwrap();
+    let ehr = run(&[
+        "client",
+        "create",
+        "--name",
+        "The EHR",
+        "--redirect-uri",
+        "https://ehr.example/cb",
+        "--scope",
+        "openid",
+        "--smart-launcher",
+        "--json",
+    ])
+    .json();
+    assert_eq!(ehr["smart_launcher"], true);
+    let updated = run(&[
+        "client",
+        "update",
+        ehr["client_id"].as_str().unwrap(),
+        "--no-smart-launcher",
+        "--json",
+    ])
+    .json();
+    assert_eq!(updated["smart_launcher"], false);
+    let bad = run(&[
+        "client",
+        "update",
+        id,
+        "--launch-url",
+        "ftp://app.example/x",
+    ]);
+    assert!(bad.one_line_failure(2).contains("launch URL"), "{bad:#?}");
+    run(&[
+        "user",
+        "create",
+        "--username",
+        "dr.who",
+        "--password",
+        "correct horse battery staple",
+        "--json",
+    ])
+    .json();
+    let made = run(&[
+        "smart",
+        "launch",
+        "--client",
+        id,
+        "--user",
+        "dr.who",
+        "--patient",
+        "123",
+        "--encounter",
+        "enc-9",
+        "--context",
+        "Appointment/9",
+        "--json",
+    ])
+    .json();
+    let url = reqwest::Url::parse(made["launch_url"].as_str().unwrap()).unwrap();
+    assert_eq!(url.path(), "/launch");
+    let q: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
+    assert_eq!(q["iss"], "https://fhir.example.com/r4");
+    assert_eq!(q["launch"], made["launch"].as_str().unwrap());
+    assert!(q["launch"].starts_with("hg_ln_"));
+    // The value itself is not kept: only its digest.
+    assert!(!contains_bytes(&sandbox.data_bytes(), &q["launch"]));
+    let text = run(&["smart", "launch", "--client", id]);
+    assert!(
+        text.stdout
+            .contains("launch_url  https://app.example/launch?iss="),
+        "{text:#?}"
+    );
+    for (args, says) in [
+        (vec!["--client", "app-nope"], "no client"),
+        (vec!["--client", id, "--patient", "a/b"], "patient"),
+        (
+            vec!["--client", id, "--user", "nobody"],
+            "no active account",
+        ),
+    ] {
+        let mut all = vec!["smart", "launch"];
+        all.extend(args);
+        let out = run(&all);
+        assert!(out.one_line_failure(2).contains(says), "{out:#?}");
+    }
+}

@@ -1,7 +1,7 @@
 //! The JSON APIs: the resource API behind bearer tokens (`/api/v1/me`, checked
 //! by `oauth::bearer`), partner-provisioned users,
 //! the partner's integration APIs and connect-code exchange, the practice
-//! API its keys open, and the health probes.
+//! API its keys open, SMART EHR launches, and the health probes.
 
 pub mod exchange;
 pub mod health;
@@ -9,6 +9,7 @@ pub mod integrations;
 pub mod me;
 pub mod partner;
 pub mod practice;
+pub mod smart;
 pub mod users;
 
 use axum::routing::{delete, get, post};
@@ -46,6 +47,7 @@ pub fn routes() -> Routes {
             "/api/v1/integrations/{id}/api_keys/{key_id}",
             delete(partner::revoke_key),
         )
+        .route("/api/v1/smart/launches", post(smart::create))
         .route("/api/v1/practice", get(practice::mine))
         .route("/api/v1/practices/{id}", get(practice::by_id))
 }

@@ -15,7 +15,7 @@ use healthgate_core::client::Client;
 use healthgate_core::error::{ErrorCode, OAuthError};
 use healthgate_core::redirect::with_query_params;
 use healthgate_core::secret::{SecretKind, mint, new_ordered_id};
-use healthgate_core::smart::SmartContext;
+use healthgate_core::smart::{Launch, SmartContext, UNUSABLE_LAUNCH};
 use healthgate_core::token::{AuthorizationCode, GrantContext};
 use healthgate_core::user::User;
 use healthgate_store::Session;
@@ -67,12 +67,17 @@ fn error_redirect(
     )
 }
 
-/// Looks up the client and validates the request. `Err` is the response to
-/// send: an error page or an error redirect.
-async fn check(
-    state: &AppState,
-    params: &AuthorizeParams,
-) -> Result<(Client, ValidAuthorization), Response> {
+/// A request that passed every check, with the EHR launch it names.
+struct Checked {
+    client: Client,
+    request: ValidAuthorization,
+    launch: Option<Launch>,
+}
+
+/// Looks up the client and validates the request, and the EHR launch it
+/// names. `Err` is the response to send: an error page or an error
+/// redirect.
+async fn check(state: &AppState, params: &AuthorizeParams) -> Result<Checked, Response> {
     let Some(client_id) = params.client_id.as_deref() else {
         return Err(PageError::bad_request(
             "The request does not say which application is asking (client_id is missing).",
@@ -115,15 +120,45 @@ async fn check(
         scopes: state.settings.scope_source(),
         fhir_bases: &fhir_bases,
     };
-    match validate(params, &client, &rules) {
-        Ok(v) => Ok((client, v)),
-        Err(AuthorizeError::Page(message)) => Err(PageError::bad_request(message).into_response()),
+    let request = match validate(params, &client, &rules) {
+        Ok(v) => v,
+        Err(AuthorizeError::Page(message)) => {
+            return Err(PageError::bad_request(message).into_response());
+        }
         Err(AuthorizeError::Redirect {
             redirect_uri,
             error,
             state: s,
-        }) => Err(error_redirect(state, &redirect_uri, &error, s.as_deref())),
-    }
+        }) => return Err(error_redirect(state, &redirect_uri, &error, s.as_deref())),
+    };
+    let launch = match &request.launch {
+        None => None,
+        Some(value) => {
+            let found = state
+                .store
+                .smart_launch(&healthgate_core::secret::digest(value))
+                .await
+                .map_err(|e| PageError::from(e).into_response())?;
+            let admitted = match &found {
+                Some(l) => l.admits(&client.id, request.aud.as_deref(), state.now()),
+                None => Err(OAuthError::invalid_request(UNUSABLE_LAUNCH)),
+            };
+            if let Err(error) = admitted {
+                return Err(error_redirect(
+                    state,
+                    &request.redirect_uri,
+                    &error,
+                    request.state.as_deref(),
+                ));
+            }
+            found
+        }
+    };
+    Ok(Checked {
+        client,
+        request,
+        launch,
+    })
 }
 
 /// Loads the logged-in user, or `None` if the session's user is gone or
@@ -178,7 +213,11 @@ pub async fn get(
 /// An authorization request, by `GET` or `POST` (OpenID Connect Core
 /// §3.1.2.1, SMART's `authorize-post`): sign-in, consent or the redirect.
 async fn request(state: AppState, headers: HeaderMap, params: AuthorizeParams) -> Response {
-    let (client, request) = match check(&state, &params).await {
+    let Checked {
+        client,
+        request,
+        launch,
+    } = match check(&state, &params).await {
         Ok(ok) => ok,
         Err(response) => return response,
     };
@@ -274,7 +313,7 @@ async fn request(state: AppState, headers: HeaderMap, params: AuthorizeParams) -
         };
         return back_after(page, &params.without_login_prompt());
     }
-    let choices = match allowed_choices(&state, &client, &user, &request).await {
+    let choices = match allowed_choices(&state, &client, &user, &request, launch.as_ref()).await {
         Ok(c) => c,
         Err(response) => return response,
     };
@@ -289,7 +328,7 @@ async fn request(state: AppState, headers: HeaderMap, params: AuthorizeParams) -
             Ok(Some((granted, org)))
                 if org.as_deref() == only.organization_id() && only.scope.is_subset(&granted) =>
             {
-                return issue_code(&state, &user, &session, &request, only).await;
+                return issue_code(&state, &user, &session, &request, launch.as_ref(), only).await;
             }
             Ok(_) => {}
             Err(e) => return PageError::from(e).into_response(),
@@ -315,14 +354,27 @@ async fn request(state: AppState, headers: HeaderMap, params: AuthorizeParams) -
 /// The ways `user` may authorize the request, or the refusal to show: an app
 /// not open to the person's user type (HealthTap's members and experts), an
 /// organization-level app and a person who administers no organization, or
-/// a role that allows none of what is asked. A refusal is a page that
-/// explains, and the app gets `access_denied` when the person goes back.
+/// a role that allows none of what is asked, an EHR launch made for
+/// someone else. A refusal is a page that explains, and the app gets
+/// `access_denied` when the person goes back.
 async fn allowed_choices(
     state: &AppState,
     client: &Client,
     user: &User,
     request: &ValidAuthorization,
+    launch: Option<&Launch>,
 ) -> Result<Vec<Choice>, Response> {
+    if launch.is_some_and(|l| !l.is_for(&user.id)) {
+        return Err(refusal(
+            state,
+            client,
+            request,
+            format!(
+                "{} was opened for someone else. Sign out, and open it again from your own account.",
+                client.name
+            ),
+        ));
+    }
     if !client.serves(user.user_type) {
         return Err(refusal(
             state,
@@ -455,10 +507,21 @@ async fn issue_code(
     user: &User,
     session: &Session,
     request: &ValidAuthorization,
+    launch: Option<&Launch>,
     choice: &Choice,
 ) -> Response {
     let now = state.now();
     let code = mint(SecretKind::AuthorizationCode);
+    // An EHR launch gives its context when the `launch` scope is granted
+    // (it is used once, with this code); otherwise a SMART grant knows its
+    // FHIR server only.
+    let launched = launch
+        .zip(request.launch.as_deref())
+        .filter(|_| choice.scope.contains("launch"));
+    let smart = match launched {
+        Some((l, _)) => Some(l.context.clone()),
+        None => request.aud.clone().map(SmartContext::for_server),
+    };
     let record = AuthorizationCode {
         family_id: new_ordered_id("fam", now),
         client_id: request.client_id.clone(),
@@ -470,19 +533,42 @@ async fn issue_code(
         created_at: now,
         expires_at: now + state.policy.code_ttl,
         grant: GrantContext {
-            smart: request.aud.clone().map(SmartContext::for_server),
+            smart,
             ..choice.grant()
         },
         nonce: request.nonce.clone(),
         auth_time: session.auth_time,
         amr: session.amr.clone(),
     };
-    if let Err(e) = state
-        .store
-        .insert_authorization_code(&code.digest, &record)
-        .await
-    {
-        return PageError::from(e).into_response();
+    let stored = match launched {
+        Some((_, value)) => {
+            state
+                .store
+                .insert_launched_authorization_code(
+                    &code.digest,
+                    &record,
+                    &healthgate_core::secret::digest(value),
+                )
+                .await
+        }
+        None => state
+            .store
+            .insert_authorization_code(&code.digest, &record)
+            .await
+            .map(|()| true),
+    };
+    match stored {
+        Ok(true) => {}
+        // Used by another request, or expired, since it was read.
+        Ok(false) => {
+            return error_redirect(
+                state,
+                &request.redirect_uri,
+                &OAuthError::invalid_request(UNUSABLE_LAUNCH),
+                request.state.as_deref(),
+            );
+        }
+        Err(e) => return PageError::from(e).into_response(),
     }
     respond(
         state,
@@ -526,7 +612,11 @@ pub async fn post(
         return e.into_response();
     }
     let params = AuthorizeParams::from_pairs(rest);
-    let (client, request) = match check(&state, &params).await {
+    let Checked {
+        client,
+        request,
+        launch,
+    } = match check(&state, &params).await {
         Ok(ok) => ok,
         Err(response) => return response,
     };
@@ -554,7 +644,7 @@ pub async fn post(
         )
         .into_response();
     }
-    let choices = match allowed_choices(&state, &client, &user, &request).await {
+    let choices = match allowed_choices(&state, &client, &user, &request, launch.as_ref()).await {
         Ok(c) => c,
         Err(response) => return response,
     };
@@ -607,7 +697,7 @@ pub async fn post(
             let Some(session) = session.as_ref() else {
                 return PageError::forbidden("Please sign in again.").into_response();
             };
-            issue_code(&state, &user, session, &request, choice).await
+            issue_code(&state, &user, session, &request, launch.as_ref(), choice).await
         }
         Some("deny") => {
             let event = Event::new(EventKind::ConsentDenied);

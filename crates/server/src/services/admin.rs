@@ -80,6 +80,11 @@ pub struct NewClient {
     pub resource_server: bool,
     /// Every sign-in that authorizes it must have given a second factor.
     pub require_mfa: bool,
+    /// May create SMART EHR launches of apps (the platform acting as the
+    /// EHR); set by operators only.
+    pub smart_launcher: bool,
+    /// Where the app is opened for a SMART EHR launch.
+    pub launch_url: Option<String>,
 }
 
 /// Changes to a registration; `None` leaves a field as it is, and for the
@@ -114,6 +119,11 @@ pub struct ClientChanges {
     pub resource_server: Option<bool>,
     /// Every sign-in that authorizes it must have given a second factor.
     pub require_mfa: Option<bool>,
+    /// May create SMART EHR launches; operators only.
+    pub smart_launcher: Option<bool>,
+    /// Where the app is opened for a SMART EHR launch; `Some(None)` clears
+    /// it.
+    pub launch_url: Option<Option<String>>,
 }
 
 /// One field's refusal: the field as the portal's forms name it, and why.
@@ -358,6 +368,12 @@ fn check_client(settings: &Settings, c: &Client, listed: bool, refusals: &mut Re
     if let Some(hook) = &c.webhook_url {
         refusals.check(check_webhook_url(settings, hook));
     }
+    // The person's browser is sent there, like to a redirect URI.
+    if let Some(launch) = &c.launch_url
+        && let Err(e) = RedirectUri::parse(launch)
+    {
+        refusals.add("launch_url", format!("launch URL {launch}: {e}"));
+    }
     if c.user_types.is_empty() {
         refusals.add("user_types", "at least one user type is required");
     }
@@ -407,6 +423,8 @@ fn draft_client(settings: &Settings, req: &NewClient, now: i64, refusals: &mut R
         suspended_at: None,
         resource_server: req.resource_server,
         require_mfa: req.require_mfa,
+        smart_launcher: req.smart_launcher,
+        launch_url: blank_is_none(req.launch_url.clone()),
         created_at: now,
         updated_at: now,
     };
@@ -526,6 +544,12 @@ fn apply_changes(
     }
     if let Some(on) = changes.require_mfa {
         c.require_mfa = on;
+    }
+    if let Some(on) = changes.smart_launcher {
+        c.smart_launcher = on;
+    }
+    if let Some(v) = changes.launch_url {
+        c.launch_url = blank_is_none(v);
     }
     if let Some(level) = changes.authorization_level {
         c.authorization_level = level;

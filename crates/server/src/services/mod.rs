@@ -2,7 +2,8 @@
 //! registering and changing clients and accounts (`admin`), the signing keys,
 //! the instance's secrets, password hashing, app photos, the throttles in
 //! front of sign-in and the endpoints, the one client for requests
-//! healthgate sends out, and recovery by email (`mail`).
+//! healthgate sends out, recovery by email (`mail`), and SMART EHR launches
+//! (`smart`).
 
 pub mod admin;
 pub mod keys;
@@ -13,4 +14,5 @@ pub mod passkeys;
 pub mod passwords;
 pub mod photos;
 pub mod secrets;
+pub mod smart;
 pub mod throttle;

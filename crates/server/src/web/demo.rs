@@ -205,6 +205,8 @@ pub async fn seed(
                     suspended_at: None,
                     resource_server: false,
                     require_mfa: false,
+                    smart_launcher: false,
+                    launch_url: None,
                     created_at: now,
                     updated_at: now,
                 })

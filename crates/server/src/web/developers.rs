@@ -620,9 +620,12 @@ pub async fn create_app(
         webhook_url: Some(values.webhook_url.clone()),
         published: values.published,
         owner_id: Some(user_id.clone()),
-        // Only operators make an app a resource server.
+        // Only operators make an app a resource server or a SMART
+        // launcher.
         resource_server: false,
         require_mfa: values.require_mfa,
+        smart_launcher: false,
+        launch_url: None,
     };
     // Every mistake at once: the page's own checks, then every one of
     // `admin`'s, registering nothing while any remains.

@@ -108,6 +108,10 @@ pub struct ClientSpec {
     pub resource_server: bool,
     /// Every sign-in that authorizes it must give a second factor.
     pub require_mfa: bool,
+    /// May create SMART EHR launches.
+    pub smart_launcher: bool,
+    /// Where it is opened for a SMART EHR launch.
+    pub launch_url: Option<&'static str>,
 }
 
 impl Default for ClientSpec {
@@ -120,6 +124,8 @@ impl Default for ClientSpec {
             authorization_level: Default::default(),
             resource_server: false,
             require_mfa: false,
+            smart_launcher: false,
+            launch_url: None,
         }
     }
 }
@@ -258,6 +264,8 @@ impl TestApp {
                 authorization_level: spec.authorization_level,
                 resource_server: spec.resource_server,
                 require_mfa: spec.require_mfa,
+                smart_launcher: spec.smart_launcher,
+                launch_url: spec.launch_url.map(str::to_owned),
                 ..Default::default()
             },
             Actor::system(),

@@ -387,3 +387,238 @@ async fn the_token_endpoint_answers_cors_for_a_browser_apps_own_origin_only() {
     .unwrap();
     assert!(!r.headers().contains_key("access-control-allow-origin"));
 }
+
+const LAUNCH_URL: &str = "https://app.example/launch";
+
+/// The platform acting as the EHR, and an app it can launch.
+async fn launcher_and_app(app: &TestApp) -> (TestClient, TestClient) {
+    let launcher = app
+        .register(ClientSpec {
+            smart_launcher: true,
+            ..ClientSpec::default()
+        })
+        .await;
+    let launched = app
+        .register(ClientSpec {
+            scope: "openid launch launch/patient patient/*.rs",
+            launch_url: Some(LAUNCH_URL),
+            ..ClientSpec::default()
+        })
+        .await;
+    (launcher, launched)
+}
+
+/// `POST /api/v1/smart/launches` as `caller`.
+async fn make_launch(app: &TestApp, caller: &TestClient, body: Value) -> (StatusCode, Value) {
+    let r = app
+        .http()
+        .post(app.url("/api/v1/smart/launches"))
+        .basic_auth(caller.id(), caller.secret.as_deref())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+fn launch_params<'a>(client: &'a TestClient, launch: &'a str) -> Vec<(&'a str, &'a str)> {
+    let mut p = authorize_params(client, "openid launch patient/*.rs");
+    p.push(("launch", launch));
+    p
+}
+
+/// An EHR launch (SMART App Launch 2.2 §EHR launch): the platform makes
+/// it for a person, the app is opened at its launch URL with `iss` and
+/// `launch`, and the token response carries the context, once.
+#[tokio::test]
+async fn an_ehr_launch_gives_the_app_its_context_once() {
+    let app = smart_app().await;
+    let (launcher, launched) = launcher_and_app(&app).await;
+    let (browser, alice) = app.signed_in("alice").await;
+    let (status, made) = make_launch(
+        &app,
+        &launcher,
+        serde_json::json!({
+            "client_id": launched.id(),
+            "user": "alice",
+            "patient": "123",
+            "encounter": "enc-9",
+            "fhirContext": [{ "reference": "Appointment/9" }],
+            "need_patient_banner": false,
+            "intent": "reconcile-medications",
+        }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    assert_eq!(made["expires_in"], 300);
+    let launch = made["launch"].as_str().unwrap().to_owned();
+    let url = made["launch_url"].as_str().unwrap();
+    assert!(url.starts_with(&format!("{LAUNCH_URL}?")), "{url}");
+    let q = query_of(url);
+    assert_eq!(q["iss"], FHIR);
+    assert_eq!(q["launch"], launch);
+    // The app, opened there, asks with the launch and the launch scope.
+    let r = browser.authorize(&launch_params(&launched, &launch)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let page = r.text().await.unwrap();
+    let r = browser.consent(&page, "allow").await;
+    let q = query_of(&location(&r));
+    let (status, body) = app.exchange(&launched, &q["code"], &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["patient"], "123");
+    assert_eq!(body["encounter"], "enc-9");
+    assert_eq!(
+        body["fhirContext"],
+        serde_json::json!([{ "reference": "Appointment/9" }])
+    );
+    assert_eq!(body["need_patient_banner"], false);
+    assert_eq!(body["intent"], "reconcile-medications");
+    assert_eq!(body["scope"], "launch openid patient/*.rs");
+    // Introspection says the same context, for the FHIR server to hold
+    // the token to its patient.
+    let rs = app.resource_server().await;
+    let seen = app
+        .introspect(&rs, body["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(seen["patient"], "123");
+    assert_eq!(seen["aud"], FHIR);
+    // The launch works once.
+    let r = browser.authorize(&launch_params(&launched, &launch)).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let q = query_of(&location(&r));
+    assert_eq!(q["error"], "invalid_request");
+    assert!(q["error_description"].contains("launch"), "{q:?}");
+    // Audited: who launched which app for whom, never the value.
+    let events = app.events_of("smart.launch_created").await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].client_id.as_deref(), Some(launched.id()));
+    assert_eq!(events[0].subject.as_deref(), Some(alice.id.as_str()));
+    let data: Value = serde_json::from_str(events[0].data.as_deref().unwrap()).unwrap();
+    assert_eq!(data["launcher"], launcher.id());
+    assert_eq!(data["patient"], "123");
+    assert!(!events[0].data.as_deref().unwrap().contains(&launch));
+}
+
+/// A launch is for its app, its person and its FHIR server, for five
+/// minutes; `launch` and the `launch` scope come together.
+#[tokio::test]
+async fn a_launch_is_refused_to_anyone_else_late_or_without_its_scope() {
+    let app = smart_app().await;
+    let (launcher, launched) = launcher_and_app(&app).await;
+    let other = app
+        .register(ClientSpec {
+            scope: "openid launch patient/*.rs",
+            launch_url: Some(LAUNCH_URL),
+            ..ClientSpec::default()
+        })
+        .await;
+    app.user("bob", UserType::Member).await;
+    let (browser, _) = app.signed_in("alice").await;
+    let new_launch = |user: &'static str| {
+        let app = &app;
+        let launcher = &launcher;
+        let launched = &launched;
+        async move {
+            let (status, made) = make_launch(
+                app,
+                launcher,
+                serde_json::json!({ "client_id": launched.id(), "user": user, "patient": "123" }),
+            )
+            .await;
+            assert_eq!(status, StatusCode::CREATED, "{made}");
+            made["launch"].as_str().unwrap().to_owned()
+        }
+    };
+    let error_of = |r: &reqwest::Response| {
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        let q = query_of(&location(r));
+        (q["error"].clone(), q["error_description"].clone())
+    };
+    // Another app cannot use it; an unknown value says the same.
+    let launch = new_launch("alice").await;
+    let r = browser.authorize(&launch_params(&other, &launch)).await;
+    assert_eq!(
+        error_of(&r),
+        (
+            "invalid_request".into(),
+            "launch is unknown, expired or already used".into()
+        )
+    );
+    let r = browser.authorize(&launch_params(&launched, "hg_ln_guess")).await;
+    assert_eq!(error_of(&r).1, "launch is unknown, expired or already used");
+    // The launch scope without the launch, and the launch without it.
+    let r = browser
+        .authorize(&authorize_params(&launched, "launch patient/*.rs"))
+        .await;
+    assert_eq!(error_of(&r).0, "invalid_request");
+    let mut no_scope = authorize_params(&launched, "patient/*.rs");
+    no_scope.push(("launch", &launch));
+    let r = browser.authorize(&no_scope).await;
+    assert_eq!(error_of(&r).0, "invalid_scope");
+    // Made for bob: alice is told, and the app gets access_denied.
+    let for_bob = new_launch("bob").await;
+    let r = browser.authorize(&launch_params(&launched, &for_bob)).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(readable(r.text().await.unwrap()).contains("opened for someone else"));
+    // Five minutes later, alice's own launch is gone.
+    app.clock.advance(301);
+    let r = browser.authorize(&launch_params(&launched, &launch)).await;
+    assert_eq!(error_of(&r).1, "launch is unknown, expired or already used");
+}
+
+/// Only a SMART launcher makes launches, and only of an app that can be
+/// launched, with a context that names FHIR resources.
+#[tokio::test]
+async fn launches_are_made_only_by_launchers_of_launchable_apps() {
+    let app = smart_app().await;
+    let (launcher, launched) = launcher_and_app(&app).await;
+    let plain = app.confidential().await;
+    app.user("alice", UserType::Member).await;
+    let (status, body) = make_launch(
+        &app,
+        &plain,
+        serde_json::json!({ "client_id": launched.id() }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let r = app
+        .http()
+        .post(app.url("/api/v1/smart/launches"))
+        .json(&serde_json::json!({ "client_id": launched.id() }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    for (body, says) in [
+        (serde_json::json!({ "client_id": "app-nope" }), "no client"),
+        (
+            serde_json::json!({ "client_id": plain.id() }),
+            "no launch URL",
+        ),
+        (
+            serde_json::json!({ "client_id": launched.id(), "patient": "a/b" }),
+            "patient must be a FHIR resource id",
+        ),
+        (
+            serde_json::json!({ "client_id": launched.id(), "user": "nobody" }),
+            "no active account",
+        ),
+        (
+            serde_json::json!({ "client_id": launched.id(), "iss": "https://other.example/r4" }),
+            "not one of the FHIR servers",
+        ),
+        (
+            serde_json::json!({ "client_id": launched.id(), "fhirContext": ["Appointment/9"] }),
+            "fhirContext",
+        ),
+        (serde_json::json!({ "app": launched.id() }), "JSON launch"),
+    ] {
+        let (status, answer) = make_launch(&app, &launcher, body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        assert_eq!(answer["error"], "invalid_request");
+        let description = answer["error_description"].as_str().unwrap();
+        assert!(description.contains(says), "{body}: {description}");
+    }
+    assert!(app.events_of("smart.launch_created").await.is_empty());
+}

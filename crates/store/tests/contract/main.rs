@@ -117,6 +117,8 @@ fn client(id: &str) -> Client {
         suspended_at: None,
         resource_server: false,
         require_mfa: false,
+        smart_launcher: false,
+        launch_url: None,
         created_at: NOW,
         updated_at: NOW,
     }
@@ -298,7 +300,11 @@ async fn a_rotated_secret_is_kept_with_its_expiry_until_ended() {
 #[tokio::test]
 async fn clients_round_trip() {
     for b in backends().await {
-        let c = client("app-roundtrip");
+        let c = Client {
+            smart_launcher: true,
+            launch_url: Some("https://partner.example/launch".into()),
+            ..client("app-roundtrip")
+        };
         b.store.insert_client(&c).await.unwrap();
         assert_eq!(
             b.store.client("app-roundtrip").await.unwrap().as_ref(),
@@ -3884,6 +3890,137 @@ async fn a_pending_sign_in_is_finished_once_and_a_ceremony_is_taken_once() {
             Some("{\"challenge\":1}")
         );
         assert_eq!(s.take_ceremony("done").await.unwrap(), None);
+        b.cleanup().await;
+    }
+}
+
+/// A SMART EHR launch is kept by digest with its context, and used once:
+/// by the code of the app it was made for, before it expires. A code it
+/// could not give is not stored.
+#[tokio::test]
+async fn an_ehr_launch_gives_one_code_to_its_own_app_in_time() {
+    use healthgate_core::smart::{LAUNCH_TTL, Launch, SmartContext};
+    for b in backends().await {
+        let (client_id, user, _) = setup_code(&b.store).await;
+        let other = client(&new_id("app"));
+        b.store.insert_client(&other).await.unwrap();
+        let launch = Launch {
+            client_id: client_id.clone(),
+            user_id: Some(user.id.clone()),
+            context: SmartContext {
+                patient: Some("123".into()),
+                fhir_context: vec![serde_json::json!({ "reference": "Appointment/9" })],
+                ..SmartContext::for_server("https://fhir.example.com/r4")
+            },
+            created_by: other.id.clone(),
+            created_at: NOW,
+            expires_at: NOW + LAUNCH_TTL,
+            consumed_at: None,
+        };
+        let value = mint(SecretKind::SmartLaunch);
+        b.store
+            .insert_smart_launch(&value.digest, &launch, Actor::system())
+            .await
+            .unwrap();
+        assert_eq!(
+            b.store.smart_launch(&value.digest).await.unwrap().as_ref(),
+            Some(&launch),
+            "{}",
+            b.name
+        );
+        assert!(b.store.smart_launch("nope").await.unwrap().is_none());
+        let code_for = |client_id: &str, at: i64| AuthorizationCode {
+            family_id: new_id("fam"),
+            client_id: client_id.to_owned(),
+            user_id: user.id.clone(),
+            redirect_uri: "https://partner.example/cb".into(),
+            redirect_uri_provided: true,
+            scope: ScopeSet::parse("profile_read").unwrap(),
+            code_challenge: None,
+            created_at: at,
+            expires_at: at + 600,
+            grant: healthgate_core::token::GrantContext {
+                smart: Some(launch.context.clone()),
+                ..Default::default()
+            },
+            nonce: None,
+            auth_time: None,
+            amr: Default::default(),
+        };
+        let stored = |code: &healthgate_core::secret::Minted| {
+            let store = &b.store;
+            let digest = code.digest.clone();
+            async move { store.code_for_redemption(&digest).await.unwrap().is_some() }
+        };
+        // Another app's code, or one made after the launch expired, does
+        // not use it.
+        let theirs = mint(SecretKind::AuthorizationCode);
+        assert!(
+            !b.store
+                .insert_launched_authorization_code(
+                    &theirs.digest,
+                    &code_for(&other.id, NOW + 1),
+                    &value.digest
+                )
+                .await
+                .unwrap(),
+            "{}",
+            b.name
+        );
+        assert!(!stored(&theirs).await);
+        let late = mint(SecretKind::AuthorizationCode);
+        assert!(
+            !b.store
+                .insert_launched_authorization_code(
+                    &late.digest,
+                    &code_for(&client_id, NOW + LAUNCH_TTL),
+                    &value.digest
+                )
+                .await
+                .unwrap()
+        );
+        assert!(!stored(&late).await);
+        // Its own app's code, in time: once.
+        let first = mint(SecretKind::AuthorizationCode);
+        assert!(
+            b.store
+                .insert_launched_authorization_code(
+                    &first.digest,
+                    &code_for(&client_id, NOW + 2),
+                    &value.digest
+                )
+                .await
+                .unwrap()
+        );
+        assert!(stored(&first).await);
+        let read = b
+            .store
+            .code_for_redemption(&first.digest)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read.code.grant.smart.as_ref(), Some(&launch.context));
+        assert_eq!(
+            b.store
+                .smart_launch(&value.digest)
+                .await
+                .unwrap()
+                .unwrap()
+                .consumed_at,
+            Some(NOW + 2)
+        );
+        let again = mint(SecretKind::AuthorizationCode);
+        assert!(
+            !b.store
+                .insert_launched_authorization_code(
+                    &again.digest,
+                    &code_for(&client_id, NOW + 3),
+                    &value.digest
+                )
+                .await
+                .unwrap()
+        );
+        assert!(!stored(&again).await);
         b.cleanup().await;
     }
 }
