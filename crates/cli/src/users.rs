@@ -8,9 +8,11 @@ use std::sync::Arc;
 
 use clap::Subcommand;
 use healthgate_core::Clock;
+use healthgate_core::smart::PatientLink;
 use healthgate_core::user::{User, UserType};
 use healthgate_server::Settings;
 use healthgate_server::services::admin::{self, AdminError, Creator, NewUser};
+use healthgate_server::services::smart;
 use healthgate_store::Actor;
 use serde_json::json;
 
@@ -85,6 +87,31 @@ pub enum UserCommand {
     /// Delete an account (id or username) with its sessions, grants and
     /// tokens, memberships and consents.
     Delete { user: String },
+    /// Change an account (id or username): who it is on the FHIR server.
+    Update {
+        user: String,
+        /// SMART's `fhirUser`: the person's FHIR resource, such as
+        /// `Practitioner/123`; empty clears it.
+        #[arg(long, value_name = "REFERENCE")]
+        fhir_user: Option<String>,
+    },
+    /// Link a patient record to an account (id or username): the person may
+    /// pick it when a SMART app is launched on its own.
+    LinkPatient {
+        user: String,
+        /// The patient's FHIR id.
+        #[arg(long, value_name = "ID")]
+        patient: String,
+        /// How the picker names the patient.
+        #[arg(long)]
+        display: String,
+    },
+    /// Unlink a patient record from an account.
+    UnlinkPatient {
+        user: String,
+        #[arg(long, value_name = "ID")]
+        patient: String,
+    },
 }
 
 fn parse_type(s: &str) -> Result<UserType, String> {
@@ -112,6 +139,7 @@ fn user_json(u: &User, sign_in_locked_until: Option<i64>) -> serde_json::Value {
         "password": password_state(u),
         "password_reset_at": u.password_reset_at,
         "provisioned_by": u.provisioned_by,
+        "fhir_user": u.fhir_user,
         "created_at": u.created_at,
     })
 }
@@ -352,6 +380,23 @@ pub async fn user_command(
             if !factors.is_empty() {
                 text.push_str(&format!("\nrecovery codes  {codes_left} left"));
             }
+            // SMART: who they are on the FHIR server, and whom they may
+            // pick in a standalone launch.
+            let patients = store.patient_links(&user.id).await.map_err(store_failure)?;
+            value["patients"] = json!(
+                patients
+                    .iter()
+                    .map(|p| json!({"id": p.patient_id, "display": p.display}))
+                    .collect::<Vec<_>>()
+            );
+            text.push_str(&format!(
+                "\nfhir_user       {}\npatients:{}",
+                user.fhir_user.as_deref().unwrap_or("-"),
+                if patients.is_empty() { " none" } else { "" }
+            ));
+            for p in &patients {
+                text.push_str(&format!("\n  {:<13} {}", p.patient_id, p.display));
+            }
             print(as_json, &value, &text);
         }
         UserCommand::Lock { user } => {
@@ -461,6 +506,50 @@ pub async fn user_command(
                     "temporary password of {}: {password}\n\nIt is shown only now: hand it over safely. Every session of theirs has ended; at their next sign-in they must choose a password of their own before anything else.",
                     named(&user)
                 ),
+            );
+        }
+        UserCommand::Update { user, fhir_user } => {
+            let user =
+                smart::set_fhir_user(store, now, &user, fhir_user.as_deref(), Actor::system())
+                    .await?;
+            print(
+                as_json,
+                &user_json(&user, None),
+                &format!(
+                    "{}: fhir_user {}",
+                    named(&user),
+                    user.fhir_user.as_deref().unwrap_or("-")
+                ),
+            );
+        }
+        UserCommand::LinkPatient {
+            user,
+            patient,
+            display,
+        } => {
+            let link = PatientLink {
+                patient_id: patient,
+                display,
+            };
+            let user =
+                smart::link_patient(store, now, &user, link.clone(), Actor::system()).await?;
+            print(
+                as_json,
+                &json!({"id": user.id, "username": user.username, "patient": link.patient_id, "display": link.display}),
+                &format!(
+                    "linked patient {} ({}) to {}",
+                    link.patient_id,
+                    link.display,
+                    named(&user)
+                ),
+            );
+        }
+        UserCommand::UnlinkPatient { user, patient } => {
+            let user = smart::unlink_patient(store, now, &user, &patient, Actor::system()).await?;
+            print(
+                as_json,
+                &json!({"id": user.id, "username": user.username, "patient": patient, "unlinked": true}),
+                &format!("unlinked patient {patient} from {}", named(&user)),
             );
         }
         UserCommand::Delete { user } => {

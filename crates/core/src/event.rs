@@ -129,6 +129,11 @@ pub enum EventKind {
     /// of an app (`data`: the FHIR server, the patient and encounter in
     /// context; never the launch value).
     SmartLaunchCreated,
+    /// A patient record was linked to a person, who may then pick it in a
+    /// SMART standalone launch (`data`: the patient id).
+    PatientLinked,
+    /// A patient record was unlinked from a person (`data`: the patient id).
+    PatientUnlinked,
 }
 
 impl EventKind {
@@ -202,6 +207,8 @@ impl EventKind {
         Self::EmailDelivered,
         Self::EmailDeliveryFailed,
         Self::SmartLaunchCreated,
+        Self::PatientLinked,
+        Self::PatientUnlinked,
     ];
 
     /// The event's type as written to the audit trail and webhooks.
@@ -276,6 +283,8 @@ impl EventKind {
             Self::EmailDelivered => "email.delivered",
             Self::EmailDeliveryFailed => "email.delivery_failed",
             Self::SmartLaunchCreated => "smart.launch_created",
+            Self::PatientLinked => "user.patient_linked",
+            Self::PatientUnlinked => "user.patient_unlinked",
         }
     }
 

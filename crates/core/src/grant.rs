@@ -352,6 +352,10 @@ pub fn redeem_code(
         &code.scope,
     );
     pair.redirect_uri = Some(code.redirect_uri.clone());
+    if !crate::smart::issues_refresh(code.grant.smart.as_ref(), code.scope.iter()) {
+        pair.refresh_digest = None;
+        pair.refresh_expires_at = None;
+    }
     let family = NewFamily {
         id: code.family_id.clone(),
         client_id: code.client_id.clone(),

@@ -317,6 +317,7 @@ mod tests {
             operator: false,
             password_reset_at: None,
             email_verified_at: verified.then_some(10),
+            fhir_user: None,
         }
     }
 

@@ -244,6 +244,11 @@ pub struct SmartContext {
     pub intent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// The signed-in person's FHIR resource as an absolute URL, when
+    /// `fhirUser` was granted and the person has one: the ID token's and
+    /// introspection's `fhirUser`, not a launch parameter.
+    #[serde(default, rename = "fhirUser", skip_serializing_if = "Option::is_none")]
+    pub fhir_user: Option<String>,
 }
 
 impl SmartContext {
@@ -257,14 +262,22 @@ impl SmartContext {
 
     /// The launch context parameters the token response carries beside the
     /// access token (`patient`, `encounter`, `fhirContext`, …): every field
-    /// set but `aud`, which is not one of them.
+    /// set but `aud` and `fhirUser`, which are not among them.
     pub fn launch_parameters(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut map = match serde_json::to_value(self) {
             Ok(serde_json::Value::Object(map)) => map,
             _ => serde_json::Map::new(),
         };
         map.remove("aud");
+        map.remove("fhirUser");
         map
+    }
+
+    /// With the person's `fhirUser` (`Practitioner/123`), made absolute with
+    /// this grant's FHIR server.
+    pub fn with_fhir_user(mut self, reference: &str) -> Self {
+        self.fhir_user = Some(format!("{}/{reference}", self.aud));
+        self
     }
 
     /// The stored form (a JSON object).
@@ -276,6 +289,77 @@ impl SmartContext {
     pub fn from_stored(text: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(text)
     }
+}
+
+/// A patient record a person may act for (their own, a child's): what a
+/// standalone launch's picker lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatientLink {
+    /// The patient's FHIR id on the FHIR servers healthgate fronts.
+    pub patient_id: String,
+    /// How the picker names it ("Jane Doe").
+    pub display: String,
+}
+
+/// Checks a patient link before it is kept: a FHIR id, and a name of 1 to
+/// 200 characters.
+pub fn check_patient_link(link: &PatientLink) -> Result<(), String> {
+    if !is_fhir_id(&link.patient_id) {
+        return Err(
+            "the patient must be a FHIR resource id (letters, digits, - and ., at most 64)".into(),
+        );
+    }
+    let display = link.display.trim();
+    if display.is_empty() || display.len() > 200 || display != link.display {
+        return Err(
+            "the display name must be 1 to 200 characters, without surrounding spaces".into(),
+        );
+    }
+    Ok(())
+}
+
+/// Checks a person's `fhirUser` before it is kept: a relative reference to
+/// a `Patient`, `Practitioner`, `PractitionerRole`, `RelatedPerson` or
+/// `Person` (SMART App Launch 2.2 §fhirUser).
+pub fn check_fhir_user(reference: &str) -> Result<(), String> {
+    let ok = reference.split_once('/').is_some_and(|(kind, id)| {
+        matches!(
+            kind,
+            "Patient" | "Practitioner" | "PractitionerRole" | "RelatedPerson" | "Person"
+        ) && is_fhir_id(id)
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "fhirUser {reference:?} must be a reference such as Practitioner/123 (Patient, Practitioner, PractitionerRole, RelatedPerson or Person)"
+        ))
+    }
+}
+
+/// Whether a grant gets a refresh token: every grant but a SMART one (a
+/// FHIR server in its context), which gets one only with `offline_access`
+/// or `online_access` (SMART App Launch 2.2 §Scopes for requesting a
+/// refresh token).
+pub fn issues_refresh<'a>(
+    smart: Option<&SmartContext>,
+    scope: impl IntoIterator<Item = &'a str>,
+) -> bool {
+    smart.is_none()
+        || scope
+            .into_iter()
+            .any(|s| s == "offline_access" || s == "online_access")
+}
+
+/// Whether a grant of `scope` must have a patient in context: it asks for
+/// `launch/patient`, or for the data of one patient (`patient/…`; SMART
+/// App Launch 2.2: "the EHR SHALL establish a patient in context").
+pub fn needs_patient<'a>(scope: impl IntoIterator<Item = &'a str>) -> bool {
+    scope.into_iter().any(|t| match parse(t) {
+        Ok(Some(SmartScope::Resource(r))) => r.compartment == Compartment::Patient,
+        Ok(Some(SmartScope::LaunchContext { kind, .. })) => kind == "patient",
+        _ => false,
+    })
 }
 
 /// How long an EHR launch may wait for the authorization request that
@@ -905,9 +989,34 @@ mod tests {
         );
         assert!(
             SmartContext::for_server("https://f.example")
+                .with_fhir_user("Practitioner/1")
                 .launch_parameters()
                 .is_empty()
         );
+        assert_eq!(
+            SmartContext::for_server("https://f.example/r4")
+                .with_fhir_user("Practitioner/1")
+                .fhir_user
+                .as_deref(),
+            Some("https://f.example/r4/Practitioner/1")
+        );
+    }
+
+    #[test]
+    fn a_smart_grant_is_refreshed_only_with_offline_or_online_access() {
+        let smart = SmartContext::for_server("https://f.example");
+        for (context, scope, refresh) in [
+            (None, "profile_read", true),
+            (Some(&smart), "openid patient/*.rs", false),
+            (Some(&smart), "openid patient/*.rs offline_access", true),
+            (Some(&smart), "online_access patient/*.rs", true),
+        ] {
+            assert_eq!(
+                issues_refresh(context, scope.split(' ')),
+                refresh,
+                "{scope}"
+            );
+        }
     }
 
     #[test]
@@ -1005,6 +1114,50 @@ mod tests {
                 .contains("smart_style_url")
         );
         assert!(bad(|c| c.intent = Some(String::new())).starts_with("intent"));
+    }
+
+    #[test]
+    fn a_patient_is_needed_for_patient_scopes_and_launch_patient() {
+        for (scope, needs) in [
+            ("openid patient/Observation.rs", true),
+            ("launch/patient openid", true),
+            ("patient/*.read", true),
+            ("user/*.rs launch/encounter openid fhirUser", false),
+            ("system/*.rs", false),
+            ("launch profile_read", false),
+        ] {
+            assert_eq!(needs_patient(scope.split(' ')), needs, "{scope}");
+        }
+    }
+
+    #[test]
+    fn fhir_users_and_patient_links_name_fhir_resources() {
+        for ok in [
+            "Practitioner/123",
+            "Patient/p-1.a",
+            "RelatedPerson/9",
+            "PractitionerRole/x",
+            "Person/1",
+        ] {
+            assert_eq!(check_fhir_user(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "123",
+            "Observation/1",
+            "Practitioner/",
+            "Practitioner/a/b",
+            "https://f.example/Practitioner/1",
+        ] {
+            assert!(check_fhir_user(bad).is_err(), "{bad}");
+        }
+        let link = |id: &str, display: &str| PatientLink {
+            patient_id: id.into(),
+            display: display.into(),
+        };
+        assert_eq!(check_patient_link(&link("123", "Jane Doe")), Ok(()));
+        assert!(check_patient_link(&link("Patient/123", "Jane Doe")).is_err());
+        assert!(check_patient_link(&link("123", "")).is_err());
+        assert!(check_patient_link(&link("123", " Jane")).is_err());
     }
 
     fn clinical() -> impl Strategy<Value = String> {

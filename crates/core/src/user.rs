@@ -87,6 +87,10 @@ pub struct User {
     /// When the person followed a verification link sent to `email` as it
     /// is now; `None` while the address is unverified (new or changed).
     pub email_verified_at: Option<i64>,
+    /// Who the person is on the FHIR server, as a resource reference
+    /// (`Practitioner/123`): SMART's `fhirUser` claim, made absolute with
+    /// the FHIR base the grant is for.
+    pub fhir_user: Option<String>,
 }
 
 impl fmt::Debug for User {

@@ -979,7 +979,7 @@ impl Store {
     ) -> Result<Option<(AccessToken, Option<User>)>> {
         let row = sqlx::query(access_token_query!(
             ", u.id, u.username, u.name, u.email, u.user_type, u.password_hash, u.created_at, u.locked_at,
-               u.provisioned_by, u.operator, u.password_reset_at, u.email_verified_at",
+               u.provisioned_by, u.operator, u.password_reset_at, u.email_verified_at, u.fhir_user",
             " LEFT JOIN users u ON u.id = a.user_id"
         ))
         .bind(digest)

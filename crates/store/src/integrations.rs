@@ -228,7 +228,7 @@ impl Store {
     /// The members of an organization with their roles, by username.
     pub async fn members(&self, organization_id: &str) -> Result<Vec<(User, String)>> {
         let rows = sqlx::query(
-            "SELECT u.id, u.username, u.name, u.email, u.user_type, u.password_hash, u.created_at, u.locked_at, u.provisioned_by, u.operator, u.password_reset_at, u.email_verified_at, m.role
+            "SELECT u.id, u.username, u.name, u.email, u.user_type, u.password_hash, u.created_at, u.locked_at, u.provisioned_by, u.operator, u.password_reset_at, u.email_verified_at, u.fhir_user, m.role
              FROM memberships m JOIN users u ON u.id = m.user_id
              WHERE m.organization_id = $1 ORDER BY u.username",
         )

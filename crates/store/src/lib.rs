@@ -19,6 +19,7 @@ mod grants;
 mod integrations;
 mod keys;
 mod launches;
+mod patients;
 mod purge;
 mod recovery;
 mod revocation;
@@ -392,6 +393,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "SMART launches",
         include_str!("../migrations/sqlite/0018_smart_launches.sql"),
     ),
+    (
+        19,
+        "SMART patients",
+        include_str!("../migrations/sqlite/0019_smart_patients.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -483,6 +489,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         18,
         "SMART launches",
         include_str!("../migrations/postgres/0018_smart_launches.sql"),
+    ),
+    (
+        19,
+        "SMART patients",
+        include_str!("../migrations/postgres/0019_smart_patients.sql"),
     ),
 ];
 

@@ -32,8 +32,8 @@ pub(crate) async fn insert_user_in(
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO users (id, username, name, email, user_type, password_hash, created_at, updated_at, locked_at, provisioned_by,
-                            operator)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10)",
+                            operator, fhir_user)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11)",
     )
     .bind(&u.id)
     .bind(&u.username)
@@ -45,6 +45,7 @@ pub(crate) async fn insert_user_in(
     .bind(u.locked_at)
     .bind(&u.provisioned_by)
     .bind(i64::from(u.operator))
+    .bind(&u.fhir_user)
     .execute(&mut *conn)
     .await
     .map_err(conflict("username"))?;
@@ -82,10 +83,11 @@ pub(crate) fn user_from_row(row: &AnyRow) -> Result<User> {
         operator: row.try_get::<i64, _>("operator")? != 0,
         password_reset_at: row.try_get("password_reset_at")?,
         email_verified_at: row.try_get("email_verified_at")?,
+        fhir_user: row.try_get("fhir_user")?,
     })
 }
 
-pub(crate) const SELECT: &str = "SELECT id, username, name, email, user_type, password_hash, created_at, locked_at, provisioned_by, operator, password_reset_at, email_verified_at FROM users";
+pub(crate) const SELECT: &str = "SELECT id, username, name, email, user_type, password_hash, created_at, locked_at, provisioned_by, operator, password_reset_at, email_verified_at, fhir_user FROM users";
 
 impl Store {
     /// Inserts a user; [`StoreError::Conflict`] if the username is taken.

@@ -748,7 +748,7 @@ async fn user_commands_do_what_the_console_does() {
                    "email": "alice@example.org", "type": "member", "operator": false,
                    "locked": false, "locked_at": null, "sign_in_locked_until": null,
                    "password": "set", "password_reset_at": null, "provisioned_by": null,
-                   "created_at": listed[0]["created_at"]}),
+                   "fhir_user": null, "created_at": listed[0]["created_at"]}),
             "{backend}"
         );
         assert!(listed[0]["created_at"].is_i64());
@@ -1303,6 +1303,67 @@ fn smart_launches_are_made_from_the_command_line() {
         "--json",
     ])
     .json();
+    // Who dr.who is on the FHIR server, and the patients they may pick.
+    let updated = run(&[
+        "user",
+        "update",
+        "dr.who",
+        "--fhir-user",
+        "Practitioner/77",
+        "--json",
+    ])
+    .json();
+    assert_eq!(updated["fhir_user"], "Practitioner/77");
+    let bad = run(&["user", "update", "dr.who", "--fhir-user", "Observation/1"]);
+    assert!(bad.one_line_failure(2).contains("fhirUser"), "{bad:#?}");
+    run(&[
+        "user",
+        "link-patient",
+        "dr.who",
+        "--patient",
+        "123",
+        "--display",
+        "Jane Doe",
+        "--json",
+    ])
+    .json();
+    run(&[
+        "user",
+        "link-patient",
+        "dr.who",
+        "--patient",
+        "456",
+        "--display",
+        "Sam Doe",
+        "--json",
+    ])
+    .json();
+    run(&[
+        "user",
+        "unlink-patient",
+        "dr.who",
+        "--patient",
+        "456",
+        "--json",
+    ])
+    .json();
+    let again = run(&["user", "unlink-patient", "dr.who", "--patient", "456"]);
+    assert!(
+        again.one_line_failure(2).contains("not linked"),
+        "{again:#?}"
+    );
+    let shown = run(&["user", "show", "dr.who", "--json"]).json();
+    assert_eq!(shown["fhir_user"], "Practitioner/77");
+    assert_eq!(
+        shown["patients"],
+        json!([{ "id": "123", "display": "Jane Doe" }])
+    );
+    let text = run(&["user", "show", "dr.who"]);
+    assert!(
+        text.stdout.contains("fhir_user       Practitioner/77"),
+        "{text:#?}"
+    );
+    assert!(text.stdout.contains("123           Jane Doe"), "{text:#?}");
     let made = run(&[
         "smart",
         "launch",
@@ -1338,7 +1399,7 @@ fn smart_launches_are_made_from_the_command_line() {
         (vec!["--client", id, "--patient", "a/b"], "patient"),
         (
             vec!["--client", id, "--user", "nobody"],
-            "no active account",
+            "no user with id or username",
         ),
     ] {
         let mut all = vec!["smart", "launch"];

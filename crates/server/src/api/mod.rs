@@ -12,7 +12,7 @@ pub mod practice;
 pub mod smart;
 pub mod users;
 
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 
 use crate::http::routes::Routes;
 
@@ -28,6 +28,11 @@ pub fn routes() -> Routes {
             get(users::show).patch(users::update).delete(users::delete),
         )
         .route("/api/v1/users/{guid}/tokens", post(users::tokens))
+        .route("/api/v1/users/{guid}/patients", get(users::patients))
+        .route(
+            "/api/v1/users/{guid}/patients/{patient}",
+            put(users::link_patient).delete(users::unlink_patient),
+        )
         .route("/api/oauth/tokens", post(exchange::post))
         .route("/api/v1/integrations", get(partner::list))
         .route("/api/v1/integrations/{id}", get(partner::show))

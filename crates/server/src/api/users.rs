@@ -22,8 +22,9 @@ use healthgate_core::grant;
 use healthgate_core::owner::ResourceOwner;
 use healthgate_core::scope::ScopeSet;
 use healthgate_core::secret::new_id;
+use healthgate_core::smart::PatientLink;
 use healthgate_core::user::{User, UserType, validate_email, validate_password, validate_username};
-use healthgate_store::StoreError;
+use healthgate_store::{Actor, StoreError};
 use serde_json::{Value, json};
 
 use crate::http::error::{ApiError, no_store};
@@ -31,7 +32,8 @@ use crate::http::ip::ClientIp;
 use crate::oauth::client_auth::{self, authenticate_partner};
 use crate::oauth::issue::new_tokens;
 use crate::oauth::params::Params;
-use crate::services::passwords;
+use crate::services::admin::AdminError;
+use crate::services::{passwords, smart};
 use crate::state::AppState;
 
 /// How a partner's username is kept: unique per partner.
@@ -49,6 +51,7 @@ fn user_json(client: &Client, u: &User) -> Value {
         "user_type": u.user_type.as_str(),
         "created_at": u.created_at,
         "provisioned": u.provisioned_by.as_deref() == Some(client.id.as_str()),
+        "fhir_user": u.fhir_user,
     })
 }
 
@@ -176,6 +179,7 @@ pub async fn create(
         operator: false,
         password_reset_at: None,
         email_verified_at: None,
+        fhir_user: None,
     };
     tokens_for(&state, &client, &user, true).await
 }
@@ -273,6 +277,12 @@ pub async fn update(
         )
         .await;
     }
+    // SMART's fhirUser (`Practitioner/123`); empty clears it.
+    if let Some(fhir_user) = params.get("fhir_user") {
+        smart::set_fhir_user(&state.store, now, &user.id, Some(fhir_user), actor(&ip))
+            .await
+            .map_err(admin_refusal)?;
+    }
     let user = state
         .store
         .user(&user.id)
@@ -294,6 +304,91 @@ pub async fn tokens(
         return Err(ApiError::forbidden("the account is locked"));
     }
     tokens_for(&state, &client, &user, false).await
+}
+
+/// What a partner did, for the audit trail: no account, its address.
+fn actor(ip: &ClientIp) -> Actor<'_> {
+    Actor {
+        user_id: None,
+        ip: ip.as_deref(),
+    }
+}
+
+/// A refusal of `services` as the API answers it: the request's fault is
+/// `invalid_request`.
+fn admin_refusal(e: AdminError) -> ApiError {
+    match e {
+        AdminError::Store(e) => ApiError::from(e),
+        other => ApiError::from(OAuthError::invalid_request(other.to_string())),
+    }
+}
+
+fn patients_json(links: &[PatientLink]) -> Value {
+    json!({
+        "patients": links
+            .iter()
+            .map(|p| json!({ "id": p.patient_id, "display": p.display }))
+            .collect::<Vec<_>>()
+    })
+}
+
+/// `GET /api/v1/users/{guid}/patients`: the patients linked to the
+/// partner's own user (SMART's standalone launch picker).
+pub async fn patients(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    Path(guid): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let client = authenticate_partner(&state, &headers, &ip).await?;
+    let user = own(&state, &client, &guid, &ip).await?;
+    Ok(Json(patients_json(
+        &state.store.patient_links(&user.id).await?,
+    )))
+}
+
+/// `PUT /api/v1/users/{guid}/patients/{patient}` (`{display}`): links a
+/// patient to the partner's own user, or renames the link.
+pub async fn link_patient(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    Path((guid, patient)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let client = authenticate_partner(&state, &headers, &ip).await?;
+    let user = own(&state, &client, &guid, &ip).await?;
+    let params = Params::from_body(&headers, &body)?;
+    let link = PatientLink {
+        patient_id: patient,
+        display: params.require("display")?.to_owned(),
+    };
+    smart::link_patient(&state.store, state.now(), &user.id, link, actor(&ip))
+        .await
+        .map_err(admin_refusal)?;
+    Ok(Json(patients_json(
+        &state.store.patient_links(&user.id).await?,
+    )))
+}
+
+/// `DELETE /api/v1/users/{guid}/patients/{patient}`: unlinks it (404 when
+/// it was not linked).
+pub async fn unlink_patient(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    Path((guid, patient)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let client = authenticate_partner(&state, &headers, &ip).await?;
+    let user = own(&state, &client, &guid, &ip).await?;
+    if !state
+        .store
+        .unlink_patient(&user.id, &patient, actor(&ip), state.now())
+        .await?
+    {
+        return Err(ApiError::not_found("linked patient"));
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `DELETE /api/v1/users/{guid}`: the partner's own user, and every token

@@ -160,9 +160,19 @@ pub struct ConsentPage<'a> {
     pub username: &'a str,
     pub scopes: Vec<ScopeLine>,
     pub choices: Vec<ChoiceLine>,
+    /// SMART: the patients the person may pick for the app (one is shown,
+    /// several are a choice).
+    pub patients: Vec<PatientLine>,
     pub csrf_token: &'a str,
     pub request: Vec<(&'static str, &'a str)>,
     pub redirect_host: &'a str,
+}
+
+/// A patient the consent page offers: the `patient` the form sends, and
+/// the name.
+pub struct PatientLine {
+    pub value: String,
+    pub label: String,
 }
 
 #[derive(Template)]

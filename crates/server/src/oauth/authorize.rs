@@ -15,7 +15,7 @@ use healthgate_core::client::Client;
 use healthgate_core::error::{ErrorCode, OAuthError};
 use healthgate_core::redirect::with_query_params;
 use healthgate_core::secret::{SecretKind, mint, new_ordered_id};
-use healthgate_core::smart::{Launch, SmartContext, UNUSABLE_LAUNCH};
+use healthgate_core::smart::{Launch, PatientLink, SmartContext, UNUSABLE_LAUNCH, needs_patient};
 use healthgate_core::token::{AuthorizationCode, GrantContext};
 use healthgate_core::user::User;
 use healthgate_store::Session;
@@ -25,7 +25,7 @@ use crate::http::extract::{
     CHOOSE_A_PASSWORD_FIRST, ENROL_FIRST, NEW_PASSWORD_PAGE, SECOND_FACTOR_PAGE, SECURITY_PAGE,
 };
 use crate::http::ip::ClientIp;
-use crate::http::pages::{self, ChoiceLine, ConsentPage, RefusedPage, Site};
+use crate::http::pages::{self, ChoiceLine, ConsentPage, PatientLine, RefusedPage, Site};
 use crate::http::session;
 use crate::oauth::consent::{self, Choice};
 use crate::services::photos::served_path;
@@ -317,18 +317,28 @@ async fn request(state: AppState, headers: HeaderMap, params: AuthorizeParams) -
         Ok(c) => c,
         Err(response) => return response,
     };
+    let patients = match patient_choices(&state, &client, &user, &request, launch.as_ref()).await {
+        Ok(p) => p,
+        Err(response) => return response,
+    };
     // Consent is remembered for confidential clients only: a public client's
     // identity is not proven, so its user is asked every time. A person who
-    // could authorize for several organizations is asked which.
+    // could authorize for several organizations, or pick among several
+    // patients, is asked which.
     if !client.is_public()
         && !request.prompt.consent
         && let [only] = choices.as_slice()
+        && patients.len() <= 1
     {
         match state.store.consent(&user.id, &client.id).await {
             Ok(Some((granted, org)))
                 if org.as_deref() == only.organization_id() && only.scope.is_subset(&granted) =>
             {
-                return issue_code(&state, &user, &session, &request, launch.as_ref(), only).await;
+                let target = Target {
+                    launch: launch.as_ref(),
+                    patient: patients.first(),
+                };
+                return issue_code(&state, &user, &session, &request, target, only).await;
             }
             Ok(_) => {}
             Err(e) => return PageError::from(e).into_response(),
@@ -347,8 +357,64 @@ async fn request(state: AppState, headers: HeaderMap, params: AuthorizeParams) -
         );
     }
     consent_page(
-        &state, &client, &user, &session, &params, &request, &choices,
+        &state, &client, &user, &session, &params, &request, &choices, &patients,
     )
+}
+
+/// The patients a SMART grant may be for, when it needs one
+/// (`smart::needs_patient`): an EHR launch's own (then none to pick), or
+/// those linked to the person, the standalone launch's picker. Empty when
+/// no patient is needed. A grant that needs a patient and can have none is
+/// refused, with a page that says why and `access_denied` for the app.
+async fn patient_choices(
+    state: &AppState,
+    client: &Client,
+    user: &User,
+    request: &ValidAuthorization,
+    launch: Option<&Launch>,
+) -> Result<Vec<PatientLink>, Response> {
+    if !needs_patient(request.scope.iter()) {
+        return Ok(Vec::new());
+    }
+    if let Some(l) = launch {
+        return match l.context.patient {
+            Some(_) => Ok(Vec::new()),
+            None => Err(refusal(
+                state,
+                client,
+                request,
+                format!(
+                    "{} needs a patient's records, and it was opened without a patient.",
+                    client.name
+                ),
+            )),
+        };
+    }
+    let linked = state
+        .store
+        .patient_links(&user.id)
+        .await
+        .map_err(|e| PageError::from(e).into_response())?;
+    if linked.is_empty() {
+        return Err(refusal(
+            state,
+            client,
+            request,
+            format!(
+                "{} needs a patient's records, and no patient record is linked to your account.",
+                client.name
+            ),
+        ));
+    }
+    Ok(linked)
+}
+
+/// What a code is for beyond the person and the scope: the EHR launch it
+/// uses, or the patient picked in a standalone launch.
+#[derive(Clone, Copy, Default)]
+struct Target<'a> {
+    launch: Option<&'a Launch>,
+    patient: Option<&'a PatientLink>,
 }
 
 /// The ways `user` may authorize the request, or the refusal to show: an app
@@ -450,6 +516,7 @@ fn refusal(
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 fn consent_page(
     state: &AppState,
     client: &Client,
@@ -458,6 +525,7 @@ fn consent_page(
     params: &AuthorizeParams,
     request: &ValidAuthorization,
     choices: &[Choice],
+    patients: &[PatientLink],
 ) -> Response {
     let describe = |name: &str| pages::describe_scope(&state.settings, name);
     let scopes = pages::scope_lines(&state.settings, request.scope.iter());
@@ -495,6 +563,13 @@ fn consent_page(
             username: &user.username,
             scopes,
             choices: options,
+            patients: patients
+                .iter()
+                .map(|p| PatientLine {
+                    value: p.patient_id.clone(),
+                    label: p.display.clone(),
+                })
+                .collect(),
             csrf_token: &session.csrf_token,
             request: params.to_pairs(),
             redirect_host: &redirect_host,
@@ -507,20 +582,42 @@ async fn issue_code(
     user: &User,
     session: &Session,
     request: &ValidAuthorization,
-    launch: Option<&Launch>,
+    target: Target<'_>,
     choice: &Choice,
 ) -> Response {
     let now = state.now();
     let code = mint(SecretKind::AuthorizationCode);
     // An EHR launch gives its context when the `launch` scope is granted
-    // (it is used once, with this code); otherwise a SMART grant knows its
-    // FHIR server only.
-    let launched = launch
+    // (it is used once, with this code); a standalone launch, the patient
+    // picked (with a banner: the app runs outside any EHR); otherwise a
+    // SMART grant knows its FHIR server only.
+    let launched = target
+        .launch
         .zip(request.launch.as_deref())
         .filter(|_| choice.scope.contains("launch"));
     let smart = match launched {
         Some((l, _)) => Some(l.context.clone()),
-        None => request.aud.clone().map(SmartContext::for_server),
+        None => request.aud.clone().map(|aud| SmartContext {
+            patient: target.patient.map(|p| p.patient_id.clone()),
+            need_patient_banner: target.patient.map(|_| true),
+            ..SmartContext::for_server(aud)
+        }),
+    };
+    // fhirUser granted: who the person is on the FHIR server, for the ID
+    // token (with the first FHIR server when the request named none).
+    let fhir_user = user
+        .fhir_user
+        .as_deref()
+        .filter(|_| choice.scope.contains("fhirUser"));
+    let smart = match (smart, fhir_user) {
+        (smart, None) => smart,
+        (Some(context), Some(reference)) => Some(context.with_fhir_user(reference)),
+        (None, Some(reference)) => state
+            .settings
+            .smart
+            .fhir_base_urls
+            .first()
+            .map(|base| SmartContext::for_server(base.as_str()).with_fhir_user(reference)),
     };
     let record = AuthorizationCode {
         family_id: new_ordered_id("fam", now),
@@ -590,12 +687,14 @@ pub async fn post(
     let mut csrf = None;
     let mut decision = None;
     let mut organization = None;
+    let mut picked_patient = None;
     let mut rest = Vec::new();
     for (k, v) in url::form_urlencoded::parse(&body) {
         match &*k {
             "csrf_token" => csrf = Some(v.into_owned()),
             "decision" => decision = Some(v.into_owned()),
             "organization_id" => organization = Some(v.into_owned()),
+            "patient" => picked_patient = Some(v.into_owned()),
             _ => rest.push((k.into_owned(), v.into_owned())),
         }
     }
@@ -648,9 +747,27 @@ pub async fn post(
         Ok(c) => c,
         Err(response) => return response,
     };
+    let patients = match patient_choices(&state, &client, &user, &request, launch.as_ref()).await {
+        Ok(p) => p,
+        Err(response) => return response,
+    };
     let now = state.now();
     match decision.as_deref() {
         Some("allow") => {
+            // The patient the person picked (the only one there is, when
+            // there is one): never one not linked to them.
+            let picked = picked_patient.as_deref();
+            let patient = match patients.as_slice() {
+                [] => None,
+                [only] if picked.is_none_or(|p| p == only.patient_id) => Some(only),
+                all => match all.iter().find(|p| Some(p.patient_id.as_str()) == picked) {
+                    Some(p) => Some(p),
+                    None => {
+                        return PageError::bad_request("Choose whose records the app is for.")
+                            .into_response();
+                    }
+                },
+            };
             // The organization the person picked (the only one there is,
             // when there is one): never one they do not belong to.
             let choice = match (choices.as_slice(), organization.as_deref()) {
@@ -697,7 +814,11 @@ pub async fn post(
             let Some(session) = session.as_ref() else {
                 return PageError::forbidden("Please sign in again.").into_response();
             };
-            issue_code(&state, &user, session, &request, launch.as_ref(), choice).await
+            let target = Target {
+                launch: launch.as_ref(),
+                patient,
+            };
+            issue_code(&state, &user, session, &request, target, choice).await
         }
         Some("deny") => {
             let event = Event::new(EventKind::ConsentDenied);

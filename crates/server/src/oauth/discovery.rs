@@ -37,9 +37,20 @@ pub async fn metadata(State(state): State<AppState>) -> Json<Value> {
 /// The SMART App Launch capabilities healthgate has today, each switched on
 /// by `[smart]`; a capability joins this list with the behaviour it names.
 const SMART_CAPABILITIES: &[&str] = &[
+    "launch-ehr",
+    "launch-standalone",
     "authorize-post",
     "client-public",
     "client-confidential-symmetric",
+    "sso-openid-connect",
+    "context-banner",
+    "context-style",
+    "context-ehr-patient",
+    "context-ehr-encounter",
+    "context-standalone-patient",
+    "permission-offline",
+    "permission-patient",
+    "permission-user",
     "permission-v1",
     "permission-v2",
 ];

@@ -139,6 +139,9 @@ async fn describe(
             for (name, value) in smart.launch_parameters() {
                 answer[name.as_str()] = value;
             }
+            if let Some(fhir_user) = &smart.fhir_user {
+                answer["fhirUser"] = fhir_user.clone().into();
+            }
         }
         Ok((answer, stamp))
     } else if token.starts_with(SecretKind::RefreshToken.prefix()) {

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use healthgate_core::error::OAuthError;
 use healthgate_core::grant::{Issued, NewTokens};
 use healthgate_core::secret::{SecretKind, mint};
+use healthgate_core::smart::issues_refresh;
 use serde::Serialize;
 
 use crate::http::error::{JsonError, no_store};
@@ -166,7 +167,11 @@ pub async fn respond(
         access_token,
         token_type: "Bearer",
         expires_in: state.policy.access_ttl,
-        refresh_token: tokens.refresh.as_ref().map(|r| r.value.clone()),
+        refresh_token: tokens
+            .refresh
+            .as_ref()
+            .filter(|_| issues_refresh(issued.smart.as_ref(), issued.scope.iter()))
+            .map(|r| r.value.clone()),
         scope: issued.scope.to_string(),
         created_at: now,
         resource_owner: issued.owner.clone().map(OwnerJson::from),

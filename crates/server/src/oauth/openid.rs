@@ -57,6 +57,10 @@ pub async fn id_token(
     if let Some(owner) = &issued.owner {
         claims["resource_owner"] = json!({ "id": owner.id, "type": owner.kind });
     }
+    // SMART's fhirUser: the person's FHIR resource, an absolute URL.
+    if let Some(fhir_user) = issued.smart.as_ref().and_then(|s| s.fhir_user.as_deref()) {
+        claims["fhirUser"] = fhir_user.into();
+    }
     let key = keys::signer(
         &state.store,
         &state.settings,

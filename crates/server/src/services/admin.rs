@@ -755,6 +755,7 @@ pub async fn create_user(
         operator: false,
         password_reset_at: None,
         email_verified_at: None,
+        fhir_user: None,
     };
     let actor = match creator {
         Creator::By(actor) => actor,

@@ -1,15 +1,19 @@
-//! SMART EHR launches, as the platform (acting as the EHR) makes them: by
-//! the partner API (`POST /api/v1/smart/launches`, a client registered as a
-//! SMART launcher) and by the command line (`healthgate smart launch`).
+//! SMART for the APIs and the command line: EHR launches, as the platform
+//! (acting as the EHR) makes them (`POST /api/v1/smart/launches`, a client
+//! registered as a SMART launcher; `healthgate smart launch`), the patients
+//! a person may act for, and who they are on the FHIR server (`fhirUser`).
 
 use healthgate_core::redirect::with_query_params;
 use healthgate_core::secret::{SecretKind, mint};
-use healthgate_core::smart::{LAUNCH_TTL, Launch, SmartContext, check_context};
+use healthgate_core::smart::{
+    LAUNCH_TTL, Launch, PatientLink, SmartContext, check_context, check_fhir_user,
+    check_patient_link,
+};
 use healthgate_core::user::User;
 use healthgate_store::{Actor, Store};
 
 use crate::config::Settings;
-use crate::services::admin::AdminError;
+use crate::services::admin::{AdminError, find_user};
 
 /// What a launcher asks for: the app, the person it is for (optional), the
 /// FHIR server (`iss`; the first configured when none is named) and the
@@ -45,18 +49,6 @@ pub struct MadeLaunch {
     pub launch: String,
     pub launch_url: String,
     pub expires_at: i64,
-}
-
-/// The person a launch names: by username, else by id; an account that is
-/// locked or gone is refused.
-async fn person(store: &Store, named: &str) -> Result<User, AdminError> {
-    let found = match store.user_by_username(named).await? {
-        Some(u) => Some(u),
-        None => store.user(named).await?,
-    };
-    found
-        .filter(User::is_active)
-        .ok_or_else(|| AdminError::Invalid(format!("no active account {named:?}")))
 }
 
 /// Makes an EHR launch of `req.client_id` on behalf of `launcher` (a
@@ -111,7 +103,10 @@ pub async fn create_launch(
     };
     let user_id = match req.user.as_deref() {
         Some(named) => {
-            let user = person(store, named).await?;
+            let user = find_user(store, named).await?;
+            if !user.is_active() {
+                return Err(AdminError::Invalid(format!("{} is locked", user.username)));
+            }
             if !app.serves(user.user_type) {
                 return Err(AdminError::Invalid(format!(
                     "{} is not available to {} accounts",
@@ -151,4 +146,63 @@ pub async fn create_launch(
         launch: value.value,
         expires_at: launch.expires_at,
     })
+}
+
+/// Links a patient to a person (`user`: an id or username), or renames the
+/// link, for the standalone launch's picker.
+pub async fn link_patient(
+    store: &Store,
+    now: i64,
+    user: &str,
+    link: PatientLink,
+    actor: Actor<'_>,
+) -> Result<User, AdminError> {
+    check_patient_link(&link).map_err(AdminError::Invalid)?;
+    let user = find_user(store, user).await?;
+    if !store.link_patient(&user.id, &link, actor, now).await? {
+        return Err(AdminError::Invalid(format!("no account {:?}", user.id)));
+    }
+    Ok(user)
+}
+
+/// Unlinks a patient from a person; an error when it was not linked.
+pub async fn unlink_patient(
+    store: &Store,
+    now: i64,
+    user: &str,
+    patient_id: &str,
+    actor: Actor<'_>,
+) -> Result<User, AdminError> {
+    let user = find_user(store, user).await?;
+    if !store
+        .unlink_patient(&user.id, patient_id, actor, now)
+        .await?
+    {
+        return Err(AdminError::Invalid(format!(
+            "patient {patient_id:?} is not linked to {}",
+            user.username
+        )));
+    }
+    Ok(user)
+}
+
+/// Sets who a person is on the FHIR server (`Practitioner/123`; empty or
+/// `None` clears it): the `fhirUser` of their SMART ID tokens.
+pub async fn set_fhir_user(
+    store: &Store,
+    now: i64,
+    user: &str,
+    fhir_user: Option<&str>,
+    actor: Actor<'_>,
+) -> Result<User, AdminError> {
+    let fhir_user = fhir_user.filter(|f| !f.trim().is_empty());
+    if let Some(reference) = fhir_user {
+        check_fhir_user(reference).map_err(AdminError::Invalid)?;
+    }
+    let mut user = find_user(store, user).await?;
+    if !store.set_fhir_user(&user.id, fhir_user, actor, now).await? {
+        return Err(AdminError::Invalid(format!("no account {:?}", user.id)));
+    }
+    user.fhir_user = fhir_user.map(str::to_owned);
+    Ok(user)
 }

@@ -549,6 +549,7 @@ async fn an_account_without_a_password_is_told_it_has_none_to_change() {
         operator: false,
         password_reset_at: None,
         email_verified_at: None,
+        fhir_user: None,
     };
     app.state.store.insert_user(&user).await.unwrap();
     // Such an account cannot sign in here; give it a session directly.

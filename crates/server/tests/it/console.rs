@@ -400,6 +400,7 @@ async fn users_are_searched_case_insensitively_and_paged_fifty_at_a_time() {
             operator: false,
             password_reset_at: None,
             email_verified_at: None,
+            fhir_user: None,
         };
         if i == 7 {
             u.name = Some("Dr. Ada Lovelace".into());

@@ -19,10 +19,33 @@ async fn smart_app() -> TestApp {
 
 async fn smart_client(app: &TestApp) -> TestClient {
     app.register(ClientSpec {
-        scope: "openid patient/*.rs launch/patient",
+        scope: "openid fhirUser patient/*.rs launch/patient offline_access",
         ..ClientSpec::default()
     })
     .await
+}
+
+/// `username` signed in, with one patient record linked (`123`, "Alice
+/// Example"): `patient/` scopes have a patient in context.
+async fn with_patient(app: &TestApp, username: &str) -> (Browser, User) {
+    let (browser, user) = app.signed_in(username).await;
+    link(app, &user, "123", "Alice Example").await;
+    (browser, user)
+}
+
+async fn link(app: &TestApp, user: &User, patient: &str, display: &str) {
+    healthgate_server::services::smart::link_patient(
+        &app.state.store,
+        app.clock.now(),
+        &user.id,
+        healthgate_core::smart::PatientLink {
+            patient_id: patient.into(),
+            display: display.into(),
+        },
+        Actor::system(),
+    )
+    .await
+    .unwrap();
 }
 
 fn authorize_params<'a>(client: &'a TestClient, scope: &'a str) -> Vec<(&'a str, &'a str)> {
@@ -91,11 +114,26 @@ async fn smart_configuration_lists_what_is_supported_as_json_for_any_origin() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    for expected in ["permission-v2", "permission-v1", "authorize-post", "client-public"] {
+    for expected in [
+        "permission-v2",
+        "permission-v1",
+        "authorize-post",
+        "client-public",
+        "launch-ehr",
+        "launch-standalone",
+        "context-ehr-patient",
+        "context-standalone-patient",
+        "sso-openid-connect",
+        "permission-offline",
+    ] {
         assert!(capabilities.contains(&expected), "{expected}: {capabilities:?}");
     }
     // Nothing claimed before it works.
-    for later in ["launch-ehr", "launch-standalone", "context-ehr-patient", "sso-openid-connect"] {
+    for later in [
+        "client-confidential-asymmetric",
+        "permission-online",
+        "context-standalone-encounter",
+    ] {
         assert!(!capabilities.contains(&later), "{later}: {capabilities:?}");
     }
     assert!(
@@ -118,8 +156,9 @@ async fn smart_configuration_lists_what_is_supported_as_json_for_any_origin() {
 async fn a_registered_wildcard_allows_a_narrower_request_said_in_plain_words() {
     let app = smart_app().await;
     let client = smart_client(&app).await;
-    let (browser, _) = app.signed_in("alice").await;
-    let r = browser.authorize(&authorize_params(&client, LAB)).await;
+    let (browser, _) = with_patient(&app, "alice").await;
+    let asked = format!("{LAB} offline_access");
+    let r = browser.authorize(&authorize_params(&client, &asked)).await;
     assert_eq!(r.status(), StatusCode::OK);
     let page = r.text().await.unwrap();
     assert!(
@@ -131,13 +170,14 @@ async fn a_registered_wildcard_allows_a_narrower_request_said_in_plain_words() {
     let code = query_of(&location(&r))["code"].clone();
     let (status, body) = app.exchange(&client, &code, &[]).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["scope"], LAB, "granted as asked");
+    let granted = format!("offline_access {LAB}");
+    assert_eq!(body["scope"], granted, "granted as asked");
     assert!(body.get("aud").is_none(), "aud is not a token response parameter");
     // Introspection says the same scope, and which FHIR server the token is
     // for (the aud of the request, kept with the grant).
     let rs = app.resource_server().await;
     let seen = app.introspect(&rs, body["access_token"].as_str().unwrap()).await;
-    assert_eq!(seen["scope"], LAB);
+    assert_eq!(seen["scope"], granted);
     assert_eq!(seen["aud"], FHIR);
     // A refresh keeps it.
     let (status, refreshed) = app
@@ -148,7 +188,7 @@ async fn a_registered_wildcard_allows_a_narrower_request_said_in_plain_words() {
         .introspect(&rs, refreshed["access_token"].as_str().unwrap())
         .await;
     assert_eq!(seen["aud"], FHIR);
-    assert_eq!(seen["scope"], LAB);
+    assert_eq!(seen["scope"], granted);
     // A grant made without SMART names no FHIR server.
     let plain = app.confidential().await;
     let (access, _) = tokens_for(&app, &plain, "bob").await;
@@ -159,7 +199,7 @@ async fn a_registered_wildcard_allows_a_narrower_request_said_in_plain_words() {
 async fn smart_scopes_beyond_the_registration_or_malformed_are_invalid_scope() {
     let app = smart_app().await;
     let client = smart_client(&app).await;
-    let (browser, _) = app.signed_in("alice").await;
+    let (browser, _) = with_patient(&app, "alice").await;
     for (scope, says) in [
         ("patient/*.cruds", "not allowed for this client"),
         ("user/Observation.rs", "not allowed for this client"),
@@ -222,7 +262,7 @@ async fn apps_are_registered_with_smart_scopes_only_when_smart_is_on() {
 async fn aud_names_a_configured_fhir_server_and_is_required_with_smart_scopes() {
     let app = smart_app().await;
     let client = smart_client(&app).await;
-    let (browser, _) = app.signed_in("alice").await;
+    let (browser, _) = with_patient(&app, "alice").await;
     let without = |extra: Vec<(&'static str, &'static str)>| {
         let mut p: Vec<(&str, &str)> = authorize_params(&client, "patient/*.rs")
             .into_iter()
@@ -292,13 +332,13 @@ async fn the_token_endpoint_answers_cors_for_a_browser_apps_own_origin_only() {
         })
         .await;
     let other = app.confidential().await;
-    let (browser, _) = app.signed_in("alice").await;
+    let (browser, _) = with_patient(&app, "alice").await;
     let code = app
         .code(
             &browser,
             &client,
             &[
-                ("scope", "patient/*.rs"),
+                ("scope", "patient/*.rs offline_access"),
                 ("aud", FHIR),
                 ("code_challenge", CHALLENGE),
                 ("code_challenge_method", "S256"),
@@ -602,7 +642,7 @@ async fn launches_are_made_only_by_launchers_of_launchable_apps() {
         ),
         (
             serde_json::json!({ "client_id": launched.id(), "user": "nobody" }),
-            "no active account",
+            "no user with id or username",
         ),
         (
             serde_json::json!({ "client_id": launched.id(), "iss": "https://other.example/r4" }),
@@ -621,4 +661,275 @@ async fn launches_are_made_only_by_launchers_of_launchable_apps() {
         assert!(description.contains(says), "{body}: {description}");
     }
     assert!(app.events_of("smart.launch_created").await.is_empty());
+}
+
+/// A standalone launch (SMART App Launch 2.2 §Standalone launch): the app
+/// asks for `launch/patient` without a launch; the person's only linked
+/// patient is in context without a question, with a banner.
+#[tokio::test]
+async fn a_standalone_launch_puts_the_persons_only_patient_in_context() {
+    let app = smart_app().await;
+    let client = smart_client(&app).await;
+    let (browser, _) = with_patient(&app, "alice").await;
+    let r = browser
+        .authorize(&authorize_params(&client, "launch/patient patient/*.rs"))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("For the records of <strong>Alice Example</strong>"),
+        "{page}"
+    );
+    assert!(!page.contains("name=\"patient\""), "no choice to make");
+    let r = browser.consent(&page, "allow").await;
+    let q = query_of(&location(&r));
+    let (status, body) = app.exchange(&client, &q["code"], &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["patient"], "123");
+    assert_eq!(body["need_patient_banner"], true);
+    assert!(body.get("encounter").is_none());
+    // Consent remembered, one patient: the next request needs no page.
+    let r = browser
+        .authorize(&authorize_params(&client, "launch/patient patient/*.rs"))
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let q = query_of(&location(&r));
+    let (_, body) = app.exchange(&client, &q["code"], &[]).await;
+    assert_eq!(body["patient"], "123");
+}
+
+/// A person linked to several patients picks one on the consent page,
+/// every time; a patient not linked to them cannot be forced in.
+#[tokio::test]
+async fn a_person_with_several_patients_picks_one_of_their_own() {
+    let app = smart_app().await;
+    let client = smart_client(&app).await;
+    let (browser, alice) = with_patient(&app, "alice").await;
+    link(&app, &alice, "456", "Sam Example").await;
+    let asked = authorize_params(&client, "launch/patient patient/*.rs");
+    let page = browser.authorize(&asked).await.text().await.unwrap();
+    let text = readable(page.clone());
+    assert!(text.contains("Whose records is this for?"), "{text}");
+    assert!(text.contains("Alice Example") && text.contains("Sam Example"));
+    // The picked one.
+    let mut form: Vec<(String, String)> = hidden_input_list(&page);
+    form.push(("decision".into(), "allow".into()));
+    form.push(("patient".into(), "456".into()));
+    let r = browser.post_form("/oauth/authorize", &form).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let q = query_of(&location(&r));
+    let (_, body) = app.exchange(&client, &q["code"], &[]).await;
+    assert_eq!(body["patient"], "456");
+    // Asked again (consent remembered, but two patients to choose from).
+    let r = browser.authorize(&asked).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let page = r.text().await.unwrap();
+    for forced in [Some("999"), None] {
+        let mut form: Vec<(String, String)> = hidden_input_list(&page);
+        form.push(("decision".into(), "allow".into()));
+        if let Some(p) = forced {
+            form.push(("patient".into(), p.into()));
+        }
+        let r = browser.post_form("/oauth/authorize", &form).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{forced:?}");
+        assert!(readable(r.text().await.unwrap()).contains("Choose whose records"));
+    }
+}
+
+/// `patient/` scopes with no patient possible are refused (SMART App
+/// Launch 2.2: the EHR "SHALL establish a patient in context" for them):
+/// a person with no linked patient, or an EHR launch made without one.
+#[tokio::test]
+async fn patient_scopes_without_a_possible_patient_are_refused() {
+    let app = smart_app().await;
+    let client = smart_client(&app).await;
+    let (browser, _) = app.signed_in("alice").await;
+    // Identity and user-level scopes need no patient.
+    let r = browser.authorize(&authorize_params(&client, "openid")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = browser
+        .authorize(&authorize_params(&client, "patient/*.rs"))
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let page = r.text().await.unwrap();
+    assert!(
+        readable(page.clone()).contains("no patient record is linked to your account"),
+        "{page}"
+    );
+    assert!(page.contains("error=access_denied"), "{page}");
+    let (launcher, launched) = launcher_and_app(&app).await;
+    let (status, made) = make_launch(
+        &app,
+        &launcher,
+        serde_json::json!({ "client_id": launched.id() }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let r = browser
+        .authorize(&launch_params(&launched, made["launch"].as_str().unwrap()))
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(readable(r.text().await.unwrap()).contains("opened without a patient"));
+}
+
+/// A partner links patients to the accounts it manages, and sets who they
+/// are on the FHIR server; only for its own accounts.
+#[tokio::test]
+async fn a_partner_links_patients_and_sets_fhir_user_for_its_own_accounts() {
+    let app = smart_app().await;
+    let partner = app.confidential().await;
+    let other = app.confidential().await;
+    let r = app
+        .http()
+        .post(app.url("/api/v1/users"))
+        .basic_auth(partner.id(), partner.secret.as_deref())
+        .form(&[("username", "pat")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let guid = r.json::<Value>().await.unwrap()["guid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let call = |method: reqwest::Method, path: String, caller: &TestClient| {
+        app.http()
+            .request(method, app.url(&path))
+            .basic_auth(caller.id(), caller.secret.as_deref())
+    };
+    let r = call(
+        reqwest::Method::PUT,
+        format!("/api/v1/users/{guid}/patients/123"),
+        &partner,
+    )
+    .json(&serde_json::json!({ "display": "Pat Example" }))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let listed: Value = r.json().await.unwrap();
+    assert_eq!(
+        listed["patients"],
+        serde_json::json!([{ "id": "123", "display": "Pat Example" }])
+    );
+    let r = call(
+        reqwest::Method::PUT,
+        format!("/api/v1/users/{guid}/patients/a%2Fb"),
+        &partner,
+    )
+    .json(&serde_json::json!({ "display": "Bad" }))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // Another partner may not read or change them.
+    let r = call(
+        reqwest::Method::GET,
+        format!("/api/v1/users/{guid}/patients"),
+        &other,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+    let r = call(
+        reqwest::Method::PUT,
+        format!("/api/v1/users/{guid}/patients/9"),
+        &other,
+    )
+    .json(&serde_json::json!({ "display": "Not theirs" }))
+    .send()
+    .await
+    .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+    // fhirUser, checked, and changed.
+    let r = call(reqwest::Method::PATCH, format!("/api/v1/users/{guid}"), &partner)
+        .form(&[("fhir_user", "Patient/123")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<Value>().await.unwrap()["fhir_user"], "Patient/123");
+    let r = call(reqwest::Method::PATCH, format!("/api/v1/users/{guid}"), &partner)
+        .form(&[("fhir_user", "Observation/1")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = call(reqwest::Method::PATCH, format!("/api/v1/users/{guid}"), &partner)
+        .json(&serde_json::json!({ "fhir_user": "RelatedPerson/7" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["fhir_user"], "RelatedPerson/7");
+    // Unlinked once; a second time there is nothing to unlink.
+    for expected in [StatusCode::NO_CONTENT, StatusCode::NOT_FOUND] {
+        let r = call(
+            reqwest::Method::DELETE,
+            format!("/api/v1/users/{guid}/patients/123"),
+            &partner,
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(r.status(), expected);
+    }
+    assert_eq!(app.events_of("user.patient_linked").await.len(), 1);
+    assert_eq!(app.events_of("user.patient_unlinked").await.len(), 1);
+}
+
+/// `fhirUser` (SMART App Launch 2.2 §fhirUser): the ID token names the
+/// person's FHIR resource as an absolute URL on the FHIR server the grant
+/// is for, introspection says it too, and a refresh token comes only with
+/// `offline_access`.
+#[tokio::test]
+async fn the_id_token_names_the_fhir_user_and_refresh_needs_offline_access() {
+    let app = smart_app().await;
+    let client = smart_client(&app).await;
+    let (browser, alice) = with_patient(&app, "alice").await;
+    healthgate_server::services::smart::set_fhir_user(
+        &app.state.store,
+        app.clock.now(),
+        &alice.id,
+        Some("Practitioner/77"),
+        Actor::system(),
+    )
+    .await
+    .unwrap();
+    let code = app
+        .code(
+            &browser,
+            &client,
+            &[("scope", "openid fhirUser patient/*.rs"), ("aud", FHIR)],
+        )
+        .await;
+    let (status, body) = app.exchange(&client, &code, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.get("refresh_token").is_none(), "no offline_access: {body}");
+    assert!(body.get("fhirUser").is_none(), "not a launch parameter");
+    let id_token = body["id_token"].as_str().unwrap();
+    let payload = id_token.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["fhirUser"], format!("{FHIR}/Practitioner/77"));
+    let rs = app.resource_server().await;
+    let seen = app
+        .introspect(&rs, body["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(seen["fhirUser"], format!("{FHIR}/Practitioner/77"));
+    assert_eq!(seen["iss"], app.base);
+    assert_eq!(seen["sub"], alice.id);
+    // Without the fhirUser scope, no claim.
+    let code = app
+        .code(&browser, &client, &[("scope", "openid patient/*.rs"), ("aud", FHIR)])
+        .await;
+    let (_, body) = app.exchange(&client, &code, &[]).await;
+    let payload = body["id_token"].as_str().unwrap().split('.').nth(1).unwrap().to_owned();
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap(),
+    )
+    .unwrap();
+    assert!(claims.get("fhirUser").is_none(), "{claims}");
 }

@@ -138,6 +138,7 @@ fn user(username: &str) -> User {
         operator: false,
         password_reset_at: None,
         email_verified_at: None,
+        fhir_user: None,
     }
 }
 
@@ -4021,6 +4022,76 @@ async fn an_ehr_launch_gives_one_code_to_its_own_app_in_time() {
                 .unwrap()
         );
         assert!(!stored(&again).await);
+        b.cleanup().await;
+    }
+}
+
+/// SMART: a person's linked patients (linked again: renamed), by name, and
+/// who they are on the FHIR server; both go with the account.
+#[tokio::test]
+async fn patient_links_and_fhir_user_belong_to_the_account() {
+    use healthgate_core::smart::PatientLink;
+    let link = |id: &str, display: &str| PatientLink {
+        patient_id: id.into(),
+        display: display.into(),
+    };
+    for b in backends().await {
+        let u = user(&new_id("name"));
+        b.store.insert_user(&u).await.unwrap();
+        let s = &b.store;
+        assert!(
+            s.link_patient(&u.id, &link("2", "Zed"), Actor::system(), NOW)
+                .await
+                .unwrap()
+        );
+        assert!(
+            s.link_patient(&u.id, &link("1", "Amy"), Actor::system(), NOW)
+                .await
+                .unwrap()
+        );
+        assert!(
+            s.link_patient(&u.id, &link("2", "Bea"), Actor::system(), NOW)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.link_patient("usr-none", &link("3", "Cy"), Actor::system(), NOW)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            s.patient_links(&u.id).await.unwrap(),
+            vec![link("1", "Amy"), link("2", "Bea")],
+            "{}",
+            b.name
+        );
+        assert!(
+            s.unlink_patient(&u.id, "1", Actor::system(), NOW)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.unlink_patient(&u.id, "1", Actor::system(), NOW)
+                .await
+                .unwrap()
+        );
+        assert!(
+            s.set_fhir_user(&u.id, Some("Practitioner/9"), Actor::system(), NOW)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            s.user(&u.id).await.unwrap().unwrap().fhir_user.as_deref(),
+            Some("Practitioner/9")
+        );
+        assert!(
+            s.set_fhir_user(&u.id, None, Actor::system(), NOW)
+                .await
+                .unwrap()
+        );
+        assert_eq!(s.user(&u.id).await.unwrap().unwrap().fhir_user, None);
+        assert!(s.delete_user(&u.id, None, NOW).await.unwrap());
+        assert!(s.patient_links(&u.id).await.unwrap().is_empty());
         b.cleanup().await;
     }
 }
