@@ -106,6 +106,12 @@ impl Params {
         self.0.get(name).map(String::as_str)
     }
 
+    /// With `name` set to `value` (a parameter the request did not send).
+    pub fn with(mut self, name: &str, value: String) -> Self {
+        self.0.insert(name.to_owned(), value);
+        self
+    }
+
     pub fn require(&self, name: &str) -> Result<&str, OAuthError> {
         self.get(name)
             .ok_or_else(|| OAuthError::invalid_request(format!("parameter {name} is required")))

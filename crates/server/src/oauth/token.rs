@@ -48,10 +48,13 @@ async fn allow_app_origin(
     let Ok(origin_text) = origin.to_str() else {
         return;
     };
-    let Some(client_id) = Params::from_body(headers, body)
-        .ok()
-        .and_then(|p| client_auth::named_client_id(headers, &p))
-    else {
+    let Ok(params) = Params::from_body(headers, body) else {
+        return;
+    };
+    let Ok(params) = implied_public_client(state, headers, params).await else {
+        return;
+    };
+    let Some(client_id) = client_auth::named_client_id(headers, &params) else {
         return;
     };
     // A failed read only leaves the answer without CORS headers.
@@ -143,6 +146,7 @@ async fn token(
         );
         params = params.merged_with(Params::from_form(q.as_bytes())?)?;
     }
+    let params = implied_public_client(state, headers, params).await?;
     let grant_type = params.require("grant_type")?;
     let mut client = client_auth::authenticate_cached(state, headers, &params, ip).await?;
     let mut response = grant(state, &client, grant_type, &params, ip).await;
@@ -162,6 +166,37 @@ async fn token(
         throttle::client_failed(state, &client.id, ip.as_deref()).await?;
     }
     Ok(response?.shaped(state))
+}
+
+/// RFC 6749 §6: a public client does not authenticate to refresh, and
+/// browser apps (the SMART project's JavaScript client, by default) send
+/// the refresh token alone. A refresh that names no client is taken as from
+/// the app its token was issued to, when that app is public; a confidential
+/// app still authenticates, and anything else is left as it was sent.
+async fn implied_public_client(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: Params,
+) -> Result<Params, JsonError> {
+    if params.get("grant_type") != Some("refresh_token")
+        || client_auth::named_client_id(headers, &params).is_some()
+    {
+        return Ok(params);
+    }
+    let Some(token) = params.get("refresh_token") else {
+        return Ok(params);
+    };
+    let Some(issued) = state
+        .store
+        .refresh_token_info(&healthgate_core::secret::digest(token))
+        .await?
+    else {
+        return Ok(params);
+    };
+    match state.store.client(&issued.client_id).await? {
+        Some(client) if client.is_public() => Ok(params.with("client_id", client.id)),
+        _ => Ok(params),
+    }
 }
 
 async fn grant(

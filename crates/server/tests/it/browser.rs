@@ -1555,3 +1555,238 @@ async fn newest_event(app: &TestApp, kind: &str) -> healthgate_store::StoredEven
         .max_by_key(|e| e.seq)
         .unwrap_or_else(|| panic!("no {kind} event"))
 }
+
+/// The SMART project's own JavaScript client (npm's `fhirclient`, its
+/// browser bundle), as `.ci/run` unpacks it; `None`, having said why, when
+/// it is not there.
+fn fhirclient(test: &str) -> Option<Vec<u8>> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../.ci/node/node_modules/fhirclient/build/fhir-client.js");
+    match std::fs::read(&path) {
+        Ok(bundle) => Some(bundle),
+        Err(_) => {
+            eprintln!(
+                "browser::{test} skipped: {} is missing (bash .ci/run installs fhirclient)",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// Serves, on `listener`, a SMART app built on fhirclient (its launch and
+/// redirect pages, `tests/it/fhirclient/`, and the library) and the FHIR
+/// server's base, `/fhir`, whose `.well-known/smart-configuration`
+/// redirects to `healthgate`'s, as the README says a FHIR server fronted
+/// by healthgate may.
+fn serve_smart_app(listener: tokio::net::TcpListener, bundle: Vec<u8>, healthgate: String) {
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    let html =
+        |page: &'static str| move || async move { ([(header::CONTENT_TYPE, "text/html")], page) };
+    let discovery = format!("{healthgate}/.well-known/smart-configuration");
+    let router = axum::Router::new()
+        .route(
+            "/launch.html",
+            get(html(include_str!("fhirclient/launch.html"))),
+        )
+        .route(
+            "/index.html",
+            get(html(include_str!("fhirclient/index.html"))),
+        )
+        .route(
+            "/fhir-client.js",
+            get(
+                move || async move { ([(header::CONTENT_TYPE, "application/javascript")], bundle) },
+            ),
+        )
+        .route(
+            "/fhir/.well-known/smart-configuration",
+            get(move || async move {
+                (
+                    axum::http::StatusCode::FOUND,
+                    [
+                        (header::LOCATION, discovery),
+                        (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*".to_owned()),
+                    ],
+                )
+                    .into_response()
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, router).await });
+}
+
+/// What the app's page made of the authorization: its `#result` JSON, or a
+/// failure with the page's `#error`.
+async fn fhirclient_result(c: &Client, result: &str, error: &str) -> Value {
+    wait_for(c, &format!("#{result}, #{error}")).await;
+    if let Ok(e) = c.find(Locator::Css(&format!("#{error}"))).await {
+        panic!("fhirclient failed: {}", e.text().await.unwrap());
+    }
+    serde_json::from_str(&text_of(c, &format!("#{result}")).await).unwrap()
+}
+
+/// The claims of a JWT, unverified (the token endpoint's own answer is
+/// verified elsewhere; here only what it says matters).
+fn jwt_claims(jwt: &str) -> Value {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// SMART App Launch with the SMART project's own JavaScript client in a
+/// real browser: an EHR launch (the platform makes the launch, the app is
+/// opened at its launch URL with `iss` and `launch`), then a standalone
+/// launch with the person's patient, each exchanged and refreshed from the
+/// page across origins.
+#[tokio::test]
+async fn the_smart_javascript_client_launches_from_the_ehr_and_on_its_own() {
+    const TEST: &str = "the_smart_javascript_client_launches_from_the_ehr_and_on_its_own";
+    let Some(bundle) = fhirclient(TEST) else {
+        return;
+    };
+    let Some((_driver, c)) = browser(TEST).await else {
+        return;
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let fhir = format!("{origin}/fhir");
+    let base = fhir.clone();
+    let app = spawn_on(Backend::Sqlite, move |s| {
+        s.smart.fhir_base_urls = vec![base.parse().unwrap()];
+    })
+    .await;
+    serve_smart_app(listener, bundle, app.base.clone());
+    let alice = app.user("alice", UserType::Member).await;
+    let store = &app.state.store;
+    let now = app.clock.now();
+    healthgate_server::services::smart::link_patient(
+        store,
+        now,
+        &alice.id,
+        healthgate_core::smart::PatientLink {
+            patient_id: "123".into(),
+            display: "Alice Example".into(),
+        },
+        Actor::system(),
+    )
+    .await
+    .unwrap();
+    healthgate_server::services::smart::set_fhir_user(
+        store,
+        now,
+        &alice.id,
+        Some("Practitioner/77"),
+        Actor::system(),
+    )
+    .await
+    .unwrap();
+    // A public app: the page holds no secret, so PKCE (fhirclient uses it
+    // when discovery lists S256).
+    let (growth, _) = admin::create_client(
+        store,
+        &app.state.settings,
+        app.clock.as_ref(),
+        NewClient {
+            name: "Growth Charts".into(),
+            redirect_uris: vec![format!("{origin}/index.html")],
+            scope: "launch launch/patient openid fhirUser patient/*.rs offline_access".into(),
+            public: true,
+            launch_url: Some(format!("{origin}/launch.html")),
+            ..Default::default()
+        },
+        Actor::system(),
+    )
+    .await
+    .unwrap();
+
+    // The EHR launch, made as the platform would.
+    let made = healthgate_server::services::smart::create_launch(
+        store,
+        &app.state.settings,
+        now,
+        "test-ehr",
+        Actor::system(),
+        healthgate_server::services::smart::LaunchRequest {
+            client_id: growth.id.clone(),
+            user: Some("alice".into()),
+            patient: Some("123".into()),
+            encounter: Some("enc-9".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let opened = format!(
+        "{}&{}",
+        made.launch_url,
+        serde_urlencoded(&[
+            ("clientId", &growth.id),
+            (
+                "scope",
+                "launch openid fhirUser patient/*.rs offline_access"
+            ),
+        ])
+    );
+    c.goto(&opened).await.unwrap();
+    sign_in_here(&c, "alice").await;
+    wait_for(&c, "button[value=allow]").await;
+    screenshot(&c, "consent-smart-ehr").await;
+    click(&c, "button[value=allow]").await;
+    let ehr = fhirclient_result(&c, "result", "error").await;
+    assert_eq!(ehr["launch"], "ehr", "{ehr:#}");
+    assert_eq!(ehr["patient"], "123", "{ehr:#}");
+    assert_eq!(ehr["encounter"], "enc-9", "{ehr:#}");
+    assert_eq!(ehr["pkce"], true, "{ehr:#}");
+    assert_eq!(ehr["server_url"], fhir);
+    assert_eq!(ehr["has_refresh_token"], true, "{ehr:#}");
+    let id_token = jwt_claims(ehr["token_response"]["id_token"].as_str().unwrap());
+    assert_eq!(id_token["fhirUser"], format!("{fhir}/Practitioner/77"));
+    // fhirclient reads fhirUser by decoding the ID token with the
+    // browser's atob, which cannot read every base64url payload.
+    if ehr["id_token_error"].is_null() {
+        assert_eq!(ehr["fhirUser"], "Practitioner/77", "{ehr:#}");
+    }
+    // The refresh from the page sends the refresh token alone.
+    click(&c, "#refresh").await;
+    let refreshed = fhirclient_result(&c, "refreshed", "refresh-error").await;
+    assert_eq!(refreshed["has_access_token"], true, "{refreshed:#}");
+    assert_eq!(
+        refreshed["token_response"]["patient"], "123",
+        "{refreshed:#}"
+    );
+    // The launch was used.
+    assert_eq!(app.events_of("smart.launch_created").await.len(), 1);
+
+    // The standalone launch: the app opened on its own, with the FHIR
+    // server it knows; alice's only patient is in context.
+    let standalone = format!(
+        "{origin}/launch.html?{}",
+        serde_urlencoded(&[
+            ("iss", &fhir),
+            ("clientId", &growth.id),
+            (
+                "scope",
+                "launch/patient openid fhirUser patient/*.rs offline_access"
+            ),
+        ])
+    );
+    c.goto(&standalone).await.unwrap();
+    wait_for(&c, "button[value=allow]").await;
+    let page = c.source().await.unwrap();
+    assert!(page.contains("For the records of <strong>Alice Example</strong>"));
+    screenshot(&c, "consent-smart-standalone").await;
+    click(&c, "button[value=allow]").await;
+    let alone = fhirclient_result(&c, "result", "error").await;
+    assert_eq!(alone["launch"], "standalone", "{alone:#}");
+    assert_eq!(alone["patient"], "123", "{alone:#}");
+    assert_eq!(alone["need_patient_banner"], true, "{alone:#}");
+    assert!(alone["encounter"].is_null(), "{alone:#}");
+    c.close().await.unwrap();
+}

@@ -409,6 +409,34 @@ async fn the_token_endpoint_answers_cors_for_a_browser_apps_own_origin_only() {
     .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["access-control-allow-origin"], APP);
+    // A public app may send the refresh token alone (RFC 6749 §6; the SMART
+    // JavaScript client does by default): it is the app the token was
+    // issued to.
+    let body: Value = r.json().await.unwrap();
+    let r = post(
+        APP,
+        vec![
+            ("grant_type", "refresh_token".into()),
+            ("refresh_token", body["refresh_token"].as_str().unwrap().to_owned()),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["access-control-allow-origin"], APP);
+    // A confidential app's refresh token alone is not enough.
+    let (_, confidential_refresh) = tokens_for(&app, &other, "bob").await;
+    let (status, body) = app
+        .token(
+            None,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &confidential_refresh),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"], "invalid_client");
     // Errors are readable too (a replayed code).
     let r = post(APP, exchange(&code)).await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
