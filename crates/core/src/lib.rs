@@ -6,6 +6,7 @@
 
 pub mod authorize;
 pub mod client;
+pub mod client_assertion;
 pub mod clock;
 pub mod common_passwords;
 pub mod error;

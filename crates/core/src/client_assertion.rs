@@ -1,0 +1,477 @@
+//! Client authentication with a signed JWT, `private_key_jwt` (RFC 7523
+//! §2.2 and §3, RFC 7521 §4.2, OpenID Connect Core §9), as SMART Backend
+//! Services uses it (`client-confidential-asymmetric`): the client signs a
+//! short-lived assertion with a private key, and the server checks it
+//! against the client's registered public keys (a JWK Set).
+//!
+//! What is checked, in order, each refusal `invalid_client`: the assertion
+//! is a compact JWS with an asymmetric `alg` healthgate verifies (never
+//! `none` or an HMAC); `jku`, if present, is the registered JWK Set URL;
+//! the `kid` selects exactly one key; the signature holds; `iss` and `sub`
+//! are the client id; `aud` is the token endpoint; `exp` is in the future
+//! and at most five minutes away; `jti` is present. That the `jti` was
+//! never seen before is the store's to say.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
+use serde_json::Value;
+
+use crate::error::OAuthError;
+
+/// `client_assertion_type` for a JWT (RFC 7523 §2.2).
+pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// The longest an assertion may live from now (SMART Backend Services:
+/// "exp … no more than five minutes in the future").
+pub const MAX_LIFETIME: i64 = 300;
+
+/// The signature algorithms an assertion may use.
+pub const ALGS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "ES256", "ES384",
+];
+
+/// A compact JWS, parsed but not yet trusted.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    pub header: Value,
+    pub claims: Value,
+    signing_input: String,
+    signature: Vec<u8>,
+}
+
+/// The `jti` an accepted assertion carried and until when it must not be
+/// seen again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub jti: String,
+    pub expires_at: i64,
+}
+
+fn refused(why: &str) -> OAuthError {
+    OAuthError::invalid_client(format!("client assertion: {why}"))
+}
+
+fn decode_json(part: &str) -> Option<Value> {
+    let bytes = URL_SAFE_NO_PAD.decode(part).ok()?;
+    serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .filter(Value::is_object)
+}
+
+/// Parses a compact JWS (three base64url parts, a JSON header and claims).
+pub fn parse(jwt: &str) -> Result<Parsed, OAuthError> {
+    let mut parts = jwt.split('.');
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(refused("not a compact JWS"));
+    };
+    let (Some(header), Some(claims), Ok(signature)) =
+        (decode_json(h), decode_json(c), URL_SAFE_NO_PAD.decode(s))
+    else {
+        return Err(refused("not a compact JWS"));
+    };
+    Ok(Parsed {
+        header,
+        claims,
+        signing_input: format!("{h}.{c}"),
+        signature,
+    })
+}
+
+impl Parsed {
+    /// The client it claims to be from (`iss`), unverified: which client's
+    /// keys to check it against.
+    pub fn issuer(&self) -> Option<&str> {
+        self.claims["iss"].as_str()
+    }
+
+    fn alg(&self) -> Result<&str, OAuthError> {
+        match self.header["alg"].as_str() {
+            Some(alg) if ALGS.contains(&alg) => Ok(alg),
+            Some("none") => Err(refused("alg none is refused")),
+            Some(alg) if alg.starts_with("HS") => Err(refused(
+                "an HMAC alg is refused: sign with a private key (RS384 or ES384)",
+            )),
+            _ => Err(refused(
+                "alg must be one of RS256, RS384, RS512, PS256, PS384, ES256, ES384",
+            )),
+        }
+    }
+}
+
+/// The key of `jwks` (a JWK Set) the assertion names: its `kid` selects
+/// exactly one key; without a `kid`, the set must hold exactly one key
+/// usable with the `alg`.
+pub fn select_key<'a>(parsed: &Parsed, jwks: &'a Value) -> Result<&'a Value, OAuthError> {
+    let alg = parsed.alg()?;
+    let kty = if alg.starts_with("ES") { "EC" } else { "RSA" };
+    let keys = jwks["keys"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let usable = |k: &&Value| {
+        k["kty"] == kty
+            && k["alg"].as_str().is_none_or(|a| a == alg)
+            && k["use"].as_str().is_none_or(|u| u == "sig")
+    };
+    let candidates: Vec<&Value> = match parsed.header["kid"].as_str() {
+        Some(kid) => keys
+            .iter()
+            .filter(|k| k["kid"].as_str() == Some(kid))
+            .collect(),
+        None => keys.iter().filter(usable).collect(),
+    };
+    match candidates.as_slice() {
+        [one] if usable(one) => Ok(one),
+        [_] => Err(refused("the key named by kid does not fit the alg")),
+        [] => Err(refused("no registered key matches its kid")),
+        _ => Err(refused("its kid matches more than one registered key")),
+    }
+}
+
+/// Whether the signature holds under `jwk`.
+pub fn verify_signature(parsed: &Parsed, jwk: &Value) -> Result<(), OAuthError> {
+    let alg = parsed.alg()?;
+    let field = |name: &str| {
+        jwk[name]
+            .as_str()
+            .and_then(|v| URL_SAFE_NO_PAD.decode(v).ok())
+            .ok_or_else(|| refused("the registered key is malformed"))
+    };
+    let message = parsed.signing_input.as_bytes();
+    let signature = parsed.signature.as_slice();
+    let holds = if let Some(curve) = alg.strip_prefix("ES") {
+        let (params, size, crv): (&'static dyn signature::VerificationAlgorithm, usize, &str) =
+            match curve {
+                "256" => (&signature::ECDSA_P256_SHA256_FIXED, 32, "P-256"),
+                _ => (&signature::ECDSA_P384_SHA384_FIXED, 48, "P-384"),
+            };
+        let (x, y) = (field("x")?, field("y")?);
+        if jwk["crv"] != crv || x.len() != size || y.len() != size {
+            return Err(refused("the registered key is not on the alg's curve"));
+        }
+        let mut point = vec![4u8];
+        point.extend(x);
+        point.extend(y);
+        UnparsedPublicKey::new(params, point)
+            .verify(message, signature)
+            .is_ok()
+    } else {
+        let params: &'static signature::RsaParameters = match alg {
+            "RS256" => &signature::RSA_PKCS1_2048_8192_SHA256,
+            "RS384" => &signature::RSA_PKCS1_2048_8192_SHA384,
+            "RS512" => &signature::RSA_PKCS1_2048_8192_SHA512,
+            "PS256" => &signature::RSA_PSS_2048_8192_SHA256,
+            _ => &signature::RSA_PSS_2048_8192_SHA384,
+        };
+        let (n, e) = (field("n")?, field("e")?);
+        RsaPublicKeyComponents { n, e }
+            .verify(params, message, signature)
+            .is_ok()
+    };
+    if holds {
+        Ok(())
+    } else {
+        Err(refused("the signature does not verify"))
+    }
+}
+
+/// Checks the claims of a verified assertion from `client_id` to the token
+/// endpoint at `audience`, at `now`.
+pub fn check_claims(
+    parsed: &Parsed,
+    client_id: &str,
+    audience: &str,
+    now: i64,
+) -> Result<Accepted, OAuthError> {
+    let c = &parsed.claims;
+    if c["iss"].as_str() != Some(client_id) || c["sub"].as_str() != Some(client_id) {
+        return Err(refused("iss and sub must both be the client_id"));
+    }
+    let aud_ok = match &c["aud"] {
+        Value::String(a) => a == audience,
+        Value::Array(all) => all.iter().any(|a| a == audience),
+        _ => false,
+    };
+    if !aud_ok {
+        return Err(refused(&format!(
+            "aud must be the token endpoint, {audience}"
+        )));
+    }
+    let Some(exp) = c["exp"].as_i64() else {
+        return Err(refused("exp is required"));
+    };
+    if exp <= now {
+        return Err(refused("it has expired"));
+    }
+    if exp > now + MAX_LIFETIME {
+        return Err(refused("exp must be at most five minutes away"));
+    }
+    if c["nbf"].as_i64().is_some_and(|nbf| nbf > now + 60) {
+        return Err(refused("it is not valid yet (nbf)"));
+    }
+    let jti = match c["jti"].as_str() {
+        Some(j) if !j.is_empty() && j.len() <= 255 => j,
+        _ => return Err(refused("jti is required (at most 255 characters)")),
+    };
+    Ok(Accepted {
+        jti: jti.to_owned(),
+        expires_at: exp,
+    })
+}
+
+/// `jku` (RFC 7515 §4.1.2), when the header carries one, must be the JWK
+/// Set URL the client registered: keys are never fetched from where an
+/// assertion says.
+pub fn check_jku(parsed: &Parsed, registered: Option<&str>) -> Result<(), OAuthError> {
+    match parsed.header.get("jku") {
+        None => Ok(()),
+        Some(jku) if jku.as_str().is_some() && jku.as_str() == registered => Ok(()),
+        Some(_) => Err(refused("jku is not the registered JWK Set URL")),
+    }
+}
+
+/// Whether `jwks` is a JWK Set healthgate can verify assertions with: a
+/// `keys` array of public RSA and EC (P-256, P-384) keys, none private.
+pub fn check_jwks(jwks: &Value) -> Result<(), String> {
+    let Some(keys) = jwks["keys"].as_array() else {
+        return Err("a JWK Set is an object with a keys array".into());
+    };
+    if keys.is_empty() {
+        return Err("the JWK Set has no keys".into());
+    }
+    for key in keys {
+        if key.get("d").is_some() {
+            return Err("the JWK Set holds a private key: register the public keys only".into());
+        }
+        let ok = match key["kty"].as_str() {
+            Some("RSA") => key["n"].is_string() && key["e"].is_string(),
+            Some("EC") => {
+                matches!(key["crv"].as_str(), Some("P-256" | "P-384"))
+                    && key["x"].is_string()
+                    && key["y"].is_string()
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err("each key must be a public RSA key or an EC key on P-256 or P-384".into());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::rand::SystemRandom;
+    use ring::signature::{EcdsaKeyPair, KeyPair, RsaKeyPair};
+    use serde_json::json;
+
+    const CLIENT: &str = "app-backend";
+    const AUD: &str = "https://auth.example.com/oauth/token";
+    const NOW: i64 = 1_800_000_000;
+
+    enum Signer {
+        Ec(EcdsaKeyPair, &'static str),
+        Rsa(
+            RsaKeyPair,
+            &'static dyn signature::RsaEncoding,
+            &'static str,
+        ),
+    }
+
+    impl Signer {
+        fn ec384() -> (Self, Value) {
+            let alg = &signature::ECDSA_P384_SHA384_FIXED_SIGNING;
+            let rng = SystemRandom::new();
+            let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &rng).unwrap();
+            let pair = EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng).unwrap();
+            let point = pair.public_key().as_ref().to_vec();
+            let jwk = json!({
+                "kty": "EC", "crv": "P-384", "kid": "ec-1",
+                "x": URL_SAFE_NO_PAD.encode(&point[1..49]),
+                "y": URL_SAFE_NO_PAD.encode(&point[49..97]),
+            });
+            (Self::Ec(pair, "ES384"), jwk)
+        }
+
+        fn rsa(
+            encoding: &'static dyn signature::RsaEncoding,
+            alg: &'static str,
+            kid: &str,
+        ) -> (Self, Value) {
+            let (pkcs8, mut jwk) = crate::jose::generate(crate::jose::Alg::Rs256, kid).unwrap();
+            jwk.as_object_mut().unwrap().remove("alg");
+            let pair = RsaKeyPair::from_pkcs8(&pkcs8).unwrap();
+            (Self::Rsa(pair, encoding, alg), jwk)
+        }
+
+        fn sign(&self, header: Value, claims: &Value) -> String {
+            let mut header = header;
+            header["alg"] = match self {
+                Self::Ec(_, alg) | Self::Rsa(_, _, alg) => (*alg).into(),
+            };
+            let input = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(header.to_string()),
+                URL_SAFE_NO_PAD.encode(claims.to_string())
+            );
+            let rng = SystemRandom::new();
+            let signature = match self {
+                Self::Ec(pair, _) => pair.sign(&rng, input.as_bytes()).unwrap().as_ref().to_vec(),
+                Self::Rsa(pair, encoding, _) => {
+                    let mut out = vec![0; pair.public().modulus_len()];
+                    pair.sign(*encoding, &rng, input.as_bytes(), &mut out)
+                        .unwrap();
+                    out
+                }
+            };
+            format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+        }
+    }
+
+    fn claims() -> Value {
+        json!({ "iss": CLIENT, "sub": CLIENT, "aud": AUD, "exp": NOW + 240, "jti": "j-1" })
+    }
+
+    /// Parses, selects, verifies and checks, as the token endpoint does.
+    fn accept(jwt: &str, jwks: &Value) -> Result<Accepted, OAuthError> {
+        let parsed = parse(jwt)?;
+        check_jku(&parsed, Some("https://backend.example/jwks.json"))?;
+        let key = select_key(&parsed, jwks)?;
+        verify_signature(&parsed, key)?;
+        check_claims(&parsed, CLIENT, AUD, NOW)
+    }
+
+    #[test]
+    fn assertions_signed_with_each_algorithm_verify_against_the_registered_key() {
+        let signers = [
+            Signer::ec384(),
+            Signer::rsa(&signature::RSA_PKCS1_SHA384, "RS384", "rsa-384"),
+            Signer::rsa(&signature::RSA_PKCS1_SHA256, "RS256", "rsa-256"),
+            Signer::rsa(&signature::RSA_PSS_SHA256, "PS256", "rsa-pss"),
+        ];
+        let jwks = json!({ "keys": signers.iter().map(|(_, k)| k.clone()).collect::<Vec<_>>() });
+        assert_eq!(check_jwks(&jwks), Ok(()));
+        for (signer, key) in &signers {
+            let jwt = signer.sign(json!({ "typ": "JWT", "kid": key["kid"] }), &claims());
+            assert_eq!(
+                accept(&jwt, &jwks),
+                Ok(Accepted {
+                    jti: "j-1".into(),
+                    expires_at: NOW + 240
+                }),
+                "{}",
+                key["kid"]
+            );
+        }
+        // Another key's signature under this kid does not verify.
+        let (other, _) = Signer::ec384();
+        let forged = other.sign(json!({ "kid": "ec-1" }), &claims());
+        assert_eq!(
+            accept(&forged, &jwks).unwrap_err().description.to_string(),
+            "client assertion: the signature does not verify"
+        );
+    }
+
+    #[test]
+    fn every_rule_of_the_profile_is_enforced() {
+        let (signer, key) = Signer::ec384();
+        let jwks = json!({ "keys": [key.clone()] });
+        let with = |change: &dyn Fn(&mut Value)| {
+            let mut c = claims();
+            change(&mut c);
+            signer.sign(json!({ "kid": "ec-1" }), &c)
+        };
+        let says = |jwt: &str| {
+            let e = accept(jwt, &jwks).unwrap_err();
+            assert_eq!(e.code, crate::error::ErrorCode::InvalidClient);
+            e.description.to_string()
+        };
+        let cases: Vec<(String, &str)> = vec![
+            (with(&|c| c["iss"] = "app-other".into()), "iss and sub"),
+            (with(&|c| c["sub"] = "app-other".into()), "iss and sub"),
+            (
+                with(&|c| c["aud"] = "https://evil.example/token".into()),
+                "aud must be",
+            ),
+            (with(&|c| c["exp"] = (NOW - 1).into()), "expired"),
+            (with(&|c| c["exp"] = (NOW + 301).into()), "five minutes"),
+            (
+                with(&|c| {
+                    c.as_object_mut().unwrap().remove("exp");
+                }),
+                "exp is required",
+            ),
+            (
+                with(&|c| {
+                    c.as_object_mut().unwrap().remove("jti");
+                }),
+                "jti is required",
+            ),
+            (with(&|c| c["nbf"] = (NOW + 600).into()), "not valid yet"),
+            (
+                signer.sign(json!({ "kid": "nope" }), &claims()),
+                "no registered key",
+            ),
+            (
+                signer.sign(
+                    json!({ "kid": "ec-1", "jku": "https://evil.example/jwks" }),
+                    &claims(),
+                ),
+                "jku",
+            ),
+            ("not.a.jwt".into(), "not a compact JWS"),
+        ];
+        for (jwt, wanted) in cases {
+            let said = says(&jwt);
+            assert!(said.contains(wanted), "{wanted}: {said}");
+        }
+        // An array aud naming the endpoint is accepted.
+        let listed = with(&|c| c["aud"] = json!(["https://x.example", AUD]));
+        assert!(accept(&listed, &jwks).is_ok());
+        // A registered jku is accepted.
+        let named = signer.sign(
+            json!({ "kid": "ec-1", "jku": "https://backend.example/jwks.json" }),
+            &claims(),
+        );
+        assert!(accept(&named, &jwks).is_ok());
+    }
+
+    #[test]
+    fn none_and_hmac_are_refused_before_any_key_is_looked_at() {
+        let (_, key) = Signer::ec384();
+        let jwks = json!({ "keys": [key] });
+        for alg in ["none", "HS256", "ES512", "EdDSA"] {
+            let header = URL_SAFE_NO_PAD.encode(json!({ "alg": alg, "kid": "ec-1" }).to_string());
+            let body = URL_SAFE_NO_PAD.encode(claims().to_string());
+            let jwt = format!("{header}.{body}.c2ln");
+            let e = accept(&jwt, &jwks).unwrap_err();
+            assert_eq!(e.code, crate::error::ErrorCode::InvalidClient, "{alg}");
+            assert!(e.description.contains("alg"), "{alg}: {}", e.description);
+        }
+    }
+
+    #[test]
+    fn a_kid_must_select_exactly_one_key_and_a_set_holds_public_keys_only() {
+        let (signer, key) = Signer::ec384();
+        let twice = json!({ "keys": [key.clone(), key.clone()] });
+        let jwt = signer.sign(json!({ "kid": "ec-1" }), &claims());
+        assert!(
+            accept(&jwt, &twice)
+                .unwrap_err()
+                .description
+                .contains("more than one")
+        );
+        // Without a kid, the only key that fits the alg.
+        let rsa = Signer::rsa(&signature::RSA_PKCS1_SHA384, "RS384", "r").1;
+        let mixed = json!({ "keys": [key.clone(), rsa] });
+        let no_kid = signer.sign(json!({}), &claims());
+        assert!(accept(&no_kid, &mixed).is_ok());
+        let mut private = key;
+        private["d"] = "secret".into();
+        assert!(check_jwks(&json!({ "keys": [private] })).is_err());
+        assert!(check_jwks(&json!({ "keys": [] })).is_err());
+        assert!(check_jwks(&json!([])).is_err());
+        assert!(check_jwks(&json!({ "keys": [{ "kty": "oct", "k": "abc" }] })).is_err());
+    }
+}
