@@ -88,8 +88,9 @@ enum ClientCommand {
     Create {
         #[arg(long)]
         name: String,
-        /// A redirect URI; repeat for several.
-        #[arg(long = "redirect-uri", required = true, value_name = "URI")]
+        /// A redirect URI; repeat for several. Only a backend service
+        /// (`--jwks-uri` or `--jwks`) may have none.
+        #[arg(long = "redirect-uri", value_name = "URI")]
         redirect_uris: Vec<String>,
         /// Space-separated scopes the app may ask for.
         #[arg(long)]
@@ -124,6 +125,15 @@ enum ClientCommand {
         /// `launch` are appended).
         #[arg(long, value_name = "URL")]
         launch_url: Option<String>,
+        /// The app authenticates with assertions signed by its private keys
+        /// (`private_key_jwt`), whose public JWK Set is at this https URL;
+        /// it gets no secret.
+        #[arg(long, value_name = "URL", conflicts_with = "jwks")]
+        jwks_uri: Option<String>,
+        /// As `--jwks-uri`, with the public JWK Set registered from this
+        /// JSON file.
+        #[arg(long, value_name = "FILE")]
+        jwks: Option<std::path::PathBuf>,
     },
     /// List registered apps.
     List,
@@ -248,6 +258,13 @@ struct ClientUpdate {
     /// Where the app is opened for a SMART EHR launch; empty clears it.
     #[arg(long, value_name = "URL")]
     launch_url: Option<String>,
+    /// The URL of the app's public JWK Set (`private_key_jwt`); empty
+    /// clears it.
+    #[arg(long, value_name = "URL")]
+    jwks_uri: Option<String>,
+    /// The app's public JWK Set, from this JSON file (to rotate its keys).
+    #[arg(long, value_name = "FILE")]
+    jwks: Option<std::path::PathBuf>,
 }
 
 /// One `--user-types` value parses to a list. Named, because clap would take
@@ -529,6 +546,9 @@ fn client_json(c: &Client) -> serde_json::Value {
         "require_mfa": c.require_mfa,
         "smart_launcher": c.smart_launcher,
         "launch_url": c.launch_url,
+        "token_endpoint_auth_method": auth_method(c),
+        "jwks_uri": c.jwks_uri,
+        "jwks": c.jwks.as_deref().and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok()),
         "created_at": c.created_at,
     })
 }
@@ -576,7 +596,7 @@ fn client_text(c: &Client) -> String {
     let uris: Vec<&str> = c.redirect_uris.iter().map(|u| u.as_str()).collect();
     let types: Vec<&str> = c.user_types.iter().map(|t| t.as_str()).collect();
     format!(
-        "client_id      {}\nname           {}\nstatus         {}\ntype           {}\nredirect_uris  {}\nscope          {}\nuser_types     {}\nphoto_url      {}\nlisting        {}\nconnect_url    {}\nwebhook_url    {}{}\nresource_server {}\nrequire_mfa    {}\nsmart_launcher {}\nlaunch_url     {}",
+        "client_id      {}\nname           {}\nstatus         {}\ntype           {}\nredirect_uris  {}\nscope          {}\nuser_types     {}\nphoto_url      {}\nlisting        {}\nconnect_url    {}\nwebhook_url    {}{}\nresource_server {}\nrequire_mfa    {}\nsmart_launcher {}\nlaunch_url     {}\nauth_method    {}",
         c.id,
         c.name,
         if c.suspended_at.is_some() {
@@ -601,7 +621,27 @@ fn client_text(c: &Client) -> String {
         c.require_mfa,
         c.smart_launcher,
         c.launch_url.as_deref().unwrap_or("-"),
+        auth_method(c),
     )
+}
+
+/// How the app authenticates at the token endpoint (RFC 7591's names).
+fn auth_method(c: &Client) -> &'static str {
+    if c.is_public() {
+        "none"
+    } else if c.uses_assertions() {
+        "private_key_jwt"
+    } else {
+        "client_secret_basic"
+    }
+}
+
+/// A JWK Set file's text, for `--jwks`.
+fn read_jwks(path: &std::path::Path) -> Result<String, Failure> {
+    std::fs::read_to_string(path).map_err(|e| Failure {
+        code: 2,
+        message: format!("cannot read the JWK Set {}: {e}", path.display()),
+    })
 }
 
 async fn client_command(
@@ -625,7 +665,10 @@ async fn client_command(
             require_mfa,
             smart_launcher,
             launch_url,
+            jwks_uri,
+            jwks,
         } => {
+            let jwks = jwks.map(|f| read_jwks(&f)).transpose()?;
             let (client, secret) = admin::create_client(
                 store,
                 &state.settings,
@@ -642,6 +685,8 @@ async fn client_command(
                     require_mfa,
                     smart_launcher,
                     launch_url,
+                    jwks_uri,
+                    jwks,
                     ..Default::default()
                 },
                 Actor::system(),
@@ -738,6 +783,8 @@ async fn client_command(
                     _ => None,
                 },
                 launch_url: u.launch_url.map(Some),
+                jwks_uri: u.jwks_uri.map(Some),
+                jwks: u.jwks.map(|f| read_jwks(&f)).transpose()?.map(Some),
             };
             let client = admin::update_client(
                 store,

@@ -364,6 +364,14 @@ pub fn validate(
         }
     };
     client.check_scope(&scope).map_err(fail)?;
+    if let Some(system) = scope
+        .iter()
+        .find(|t| !crate::smart::grantable_to(t, crate::smart::Holder::Person))
+    {
+        return Err(fail(OAuthError::invalid_scope(format!(
+            "{system} is for backend services (client credentials), not an authorization request"
+        ))));
+    }
     let aud = audience(params, &scope, rules.fhir_bases).map_err(fail)?;
     let launch = ehr_launch(params, &scope, rules.fhir_bases).map_err(fail)?;
 

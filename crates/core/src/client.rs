@@ -121,6 +121,11 @@ pub struct Client {
     /// Where the app is opened for a SMART EHR launch, with `iss` and
     /// `launch` appended.
     pub launch_url: Option<String>,
+    /// `private_key_jwt`: the URL of the JWK Set whose keys sign the
+    /// client's assertions (SMART Backend Services).
+    pub jwks_uri: Option<String>,
+    /// `private_key_jwt`: the JWK Set itself (JSON), registered inline.
+    pub jwks: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -147,6 +152,12 @@ pub struct ResolvedRedirect {
 }
 
 impl Client {
+    /// Whether it authenticates with signed assertions (`private_key_jwt`)
+    /// rather than a secret.
+    pub fn uses_assertions(&self) -> bool {
+        self.jwks_uri.is_some() || self.jwks.is_some()
+    }
+
     pub fn is_public(&self) -> bool {
         self.kind == ClientKind::Public
     }
@@ -330,6 +341,8 @@ pub(crate) fn example(kind: ClientKind) -> Client {
         require_mfa: false,
         smart_launcher: false,
         launch_url: None,
+        jwks_uri: None,
+        jwks: None,
         created_at: 0,
         updated_at: 0,
     }

@@ -175,22 +175,24 @@ pub fn verify_signature(parsed: &Parsed, jwk: &Value) -> Result<(), OAuthError> 
     }
 }
 
-/// Checks the claims of a verified assertion from `client_id` to the token
-/// endpoint at `audience`, at `now`.
+/// Checks the claims of a verified assertion from `client_id` at `now`;
+/// `audiences` are what `aud` may name, the token endpoint's URL first
+/// (RFC 7523 §3 also allows the issuer).
 pub fn check_claims(
     parsed: &Parsed,
     client_id: &str,
-    audience: &str,
+    audiences: &[&str],
     now: i64,
 ) -> Result<Accepted, OAuthError> {
+    let audience = audiences.first().copied().unwrap_or_default();
     let c = &parsed.claims;
     if c["iss"].as_str() != Some(client_id) || c["sub"].as_str() != Some(client_id) {
         return Err(refused("iss and sub must both be the client_id"));
     }
+    let named = |a: &Value| a.as_str().is_some_and(|a| audiences.contains(&a));
     let aud_ok = match &c["aud"] {
-        Value::String(a) => a == audience,
-        Value::Array(all) => all.iter().any(|a| a == audience),
-        _ => false,
+        Value::Array(all) => all.iter().any(named),
+        one => named(one),
     };
     if !aud_ok {
         return Err(refused(&format!(
@@ -339,7 +341,7 @@ mod tests {
         check_jku(&parsed, Some("https://backend.example/jwks.json"))?;
         let key = select_key(&parsed, jwks)?;
         verify_signature(&parsed, key)?;
-        check_claims(&parsed, CLIENT, AUD, NOW)
+        check_claims(&parsed, CLIENT, &[AUD, "https://auth.example.com"], NOW)
     }
 
     #[test]

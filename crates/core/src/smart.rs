@@ -337,6 +337,30 @@ pub fn check_fhir_user(reference: &str) -> Result<(), String> {
     }
 }
 
+/// Who a grant speaks for, as far as SMART's scopes care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// A client acting for itself (client credentials: Backend Services).
+    Client,
+    /// A person who authorized the app.
+    Person,
+}
+
+/// Whether a grant for `holder` may carry `token`: SMART's `system/`
+/// scopes are for a client acting for itself, its `patient/` and `user/`
+/// scopes and launch contexts need a person; any other scope (identity,
+/// refresh, the platform's own, or a malformed one, refused elsewhere)
+/// either.
+pub fn grantable_to(token: &str, holder: Holder) -> bool {
+    match parse(token) {
+        Ok(Some(SmartScope::Resource(r))) => {
+            (r.compartment == Compartment::System) == (holder == Holder::Client)
+        }
+        Ok(Some(SmartScope::Launch | SmartScope::LaunchContext { .. })) => holder == Holder::Person,
+        _ => true,
+    }
+}
+
 /// Whether a grant gets a refresh token: every grant but a SMART one (a
 /// FHIR server in its context), which gets one only with `offline_access`
 /// or `online_access` (SMART App Launch 2.2 §Scopes for requesting a
@@ -1000,6 +1024,23 @@ mod tests {
                 .as_deref(),
             Some("https://f.example/r4/Practitioner/1")
         );
+    }
+
+    #[test]
+    fn system_scopes_are_for_clients_and_the_rest_of_smart_for_people() {
+        for (token, client, person) in [
+            ("system/Observation.rs", true, false),
+            ("system/*.read", true, false),
+            ("patient/*.rs", false, true),
+            ("user/Patient.r", false, true),
+            ("launch/patient", false, true),
+            ("launch", false, true),
+            ("openid", true, true),
+            ("profile_read", true, true),
+        ] {
+            assert_eq!(grantable_to(token, Holder::Client), client, "{token}");
+            assert_eq!(grantable_to(token, Holder::Person), person, "{token}");
+        }
     }
 
     #[test]

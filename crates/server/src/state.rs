@@ -33,6 +33,9 @@ pub struct Inner {
     /// Client records as last read, with their version stamps; see
     /// [`KnownClients`].
     pub known_clients: KnownClients,
+    /// This node's copies of the JWK Sets of apps that registered a URL
+    /// for their keys; see [`JwksCopies`].
+    pub jwks: JwksCopies,
     /// Builds every route over a state (`crate::router`), handed in by
     /// whoever opens the server, so no area imports the crate's root.
     pub router: fn(AppState) -> axum::Router,
@@ -58,6 +61,7 @@ impl AppState {
             clock,
             opened_keys: Default::default(),
             known_clients: Default::default(),
+            jwks: Default::default(),
             router,
         }))
     }
@@ -71,6 +75,59 @@ impl std::ops::Deref for AppState {
     type Target = Inner;
     fn deref(&self) -> &Inner {
         &self.0
+    }
+}
+
+/// How soon a JWK Set's URL may be asked again for a key the copy lacks
+/// (a rotation; more often, and made-up `kid`s would turn healthgate into a
+/// fetcher).
+const REFETCH_AFTER: i64 = 10;
+
+/// How fresh a copy of a JWK Set must be for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// Any copy still within its max-age.
+    Fresh,
+    /// A copy fetched again now, unless one was fetched within
+    /// `REFETCH_AFTER` seconds (an assertion named a key the copy lacks).
+    Refetched,
+}
+
+struct JwksCopy {
+    set: serde_json::Value,
+    fetched_at: i64,
+    fresh_until: i64,
+}
+
+/// The JWK Sets of apps that registered a URL for their `private_key_jwt`
+/// keys, as this node last fetched them (`services::jwks`), each until its
+/// max-age. A cache that never decides: every assertion is verified, and a
+/// key the copy lacks sends for the set again.
+#[derive(Default)]
+pub struct JwksCopies(std::sync::Mutex<HashMap<String, JwksCopy>>);
+
+impl JwksCopies {
+    pub fn copy(&self, url: &str, now: i64, want: Want) -> Option<serde_json::Value> {
+        let copies = self.0.lock().ok()?;
+        let copy = copies.get(url)?;
+        let usable = match want {
+            Want::Fresh => now < copy.fresh_until,
+            Want::Refetched => now < copy.fetched_at + REFETCH_AFTER && now < copy.fresh_until,
+        };
+        usable.then(|| copy.set.clone())
+    }
+
+    pub fn keep(&self, url: &str, set: serde_json::Value, now: i64, max_age: i64) {
+        if let Ok(mut copies) = self.0.lock() {
+            copies.insert(
+                url.to_owned(),
+                JwksCopy {
+                    set,
+                    fetched_at: now,
+                    fresh_until: now + max_age,
+                },
+            );
+        }
     }
 }
 
@@ -137,6 +194,19 @@ impl KnownClients {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copy_serves_while_fresh_and_a_refetch_waits_ten_seconds() {
+        let cache = JwksCopies::default();
+        let set = serde_json::json!({ "keys": [] });
+        cache.keep("https://k.example/jwks", set.clone(), 100, 300);
+        let at = |now, want| cache.copy("https://k.example/jwks", now, want);
+        assert_eq!(at(399, Want::Fresh), Some(set.clone()));
+        assert_eq!(at(400, Want::Fresh), None);
+        assert_eq!(at(109, Want::Refetched), Some(set));
+        assert_eq!(at(110, Want::Refetched), None);
+        assert_eq!(cache.copy("https://other.example", 101, Want::Fresh), None);
+    }
 
     fn stored(kid: &str, sealed: &str) -> StoredKey {
         StoredKey {

@@ -16,7 +16,7 @@ use crate::{Backend, Result, Store, StoreError, conflict};
 const COLUMNS: &str = "id, name, photo_url, redirect_uris, allowed_scopes, user_types, kind, secret_digest, description, \
                        connect_redirect_url, published, webhook_url, webhook_secret_version, webhook_muted_at, \
                        authorization_level, provisioning_scopes, access_token_format, id_token_alg, owner_id, suspended_at, \
-                       resource_server, require_mfa, smart_launcher, launch_url, previous_secret_digest, previous_secret_expires_at, created_at, updated_at, \
+                       resource_server, require_mfa, smart_launcher, launch_url, jwks_uri, jwks, previous_secret_digest, previous_secret_expires_at, created_at, updated_at, \
                        listing, listing_requested_at, listing_reviewed_at, listing_reviewed_by, listing_reason, listing_changes";
 
 fn from_row(row: &AnyRow) -> Result<Client> {
@@ -87,6 +87,8 @@ fn from_row(row: &AnyRow) -> Result<Client> {
         require_mfa: row.try_get::<i64, _>("require_mfa")? != 0,
         smart_launcher: row.try_get::<i64, _>("smart_launcher")? != 0,
         launch_url: row.try_get("launch_url")?,
+        jwks_uri: row.try_get("jwks_uri")?,
+        jwks: row.try_get("jwks")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -361,9 +363,9 @@ impl Store {
                                   authorization_level, provisioning_scopes, created_at, updated_at, access_token_format, id_token_alg,
                                   owner_id, resource_server, listing, listing_requested_at, listing_reviewed_at,
                                   listing_reviewed_by, listing_reason, listing_changes, require_mfa,
-                                  smart_launcher, launch_url)
+                                  smart_launcher, launch_url, jwks_uri, jwks)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
-                     $22, $23, $24, $25, $26, $27, $28, $29, $30)",
+                     $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)",
         )
         .bind(&c.id)
         .bind(&c.name)
@@ -395,6 +397,8 @@ impl Store {
         .bind(i64::from(c.require_mfa))
         .bind(i64::from(c.smart_launcher))
         .bind(&c.launch_url)
+        .bind(&c.jwks_uri)
+        .bind(&c.jwks)
         .execute(&mut *tx)
         .await
         .map_err(conflict("client"))?;
@@ -456,7 +460,8 @@ impl Store {
                                 description = $6, connect_redirect_url = $7, webhook_url = $8,
                                 webhook_secret_version = $9, updated_at = $10, authorization_level = $11,
                                 provisioning_scopes = $12, access_token_format = $14, id_token_alg = $15,
-                                resource_server = $16, require_mfa = $17, smart_launcher = $18, launch_url = $19
+                                resource_server = $16, require_mfa = $17, smart_launcher = $18, launch_url = $19,
+                                jwks_uri = $20, jwks = $21
              WHERE id = $13",
         )
         .bind(&c.name)
@@ -478,6 +483,8 @@ impl Store {
         .bind(i64::from(c.require_mfa))
         .bind(i64::from(c.smart_launcher))
         .bind(&c.launch_url)
+        .bind(&c.jwks_uri)
+        .bind(&c.jwks)
         .execute(&mut *tx)
         .await?;
         let listing = moved
@@ -778,6 +785,29 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+impl Store {
+    /// Records the `jti` of a client assertion just accepted, until it
+    /// expires: false when this client used it before (a replay, on this
+    /// node or any other).
+    pub async fn use_client_assertion(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: i64,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO client_assertions (client_id, jti, expires_at) VALUES ($1, $2, $3)
+             ON CONFLICT (client_id, jti) DO NOTHING",
+        )
+        .bind(client_id)
+        .bind(jti)
+        .bind(expires_at)
+        .execute(&self.writer)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 }

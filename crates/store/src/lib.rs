@@ -398,6 +398,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "SMART patients",
         include_str!("../migrations/sqlite/0019_smart_patients.sql"),
     ),
+    (
+        20,
+        "client assertions",
+        include_str!("../migrations/sqlite/0020_client_assertions.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -494,6 +499,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         19,
         "SMART patients",
         include_str!("../migrations/postgres/0019_smart_patients.sql"),
+    ),
+    (
+        20,
+        "client assertions",
+        include_str!("../migrations/postgres/0020_client_assertions.sql"),
     ),
 ];
 

@@ -16,6 +16,7 @@ pub struct Purged {
     pub email_links: u64,
     pub mail_outbox: u64,
     pub smart_launches: u64,
+    pub client_assertions: u64,
 }
 
 impl Purged {
@@ -29,6 +30,7 @@ impl Purged {
             + self.email_links
             + self.mail_outbox
             + self.smart_launches
+            + self.client_assertions
     }
 }
 
@@ -118,6 +120,15 @@ const RULES: &[Rule] = &[
         columns: "digest",
         condition: "expires_at < $1 - 86400",
         count: |p| &mut p.smart_launches,
+    },
+    // The jti of an accepted client assertion, once the assertion expired:
+    // it could not be accepted again anyway.
+    Rule {
+        table: "client_assertions",
+        key: "(client_id, jti)",
+        columns: "client_id, jti",
+        condition: "expires_at < $1",
+        count: |p| &mut p.client_assertions,
     },
 ];
 

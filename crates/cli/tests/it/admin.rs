@@ -50,7 +50,11 @@ fn client_commands_round_trip_as_json() {
 
     let list = sandbox.run(&["client", "list", "--json"]);
     assert!(!list.stdout.contains(&secret), "list shows the secret");
-    assert!(!list.stdout.contains("client_secret"), "{}", list.stdout);
+    assert!(
+        !list.stdout.contains("\"client_secret\""),
+        "{}",
+        list.stdout
+    );
     assert_eq!(list.json(), json!([described.clone()]));
 
     let shown = sandbox.run(&["client", "show", &id, "--json"]);
@@ -1407,4 +1411,67 @@ fn smart_launches_are_made_from_the_command_line() {
         let out = run(&all);
         assert!(out.one_line_failure(2).contains(says), "{out:#?}");
     }
+}
+
+/// A backend service registered from the command line: its public JWK Set
+/// from a file (or a URL), no redirect URI, no secret; a set with a private
+/// key in it is refused.
+#[test]
+fn a_backend_service_is_registered_with_its_public_keys() {
+    let sandbox = Sandbox::new();
+    let public = json!({ "keys": [{
+        "kty": "EC", "crv": "P-384", "kid": "k1",
+        "x": "xEE9D-CE_ub35ugXtfsCFGt-Mtp0O_GogtuDE5Wd8Y9aB2zHk0URikbUWtP76zj_",
+        "y": "5sdBziUerZ5ff2aNeI1auHmUQF0S-fon-ZJ7xe5SVWCgX-W_bMMwwfr5TEMKD3Nx",
+    }]});
+    let file = sandbox.write("jwks.json", &public.to_string());
+    let created = sandbox
+        .run(&[
+            "client",
+            "create",
+            "--name",
+            "Population health",
+            "--scope",
+            "profile_read",
+            "--jwks",
+            file.to_str().unwrap(),
+            "--json",
+        ])
+        .json();
+    assert_eq!(created["token_endpoint_auth_method"], "private_key_jwt");
+    assert_eq!(created["client_secret"], Value::Null);
+    assert_eq!(created["redirect_uris"], json!([]));
+    assert_eq!(created["jwks"], public);
+    let mut private = public.clone();
+    private["keys"][0]["d"] = "0OscZkR0Vv2JhNvg".into();
+    let file = sandbox.write("private.json", &private.to_string());
+    let out = sandbox.run(&[
+        "client",
+        "create",
+        "--name",
+        "Leaky",
+        "--scope",
+        "profile_read",
+        "--jwks",
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.one_line_failure(2).contains("private key"), "{out:#?}");
+    let by_url = sandbox
+        .run(&[
+            "client",
+            "create",
+            "--name",
+            "By URL",
+            "--scope",
+            "profile_read",
+            "--jwks-uri",
+            "https://backend.example/.well-known/jwks.json",
+            "--json",
+        ])
+        .json();
+    assert_eq!(
+        by_url["jwks_uri"],
+        "https://backend.example/.well-known/jwks.json"
+    );
+    assert_eq!(by_url["token_endpoint_auth_method"], "private_key_jwt");
 }

@@ -1,7 +1,9 @@
 //! Client authentication at the token endpoint (RFC 6749 §2.3): HTTP Basic
 //! (`client_secret_basic`, as HealthTap requires), `client_id` and
-//! `client_secret` in the body (`client_secret_post`), or, for public clients,
-//! `client_id` alone (PKCE then carries the proof).
+//! `client_secret` in the body (`client_secret_post`), a signed assertion
+//! (`private_key_jwt`, RFC 7523, SMART Backend Services: see
+//! `core::client_assertion`), or, for public clients, `client_id` alone
+//! (PKCE then carries the proof).
 
 use std::sync::Arc;
 
@@ -9,6 +11,7 @@ use axum::http::{HeaderMap, header};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use healthgate_core::client::Client;
+use healthgate_core::client_assertion;
 use healthgate_core::error::{ErrorCode, OAuthError};
 use healthgate_core::event::EventKind;
 use healthgate_store::{Event, StoreError};
@@ -24,6 +27,8 @@ use crate::state::AppState;
 struct Presented {
     client_id: String,
     secret: Option<String>,
+    /// A `private_key_jwt` assertion, not yet verified.
+    assertion: Option<String>,
 }
 
 fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OAuthError> {
@@ -68,6 +73,11 @@ pub fn named_client_id(headers: &HeaderMap, params: &Params) -> Option<String> {
 fn presented(headers: &HeaderMap, params: &Params) -> Result<Presented, OAuthError> {
     let body_id = params.get("client_id");
     let body_secret = params.get("client_secret");
+    let assertion_type = params.get("client_assertion_type");
+    let assertion = params.get("client_assertion");
+    if assertion_type.is_some() || assertion.is_some() {
+        return presented_assertion(headers, body_id, body_secret, assertion_type, assertion);
+    }
     match basic_credentials(headers)? {
         Some((id, secret)) => {
             if body_secret.is_some() {
@@ -83,18 +93,131 @@ fn presented(headers: &HeaderMap, params: &Params) -> Result<Presented, OAuthErr
             Ok(Presented {
                 client_id: id,
                 secret: Some(secret),
+                assertion: None,
             })
         }
         None => match body_id {
             Some(id) => Ok(Presented {
                 client_id: id.to_owned(),
                 secret: body_secret.map(str::to_owned),
+                assertion: None,
             }),
             None => Err(OAuthError::invalid_client(
                 "client authentication is required",
             )),
         },
     }
+}
+
+/// A `private_key_jwt` client: `client_assertion_type` and
+/// `client_assertion`, and no other credentials. The client is the one
+/// `client_id` names, else the assertion's `iss` (read before it is
+/// verified, to know whose keys verify it).
+fn presented_assertion(
+    headers: &HeaderMap,
+    body_id: Option<&str>,
+    body_secret: Option<&str>,
+    assertion_type: Option<&str>,
+    assertion: Option<&str>,
+) -> Result<Presented, OAuthError> {
+    if assertion_type != Some(client_assertion::ASSERTION_TYPE) {
+        return Err(OAuthError::invalid_client(
+            "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        ));
+    }
+    let Some(assertion) = assertion else {
+        return Err(OAuthError::invalid_request(
+            "client_assertion is required with client_assertion_type",
+        ));
+    };
+    if body_secret.is_some() || basic_credentials(headers)?.is_some() {
+        return Err(OAuthError::invalid_request(
+            "authenticate the client one way only: a client assertion, Basic or client_secret",
+        ));
+    }
+    let issuer = client_assertion::parse(assertion)?
+        .issuer()
+        .map(str::to_owned);
+    let client_id = match (body_id, issuer) {
+        (Some(id), Some(iss)) if id != iss => {
+            return Err(OAuthError::invalid_client(
+                "client_id differs from the client assertion's iss",
+            ));
+        }
+        (Some(id), _) => id.to_owned(),
+        (None, Some(iss)) => iss,
+        (None, None) => {
+            return Err(OAuthError::invalid_client(
+                "client assertion: iss and sub must both be the client_id",
+            ));
+        }
+    };
+    Ok(Presented {
+        client_id,
+        secret: None,
+        assertion: Some(assertion.to_owned()),
+    })
+}
+
+/// Whether the signed assertion `jwt` authenticates `client` at `now`, as
+/// `core::client_assertion` checks it, with the client's registered keys
+/// (inline, or this node's copy of its JWK Set URL, fetched again once for
+/// a key the copy lacks); its `jti` is then recorded, so that no node
+/// accepts it again.
+async fn assertion_holds(
+    state: &AppState,
+    client: &Client,
+    jwt: &str,
+    now: i64,
+) -> Result<Result<(), OAuthError>, StoreError> {
+    use crate::services::jwks::{self, Want};
+    let refused = |why: String| OAuthError::invalid_client(format!("client assertion: {why}"));
+    let checked = async {
+        let parsed = client_assertion::parse(jwt)?;
+        client_assertion::check_jku(&parsed, client.jwks_uri.as_deref())?;
+        let key = match (&client.jwks, &client.jwks_uri) {
+            (Some(inline), _) => {
+                let set: serde_json::Value = serde_json::from_str(inline)
+                    .map_err(|_| refused("the registered JWK Set is not JSON".into()))?;
+                client_assertion::select_key(&parsed, &set)?.clone()
+            }
+            (None, Some(url)) => {
+                let set = jwks::jwk_set(state, url, Want::Fresh)
+                    .await
+                    .map_err(refused)?;
+                match client_assertion::select_key(&parsed, &set) {
+                    Ok(key) => key.clone(),
+                    // Keys rotate: a kid the copy lacks sends for the set again.
+                    Err(_) => {
+                        let set = jwks::jwk_set(state, url, Want::Refetched)
+                            .await
+                            .map_err(refused)?;
+                        client_assertion::select_key(&parsed, &set)?.clone()
+                    }
+                }
+            }
+            (None, None) => {
+                return Err(OAuthError::invalid_client(
+                    "this client authenticates with its secret, not a client assertion",
+                ));
+            }
+        };
+        client_assertion::verify_signature(&parsed, &key)?;
+        let endpoint = format!("{}/oauth/token", state.issuer);
+        client_assertion::check_claims(&parsed, &client.id, &[&endpoint, &state.issuer], now)
+    };
+    let accepted = match checked.await {
+        Ok(accepted) => accepted,
+        Err(e) => return Ok(Err(e)),
+    };
+    if !state
+        .store
+        .use_client_assertion(&client.id, &accepted.jti, accepted.expires_at)
+        .await?
+    {
+        return Ok(Err(refused("its jti was used before".into())));
+    }
+    Ok(Ok(()))
 }
 
 /// Every endpoint where an app acts authenticates it here, so this is where
@@ -359,7 +482,8 @@ async fn authenticate_from(
 /// confidential client, nothing for a public one; and it is not suspended.
 fn accepts(client: &Client, p: &Presented, now: i64) -> Result<(), Refusal> {
     let matches = match (&p.secret, client.is_public()) {
-        (Some(secret), false) => client.secret_matches(secret, now),
+        // An app that registered keys proves itself with them only.
+        (Some(secret), false) => !client.uses_assertions() && client.secret_matches(secret, now),
         (None, true) => true,
         _ => false,
     };
@@ -388,6 +512,7 @@ async fn client(
     }
     let now = state.now();
     if cached
+        && p.assertion.is_none()
         && let Some((client, version)) = state.known_clients.get(&p.client_id)
         && accepts(&client, &p, now).is_ok()
     {
@@ -407,6 +532,17 @@ async fn client(
     };
     let client = Arc::new(client);
     state.known_clients.put(client.clone(), version);
+    if let Some(jwt) = &p.assertion {
+        let authenticated = match assertion_holds(state, &client, jwt, now).await? {
+            Ok(()) => not_suspended(&client),
+            Err(e) => Err(Refusal::of(Some(client.id.clone()), true, e)),
+        };
+        return Ok(authenticated.map(|()| Authenticated {
+            client,
+            version,
+            cached: false,
+        }));
+    }
     Ok(accepts(&client, &p, now).map(|()| Authenticated {
         client,
         version,
@@ -435,7 +571,8 @@ mod tests {
             p,
             Presented {
                 client_id: "app-1".into(),
-                secret: Some("s3cret".into())
+                secret: Some("s3cret".into()),
+                assertion: None,
             }
         );
     }

@@ -7,6 +7,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use healthgate_core::client_assertion;
 use serde_json::{Value, json};
 
 use crate::http::error::ApiError;
@@ -26,9 +27,10 @@ pub async fn metadata(State(state): State<AppState>) -> Json<Value> {
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
+        "token_endpoint_auth_signing_alg_values_supported": client_assertion::ALGS,
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": true,
     }))
@@ -42,6 +44,7 @@ const SMART_CAPABILITIES: &[&str] = &[
     "authorize-post",
     "client-public",
     "client-confidential-symmetric",
+    "client-confidential-asymmetric",
     "sso-openid-connect",
     "context-banner",
     "context-style",
@@ -68,11 +71,22 @@ pub async fn smart_configuration(State(state): State<AppState>) -> Result<Respon
     let base = &state.issuer;
     let mut scopes: Vec<&str> = state.settings.scopes.keys().map(String::as_str).collect();
     scopes.extend([
+        "openid",
+        "fhirUser",
+        "launch",
+        "launch/patient",
+        "launch/encounter",
+        "offline_access",
+        "online_access",
         "patient/*.rs",
         "patient/*.cruds",
         "user/*.rs",
         "user/*.cruds",
+        "system/*.rs",
+        "system/*.cruds",
     ]);
+    scopes.sort_unstable();
+    scopes.dedup();
     let body = json!({
         "issuer": base,
         "jwks_uri": format!("{base}/oauth/jwks"),
@@ -81,7 +95,8 @@ pub async fn smart_configuration(State(state): State<AppState>) -> Result<Respon
         "introspection_endpoint": format!("{base}/oauth/introspect"),
         "revocation_endpoint": format!("{base}/oauth/revoke"),
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
+        "token_endpoint_auth_signing_alg_values_supported": client_assertion::ALGS,
         "scopes_supported": scopes,
         "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],

@@ -166,7 +166,7 @@ pub async fn respond(
     Ok(TokenResponse {
         access_token,
         token_type: "Bearer",
-        expires_in: state.policy.access_ttl,
+        expires_in: tokens.access_expires_at - now,
         refresh_token: tokens
             .refresh
             .as_ref()

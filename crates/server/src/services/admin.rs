@@ -85,6 +85,11 @@ pub struct NewClient {
     pub smart_launcher: bool,
     /// Where the app is opened for a SMART EHR launch.
     pub launch_url: Option<String>,
+    /// `private_key_jwt`: the URL of the JWK Set whose keys sign the app's
+    /// assertions; the app then gets no secret.
+    pub jwks_uri: Option<String>,
+    /// `private_key_jwt`: the JWK Set itself (JSON text).
+    pub jwks: Option<String>,
 }
 
 /// Changes to a registration; `None` leaves a field as it is, and for the
@@ -124,6 +129,10 @@ pub struct ClientChanges {
     /// Where the app is opened for a SMART EHR launch; `Some(None)` clears
     /// it.
     pub launch_url: Option<Option<String>>,
+    /// `private_key_jwt` keys (a new set, to rotate them); `Some(None)`
+    /// clears it.
+    pub jwks_uri: Option<Option<String>>,
+    pub jwks: Option<Option<String>>,
 }
 
 /// One field's refusal: the field as the portal's forms name it, and why.
@@ -202,9 +211,6 @@ fn invalid_field(field: &'static str, message: impl Into<String>) -> AdminError 
 
 /// The redirect URIs that parse; each one that does not is refused.
 fn parse_redirect_uris(uris: &[String], refusals: &mut Refusals) -> Vec<RedirectUri> {
-    if uris.is_empty() {
-        refusals.add("redirect_uris", "at least one redirect URI is required");
-    }
     uris.iter()
         .filter_map(|u| match RedirectUri::parse(u) {
             Ok(uri) => Some(uri),
@@ -368,6 +374,12 @@ fn check_client(settings: &Settings, c: &Client, listed: bool, refusals: &mut Re
     if let Some(hook) = &c.webhook_url {
         refusals.check(check_webhook_url(settings, hook));
     }
+    // A backend service (keys, client credentials only) needs no redirect
+    // URI; every other app signs people in through one.
+    if c.redirect_uris.is_empty() && !c.uses_assertions() {
+        refusals.add("redirect_uris", "at least one redirect URI is required");
+    }
+    check_assertion_keys(settings, c, refusals);
     // The person's browser is sent there, like to a redirect URI.
     if let Some(launch) = &c.launch_url
         && let Err(e) = RedirectUri::parse(launch)
@@ -376,6 +388,37 @@ fn check_client(settings: &Settings, c: &Client, listed: bool, refusals: &mut Re
     }
     if c.user_types.is_empty() {
         refusals.add("user_types", "at least one user type is required");
+    }
+}
+
+/// `private_key_jwt` keys: a JWK Set of public keys, or the https URL of
+/// one (fetched like a webhook: public addresses only), not both, and not
+/// for a public app.
+fn check_assertion_keys(settings: &Settings, c: &Client, refusals: &mut Refusals) {
+    if c.jwks.is_some() && c.jwks_uri.is_some() {
+        refusals.add("jwks", "register the keys inline or by URL, not both");
+    }
+    if c.is_public() && c.uses_assertions() {
+        refusals.add(
+            "jwks",
+            "a public app has no keys: private_key_jwt is for confidential apps",
+        );
+    }
+    if let Some(text) = &c.jwks {
+        let checked = serde_json::from_str::<serde_json::Value>(text)
+            .map_err(|e| format!("the JWK Set is not JSON: {e}"))
+            .and_then(|set| healthgate_core::client_assertion::check_jwks(&set));
+        if let Err(e) = checked {
+            refusals.add("jwks", e);
+        }
+    }
+    if let Some(url) = &c.jwks_uri {
+        refusals.check(check_outbound_url(
+            settings,
+            "jwks_uri",
+            "JWK Set URLs",
+            url,
+        ));
     }
 }
 
@@ -425,6 +468,8 @@ fn draft_client(settings: &Settings, req: &NewClient, now: i64, refusals: &mut R
         require_mfa: req.require_mfa,
         smart_launcher: req.smart_launcher,
         launch_url: blank_is_none(req.launch_url.clone()),
+        jwks_uri: blank_is_none(req.jwks_uri.clone()),
+        jwks: blank_is_none(req.jwks.clone()),
         created_at: now,
         updated_at: now,
     };
@@ -465,7 +510,8 @@ pub async fn create_client(
     let mut refusals = Refusals::default();
     let mut client = draft_client(settings, &req, clock.now(), &mut refusals);
     refusals.verdict()?;
-    let secret = (!req.public).then(|| mint(SecretKind::ClientSecret));
+    // An app that signs assertions with its keys has no secret.
+    let secret = (!req.public && !client.uses_assertions()).then(|| mint(SecretKind::ClientSecret));
     client.secret_digest = secret.as_ref().map(|s| s.digest.clone());
     // Fetched last, after every cheap check, and before anything is stored:
     // a photo that cannot be fetched registers nothing.
@@ -550,6 +596,12 @@ fn apply_changes(
     }
     if let Some(v) = changes.launch_url {
         c.launch_url = blank_is_none(v);
+    }
+    if let Some(v) = changes.jwks_uri {
+        c.jwks_uri = blank_is_none(v);
+    }
+    if let Some(v) = changes.jwks {
+        c.jwks = blank_is_none(v);
     }
     if let Some(level) = changes.authorization_level {
         c.authorization_level = level;

@@ -6,6 +6,7 @@
 //! (`smart`).
 
 pub mod admin;
+pub mod jwks;
 pub mod keys;
 pub mod mail;
 pub mod mfa;

@@ -207,6 +207,8 @@ pub async fn seed(
                     require_mfa: false,
                     smart_launcher: false,
                     launch_url: None,
+                    jwks_uri: None,
+                    jwks: None,
                     created_at: now,
                     updated_at: now,
                 })

@@ -626,6 +626,8 @@ pub async fn create_app(
         require_mfa: values.require_mfa,
         smart_launcher: false,
         launch_url: None,
+        jwks_uri: None,
+        jwks: None,
     };
     // Every mistake at once: the page's own checks, then every one of
     // `admin`'s, registering nothing while any remains.

@@ -27,6 +27,7 @@ macro_rules! backend_tests {
             mod account_pages;
             mod api;
             mod authorize;
+            mod backend_services;
             mod console;
             mod directory_review;
             mod e2e;

@@ -125,12 +125,12 @@ async fn smart_configuration_lists_what_is_supported_as_json_for_any_origin() {
         "context-standalone-patient",
         "sso-openid-connect",
         "permission-offline",
+        "client-confidential-asymmetric",
     ] {
         assert!(capabilities.contains(&expected), "{expected}: {capabilities:?}");
     }
     // Nothing claimed before it works.
     for later in [
-        "client-confidential-asymmetric",
         "permission-online",
         "context-standalone-encounter",
     ] {

@@ -119,6 +119,8 @@ fn client(id: &str) -> Client {
         require_mfa: false,
         smart_launcher: false,
         launch_url: None,
+        jwks_uri: None,
+        jwks: None,
         created_at: NOW,
         updated_at: NOW,
     }

@@ -4,6 +4,12 @@
 use healthgate_core::error::OAuthError;
 use healthgate_core::grant;
 use healthgate_core::scope::ScopeSet;
+use healthgate_core::smart::{Holder, grantable_to};
+
+/// The longest a Backend Services access token lives (SMART App Launch 2.2
+/// §Backend Services: "the access token SHALL have a lifetime no greater
+/// than five minutes").
+const BACKEND_TOKEN_TTL: i64 = 300;
 
 use crate::http::error::JsonError;
 use crate::oauth::client_auth::Authenticated;
@@ -22,12 +28,28 @@ pub async fn exchange(
         )
         .into());
     }
+    // SMART: a client acting for itself gets `system/` scopes, never a
+    // person's (`patient/`, `user/`, launch); without a `scope`, what it
+    // was registered with that fits.
+    let fits = |t: &str| grantable_to(t, Holder::Client);
     let scope = match params.get("scope") {
         Some(s) => ScopeSet::parse(s).map_err(|e| OAuthError::invalid_scope(e.to_string()))?,
-        None => client.allowed_scopes.clone(),
+        None => ScopeSet::from_tokens(client.allowed_scopes.iter().filter(|t| fits(t)))
+            .map_err(|e| OAuthError::invalid_scope(e.to_string()))?,
     };
     client.check_scope(&scope)?;
-    let (tokens, now) = new_tokens(state, false);
+    if let Some(personal) = scope.iter().find(|t| !fits(t)) {
+        return Err(OAuthError::invalid_scope(format!(
+            "{personal} needs a person to authorize it: ask for system/ scopes with client credentials"
+        ))
+        .into());
+    }
+    let (mut tokens, now) = new_tokens(state, false);
+    // Backend Services: an app that signs assertions gets tokens that live
+    // five minutes at most.
+    if client.uses_assertions() {
+        tokens.access_expires_at = tokens.access_expires_at.min(now + BACKEND_TOKEN_TTL);
+    }
     // Nothing to claim but the client: the write goes stale only when the
     // client's registration changed.
     super::run(state, client, &tokens, now, false, || async {
