@@ -1679,3 +1679,180 @@ async fn a_listing_reviewed_on_one_node_holds_on_the_other() {
     );
     assert!(listed("a").await, "A lists it once B approved it");
 }
+
+const SMART: &[(&str, &str)] = &[
+    (
+        "HEALTHGATE_SMART__FHIR_BASE_URLS",
+        "[\"https://fhir.example.com/r4\"]",
+    ),
+    ("HEALTHGATE_THROTTLE__API_PER_MINUTE", "0"),
+];
+
+impl Cluster {
+    /// Runs the binary's admin command `args` on the cluster's database,
+    /// with `env`, and parses its JSON.
+    fn admin(&self, env: &[(&str, &str)], args: &[&str]) -> Value {
+        let url = self._schema.url();
+        let mut all = vec!["--database-url", url.as_str()];
+        all.extend_from_slice(args);
+        all.push("--json");
+        let mut cmd = self._sandbox.command(&all);
+        cmd.envs(env.iter().copied());
+        crate::support::output(cmd).json()
+    }
+}
+
+/// SMART across nodes: an EHR launch made on A is used by an authorization
+/// on B and gives its context to a code exchanged on A; a Backend Services
+/// assertion accepted by A is a replay on B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_smart_launch_and_an_assertion_hold_across_nodes() {
+    let Some(cluster) = Cluster::start_with(
+        "a_smart_launch_and_an_assertion_hold_across_nodes",
+        2,
+        SMART,
+    )
+    .await
+    else {
+        return;
+    };
+    let (a, b, demo) = (cluster.a(), cluster.b(), &cluster.demo);
+    let http = api();
+    let launcher = cluster.admin(
+        SMART,
+        &[
+            "client",
+            "create",
+            "--name",
+            "The EHR",
+            "--redirect-uri",
+            "https://ehr.example/cb",
+            "--scope",
+            "openid",
+            "--smart-launcher",
+        ],
+    );
+    let app = cluster.admin(
+        SMART,
+        &[
+            "client",
+            "create",
+            "--name",
+            "Growth charts",
+            "--redirect-uri",
+            "https://app.example/cb",
+            "--scope",
+            "launch patient/*.rs",
+            "--launch-url",
+            "https://app.example/launch",
+        ],
+    );
+    let app_id = str_field(&app, "client_id");
+    let r = http
+        .post(a.url("/api/v1/smart/launches"))
+        .basic_auth(
+            str_field(&launcher, "client_id"),
+            Some(str_field(&launcher, "client_secret")),
+        )
+        .json(&serde_json::json!({ "client_id": app_id, "user": USER, "patient": "123" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{}", cluster.logs());
+    let launch = str_field(&r.json::<Value>().await.unwrap(), "launch");
+    // The app, opened with the launch, is authorized on B.
+    let mut authorize = reqwest::Url::parse(&b.url("/oauth/authorize")).unwrap();
+    authorize
+        .query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &app_id)
+        .append_pair("redirect_uri", "https://app.example/cb")
+        .append_pair("scope", "launch patient/*.rs")
+        .append_pair("aud", "https://fhir.example.com/r4")
+        .append_pair("launch", &launch)
+        .append_pair("state", "s");
+    let back =
+        flow::authorize_in_browser(b, authorize.as_str(), USER, demo.password_of(USER), "allow")
+            .await;
+    let code = back
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no code in {back}\n{}", cluster.logs()));
+    let r = http
+        .post(a.url("/oauth/token"))
+        .basic_auth(&app_id, Some(str_field(&app, "client_secret")))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", "https://app.example/cb"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["patient"], "123", "{body}\n{}", cluster.logs());
+
+    // Backend Services: one assertion, accepted on A, a replay on B.
+    let (pkcs8, public) =
+        healthgate_core::jose::generate(healthgate_core::jose::Alg::Es256, "k1").unwrap();
+    let jwks = cluster._sandbox.write(
+        "jwks.json",
+        &serde_json::json!({ "keys": [public] }).to_string(),
+    );
+    let service = cluster.admin(
+        SMART,
+        &[
+            "client",
+            "create",
+            "--name",
+            "Population health",
+            "--scope",
+            "system/Observation.rs",
+            "--jwks",
+            jwks.to_str().unwrap(),
+        ],
+    );
+    let service_id = str_field(&service, "client_id");
+    let key = healthgate_core::jose::SigningKey::from_pkcs8(
+        healthgate_core::jose::Alg::Es256,
+        "k1",
+        &pkcs8,
+    )
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let assertion = key
+        .sign(
+            "JWT",
+            &serde_json::json!({
+                "iss": service_id, "sub": service_id, "aud": format!("{}/oauth/token", cluster.issuer),
+                "exp": now + 240, "jti": "once-only",
+            }),
+        )
+        .unwrap();
+    let ask = |node: &Server| {
+        http.post(node.url("/oauth/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("scope", "system/Observation.rs"),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", assertion.as_str()),
+            ])
+            .send()
+    };
+    let r = ask(a).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", cluster.logs());
+    let r = ask(b).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error_description"].as_str().unwrap().contains("jti"),
+        "{body}"
+    );
+}
