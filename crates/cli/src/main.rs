@@ -495,6 +495,19 @@ fn print_demo(seed: &demo::DemoSeed, as_json: bool) {
     println!("  redirect_uri   {}", seed.redirect_uri);
     println!("Open this in a browser to run the flow:");
     println!("  {}", seed.authorize_url);
+    if let Some(smart) = &seed.smart {
+        println!("Demo SMART app (dr.demo is Practitioner/dr-demo, with two patients):");
+        println!("  client_id      {}", smart.client_id);
+        println!("  client_secret  {}", smart.client_secret);
+        println!("  EHR launch, valid five minutes (sign in as dr.demo):");
+        println!("    {}", smart.ehr_launch_url);
+        println!(
+            "    another: healthgate smart launch --client {} --user dr.demo --patient pat-1",
+            smart.client_id
+        );
+        println!("  Standalone launch (dr.demo picks a patient):");
+        println!("    {}", smart.standalone_url);
+    }
     println!("Operators run the platform from the admin console at {base}/admin");
     println!("Partner developers register their own apps at {base}/developers");
     println!("  and walk them through the flow at {base}/playground.");

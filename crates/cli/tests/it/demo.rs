@@ -116,3 +116,107 @@ async fn logs_never_contain_secrets() {
         }
     }
 }
+
+/// With `[smart]` on, the demo prints a SMART app, an EHR launch for the
+/// practitioner and a standalone launch; both run to tokens with the
+/// patient in context and the practitioner's `fhirUser`.
+#[tokio::test]
+async fn the_smart_demo_launches_from_the_ehr_and_on_its_own() {
+    use reqwest::StatusCode;
+    use serde_json::Value;
+    let sandbox = Sandbox::new();
+    let config = sandbox.write(
+        "healthgate.toml",
+        "[smart]\nfhir_base_urls = [\"https://fhir.example.com/r4\"]\n",
+    );
+    let port = crate::support::free_port();
+    let bind = format!("127.0.0.1:{port}");
+    let cmd = sandbox.command(&[
+        "--config",
+        config.to_str().unwrap(),
+        "serve",
+        "--demo",
+        "--json",
+        "--bind",
+        &bind,
+    ]);
+    let mut server = sandbox.spawn(cmd, port);
+    let line: Value = serde_json::from_str(&server.stdout_line()).unwrap();
+    server.wait_healthy().await;
+    let demo = Demo::parse(&line.to_string());
+    let smart = &line["smart"];
+    let password = demo.password_of("dr.demo").to_owned();
+    let exchange = |code: String| {
+        let server = &server;
+        async move {
+            let r = reqwest::Client::new()
+                .post(server.url("/oauth/token"))
+                .basic_auth(
+                    smart["client_id"].as_str().unwrap(),
+                    smart["client_secret"].as_str(),
+                )
+                .form(&[
+                    ("grant_type", "authorization_code"),
+                    ("code", code.as_str()),
+                    (
+                        "redirect_uri",
+                        &format!("{}/demo/callback?app=smart", server.base()),
+                    ),
+                ])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let code_of = |url: &reqwest::Url| {
+        url.query_pairs()
+            .find(|(k, _)| k == "code")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_else(|| panic!("no code in {url}"))
+    };
+    // The EHR launch: the app's launch page asks for authorization.
+    let r = crate::support::browser()
+        .get(smart["ehr_launch_url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let authorize = server.url(
+        crate::support::location(&r)
+            .as_str()
+            .trim_start_matches(&server.base()),
+    );
+    let back = flow::authorize_in_browser(&server, &authorize, "dr.demo", &password, "allow").await;
+    let tokens = exchange(code_of(&back)).await;
+    assert_eq!(tokens["patient"], "pat-1", "{tokens}");
+    let claims = tokens["id_token"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, claims).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        claims["fhirUser"],
+        "https://fhir.example.com/r4/Practitioner/dr-demo"
+    );
+    // The standalone launch: dr.demo picks the second patient.
+    let (page, back) = flow::authorize_answering(
+        &server,
+        smart["standalone_url"].as_str().unwrap(),
+        "dr.demo",
+        &password,
+        &[("decision", "allow"), ("patient", "pat-2")],
+    )
+    .await;
+    let page = page.expect("a consent page with the patients");
+    assert!(page.contains("Jamie Rivera") && page.contains("Alex Chen"));
+    let tokens = exchange(code_of(&back)).await;
+    assert_eq!(tokens["patient"], "pat-2", "{tokens}");
+}

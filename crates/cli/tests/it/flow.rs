@@ -360,6 +360,25 @@ pub async fn authorize_seeing_consent(
     password: &str,
     decision: &str,
 ) -> (Option<String>, reqwest::Url) {
+    authorize_answering(
+        server,
+        authorize_url,
+        username,
+        password,
+        &[("decision", decision)],
+    )
+    .await
+}
+
+/// [`authorize_seeing_consent`], answering the consent page with `answer`
+/// (the decision, and any choice it offers, such as a patient).
+pub async fn authorize_answering(
+    server: &Server,
+    authorize_url: &str,
+    username: &str,
+    password: &str,
+    answer: &[(&str, &str)],
+) -> (Option<String>, reqwest::Url) {
     let http = browser();
     let r = http.get(authorize_url).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER, "{authorize_url}");
@@ -401,7 +420,7 @@ pub async fn authorize_seeing_consent(
     }
     let page = r.text().await.unwrap();
     let mut form = hidden_inputs(&page);
-    form.push(("decision".into(), decision.into()));
+    form.extend(answer.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let r = http
         .post(server.url("/oauth/authorize"))
         .form(&form)

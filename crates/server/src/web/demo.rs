@@ -2,11 +2,14 @@
 //! member, and a demo partner app whose redirect URI is a page of this server
 //! (`/demo/callback`) that shows the code and how to exchange it. The
 //! practice's admin is also one of the platform's operators, so the demo
-//! shows the admin console (`/admin`) too.
+//! shows the admin console (`/admin`) too. With `[smart]` on, a demo SMART
+//! app too (launched at `/demo/smart-launch`, which asks for authorization
+//! as the app would), the practitioner with a `fhirUser` and two linked
+//! patients, an EHR launch and a standalone launch to open.
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use healthgate_core::Clock;
 use healthgate_core::client::{Client, ClientKind};
 use healthgate_core::listing::{Listing, ListingState};
@@ -26,6 +29,9 @@ use crate::state::AppState;
 use healthgate_store::{Actor, Store};
 
 pub const DEMO_CLIENT_ID: &str = "app-demo";
+pub const DEMO_SMART_CLIENT_ID: &str = "app-demo-smart";
+const DEMO_SMART_SCOPE: &str = "openid fhirUser launch launch/patient patient/*.rs offline_access";
+const DEMO_PATIENTS: [(&str, &str); 2] = [("pat-1", "Jamie Rivera"), ("pat-2", "Alex Chen")];
 const DEMO_PRACTICE: &str = "Demo Family Practice";
 
 #[derive(Debug, Serialize)]
@@ -47,6 +53,151 @@ pub struct DemoSeed {
     pub client_secret: String,
     pub redirect_uri: String,
     pub authorize_url: String,
+    /// With `[smart]` on: the demo SMART app and how to launch it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smart: Option<DemoSmart>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DemoSmart {
+    pub client_id: String,
+    pub client_secret: String,
+    /// An EHR launch for the practitioner with the first patient (valid five
+    /// minutes, once; `healthgate smart launch` makes more).
+    pub ehr_launch_url: String,
+    /// A standalone launch: the practitioner picks one of two patients.
+    pub standalone_url: String,
+}
+
+/// The SMART demo app's redirect URI: the demo callback page, told which
+/// app it serves.
+fn smart_redirect_uri(issuer: &str) -> String {
+    format!("{issuer}/demo/callback?app=smart")
+}
+
+/// Seeds the demo SMART app (registered afresh, so its secret is new), the
+/// practitioner's `fhirUser` and patients, and one EHR launch.
+async fn seed_smart(
+    store: &Store,
+    settings: &Settings,
+    now: i64,
+    practitioner: &str,
+    fhir_base: &str,
+) -> Result<DemoSmart, AdminError> {
+    let issuer = settings.issuer();
+    if store.client(DEMO_SMART_CLIENT_ID).await?.is_some() {
+        store
+            .delete_client(DEMO_SMART_CLIENT_ID, Actor::system(), now)
+            .await?;
+    }
+    let secret = mint(SecretKind::ClientSecret);
+    let redirect_uri = smart_redirect_uri(&issuer);
+    let uri = RedirectUri::parse(&redirect_uri)
+        .map_err(|e| AdminError::Invalid(format!("demo redirect URI {redirect_uri}: {e}")))?;
+    let scopes =
+        ScopeSet::parse(DEMO_SMART_SCOPE).map_err(|e| AdminError::Invalid(e.to_string()))?;
+    store
+        .insert_client(&Client {
+            id: DEMO_SMART_CLIENT_ID.to_owned(),
+            name: "Demo SMART App".to_owned(),
+            redirect_uris: vec![uri],
+            allowed_scopes: scopes,
+            secret_digest: Some(secret.digest.clone()),
+            description: Some(
+                "A SMART on FHIR app for trying EHR and standalone launches.".to_owned(),
+            ),
+            launch_url: Some(format!("{issuer}/demo/smart-launch")),
+            created_at: now,
+            updated_at: now,
+            ..demo_client_base()
+        })
+        .await?;
+    let user = store
+        .user_by_username(practitioner)
+        .await?
+        .ok_or_else(|| AdminError::Invalid(format!("no demo account {practitioner}")))?;
+    crate::services::smart::set_fhir_user(
+        store,
+        now,
+        &user.id,
+        Some("Practitioner/dr-demo"),
+        Actor::system(),
+    )
+    .await?;
+    for (id, display) in DEMO_PATIENTS {
+        let link = healthgate_core::smart::PatientLink {
+            patient_id: id.to_owned(),
+            display: display.to_owned(),
+        };
+        crate::services::smart::link_patient(store, now, &user.id, link, Actor::system()).await?;
+    }
+    let launch = crate::services::smart::create_launch(
+        store,
+        settings,
+        now,
+        "demo",
+        Actor::system(),
+        crate::services::smart::LaunchRequest {
+            client_id: DEMO_SMART_CLIENT_ID.to_owned(),
+            user: Some(practitioner.to_owned()),
+            patient: Some(DEMO_PATIENTS[0].0.to_owned()),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let standalone_url = with_query_params(
+        &format!("{issuer}/oauth/authorize"),
+        &[
+            ("response_type", "code"),
+            ("client_id", DEMO_SMART_CLIENT_ID),
+            ("redirect_uri", &redirect_uri),
+            ("scope", "openid fhirUser launch/patient patient/*.rs"),
+            ("aud", fhir_base),
+            ("state", "demo"),
+        ],
+    );
+    Ok(DemoSmart {
+        client_id: DEMO_SMART_CLIENT_ID.to_owned(),
+        client_secret: secret.value,
+        ehr_launch_url: launch.launch_url,
+        standalone_url,
+    })
+}
+
+/// What both demo apps share: confidential, for every user type, no photo,
+/// not listed, no webhook.
+fn demo_client_base() -> Client {
+    Client {
+        id: String::new(),
+        name: String::new(),
+        photo_url: None,
+        redirect_uris: Vec::new(),
+        allowed_scopes: ScopeSet::default(),
+        user_types: UserType::ALL.to_vec(),
+        kind: ClientKind::Confidential,
+        secret_digest: None,
+        previous_secret: None,
+        description: None,
+        connect_redirect_url: None,
+        listing: Listing::default(),
+        webhook_url: None,
+        webhook_secret_version: 1,
+        webhook_muted_at: None,
+        authorization_level: Default::default(),
+        provisioning_scopes: None,
+        jwt_access_tokens: false,
+        id_token_alg: Default::default(),
+        owner_id: None,
+        suspended_at: None,
+        resource_server: false,
+        require_mfa: false,
+        smart_launcher: false,
+        launch_url: None,
+        jwks_uri: None,
+        jwks: None,
+        created_at: 0,
+        updated_at: 0,
+    }
 }
 
 fn random_password() -> String {
@@ -174,13 +325,9 @@ pub async fn seed(
                 .insert_client(&Client {
                     id: DEMO_CLIENT_ID.to_owned(),
                     name: "Demo Partner App".to_owned(),
-                    photo_url: None,
                     redirect_uris: vec![uri],
                     allowed_scopes: allowed,
-                    user_types: UserType::ALL.to_vec(),
-                    kind: ClientKind::Confidential,
                     secret_digest: Some(secret.digest.clone()),
-                    previous_secret: None,
                     description: Some(
                         "A partner app for trying healthgate: sign in with it, or connect the practice to it."
                             .to_owned(),
@@ -194,23 +341,9 @@ pub async fn seed(
                         reviewed_at: Some(now),
                         ..Listing::default()
                     },
-                    webhook_url: None,
-                    webhook_secret_version: 1,
-                    webhook_muted_at: None,
-                    authorization_level: Default::default(),
-                    provisioning_scopes: None,
-                    jwt_access_tokens: false,
-                    id_token_alg: Default::default(),
-                    owner_id: None,
-                    suspended_at: None,
-                    resource_server: false,
-                    require_mfa: false,
-                    smart_launcher: false,
-                    launch_url: None,
-                    jwks_uri: None,
-                    jwks: None,
                     created_at: now,
                     updated_at: now,
+                    ..demo_client_base()
                 })
                 .await?;
         }
@@ -229,6 +362,10 @@ pub async fn seed(
             ("state", "demo"),
         ],
     );
+    let smart = match settings.smart.fhir_base_urls.first() {
+        Some(base) => Some(seed_smart(store, settings, now, "dr.demo", base.as_str()).await?),
+        None => None,
+    };
     Ok(DemoSeed {
         practice_id,
         practice_name: DEMO_PRACTICE,
@@ -237,11 +374,14 @@ pub async fn seed(
         client_secret: secret.value,
         redirect_uri,
         authorize_url,
+        smart,
     })
 }
 
 #[derive(Deserialize)]
 pub struct CallbackQuery {
+    /// `smart` for the demo SMART app.
+    app: Option<String>,
     code: Option<String>,
     state: Option<String>,
     error: Option<String>,
@@ -255,7 +395,10 @@ pub async fn callback(
     viewer: Viewer,
     Query(q): Query<CallbackQuery>,
 ) -> Response {
-    let redirect_uri = format!("{}/demo/callback", state.issuer);
+    let (client_id, redirect_uri) = match q.app.as_deref() {
+        Some("smart") => (DEMO_SMART_CLIENT_ID, smart_redirect_uri(&state.issuer)),
+        _ => (DEMO_CLIENT_ID, format!("{}/demo/callback", state.issuer)),
+    };
     let token_endpoint = format!("{}/oauth/token", state.issuer);
     pages::render(
         StatusCode::OK,
@@ -266,7 +409,7 @@ pub async fn callback(
             error: q.error.as_deref(),
             error_description: q.error_description.as_deref(),
             iss: q.iss.as_deref(),
-            client_id: DEMO_CLIENT_ID,
+            client_id,
             redirect_uri: &redirect_uri,
             token_endpoint: &token_endpoint,
         },
@@ -293,4 +436,39 @@ pub async fn connect(
             exchange_url: &exchange_url,
         },
     )
+}
+
+#[derive(Deserialize)]
+pub struct SmartLaunchQuery {
+    iss: Option<String>,
+    launch: Option<String>,
+}
+
+/// The demo SMART app's launch URL: opened by an EHR launch with `iss` and
+/// `launch`, it asks for authorization as a SMART app does (`aud` the
+/// `iss`, the `launch` scope and value).
+pub async fn smart_launch(
+    State(state): State<AppState>,
+    Query(q): Query<SmartLaunchQuery>,
+) -> Response {
+    let (Some(iss), Some(launch)) = (q.iss, q.launch) else {
+        return crate::http::error::PageError::bad_request(
+            "The demo SMART app is opened by an EHR launch, with iss and launch.",
+        )
+        .into_response();
+    };
+    let redirect_uri = smart_redirect_uri(&state.issuer);
+    let to = with_query_params(
+        &format!("{}/oauth/authorize", state.issuer),
+        &[
+            ("response_type", "code"),
+            ("client_id", DEMO_SMART_CLIENT_ID),
+            ("redirect_uri", &redirect_uri),
+            ("scope", "launch openid fhirUser patient/*.rs"),
+            ("aud", &iss),
+            ("launch", &launch),
+            ("state", "demo"),
+        ],
+    );
+    axum::response::Redirect::to(&to).into_response()
 }

@@ -51,6 +51,7 @@ pub fn routes() -> Routes {
         )
         .route("/demo/connect", get(demo::connect))
         .route("/demo/callback", get(demo::callback))
+        .route("/demo/smart-launch", get(demo::smart_launch))
         .route("/static/healthgate.css", get(pages::stylesheet))
         .route("/static/brand.css", get(pages::brand_stylesheet))
         .route("/static/healthgate.js", get(pages::script))
