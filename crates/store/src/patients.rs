@@ -28,6 +28,37 @@ impl Store {
             .collect()
     }
 
+    /// The patients linked to each of `user_ids` (those with none are
+    /// absent), by name: for a page of accounts.
+    pub async fn patient_links_of(
+        &self,
+        user_ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, Vec<PatientLink>>> {
+        let mut found: std::collections::HashMap<String, Vec<PatientLink>> = Default::default();
+        for chunk in user_ids.chunks(100) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = sqlx::AssertSqlSafe(format!(
+                "SELECT user_id, patient_id, display FROM patient_links WHERE user_id IN ({})
+                 ORDER BY display, patient_id",
+                marks.join(", ")
+            ));
+            let mut q = sqlx::query(sql);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for r in q.fetch_all(&self.reader).await? {
+                found
+                    .entry(r.try_get("user_id")?)
+                    .or_default()
+                    .push(PatientLink {
+                        patient_id: r.try_get("patient_id")?,
+                        display: r.try_get("display")?,
+                    });
+            }
+        }
+        Ok(found)
+    }
+
     /// Links a patient to a person, or renames the link; audited
     /// (`user.patient_linked`). False when the person does not exist.
     pub async fn link_patient(

@@ -1442,3 +1442,65 @@ async fn the_console_home_lists_the_last_days_bursts_locks_and_throttled_apps() 
     let audit = page(&op, "/admin/audit?kind=login.burst").await;
     assert_eq!(event_seqs(&audit), [bursts[0].seq]);
 }
+
+/// With SMART on, an operator sets who a person is on the FHIR server and
+/// the patients they may pick, from the users page; a bad value is
+/// explained and changes nothing.
+#[tokio::test]
+async fn operators_set_fhir_user_and_link_patients_from_the_console() {
+    let app = spawn_app_with(|s| {
+        s.smart.fhir_base_urls = vec!["https://fhir.example.com/r4".parse().unwrap()];
+    })
+    .await;
+    let (op, me) = operator(&app, "olivia").await;
+    let (_, user) = app.signed_in("alice").await;
+    let r = post(
+        &op,
+        "/admin/users/fhir-user",
+        &[("user_id", &user.id), ("fhir_user", "Practitioner/9")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let shown = page(&op, &location(&r)).await;
+    assert_eq!(notice(&shown).as_deref(), Some("alice's fhirUser is saved."));
+    assert!(shown.contains("Practitioner/9"), "{shown}");
+    let r = post(
+        &op,
+        "/admin/users/link-patient",
+        &[("user_id", &user.id), ("patient", "123"), ("display", "Alice Example")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let shown = page(&op, &location(&r)).await;
+    assert!(shown.contains("aria-label=\"Unlink Alice Example from alice\""), "{shown}");
+    let r = post(
+        &op,
+        "/admin/users/fhir-user",
+        &[("user_id", &user.id), ("fhir_user", "Observation/1")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = post(
+        &op,
+        "/admin/users/link-patient",
+        &[("user_id", &user.id), ("patient", "a/b"), ("display", "Bad")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let stored = app.state.store.user(&user.id).await.unwrap().unwrap();
+    assert_eq!(stored.fhir_user.as_deref(), Some("Practitioner/9"));
+    let r = post(
+        &op,
+        "/admin/users/unlink-patient",
+        &[("user_id", &user.id), ("patient", "123")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(app.state.store.patient_links(&user.id).await.unwrap().is_empty());
+    let linked = app.events_of("user.patient_linked").await;
+    assert_eq!(linked[0].actor_user_id.as_deref(), Some(me.id.as_str()));
+    // Without SMART, the users page says nothing of it.
+    let plain = spawn_app().await;
+    let (op, _) = operator(&plain, "olivia").await;
+    assert!(!page(&op, "/admin/users").await.contains("fhirUser"));
+}

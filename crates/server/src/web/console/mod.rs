@@ -62,6 +62,9 @@ pub fn routes() -> Routes {
         .route("/admin/users/unlock", post(users::unlock))
         .route("/admin/users/reset-password", post(users::reset_password))
         .route("/admin/users/reset-mfa", post(users::reset_mfa))
+        .route("/admin/users/fhir-user", post(users::set_fhir_user))
+        .route("/admin/users/link-patient", post(users::link_patient))
+        .route("/admin/users/unlink-patient", post(users::unlink_patient))
         .route("/admin/apps", get(apps::list))
         .route(
             "/admin/apps/suspend",
@@ -111,6 +114,11 @@ pub struct ConsoleForm {
     pub reason: Option<String>,
     /// The fingerprint of the app an operator reviewed (approving it).
     pub reviewed: Option<String>,
+    /// SMART: a person's `fhirUser`, a patient to link or unlink, and how
+    /// the picker names it.
+    pub fhir_user: Option<String>,
+    pub patient: Option<String>,
+    pub display: Option<String>,
 }
 
 /// A required field of a console form, trimmed.

@@ -49,6 +49,10 @@ pub struct UserRow {
     pub provisioned_by: Option<String>,
     /// The operator's own account: not locked or reset from here.
     pub is_self: bool,
+    /// SMART (with `[smart]` on): who they are on the FHIR server.
+    pub fhir_user: Option<String>,
+    /// SMART: the patients they may pick in a standalone launch.
+    pub patients: Vec<healthgate_core::smart::PatientLink>,
 }
 
 #[derive(Template)]
@@ -65,6 +69,9 @@ pub struct UsersPage<'a> {
     pub users: Vec<UserRow>,
     pub previous: Option<String>,
     pub next: Option<String>,
+    /// Whether SMART is on: each account then shows its `fhirUser` and
+    /// linked patients, with forms to change them.
+    pub smart: bool,
 }
 
 #[derive(Template)]
@@ -109,8 +116,11 @@ fn row(
     me: &str,
     sign_in_locks: &HashMap<String, i64>,
     with_factor: &HashSet<String>,
+    patients: &mut HashMap<String, Vec<healthgate_core::smart::PatientLink>>,
 ) -> UserRow {
     UserRow {
+        patients: patients.remove(&u.id).unwrap_or_default(),
+        fhir_user: u.fhir_user,
         second_factor: with_factor.contains(&u.id),
         is_self: u.id == me,
         created: Stamp::exact(u.created_at),
@@ -154,6 +164,12 @@ pub async fn list(
     let sign_in_locks = admin::sign_in_locks(&state.store, state.clock.as_ref(), &users).await?;
     let ids: Vec<&str> = users.iter().map(|u| u.id.as_str()).collect();
     let with_factor = state.store.with_second_factor(&ids).await?;
+    let smart = state.settings.smart.enabled();
+    let mut patients = if smart {
+        state.store.patient_links_of(&ids).await?
+    } else {
+        HashMap::new()
+    };
     let person = person_named(&state, query.user.as_deref()).await?;
     let notice = match query.done.as_deref() {
         Some("locked") => Some(format!(
@@ -171,6 +187,9 @@ pub async fn list(
         Some("mfa-reset") => Some(format!(
             "{person}'s second factors and recovery codes are removed and every session of theirs has ended: they sign in with their password next."
         )),
+        Some("fhir-user") => Some(format!("{person}'s fhirUser is saved.")),
+        Some("patient-linked") => Some(format!("The patient is linked to {person}.")),
+        Some("patient-unlinked") => Some(format!("The patient is unlinked from {person}.")),
         _ => None,
     };
     Ok(pages::render(
@@ -184,8 +203,9 @@ pub async fn list(
             next: (page < pages).then(|| listing(&q, page + 1)),
             users: users
                 .into_iter()
-                .map(|u| row(u, &op.user.id, &sign_in_locks, &with_factor))
+                .map(|u| row(u, &op.user.id, &sign_in_locks, &with_factor, &mut patients))
                 .collect(),
+            smart,
             q,
             page,
             pages,
@@ -348,4 +368,90 @@ pub async fn reset_mfa(
     )
     .await;
     Ok(back(&q, page, "mfa-reset", &user.id))
+}
+
+/// The account a SMART form acts on (the operator's own too: who they are
+/// on the FHIR server is not a lock), and the list to go back to.
+async fn smart_target(state: &AppState, f: &ConsoleForm) -> Result<(User, String, i64), Refusal> {
+    let user_id = need(&f.user_id, "the account")?;
+    let user = state
+        .store
+        .user(&user_id)
+        .await?
+        .ok_or_else(|| PageError::bad_request("There is no such account."))?;
+    let page = f
+        .page
+        .clone()
+        .and_then(|p| p.parse::<i64>().ok())
+        .filter(|p| *p >= 1)
+        .unwrap_or(1);
+    Ok((user, f.q.clone().unwrap_or_default(), page))
+}
+
+/// A SMART change refused on its value: say why, on a page.
+fn smart_refusal(e: admin::AdminError) -> Refusal {
+    match e {
+        admin::AdminError::Store(e) => e.into(),
+        other => PageError::bad_request(format!("{other}. Go back and try again.")).into(),
+    }
+}
+
+/// `POST /admin/users/fhir-user` (`user_id`, `fhir_user`): who the person
+/// is on the FHIR server (`Practitioner/123`); empty clears it.
+pub async fn set_fhir_user(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    op: Operator,
+    CsrfForm { fields: f, .. }: CsrfForm<ConsoleForm>,
+) -> Answer {
+    let (user, q, page) = smart_target(&state, &f).await?;
+    crate::services::smart::set_fhir_user(
+        &state.store,
+        state.now(),
+        &user.id,
+        f.fhir_user.as_deref().map(str::trim),
+        op.actor(&ip),
+    )
+    .await
+    .map_err(smart_refusal)?;
+    Ok(back(&q, page, "fhir-user", &user.id))
+}
+
+/// `POST /admin/users/link-patient` (`user_id`, `patient`, `display`).
+pub async fn link_patient(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    op: Operator,
+    CsrfForm { fields: f, .. }: CsrfForm<ConsoleForm>,
+) -> Answer {
+    let (user, q, page) = smart_target(&state, &f).await?;
+    let link = healthgate_core::smart::PatientLink {
+        patient_id: need(&f.patient, "the patient's FHIR id")?,
+        display: need(&f.display, "how the patient is named")?,
+    };
+    crate::services::smart::link_patient(&state.store, state.now(), &user.id, link, op.actor(&ip))
+        .await
+        .map_err(smart_refusal)?;
+    Ok(back(&q, page, "patient-linked", &user.id))
+}
+
+/// `POST /admin/users/unlink-patient` (`user_id`, `patient`).
+pub async fn unlink_patient(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    op: Operator,
+    CsrfForm { fields: f, .. }: CsrfForm<ConsoleForm>,
+) -> Answer {
+    let (user, q, page) = smart_target(&state, &f).await?;
+    let patient = need(&f.patient, "the patient")?;
+    crate::services::smart::unlink_patient(
+        &state.store,
+        state.now(),
+        &user.id,
+        &patient,
+        op.actor(&ip),
+    )
+    .await
+    .map_err(smart_refusal)?;
+    Ok(back(&q, page, "patient-unlinked", &user.id))
 }
