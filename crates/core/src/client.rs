@@ -152,6 +152,44 @@ pub struct ResolvedRedirect {
 }
 
 impl Client {
+    /// A registration with its id, name and kind, made at `now`, and
+    /// nothing else yet: no redirect URI, scope, secret or photo; every
+    /// user type; not listed; everything else at its default. Callers set
+    /// what they register over it (`Client { …, ..Client::new(…) }`).
+    pub fn new(id: impl Into<String>, name: impl Into<String>, kind: ClientKind, now: i64) -> Self {
+        Self {
+            id: id.into(),
+            name: name.into(),
+            photo_url: None,
+            redirect_uris: Vec::new(),
+            allowed_scopes: ScopeSet::default(),
+            user_types: UserType::ALL.to_vec(),
+            kind,
+            secret_digest: None,
+            previous_secret: None,
+            description: None,
+            connect_redirect_url: None,
+            listing: Listing::default(),
+            webhook_url: None,
+            webhook_secret_version: 1,
+            webhook_muted_at: None,
+            authorization_level: Default::default(),
+            provisioning_scopes: None,
+            jwt_access_tokens: false,
+            id_token_alg: Default::default(),
+            owner_id: None,
+            suspended_at: None,
+            resource_server: false,
+            require_mfa: false,
+            smart_launcher: false,
+            launch_url: None,
+            jwks_uri: None,
+            jwks: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
     /// Whether it authenticates with signed assertions (`private_key_jwt`)
     /// rather than a secret.
     pub fn uses_assertions(&self) -> bool {
@@ -316,35 +354,10 @@ impl fmt::Display for Reason {
 #[cfg(test)]
 pub(crate) fn example(kind: ClientKind) -> Client {
     Client {
-        id: "app-1".into(),
-        name: "MyApp".into(),
-        photo_url: None,
         redirect_uris: vec![RedirectUri::parse("https://a.example/cb").unwrap()],
         allowed_scopes: ScopeSet::parse("profile_read profile_write").unwrap(),
         user_types: vec![UserType::Member],
-        kind,
-        secret_digest: None,
-        previous_secret: None,
-        description: None,
-        connect_redirect_url: None,
-        listing: Listing::default(),
-        webhook_url: None,
-        webhook_secret_version: 1,
-        webhook_muted_at: None,
-        authorization_level: Default::default(),
-        provisioning_scopes: None,
-        jwt_access_tokens: false,
-        id_token_alg: Default::default(),
-        owner_id: None,
-        suspended_at: None,
-        resource_server: false,
-        require_mfa: false,
-        smart_launcher: false,
-        launch_url: None,
-        jwks_uri: None,
-        jwks: None,
-        created_at: 0,
-        updated_at: 0,
+        ..Client::new("app-1", "MyApp", kind, 0)
     }
 }
 

@@ -433,11 +433,12 @@ fn check_photo_url(settings: &Settings, url: Option<&str>, refusals: &mut Refusa
 /// The client a registration request describes (its secret aside), and
 /// every field refusal it meets.
 fn draft_client(settings: &Settings, req: &NewClient, now: i64, refusals: &mut Refusals) -> Client {
+    let kind = if req.public {
+        ClientKind::Public
+    } else {
+        ClientKind::Confidential
+    };
     let mut client = Client {
-        id: new_id("app"),
-        name: req.name.trim().to_owned(),
-        // Set once the photo is stored, to where healthgate serves it.
-        photo_url: None,
         redirect_uris: parse_redirect_uris(&req.redirect_uris, refusals),
         allowed_scopes: parse_scopes(settings, &req.scope, refusals),
         user_types: if req.user_types.is_empty() {
@@ -445,33 +446,19 @@ fn draft_client(settings: &Settings, req: &NewClient, now: i64, refusals: &mut R
         } else {
             req.user_types.clone()
         },
-        kind: if req.public {
-            ClientKind::Public
-        } else {
-            ClientKind::Confidential
-        },
-        secret_digest: None,
-        previous_secret: None,
         description: blank_is_none(req.description.clone()),
         connect_redirect_url: blank_is_none(req.connect_redirect_url.clone()),
-        listing: Default::default(),
         webhook_url: blank_is_none(req.webhook_url.clone()),
-        webhook_secret_version: 1,
-        webhook_muted_at: None,
         authorization_level: req.authorization_level,
-        provisioning_scopes: None,
-        jwt_access_tokens: false,
-        id_token_alg: Default::default(),
         owner_id: req.owner_id.clone(),
-        suspended_at: None,
         resource_server: req.resource_server,
         require_mfa: req.require_mfa,
         smart_launcher: req.smart_launcher,
         launch_url: blank_is_none(req.launch_url.clone()),
         jwks_uri: blank_is_none(req.jwks_uri.clone()),
         jwks: blank_is_none(req.jwks.clone()),
-        created_at: now,
-        updated_at: now,
+        // The photo is set once it is stored, to where healthgate serves it.
+        ..Client::new(new_id("app"), req.name.trim(), kind, now)
     };
     check_client(settings, &client, req.published, refusals);
     check_photo_url(

@@ -98,8 +98,6 @@ async fn seed_smart(
         ScopeSet::parse(DEMO_SMART_SCOPE).map_err(|e| AdminError::Invalid(e.to_string()))?;
     store
         .insert_client(&Client {
-            id: DEMO_SMART_CLIENT_ID.to_owned(),
-            name: "Demo SMART App".to_owned(),
             redirect_uris: vec![uri],
             allowed_scopes: scopes,
             secret_digest: Some(secret.digest.clone()),
@@ -107,9 +105,12 @@ async fn seed_smart(
                 "A SMART on FHIR app for trying EHR and standalone launches.".to_owned(),
             ),
             launch_url: Some(format!("{issuer}/demo/smart-launch")),
-            created_at: now,
-            updated_at: now,
-            ..demo_client_base()
+            ..Client::new(
+                DEMO_SMART_CLIENT_ID,
+                "Demo SMART App",
+                ClientKind::Confidential,
+                now,
+            )
         })
         .await?;
     let user = store
@@ -162,42 +163,6 @@ async fn seed_smart(
         ehr_launch_url: launch.launch_url,
         standalone_url,
     })
-}
-
-/// What both demo apps share: confidential, for every user type, no photo,
-/// not listed, no webhook.
-fn demo_client_base() -> Client {
-    Client {
-        id: String::new(),
-        name: String::new(),
-        photo_url: None,
-        redirect_uris: Vec::new(),
-        allowed_scopes: ScopeSet::default(),
-        user_types: UserType::ALL.to_vec(),
-        kind: ClientKind::Confidential,
-        secret_digest: None,
-        previous_secret: None,
-        description: None,
-        connect_redirect_url: None,
-        listing: Listing::default(),
-        webhook_url: None,
-        webhook_secret_version: 1,
-        webhook_muted_at: None,
-        authorization_level: Default::default(),
-        provisioning_scopes: None,
-        jwt_access_tokens: false,
-        id_token_alg: Default::default(),
-        owner_id: None,
-        suspended_at: None,
-        resource_server: false,
-        require_mfa: false,
-        smart_launcher: false,
-        launch_url: None,
-        jwks_uri: None,
-        jwks: None,
-        created_at: 0,
-        updated_at: 0,
-    }
 }
 
 fn random_password() -> String {
@@ -323,8 +288,6 @@ pub async fn seed(
             };
             store
                 .insert_client(&Client {
-                    id: DEMO_CLIENT_ID.to_owned(),
-                    name: "Demo Partner App".to_owned(),
                     redirect_uris: vec![uri],
                     allowed_scopes: allowed,
                     secret_digest: Some(secret.digest.clone()),
@@ -341,9 +304,7 @@ pub async fn seed(
                         reviewed_at: Some(now),
                         ..Listing::default()
                     },
-                    created_at: now,
-                    updated_at: now,
-                    ..demo_client_base()
+                    ..Client::new(DEMO_CLIENT_ID, "Demo Partner App", ClientKind::Confidential, now)
                 })
                 .await?;
         }

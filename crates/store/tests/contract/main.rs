@@ -91,8 +91,6 @@ async fn backends() -> Vec<Backend> {
 
 fn client(id: &str) -> Client {
     Client {
-        id: id.to_owned(),
-        name: "Partner".into(),
         photo_url: Some("https://partner.example/p.png".into()),
         redirect_uris: vec![
             RedirectUri::parse("https://partner.example/cb").unwrap(),
@@ -100,29 +98,8 @@ fn client(id: &str) -> Client {
         ],
         allowed_scopes: ScopeSet::parse("profile_read profile_write").unwrap(),
         user_types: vec![UserType::Member, UserType::Expert],
-        kind: ClientKind::Confidential,
         secret_digest: Some(mint(SecretKind::ClientSecret).digest),
-        previous_secret: None,
-        description: None,
-        connect_redirect_url: None,
-        listing: Default::default(),
-        webhook_url: None,
-        webhook_secret_version: 1,
-        webhook_muted_at: None,
-        authorization_level: Default::default(),
-        provisioning_scopes: None,
-        jwt_access_tokens: false,
-        id_token_alg: Default::default(),
-        owner_id: None,
-        suspended_at: None,
-        resource_server: false,
-        require_mfa: false,
-        smart_launcher: false,
-        launch_url: None,
-        jwks_uri: None,
-        jwks: None,
-        created_at: NOW,
-        updated_at: NOW,
+        ..Client::new(id, "Partner", ClientKind::Confidential, NOW)
     }
 }
 
