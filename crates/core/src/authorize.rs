@@ -253,17 +253,7 @@ fn audience(
         (a, r) => a.or(r),
     };
     let Some(named) = named else {
-        let needs = scope.iter().any(|t| {
-            matches!(
-                crate::smart::parse(t),
-                Ok(Some(
-                    crate::smart::SmartScope::Resource(_)
-                        | crate::smart::SmartScope::Launch
-                        | crate::smart::SmartScope::LaunchContext { .. }
-                ))
-            )
-        });
-        return if needs {
+        return if scope.iter().any(crate::smart::needs_fhir_server) {
             Err(OAuthError::invalid_request(
                 "aud is required with SMART scopes: the base URL of the FHIR server",
             ))

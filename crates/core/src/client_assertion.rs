@@ -261,6 +261,155 @@ pub fn check_jwks(jwks: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// The client's side of `private_key_jwt`, as a developer's backend service
+/// holds it (the playground runs it for them): a private key, PKCS#8 in
+/// PEM, that signs assertions. EC keys on P-384 sign with ES384 (what SMART
+/// suggests, and what [`ClientKey::generate`] makes), on P-256 with ES256;
+/// RSA keys with RS384.
+pub struct ClientKey {
+    pair: ClientPair,
+}
+
+impl std::fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientKey")
+            .field("alg", &self.alg())
+            .finish_non_exhaustive()
+    }
+}
+
+enum ClientPair {
+    Ec(signature::EcdsaKeyPair, &'static str, &'static str),
+    Rsa(signature::RsaKeyPair),
+}
+
+const PEM_LABEL: &str = "PRIVATE KEY";
+
+impl ClientKey {
+    /// A new P-384 key, with its PKCS#8 PEM text (the only copy).
+    pub fn generate() -> Result<(Self, String), String> {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = signature::EcdsaKeyPair::generate_pkcs8(
+            &signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+            &rng,
+        )
+        .map_err(|_| "the key could not be made".to_owned())?;
+        let pem = pem_of(pkcs8.as_ref());
+        Ok((Self::from_pem(&pem)?, pem))
+    }
+
+    /// The key in `pem` (`-----BEGIN PRIVATE KEY-----`, PKCS#8).
+    pub fn from_pem(pem: &str) -> Result<Self, String> {
+        use base64::engine::general_purpose::STANDARD;
+        let begin = format!("-----BEGIN {PEM_LABEL}-----");
+        let end = format!("-----END {PEM_LABEL}-----");
+        let body = pem
+            .trim()
+            .strip_prefix(&begin)
+            .and_then(|rest| rest.trim_end().strip_suffix(&end))
+            .ok_or_else(|| format!("paste a PKCS#8 private key in PEM: {begin} … {end}"))?;
+        let der = STANDARD
+            .decode(body.split_whitespace().collect::<String>())
+            .map_err(|_| "the PEM text is not valid base64".to_owned())?;
+        let rng = ring::rand::SystemRandom::new();
+        let ec = |alg: &'static signature::EcdsaSigningAlgorithm| {
+            signature::EcdsaKeyPair::from_pkcs8(alg, &der, &rng).ok()
+        };
+        let pair = if let Some(p) = ec(&signature::ECDSA_P384_SHA384_FIXED_SIGNING) {
+            ClientPair::Ec(p, "ES384", "P-384")
+        } else if let Some(p) = ec(&signature::ECDSA_P256_SHA256_FIXED_SIGNING) {
+            ClientPair::Ec(p, "ES256", "P-256")
+        } else if let Ok(p) = signature::RsaKeyPair::from_pkcs8(&der) {
+            ClientPair::Rsa(p)
+        } else {
+            return Err(
+                "the key is not an EC key on P-384 or P-256, or an RSA key, in PKCS#8".into(),
+            );
+        };
+        Ok(Self { pair })
+    }
+
+    pub fn alg(&self) -> &'static str {
+        match &self.pair {
+            ClientPair::Ec(_, alg, _) => alg,
+            ClientPair::Rsa(_) => "RS384",
+        }
+    }
+
+    /// The public half, as the JWK to register under `kid`.
+    pub fn public_jwk(&self, kid: &str) -> Value {
+        use signature::KeyPair;
+        match &self.pair {
+            ClientPair::Ec(pair, alg, crv) => {
+                // An uncompressed point: 0x04 || X || Y.
+                let point = pair.public_key().as_ref();
+                let half = (point.len() - 1) / 2;
+                serde_json::json!({
+                    "kty": "EC", "crv": crv, "alg": alg, "use": "sig", "kid": kid,
+                    "x": URL_SAFE_NO_PAD.encode(&point[1..1 + half]),
+                    "y": URL_SAFE_NO_PAD.encode(&point[1 + half..]),
+                })
+            }
+            ClientPair::Rsa(pair) => {
+                let public = RsaPublicKeyComponents::<Vec<u8>>::from(pair.public());
+                serde_json::json!({
+                    "kty": "RSA", "alg": "RS384", "use": "sig", "kid": kid,
+                    "n": URL_SAFE_NO_PAD.encode(&public.n),
+                    "e": URL_SAFE_NO_PAD.encode(&public.e),
+                })
+            }
+        }
+    }
+
+    /// A compact JWS of `claims` with header `{alg, typ: JWT, kid}` (no
+    /// `kid` when it is empty: the server then takes the one key that fits).
+    pub fn sign(&self, kid: &str, claims: &Value) -> Result<String, String> {
+        let mut header = serde_json::json!({ "alg": self.alg(), "typ": "JWT" });
+        if !kid.is_empty() {
+            header["kid"] = kid.into();
+        }
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let rng = ring::rand::SystemRandom::new();
+        let failed = |_| "signing failed".to_owned();
+        let sig = match &self.pair {
+            ClientPair::Ec(pair, ..) => pair
+                .sign(&rng, input.as_bytes())
+                .map_err(failed)?
+                .as_ref()
+                .to_vec(),
+            ClientPair::Rsa(pair) => {
+                let mut sig = vec![0u8; pair.public().modulus_len()];
+                pair.sign(
+                    &signature::RSA_PKCS1_SHA384,
+                    &rng,
+                    input.as_bytes(),
+                    &mut sig,
+                )
+                .map_err(failed)?;
+                sig
+            }
+        };
+        Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig)))
+    }
+}
+
+/// PKCS#8 DER as PEM text, 64 characters a line.
+fn pem_of(der: &[u8]) -> String {
+    use base64::engine::general_purpose::STANDARD;
+    let b64 = STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {PEM_LABEL}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {PEM_LABEL}-----\n"));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,5 +624,49 @@ mod tests {
         assert!(check_jwks(&json!({ "keys": [] })).is_err());
         assert!(check_jwks(&json!([])).is_err());
         assert!(check_jwks(&json!({ "keys": [{ "kty": "oct", "k": "abc" }] })).is_err());
+    }
+
+    #[test]
+    fn a_client_key_made_or_pasted_signs_assertions_its_public_jwk_verifies() {
+        let (made, pem) = ClientKey::generate().unwrap();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
+        assert_eq!(made.alg(), "ES384");
+        let p256 = crate::jose::generate(crate::jose::Alg::Es256, "x")
+            .unwrap()
+            .0;
+        let pasted = ClientKey::from_pem(&format!("  {}  ", pem_of(&p256))).unwrap();
+        assert_eq!(pasted.alg(), "ES256");
+        let rsa = crate::jose::generate(crate::jose::Alg::Rs256, "x")
+            .unwrap()
+            .0;
+        let rsa_key = ClientKey::from_pem(&pem_of(&rsa)).unwrap();
+        assert_eq!(rsa_key.alg(), "RS384");
+        for (key, pem) in [
+            (made, pem.clone()),
+            (pasted, pem_of(&p256)),
+            (rsa_key, pem_of(&rsa)),
+        ] {
+            let jwk = key.public_jwk("k1");
+            let set = json!({ "keys": [jwk] });
+            check_jwks(&set).unwrap();
+            let again = ClientKey::from_pem(&pem).unwrap();
+            let jwt = again.sign("k1", &json!({ "iss": CLIENT })).unwrap();
+            let parsed = parse(&jwt).unwrap();
+            assert_eq!(parsed.header["kid"], "k1");
+            verify_signature(&parsed, select_key(&parsed, &set).unwrap()).unwrap();
+        }
+        for bad in [
+            "",
+            "hello",
+            "-----BEGIN PRIVATE KEY-----\n!!!\n-----END PRIVATE KEY-----",
+        ] {
+            assert!(ClientKey::from_pem(bad).is_err(), "{bad}");
+        }
+        let not_a_key = pem_of(b"not a key");
+        assert!(
+            ClientKey::from_pem(&not_a_key)
+                .unwrap_err()
+                .contains("PKCS#8")
+        );
     }
 }

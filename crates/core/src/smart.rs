@@ -190,6 +190,18 @@ pub enum SmartScope {
     OnlineAccess,
 }
 
+/// Whether `token` is a SMART scope that concerns a FHIR server (clinical
+/// data or launch context), so a request for it must name the server
+/// (`aud`).
+pub fn needs_fhir_server(token: &str) -> bool {
+    matches!(
+        parse(token),
+        Ok(Some(
+            SmartScope::Resource(_) | SmartScope::Launch | SmartScope::LaunchContext { .. }
+        ))
+    )
+}
+
 impl SmartScope {
     pub fn as_resource(&self) -> Option<&ResourceScope> {
         match self {

@@ -23,6 +23,7 @@ use healthgate_core::user::UserType;
 use healthgate_store::{Actor, Session};
 use serde::Deserialize;
 
+use crate::config::Settings;
 use crate::http::error::PageError;
 use crate::http::error::sentence;
 use crate::http::extract::{CsrfForm, SignedIn, Viewer, choose_password_first};
@@ -96,6 +97,11 @@ pub struct AppFields {
     redirect_uris: Option<String>,
     #[serde(default)]
     scope: Vec<String>,
+    /// SMART scopes, space-separated (`[smart]` on).
+    smart_scope: Option<String>,
+    launch_url: Option<String>,
+    jwks_uri: Option<String>,
+    jwks: Option<String>,
     #[serde(default)]
     user_type: Vec<String>,
     client_type: Option<String>,
@@ -378,6 +384,12 @@ pub struct AppFormValues {
     pub published: bool,
     /// Every sign-in that authorizes the app must give a second factor.
     pub require_mfa: bool,
+    /// The scopes outside the `[scopes]` vocabulary (SMART's), as typed.
+    pub smart_scopes: String,
+    pub launch_url: String,
+    /// `private_key_jwt` keys, by URL or as a JWK Set.
+    pub jwks_uri: String,
+    pub jwks: String,
 }
 
 impl AppFormValues {
@@ -398,14 +410,22 @@ impl AppFormValues {
             webhook_url: String::new(),
             published: false,
             require_mfa: false,
+            smart_scopes: String::new(),
+            launch_url: String::new(),
+            jwks_uri: String::new(),
+            jwks: String::new(),
         }
     }
 
     /// The form for `c`. A photo healthgate keeps leaves the address field
     /// blank; an address kept from before photos were fetched fills it, so
     /// saving the form fetches it.
-    fn of(c: &Client) -> Self {
+    fn of(settings: &Settings, c: &Client) -> Self {
         let stored = served_path(&c.id, c.photo_url.as_deref()).is_some();
+        let (vocabulary, smart): (Vec<&str>, Vec<&str>) = c
+            .allowed_scopes
+            .iter()
+            .partition(|s| settings.scopes.contains_key(*s));
         Self {
             name: c.name.clone(),
             description: c.description.clone().unwrap_or_default(),
@@ -420,7 +440,7 @@ impl AppFormValues {
                 .map(|u| u.as_str())
                 .collect::<Vec<_>>()
                 .join("\n"),
-            scopes: c.allowed_scopes.iter().map(str::to_owned).collect(),
+            scopes: vocabulary.into_iter().map(str::to_owned).collect(),
             user_types: c.user_types.iter().map(|t| t.as_str().to_owned()).collect(),
             public: c.is_public(),
             organization_level: c.authorization_level == AuthorizationLevel::Organization,
@@ -428,6 +448,10 @@ impl AppFormValues {
             webhook_url: c.webhook_url.clone().unwrap_or_default(),
             published: c.listing.state.is_wanted(),
             require_mfa: c.require_mfa,
+            smart_scopes: smart.join(" "),
+            launch_url: c.launch_url.clone().unwrap_or_default(),
+            jwks_uri: c.jwks_uri.clone().unwrap_or_default(),
+            jwks: c.jwks.clone().unwrap_or_default(),
         }
     }
 
@@ -446,6 +470,24 @@ impl AppFormValues {
             webhook_url: text(&f.webhook_url),
             published: f.published,
             require_mfa: f.require_mfa,
+            smart_scopes: text(&f.smart_scope),
+            launch_url: text(&f.launch_url),
+            jwks_uri: text(&f.jwks_uri),
+            jwks: text(&f.jwks),
+        }
+    }
+
+    /// The ticked scopes and the typed SMART ones, as one scope string.
+    fn scope(&self) -> String {
+        let mut all: Vec<&str> = self.scopes.iter().map(String::as_str).collect();
+        all.extend(self.smart_scopes.split_whitespace());
+        all.join(" ")
+    }
+
+    /// The page's own check: some scope, ticked or typed.
+    fn check_scope(&self, errors: &mut FieldErrors) {
+        if self.scope().is_empty() {
+            errors.add("scope", "Tick at least one scope.");
         }
     }
 
@@ -502,6 +544,8 @@ pub struct AppFormPage<'a> {
     pub values: AppFormValues,
     /// Every scope of the vocabulary, as a checkbox.
     pub scope_choices: Vec<ScopeLine>,
+    /// `[smart]` is on: SMART scopes and the launch URL are offered.
+    pub smart: bool,
     pub errors: FieldErrors,
 }
 
@@ -530,6 +574,7 @@ fn form_page(
             app,
             values,
             scope_choices: scope_choices(state),
+            smart: state.settings.smart.enabled(),
             errors,
         },
     )
@@ -603,14 +648,12 @@ pub async fn create_app(
     let values = AppFormValues::read(&fields);
     let mut errors = FieldErrors::default();
     let upload = chosen_photo(&form, &mut errors);
-    if values.scopes.is_empty() {
-        errors.add("scope", "Tick at least one scope.");
-    }
+    values.check_scope(&mut errors);
     let user_types = values.parsed_user_types(&mut errors);
     let request = NewClient {
         name: values.name.clone(),
         redirect_uris: values.uris(),
-        scope: values.scopes.join(" "),
+        scope: values.scope(),
         public: values.public,
         photo_url: Some(values.photo_url.clone()).filter(|_| upload.is_none()),
         user_types,
@@ -625,9 +668,9 @@ pub async fn create_app(
         resource_server: false,
         require_mfa: values.require_mfa,
         smart_launcher: false,
-        launch_url: None,
-        jwks_uri: None,
-        jwks: None,
+        launch_url: Some(values.launch_url.clone()),
+        jwks_uri: Some(values.jwks_uri.clone()),
+        jwks: Some(values.jwks.clone()),
     };
     // Every mistake at once: the page's own checks, then every one of
     // `admin`'s, registering nothing while any remains.
@@ -794,7 +837,7 @@ pub async fn edit_app(
         StatusCode::OK,
         &session.csrf_token,
         Some(&app),
-        AppFormValues::of(&app),
+        AppFormValues::of(&state.settings, &app),
         FieldErrors::default(),
     ))
 }
@@ -815,9 +858,7 @@ pub async fn update_app(
     values.public = app.is_public();
     let mut errors = FieldErrors::default();
     let upload = chosen_photo(&form, &mut errors);
-    if values.scopes.is_empty() {
-        errors.add("scope", "Tick at least one scope.");
-    }
+    values.check_scope(&mut errors);
     let user_types = values.parsed_user_types(&mut errors);
     let stored_before = served_path(&app.id, app.photo_url.as_deref()).is_some();
     // A new upload or a URL (fetched by `admin`) replaces the photo;
@@ -832,7 +873,7 @@ pub async fn update_app(
     let changes = ClientChanges {
         name: Some(values.name.clone()),
         redirect_uris: Some(values.uris()),
-        scope: Some(values.scopes.join(" ")),
+        scope: Some(values.scope()),
         user_types: Some(user_types),
         photo_url,
         description: Some(Some(values.description.clone())),
@@ -841,6 +882,9 @@ pub async fn update_app(
         published: Some(values.published),
         authorization_level: Some(values.level()),
         require_mfa: Some(values.require_mfa),
+        launch_url: Some(Some(values.launch_url.clone())),
+        jwks_uri: Some(Some(values.jwks_uri.clone())),
+        jwks: Some(Some(values.jwks.clone())),
         ..ClientChanges::default()
     };
     let saved = if errors.is_empty() {
@@ -909,6 +953,8 @@ pub struct AppPage<'a> {
     /// Where healthgate serves the app's photo.
     pub photo: Option<String>,
     pub issuer: &'a str,
+    /// `[smart]` is on: the SMART discovery document is listed.
+    pub smart: bool,
     pub scopes: String,
     pub user_types: String,
     pub integrations: Vec<IntegrationLine>,
@@ -1083,6 +1129,7 @@ pub async fn show_app(
             site: viewer.site(&state.settings),
             csrf_token: &session.csrf_token,
             issuer: &state.issuer,
+            smart: state.settings.smart.enabled(),
             photo: served_path(&app.id, app.photo_url.as_deref()),
             scopes: app.allowed_scopes.to_string(),
             user_types: app

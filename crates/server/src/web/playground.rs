@@ -2,7 +2,14 @@
 //! and its scopes and walks through the authorization code flow step by
 //! step — the authorize URL, the redirect with its code, the token request
 //! and response, a refresh, an introspection and a call to `/api/v1/me` —
-//! each step showing the exact HTTP exchanged.
+//! each step showing the exact HTTP exchanged. With `[smart]` on it runs
+//! SMART App Launch too: a standalone launch (the person picks a patient on
+//! the consent page) or an EHR launch (the playground creates the launch as
+//! the platform would, for the developer and one of their own patients);
+//! and for a confidential app, a Backend Services request: client
+//! credentials with an assertion signed by a private key the developer
+//! holds, which the playground can make for them (registering its public
+//! half; the private key is shown once and never kept).
 //!
 //! The playground is a client of this server like any other: its requests
 //! go through the same router, middleware and handlers a partner's would
@@ -26,17 +33,21 @@ use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use healthgate_core::client::Client;
+use healthgate_core::client_assertion::{ASSERTION_TYPE, ClientKey};
 use healthgate_core::pkce::CodeVerifier;
 use healthgate_core::redirect::with_query_params;
 use healthgate_core::secret::{constant_time_eq, keyed_digest, random_bytes};
+use healthgate_core::smart::{PatientLink, needs_fhir_server};
 use tower::ServiceExt;
 
 use crate::http::error::PageError;
 use crate::http::extract::{AnyFields, CsrfForm, SignedIn, Viewer};
 use crate::http::forms::Form;
+use crate::http::ip::ClientIp;
 use crate::http::pages::{self, Site};
 use crate::http::routes::Routes;
 use crate::services::admin::{self, ClientChanges};
+use crate::services::smart::{LaunchRequest, create_launch};
 use crate::state::AppState;
 use crate::web::developers::owned_app;
 
@@ -53,6 +64,8 @@ pub fn routes() -> Routes {
         .route("/playground/refresh", post(refresh))
         .route("/playground/introspect", post(introspect))
         .route("/playground/me", post(me))
+        .route("/playground/keys", post(make_keys))
+        .route("/playground/backend", post(backend))
 }
 
 /// One HTTP exchange, as text.
@@ -76,6 +89,45 @@ pub struct Tokens {
     pub refresh_token: String,
 }
 
+/// SMART's choices for the chosen app (step 1): `[smart]` is on and the
+/// app may ask for SMART scopes.
+pub struct SmartChoices {
+    /// The FHIR servers a request may name (`aud`).
+    pub servers: Vec<String>,
+    /// It can be launched from the EHR: registered with the `launch` scope
+    /// and a launch URL.
+    pub ehr: bool,
+    /// The patients the developer may act for: an EHR launch puts one of
+    /// them, and no other, in context.
+    pub patients: Vec<PatientLink>,
+}
+
+/// The Backend Services form (confidential apps).
+#[derive(Default)]
+pub struct BackendForm {
+    /// The PKCS#8 PEM the developer pasted, or the one just made (shown
+    /// this once).
+    pub private_key: String,
+    pub kid: String,
+    pub scope: String,
+    /// A key pair was just made.
+    pub generated: bool,
+    /// The app's keys are fetched from there: a made key must be added to
+    /// that set before it works.
+    pub jwks_uri: Option<String>,
+    /// The app still has an APP_SECRET: registering a key ends it.
+    pub has_secret: bool,
+}
+
+/// How the app authenticates in a run's later steps, carried in the form:
+/// its APP_SECRET, or its private key and `kid`.
+#[derive(Default)]
+pub struct Credentials {
+    pub client_secret: String,
+    pub private_key: String,
+    pub kid: String,
+}
+
 #[derive(Template)]
 #[template(path = "playground.html")]
 pub struct PlaygroundPage<'a> {
@@ -95,7 +147,11 @@ pub struct PlaygroundPage<'a> {
     pub code: String,
     pub run: String,
     pub tokens: Tokens,
-    pub client_secret: String,
+    pub credentials: Credentials,
+    pub smart: Option<SmartChoices>,
+    pub backend: Option<BackendForm>,
+    /// The run is a Backend Services request: no person, so no `/me`.
+    pub backend_run: bool,
     pub error: Option<String>,
 }
 
@@ -115,7 +171,10 @@ impl<'a> PlaygroundPage<'a> {
             code: String::new(),
             run: String::new(),
             tokens: Tokens::default(),
-            client_secret: String::new(),
+            credentials: Credentials::default(),
+            smart: None,
+            backend: None,
+            backend_run: false,
             error: None,
         }
     }
@@ -307,10 +366,22 @@ fn form_body(pairs: &[(&str, &str)]) -> String {
         .finish()
 }
 
-/// How the app authenticates at the token, refresh and introspection
-/// endpoints: HTTP Basic for a confidential app, `client_id` in the body
-/// for a public one.
-fn client_auth(app: &Client, secret: &str) -> (Vec<(header::HeaderName, String)>, Option<String>) {
+/// How the app authenticates at the token and introspection endpoints:
+/// its `client_id` alone for a public app, an assertion signed with its
+/// private key for an app with keys (`private_key_jwt`, RFC 7523), HTTP
+/// Basic otherwise. Returns the headers and the form fields it adds.
+#[allow(clippy::type_complexity)]
+fn client_auth(
+    state: &AppState,
+    app: &Client,
+    credentials: &Credentials,
+) -> Result<
+    (
+        Vec<(header::HeaderName, String)>,
+        Vec<(&'static str, String)>,
+    ),
+    String,
+> {
     let mut headers = vec![
         (
             header::CONTENT_TYPE,
@@ -319,15 +390,161 @@ fn client_auth(app: &Client, secret: &str) -> (Vec<(header::HeaderName, String)>
         (header::ACCEPT, "application/json".to_owned()),
     ];
     if app.is_public() {
-        (headers, Some(app.id.clone()))
-    } else {
-        let basic = STANDARD.encode(format!("{}:{secret}", app.id));
-        headers.push((header::AUTHORIZATION, format!("Basic {basic}")));
-        (headers, None)
+        return Ok((headers, vec![("client_id", app.id.clone())]));
+    }
+    if app.uses_assertions() {
+        let jwt = assertion(state, app, credentials)?;
+        return Ok((
+            headers,
+            vec![
+                ("client_assertion_type", ASSERTION_TYPE.to_owned()),
+                ("client_assertion", jwt),
+            ],
+        ));
+    }
+    let basic = STANDARD.encode(format!("{}:{}", app.id, credentials.client_secret));
+    headers.push((header::AUTHORIZATION, format!("Basic {basic}")));
+    Ok((headers, Vec::new()))
+}
+
+/// The app's assertion for this server's token endpoint (RFC 7523 §3, as
+/// SMART Backend Services lists its claims), signed with the developer's
+/// private key; it lives four minutes and is used once.
+fn assertion(state: &AppState, app: &Client, credentials: &Credentials) -> Result<String, String> {
+    let key = ClientKey::from_pem(&credentials.private_key)?;
+    let now = state.clock.now();
+    let mut jti = [0u8; 16];
+    random_bytes(&mut jti);
+    key.sign(
+        credentials.kid.trim(),
+        &serde_json::json!({
+            "iss": app.id,
+            "sub": app.id,
+            "aud": format!("{}/oauth/token", state.issuer),
+            "iat": now,
+            "exp": now + 240,
+            "jti": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(jti),
+        }),
+    )
+}
+
+/// An assertion shown decoded: its header and claims, then as sent.
+fn assertion_exchange(jwt: &str) -> Exchange {
+    let decoded = healthgate_core::client_assertion::parse(jwt)
+        .map(|p| {
+            format!(
+                "Header:\n{}\n\nClaims:\n{}\n",
+                serde_json::to_string_pretty(&p.header).unwrap_or_default(),
+                serde_json::to_string_pretty(&p.claims).unwrap_or_default()
+            )
+        })
+        .unwrap_or_default();
+    Exchange {
+        title: "The app signs an assertion with its private key",
+        request: format!("{decoded}\nCompact, as sent (client_assertion):\n{jwt}\n"),
+        response: "healthgate checks it with the public key registered under its kid: the signature, iss = sub = the APP_ID, aud = the token endpoint, exp at most five minutes ahead, and a jti it has never seen (on any node).".to_owned(),
+    }
+}
+
+impl Credentials {
+    /// What a step's form carries.
+    fn of(form: &Form) -> Self {
+        Self {
+            client_secret: form.text("client_secret").unwrap_or_default(),
+            private_key: form.text("private_key").unwrap_or_default(),
+            kid: form.text("kid").unwrap_or_default(),
+        }
     }
 }
 
 // ------------------------------------------------------------ steps
+
+/// What the first step shows for the developer's chosen app.
+struct StepOne {
+    apps: Vec<AppChoice>,
+    app: Option<Client>,
+    smart: Option<SmartChoices>,
+    backend: Option<BackendForm>,
+}
+
+/// The developer's apps, the chosen one (`chosen`, else the first), and
+/// its SMART and Backend Services choices.
+async fn step_one(
+    state: &AppState,
+    user_id: &str,
+    chosen: Option<&str>,
+) -> Result<StepOne, PageError> {
+    let apps = state.store.clients_of_owner(user_id).await?;
+    let app = chosen
+        .and_then(|id| apps.iter().find(|a| a.id == id))
+        .or(apps.first())
+        .cloned();
+    let mut smart = None;
+    let mut backend = None;
+    if let Some(app) = &app {
+        let bases = &state.settings.smart.fhir_base_urls;
+        if !bases.is_empty() && app.allowed_scopes.iter().any(needs_fhir_server) {
+            smart = Some(SmartChoices {
+                servers: bases.iter().map(|b| b.as_str().to_owned()).collect(),
+                ehr: app.launch_url.is_some() && app.allowed_scopes.contains("launch"),
+                patients: state.store.patient_links(user_id).await?,
+            });
+        }
+        if !app.is_public() {
+            backend = Some(BackendForm {
+                scope: app
+                    .allowed_scopes
+                    .iter()
+                    .filter(|s| s.starts_with("system/"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                jwks_uri: app.jwks_uri.clone(),
+                has_secret: !app.uses_assertions(),
+                ..BackendForm::default()
+            });
+        }
+    }
+    let apps = apps
+        .iter()
+        .map(|a| AppChoice {
+            id: a.id.clone(),
+            name: a.name.clone(),
+            selected: app.as_ref().is_some_and(|c| c.id == a.id),
+        })
+        .collect();
+    Ok(StepOne {
+        apps,
+        app,
+        smart,
+        backend,
+    })
+}
+
+impl<'a> PlaygroundPage<'a> {
+    /// The first step, for `one`.
+    fn step_one(mut self, one: &'a mut StepOne) -> Self {
+        self.apps = std::mem::take(&mut one.apps);
+        if let Some(app) = &one.app {
+            // `system/` scopes are for client credentials (below), never
+            // an authorization request.
+            self.scopes = app
+                .allowed_scopes
+                .iter()
+                .filter(|s| !s.starts_with("system/"))
+                .map(str::to_owned)
+                .collect();
+            self.redirect_registered = app
+                .redirect_uris
+                .iter()
+                .any(|u| u.as_str() == self.redirect_uri);
+        }
+        self.smart = one.smart.take();
+        self.backend = one.backend.take();
+        let one: &'a StepOne = one;
+        self.app = one.app.as_ref();
+        self
+    }
+}
 
 /// `GET /playground`: pick an app and scopes.
 pub async fn index(
@@ -337,36 +554,20 @@ pub async fn index(
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
     let pairs = query_pairs(query.as_deref());
-    let apps = state.store.clients_of_owner(&user.id).await?;
-    let chosen = first(&pairs, "client_id")
-        .and_then(|id| apps.iter().find(|a| a.id == id))
-        .or(apps.first())
-        .cloned();
-    let mut page = PlaygroundPage::new(&state, &viewer, &session.csrf_token, 1);
-    page.apps = apps
-        .iter()
-        .map(|a| AppChoice {
-            id: a.id.clone(),
-            name: a.name.clone(),
-            selected: chosen.as_ref().is_some_and(|c| c.id == a.id),
-        })
-        .collect();
-    if let Some(app) = &chosen {
-        page.scopes = app.allowed_scopes.iter().map(str::to_owned).collect();
-        page.redirect_registered = app
-            .redirect_uris
-            .iter()
-            .any(|u| u.as_str() == page.redirect_uri);
-    }
-    page.app = chosen.as_ref();
+    let mut one = step_one(&state, &user.id, first(&pairs, "client_id")).await?;
+    let page = PlaygroundPage::new(&state, &viewer, &session.csrf_token, 1).step_one(&mut one);
     Ok(pages::render(StatusCode::OK, &page))
 }
 
 /// `GET /playground/authorize?client_id=…&scope=…`: the authorization
-/// request, built and explained, with the link that makes it.
+/// request, built and explained, with the link that makes it. SMART: the
+/// FHIR server (`aud`) when a scope concerns one, and for an EHR launch
+/// (`launch_mode=ehr`) the launch the playground makes first, as the
+/// platform would, for the developer and one of their own patients.
 pub async fn authorize(
     State(state): State<AppState>,
     viewer: Viewer,
+    ip: ClientIp,
     SignedIn { session, user }: SignedIn,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
@@ -377,17 +578,111 @@ pub async fn authorize(
         first(&pairs, "client_id").unwrap_or_default(),
     )
     .await?;
-    let scopes: Vec<&str> = pairs
+    // The ticked scopes the app may ask for, and any typed (a narrower
+    // SMART scope, say): the server judges those.
+    let mut scopes: Vec<&str> = pairs
         .iter()
         .filter(|(k, _)| k == "scope")
         .map(|(_, v)| v.as_str())
         .filter(|s| app.allowed_scopes.contains(s))
         .collect();
+    for typed in first(&pairs, "extra_scope")
+        .unwrap_or_default()
+        .split_whitespace()
+    {
+        if !scopes.contains(&typed) {
+            scopes.push(typed);
+        }
+    }
+    let ehr = state.settings.smart.enabled() && first(&pairs, "launch_mode") == Some("ehr");
+    if ehr && !scopes.contains(&"launch") {
+        scopes.push("launch");
+    }
     let mut page = PlaygroundPage::new(&state, &viewer, &session.csrf_token, 2);
     if scopes.is_empty() {
         return Err(PageError::bad_request(
             "Tick at least one scope the app may ask for.",
         ));
+    }
+    let bases = &state.settings.smart.fhir_base_urls;
+    let aud = (ehr || scopes.iter().any(|s| needs_fhir_server(s))).then(|| {
+        let named = first(&pairs, "aud").unwrap_or_default();
+        bases
+            .iter()
+            .map(|b| b.as_str())
+            .find(|b| *b == named)
+            .or(bases.first().map(|b| b.as_str()))
+            .unwrap_or_default()
+            .to_owned()
+    });
+    let host = state.issuer.host();
+    let mut launch = None;
+    if ehr {
+        let patient = first(&pairs, "patient").map(str::to_owned);
+        if let Some(p) = &patient {
+            let own = state.store.patient_links(&user.id).await?;
+            if !own.iter().any(|l| &l.patient_id == p) {
+                return Err(PageError::bad_request(
+                    "An EHR launch from the playground can put only a patient linked to your own account in context.",
+                ));
+            }
+        }
+        let made = create_launch(
+            &state.store,
+            &state.settings,
+            state.clock.now(),
+            "playground",
+            healthgate_store::Actor::user(&user.id, ip.as_deref()),
+            LaunchRequest {
+                client_id: app.id.clone(),
+                user: Some(user.id.clone()),
+                iss: aud.clone(),
+                patient: patient.clone(),
+                ..LaunchRequest::default()
+            },
+        )
+        .await?;
+        let opened = url::Url::parse(&made.launch_url).ok();
+        page.exchanges.push(Exchange {
+            title: "The EHR opens the app's launch URL",
+            request: format!(
+                "GET {} HTTP/1.1\nHost: {}\n",
+                opened
+                    .as_ref()
+                    .map(|u| format!("{}?{}", u.path(), u.query().unwrap_or_default()))
+                    .unwrap_or_else(|| made.launch_url.clone()),
+                opened
+                    .as_ref()
+                    .and_then(|u| u.host_str().map(str::to_owned))
+                    .unwrap_or_default()
+            ),
+            response: format!(
+                "The playground made this launch as the platform would (POST /api/v1/smart/launches): for you{}, for {} only, used once, within {} minutes. The app keeps launch and asks iss how to authorize.",
+                patient
+                    .as_deref()
+                    .map(|p| format!(" with Patient/{p} in context"))
+                    .unwrap_or_default(),
+                app.name,
+                healthgate_core::smart::LAUNCH_TTL / 60
+            ),
+        });
+        launch = Some(made.launch);
+    }
+    if aud.is_some() {
+        let (mut exchange, _) = send(
+            &state,
+            "The app reads the FHIR server's SMART configuration",
+            Method::GET,
+            "/.well-known/smart-configuration",
+            &[(header::ACCEPT, "application/json".to_owned())],
+            String::new(),
+        )
+        .await;
+        exchange.request = format!(
+            "(the app asks {{iss}}/.well-known/smart-configuration; the FHIR server serves or redirects to healthgate's)\n{}",
+            exchange.request
+        );
+        page.exchanges.push(exchange);
     }
     let key = key(&state).await?;
     let run = Run::start(&app.id);
@@ -402,6 +697,12 @@ pub async fn authorize(
         ("scope", scope.as_str()),
         ("state", run_state.as_str()),
     ];
+    if let Some(aud) = &aud {
+        params.push(("aud", aud));
+    }
+    if let Some(launch) = &launch {
+        params.push(("launch", launch));
+    }
     let challenge = verifier.s256();
     params.push(("code_challenge", &challenge));
     params.push(("code_challenge_method", "S256"));
@@ -417,11 +718,10 @@ pub async fn authorize(
         .strip_prefix(state.issuer.as_str())
         .unwrap_or(&url)
         .to_owned();
-    let host = state.issuer.host();
     page.exchanges.push(Exchange {
         title: "The browser asks for authorization",
         request: format!("GET {path} HTTP/1.1\nHost: {host}\nCookie: (the person's session)\n"),
-        response: "The person signs in if needed, sees the consent page and chooses Allow or Deny; the answer comes back to the redirect URI.".to_owned(),
+        response: "The person signs in if needed, sees the consent page (a standalone SMART launch asks there which patient) and chooses Allow or Deny; the answer comes back to the redirect URI.".to_owned(),
     });
     page.authorize_url = url;
     page.run = run_state;
@@ -532,21 +832,22 @@ async fn step_form(
     Ok((session.csrf_token, app, form, run_state))
 }
 
-/// Renders the result of a step on `page` (step 4): its exchange and the
-/// next steps.
+/// Renders the result of a step on `page` (step 4): its exchanges and the
+/// next steps, with the run's tokens and credentials carried on.
 fn result_page<'a>(
     mut page: PlaygroundPage<'a>,
     app: &'a Client,
     form: &Form,
     run_state: String,
-    exchange: Exchange,
+    exchanges: Vec<Exchange>,
     tokens: Tokens,
 ) -> Response {
-    page.exchanges.push(exchange);
+    page.exchanges.extend(exchanges);
     page.app = Some(app);
     page.run = run_state;
     page.tokens = tokens;
-    page.client_secret = form.text("client_secret").unwrap_or_default();
+    page.credentials = Credentials::of(form);
+    page.backend_run = page.backend_run || form.text("flow").as_deref() == Some("backend");
     pages::render(StatusCode::OK, &page)
 }
 
@@ -565,6 +866,37 @@ fn tokens_from(json: Option<&serde_json::Value>, form: &Form) -> Tokens {
     }
 }
 
+/// Sends the app's authenticated POST of `fields` to `path`: the exchanges
+/// (the assertion first, when the app signs one) and the JSON answer; or
+/// why the app could not authenticate.
+async fn client_post(
+    state: &AppState,
+    app: &Client,
+    credentials: &Credentials,
+    title: &'static str,
+    path: &str,
+    mut fields: Vec<(&'static str, String)>,
+) -> Result<(Vec<Exchange>, Option<serde_json::Value>), String> {
+    let (headers, auth) = client_auth(state, app, credentials)?;
+    let mut exchanges = Vec::new();
+    if let Some((_, jwt)) = auth.iter().find(|(k, _)| *k == "client_assertion") {
+        exchanges.push(assertion_exchange(jwt));
+    }
+    fields.extend(auth);
+    let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (exchange, json) = send(
+        state,
+        title,
+        Method::POST,
+        path,
+        &headers,
+        form_body(&pairs),
+    )
+    .await;
+    exchanges.push(exchange);
+    Ok((exchanges, json))
+}
+
 /// A step where the app authenticates and POSTs a form to `path`: the
 /// form is `params` (given the step's form and the run's PKCE verifier)
 /// plus the app's authentication; a token-endpoint answer's tokens are
@@ -579,30 +911,19 @@ async fn client_step(
 ) -> Result<Response, PageError> {
     let (csrf, app, form, run_state) = step_form(state, person, form).await?;
     let verifier = Run::verifier(&key(state).await?, &run_state);
-    let secret = form.text("client_secret").unwrap_or_default();
-    let (headers, client_id) = client_auth(&app, &secret);
-    let mut fields = params(&form, &verifier);
-    fields.push(("client_id", client_id.unwrap_or_default()));
-    let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (exchange, json) = send(
-        state,
-        title,
-        Method::POST,
-        path,
-        &headers,
-        form_body(&pairs),
-    )
-    .await;
+    let fields = params(&form, &verifier);
+    let mut page = PlaygroundPage::new(state, viewer, &csrf, 4);
+    let (exchanges, json) =
+        match client_post(state, &app, &Credentials::of(&form), title, path, fields).await {
+            Ok(sent) => sent,
+            Err(why) => {
+                page.error = Some(format!("The app could not sign its assertion: {why}"));
+                (Vec::new(), None)
+            }
+        };
     let answer = json.as_ref().filter(|_| path == "/oauth/token");
     let tokens = tokens_from(answer, &form);
-    Ok(result_page(
-        PlaygroundPage::new(state, viewer, &csrf, 4),
-        &app,
-        &form,
-        run_state,
-        exchange,
-        tokens,
-    ))
+    Ok(result_page(page, &app, &form, run_state, exchanges, tokens))
 }
 
 /// `POST /playground/token` (`run`, `code`, `client_secret`): exchanges the
@@ -709,9 +1030,128 @@ pub async fn me(
         &app,
         &form,
         run_state,
-        exchange,
+        vec![exchange],
         tokens,
     ))
+}
+
+/// `POST /playground/keys` (`client_id`): makes a key pair for a
+/// confidential app. Its public key joins the app's registered JWK Set
+/// (audited like any change of the app; an app that had an APP_SECRET
+/// authenticates with its keys from then on); for an app whose keys are
+/// fetched from a URL it is only shown, to be added there. The private key
+/// is on this page once: healthgate does not keep it.
+pub async fn make_keys(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    ip: ClientIp,
+    SignedIn { session, user }: SignedIn,
+    CsrfForm { form, .. }: CsrfForm<AnyFields>,
+) -> Result<Response, PageError> {
+    let app = owned_app(
+        &state,
+        &user.id,
+        &form.text("client_id").unwrap_or_default(),
+    )
+    .await?;
+    if app.is_public() {
+        return Err(PageError::bad_request(
+            "A public app has no keys: it runs where a private key cannot be kept.",
+        ));
+    }
+    let (key, pem) = ClientKey::generate().map_err(PageError::bad_request)?;
+    let mut id = [0u8; 9];
+    random_bytes(&mut id);
+    let kid = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id);
+    if app.jwks_uri.is_none() {
+        let mut set = app
+            .jwks
+            .as_deref()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
+            .filter(|set| set["keys"].is_array())
+            .unwrap_or_else(|| serde_json::json!({ "keys": [] }));
+        if let Some(keys) = set["keys"].as_array_mut() {
+            keys.push(key.public_jwk(&kid));
+        }
+        admin::update_client(
+            &state.store,
+            &state.settings,
+            state.clock.as_ref(),
+            &app.id,
+            ClientChanges {
+                jwks: Some(Some(set.to_string())),
+                ..ClientChanges::default()
+            },
+            healthgate_store::Actor::user(&user.id, ip.as_deref()),
+        )
+        .await?;
+    }
+    let mut one = step_one(&state, &user.id, Some(&app.id)).await?;
+    if let Some(backend) = one.backend.as_mut() {
+        backend.private_key = pem;
+        backend.kid = kid.clone();
+        backend.generated = true;
+    }
+    let mut page = PlaygroundPage::new(&state, &viewer, &session.csrf_token, 1).step_one(&mut one);
+    if app.jwks_uri.is_some() {
+        page.exchanges.push(Exchange {
+            title: "The public key to add to the app's JWK Set",
+            request: serde_json::to_string_pretty(&key.public_jwk(&kid)).unwrap_or_default(),
+            response: String::new(),
+        });
+    }
+    Ok(pages::render(StatusCode::OK, &page))
+}
+
+/// `POST /playground/backend` (`client_id`, `private_key`, `kid`,
+/// `scope`): a SMART Backend Services request, client credentials with an
+/// assertion signed by the developer's private key.
+pub async fn backend(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    SignedIn { session, user }: SignedIn,
+    CsrfForm { form, .. }: CsrfForm<AnyFields>,
+) -> Result<Response, PageError> {
+    let app = owned_app(
+        &state,
+        &user.id,
+        &form.text("client_id").unwrap_or_default(),
+    )
+    .await?;
+    let run_state = Run::start(&app.id).state(&key(&state).await?, &user.id);
+    let mut page = PlaygroundPage::new(&state, &viewer, &session.csrf_token, 4);
+    page.backend_run = true;
+    let credentials = Credentials::of(&form);
+    let (exchanges, json) = if !app.uses_assertions() {
+        page.error = Some(format!(
+            "{} has no keys: make a key pair here, or register its public keys in the portal.",
+            app.name
+        ));
+        (Vec::new(), None)
+    } else {
+        let fields = vec![
+            ("grant_type", "client_credentials".to_owned()),
+            ("scope", form.text("scope").unwrap_or_default()),
+        ];
+        match client_post(
+            &state,
+            &app,
+            &credentials,
+            "The app asks the token endpoint for a token (client credentials)",
+            "/oauth/token",
+            fields,
+        )
+        .await
+        {
+            Ok(sent) => sent,
+            Err(why) => {
+                page.error = Some(format!("The app could not sign its assertion: {why}"));
+                (Vec::new(), None)
+            }
+        }
+    };
+    let tokens = tokens_from(json.as_ref(), &Form::default());
+    Ok(result_page(page, &app, &form, run_state, exchanges, tokens))
 }
 
 #[cfg(test)]

@@ -1790,3 +1790,97 @@ async fn the_smart_javascript_client_launches_from_the_ehr_and_on_its_own() {
     assert!(alone["encounter"].is_null(), "{alone:#}");
     c.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_developer_runs_an_ehr_launch_and_a_backend_services_request_in_the_playground_by_clicking()
+ {
+    const TEST: &str = "a_developer_runs_an_ehr_launch_and_a_backend_services_request_in_the_playground_by_clicking";
+    let Some((_driver, c)) = browser(TEST).await else {
+        return;
+    };
+    let app = spawn_on(Backend::Sqlite, |s| {
+        s.smart.fhir_base_urls = vec!["https://fhir.example.com/r4".parse().unwrap()];
+    })
+    .await;
+    let dev = app.user("dev", UserType::Expert).await;
+    let store = &app.state.store;
+    healthgate_server::services::smart::link_patient(
+        store,
+        app.clock.now(),
+        &dev.id,
+        healthgate_core::smart::PatientLink {
+            patient_id: "123".into(),
+            display: "Alice Example".into(),
+        },
+        Actor::system(),
+    )
+    .await
+    .unwrap();
+    let (chart, secret) = admin::create_client(
+        store,
+        &app.state.settings,
+        app.clock.as_ref(),
+        NewClient {
+            name: "Chart Viewer".into(),
+            redirect_uris: vec![app.url("/playground/callback")],
+            scope: "openid launch patient/*.rs system/Observation.rs".into(),
+            launch_url: Some("https://partner.example/launch".into()),
+            owner_id: Some(dev.id.clone()),
+            ..Default::default()
+        },
+        Actor::system(),
+    )
+    .await
+    .unwrap();
+
+    // An EHR launch with the developer's patient in context.
+    c.goto(&app.url(&format!("/playground?client_id={}", chart.id)))
+        .await
+        .unwrap();
+    sign_in_here(&c, "dev").await;
+    wait_for(&c, "#smart-launch").await;
+    click(&c, "input[name=launch_mode][value=ehr]").await;
+    click(&c, "#patient option[value='123']").await;
+    screenshot(&c, "playground-smart").await;
+    click(&c, "form[action='/playground/authorize'] button").await;
+    wait_for(&c, "#authorize-link").await;
+    assert!(
+        text_of(&c, "body")
+            .await
+            .contains("The EHR opens the app's launch URL")
+    );
+    click(&c, "#authorize-link").await;
+    click(&c, "button[value=allow]").await;
+    wait_for(&c, "#client_secret").await;
+    type_into(&c, "#client_secret", secret.as_deref().unwrap()).await;
+    click(&c, "form[action='/playground/token'] button").await;
+    let page = text_until(&c, "body", |t| t.contains("HTTP/1.1 200")).await;
+    assert!(page.contains("\"patient\": \"123\""), "{page}");
+
+    // Backend Services: a key pair made here, then a signed request.
+    c.goto(&app.url(&format!("/playground?client_id={}", chart.id)))
+        .await
+        .unwrap();
+    click(&c, "form[action='/playground/keys'] button").await;
+    wait_for(&c, "#key-made").await;
+    let pem: String = serde_json::from_value(
+        c.execute(
+            "return document.getElementById('private_key').value",
+            vec![],
+        )
+        .await
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"), "{pem}");
+    screenshot(&c, "playground-keys").await;
+    click(&c, "form[action='/playground/backend'] button").await;
+    let page = text_until(&c, "body", |t| t.contains("HTTP/1.1 200")).await;
+    assert!(page.contains("\"alg\": \"ES384\""), "{page}");
+    assert!(
+        page.contains("\"scope\": \"system/Observation.rs\""),
+        "{page}"
+    );
+    screenshot(&c, "playground-backend").await;
+    assert_eq!(app.events_of("smart.launch_created").await.len(), 1);
+}

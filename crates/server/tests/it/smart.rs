@@ -961,3 +961,119 @@ async fn the_id_token_names_the_fhir_user_and_refresh_needs_offline_access() {
     .unwrap();
     assert!(claims.get("fhirUser").is_none(), "{claims}");
 }
+
+#[tokio::test]
+async fn developers_register_smart_apps_and_backend_services_in_the_portal() {
+    use super::portal::{app_form, csrf_of, element_text, register_in_portal};
+    let app = smart_app().await;
+    let (browser, _) = app.signed_in("dev").await;
+    let form = |changes: &[(&str, &str)]| {
+        let mut form = app_form("Chart viewer");
+        for (k, v) in changes {
+            form.retain(|(name, _)| name != k);
+            if !v.is_empty() {
+                form.push((k.to_string(), v.to_string()));
+            }
+        }
+        form
+    };
+    let page = browser.get("/developers/apps/new").await.text().await.unwrap();
+    assert!(page.contains("id=\"smart_scope\"") && page.contains("id=\"launch_url\""));
+    assert!(page.contains("id=\"jwks_uri\"") && page.contains("id=\"jwks\""));
+
+    // An EHR-launchable app: the ticked scopes and the typed SMART ones.
+    let (id, secret) = register_in_portal(
+        &browser,
+        form(&[
+            ("smart_scope", "launch launch/patient fhirUser offline_access patient/*.rs"),
+            ("launch_url", "https://partner.example/launch"),
+        ]),
+    )
+    .await;
+    assert!(secret.is_some());
+    let c = app.state.store.client(&id).await.unwrap().unwrap();
+    assert_eq!(c.launch_url.as_deref(), Some("https://partner.example/launch"));
+    for s in ["profile_read", "openid", "launch", "launch/patient", "patient/*.rs"] {
+        assert!(c.allowed_scopes.contains(s), "{s}: {}", c.allowed_scopes);
+    }
+    let shown = browser.get(&format!("/developers/apps/{id}")).await.text().await.unwrap();
+    assert!(readable(shown.clone()).contains("https://partner.example/launch"), "{shown}");
+    assert!(readable(shown).contains("/.well-known/smart-configuration"));
+    // The edit form gives the SMART scopes back in their own field.
+    let edit = browser.get(&format!("/developers/apps/{id}/edit")).await.text().await.unwrap();
+    let smart_field = edit[edit.find("id=\"smart_scope\"").unwrap()..].split('>').next().unwrap().to_owned();
+    assert!(smart_field.contains("value=\"fhirUser launch launch/patient offline_access patient/*.rs\""), "{smart_field}");
+
+    // A malformed SMART scope or launch URL registers nothing and says why.
+    for (changes, field) in [
+        (vec![("smart_scope", "patient/Observation.rr")], "scope"),
+        (vec![("launch_url", "not a url")], "launch_url"),
+    ] {
+        let mut fields = vec![("csrf_token".to_owned(), csrf_of(&browser, "/developers/apps/new").await)];
+        fields.extend(form(&changes));
+        let r = browser.post_form("/developers/apps", &fields).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{field}");
+        let page = r.text().await.unwrap();
+        assert!(page.contains(&format!("id=\"{field}-error\"")), "{field}: {page}");
+    }
+
+    // A backend service: keys instead of a secret, no redirect URI, system
+    // scopes; it gets tokens with an assertion only.
+    use healthgate_core::jose::{Alg, SigningKey, generate};
+    let (pkcs8, public_jwk) = generate(Alg::Es256, "k1").unwrap();
+    let jwks = serde_json::json!({ "keys": [public_jwk] }).to_string();
+    let backend_form = form(&[
+        ("redirect_uris", ""),
+        ("scope", ""),
+        ("smart_scope", "system/Observation.rs"),
+        ("jwks", &jwks),
+    ]);
+    let (backend_id, backend_secret) = register_in_portal(&browser, backend_form.clone()).await;
+    assert_eq!(backend_secret, None, "an app with keys gets no APP_SECRET");
+    let c = app.state.store.client(&backend_id).await.unwrap().unwrap();
+    assert!(c.redirect_uris.is_empty() && c.uses_assertions() && c.secret_digest.is_none());
+    let shown = browser.get(&format!("/developers/apps/{backend_id}")).await.text().await.unwrap();
+    assert!(readable(shown.clone()).contains("signs a JWT with one of its keys"), "{shown}");
+    assert!(element_text(&shown, "app-id").is_some());
+    let assertion = SigningKey::from_pkcs8(Alg::Es256, "k1", &pkcs8)
+        .unwrap()
+        .sign(
+            "JWT",
+            &serde_json::json!({
+                "iss": backend_id, "sub": backend_id, "aud": app.url("/oauth/token"),
+                "exp": app.clock.now() + 60, "jti": "portal-1",
+            }),
+        )
+        .unwrap();
+    let r = app
+        .http()
+        .post(app.url("/oauth/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "system/Observation.rs"),
+            ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+            ("client_assertion", &assertion),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["scope"], "system/Observation.rs");
+
+    // Keys belong to confidential apps; a public one is told so.
+    let mut fields = vec![("csrf_token".to_owned(), csrf_of(&browser, "/developers/apps/new").await)];
+    fields.extend(form(&[("client_type", "public"), ("jwks", &jwks)]));
+    let r = browser.post_form("/developers/apps", &fields).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("id=\"jwks-error\"") && page.contains("public app has no keys"), "{page}");
+
+    // Without [smart], the SMART fields are not offered; keys still are.
+    let plain = spawn_app().await;
+    let (b, _) = plain.signed_in("dev").await;
+    let page = b.get("/developers/apps/new").await.text().await.unwrap();
+    assert!(!page.contains("id=\"smart_scope\"") && !page.contains("id=\"launch_url\""));
+    assert!(page.contains("id=\"jwks\""));
+}
