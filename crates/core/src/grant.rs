@@ -301,6 +301,7 @@ fn replay(
 }
 
 const INACTIVE: &str = "the account that granted access is no longer active";
+const SESSION_ENDED: &str = "this online_access grant lasted only while the person stayed signed in, and they have signed out";
 
 /// Redeems an authorization code for tokens (RFC 6749 §4.1.3, RFC 7636
 /// §4.6). A used code is a replay and revokes the family it produced; a
@@ -407,6 +408,9 @@ pub struct RefreshRead {
     /// admin of the organization.
     pub granted_by: Option<String>,
     pub granted_by_still_admin: bool,
+    /// An `online_access` grant whose browser session has ended (the person
+    /// signed out there, or it expired): its refresh tokens are done.
+    pub session_ended: bool,
 }
 
 /// The token request's half of a refresh (RFC 6749 §6).
@@ -449,6 +453,9 @@ pub fn refresh(
     };
     if !read.user_active {
         return Decision::refuse(by.now, OAuthError::invalid_grant(INACTIVE));
+    }
+    if read.session_ended {
+        return Decision::refuse(by.now, OAuthError::invalid_grant(SESSION_ENDED));
     }
     let mut write = Write::at(by.now);
     if let Some(user) = &old.user_id {
@@ -776,6 +783,7 @@ mod tests {
             grant: GrantContext::default(),
             granted_by: None,
             granted_by_still_admin: false,
+            session_ended: false,
         }
     }
 
@@ -866,6 +874,8 @@ mod tests {
         let wide = scope("profile_read admin");
         let mut locked = refresh_read(false, None);
         locked.user_active = false;
+        let mut signed_out = refresh_read(false, None);
+        signed_out.session_ended = true;
         let mut revoked = refresh_read(true, None);
         revoked.token.revoked_at = Some(NOW - 1);
         // (name, read, client, requested scope, code, write empty)
@@ -905,6 +915,14 @@ mod tests {
             (
                 "locked account",
                 Some(locked),
+                "app-1",
+                None,
+                ErrorCode::InvalidGrant,
+                true,
+            ),
+            (
+                "online_access, signed out",
+                Some(signed_out),
                 "app-1",
                 None,
                 ErrorCode::InvalidGrant,

@@ -261,6 +261,12 @@ pub struct SmartContext {
     /// introspection's `fhirUser`, not a launch parameter.
     #[serde(default, rename = "fhirUser", skip_serializing_if = "Option::is_none")]
     pub fhir_user: Option<String>,
+    /// `online_access` without `offline_access`: the digest of the browser
+    /// session the grant was made in. Its refresh tokens work while that
+    /// session lasts (the person stays signed in there); kept with the
+    /// grant, never said to anyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online_session: Option<String>,
 }
 
 impl SmartContext {
@@ -282,7 +288,14 @@ impl SmartContext {
         };
         map.remove("aud");
         map.remove("fhirUser");
+        map.remove("online_session");
         map
+    }
+
+    /// Whether the grant's refresh tokens end with a browser session
+    /// (`online_access`).
+    pub fn is_online(&self) -> bool {
+        self.online_session.is_some()
     }
 
     /// With the person's `fhirUser` (`Practitioner/123`), made absolute with
@@ -385,6 +398,13 @@ pub fn issues_refresh<'a>(
         || scope
             .into_iter()
             .any(|s| s == "offline_access" || s == "online_access")
+}
+
+/// Whether a grant of `scope` keeps its refresh tokens only while the
+/// person stays signed in: `online_access` without `offline_access` (SMART
+/// App Launch 2.2 §Scopes for requesting a refresh token).
+pub fn is_online_only(scope: &crate::scope::ScopeSet) -> bool {
+    scope.contains("online_access") && !scope.contains("offline_access")
 }
 
 /// Whether a grant of `scope` must have a patient in context: it asks for

@@ -917,6 +917,9 @@ impl Store {
                     .try_get::<Option<String>, _>("granted_by_role")?
                     .is_some(),
                 granted_by,
+                // The server's to say: it reads the session when the grant
+                // is bound to one.
+                session_ended: false,
                 token,
             })
         })

@@ -15,7 +15,9 @@ use healthgate_core::client::Client;
 use healthgate_core::error::{ErrorCode, OAuthError};
 use healthgate_core::redirect::with_query_params;
 use healthgate_core::secret::{SecretKind, mint, new_ordered_id};
-use healthgate_core::smart::{Launch, PatientLink, SmartContext, UNUSABLE_LAUNCH, needs_patient};
+use healthgate_core::smart::{
+    Launch, PatientLink, SmartContext, UNUSABLE_LAUNCH, is_online_only, needs_patient,
+};
 use healthgate_core::token::{AuthorizationCode, GrantContext};
 use healthgate_core::user::User;
 use healthgate_store::Session;
@@ -618,6 +620,20 @@ async fn issue_code(
             .fhir_base_urls
             .first()
             .map(|base| SmartContext::for_server(base.as_str()).with_fhir_user(reference)),
+    };
+    // online_access alone: the refresh tokens last while this sign-in does.
+    let smart = if is_online_only(&choice.scope) {
+        smart
+            .or_else(|| {
+                let base = state.settings.smart.fhir_base_urls.first()?;
+                Some(SmartContext::for_server(base.as_str()))
+            })
+            .map(|context| SmartContext {
+                online_session: Some(session.id_digest.clone()),
+                ..context
+            })
+    } else {
+        smart
     };
     let record = AuthorizationCode {
         family_id: new_ordered_id("fam", now),

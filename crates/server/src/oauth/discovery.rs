@@ -52,6 +52,7 @@ const SMART_CAPABILITIES: &[&str] = &[
     "context-ehr-encounter",
     "context-standalone-patient",
     "permission-offline",
+    "permission-online",
     "permission-patient",
     "permission-user",
     "permission-v1",

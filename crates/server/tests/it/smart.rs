@@ -125,17 +125,16 @@ async fn smart_configuration_lists_what_is_supported_as_json_for_any_origin() {
         "context-standalone-patient",
         "sso-openid-connect",
         "permission-offline",
+        "permission-online",
         "client-confidential-asymmetric",
     ] {
         assert!(capabilities.contains(&expected), "{expected}: {capabilities:?}");
     }
     // Nothing claimed before it works.
-    for later in [
-        "permission-online",
-        "context-standalone-encounter",
-    ] {
-        assert!(!capabilities.contains(&later), "{later}: {capabilities:?}");
-    }
+    assert!(
+        !capabilities.contains(&"context-standalone-encounter"),
+        "{capabilities:?}"
+    );
     assert!(
         c["scopes_supported"]
             .as_array()
@@ -1076,4 +1075,52 @@ async fn developers_register_smart_apps_and_backend_services_in_the_portal() {
     let page = b.get("/developers/apps/new").await.text().await.unwrap();
     assert!(!page.contains("id=\"smart_scope\"") && !page.contains("id=\"launch_url\""));
     assert!(page.contains("id=\"jwks\""));
+}
+
+/// SMART's `online_access`: a refresh token that works while the person
+/// stays signed in where they authorized, and not after they sign out
+/// there; `offline_access` outlives the sign-out.
+#[tokio::test]
+async fn online_access_ends_with_the_persons_sign_in_and_offline_access_does_not() {
+    let app = smart_app().await;
+    let client = app
+        .register(ClientSpec {
+            scope: "openid patient/*.rs online_access offline_access",
+            ..ClientSpec::default()
+        })
+        .await;
+    let (browser, _) = with_patient(&app, "alice").await;
+    let mut refresh_tokens = Vec::new();
+    for scope in ["patient/*.rs online_access", "patient/*.rs offline_access"] {
+        let code = app
+            .code(&browser, &client, &[("scope", scope), ("aud", FHIR)])
+            .await;
+        let (status, body) = app.exchange(&client, &code, &[]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.get("online_session").is_none(), "never said: {body}");
+        let rt = body["refresh_token"].as_str().expect("a refresh token").to_owned();
+        // While signed in, each refreshes (and the new token carries on).
+        let (status, body) = app.refresh(&client, &rt).await;
+        assert_eq!(status, StatusCode::OK, "{scope}: {body}");
+        assert_eq!(body["patient"], "123", "the context is kept");
+        let rs = app.resource_server().await;
+        let seen = app.introspect(&rs, body["access_token"].as_str().unwrap()).await;
+        assert!(seen.get("online_session").is_none(), "{seen}");
+        refresh_tokens.push(body["refresh_token"].as_str().unwrap().to_owned());
+    }
+    // Signing out ends the online grant's refresh tokens, not the offline one's.
+    let page = browser.get("/account").await.text().await.unwrap();
+    let csrf = hidden_inputs(&page)["csrf_token"].clone();
+    let r = browser.post_form("/logout", &[("csrf_token".into(), csrf)]).await;
+    assert!(r.status().is_redirection());
+    let (status, body) = app.refresh(&client, &refresh_tokens[0]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid_grant");
+    assert!(body["error_description"].as_str().unwrap().contains("signed out"), "{body}");
+    let (status, body) = app.refresh(&client, &refresh_tokens[1]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Signing in again does not bring the online grant back.
+    app.browser().login("alice", PASSWORD).await;
+    let (status, _) = app.refresh(&client, &refresh_tokens[0]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }

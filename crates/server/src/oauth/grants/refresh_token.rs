@@ -37,8 +37,31 @@ pub async fn exchange(
         now,
     };
     super::run(state, client, &tokens, now, false, || async {
-        let read = state.store.refresh_for_use(&digest).await?;
+        let mut read = state.store.refresh_for_use(&digest).await?;
+        if let Some(read) = read.as_mut() {
+            read.session_ended = online_session_ended(state, read, now).await?;
+        }
         Ok(grant::refresh(read.as_ref(), request, by, &tokens))
     })
     .await
+}
+
+/// SMART's `online_access`: whether the browser session an online grant
+/// was made in has ended (signed out, ended from the account's sessions
+/// page, expired, or now someone else's). Only such grants pay the read.
+async fn online_session_ended(
+    state: &AppState,
+    read: &grant::RefreshRead,
+    now: i64,
+) -> Result<bool, JsonError> {
+    let Some(session) = read
+        .grant
+        .smart
+        .as_ref()
+        .and_then(|s| s.online_session.as_deref())
+    else {
+        return Ok(false);
+    };
+    let live = state.store.session(session, now).await?;
+    Ok(!live.is_some_and(|s| s.user_id.is_some() && s.user_id == read.token.user_id))
 }
