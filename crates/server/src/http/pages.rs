@@ -38,6 +38,10 @@ pub struct Site<'a> {
     /// Who is signed in, for the header; `None` for a visitor, and on pages
     /// that do not say (error pages, the consent page).
     pub person: Option<&'a Person>,
+    /// A page in the middle of an app's authorization (consent, refusal):
+    /// the header carries no links, so the person's one choice is the
+    /// page's, and a signed-in person is not offered "Sign in".
+    pub focused: bool,
 }
 
 /// The signed-in person as the header shows them.
@@ -61,6 +65,15 @@ impl<'a> Site<'a> {
             platform: &settings.platform_name,
             brand: &settings.branding,
             person: None,
+            focused: false,
+        }
+    }
+
+    /// The frame of a page in the middle of an authorization: no links.
+    pub fn focused(settings: &'a Settings) -> Self {
+        Self {
+            focused: true,
+            ..Self::of(settings)
         }
     }
 

@@ -510,7 +510,7 @@ fn refusal(
     pages::render(
         StatusCode::FORBIDDEN,
         &RefusedPage {
-            site: Site::of(&state.settings),
+            site: Site::focused(&state.settings),
             app_name: &client.name,
             message: &why,
             back: &back,
@@ -559,7 +559,7 @@ fn consent_page(
     pages::render(
         StatusCode::OK,
         &ConsentPage {
-            site: Site::of(&state.settings),
+            site: Site::focused(&state.settings),
             app_name: &client.name,
             app_photo: served_path(&client.id, client.photo_url.as_deref()),
             username: &user.username,

@@ -738,6 +738,9 @@ async fn a_person_with_several_patients_picks_one_of_their_own() {
     let text = readable(page.clone());
     assert!(text.contains("Whose records is this for?"), "{text}");
     assert!(text.contains("Alice Example") && text.contains("Sam Example"));
+    // In the middle of an authorization the header has no links, and
+    // never offers the signed-in person "Sign in".
+    assert!(!page.contains("href=\"/login\"") && !page.contains("<nav class=\"site\""));
     // The picked one.
     let mut form: Vec<(String, String)> = hidden_input_list(&page);
     form.push(("decision".into(), "allow".into()));
