@@ -460,6 +460,18 @@ fn draft_client(settings: &Settings, req: &NewClient, now: i64, refusals: &mut R
         // The photo is set once it is stored, to where healthgate serves it.
         ..Client::new(new_id("app"), req.name.trim(), kind, now)
     };
+    // SMART apps check RS256 ID tokens (App Launch 2.2: the server SHALL
+    // support RS256; the SMART test kit asks for it): an app registered with
+    // SMART scopes gets them, until `client update --id-token-alg` says
+    // otherwise.
+    if settings.smart.enabled()
+        && client
+            .allowed_scopes
+            .iter()
+            .any(|s| s == "fhirUser" || healthgate_core::smart::needs_fhir_server(s))
+    {
+        client.id_token_alg = healthgate_core::jose::Alg::Rs256;
+    }
     check_client(settings, &client, req.published, refusals);
     check_photo_url(
         settings,

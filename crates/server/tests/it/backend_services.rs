@@ -189,7 +189,23 @@ async fn forged_stale_or_misaddressed_assertions_are_refused() {
     let (status, body) = token_with(&app, &assertion, "patient/*.rs").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"], "invalid_scope");
-    // Another assertion type, or a secret, does not stand in.
+    // The SMART test kit's smart_backend_services_invalid_grant_type: 400.
+    let assertion = sign(&script, &private, json!({}), &with(&|c| c["jti"] = "4".into()));
+    let (status, body) = app
+        .token(
+            None,
+            &[
+                ("grant_type", "not_a_grant_type"),
+                ("scope", "system/Observation.rs"),
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", &assertion),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "unsupported_grant_type");
+    // Another assertion type (the kit's invalid_client_assertion: 400 or
+    // 401), or a secret, does not stand in.
     let (status, body) = app
         .token(
             None,

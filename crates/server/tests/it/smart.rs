@@ -938,6 +938,28 @@ async fn the_id_token_names_the_fhir_user_and_refresh_needs_offline_access() {
     assert!(body.get("refresh_token").is_none(), "no offline_access: {body}");
     assert!(body.get("fhirUser").is_none(), "not a launch parameter");
     let id_token = body["id_token"].as_str().unwrap();
+    // An app registered with SMART scopes gets RS256 ID tokens, checked
+    // as the SMART test kit does: the published RSA key named by `kid`.
+    let parsed = healthgate_core::client_assertion::parse(id_token).unwrap();
+    assert_eq!(parsed.header["alg"], "RS256");
+    let jwks: Value = app.http().get(app.url("/oauth/jwks")).send().await.unwrap().json().await.unwrap();
+    let rsa = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kty"] == "RSA" && k["kid"] == parsed.header["kid"])
+        .expect("the RSA key is published");
+    healthgate_core::client_assertion::verify_signature(&parsed, rsa).expect("RS256 signature");
+    let oidc: Value = app
+        .http()
+        .get(app.url("/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(oidc["id_token_signing_alg_values_supported"].as_array().unwrap().iter().any(|a| a == "RS256"));
     let payload = id_token.split('.').nth(1).unwrap();
     let claims: Value = serde_json::from_slice(
         &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap(),
@@ -1126,4 +1148,279 @@ async fn online_access_ends_with_the_persons_sign_in_and_offline_access_does_not
     app.browser().login("alice", PASSWORD).await;
     let (status, _) = app.refresh(&client, &refresh_tokens[0]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+/// RFC 9068 access tokens of a SMART grant are for the FHIR server (`aud`)
+/// and carry the launch context, so a FHIR server can check them with the
+/// published key alone.
+#[tokio::test]
+async fn jwt_access_tokens_name_the_fhir_server_and_carry_the_launch_context() {
+    let app = smart_app().await;
+    let (launcher, launched) = launcher_and_app(&app).await;
+    admin::update_client(
+        &app.state.store,
+        &app.state.settings,
+        app.clock.as_ref(),
+        launched.id(),
+        admin::ClientChanges {
+            jwt_access_tokens: Some(true),
+            ..Default::default()
+        },
+        Actor::system(),
+    )
+    .await
+    .unwrap();
+    let (browser, alice) = app.signed_in("alice").await;
+    let (_, made) = make_launch(
+        &app,
+        &launcher,
+        serde_json::json!({
+            "client_id": launched.id(), "user": "alice", "patient": "123", "encounter": "enc-9",
+            "fhirContext": [{ "reference": "Appointment/9" }], "need_patient_banner": false,
+        }),
+    )
+    .await;
+    let launch = made["launch"].as_str().unwrap().to_owned();
+    let page = browser
+        .authorize(&launch_params(&launched, &launch))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let q = query_of(&location(&browser.consent(&page, "allow").await));
+    let (status, body) = app.exchange(&launched, &q["code"], &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let access = body["access_token"].as_str().unwrap();
+    assert!(healthgate_core::jose::looks_like_jwt(access), "{access}");
+    let kid = healthgate_core::jose::header_kid(access).unwrap();
+    let jwks: Value = app.http().get(app.url("/oauth/jwks")).send().await.unwrap().json().await.unwrap();
+    let jwk = jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == kid.as_str()).unwrap();
+    let claims = healthgate_core::jose::verify_es256(access, jwk).expect("signed by a published key");
+    assert_eq!(claims["aud"], FHIR, "for the FHIR server, not healthgate");
+    assert_eq!(claims["iss"], app.base);
+    assert_eq!(claims["sub"], alice.id);
+    assert_eq!(claims["client_id"], launched.id());
+    assert_eq!(claims["scope"], "launch openid patient/*.rs");
+    assert_eq!(claims["patient"], "123");
+    assert_eq!(claims["encounter"], "enc-9");
+    assert_eq!(claims["fhirContext"], serde_json::json!([{ "reference": "Appointment/9" }]));
+    assert_eq!(claims["need_patient_banner"], false);
+    assert!(claims.get("online_session").is_none() && claims.get("launch").is_none(), "{claims}");
+}
+
+/// The public SMART App Launch test kit's server checks (Inferno,
+/// `smart-app-launch-test-kit` 1.0.0, suite `smart_stu2_2`), in its order,
+/// for a standalone launch by a confidential app with the kit's default
+/// scopes: discovery, the launch with PKCE and `state`, the token
+/// response and its headers, refresh with and without `scope`, OpenID
+/// Connect (RS256 ID token, JWKS, `fhirUser`), introspection (active and
+/// not), and the certification kit's PKCE negatives (wrong verifier,
+/// `plain`), each with what the kit expects.
+#[tokio::test]
+async fn the_smart_test_kits_checks_hold_for_a_standalone_launch() {
+    let app = smart_app().await;
+    let client = app
+        .register(ClientSpec {
+            scope: "launch/patient openid fhirUser offline_access patient/*.rs",
+            ..ClientSpec::default()
+        })
+        .await;
+    let (browser, alice) = with_patient(&app, "alice").await;
+    healthgate_server::services::smart::set_fhir_user(
+        &app.state.store,
+        app.clock.now(),
+        &alice.id,
+        Some("Practitioner/77"),
+        Actor::system(),
+    )
+    .await
+    .unwrap();
+    let get = |path: String| {
+        let http = app.http();
+        async move { http.get(path).header("accept", "application/json").send().await.unwrap() }
+    };
+
+    // well_known_endpoint, well_known_capabilities_stu2.
+    let r = get(app.url("/.well-known/smart-configuration")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    let c: Value = r.json().await.unwrap();
+    for field in ["authorization_endpoint", "token_endpoint"] {
+        assert!(c[field].as_str().is_some_and(|s| !s.is_empty()), "{field}");
+    }
+    for field in ["capabilities", "grant_types_supported", "code_challenge_methods_supported"] {
+        assert!(c[field].as_array().is_some_and(|a| !a.is_empty()), "{field}");
+    }
+    assert!(c["capabilities"].as_array().unwrap().iter().all(Value::is_string));
+    assert!(c["grant_types_supported"].as_array().unwrap().iter().any(|g| g == "authorization_code"));
+    let methods = c["code_challenge_methods_supported"].as_array().unwrap();
+    assert!(methods.iter().any(|m| m == "S256") && !methods.iter().any(|m| m == "plain"));
+    assert!(c["capabilities"].as_array().unwrap().iter().any(|v| v == "sso-openid-connect"));
+    assert!(c["issuer"].is_string() && c["jwks_uri"].is_string());
+    let token_url = c["token_endpoint"].as_str().unwrap().to_owned();
+    let introspection_url = c["introspection_endpoint"].as_str().expect("listed").to_owned();
+
+    // smart_app_redirect_stu2, smart_code_received: S256 PKCE, a random state.
+    let verifier = "5f0c3a1e-8d2b-4c6f-9a7e-1b2c3d4e5f60-0a9b8c7d-6e5f-4a3b-2c1d-0e9f8a7b6c5d";
+    let challenge = healthgate_core::pkce::CodeVerifier::parse(verifier).unwrap().s256();
+    let scope = "launch/patient openid fhirUser offline_access patient/*.rs";
+    let authorize = |state: &'static str| {
+        vec![
+            ("response_type", "code"),
+            ("client_id", client.id()),
+            ("redirect_uri", REDIRECT),
+            ("scope", scope),
+            ("state", state),
+            ("aud", FHIR),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+        ]
+    };
+    // Allowed on the consent page the first time; remembered after.
+    let authorized = |state: &'static str| {
+        let params = authorize(state);
+        let browser = &browser;
+        async move {
+            let r = browser.authorize(&params).await;
+            let r = if r.status() == StatusCode::OK {
+                browser.consent(&r.text().await.unwrap(), "allow").await
+            } else {
+                r
+            };
+            assert_eq!(r.status(), StatusCode::SEE_OTHER);
+            query_of(&location(&r))
+        }
+    };
+    let q = authorized("7b0e3d4c").await;
+    assert_eq!(q["state"], "7b0e3d4c");
+    assert!(!q.contains_key("error"), "{q:?}");
+    let code = q["code"].clone();
+
+    // The certification kit's PKCE negatives: 400 or 401, changing nothing.
+    let (status, _) = app
+        .exchange(&client, &code, &[("code_verifier", "not-the-verifier-0000000000000000000000000000")])
+        .await;
+    assert!(status == StatusCode::BAD_REQUEST || status == StatusCode::UNAUTHORIZED, "{status}");
+    let mut plain = authorize("s-plain");
+    plain.retain(|(k, _)| *k != "code_challenge_method" && *k != "code_challenge");
+    plain.push(("code_challenge", verifier));
+    plain.push(("code_challenge_method", "plain"));
+    let r = browser.authorize(&plain).await;
+    let refused = query_of(&location(&r));
+    assert_eq!(refused["error"], "invalid_request", "plain is refused: {refused:?}");
+
+    // The wrong verifier spent the code (RFC 6749 §4.1.2: used once);
+    // a fresh one for the kit's exchange.
+    let code = authorized("8c1f4e5d").await["code"].clone();
+
+    // smart_token_exchange_stu2_2, smart_token_response_body_stu2_2,
+    // smart_token_response_headers.
+    let r = app
+        .http()
+        .post(&token_url)
+        .basic_auth(client.id(), client.secret.as_deref())
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", verifier),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["cache-control"].to_str().unwrap().to_lowercase().contains("no-store"));
+    assert!(r.headers()["pragma"].to_str().unwrap().contains("no-cache"));
+    let body: Value = r.json().await.unwrap();
+    for field in ["access_token", "token_type", "scope", "refresh_token"] {
+        assert!(body[field].as_str().is_some_and(|s| !s.is_empty()), "{field}: {body}");
+    }
+    assert!(body["expires_in"].is_number());
+    assert!(body["token_type"].as_str().unwrap().eq_ignore_ascii_case("bearer"));
+    assert_eq!(body["patient"], "123");
+    let granted: std::collections::BTreeSet<&str> = body["scope"].as_str().unwrap().split(' ').collect();
+    assert_eq!(granted, scope.split(' ').collect(), "every requested scope granted");
+
+    // smart_openid_*: configuration, JWKS, the ID token's header and claims.
+    let oidc: Value = get(app.url("/.well-known/openid-configuration")).await.json().await.unwrap();
+    for field in [
+        "issuer",
+        "authorization_endpoint",
+        "token_endpoint",
+        "jwks_uri",
+        "response_types_supported",
+        "subject_types_supported",
+        "id_token_signing_alg_values_supported",
+    ] {
+        assert!(!oidc[field].is_null(), "{field}");
+    }
+    assert!(oidc["id_token_signing_alg_values_supported"].as_array().unwrap().iter().any(|a| a == "RS256"));
+    let jwks: Value = get(oidc["jwks_uri"].as_str().unwrap().to_owned()).await.json().await.unwrap();
+    let id_token = healthgate_core::client_assertion::parse(body["id_token"].as_str().unwrap()).unwrap();
+    assert_eq!(id_token.header["alg"], "RS256");
+    let rsa: Vec<&Value> = jwks["keys"].as_array().unwrap().iter().filter(|k| k["kty"] == "RSA").collect();
+    assert!(!rsa.is_empty());
+    let key = rsa.iter().find(|k| k["kid"] == id_token.header["kid"]).expect("kid names a published key");
+    healthgate_core::client_assertion::verify_signature(&id_token, key).unwrap();
+    let claims = &id_token.claims;
+    assert_eq!(claims["iss"], oidc["issuer"]);
+    assert_eq!(claims["aud"], client.id());
+    for field in ["iss", "sub", "aud", "exp", "iat"] {
+        assert!(!claims[field].is_null(), "{field}");
+    }
+    assert!(claims["sub"].as_str().unwrap().len() < 256);
+    let fhir_user = claims["fhirUser"].as_str().unwrap();
+    let segments: Vec<&str> = fhir_user.rsplit('/').collect();
+    assert!(["Patient", "Practitioner", "RelatedPerson", "Person"].contains(&segments[1]), "{fhir_user}");
+
+    // Introspection (token_introspection_*): the client asks of its own token.
+    let introspect = |token: String| {
+        let http = app.http();
+        let (url, id, secret) = (introspection_url.clone(), client.id().to_owned(), client.secret.clone());
+        async move {
+            let r = http.post(url).basic_auth(id, secret).form(&[("token", token)]).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let seen = introspect(body["access_token"].as_str().unwrap().to_owned()).await;
+    assert_eq!(seen["active"], true);
+    assert_eq!(seen["client_id"], client.id());
+    let seen_scope: std::collections::BTreeSet<&str> = seen["scope"].as_str().unwrap().split(' ').collect();
+    assert_eq!(seen_scope, granted);
+    assert!(seen["exp"].as_i64().unwrap() >= app.clock.now() - 600);
+    assert_eq!(seen["patient"], "123");
+    assert_eq!(seen["iss"], claims["iss"]);
+    assert_eq!(seen["sub"], claims["sub"]);
+    assert_eq!(seen["fhirUser"], fhir_user);
+    let unknown = introspect("invalid_token_value".to_owned()).await;
+    assert_eq!(unknown["active"], false);
+
+    // smart_token_refresh_stu2 (without, then with, scope) and its body and
+    // headers: the scopes a subset of the grant.
+    let mut refresh_token = body["refresh_token"].as_str().unwrap().to_owned();
+    for with_scope in [false, true] {
+        let mut form = vec![("grant_type", "refresh_token"), ("refresh_token", refresh_token.as_str())];
+        if with_scope {
+            form.push(("scope", scope));
+        }
+        let r = app
+            .http()
+            .post(&token_url)
+            .basic_auth(client.id(), client.secret.as_deref())
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(r.headers()["cache-control"].to_str().unwrap().contains("no-store"));
+        assert!(r.headers()["pragma"].to_str().unwrap().contains("no-cache"));
+        let refreshed: Value = r.json().await.unwrap();
+        assert!(refreshed["token_type"].as_str().unwrap().eq_ignore_ascii_case("bearer"));
+        assert!(refreshed["expires_in"].is_number() && refreshed["access_token"].is_string());
+        let scopes: std::collections::BTreeSet<&str> = refreshed["scope"].as_str().unwrap().split(' ').collect();
+        assert!(scopes.is_subset(&granted), "{refreshed}");
+        assert_eq!(refreshed["patient"], "123");
+        refresh_token = refreshed["refresh_token"].as_str().unwrap().to_owned();
+    }
 }
