@@ -293,6 +293,29 @@ fn ehr_launch(
     }
 }
 
+/// A standalone launch (no `launch`) cannot put an encounter in context:
+/// healthgate has no encounter picker. `launch/encounter` is then not
+/// granted, and the consent page and the token response's `scope` say so
+/// (RFC 6749 §3.3); asked alone, it is `invalid_scope`.
+fn standalone_scope(
+    scope: ScopeSet,
+    launched: bool,
+    bases: &[&str],
+) -> Result<ScopeSet, OAuthError> {
+    const ENCOUNTER: &str = "launch/encounter";
+    if bases.is_empty() || launched || !scope.contains(ENCOUNTER) {
+        return Ok(scope);
+    }
+    let rest = ScopeSet::from_tokens(scope.iter().filter(|t| *t != ENCOUNTER))
+        .map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
+    if rest.is_empty() {
+        return Err(OAuthError::invalid_scope(
+            "launch/encounter needs an EHR launch: a standalone launch has no encounter to pick",
+        ));
+    }
+    Ok(rest)
+}
+
 /// Validates `params` for `client`, which the caller looked up by
 /// `params.client_id` (an unknown client is a [`AuthorizeError::Page`] the
 /// caller renders itself), under the deployment's `rules`.
@@ -364,6 +387,7 @@ pub fn validate(
     }
     let aud = audience(params, &scope, rules.fhir_bases).map_err(fail)?;
     let launch = ehr_launch(params, &scope, rules.fhir_bases).map_err(fail)?;
+    let scope = standalone_scope(scope, launch.is_some(), rules.fhir_bases).map_err(fail)?;
 
     let code_challenge = match (&params.code_challenge, &params.code_challenge_method) {
         (Some(c), m) => Some(CodeChallenge::parse(c, m.as_deref()).map_err(fail)?),
@@ -759,6 +783,78 @@ mod tests {
                 Err(code) => assert_eq!(error_code(got), Some(code), "{extra:?}"),
             }
         }
+    }
+
+    /// A standalone launch has no encounter to pick: `launch/encounter` is
+    /// left out of what is granted (alone, `invalid_scope`); an EHR launch
+    /// keeps it, and with SMART off nothing is touched.
+    #[test]
+    fn a_standalone_launch_is_not_granted_launch_encounter() {
+        const FHIR: &str = "https://fhir.example.com/r4";
+        let mut smart_client = client(ClientKind::Confidential);
+        smart_client.allowed_scopes =
+            ScopeSet::parse("launch launch/patient launch/encounter patient/*.rs").unwrap();
+        let on = Rules {
+            scopes: ScopeSource::Request,
+            fhir_bases: &[FHIR],
+        };
+        let run = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = vec![
+                ("response_type", "code"),
+                ("client_id", "app-1"),
+                ("aud", FHIR),
+            ];
+            pairs.extend_from_slice(extra);
+            validate(&params(&pairs), &smart_client, &on)
+        };
+        // (extra, granted scope or the error)
+        type Case = (
+            Vec<(&'static str, &'static str)>,
+            Result<&'static str, ErrorCode>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                vec![("scope", "launch/patient launch/encounter patient/*.rs")],
+                Ok("launch/patient patient/*.rs"),
+            ),
+            (
+                vec![
+                    ("scope", "launch launch/encounter patient/*.rs"),
+                    ("launch", "hg_ln_x"),
+                ],
+                Ok("launch launch/encounter patient/*.rs"),
+            ),
+            (
+                vec![("scope", "launch/encounter")],
+                Err(ErrorCode::InvalidScope),
+            ),
+        ];
+        for (extra, expected) in cases {
+            match expected {
+                Ok(scope) => assert_eq!(
+                    run(&extra)
+                        .unwrap_or_else(|e| panic!("{extra:?}: {e:?}"))
+                        .scope,
+                    ScopeSet::parse(scope).unwrap(),
+                    "{extra:?}"
+                ),
+                Err(code) => assert_eq!(error_code(run(&extra)), Some(code), "{extra:?}"),
+            }
+        }
+        let off = Rules::new(ScopeSource::Request);
+        let mut plain = client(ClientKind::Confidential);
+        plain.allowed_scopes = ScopeSet::parse("profile_read launch/encounter").unwrap();
+        let pairs = params(&[
+            ("response_type", "code"),
+            ("client_id", "app-1"),
+            ("scope", "profile_read launch/encounter"),
+        ]);
+        assert!(
+            validate(&pairs, &plain, &off)
+                .unwrap()
+                .scope
+                .contains("launch/encounter")
+        );
     }
 
     /// SMART's EHR launch: the `launch` parameter and the `launch` scope

@@ -723,6 +723,24 @@ async fn a_standalone_launch_puts_the_persons_only_patient_in_context() {
     let q = query_of(&location(&r));
     let (_, body) = app.exchange(&client, &q["code"], &[]).await;
     assert_eq!(body["patient"], "123");
+    // No encounter can be picked: launch/encounter is not granted.
+    let encounter = app
+        .register(ClientSpec {
+            scope: "launch/patient launch/encounter patient/*.rs",
+            ..ClientSpec::default()
+        })
+        .await;
+    let code = app
+        .code(
+            &browser,
+            &encounter,
+            &[("scope", "launch/patient launch/encounter patient/*.rs"), ("aud", FHIR)],
+        )
+        .await;
+    let (status, body) = app.exchange(&encounter, &code, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["scope"], "launch/patient patient/*.rs");
+    assert!(body.get("encounter").is_none());
 }
 
 /// A person linked to several patients picks one on the consent page,
