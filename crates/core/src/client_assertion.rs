@@ -14,7 +14,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
+use ring::signature::{self, RsaPublicKeyComponents};
 use serde_json::Value;
 
 use crate::error::OAuthError;
@@ -31,14 +31,8 @@ pub const ALGS: &[&str] = &[
     "RS256", "RS384", "RS512", "PS256", "PS384", "ES256", "ES384",
 ];
 
-/// A compact JWS, parsed but not yet trusted.
-#[derive(Debug, Clone)]
-pub struct Parsed {
-    pub header: Value,
-    pub claims: Value,
-    signing_input: String,
-    signature: Vec<u8>,
-}
+/// An assertion, parsed but not yet trusted.
+pub use crate::jws::Compact as Parsed;
 
 /// The `jti` an accepted assertion carried and until when it must not be
 /// seen again.
@@ -52,32 +46,9 @@ fn refused(why: &str) -> OAuthError {
     OAuthError::invalid_client(format!("client assertion: {why}"))
 }
 
-fn decode_json(part: &str) -> Option<Value> {
-    let bytes = URL_SAFE_NO_PAD.decode(part).ok()?;
-    serde_json::from_slice::<Value>(&bytes)
-        .ok()
-        .filter(Value::is_object)
-}
-
 /// Parses a compact JWS (three base64url parts, a JSON header and claims).
 pub fn parse(jwt: &str) -> Result<Parsed, OAuthError> {
-    let mut parts = jwt.split('.');
-    let (Some(h), Some(c), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(refused("not a compact JWS"));
-    };
-    let (Some(header), Some(claims), Ok(signature)) =
-        (decode_json(h), decode_json(c), URL_SAFE_NO_PAD.decode(s))
-    else {
-        return Err(refused("not a compact JWS"));
-    };
-    Ok(Parsed {
-        header,
-        claims,
-        signing_input: format!("{h}.{c}"),
-        signature,
-    })
+    crate::jws::parse(jwt).ok_or_else(|| refused("not a compact JWS"))
 }
 
 impl Parsed {
@@ -130,49 +101,15 @@ pub fn select_key<'a>(parsed: &Parsed, jwks: &'a Value) -> Result<&'a Value, OAu
 
 /// Whether the signature holds under `jwk`.
 pub fn verify_signature(parsed: &Parsed, jwk: &Value) -> Result<(), OAuthError> {
+    use crate::jws::VerifyError;
     let alg = parsed.alg()?;
-    let field = |name: &str| {
-        jwk[name]
-            .as_str()
-            .and_then(|v| URL_SAFE_NO_PAD.decode(v).ok())
-            .ok_or_else(|| refused("the registered key is malformed"))
-    };
-    let message = parsed.signing_input.as_bytes();
-    let signature = parsed.signature.as_slice();
-    let holds = if let Some(curve) = alg.strip_prefix("ES") {
-        let (params, size, crv): (&'static dyn signature::VerificationAlgorithm, usize, &str) =
-            match curve {
-                "256" => (&signature::ECDSA_P256_SHA256_FIXED, 32, "P-256"),
-                _ => (&signature::ECDSA_P384_SHA384_FIXED, 48, "P-384"),
-            };
-        let (x, y) = (field("x")?, field("y")?);
-        if jwk["crv"] != crv || x.len() != size || y.len() != size {
-            return Err(refused("the registered key is not on the alg's curve"));
-        }
-        let mut point = vec![4u8];
-        point.extend(x);
-        point.extend(y);
-        UnparsedPublicKey::new(params, point)
-            .verify(message, signature)
-            .is_ok()
-    } else {
-        let params: &'static signature::RsaParameters = match alg {
-            "RS256" => &signature::RSA_PKCS1_2048_8192_SHA256,
-            "RS384" => &signature::RSA_PKCS1_2048_8192_SHA384,
-            "RS512" => &signature::RSA_PKCS1_2048_8192_SHA512,
-            "PS256" => &signature::RSA_PSS_2048_8192_SHA256,
-            _ => &signature::RSA_PSS_2048_8192_SHA384,
-        };
-        let (n, e) = (field("n")?, field("e")?);
-        RsaPublicKeyComponents { n, e }
-            .verify(params, message, signature)
-            .is_ok()
-    };
-    if holds {
-        Ok(())
-    } else {
-        Err(refused("the signature does not verify"))
-    }
+    crate::jws::verify(parsed, alg, jwk).map_err(|e| {
+        refused(match e {
+            VerifyError::Signature => "the signature does not verify",
+            VerifyError::KeyType => "the registered key is not on the alg's curve",
+            VerifyError::Key | VerifyError::Alg => "the registered key is malformed",
+        })
+    })
 }
 
 /// Checks the claims of a verified assertion from `client_id` at `now`;

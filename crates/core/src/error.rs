@@ -41,6 +41,11 @@ pub enum ErrorCode {
     /// healthgate's extension (RFC 6749 §8.5): throttled, 429 with
     /// `Retry-After` (RFC 6585 §4).
     TooManyRequests,
+    /// RFC 9449 §5, §7.1: the DPoP proof is missing, malformed or does not
+    /// fit the request.
+    InvalidDpopProof,
+    /// RFC 9449 §8, §9: the proof must carry the nonce the server gives.
+    UseDpopNonce,
 }
 
 impl ErrorCode {
@@ -62,6 +67,8 @@ impl ErrorCode {
             Self::ConsentRequired => "consent_required",
             Self::InteractionRequired => "interaction_required",
             Self::TooManyRequests => "too_many_requests",
+            Self::InvalidDpopProof => "invalid_dpop_proof",
+            Self::UseDpopNonce => "use_dpop_nonce",
         }
     }
 }
