@@ -403,6 +403,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "client assertions",
         include_str!("../migrations/sqlite/0020_client_assertions.sql"),
     ),
+    (
+        21,
+        "DPoP proofs",
+        include_str!("../migrations/sqlite/0021_dpop_proofs.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -504,6 +509,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         20,
         "client assertions",
         include_str!("../migrations/postgres/0020_client_assertions.sql"),
+    ),
+    (
+        21,
+        "DPoP proofs",
+        include_str!("../migrations/postgres/0021_dpop_proofs.sql"),
     ),
 ];
 

@@ -17,6 +17,7 @@ pub struct Purged {
     pub mail_outbox: u64,
     pub smart_launches: u64,
     pub client_assertions: u64,
+    pub dpop_proofs: u64,
 }
 
 impl Purged {
@@ -31,6 +32,7 @@ impl Purged {
             + self.mail_outbox
             + self.smart_launches
             + self.client_assertions
+            + self.dpop_proofs
     }
 }
 
@@ -129,6 +131,14 @@ const RULES: &[Rule] = &[
         columns: "client_id, jti",
         condition: "expires_at < $1",
         count: |p| &mut p.client_assertions,
+    },
+    // The jti of a DPoP proof, once the proof is too old to be accepted.
+    Rule {
+        table: "dpop_proofs",
+        key: "(jkt, jti)",
+        columns: "jkt, jti",
+        condition: "expires_at < $1",
+        count: |p| &mut p.dpop_proofs,
     },
 ];
 

@@ -4074,3 +4074,67 @@ async fn patient_links_and_fhir_user_belong_to_the_account() {
         b.cleanup().await;
     }
 }
+
+/// RFC 9449 §11.1: a DPoP proof's `jti` is accepted once per key, by any
+/// node (both nodes of a backend share its database), and forgotten once
+/// the proof is too old to be accepted anyway.
+#[tokio::test]
+async fn a_dpop_proof_jti_is_accepted_once_per_key_until_it_expires() {
+    for b in backends().await {
+        let s = &b.store;
+        assert!(
+            s.use_dpop_proof("jkt-a", "j-1", NOW + 360).await.unwrap(),
+            "{}",
+            b.name
+        );
+        assert!(
+            !s.use_dpop_proof("jkt-a", "j-1", NOW + 360).await.unwrap(),
+            "{}: a replay",
+            b.name
+        );
+        assert!(
+            s.use_dpop_proof("jkt-b", "j-1", NOW + 360).await.unwrap(),
+            "{}: another key's",
+            b.name
+        );
+        // Twenty nodes racing with one proof: one wins.
+        let racers: Vec<_> = (0..20)
+            .map(|_| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    s.use_dpop_proof("jkt-c", "j-race", NOW + 360)
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut won = 0;
+        for r in racers {
+            won += usize::from(r.await.unwrap());
+        }
+        assert_eq!(won, 1, "{}", b.name);
+        assert_eq!(
+            s.purge_expired(NOW + 360, 0, 100, 10)
+                .await
+                .unwrap()
+                .dpop_proofs,
+            0,
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            s.purge_expired(NOW + 361, 0, 100, 10)
+                .await
+                .unwrap()
+                .dpop_proofs,
+            3,
+            "{}",
+            b.name
+        );
+        assert!(
+            s.use_dpop_proof("jkt-a", "j-1", NOW + 720).await.unwrap(),
+            "{}: forgotten",
+            b.name
+        );
+    }
+}
