@@ -36,6 +36,8 @@ pub struct AuthorizeParams {
     pub resource: Option<String>,
     /// SMART's EHR launch: the opaque value the app was opened with.
     pub launch: Option<String>,
+    /// RFC 9449 §10: the thumbprint of the DPoP key the code is for.
+    pub dpop_jkt: Option<String>,
     /// Names of parameters that appeared more than once (RFC 6749 §3.1).
     pub duplicated: Vec<String>,
 }
@@ -67,6 +69,7 @@ impl AuthorizeParams {
                 "aud" => &mut p.aud,
                 "resource" => &mut p.resource,
                 "launch" => &mut p.launch,
+                "dpop_jkt" => &mut p.dpop_jkt,
                 _ => continue,
             };
             if slot.is_some() {
@@ -83,7 +86,7 @@ impl AuthorizeParams {
     /// The request as name/value pairs, to carry it through the login and
     /// consent pages unchanged.
     pub fn to_pairs(&self) -> Vec<(&'static str, &str)> {
-        let fields: [(&'static str, &Option<String>); 14] = [
+        let fields: [(&'static str, &Option<String>); 15] = [
             ("response_type", &self.response_type),
             ("client_id", &self.client_id),
             ("redirect_uri", &self.redirect_uri),
@@ -98,6 +101,7 @@ impl AuthorizeParams {
             ("aud", &self.aud),
             ("resource", &self.resource),
             ("launch", &self.launch),
+            ("dpop_jkt", &self.dpop_jkt),
         ];
         fields
             .into_iter()
@@ -161,6 +165,9 @@ pub struct ValidAuthorization {
     /// SMART's EHR launch value, with the `launch` scope asked for; the
     /// caller looks the launch up.
     pub launch: Option<String>,
+    /// RFC 9449 §10: only a DPoP proof by the key with this thumbprint
+    /// redeems the code.
+    pub dpop_jkt: Option<String>,
 }
 
 /// OpenID Connect's `prompt` (Core §3.1.2.1).
@@ -388,6 +395,22 @@ pub fn validate(
     let aud = audience(params, &scope, rules.fhir_bases).map_err(fail)?;
     let launch = ehr_launch(params, &scope, rules.fhir_bases).map_err(fail)?;
     let scope = standalone_scope(scope, launch.is_some(), rules.fhir_bases).map_err(fail)?;
+    // A SHA-256 thumbprint, base64url: 43 characters (RFC 7638, RFC 9449 §10).
+    let dpop_jkt = match params.dpop_jkt.as_deref() {
+        None => None,
+        Some(j)
+            if j.len() == 43
+                && j.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            Some(j.to_owned())
+        }
+        Some(_) => {
+            return Err(fail(OAuthError::invalid_request(
+                "dpop_jkt must be the base64url SHA-256 thumbprint of the DPoP key (RFC 7638)",
+            )));
+        }
+    };
 
     let code_challenge = match (&params.code_challenge, &params.code_challenge_method) {
         (Some(c), m) => Some(CodeChallenge::parse(c, m.as_deref()).map_err(fail)?),
@@ -435,6 +458,7 @@ pub fn validate(
         acr,
         aud,
         launch,
+        dpop_jkt,
     })
 }
 

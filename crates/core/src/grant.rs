@@ -34,6 +34,10 @@ pub struct NewTokens {
     pub access_expires_at: i64,
     pub refresh: Option<Minted>,
     pub refresh_expires_at: Option<i64>,
+    /// DPoP (RFC 9449): the thumbprint of the key the request proved it
+    /// holds; the access token is bound to it (`token_type` DPoP,
+    /// `cnf.jkt`).
+    pub dpop_jkt: Option<String>,
 }
 
 /// What a successful grant issues, for the token response and an ID token.
@@ -53,6 +57,8 @@ pub struct Issued {
     pub amr: Amr,
     /// A SMART grant's FHIR server and launch context.
     pub smart: Option<crate::smart::SmartContext>,
+    /// The DPoP key the access token is bound to.
+    pub dpop_jkt: Option<String>,
 }
 
 /// What must still hold when a write is applied; if any does not, nothing
@@ -94,6 +100,9 @@ pub struct NewFamily {
     pub grant: GrantContext,
     pub scope: ScopeSet,
     pub amr: Amr,
+    /// A public client's DPoP key (RFC 9449 §5): its refresh tokens are
+    /// bound to it.
+    pub dpop_jkt: Option<String>,
 }
 
 /// The rows of one token issue: an access token and, if any, the refresh
@@ -117,6 +126,8 @@ pub struct TokenRows {
     /// Under [`RefreshRotation::OnFirstUse`]: the refresh token this pair
     /// replaces, retired when the pair is first used.
     pub parent_refresh: Option<String>,
+    /// The DPoP key the access token is bound to.
+    pub access_jkt: Option<String>,
 }
 
 /// Under [`RefreshRotation::OnFirstUse`], the first use of a child of
@@ -240,6 +251,9 @@ pub struct CodeRequest<'a> {
     pub code_digest: &'a str,
     pub redirect_uri: Option<&'a str>,
     pub code_verifier: Option<&'a str>,
+    /// The client did not authenticate (a public client): with DPoP, its
+    /// refresh tokens are bound to the key (RFC 9449 §5).
+    pub public: bool,
 }
 
 fn rows(
@@ -258,6 +272,7 @@ fn rows(
         access_scope: scope.clone(),
         refresh_digest: tokens.refresh.as_ref().map(|r| r.digest.clone()),
         refresh_expires_at: tokens.refresh.as_ref().and(tokens.refresh_expires_at),
+        access_jkt: tokens.dpop_jkt.clone(),
         grant_scope: scope.clone(),
         redirect_uri: None,
         parent_refresh: None,
@@ -301,6 +316,7 @@ fn replay(
 }
 
 const INACTIVE: &str = "the account that granted access is no longer active";
+const OTHER_KEY: &str = "this grant is bound to a DPoP key: send a DPoP proof signed by that key";
 const SESSION_ENDED: &str = "this online_access grant lasted only while the person stayed signed in, and they have signed out";
 
 /// Redeems an authorization code for tokens (RFC 6749 §4.1.3, RFC 7636
@@ -342,6 +358,13 @@ pub fn redeem_code(
     if !read.user_active {
         return Decision::refuse(by.now, OAuthError::invalid_grant(INACTIVE));
     }
+    // RFC 9449 §10: a code issued for `dpop_jkt` is redeemed with a proof
+    // by that key only.
+    if let Some(bound) = &code.dpop_jkt
+        && tokens.dpop_jkt.as_ref() != Some(bound)
+    {
+        return Decision::refuse(by.now, OAuthError::invalid_grant(OTHER_KEY));
+    }
     let organization_level = code.grant.organization_level;
     // An organization-level grant's tokens speak for the organization.
     let token_user = (!organization_level).then_some(code.user_id.as_str());
@@ -365,6 +388,7 @@ pub fn redeem_code(
         grant: code.grant.clone(),
         scope: code.scope.clone(),
         amr: code.amr.clone(),
+        dpop_jkt: tokens.dpop_jkt.clone().filter(|_| request.public),
     };
     Decision {
         write: Write {
@@ -392,6 +416,7 @@ pub fn redeem_code(
             auth_time: code.auth_time,
             amr: code.amr.clone(),
             smart: code.grant.smart.clone(),
+            dpop_jkt: tokens.dpop_jkt.clone(),
         }),
     }
 }
@@ -411,6 +436,8 @@ pub struct RefreshRead {
     /// An `online_access` grant whose browser session has ended (the person
     /// signed out there, or it expired): its refresh tokens are done.
     pub session_ended: bool,
+    /// The DPoP key a public client's family is bound to (RFC 9449 §5).
+    pub family_jkt: Option<String>,
 }
 
 /// The token request's half of a refresh (RFC 6749 §6).
@@ -456,6 +483,13 @@ pub fn refresh(
     }
     if read.session_ended {
         return Decision::refuse(by.now, OAuthError::invalid_grant(SESSION_ENDED));
+    }
+    // RFC 9449 §5: a public client's refresh tokens bound to a DPoP key
+    // are used with a proof by that key only.
+    if let Some(bound) = &read.family_jkt
+        && tokens.dpop_jkt.as_ref() != Some(bound)
+    {
+        return Decision::refuse(by.now, OAuthError::invalid_grant(OTHER_KEY));
     }
     let mut write = Write::at(by.now);
     if let Some(user) = &old.user_id {
@@ -514,6 +548,7 @@ pub fn refresh(
             auth_time: None,
             amr: Amr::default(),
             smart: read.grant.smart.clone(),
+            dpop_jkt: tokens.dpop_jkt.clone(),
         }),
     }
 }
@@ -548,6 +583,7 @@ pub fn direct(
         grant: grant.clone(),
         scope: scope.clone(),
         amr: Amr::default(),
+        dpop_jkt: None,
     });
     write.tokens = Some(rows(&family_id, client_id, user_id, tokens, scope));
     write
@@ -565,6 +601,7 @@ pub fn direct(
             auth_time: None,
             amr: Amr::default(),
             smart: None,
+            dpop_jkt: tokens.dpop_jkt.clone(),
         }),
     }
 }
@@ -583,6 +620,7 @@ mod tests {
             access_expires_at: NOW + 7200,
             refresh: refresh.then(|| mint(SecretKind::RefreshToken)),
             refresh_expires_at: Some(NOW + 86_400),
+            dpop_jkt: None,
         }
     }
 
@@ -622,6 +660,7 @@ mod tests {
                 nonce: Some("n-1".into()),
                 auth_time: Some(NOW - 20),
                 amr: Amr::parse("pwd otp"),
+                dpop_jkt: None,
             },
             consumed,
             user_active,
@@ -632,7 +671,75 @@ mod tests {
         code_digest: "code-digest",
         redirect_uri: None,
         code_verifier: None,
+        public: false,
     };
+
+    /// DPoP (RFC 9449 §5, §10): a code issued for `dpop_jkt` and a public
+    /// client's refresh tokens are used with a proof by their key only;
+    /// the access token is bound to the key the request proved.
+    #[test]
+    fn dpop_bindings_hold_from_code_to_refresh() {
+        let with_key = |jkt: Option<&str>| NewTokens {
+            dpop_jkt: jkt.map(str::to_owned),
+            ..tokens(true)
+        };
+        let mut bound = code_read(false, true, false);
+        bound.code.dpop_jkt = Some("k1".into());
+        for presented in [None, Some("k2")] {
+            let d = redeem_code(Some(&bound), CODE, by("app-1"), &with_key(presented));
+            assert_eq!(
+                d.outcome.unwrap_err().code,
+                ErrorCode::InvalidGrant,
+                "{presented:?}"
+            );
+            assert!(d.write.is_empty(), "{presented:?}");
+        }
+        let d = redeem_code(Some(&bound), CODE, by("app-1"), &with_key(Some("k1")));
+        assert_eq!(
+            d.write.tokens.as_ref().unwrap().access_jkt.as_deref(),
+            Some("k1")
+        );
+        assert_eq!(d.outcome.unwrap().dpop_jkt.as_deref(), Some("k1"));
+        // The family is bound for a public client only (a confidential
+        // one's refresh tokens are held by its authentication).
+        let free = code_read(false, true, false);
+        let confidential = redeem_code(Some(&free), CODE, by("app-1"), &with_key(Some("k1")));
+        assert_eq!(confidential.write.family.unwrap().dpop_jkt, None);
+        let public = CodeRequest {
+            public: true,
+            ..CODE
+        };
+        let d = redeem_code(Some(&free), public, by("app-1"), &with_key(Some("k1")));
+        assert_eq!(d.write.family.unwrap().dpop_jkt.as_deref(), Some("k1"));
+        let d = redeem_code(Some(&free), public, by("app-1"), &with_key(None));
+        assert_eq!(
+            d.write.family.unwrap().dpop_jkt,
+            None,
+            "no proof, nothing bound"
+        );
+
+        let mut family = refresh_read(false, None);
+        family.family_jkt = Some("k1".into());
+        let request = refresh_request(RefreshRotation::Immediate, None);
+        for presented in [None, Some("k2")] {
+            let d = refresh(Some(&family), request, by("app-1"), &with_key(presented));
+            assert_eq!(
+                d.outcome.unwrap_err().code,
+                ErrorCode::InvalidGrant,
+                "{presented:?}"
+            );
+            assert!(d.write.is_empty());
+        }
+        let d = refresh(Some(&family), request, by("app-1"), &with_key(Some("k1")));
+        assert_eq!(
+            d.write.tokens.as_ref().unwrap().access_jkt.as_deref(),
+            Some("k1")
+        );
+        // An unbound family may be refreshed with or without a proof.
+        let free = refresh_read(false, None);
+        let d = refresh(Some(&free), request, by("app-1"), &with_key(Some("k9")));
+        assert_eq!(d.outcome.unwrap().dpop_jkt.as_deref(), Some("k9"));
+    }
 
     /// Every way a code redemption ends: what it claims, writes and answers.
     #[test]
@@ -784,6 +891,7 @@ mod tests {
             granted_by: None,
             granted_by_still_admin: false,
             session_ended: false,
+            family_jkt: None,
         }
     }
 

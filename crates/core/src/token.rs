@@ -84,6 +84,9 @@ pub struct AuthorizationCode {
     /// How the person signed in (RFC 8176), for the ID token and
     /// introspection.
     pub amr: crate::mfa::Amr,
+    /// RFC 9449 §10: the authorization request's `dpop_jkt`; only a proof
+    /// by that key redeems the code.
+    pub dpop_jkt: Option<String>,
 }
 
 /// The organization and resource owner of a grant.
@@ -242,6 +245,8 @@ pub struct AccessToken {
     pub grant: GrantContext,
     /// How the person signed in when the grant was made (RFC 8176).
     pub amr: crate::mfa::Amr,
+    /// The DPoP key the token is bound to (RFC 9449 §6: `cnf.jkt`).
+    pub dpop_jkt: Option<String>,
 }
 
 impl AccessToken {
@@ -274,6 +279,7 @@ mod tests {
             nonce: None,
             auth_time: None,
             amr: Default::default(),
+            dpop_jkt: None,
         }
     }
 

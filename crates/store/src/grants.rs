@@ -76,6 +76,7 @@ fn code_from_row(row: &AnyRow) -> Result<AuthorizationCode> {
         nonce: row.try_get("nonce")?,
         auth_time: row.try_get("auth_time")?,
         amr: amr_of(row)?,
+        dpop_jkt: row.try_get("dpop_jkt")?,
     })
 }
 
@@ -230,8 +231,8 @@ impl<'a> Inserts<'a> {
         }
         if !self.families.is_empty() {
             let sql = values(
-                "INSERT INTO token_families (id, client_id, user_id, created_at, organization_id, owner_type, owner_id, granted_by, scope, amr, smart)",
-                11,
+                "INSERT INTO token_families (id, client_id, user_id, created_at, organization_id, owner_type, owner_id, granted_by, scope, amr, smart, dpop_jkt)",
+                12,
                 self.families.len(),
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -247,7 +248,8 @@ impl<'a> Inserts<'a> {
                     .bind(&f.granted_by)
                     .bind(f.scope.to_string())
                     .bind(amr_column(&f.amr))
-                    .bind(f.grant.smart.as_ref().map(SmartContext::to_stored));
+                    .bind(f.grant.smart.as_ref().map(SmartContext::to_stored))
+                    .bind(&f.dpop_jkt);
             }
             q.execute(&mut *conn).await?;
         }
@@ -279,8 +281,8 @@ impl<'a> Inserts<'a> {
         }
         if !self.tokens.is_empty() {
             let sql = values(
-                "INSERT INTO access_tokens (digest, family_id, client_id, user_id, scope, refresh_digest, parent_refresh_digest, created_at, expires_at)",
-                9,
+                "INSERT INTO access_tokens (digest, family_id, client_id, user_id, scope, refresh_digest, parent_refresh_digest, created_at, expires_at, dpop_jkt)",
+                10,
                 self.tokens.len(),
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -294,7 +296,8 @@ impl<'a> Inserts<'a> {
                     .bind(&t.refresh_digest)
                     .bind(&t.parent_refresh)
                     .bind(*now)
-                    .bind(t.access_expires_at);
+                    .bind(t.access_expires_at)
+                    .bind(&t.access_jkt);
             }
             q.execute(&mut *conn).await?;
         }
@@ -645,7 +648,7 @@ macro_rules! access_token_query {
             "SELECT a.digest, a.family_id, a.client_id, a.user_id, a.scope, a.created_at AS issued_at, a.expires_at,
                     a.parent_refresh_digest, a.first_used_at,
                     COALESCE(a.revoked_at, f.revoked_at, c.suspended_at) AS revoked_at,
-                    f.organization_id, f.owner_type, f.owner_id, f.granted_by, f.amr, f.smart",
+                    f.organization_id, f.owner_type, f.owner_id, f.granted_by, f.amr, f.smart, a.dpop_jkt",
             $columns,
             " FROM access_tokens a JOIN token_families f ON f.id = a.family_id JOIN clients c ON c.id = f.client_id",
             $joins,
@@ -673,6 +676,7 @@ fn access_token_from_row(row: &AnyRow) -> Result<AccessToken> {
             smart: smart_of(row)?,
         },
         amr: amr_of(row)?,
+        dpop_jkt: row.try_get("dpop_jkt")?,
     })
 }
 
@@ -826,8 +830,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO authorization_codes (digest, family_id, client_id, user_id, redirect_uri, redirect_uri_provided, scope,
                                               code_challenge, created_at, expires_at, organization_id, owner_type, owner_id,
-                                              nonce, auth_time, amr, smart)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+                                              nonce, auth_time, amr, smart, dpop_jkt)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
         )
         .bind(digest)
         .bind(&code.family_id)
@@ -846,6 +850,7 @@ impl Store {
         .bind(code.auth_time)
         .bind(amr_column(&code.amr))
         .bind(code.grant.smart.as_ref().map(SmartContext::to_stored))
+        .bind(&code.dpop_jkt)
         .execute(&mut *tx)
         .await?;
         append(
@@ -867,7 +872,7 @@ impl Store {
         let row = sqlx::query(
             "SELECT c.family_id, c.client_id, c.user_id, c.redirect_uri, c.redirect_uri_provided, c.scope, c.code_challenge,
                     c.created_at, c.expires_at, c.organization_id, c.owner_type, c.owner_id, c.nonce, c.auth_time, c.amr,
-                    c.smart, c.consumed_at, u.id AS live_user_id, u.locked_at AS user_locked_at
+                    c.smart, c.dpop_jkt, c.consumed_at, u.id AS live_user_id, u.locked_at AS user_locked_at
              FROM authorization_codes c LEFT JOIN users u ON u.id = c.user_id
              WHERE c.digest = $1",
         )
@@ -891,7 +896,7 @@ impl Store {
             "SELECT r.digest, r.family_id, r.client_id, r.user_id, r.scope, r.redirect_uri, r.parent_digest,
                     r.created_at, r.expires_at, r.consumed_at, r.first_used_at,
                     COALESCE(r.revoked_at, f.revoked_at, c.suspended_at) AS revoked_at,
-                    f.organization_id, f.owner_type, f.owner_id, f.granted_by, f.smart,
+                    f.organization_id, f.owner_type, f.owner_id, f.granted_by, f.smart, f.dpop_jkt AS family_jkt,
                     u.id AS live_user_id, u.locked_at AS user_locked_at, m.role AS granted_by_role
              FROM refresh_tokens r JOIN token_families f ON f.id = r.family_id JOIN clients c ON c.id = f.client_id
                   LEFT JOIN users u ON u.id = r.user_id
@@ -920,6 +925,7 @@ impl Store {
                 // The server's to say: it reads the session when the grant
                 // is bound to one.
                 session_ended: false,
+                family_jkt: row.try_get("family_jkt")?,
                 token,
             })
         })

@@ -6,20 +6,26 @@
 //! organization alone.
 
 use axum::Json;
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{OriginalUri, State};
+use axum::http::{HeaderMap, Method};
 use healthgate_core::error::{ErrorCode, OAuthError};
 use serde_json::{Value, json};
 
 use crate::http::error::JsonError;
-use crate::oauth::bearer::bearer;
+use crate::oauth::bearer::{ResourceError, Target, bearer};
 use crate::state::AppState;
 
 pub async fn get(
     State(state): State<AppState>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
-) -> Result<Json<Value>, JsonError> {
-    let (token, user) = bearer(&state, &headers, "profile_read").await?;
+) -> Result<Json<Value>, ResourceError> {
+    let target = Target {
+        method: &method,
+        path: uri.path(),
+    };
+    let (token, user) = bearer(&state, target, &headers, "profile_read").await?;
     let organization = match &token.grant.organization_id {
         Some(id) => state
             .store
@@ -42,7 +48,8 @@ pub async fn get(
         return Err(JsonError(OAuthError::new(
             ErrorCode::InsufficientScope,
             "this token was issued to the application itself and speaks for no user",
-        )));
+        ))
+        .into());
     }
     let user = crate::oauth::bearer::active_user(user)?;
     Ok(Json(json!({

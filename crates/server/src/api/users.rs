@@ -74,7 +74,7 @@ async fn tokens_for(
     provision: bool,
 ) -> Result<Response, ApiError> {
     let scope = provisioning_scope(state, client);
-    let (tokens, now) = new_tokens(state, true);
+    let (tokens, now) = new_tokens(state, true, None);
     let owner = ResourceOwner::person(&user.id, user.user_type);
     let grant::Decision { write, outcome } = grant::direct(
         &client.id,

@@ -652,6 +652,7 @@ async fn issue_code(
         nonce: request.nonce.clone(),
         auth_time: session.auth_time,
         amr: session.amr.clone(),
+        dpop_jkt: request.dpop_jkt.clone(),
     };
     let stored = match launched {
         Some((_, value)) => {

@@ -32,6 +32,9 @@ pub async fn metadata(State(state): State<AppState>) -> Json<Value> {
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
         "code_challenge_methods_supported": ["S256"],
+        // RFC 9449 §5.1: proofs are verified at the token endpoint and at
+        // every endpoint that takes an access token.
+        "dpop_signing_alg_values_supported": healthgate_core::dpop::ALGS,
         "authorization_response_iss_parameter_supported": true,
     }))
 }

@@ -125,6 +125,12 @@ async fn describe(
             "resource_owner": owner.map(|o| json!({ "id": o.id, "type": o.kind })),
             "organization_id": t.grant.organization_id,
         });
+        // RFC 9449 §6.2: a DPoP-bound token, and the key it is bound to, so
+        // a resource server can check the proof that comes with it.
+        if let Some(jkt) = &t.dpop_jkt {
+            answer["token_type"] = "DPoP".into();
+            answer["cnf"] = json!({ "jkt": jkt });
+        }
         // How the person signed in when the grant was made, for a resource
         // server that wants a second factor behind a request.
         if !t.amr.is_empty() {

@@ -19,6 +19,8 @@ use crate::state::AppState;
 #[derive(Debug, Serialize)]
 pub struct TokenResponse {
     pub access_token: String,
+    /// `Bearer` as the profile spells it, or `DPoP` for a token bound to a
+    /// key (RFC 9449 §5).
     pub token_type: &'static str,
     pub expires_in: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -62,7 +64,9 @@ impl TokenResponse {
     /// spells it, and wrapped (Fullscript's `{"oauth": {…}}`) if asked.
     pub fn shaped(mut self, state: &AppState) -> Response {
         let profile = &state.settings.profile;
-        self.token_type = profile.token_type.as_str();
+        if self.token_type != DPOP {
+            self.token_type = profile.token_type.as_str();
+        }
         let body = match &profile.token_response_wrapper {
             Some(key) => serde_json::json!({ key.as_str(): self }),
             None => serde_json::to_value(&self).unwrap_or_default(),
@@ -73,14 +77,24 @@ impl TokenResponse {
     }
 }
 
-/// Mints the secrets for one issue under the server's policy.
-pub fn new_tokens(state: &AppState, with_refresh: bool) -> (NewTokens, i64) {
+/// The `token_type` of a DPoP-bound access token (RFC 9449 §5).
+pub const DPOP: &str = "DPoP";
+
+/// Mints the secrets for one issue under the server's policy; `dpop_jkt`:
+/// the key the request proved it holds, which the access token is bound
+/// to.
+pub fn new_tokens(
+    state: &AppState,
+    with_refresh: bool,
+    dpop_jkt: Option<&str>,
+) -> (NewTokens, i64) {
     let now = state.now();
     let tokens = NewTokens {
         access: mint(SecretKind::AccessToken),
         access_expires_at: now + state.policy.access_ttl,
         refresh: with_refresh.then(|| mint(SecretKind::RefreshToken)),
         refresh_expires_at: state.policy.refresh_ttl.map(|ttl| now + ttl),
+        dpop_jkt: dpop_jkt.map(str::to_owned),
     };
     (tokens, now)
 }
@@ -117,6 +131,10 @@ pub async fn present_access_token(
     }
     if let Some(org) = &issued.organization_id {
         claims["organization_id"] = org.clone().into();
+    }
+    // RFC 9449 §6.1: the key a DPoP-bound token is bound to.
+    if let Some(jkt) = &issued.dpop_jkt {
+        claims["cnf"] = serde_json::json!({ "jkt": jkt });
     }
     // A SMART token is for its FHIR server (RFC 9068 §3: `aud` is the
     // resource the token is meant for), and carries the launch context.
@@ -165,7 +183,11 @@ pub async fn respond(
     };
     Ok(TokenResponse {
         access_token,
-        token_type: "Bearer",
+        token_type: if issued.dpop_jkt.is_some() {
+            DPOP
+        } else {
+            "Bearer"
+        },
         expires_in: tokens.access_expires_at - now,
         refresh_token: tokens
             .refresh

@@ -97,9 +97,15 @@ impl From<jose::KeyError> for crate::services::admin::AdminError {
 /// `email` with `email`.
 pub async fn userinfo(
     State(state): State<AppState>,
+    method: axum::http::Method,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
     headers: HeaderMap,
-) -> Result<Json<Value>, JsonError> {
-    let (token, user) = bearer(&state, &headers, "openid").await?;
+) -> Result<Json<Value>, crate::oauth::bearer::ResourceError> {
+    let target = crate::oauth::bearer::Target {
+        method: &method,
+        path: uri.path(),
+    };
+    let (token, user) = bearer(&state, target, &headers, "openid").await?;
     if token.user_id.is_none() {
         let owner = token.grant.owner.as_ref().ok_or_else(|| {
             JsonError(OAuthError::new(

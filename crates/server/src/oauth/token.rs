@@ -11,6 +11,7 @@ use healthgate_core::error::{Description, ErrorCode, OAuthError};
 use crate::http::error::{ApiError, JsonError};
 use crate::http::ip::ClientIp;
 use crate::oauth::client_auth::{self, Authenticated};
+use crate::oauth::dpop;
 use crate::oauth::grants;
 use crate::oauth::issue::TokenResponse;
 use crate::oauth::params::Params;
@@ -149,14 +150,18 @@ async fn token(
     let params = implied_public_client(state, headers, params).await?;
     let grant_type = params.require("grant_type")?;
     let mut client = client_auth::authenticate_cached(state, headers, &params, ip).await?;
-    let mut response = grant(state, &client, grant_type, &params, ip).await;
+    // RFC 9449: a DPoP proof binds what is issued to the key it proves.
+    let token_url = format!("{}/oauth/token", state.issuer);
+    let dpop_jkt = dpop::proven_key(state, headers, "POST", &token_url, None).await?;
+    let dpop_jkt = dpop_jkt.as_deref();
+    let mut response = grant(state, &client, grant_type, &params, ip, dpop_jkt).await;
     // Every success was confirmed by its write, which claims the client's
     // stamp. A refusal made with this node's copy of the client is
     // confirmed here; if the client changed meanwhile (suspended, a new
     // secret), the request starts again from its record as it is now.
     if response.is_err() && !client_auth::confirmed(state, &client).await? {
         client = client_auth::again(state, &client, headers, &params, ip).await?;
-        response = grant(state, &client, grant_type, &params, ip).await;
+        response = grant(state, &client, grant_type, &params, ip, dpop_jkt).await;
     }
     // A guessed code or refresh token counts against the client: past the
     // limit it is refused for a while (RFC 6749 §10.10, RFC 9700 §4.4).
@@ -205,11 +210,16 @@ async fn grant(
     grant_type: &str,
     params: &Params,
     ip: &ClientIp,
+    dpop_jkt: Option<&str>,
 ) -> Result<TokenResponse, JsonError> {
     match grant_type {
-        "authorization_code" => grants::authorization_code::exchange(state, client, params, ip).await,
-        "refresh_token" => grants::refresh_token::exchange(state, client, params, ip).await,
-        "client_credentials" => grants::client_credentials::exchange(state, client, params).await,
+        "authorization_code" => {
+            grants::authorization_code::exchange(state, client, params, ip, dpop_jkt).await
+        }
+        "refresh_token" => grants::refresh_token::exchange(state, client, params, ip, dpop_jkt).await,
+        "client_credentials" => {
+            grants::client_credentials::exchange(state, client, params, dpop_jkt).await
+        }
         other => Err(OAuthError::new(
             ErrorCode::UnsupportedGrantType,
             format!("grant_type '{other}' is not supported; use authorization_code, refresh_token or client_credentials"),

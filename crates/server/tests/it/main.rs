@@ -30,6 +30,7 @@ macro_rules! backend_tests {
             mod backend_services;
             mod console;
             mod directory_review;
+            mod dpop;
             mod e2e;
             mod integrations;
             mod oidc;

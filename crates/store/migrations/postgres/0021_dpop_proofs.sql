@@ -8,3 +8,10 @@ CREATE TABLE dpop_proofs (
     PRIMARY KEY (jkt, jti)
 );
 CREATE INDEX dpop_proofs_expiry ON dpop_proofs(expires_at);
+
+-- Bindings to a DPoP key, by its RFC 7638 thumbprint: a code issued for a
+-- request's dpop_jkt (RFC 9449 §10), a public client's token family whose
+-- refresh tokens need that key (§5), and each access token (cnf.jkt, §6).
+ALTER TABLE authorization_codes ADD COLUMN dpop_jkt TEXT;
+ALTER TABLE token_families ADD COLUMN dpop_jkt TEXT;
+ALTER TABLE access_tokens ADD COLUMN dpop_jkt TEXT;

@@ -88,6 +88,7 @@ impl Grants for Store {
             code_digest: r.code_digest,
             redirect_uri: r.redirect_uri,
             code_verifier: r.code_verifier,
+            public: false,
         };
         let by = Presenter {
             client_id: r.client_id,

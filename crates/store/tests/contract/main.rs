@@ -127,6 +127,7 @@ fn tokens(with_refresh: bool) -> NewTokens {
         access_expires_at: NOW + 7200,
         refresh: with_refresh.then(|| mint(SecretKind::RefreshToken)),
         refresh_expires_at: None,
+        dpop_jkt: None,
     }
 }
 
@@ -154,6 +155,7 @@ async fn setup_code(store: &Store) -> (String, User, String) {
                 nonce: None,
                 auth_time: None,
                 amr: Default::default(),
+                dpop_jkt: None,
             },
         )
         .await
@@ -689,6 +691,7 @@ async fn writes_in_one_group_that_claim_one_code_have_one_winner() {
             code_digest: &digest,
             redirect_uri: Some("https://partner.example/cb"),
             code_verifier: None,
+            public: false,
         };
         let by = Presenter {
             client_id: &client_id,
@@ -1323,6 +1326,7 @@ async fn pending_code(
                 nonce: None,
                 auth_time: None,
                 amr: Default::default(),
+                dpop_jkt: None,
             },
         )
         .await
@@ -3926,6 +3930,7 @@ async fn an_ehr_launch_gives_one_code_to_its_own_app_in_time() {
             nonce: None,
             auth_time: None,
             amr: Default::default(),
+            dpop_jkt: None,
         };
         let stored = |code: &healthgate_core::secret::Minted| {
             let store = &b.store;

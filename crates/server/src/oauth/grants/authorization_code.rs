@@ -15,14 +15,16 @@ pub async fn exchange(
     client: &Authenticated,
     params: &Params,
     ip: &ClientIp,
+    dpop_jkt: Option<&str>,
 ) -> Result<TokenResponse, JsonError> {
     let code = params.require("code")?;
-    let (tokens, now) = new_tokens(state, true);
+    let (tokens, now) = new_tokens(state, true, dpop_jkt);
     let digest = secret::digest(code);
     let request = CodeRequest {
         code_digest: &digest,
         redirect_uri: params.get("redirect_uri"),
         code_verifier: params.get("code_verifier"),
+        public: client.is_public(),
     };
     let by = Presenter {
         client_id: &client.id,

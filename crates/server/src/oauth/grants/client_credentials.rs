@@ -21,6 +21,7 @@ pub async fn exchange(
     state: &AppState,
     client: &Authenticated,
     params: &Params,
+    dpop_jkt: Option<&str>,
 ) -> Result<TokenResponse, JsonError> {
     if client.is_public() {
         return Err(OAuthError::unauthorized_client(
@@ -44,7 +45,7 @@ pub async fn exchange(
         ))
         .into());
     }
-    let (mut tokens, now) = new_tokens(state, false);
+    let (mut tokens, now) = new_tokens(state, false, dpop_jkt);
     // Backend Services: an app that signs assertions gets tokens that live
     // five minutes at most.
     if client.uses_assertions() {

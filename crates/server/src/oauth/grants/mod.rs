@@ -137,6 +137,7 @@ mod tests {
             access_expires_at: now + 60,
             refresh: None,
             refresh_expires_at: None,
+            dpop_jkt: None,
         };
         let decisions = AtomicUsize::new(0);
         let refused = run(&state, &client, &tokens, now, false, || async {

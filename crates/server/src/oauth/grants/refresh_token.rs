@@ -17,6 +17,7 @@ pub async fn exchange(
     client: &Authenticated,
     params: &Params,
     ip: &ClientIp,
+    dpop_jkt: Option<&str>,
 ) -> Result<TokenResponse, JsonError> {
     let refresh_token = params.require("refresh_token")?;
     let scope = params
@@ -24,7 +25,7 @@ pub async fn exchange(
         .map(ScopeSet::parse)
         .transpose()
         .map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
-    let (tokens, now) = new_tokens(state, true);
+    let (tokens, now) = new_tokens(state, true, dpop_jkt);
     let digest = secret::digest(refresh_token);
     let request = RefreshRequest {
         scope: scope.as_ref(),

@@ -1,0 +1,60 @@
+//! DPoP (RFC 9449) as the endpoints meet it: the request's `DPoP` header
+//! read (one at most, §4.3 step 1), the proof checked by `core::dpop`
+//! against the request, and its `jti` recorded in the database so that no
+//! node accepts it twice (§11.1). Gives the thumbprint of the key the
+//! request proved it holds.
+
+use axum::http::HeaderMap;
+use healthgate_core::dpop::{Expected, verify};
+use healthgate_core::error::{ErrorCode, OAuthError};
+
+use crate::http::error::JsonError;
+use crate::state::AppState;
+
+/// The header a proof travels in.
+pub const HEADER: &str = "dpop";
+
+/// The key thumbprint (`jkt`) of the request's DPoP proof, checked for
+/// `method` at `url` (with `access_token` at a resource, for `ath`); `None`
+/// when the request carries no proof.
+pub async fn proven_key(
+    state: &AppState,
+    headers: &HeaderMap,
+    method: &str,
+    url: &str,
+    access_token: Option<&str>,
+) -> Result<Option<String>, JsonError> {
+    let mut proofs = headers.get_all(HEADER).iter();
+    let Some(proof) = proofs.next() else {
+        return Ok(None);
+    };
+    if proofs.next().is_some() {
+        return Err(refused("send one DPoP header").into());
+    }
+    let proof = proof
+        .to_str()
+        .map_err(|_| refused("the DPoP header is not a JWT"))?;
+    let now = state.now();
+    let proven = verify(
+        proof,
+        &Expected {
+            method,
+            url,
+            now,
+            access_token,
+            nonce: None,
+        },
+    )?;
+    if !state
+        .store
+        .use_dpop_proof(&proven.jkt, &proven.jti, proven.replay_until)
+        .await?
+    {
+        return Err(refused("this proof was used before: make a new one for each request").into());
+    }
+    Ok(Some(proven.jkt))
+}
+
+fn refused(why: &str) -> OAuthError {
+    OAuthError::new(ErrorCode::InvalidDpopProof, format!("DPoP proof: {why}"))
+}
