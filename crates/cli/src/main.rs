@@ -117,6 +117,10 @@ enum ClientCommand {
         /// never gets a password-only token (acr aal/2 in its ID tokens).
         #[arg(long)]
         require_mfa: bool,
+        /// Every token request must carry a DPoP proof (RFC 9449), so every
+        /// access token the app gets is bound to its key.
+        #[arg(long)]
+        require_dpop: bool,
         /// A SMART launcher (the platform acting as the EHR): may create
         /// EHR launches of apps (`POST /api/v1/smart/launches`).
         #[arg(long)]
@@ -249,6 +253,12 @@ struct ClientUpdate {
     /// A password alone may authorize the app again.
     #[arg(long)]
     no_require_mfa: bool,
+    /// Every token request must carry a DPoP proof (RFC 9449).
+    #[arg(long, conflicts_with = "no_require_dpop")]
+    require_dpop: bool,
+    /// Token requests without a DPoP proof are taken again (bearer tokens).
+    #[arg(long)]
+    no_require_dpop: bool,
     /// Make the app a SMART launcher: it may create EHR launches.
     #[arg(long, conflicts_with = "no_smart_launcher")]
     smart_launcher: bool,
@@ -557,6 +567,7 @@ fn client_json(c: &Client) -> serde_json::Value {
         "suspended_at": c.suspended_at,
         "resource_server": c.resource_server,
         "require_mfa": c.require_mfa,
+        "require_dpop": c.require_dpop,
         "smart_launcher": c.smart_launcher,
         "launch_url": c.launch_url,
         "token_endpoint_auth_method": auth_method(c),
@@ -609,7 +620,7 @@ fn client_text(c: &Client) -> String {
     let uris: Vec<&str> = c.redirect_uris.iter().map(|u| u.as_str()).collect();
     let types: Vec<&str> = c.user_types.iter().map(|t| t.as_str()).collect();
     format!(
-        "client_id      {}\nname           {}\nstatus         {}\ntype           {}\nredirect_uris  {}\nscope          {}\nuser_types     {}\nphoto_url      {}\nlisting        {}\nconnect_url    {}\nwebhook_url    {}{}\nresource_server {}\nrequire_mfa    {}\nsmart_launcher {}\nlaunch_url     {}\nauth_method    {}",
+        "client_id      {}\nname           {}\nstatus         {}\ntype           {}\nredirect_uris  {}\nscope          {}\nuser_types     {}\nphoto_url      {}\nlisting        {}\nconnect_url    {}\nwebhook_url    {}{}\nresource_server {}\nrequire_mfa    {}\nrequire_dpop   {}\nsmart_launcher {}\nlaunch_url     {}\nauth_method    {}",
         c.id,
         c.name,
         if c.suspended_at.is_some() {
@@ -632,6 +643,7 @@ fn client_text(c: &Client) -> String {
         },
         c.resource_server,
         c.require_mfa,
+        c.require_dpop,
         c.smart_launcher,
         c.launch_url.as_deref().unwrap_or("-"),
         auth_method(c),
@@ -676,6 +688,7 @@ async fn client_command(
             authorization_level,
             resource_server,
             require_mfa,
+            require_dpop,
             smart_launcher,
             launch_url,
             jwks_uri,
@@ -696,6 +709,7 @@ async fn client_command(
                     authorization_level,
                     resource_server,
                     require_mfa,
+                    require_dpop,
                     smart_launcher,
                     launch_url,
                     jwks_uri,
@@ -786,6 +800,11 @@ async fn client_command(
                     _ => None,
                 },
                 require_mfa: match (u.require_mfa, u.no_require_mfa) {
+                    (true, _) => Some(true),
+                    (_, true) => Some(false),
+                    _ => None,
+                },
+                require_dpop: match (u.require_dpop, u.no_require_dpop) {
                     (true, _) => Some(true),
                     (_, true) => Some(false),
                     _ => None,

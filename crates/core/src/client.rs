@@ -114,6 +114,10 @@ pub struct Client {
     /// Every sign-in that authorizes this app must have given a second
     /// factor (a clinician app never gets a password-only token).
     pub require_mfa: bool,
+    /// Its token requests must carry a DPoP proof, so every access token
+    /// it gets is bound to its key (RFC 9449 §5.2,
+    /// `dpop_bound_access_tokens`).
+    pub require_dpop: bool,
     /// A SMART launcher (the platform acting as the EHR) may create EHR
     /// launches of apps (`POST /api/v1/smart/launches`); set by operators
     /// only.
@@ -181,6 +185,7 @@ impl Client {
             suspended_at: None,
             resource_server: false,
             require_mfa: false,
+            require_dpop: false,
             smart_launcher: false,
             launch_url: None,
             jwks_uri: None,

@@ -133,7 +133,8 @@ fn client_commands_round_trip_as_json() {
     assert!(text.stdout.contains("Phone App"), "{text:#?}");
 }
 
-/// `--resource-server` and `--require-mfa` on create and update (and their
+/// `--resource-server`, `--require-mfa` and `--require-dpop` on create and
+/// update (and their
 /// `--no-` forms) are kept and shown; a redirect URI with a wildcard is refused with one line
 /// naming it, and registers nothing.
 #[test]
@@ -185,6 +186,19 @@ fn resource_servers_and_wildcard_redirect_uris() {
     let text = sandbox.run(&["client", "show", clinical["client_id"].as_str().unwrap()]);
     assert!(text.stdout.contains("require_mfa    true"), "{text:#?}");
 
+    // An app whose every token must be DPoP-bound (RFC 9449).
+    let bound = create(&["--require-dpop"]).json();
+    assert_eq!(bound["require_dpop"], true, "{bound}");
+    assert_eq!(plain["require_dpop"], false, "{plain}");
+    for (flag, on) in [("--require-dpop", true), ("--no-require-dpop", false)] {
+        let updated = sandbox
+            .run(&["client", "update", id, flag, "--json"])
+            .json();
+        assert_eq!(updated["require_dpop"], on, "{flag}");
+    }
+    let text = sandbox.run(&["client", "show", bound["client_id"].as_str().unwrap()]);
+    assert!(text.stdout.contains("require_dpop   true"), "{text:#?}");
+
     for uri in ["https://*.partner.example/cb", "https://partner.example/*"] {
         let out = sandbox.run(&[
             "client",
@@ -204,7 +218,7 @@ fn resource_servers_and_wildcard_redirect_uris() {
     let all = sandbox.run(&["client", "list", "--json"]).json();
     assert_eq!(
         all.as_array().unwrap().len(),
-        3,
+        4,
         "nothing registered: {all}"
     );
     let kept = sandbox.run(&["client", "show", id, "--json"]).json();

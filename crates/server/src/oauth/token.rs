@@ -212,6 +212,13 @@ async fn grant(
     ip: &ClientIp,
     dpop_jkt: Option<&str>,
 ) -> Result<TokenResponse, JsonError> {
+    if dpop_jkt.is_none() && client.require_dpop {
+        return Err(OAuthError::new(
+            ErrorCode::InvalidDpopProof,
+            "this client is registered to require DPoP: send a DPoP proof",
+        )
+        .into());
+    }
     match grant_type {
         "authorization_code" => {
             grants::authorization_code::exchange(state, client, params, ip, dpop_jkt).await

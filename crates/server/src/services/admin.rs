@@ -80,6 +80,8 @@ pub struct NewClient {
     pub resource_server: bool,
     /// Every sign-in that authorizes it must have given a second factor.
     pub require_mfa: bool,
+    /// Token requests must carry a DPoP proof (RFC 9449 §5.2).
+    pub require_dpop: bool,
     /// May create SMART EHR launches of apps (the platform acting as the
     /// EHR); set by operators only.
     pub smart_launcher: bool,
@@ -124,6 +126,8 @@ pub struct ClientChanges {
     pub resource_server: Option<bool>,
     /// Every sign-in that authorizes it must have given a second factor.
     pub require_mfa: Option<bool>,
+    /// Token requests must carry a DPoP proof (RFC 9449 §5.2).
+    pub require_dpop: Option<bool>,
     /// May create SMART EHR launches; operators only.
     pub smart_launcher: Option<bool>,
     /// Where the app is opened for a SMART EHR launch; `Some(None)` clears
@@ -453,6 +457,7 @@ fn draft_client(settings: &Settings, req: &NewClient, now: i64, refusals: &mut R
         owner_id: req.owner_id.clone(),
         resource_server: req.resource_server,
         require_mfa: req.require_mfa,
+        require_dpop: req.require_dpop,
         smart_launcher: req.smart_launcher,
         launch_url: blank_is_none(req.launch_url.clone()),
         jwks_uri: blank_is_none(req.jwks_uri.clone()),
@@ -586,6 +591,9 @@ fn apply_changes(
     }
     if let Some(rs) = changes.resource_server {
         c.resource_server = rs;
+    }
+    if let Some(on) = changes.require_dpop {
+        c.require_dpop = on;
     }
     if let Some(on) = changes.require_mfa {
         c.require_mfa = on;

@@ -667,6 +667,7 @@ pub async fn create_app(
         // launcher.
         resource_server: false,
         require_mfa: values.require_mfa,
+        require_dpop: false,
         smart_launcher: false,
         launch_url: Some(values.launch_url.clone()),
         jwks_uri: Some(values.jwks_uri.clone()),

@@ -357,3 +357,40 @@ async fn jwt_access_tokens_and_userinfo_carry_the_binding() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn a_client_registered_to_require_dpop_gets_no_bearer_token() {
+    let app = spawn_app().await;
+    let client = app.confidential().await;
+    admin::update_client(
+        &app.state.store,
+        &app.state.settings,
+        app.clock.as_ref(),
+        client.id(),
+        admin::ClientChanges {
+            require_dpop: Some(true),
+            ..Default::default()
+        },
+        Actor::system(),
+    )
+    .await
+    .unwrap();
+    let (browser, _) = app.signed_in("alice").await;
+    let code = app.code(&browser, &client, &[]).await;
+    let exchange = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+    ];
+    let (status, body) = token_with(&app, &client, &[], &exchange).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid_dpop_proof");
+    let (status, _) = token_with(&app, &client, &[], &[("grant_type", "client_credentials")]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // With a proof: the code, unspent, gives a bound token.
+    let key = Key::new();
+    let proof = key.proof(&app, "POST", &app.url("/oauth/token"), None);
+    let (status, body) = token_with(&app, &client, &[proof], &exchange).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["token_type"], "DPoP");
+}

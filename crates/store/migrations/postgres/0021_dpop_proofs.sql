@@ -15,3 +15,7 @@ CREATE INDEX dpop_proofs_expiry ON dpop_proofs(expires_at);
 ALTER TABLE authorization_codes ADD COLUMN dpop_jkt TEXT;
 ALTER TABLE token_families ADD COLUMN dpop_jkt TEXT;
 ALTER TABLE access_tokens ADD COLUMN dpop_jkt TEXT;
+
+-- A client registered to require DPoP: its token requests without a proof
+-- are refused (RFC 9449 §5.2, the dpop_bound_access_tokens metadata).
+ALTER TABLE clients ADD COLUMN require_dpop BIGINT NOT NULL DEFAULT 0;
