@@ -301,10 +301,43 @@ impl ClientKey {
     /// A compact JWS of `claims` with header `{alg, typ: JWT, kid}` (no
     /// `kid` when it is empty: the server then takes the one key that fits).
     pub fn sign(&self, kid: &str, claims: &Value) -> Result<String, String> {
-        let mut header = serde_json::json!({ "alg": self.alg(), "typ": "JWT" });
+        let mut header = serde_json::json!({ "typ": "JWT" });
         if !kid.is_empty() {
             header["kid"] = kid.into();
         }
+        self.sign_jws(header, claims)
+    }
+
+    /// A DPoP proof (RFC 9449 §4.2) for `method` at `url`, made at `now`,
+    /// with `ath` for `access_token` when one is presented with it.
+    pub fn dpop_proof(
+        &self,
+        method: &str,
+        url: &str,
+        now: i64,
+        access_token: Option<&str>,
+    ) -> Result<String, String> {
+        let mut jti = [0u8; 16];
+        crate::secret::random_bytes(&mut jti);
+        let mut jwk = self.public_jwk("");
+        if let Some(o) = jwk.as_object_mut() {
+            o.remove("kid");
+        }
+        let mut claims = serde_json::json!({
+            "jti": URL_SAFE_NO_PAD.encode(jti), "htm": method, "htu": url, "iat": now,
+        });
+        if let Some(token) = access_token {
+            claims["ath"] = crate::dpop::ath(token).into();
+        }
+        self.sign_jws(
+            serde_json::json!({ "typ": crate::dpop::TYP, "jwk": jwk }),
+            &claims,
+        )
+    }
+
+    /// A compact JWS of `claims` with `header` and this key's `alg`.
+    pub fn sign_jws(&self, mut header: Value, claims: &Value) -> Result<String, String> {
+        header["alg"] = self.alg().into();
         let input = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(header.to_string()),
@@ -599,6 +632,21 @@ mod tests {
         ] {
             assert!(ClientKey::from_pem(bad).is_err(), "{bad}");
         }
+        // A DPoP proof made with it holds at the server.
+        let (key, _) = ClientKey::generate().unwrap();
+        let proof = key.dpop_proof("POST", AUD, NOW, Some("hg_at_x")).unwrap();
+        let expected = crate::dpop::Expected {
+            method: "POST",
+            url: AUD,
+            now: NOW,
+            access_token: Some("hg_at_x"),
+            nonce: None,
+        };
+        let proven = crate::dpop::verify(&proof, &expected).unwrap();
+        assert_eq!(
+            Some(proven.jkt),
+            crate::dpop::thumbprint(&key.public_jwk("k"))
+        );
         let not_a_key = pem_of(b"not a key");
         assert!(
             ClientKey::from_pem(&not_a_key)

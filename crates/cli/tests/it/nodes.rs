@@ -1706,9 +1706,9 @@ impl Cluster {
 /// on B and gives its context to a code exchanged on A; a Backend Services
 /// assertion accepted by A is a replay on B.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_smart_launch_and_an_assertion_hold_across_nodes() {
+async fn a_smart_launch_an_assertion_and_a_dpop_proof_hold_across_nodes() {
     let Some(cluster) = Cluster::start_with(
-        "a_smart_launch_and_an_assertion_hold_across_nodes",
+        "a_smart_launch_an_assertion_and_a_dpop_proof_hold_across_nodes",
         2,
         SMART,
     )
@@ -1854,5 +1854,76 @@ async fn a_smart_launch_and_an_assertion_hold_across_nodes() {
     assert!(
         body["error_description"].as_str().unwrap().contains("jti"),
         "{body}"
+    );
+
+    // DPoP (RFC 9449 §11.1): one proof, accepted on A, a replay on B; the
+    // bound token is then taken on B with a fresh proof by the same key.
+    let partner = cluster.admin(
+        SMART,
+        &[
+            "client",
+            "create",
+            "--name",
+            "Partner",
+            "--redirect-uri",
+            "https://partner.example/cb",
+            "--scope",
+            "profile_read",
+        ],
+    );
+    let (partner_id, partner_secret) = (
+        str_field(&partner, "client_id"),
+        str_field(&partner, "client_secret"),
+    );
+    let (dpop_key, _) = healthgate_core::client_assertion::ClientKey::generate().unwrap();
+    let token_url = format!("{}/oauth/token", cluster.issuer);
+    let proof = dpop_key.dpop_proof("POST", &token_url, now, None).unwrap();
+    let ask = |node: &Server| {
+        http.post(node.url("/oauth/token"))
+            .basic_auth(&partner_id, Some(&partner_secret))
+            .header("DPoP", &proof)
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+    };
+    let r = ask(a).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", cluster.logs());
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["token_type"], "DPoP", "{body}");
+    let r = ask(b).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let refused: Value = r.json().await.unwrap();
+    assert_eq!(refused["error"], "invalid_dpop_proof", "{refused}");
+    let access = str_field(&body, "access_token");
+    let rs = cluster.admin(
+        SMART,
+        &[
+            "client",
+            "create",
+            "--name",
+            "API",
+            "--redirect-uri",
+            "https://api.example/cb",
+            "--scope",
+            "profile_read",
+            "--resource-server",
+        ],
+    );
+    let seen: Value = http
+        .post(b.url("/oauth/introspect"))
+        .basic_auth(
+            str_field(&rs, "client_id"),
+            Some(str_field(&rs, "client_secret")),
+        )
+        .form(&[("token", access.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen["token_type"], "DPoP", "{seen}");
+    assert_eq!(
+        seen["cnf"]["jkt"].as_str(),
+        healthgate_core::dpop::thumbprint(&dpop_key.public_jwk("")).as_deref()
     );
 }
