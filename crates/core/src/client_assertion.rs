@@ -640,7 +640,7 @@ mod tests {
             url: AUD,
             now: NOW,
             access_token: Some("hg_at_x"),
-            nonce: None,
+            nonce_key: None,
         };
         let proven = crate::dpop::verify(&proof, &expected).unwrap();
         assert_eq!(

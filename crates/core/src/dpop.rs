@@ -36,8 +36,36 @@ pub struct Expected<'a> {
     pub now: i64,
     /// At a resource: the access token presented, whose hash `ath` must be.
     pub access_token: Option<&'a str>,
-    /// The nonce this server requires, when it gives one (RFC 9449 §8).
-    pub nonce: Option<&'a str>,
+    /// When this server gives nonces (RFC 9449 §8, §9): the key they are
+    /// made with; a proof must carry a fresh one ([`nonce_is_fresh`]).
+    pub nonce_key: Option<&'a [u8]>,
+}
+
+/// How long a server nonce is given out; one stays accepted for a second
+/// such window, so a client that just got one is not refused.
+pub const NONCE_WINDOW: i64 = 300;
+
+/// The nonce this server gives at `now` (RFC 9449 §8): the current window
+/// and a MAC over it under `key`, so any node makes and checks the same
+/// nonces without keeping them.
+pub fn nonce(key: &[u8], now: i64) -> String {
+    nonce_of(key, now.div_euclid(NONCE_WINDOW))
+}
+
+fn nonce_of(key: &[u8], window: i64) -> String {
+    let mac = crate::secret::keyed_digest(key, "dpop nonce", &[&window.to_string()]);
+    format!("{window}.{}", &mac[..22])
+}
+
+/// Whether `nonce` is one this server gave in the current window or the
+/// one before.
+pub fn nonce_is_fresh(key: &[u8], nonce: &str, now: i64) -> bool {
+    let current = now.div_euclid(NONCE_WINDOW);
+    let Some(window) = nonce.split('.').next().and_then(|w| w.parse::<i64>().ok()) else {
+        return false;
+    };
+    (window == current || window == current - 1)
+        && crate::secret::constant_time_eq(&nonce_of(key, window), nonce)
 }
 
 /// A proof that holds: the thumbprint of its key, and its `jti` with the
@@ -108,8 +136,10 @@ pub fn verify(proof: &str, expected: &Expected<'_>) -> Result<Proof, OAuthError>
     if iat > expected.now + MAX_SKEW || iat < expected.now - MAX_AGE {
         return Err(invalid("iat is too far from now: make a new proof"));
     }
-    if let Some(nonce) = expected.nonce
-        && c["nonce"].as_str() != Some(nonce)
+    if let Some(key) = expected.nonce_key
+        && !c["nonce"]
+            .as_str()
+            .is_some_and(|n| nonce_is_fresh(key, n, expected.now))
     {
         return Err(OAuthError::new(
             ErrorCode::UseDpopNonce,
@@ -243,7 +273,7 @@ mod tests {
             url: URL,
             now: NOW,
             access_token: None,
-            nonce: None,
+            nonce_key: None,
         }
     }
 
@@ -268,14 +298,14 @@ mod tests {
             method: "GET",
             url: "https://auth.example.com/api/v1/me",
             access_token: Some("hg_at_x"),
-            nonce: Some("n-1"),
+            nonce_key: Some(b"server key"),
             ..expected()
         };
         let p = key.proof(|_, c| {
             c["htm"] = "GET".into();
             c["htu"] = "https://auth.example.com/api/v1/me".into();
             c["ath"] = ath("hg_at_x").into();
-            c["nonce"] = "n-1".into();
+            c["nonce"] = nonce(b"server key", NOW).into();
         });
         assert!(verify(&p, &at).is_ok());
     }
@@ -379,10 +409,11 @@ mod tests {
         }
         // Where a nonce is required, another or none is use_dpop_nonce.
         let with_nonce = Expected {
-            nonce: Some("n-1"),
+            nonce_key: Some(b"server key"),
             ..expected()
         };
-        let stale = key.proof(|_, c| c["nonce"] = "n-0".into());
+        let stale =
+            key.proof(|_, c| c["nonce"] = nonce(b"server key", NOW - 2 * NONCE_WINDOW).into());
         assert_eq!(
             verify(&stale, &with_nonce).unwrap_err().code,
             ErrorCode::UseDpopNonce
@@ -406,6 +437,27 @@ mod tests {
             verify(&p, &at).unwrap_err().code,
             ErrorCode::InvalidDpopProof
         );
+    }
+
+    /// Nonces of this window and the one before are fresh; older ones, made
+    /// under another key, or made up, are not.
+    #[test]
+    fn server_nonces_last_two_windows_and_are_this_servers() {
+        let key = b"server key";
+        let given = nonce(key, NOW);
+        assert!(nonce_is_fresh(key, &given, NOW));
+        assert!(nonce_is_fresh(key, &given, NOW + NONCE_WINDOW));
+        assert!(!nonce_is_fresh(key, &given, NOW + 2 * NONCE_WINDOW));
+        assert!(!nonce_is_fresh(b"other key", &given, NOW));
+        let window = NOW.div_euclid(NONCE_WINDOW);
+        for forged in [
+            "",
+            "x",
+            &format!("{window}."),
+            &format!("{window}.AAAAAAAAAAAAAAAAAAAAAA"),
+        ] {
+            assert!(!nonce_is_fresh(key, forged, NOW), "{forged}");
+        }
     }
 
     /// RFC 7638 §3.1's example key and thumbprint.

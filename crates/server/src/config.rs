@@ -130,6 +130,18 @@ pub struct Settings {
     pub passkey_sign_in: bool,
     /// SMART App Launch (`[smart]`): the FHIR servers tokens are issued for.
     pub smart: SmartSettings,
+    /// DPoP (`[dpop]`, RFC 9449).
+    pub dpop: DpopSettings,
+}
+
+/// DPoP (`[dpop]`, RFC 9449).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DpopSettings {
+    /// Every DPoP proof must carry a nonce this server gave (RFC 9449 §8,
+    /// §9): a proof without a fresh one is answered `use_dpop_nonce` with
+    /// the nonce in `DPoP-Nonce`, so proofs made in advance are of no use.
+    pub nonce: bool,
 }
 
 /// SMART App Launch 2.2 (`[smart]`). On when at least one FHIR base URL is
@@ -418,6 +430,7 @@ impl Default for Settings {
             operators_require_mfa: false,
             passkey_sign_in: false,
             smart: SmartSettings::default(),
+            dpop: DpopSettings::default(),
             profile: ProfileSettings::default(),
             branding: Branding::default(),
             throttle: ThrottleSettings::default(),
@@ -1198,6 +1211,7 @@ pub const KEYS: &[&str] = &[
     "passkey_sign_in",
     "smtp",
     "smart",
+    "dpop",
 ];
 
 /// Settings that each parse but do not fit together. `key` is the dotted

@@ -39,6 +39,9 @@ pub struct Inner {
     /// Builds every route over a state (`crate::router`), handed in by
     /// whoever opens the server, so no area imports the crate's root.
     pub router: fn(AppState) -> axum::Router,
+    /// The instance key, read once (`services::secrets::instance_key_of`):
+    /// it never changes while the database lives.
+    pub instance_key: tokio::sync::OnceCell<Vec<u8>>,
 }
 
 impl AppState {
@@ -63,6 +66,7 @@ impl AppState {
             known_clients: Default::default(),
             jwks: Default::default(),
             router,
+            instance_key: Default::default(),
         }))
     }
 

@@ -20,6 +20,8 @@ use crate::state::AppState;
 pub enum ResourceError {
     Bearer(JsonError),
     Dpop(OAuthError),
+    /// `use_dpop_nonce` (RFC 9449 §9): the nonce to use, in `DPoP-Nonce`.
+    DpopNonce(OAuthError, String),
 }
 
 impl<E: Into<JsonError>> From<E> for ResourceError {
@@ -32,6 +34,11 @@ impl IntoResponse for ResourceError {
     fn into_response(self) -> Response {
         match self {
             Self::Bearer(e) => e.into_response(),
+            Self::DpopNonce(e, nonce) => {
+                let mut response = Self::Dpop(e).into_response();
+                crate::oauth::dpop::give_nonce(&mut response, &nonce);
+                response
+            }
             Self::Dpop(e) => {
                 let body = serde_json::json!({
                     "error": e.code.as_str(),
@@ -147,8 +154,15 @@ pub async fn bearer(
                 &url,
                 Some(presented),
             )
-            .await
-            .map_err(|JsonError(e)| ResourceError::Dpop(e))?;
+            .await;
+            let proven = match proven {
+                Ok(p) => p,
+                Err(JsonError(e)) if e.code == ErrorCode::UseDpopNonce => {
+                    let nonce = crate::oauth::dpop::current_nonce(state).await?;
+                    return Err(ResourceError::DpopNonce(e, nonce.unwrap_or_default()));
+                }
+                Err(JsonError(e)) => return Err(ResourceError::Dpop(e)),
+            };
             match proven {
                 Some(jkt) if &jkt == bound => {}
                 Some(_) => {

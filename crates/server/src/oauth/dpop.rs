@@ -14,6 +14,25 @@ use crate::state::AppState;
 /// The header a proof travels in.
 pub const HEADER: &str = "dpop";
 
+/// The header a server nonce is given in (RFC 9449 §8).
+pub const NONCE_HEADER: &str = "dpop-nonce";
+
+/// The nonce to give now, when `[dpop] nonce` is on.
+pub async fn current_nonce(state: &AppState) -> Result<Option<String>, JsonError> {
+    if !state.settings.dpop.nonce {
+        return Ok(None);
+    }
+    let key = crate::services::secrets::instance_key_of(state).await?;
+    Ok(Some(healthgate_core::dpop::nonce(key, state.now())))
+}
+
+/// `DPoP-Nonce: nonce` on `response`.
+pub fn give_nonce(response: &mut axum::response::Response, nonce: &str) {
+    if let Ok(v) = axum::http::HeaderValue::from_str(nonce) {
+        response.headers_mut().insert(NONCE_HEADER, v);
+    }
+}
+
 /// The key thumbprint (`jkt`) of the request's DPoP proof, checked for
 /// `method` at `url` (with `access_token` at a resource, for `ath`); `None`
 /// when the request carries no proof.
@@ -35,6 +54,11 @@ pub async fn proven_key(
         .to_str()
         .map_err(|_| refused("the DPoP header is not a JWT"))?;
     let now = state.now();
+    let nonce_key = if state.settings.dpop.nonce {
+        Some(crate::services::secrets::instance_key_of(state).await?)
+    } else {
+        None
+    };
     let proven = verify(
         proof,
         &Expected {
@@ -42,7 +66,7 @@ pub async fn proven_key(
             url,
             now,
             access_token,
-            nonce: None,
+            nonce_key,
         },
     )?;
     if !state

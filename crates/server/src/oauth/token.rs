@@ -31,6 +31,14 @@ pub async fn post(
     if let Some(origin) = headers.get(header::ORIGIN) {
         allow_app_origin(&state, &headers, &body, origin, &mut response).await;
     }
+    // RFC 9449 §8: with server nonces on, every answer to a DPoP request
+    // gives the nonce to use next (and with use_dpop_nonce, the one to
+    // retry with).
+    if headers.contains_key(dpop::HEADER)
+        && let Ok(Some(nonce)) = dpop::current_nonce(&state).await
+    {
+        dpop::give_nonce(&mut response, &nonce);
+    }
     response
 }
 
@@ -67,6 +75,11 @@ async fn allow_app_origin(
     h.append(header::VARY, HeaderValue::from_static("Origin"));
     if serves {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        // A browser app using DPoP reads the server's nonce.
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("DPoP-Nonce"),
+        );
     }
 }
 
@@ -112,7 +125,7 @@ pub async fn preflight(State(state): State<AppState>, headers: HeaderMap) -> Res
             ),
             (
                 header::ACCESS_CONTROL_ALLOW_HEADERS,
-                HeaderValue::from_static("authorization, content-type"),
+                HeaderValue::from_static("authorization, content-type, dpop"),
             ),
             (
                 header::ACCESS_CONTROL_MAX_AGE,

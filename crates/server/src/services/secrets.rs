@@ -26,6 +26,15 @@ pub async fn instance_key(store: &Store, settings: &Settings) -> Result<Vec<u8>,
     Ok(key.bytes().to_vec())
 }
 
+/// [`instance_key`], read from the database once per process.
+pub async fn instance_key_of(state: &crate::state::AppState) -> Result<&[u8], StoreError> {
+    state
+        .instance_key
+        .get_or_try_init(|| instance_key(&state.store, &state.settings))
+        .await
+        .map(Vec::as_slice)
+}
+
 /// The secret a client's webhook deliveries are signed with.
 pub async fn webhook_secret(
     store: &Store,

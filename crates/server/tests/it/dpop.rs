@@ -39,6 +39,17 @@ impl Key {
 
     /// A proof for `method` at `url`, with `ath` for `token` when given.
     fn proof(&self, app: &TestApp, method: &str, url: &str, token: Option<&str>) -> String {
+        self.proof_with_nonce(app, method, url, token, None)
+    }
+
+    fn proof_with_nonce(
+        &self,
+        app: &TestApp,
+        method: &str,
+        url: &str,
+        token: Option<&str>,
+        nonce: Option<&str>,
+    ) -> String {
         let mut id = [0u8; 12];
         ring::rand::SecureRandom::fill(&SystemRandom::new(), &mut id).unwrap();
         let mut claims = json!({
@@ -46,6 +57,9 @@ impl Key {
         });
         if let Some(t) = token {
             claims["ath"] = healthgate_core::dpop::ath(t).into();
+        }
+        if let Some(n) = nonce {
+            claims["nonce"] = n.into();
         }
         let header = json!({ "typ": "dpop+jwt", "alg": "ES256", "jwk": self.jwk() });
         let input = format!(
@@ -393,4 +407,78 @@ async fn a_client_registered_to_require_dpop_gets_no_bearer_token() {
     let (status, body) = token_with(&app, &client, &[proof], &exchange).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["token_type"], "DPoP");
+}
+
+/// RFC 9449 §8, §9: with `[dpop] nonce`, a proof must carry a nonce the
+/// server gave; without one the token endpoint answers 400 and a resource
+/// 401 `use_dpop_nonce`, each giving the nonce in `DPoP-Nonce`.
+#[tokio::test]
+async fn with_server_nonces_a_proof_must_carry_a_fresh_one() {
+    let app = spawn_app_with(|s| s.dpop.nonce = true).await;
+    let client = app.confidential().await;
+    let key = Key::new();
+    let token_url = app.url("/oauth/token");
+    let ask = |proof: String| {
+        app.http()
+            .post(&token_url)
+            .basic_auth(client.id(), client.secret.as_deref())
+            .header("DPoP", proof)
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+    };
+    let r = ask(key.proof(&app, "POST", &token_url, None)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let nonce = r.headers()["dpop-nonce"].to_str().unwrap().to_owned();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "use_dpop_nonce", "{body}");
+    let stale = "1.AAAAAAAAAAAAAAAAAAAAAA";
+    let r = ask(key.proof_with_nonce(&app, "POST", &token_url, None, Some(stale))).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = ask(key.proof_with_nonce(&app, "POST", &token_url, None, Some(&nonce))).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers().contains_key("dpop-nonce"), "the next nonce is given");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["token_type"], "DPoP");
+    // Still good in the next window; not two windows on.
+    app.clock.advance(healthgate_core::dpop::NONCE_WINDOW);
+    let r = ask(key.proof_with_nonce(&app, "POST", &token_url, None, Some(&nonce))).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // At a resource: 401 use_dpop_nonce with the nonce, then accepted.
+    let (browser, _) = app.signed_in("alice").await;
+    let code = app.code(&browser, &client, &[]).await;
+    let r = ask_code(&app, &client, &key, &code, &nonce).await;
+    let access = r["access_token"].as_str().unwrap().to_owned();
+    let me = app.url("/api/v1/me");
+    let (status, challenge, body) =
+        me_with(&app, &format!("DPoP {access}"), Some(key.proof(&app, "GET", &me, Some(&access)))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"], "use_dpop_nonce");
+    assert!(challenge.contains("error=\"use_dpop_nonce\""), "{challenge}");
+    let r = app
+        .http()
+        .get(&me)
+        .header("authorization", format!("DPoP {access}"))
+        .header("DPoP", key.proof(&app, "GET", &me, Some(&access)))
+        .send()
+        .await
+        .unwrap();
+    let given = r.headers()["dpop-nonce"].to_str().unwrap().to_owned();
+    let proof = key.proof_with_nonce(&app, "GET", &me, Some(&access), Some(&given));
+    let (status, _, body) = me_with(&app, &format!("DPoP {access}"), Some(proof)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+async fn ask_code(app: &TestApp, client: &TestClient, key: &Key, code: &str, nonce: &str) -> Value {
+    let token_url = app.url("/oauth/token");
+    let proof = key.proof_with_nonce(app, "POST", &token_url, None, Some(nonce));
+    let (status, body) = token_with(
+        app,
+        client,
+        &[proof],
+        &[("grant_type", "authorization_code"), ("code", code), ("redirect_uri", REDIRECT)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
 }
