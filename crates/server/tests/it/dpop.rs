@@ -320,19 +320,14 @@ async fn jwt_access_tokens_and_userinfo_carry_the_binding() {
             ..ClientSpec::default()
         })
         .await;
-    admin::update_client(
-        &app.state.store,
-        &app.state.settings,
-        app.clock.as_ref(),
+    app.change_client(
         client.id(),
         admin::ClientChanges {
             jwt_access_tokens: Some(true),
             ..Default::default()
         },
-        Actor::system(),
     )
-    .await
-    .unwrap();
+    .await;
     let (browser, _) = app.signed_in("alice").await;
     let key = Key::new();
     let token_url = app.url("/oauth/token");
@@ -376,19 +371,14 @@ async fn jwt_access_tokens_and_userinfo_carry_the_binding() {
 async fn a_client_registered_to_require_dpop_gets_no_bearer_token() {
     let app = spawn_app().await;
     let client = app.confidential().await;
-    admin::update_client(
-        &app.state.store,
-        &app.state.settings,
-        app.clock.as_ref(),
+    app.change_client(
         client.id(),
         admin::ClientChanges {
             require_dpop: Some(true),
             ..Default::default()
         },
-        Actor::system(),
     )
-    .await
-    .unwrap();
+    .await;
     let (browser, _) = app.signed_in("alice").await;
     let code = app.code(&browser, &client, &[]).await;
     let exchange = [

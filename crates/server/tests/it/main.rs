@@ -288,6 +288,20 @@ impl TestApp {
         TestClient { client, secret }
     }
 
+    /// Changes a client's registration as an operator would.
+    pub async fn change_client(&self, id: &str, changes: admin::ClientChanges) {
+        admin::update_client(
+            &self.state.store,
+            &self.state.settings,
+            self.clock.as_ref(),
+            id,
+            changes,
+            Actor::system(),
+        )
+        .await
+        .unwrap();
+    }
+
     pub async fn confidential(&self) -> TestClient {
         self.register(ClientSpec::default()).await
     }

@@ -1175,19 +1175,14 @@ async fn online_access_ends_with_the_persons_sign_in_and_offline_access_does_not
 async fn jwt_access_tokens_name_the_fhir_server_and_carry_the_launch_context() {
     let app = smart_app().await;
     let (launcher, launched) = launcher_and_app(&app).await;
-    admin::update_client(
-        &app.state.store,
-        &app.state.settings,
-        app.clock.as_ref(),
+    app.change_client(
         launched.id(),
         admin::ClientChanges {
             jwt_access_tokens: Some(true),
             ..Default::default()
         },
-        Actor::system(),
     )
-    .await
-    .unwrap();
+    .await;
     let (browser, alice) = app.signed_in("alice").await;
     let (_, made) = make_launch(
         &app,
