@@ -164,8 +164,12 @@ async fn token(
     let grant_type = params.require("grant_type")?;
     let mut client = client_auth::authenticate_cached(state, headers, &params, ip).await?;
     // RFC 9449: a DPoP proof binds what is issued to the key it proves.
-    let token_url = format!("{}/oauth/token", state.issuer);
-    let dpop_jkt = dpop::proven_key(state, headers, "POST", &token_url, None).await?;
+    let dpop_jkt = if headers.contains_key(dpop::HEADER) {
+        let token_url = format!("{}/oauth/token", state.issuer);
+        dpop::proven_key(state, headers, "POST", &token_url, None).await?
+    } else {
+        None
+    };
     let dpop_jkt = dpop_jkt.as_deref();
     let mut response = grant(state, &client, grant_type, &params, ip, dpop_jkt).await;
     // Every success was confirmed by its write, which claims the client's
