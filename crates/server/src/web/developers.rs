@@ -113,6 +113,8 @@ pub struct AppFields {
     #[serde(default)]
     require_mfa: bool,
     #[serde(default)]
+    require_dpop: bool,
+    #[serde(default)]
     remove_photo: bool,
     confirm_name: Option<String>,
     /// The app page's listing buttons: `request` or `withdraw`.
@@ -384,6 +386,8 @@ pub struct AppFormValues {
     pub published: bool,
     /// Every sign-in that authorizes the app must give a second factor.
     pub require_mfa: bool,
+    /// Every token request must carry a DPoP proof (RFC 9449).
+    pub require_dpop: bool,
     /// The scopes outside the `[scopes]` vocabulary (SMART's), as typed.
     pub smart_scopes: String,
     pub launch_url: String,
@@ -410,6 +414,7 @@ impl AppFormValues {
             webhook_url: String::new(),
             published: false,
             require_mfa: false,
+            require_dpop: false,
             smart_scopes: String::new(),
             launch_url: String::new(),
             jwks_uri: String::new(),
@@ -448,6 +453,7 @@ impl AppFormValues {
             webhook_url: c.webhook_url.clone().unwrap_or_default(),
             published: c.listing.state.is_wanted(),
             require_mfa: c.require_mfa,
+            require_dpop: c.require_dpop,
             smart_scopes: smart.join(" "),
             launch_url: c.launch_url.clone().unwrap_or_default(),
             jwks_uri: c.jwks_uri.clone().unwrap_or_default(),
@@ -470,6 +476,7 @@ impl AppFormValues {
             webhook_url: text(&f.webhook_url),
             published: f.published,
             require_mfa: f.require_mfa,
+            require_dpop: f.require_dpop,
             smart_scopes: text(&f.smart_scope),
             launch_url: text(&f.launch_url),
             jwks_uri: text(&f.jwks_uri),
@@ -667,7 +674,7 @@ pub async fn create_app(
         // launcher.
         resource_server: false,
         require_mfa: values.require_mfa,
-        require_dpop: false,
+        require_dpop: values.require_dpop,
         smart_launcher: false,
         launch_url: Some(values.launch_url.clone()),
         jwks_uri: Some(values.jwks_uri.clone()),
@@ -883,6 +890,7 @@ pub async fn update_app(
         published: Some(values.published),
         authorization_level: Some(values.level()),
         require_mfa: Some(values.require_mfa),
+        require_dpop: Some(values.require_dpop),
         launch_url: Some(Some(values.launch_url.clone())),
         jwks_uri: Some(Some(values.jwks_uri.clone())),
         jwks: Some(Some(values.jwks.clone())),

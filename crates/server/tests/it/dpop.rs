@@ -472,3 +472,20 @@ async fn ask_code(app: &TestApp, client: &TestClient, key: &Key, code: &str, non
     assert_eq!(status, StatusCode::OK, "{body}");
     body
 }
+
+/// The portal registers an app that requires DPoP, and says so.
+#[tokio::test]
+async fn a_developer_requires_dpop_in_the_portal() {
+    use super::portal::{app_form, register_in_portal};
+    let app = spawn_app().await;
+    let (browser, _) = app.signed_in("dev").await;
+    let mut form = app_form("Bound");
+    form.push(("require_dpop".into(), "1".into()));
+    let (id, _) = register_in_portal(&browser, form).await;
+    assert!(app.state.store.client(&id).await.unwrap().unwrap().require_dpop);
+    let page = browser.get(&format!("/developers/apps/{id}")).await.text().await.unwrap();
+    assert!(page.contains("Required: every token request carries a DPoP proof"), "{page}");
+    let edit = browser.get(&format!("/developers/apps/{id}/edit")).await.text().await.unwrap();
+    let field = &edit[edit.find("name=\"require_dpop\"").unwrap()..];
+    assert!(field.split('>').next().unwrap().contains("checked"));
+}
