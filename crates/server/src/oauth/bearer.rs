@@ -161,7 +161,11 @@ pub async fn bearer(
                     let nonce = crate::oauth::dpop::current_nonce(state).await?;
                     return Err(ResourceError::DpopNonce(e, nonce.unwrap_or_default()));
                 }
-                Err(JsonError(e)) => return Err(ResourceError::Dpop(e)),
+                Err(JsonError(e)) if e.code == ErrorCode::InvalidDpopProof => {
+                    return Err(ResourceError::Dpop(e));
+                }
+                // A storage failure stays what it is (503 or 500).
+                Err(other) => return Err(other.into()),
             };
             match proven {
                 Some(jkt) if &jkt == bound => {}
