@@ -77,7 +77,8 @@ pub struct Proof {
     pub replay_until: i64,
 }
 
-fn invalid(why: impl Into<String>) -> OAuthError {
+/// `invalid_dpop_proof` (RFC 9449 §5, §7.1), saying why.
+pub fn invalid(why: impl Into<String>) -> OAuthError {
     OAuthError::new(
         ErrorCode::InvalidDpopProof,
         format!("DPoP proof: {}", why.into()),

@@ -292,12 +292,6 @@ impl SmartContext {
         map
     }
 
-    /// Whether the grant's refresh tokens end with a browser session
-    /// (`online_access`).
-    pub fn is_online(&self) -> bool {
-        self.online_session.is_some()
-    }
-
     /// With the person's `fhirUser` (`Practitioner/123`), made absolute with
     /// this grant's FHIR server.
     pub fn with_fhir_user(mut self, reference: &str) -> Self {

@@ -170,15 +170,13 @@ pub async fn bearer(
             match proven {
                 Some(jkt) if &jkt == bound => {}
                 Some(_) => {
-                    return Err(ResourceError::Dpop(OAuthError::new(
-                        ErrorCode::InvalidDpopProof,
-                        "DPoP proof: signed by another key than the token is bound to",
+                    return Err(ResourceError::Dpop(healthgate_core::dpop::invalid(
+                        "signed by another key than the token is bound to",
                     )));
                 }
                 None => {
-                    return Err(ResourceError::Dpop(OAuthError::new(
-                        ErrorCode::InvalidDpopProof,
-                        "DPoP proof: a DPoP header is required with this token",
+                    return Err(ResourceError::Dpop(healthgate_core::dpop::invalid(
+                        "a DPoP header is required with this token",
                     )));
                 }
             }

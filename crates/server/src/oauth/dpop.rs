@@ -5,8 +5,7 @@
 //! request proved it holds.
 
 use axum::http::HeaderMap;
-use healthgate_core::dpop::{Expected, verify};
-use healthgate_core::error::{ErrorCode, OAuthError};
+use healthgate_core::dpop::{Expected, invalid, verify};
 
 use crate::http::error::JsonError;
 use crate::state::AppState;
@@ -48,11 +47,11 @@ pub async fn proven_key(
         return Ok(None);
     };
     if proofs.next().is_some() {
-        return Err(refused("send one DPoP header").into());
+        return Err(invalid("send one DPoP header").into());
     }
     let proof = proof
         .to_str()
-        .map_err(|_| refused("the DPoP header is not a JWT"))?;
+        .map_err(|_| invalid("the DPoP header is not a JWT"))?;
     let now = state.now();
     let nonce_key = if state.settings.dpop.nonce {
         Some(crate::services::secrets::instance_key_of(state).await?)
@@ -74,11 +73,7 @@ pub async fn proven_key(
         .use_dpop_proof(&proven.jkt, &proven.jti, proven.replay_until)
         .await?
     {
-        return Err(refused("this proof was used before: make a new one for each request").into());
+        return Err(invalid("this proof was used before: make a new one for each request").into());
     }
     Ok(Some(proven.jkt))
-}
-
-fn refused(why: &str) -> OAuthError {
-    OAuthError::new(ErrorCode::InvalidDpopProof, format!("DPoP proof: {why}"))
 }
