@@ -121,6 +121,11 @@ enum ClientCommand {
         /// access token the app gets is bound to its key.
         #[arg(long)]
         require_dpop: bool,
+        /// Every authorization request must be pushed first (RFC 9126):
+        /// the app POSTs it to /oauth/par and sends only client_id and the
+        /// request_uri to /oauth/authorize.
+        #[arg(long)]
+        require_par: bool,
         /// A SMART launcher (the platform acting as the EHR): may create
         /// EHR launches of apps (`POST /api/v1/smart/launches`).
         #[arg(long)]
@@ -259,6 +264,12 @@ struct ClientUpdate {
     /// Token requests without a DPoP proof are taken again (bearer tokens).
     #[arg(long)]
     no_require_dpop: bool,
+    /// Every authorization request must be pushed first (RFC 9126).
+    #[arg(long, conflicts_with = "no_require_par")]
+    require_par: bool,
+    /// Authorization requests may be sent to /oauth/authorize directly again.
+    #[arg(long)]
+    no_require_par: bool,
     /// Make the app a SMART launcher: it may create EHR launches.
     #[arg(long, conflicts_with = "no_smart_launcher")]
     smart_launcher: bool,
@@ -568,6 +579,7 @@ fn client_json(c: &Client) -> serde_json::Value {
         "resource_server": c.resource_server,
         "require_mfa": c.require_mfa,
         "require_dpop": c.require_dpop,
+        "require_par": c.require_par,
         "smart_launcher": c.smart_launcher,
         "launch_url": c.launch_url,
         "token_endpoint_auth_method": auth_method(c),
@@ -620,7 +632,7 @@ fn client_text(c: &Client) -> String {
     let uris: Vec<&str> = c.redirect_uris.iter().map(|u| u.as_str()).collect();
     let types: Vec<&str> = c.user_types.iter().map(|t| t.as_str()).collect();
     format!(
-        "client_id      {}\nname           {}\nstatus         {}\ntype           {}\nredirect_uris  {}\nscope          {}\nuser_types     {}\nphoto_url      {}\nlisting        {}\nconnect_url    {}\nwebhook_url    {}{}\nresource_server {}\nrequire_mfa    {}\nrequire_dpop   {}\nsmart_launcher {}\nlaunch_url     {}\nauth_method    {}",
+        "client_id      {}\nname           {}\nstatus         {}\ntype           {}\nredirect_uris  {}\nscope          {}\nuser_types     {}\nphoto_url      {}\nlisting        {}\nconnect_url    {}\nwebhook_url    {}{}\nresource_server {}\nrequire_mfa    {}\nrequire_dpop   {}\nrequire_par    {}\nsmart_launcher {}\nlaunch_url     {}\nauth_method    {}",
         c.id,
         c.name,
         if c.suspended_at.is_some() {
@@ -644,6 +656,7 @@ fn client_text(c: &Client) -> String {
         c.resource_server,
         c.require_mfa,
         c.require_dpop,
+        c.require_par,
         c.smart_launcher,
         c.launch_url.as_deref().unwrap_or("-"),
         auth_method(c),
@@ -689,6 +702,7 @@ async fn client_command(
             resource_server,
             require_mfa,
             require_dpop,
+            require_par,
             smart_launcher,
             launch_url,
             jwks_uri,
@@ -710,6 +724,7 @@ async fn client_command(
                     resource_server,
                     require_mfa,
                     require_dpop,
+                    require_par,
                     smart_launcher,
                     launch_url,
                     jwks_uri,
@@ -805,6 +820,11 @@ async fn client_command(
                     _ => None,
                 },
                 require_dpop: match (u.require_dpop, u.no_require_dpop) {
+                    (true, _) => Some(true),
+                    (_, true) => Some(false),
+                    _ => None,
+                },
+                require_par: match (u.require_par, u.no_require_par) {
                     (true, _) => Some(true),
                     (_, true) => Some(false),
                     _ => None,

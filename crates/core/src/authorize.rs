@@ -38,6 +38,15 @@ pub struct AuthorizeParams {
     pub launch: Option<String>,
     /// RFC 9449 §10: the thumbprint of the DPoP key the code is for.
     pub dpop_jkt: Option<String>,
+    /// RFC 9126 §4: the pushed request this one stands for (with
+    /// `client_id`, and nothing else the server reads).
+    pub request_uri: Option<String>,
+    /// RFC 9101 §5: the request as a signed request object, by value.
+    pub request: Option<String>,
+    /// healthgate's own: the proof that this browser brought the pushed
+    /// request first, carried by the sign-in and consent pages back to the
+    /// authorization endpoint (`core::par::resume_token`).
+    pub resume: Option<String>,
     /// Names of parameters that appeared more than once (RFC 6749 §3.1).
     pub duplicated: Vec<String>,
 }
@@ -70,6 +79,9 @@ impl AuthorizeParams {
                 "resource" => &mut p.resource,
                 "launch" => &mut p.launch,
                 "dpop_jkt" => &mut p.dpop_jkt,
+                "request_uri" => &mut p.request_uri,
+                "request" => &mut p.request,
+                "resume" => &mut p.resume,
                 _ => continue,
             };
             if slot.is_some() {
@@ -83,9 +95,26 @@ impl AuthorizeParams {
         p
     }
 
+    /// Whether `name` is a parameter of the authorization request this
+    /// server reads (others are ignored, RFC 6749 §3.1).
+    pub fn reads(name: &str) -> bool {
+        Self::from_pairs([(name, String::new())]) != Self::default()
+    }
+
     /// The request as name/value pairs, to carry it through the login and
-    /// consent pages unchanged.
+    /// consent pages unchanged: a pushed request by its reference alone
+    /// (`client_id`, `request_uri`, `resume`), so that its parameters are
+    /// read from where they were pushed every time.
     pub fn to_pairs(&self) -> Vec<(&'static str, &str)> {
+        if let (Some(client_id), Some(uri), Some(resume)) =
+            (&self.client_id, &self.request_uri, &self.resume)
+        {
+            return vec![
+                ("client_id", client_id),
+                ("request_uri", uri),
+                ("resume", resume),
+            ];
+        }
         let fields: [(&'static str, &Option<String>); 15] = [
             ("response_type", &self.response_type),
             ("client_id", &self.client_id),
@@ -113,21 +142,41 @@ impl AuthorizeParams {
 impl AuthorizeParams {
     /// The request to come back to after signing in: `prompt=login` is met
     /// by that sign-in, so it is dropped (or the login would repeat forever).
+    /// A pushed request drops it when it comes back (`resumed`).
     pub fn without_login_prompt(&self) -> Vec<(&'static str, String)> {
         self.to_pairs()
             .into_iter()
-            .filter_map(|(k, v)| {
-                if k != "prompt" {
-                    return Some((k, v.to_owned()));
-                }
-                let rest: Vec<&str> = v
-                    .split(' ')
-                    .filter(|p| !p.is_empty() && *p != "login")
-                    .collect();
-                (!rest.is_empty()).then(|| (k, rest.join(" ")))
+            .filter_map(|(k, v)| match k {
+                "prompt" => without_login(v).map(|rest| (k, rest)),
+                _ => Some((k, v.to_owned())),
             })
             .collect()
     }
+
+    /// These parameters, pushed and held by the server, as the request
+    /// `request_uri` stands for; `resume` lets the pages bring it back.
+    pub fn pushed(mut self, request_uri: String, resume: String) -> Self {
+        self.request_uri = Some(request_uri);
+        self.resume = Some(resume);
+        self
+    }
+
+    /// A pushed request as it comes back from the sign-in or consent
+    /// pages: its `prompt=login` was met when it first arrived, by the
+    /// sign-in that brought it back.
+    pub fn resumed(mut self, request_uri: String, resume: String) -> Self {
+        self.prompt = self.prompt.as_deref().and_then(without_login);
+        self.pushed(request_uri, resume)
+    }
+}
+
+/// `prompt` without `login`, or nothing when nothing else was asked.
+fn without_login(prompt: &str) -> Option<String> {
+    let rest: Vec<&str> = prompt
+        .split(' ')
+        .filter(|p| !p.is_empty() && *p != "login")
+        .collect();
+    (!rest.is_empty()).then(|| rest.join(" "))
 }
 
 /// Why an authorization request failed.

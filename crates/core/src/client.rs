@@ -118,6 +118,10 @@ pub struct Client {
     /// it gets is bound to its key (RFC 9449 §5.2,
     /// `dpop_bound_access_tokens`).
     pub require_dpop: bool,
+    /// Its authorization requests must be pushed first (RFC 9126 §6,
+    /// `require_pushed_authorization_requests`): a request at the
+    /// authorization endpoint without a `request_uri` is refused.
+    pub require_par: bool,
     /// A SMART launcher (the platform acting as the EHR) may create EHR
     /// launches of apps (`POST /api/v1/smart/launches`); set by operators
     /// only.
@@ -186,6 +190,7 @@ impl Client {
             resource_server: false,
             require_mfa: false,
             require_dpop: false,
+            require_par: false,
             smart_launcher: false,
             launch_url: None,
             jwks_uri: None,

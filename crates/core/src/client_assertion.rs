@@ -58,16 +58,16 @@ impl Parsed {
         self.claims["iss"].as_str()
     }
 
-    fn alg(&self) -> Result<&str, OAuthError> {
+    /// The `alg` of a client's signature (an assertion, a request
+    /// object): an asymmetric one of [`ALGS`], or why not.
+    pub fn signing_alg(&self) -> Result<&str, &'static str> {
         match self.header["alg"].as_str() {
             Some(alg) if ALGS.contains(&alg) => Ok(alg),
-            Some("none") => Err(refused("alg none is refused")),
-            Some(alg) if alg.starts_with("HS") => Err(refused(
-                "an HMAC alg is refused: sign with a private key (RS384 or ES384)",
-            )),
-            _ => Err(refused(
-                "alg must be one of RS256, RS384, RS512, PS256, PS384, ES256, ES384",
-            )),
+            Some("none") => Err("alg none is refused"),
+            Some(alg) if alg.starts_with("HS") => {
+                Err("an HMAC alg is refused: sign with a private key (RS384 or ES384)")
+            }
+            _ => Err("alg must be one of RS256, RS384, RS512, PS256, PS384, ES256, ES384"),
         }
     }
 }
@@ -76,7 +76,12 @@ impl Parsed {
 /// exactly one key; without a `kid`, the set must hold exactly one key
 /// usable with the `alg`.
 pub fn select_key<'a>(parsed: &Parsed, jwks: &'a Value) -> Result<&'a Value, OAuthError> {
-    let alg = parsed.alg()?;
+    key_of(parsed, jwks).map_err(refused)
+}
+
+/// [`select_key`] for any signature of a client's: the key, or why none.
+pub fn key_of<'a>(parsed: &Parsed, jwks: &'a Value) -> Result<&'a Value, &'static str> {
+    let alg = parsed.signing_alg()?;
     let kty = if alg.starts_with("ES") { "EC" } else { "RSA" };
     let keys = jwks["keys"].as_array().map(Vec::as_slice).unwrap_or(&[]);
     let usable = |k: &&Value| {
@@ -93,22 +98,25 @@ pub fn select_key<'a>(parsed: &Parsed, jwks: &'a Value) -> Result<&'a Value, OAu
     };
     match candidates.as_slice() {
         [one] if usable(one) => Ok(one),
-        [_] => Err(refused("the key named by kid does not fit the alg")),
-        [] => Err(refused("no registered key matches its kid")),
-        _ => Err(refused("its kid matches more than one registered key")),
+        [_] => Err("the key named by kid does not fit the alg"),
+        [] => Err("no registered key matches its kid"),
+        _ => Err("its kid matches more than one registered key"),
     }
 }
 
 /// Whether the signature holds under `jwk`.
 pub fn verify_signature(parsed: &Parsed, jwk: &Value) -> Result<(), OAuthError> {
+    signature_holds(parsed, jwk).map_err(refused)
+}
+
+/// [`verify_signature`] for any signature of a client's: why not, if not.
+pub fn signature_holds(parsed: &Parsed, jwk: &Value) -> Result<(), &'static str> {
     use crate::jws::VerifyError;
-    let alg = parsed.alg()?;
-    crate::jws::verify(parsed, alg, jwk).map_err(|e| {
-        refused(match e {
-            VerifyError::Signature => "the signature does not verify",
-            VerifyError::KeyType => "the registered key is not on the alg's curve",
-            VerifyError::Key | VerifyError::Alg => "the registered key is malformed",
-        })
+    let alg = parsed.signing_alg()?;
+    crate::jws::verify(parsed, alg, jwk).map_err(|e| match e {
+        VerifyError::Signature => "the signature does not verify",
+        VerifyError::KeyType => "the registered key is not on the alg's curve",
+        VerifyError::Key | VerifyError::Alg => "the registered key is malformed",
     })
 }
 
@@ -162,10 +170,15 @@ pub fn check_claims(
 /// Set URL the client registered: keys are never fetched from where an
 /// assertion says.
 pub fn check_jku(parsed: &Parsed, registered: Option<&str>) -> Result<(), OAuthError> {
+    jku_allowed(parsed, registered).map_err(refused)
+}
+
+/// [`check_jku`] for any signature of a client's: why not, if not.
+pub fn jku_allowed(parsed: &Parsed, registered: Option<&str>) -> Result<(), &'static str> {
     match parsed.header.get("jku") {
         None => Ok(()),
         Some(jku) if jku.as_str().is_some() && jku.as_str() == registered => Ok(()),
-        Some(_) => Err(refused("jku is not the registered JWK Set URL")),
+        Some(_) => Err("jku is not the registered JWK Set URL"),
     }
 }
 

@@ -46,6 +46,14 @@ pub enum ErrorCode {
     InvalidDpopProof,
     /// RFC 9449 §8, §9: the proof must carry the nonce the server gives.
     UseDpopNonce,
+    /// RFC 9101 §6.2: the `request_uri` names no request this server
+    /// holds (unknown, expired, used, or another client's).
+    InvalidRequestUri,
+    /// RFC 9101 §6.1: the request object does not verify or is not valid.
+    InvalidRequestObject,
+    /// RFC 9101 §6.2: `request_uri` other than one this server gave at its
+    /// pushed authorization request endpoint.
+    RequestUriNotSupported,
 }
 
 impl ErrorCode {
@@ -69,6 +77,9 @@ impl ErrorCode {
             Self::TooManyRequests => "too_many_requests",
             Self::InvalidDpopProof => "invalid_dpop_proof",
             Self::UseDpopNonce => "use_dpop_nonce",
+            Self::InvalidRequestUri => "invalid_request_uri",
+            Self::InvalidRequestObject => "invalid_request_object",
+            Self::RequestUriNotSupported => "request_uri_not_supported",
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod listing;
 pub mod mfa;
 pub mod org;
 pub mod owner;
+pub mod par;
 pub mod pkce;
 pub mod recovery;
 pub mod redirect;

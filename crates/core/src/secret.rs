@@ -30,6 +30,8 @@ pub enum SecretKind {
     PasswordReset,
     /// A SMART EHR launch, handed to the app in its launch URL.
     SmartLaunch,
+    /// A pushed authorization request (RFC 9126), in its `request_uri`.
+    PushedRequest,
 }
 
 impl SecretKind {
@@ -47,6 +49,7 @@ impl SecretKind {
             Self::EmailVerification => "hg_ev_",
             Self::PasswordReset => "hg_pr_",
             Self::SmartLaunch => "hg_ln_",
+            Self::PushedRequest => "hg_par_",
         }
     }
 }

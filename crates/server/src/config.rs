@@ -132,6 +132,29 @@ pub struct Settings {
     pub smart: SmartSettings,
     /// DPoP (`[dpop]`, RFC 9449).
     pub dpop: DpopSettings,
+    /// Pushed authorization requests (`[par]`, RFC 9126).
+    pub par: ParSettings,
+}
+
+/// Pushed authorization requests (`[par]`, RFC 9126).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ParSettings {
+    /// Every app must push its authorization requests first
+    /// (`require_pushed_authorization_requests`); apps can also be
+    /// registered to, one by one.
+    pub required: bool,
+    /// How long a `request_uri` lives, 60 to 600 seconds.
+    pub lifetime: Seconds,
+}
+
+impl Default for ParSettings {
+    fn default() -> Self {
+        Self {
+            required: false,
+            lifetime: Seconds::of(90),
+        }
+    }
 }
 
 /// DPoP (`[dpop]`, RFC 9449).
@@ -431,6 +454,7 @@ impl Default for Settings {
             passkey_sign_in: false,
             smart: SmartSettings::default(),
             dpop: DpopSettings::default(),
+            par: ParSettings::default(),
             profile: ProfileSettings::default(),
             branding: Branding::default(),
             throttle: ThrottleSettings::default(),
@@ -1212,6 +1236,7 @@ pub const KEYS: &[&str] = &[
     "smtp",
     "smart",
     "dpop",
+    "par",
 ];
 
 /// Settings that each parse but do not fit together. `key` is the dotted
@@ -1318,6 +1343,12 @@ impl Settings {
                 ));
             }
         }
+        if !healthgate_core::par::LIFETIME_RANGE.contains(&self.par.lifetime.secs()) {
+            return Err(InvalidSetting::new(
+                "par.lifetime",
+                "a request_uri lives 60 to 600 seconds",
+            ));
+        }
         Ok(TokenPolicy {
             code_ttl: self.authorization_code_ttl.secs(),
             access_ttl: self.access_token_ttl.secs(),
@@ -1366,6 +1397,27 @@ impl Settings {
     /// [`Settings::validate`]).
     pub fn default_provisioning_scopes(&self) -> Option<ScopeSet> {
         self.profile.provisioning_scope.clone()
+    }
+
+    /// The FHIR servers SMART requests may name (`[smart]`).
+    pub fn fhir_bases(&self) -> Vec<&str> {
+        self.smart
+            .fhir_base_urls
+            .iter()
+            .map(|b| b.as_str())
+            .collect()
+    }
+
+    /// The deployment's rules for authorization requests, with
+    /// `fhir_bases` from [`Settings::fhir_bases`].
+    pub fn authorize_rules<'a>(
+        &self,
+        fhir_bases: &'a [&'a str],
+    ) -> healthgate_core::authorize::Rules<'a> {
+        healthgate_core::authorize::Rules {
+            scopes: self.scope_source(),
+            fhir_bases,
+        }
     }
 
     /// Where the scopes an authorization request asks for come from.

@@ -16,7 +16,7 @@ use crate::{Backend, Result, Store, StoreError, conflict};
 const COLUMNS: &str = "id, name, photo_url, redirect_uris, allowed_scopes, user_types, kind, secret_digest, description, \
                        connect_redirect_url, published, webhook_url, webhook_secret_version, webhook_muted_at, \
                        authorization_level, provisioning_scopes, access_token_format, id_token_alg, owner_id, suspended_at, \
-                       resource_server, require_mfa, require_dpop, smart_launcher, launch_url, jwks_uri, jwks, previous_secret_digest, previous_secret_expires_at, created_at, updated_at, \
+                       resource_server, require_mfa, require_dpop, require_par, smart_launcher, launch_url, jwks_uri, jwks, previous_secret_digest, previous_secret_expires_at, created_at, updated_at, \
                        listing, listing_requested_at, listing_reviewed_at, listing_reviewed_by, listing_reason, listing_changes";
 
 fn from_row(row: &AnyRow) -> Result<Client> {
@@ -86,6 +86,7 @@ fn from_row(row: &AnyRow) -> Result<Client> {
         resource_server: row.try_get::<i64, _>("resource_server")? != 0,
         require_mfa: row.try_get::<i64, _>("require_mfa")? != 0,
         require_dpop: row.try_get::<i64, _>("require_dpop")? != 0,
+        require_par: row.try_get::<i64, _>("require_par")? != 0,
         smart_launcher: row.try_get::<i64, _>("smart_launcher")? != 0,
         launch_url: row.try_get("launch_url")?,
         jwks_uri: row.try_get("jwks_uri")?,
@@ -364,9 +365,9 @@ impl Store {
                                   authorization_level, provisioning_scopes, created_at, updated_at, access_token_format, id_token_alg,
                                   owner_id, resource_server, listing, listing_requested_at, listing_reviewed_at,
                                   listing_reviewed_by, listing_reason, listing_changes, require_mfa,
-                                  smart_launcher, launch_url, jwks_uri, jwks, require_dpop)
+                                  smart_launcher, launch_url, jwks_uri, jwks, require_dpop, require_par)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
-                     $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33)",
+                     $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34)",
         )
         .bind(&c.id)
         .bind(&c.name)
@@ -401,6 +402,7 @@ impl Store {
         .bind(&c.jwks_uri)
         .bind(&c.jwks)
         .bind(i64::from(c.require_dpop))
+        .bind(i64::from(c.require_par))
         .execute(&mut *tx)
         .await
         .map_err(conflict("client"))?;
@@ -463,7 +465,7 @@ impl Store {
                                 webhook_secret_version = $9, updated_at = $10, authorization_level = $11,
                                 provisioning_scopes = $12, access_token_format = $14, id_token_alg = $15,
                                 resource_server = $16, require_mfa = $17, smart_launcher = $18, launch_url = $19,
-                                jwks_uri = $20, jwks = $21, require_dpop = $22
+                                jwks_uri = $20, jwks = $21, require_dpop = $22, require_par = $23
              WHERE id = $13",
         )
         .bind(&c.name)
@@ -488,6 +490,7 @@ impl Store {
         .bind(&c.jwks_uri)
         .bind(&c.jwks)
         .bind(i64::from(c.require_dpop))
+        .bind(i64::from(c.require_par))
         .execute(&mut *tx)
         .await?;
         let listing = moved

@@ -21,6 +21,7 @@ mod keys;
 mod launches;
 mod patients;
 mod purge;
+mod pushed;
 mod recovery;
 mod revocation;
 mod sessions;
@@ -408,6 +409,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "DPoP proofs",
         include_str!("../migrations/sqlite/0021_dpop_proofs.sql"),
     ),
+    (
+        22,
+        "pushed requests",
+        include_str!("../migrations/sqlite/0022_pushed_requests.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -514,6 +520,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         21,
         "DPoP proofs",
         include_str!("../migrations/postgres/0021_dpop_proofs.sql"),
+    ),
+    (
+        22,
+        "pushed requests",
+        include_str!("../migrations/postgres/0022_pushed_requests.sql"),
     ),
 ];
 

@@ -18,6 +18,7 @@ pub struct Purged {
     pub smart_launches: u64,
     pub client_assertions: u64,
     pub dpop_proofs: u64,
+    pub pushed_requests: u64,
 }
 
 impl Purged {
@@ -33,6 +34,7 @@ impl Purged {
             + self.smart_launches
             + self.client_assertions
             + self.dpop_proofs
+            + self.pushed_requests
     }
 }
 
@@ -139,6 +141,15 @@ const RULES: &[Rule] = &[
         columns: "jkt, jti",
         condition: "expires_at < $1",
         count: |p| &mut p.dpop_proofs,
+    },
+    // Pushed authorization requests, a day after their request_uri expired
+    // (by then no page can bring them back either).
+    Rule {
+        table: "pushed_requests",
+        key: "digest",
+        columns: "digest",
+        condition: "expires_at < $1 - 86400",
+        count: |p| &mut p.pushed_requests,
     },
 ];
 

@@ -199,6 +199,19 @@ fn resource_servers_and_wildcard_redirect_uris() {
     let text = sandbox.run(&["client", "show", bound["client_id"].as_str().unwrap()]);
     assert!(text.stdout.contains("require_dpop   true"), "{text:#?}");
 
+    // An app whose authorization requests must be pushed first (RFC 9126).
+    let pushing = create(&["--require-par"]).json();
+    assert_eq!(pushing["require_par"], true, "{pushing}");
+    assert_eq!(plain["require_par"], false, "{plain}");
+    for (flag, on) in [("--require-par", true), ("--no-require-par", false)] {
+        let updated = sandbox
+            .run(&["client", "update", id, flag, "--json"])
+            .json();
+        assert_eq!(updated["require_par"], on, "{flag}");
+    }
+    let text = sandbox.run(&["client", "show", pushing["client_id"].as_str().unwrap()]);
+    assert!(text.stdout.contains("require_par    true"), "{text:#?}");
+
     for uri in ["https://*.partner.example/cb", "https://partner.example/*"] {
         let out = sandbox.run(&[
             "client",
@@ -218,7 +231,7 @@ fn resource_servers_and_wildcard_redirect_uris() {
     let all = sandbox.run(&["client", "list", "--json"]).json();
     assert_eq!(
         all.as_array().unwrap().len(),
-        4,
+        5,
         "nothing registered: {all}"
     );
     let kept = sandbox.run(&["client", "show", id, "--json"]).json();

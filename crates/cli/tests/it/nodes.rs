@@ -1706,9 +1706,9 @@ impl Cluster {
 /// on B and gives its context to a code exchanged on A; a Backend Services
 /// assertion accepted by A is a replay on B.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_smart_launch_an_assertion_and_a_dpop_proof_hold_across_nodes() {
+async fn a_smart_launch_an_assertion_a_dpop_proof_and_a_pushed_request_hold_across_nodes() {
     let Some(cluster) = Cluster::start_with(
-        "a_smart_launch_an_assertion_and_a_dpop_proof_hold_across_nodes",
+        "a_smart_launch_an_assertion_a_dpop_proof_and_a_pushed_request_hold_across_nodes",
         2,
         SMART,
     )
@@ -1925,5 +1925,47 @@ async fn a_smart_launch_an_assertion_and_a_dpop_proof_hold_across_nodes() {
     assert_eq!(
         seen["cnf"]["jkt"].as_str(),
         healthgate_core::dpop::thumbprint(&dpop_key.public_jwk("")).as_deref()
+    );
+
+    // PAR (RFC 9126): a request pushed to A is used on B, once.
+    let r = http
+        .post(a.url("/oauth/par"))
+        .basic_auth(&partner_id, Some(&partner_secret))
+        .form(&[
+            ("response_type", "code"),
+            ("redirect_uri", "https://partner.example/cb"),
+            ("scope", "profile_read"),
+            ("state", "pushed"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{}", cluster.logs());
+    let request_uri = str_field(&r.json::<Value>().await.unwrap(), "request_uri");
+    let mut authorize = reqwest::Url::parse(&b.url("/oauth/authorize")).unwrap();
+    authorize
+        .query_pairs_mut()
+        .append_pair("client_id", &partner_id)
+        .append_pair("request_uri", &request_uri);
+    let back =
+        flow::authorize_in_browser(b, authorize.as_str(), USER, demo.password_of(USER), "allow")
+            .await;
+    let query: std::collections::HashMap<String, String> =
+        back.query_pairs().into_owned().collect();
+    assert_eq!(
+        query.get("state").map(String::as_str),
+        Some("pushed"),
+        "{back}"
+    );
+    assert!(query.contains_key("code"), "{back}\n{}", cluster.logs());
+    let again = http
+        .get(authorize.as_str().replace(&b.url(""), &a.url("")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        again.status(),
+        StatusCode::BAD_REQUEST,
+        "used on B, refused on A"
     );
 }

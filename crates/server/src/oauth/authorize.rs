@@ -8,9 +8,7 @@
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use healthgate_core::authorize::{
-    AuthorizeError, AuthorizeParams, Rules, ValidAuthorization, validate,
-};
+use healthgate_core::authorize::{AuthorizeError, AuthorizeParams, ValidAuthorization, validate};
 use healthgate_core::client::Client;
 use healthgate_core::error::{ErrorCode, OAuthError};
 use healthgate_core::redirect::with_query_params;
@@ -30,6 +28,7 @@ use crate::http::ip::ClientIp;
 use crate::http::pages::{self, ChoiceLine, ConsentPage, PatientLine, RefusedPage, Site};
 use crate::http::session;
 use crate::oauth::consent::{self, Choice};
+use crate::oauth::par::{self, Resolved};
 use crate::services::photos::served_path;
 use crate::state::AppState;
 use healthgate_core::event::EventKind;
@@ -72,14 +71,17 @@ fn error_redirect(
 /// A request that passed every check, with the EHR launch it names.
 struct Checked {
     client: Client,
+    /// The request's parameters: a pushed request's, or those sent.
+    params: AuthorizeParams,
     request: ValidAuthorization,
     launch: Option<Launch>,
 }
 
-/// Looks up the client and validates the request, and the EHR launch it
+/// Looks up the client, resolves a pushed request or a request object
+/// (`par::resolve`), validates the request, and reads the EHR launch it
 /// names. `Err` is the response to send: an error page or an error
 /// redirect.
-async fn check(state: &AppState, params: &AuthorizeParams) -> Result<Checked, Response> {
+async fn check(state: &AppState, params: AuthorizeParams) -> Result<Checked, Response> {
     let Some(client_id) = params.client_id.as_deref() else {
         return Err(PageError::bad_request(
             "The request does not say which application is asking (client_id is missing).",
@@ -111,18 +113,11 @@ async fn check(state: &AppState, params: &AuthorizeParams) -> Result<Checked, Re
         }
         .into_response());
     }
-    let fhir_bases: Vec<&str> = state
-        .settings
-        .smart
-        .fhir_base_urls
-        .iter()
-        .map(|b| b.as_str())
-        .collect();
-    let rules = Rules {
-        scopes: state.settings.scope_source(),
-        fhir_bases: &fhir_bases,
-    };
-    let request = match validate(params, &client, &rules) {
+    let Resolved { params, pushed } = par::resolve(state, &client, params)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let bases = state.settings.fhir_bases();
+    let request = match validate(&params, &client, &state.settings.authorize_rules(&bases)) {
         Ok(v) => v,
         Err(AuthorizeError::Page(message)) => {
             return Err(PageError::bad_request(message).into_response());
@@ -133,6 +128,19 @@ async fn check(state: &AppState, params: &AuthorizeParams) -> Result<Checked, Re
             state: s,
         }) => return Err(error_redirect(state, &redirect_uri, &error, s.as_deref())),
     };
+    // RFC 9126 §5, §6: pushed first, when the server or the app says so.
+    if !pushed && (state.settings.par.required || client.require_par) {
+        let error = OAuthError::invalid_request(format!(
+            "authorization requests of this client must be pushed first: POST them to {}/oauth/par and send only client_id and request_uri here",
+            state.issuer
+        ));
+        return Err(error_redirect(
+            state,
+            &request.redirect_uri,
+            &error,
+            request.state.as_deref(),
+        ));
+    }
     let launch = match &request.launch {
         None => None,
         Some(value) => {
@@ -158,6 +166,7 @@ async fn check(state: &AppState, params: &AuthorizeParams) -> Result<Checked, Re
     };
     Ok(Checked {
         client,
+        params,
         request,
         launch,
     })
@@ -217,9 +226,10 @@ pub async fn get(
 async fn request(state: AppState, headers: HeaderMap, params: AuthorizeParams) -> Response {
     let Checked {
         client,
+        params,
         request,
         launch,
-    } = match check(&state, &params).await {
+    } = match check(&state, params).await {
         Ok(ok) => ok,
         Err(response) => return response,
     };
@@ -730,9 +740,10 @@ pub async fn post(
     let params = AuthorizeParams::from_pairs(rest);
     let Checked {
         client,
+        params: _,
         request,
         launch,
-    } = match check(&state, &params).await {
+    } = match check(&state, params).await {
         Ok(ok) => ok,
         Err(response) => return response,
     };

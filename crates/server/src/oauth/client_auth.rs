@@ -159,10 +159,42 @@ fn presented_assertion(
     })
 }
 
+/// Whether `parsed`, a JWS from `client` (a client assertion, a request
+/// object), is signed by one of the client's registered keys: inline, or
+/// this node's copy of its JWK Set URL, fetched again once for a key the
+/// copy lacks. `Err` says why not.
+pub async fn signed_by_client(
+    state: &AppState,
+    client: &Client,
+    parsed: &client_assertion::Parsed,
+) -> Result<(), String> {
+    use crate::services::jwks::{self, Want};
+    client_assertion::jku_allowed(parsed, client.jwks_uri.as_deref())?;
+    let key = match (&client.jwks, &client.jwks_uri) {
+        (Some(inline), _) => {
+            let set: serde_json::Value = serde_json::from_str(inline)
+                .map_err(|_| "the registered JWK Set is not JSON".to_owned())?;
+            client_assertion::key_of(parsed, &set)?.clone()
+        }
+        (None, Some(url)) => {
+            let set = jwks::jwk_set(state, url, Want::Fresh).await?;
+            match client_assertion::key_of(parsed, &set) {
+                Ok(key) => key.clone(),
+                // Keys rotate: a kid the copy lacks sends for the set again.
+                Err(_) => {
+                    let set = jwks::jwk_set(state, url, Want::Refetched).await?;
+                    client_assertion::key_of(parsed, &set)?.clone()
+                }
+            }
+        }
+        (None, None) => return Err("the client registered no keys".to_owned()),
+    };
+    Ok(client_assertion::signature_holds(parsed, &key)?)
+}
+
 /// Whether the signed assertion `jwt` authenticates `client` at `now`, as
 /// `core::client_assertion` checks it, with the client's registered keys
-/// (inline, or this node's copy of its JWK Set URL, fetched again once for
-/// a key the copy lacks); its `jti` is then recorded, so that no node
+/// ([`signed_by_client`]); its `jti` is then recorded, so that no node
 /// accepts it again.
 async fn assertion_holds(
     state: &AppState,
@@ -170,41 +202,20 @@ async fn assertion_holds(
     jwt: &str,
     now: i64,
 ) -> Result<Result<(), OAuthError>, StoreError> {
-    use crate::services::jwks::{self, Want};
     let refused = |why: String| OAuthError::invalid_client(format!("client assertion: {why}"));
     let checked = async {
         let parsed = client_assertion::parse(jwt)?;
-        client_assertion::check_jku(&parsed, client.jwks_uri.as_deref())?;
-        let key = match (&client.jwks, &client.jwks_uri) {
-            (Some(inline), _) => {
-                let set: serde_json::Value = serde_json::from_str(inline)
-                    .map_err(|_| refused("the registered JWK Set is not JSON".into()))?;
-                client_assertion::select_key(&parsed, &set)?.clone()
-            }
-            (None, Some(url)) => {
-                let set = jwks::jwk_set(state, url, Want::Fresh)
-                    .await
-                    .map_err(refused)?;
-                match client_assertion::select_key(&parsed, &set) {
-                    Ok(key) => key.clone(),
-                    // Keys rotate: a kid the copy lacks sends for the set again.
-                    Err(_) => {
-                        let set = jwks::jwk_set(state, url, Want::Refetched)
-                            .await
-                            .map_err(refused)?;
-                        client_assertion::select_key(&parsed, &set)?.clone()
-                    }
-                }
-            }
-            (None, None) => {
-                return Err(OAuthError::invalid_client(
-                    "this client authenticates with its secret, not a client assertion",
-                ));
-            }
-        };
-        client_assertion::verify_signature(&parsed, &key)?;
-        let endpoint = format!("{}/oauth/token", state.issuer);
-        client_assertion::check_claims(&parsed, &client.id, &[&endpoint, &state.issuer], now)
+        if !client.uses_assertions() {
+            return Err(OAuthError::invalid_client(
+                "this client authenticates with its secret, not a client assertion",
+            ));
+        }
+        signed_by_client(state, client, &parsed)
+            .await
+            .map_err(refused)?;
+        let audiences = audiences(state);
+        let audiences: Vec<&str> = audiences.iter().map(String::as_str).collect();
+        client_assertion::check_claims(&parsed, &client.id, &audiences, now)
     };
     let accepted = match checked.await {
         Ok(accepted) => accepted,
@@ -218,6 +229,18 @@ async fn assertion_holds(
         return Ok(Err(refused("its jti was used before".into())));
     }
     Ok(Ok(()))
+}
+
+/// What a client assertion's `aud` may name: the token endpoint (first, the
+/// one refusals cite), the issuer (RFC 7523 §3), and the pushed
+/// authorization request endpoint, where assertions also authenticate
+/// (RFC 9126 §2).
+fn audiences(state: &AppState) -> [String; 3] {
+    [
+        format!("{}/oauth/token", state.issuer),
+        state.issuer.to_string(),
+        format!("{}/oauth/par", state.issuer),
+    ]
 }
 
 /// Every endpoint where an app acts authenticates it here, so this is where

@@ -36,6 +36,14 @@ pub async fn metadata(State(state): State<AppState>) -> Json<Value> {
         // every endpoint that takes an access token.
         "dpop_signing_alg_values_supported": healthgate_core::dpop::ALGS,
         "authorization_response_iss_parameter_supported": true,
+        // RFC 9126 §5.
+        "pushed_authorization_request_endpoint": format!("{base}/oauth/par"),
+        "require_pushed_authorization_requests": state.settings.par.required,
+        // RFC 9101 §10.5: request objects by value, or pushed; never
+        // fetched from a client's URL.
+        "request_parameter_supported": true,
+        "request_uri_parameter_supported": false,
+        "request_object_signing_alg_values_supported": client_assertion::ALGS,
     }))
 }
 
@@ -104,6 +112,9 @@ pub async fn smart_configuration(State(state): State<AppState>) -> Result<Respon
         "scopes_supported": scopes,
         "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],
+        "pushed_authorization_request_endpoint": format!("{base}/oauth/par"),
+        "require_pushed_authorization_requests": state.settings.par.required,
+        "dpop_signing_alg_values_supported": healthgate_core::dpop::ALGS,
         "capabilities": SMART_CAPABILITIES,
     });
     let mut response = Json(body).into_response();

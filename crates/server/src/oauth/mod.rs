@@ -11,6 +11,7 @@ pub mod grants;
 pub mod introspect;
 pub mod issue;
 pub mod openid;
+pub mod par;
 pub mod params;
 pub mod revoke;
 pub mod token;
@@ -27,6 +28,7 @@ pub fn routes() -> Routes {
             get(authorize::get).post(authorize::post),
         )
         .route("/oauth/token", post(token::post).options(token::preflight))
+        .route("/oauth/par", post(par::post))
         .route("/oauth/revoke", post(revoke::post))
         .route("/oauth/introspect", post(introspect::post))
         .route(

@@ -82,6 +82,8 @@ pub struct NewClient {
     pub require_mfa: bool,
     /// Token requests must carry a DPoP proof (RFC 9449 §5.2).
     pub require_dpop: bool,
+    /// Authorization requests must be pushed first (RFC 9126 §6).
+    pub require_par: bool,
     /// May create SMART EHR launches of apps (the platform acting as the
     /// EHR); set by operators only.
     pub smart_launcher: bool,
@@ -128,6 +130,8 @@ pub struct ClientChanges {
     pub require_mfa: Option<bool>,
     /// Token requests must carry a DPoP proof (RFC 9449 §5.2).
     pub require_dpop: Option<bool>,
+    /// Authorization requests must be pushed first (RFC 9126 §6).
+    pub require_par: Option<bool>,
     /// May create SMART EHR launches; operators only.
     pub smart_launcher: Option<bool>,
     /// Where the app is opened for a SMART EHR launch; `Some(None)` clears
@@ -458,6 +462,7 @@ fn draft_client(settings: &Settings, req: &NewClient, now: i64, refusals: &mut R
         resource_server: req.resource_server,
         require_mfa: req.require_mfa,
         require_dpop: req.require_dpop,
+        require_par: req.require_par,
         smart_launcher: req.smart_launcher,
         launch_url: blank_is_none(req.launch_url.clone()),
         jwks_uri: blank_is_none(req.jwks_uri.clone()),
@@ -594,6 +599,9 @@ fn apply_changes(
     }
     if let Some(on) = changes.require_dpop {
         c.require_dpop = on;
+    }
+    if let Some(on) = changes.require_par {
+        c.require_par = on;
     }
     if let Some(on) = changes.require_mfa {
         c.require_mfa = on;

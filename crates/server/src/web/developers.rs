@@ -115,6 +115,8 @@ pub struct AppFields {
     #[serde(default)]
     require_dpop: bool,
     #[serde(default)]
+    require_par: bool,
+    #[serde(default)]
     remove_photo: bool,
     confirm_name: Option<String>,
     /// The app page's listing buttons: `request` or `withdraw`.
@@ -388,6 +390,8 @@ pub struct AppFormValues {
     pub require_mfa: bool,
     /// Every token request must carry a DPoP proof (RFC 9449).
     pub require_dpop: bool,
+    /// Every authorization request must be pushed first (RFC 9126).
+    pub require_par: bool,
     /// The scopes outside the `[scopes]` vocabulary (SMART's), as typed.
     pub smart_scopes: String,
     pub launch_url: String,
@@ -415,6 +419,7 @@ impl AppFormValues {
             published: false,
             require_mfa: false,
             require_dpop: false,
+            require_par: false,
             smart_scopes: String::new(),
             launch_url: String::new(),
             jwks_uri: String::new(),
@@ -454,6 +459,7 @@ impl AppFormValues {
             published: c.listing.state.is_wanted(),
             require_mfa: c.require_mfa,
             require_dpop: c.require_dpop,
+            require_par: c.require_par,
             smart_scopes: smart.join(" "),
             launch_url: c.launch_url.clone().unwrap_or_default(),
             jwks_uri: c.jwks_uri.clone().unwrap_or_default(),
@@ -477,6 +483,7 @@ impl AppFormValues {
             published: f.published,
             require_mfa: f.require_mfa,
             require_dpop: f.require_dpop,
+            require_par: f.require_par,
             smart_scopes: text(&f.smart_scope),
             launch_url: text(&f.launch_url),
             jwks_uri: text(&f.jwks_uri),
@@ -675,6 +682,7 @@ pub async fn create_app(
         resource_server: false,
         require_mfa: values.require_mfa,
         require_dpop: values.require_dpop,
+        require_par: values.require_par,
         smart_launcher: false,
         launch_url: Some(values.launch_url.clone()),
         jwks_uri: Some(values.jwks_uri.clone()),
@@ -891,6 +899,7 @@ pub async fn update_app(
         authorization_level: Some(values.level()),
         require_mfa: Some(values.require_mfa),
         require_dpop: Some(values.require_dpop),
+        require_par: Some(values.require_par),
         launch_url: Some(Some(values.launch_url.clone())),
         jwks_uri: Some(Some(values.jwks_uri.clone())),
         jwks: Some(Some(values.jwks.clone())),

@@ -34,6 +34,8 @@ macro_rules! backend_tests {
             mod e2e;
             mod integrations;
             mod oidc;
+            mod openid_client;
+            mod par;
             mod passkeys;
             mod photos;
             mod playground;

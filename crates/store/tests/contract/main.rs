@@ -4143,3 +4143,71 @@ async fn a_dpop_proof_jti_is_accepted_once_per_key_until_it_expires() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_pushed_request_is_taken_once_by_its_client_then_brought_back_for_a_while() {
+    for b in backends().await {
+        let s = &b.store;
+        for id in ["app-par", "app-other"] {
+            s.insert_client(&client(id)).await.unwrap();
+        }
+        let params = "response_type=code&scope=openid";
+        s.insert_pushed_request("d-1", "app-par", params, NOW, NOW + 90, false)
+            .await
+            .unwrap();
+        // Not arrived yet: nothing to bring back.
+        let arrived = s.arrived_pushed_request("d-1", "app-par", NOW - 1800);
+        assert_eq!(arrived.await.unwrap(), None, "{}", b.name);
+        // Another client's request_uri is not taken, and stays for its own.
+        let other = s.take_pushed_request("d-1", "app-other", NOW + 1).await;
+        assert_eq!(other.unwrap(), None, "{}", b.name);
+        // Twenty nodes at once: one takes it.
+        let racers: Vec<_> = (0..20)
+            .map(|_| {
+                let s = s.clone();
+                tokio::spawn(async move { s.take_pushed_request("d-1", "app-par", NOW + 1).await })
+            })
+            .collect();
+        let mut taken = Vec::new();
+        for r in racers {
+            taken.extend(r.await.unwrap().unwrap());
+        }
+        assert_eq!(taken, vec![params.to_owned()], "{}", b.name);
+        let back = s.arrived_pushed_request("d-1", "app-par", NOW - 1800).await;
+        assert_eq!(back.unwrap().as_deref(), Some(params), "{}", b.name);
+        let too_late = s.arrived_pushed_request("d-1", "app-par", NOW + 2).await;
+        assert_eq!(too_late.unwrap(), None, "{}", b.name);
+        let other = s
+            .arrived_pushed_request("d-1", "app-other", NOW - 1800)
+            .await;
+        assert_eq!(other.unwrap(), None, "{}", b.name);
+
+        // Expired before it arrived: never taken.
+        s.insert_pushed_request("d-2", "app-par", params, NOW, NOW + 90, false)
+            .await
+            .unwrap();
+        let late = s.take_pushed_request("d-2", "app-par", NOW + 90).await;
+        assert_eq!(late.unwrap(), None, "{}", b.name);
+        // Kept as arrived already (a request object at the authorization
+        // endpoint): brought back, never taken.
+        s.insert_pushed_request("d-3", "app-par", params, NOW, NOW + 90, true)
+            .await
+            .unwrap();
+        let taken = s.take_pushed_request("d-3", "app-par", NOW).await;
+        assert_eq!(taken.unwrap(), None, "{}", b.name);
+        let back = s.arrived_pushed_request("d-3", "app-par", NOW).await;
+        assert_eq!(back.unwrap().as_deref(), Some(params), "{}", b.name);
+
+        // A day after they expired they are gone.
+        let purged = s
+            .purge_expired(NOW + 90 + 86_400, 0, 100, 10)
+            .await
+            .unwrap();
+        assert_eq!(purged.pushed_requests, 0, "{}", b.name);
+        let purged = s
+            .purge_expired(NOW + 91 + 86_400, 0, 100, 10)
+            .await
+            .unwrap();
+        assert_eq!(purged.pushed_requests, 3, "{}", b.name);
+    }
+}
