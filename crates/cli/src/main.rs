@@ -199,6 +199,33 @@ enum ClientCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Initial access tokens for dynamic client registration (RFC 7591) at
+    /// /oauth/register.
+    #[command(subcommand)]
+    RegistrationToken(RegistrationTokenCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum RegistrationTokenCommand {
+    /// Issue a token; prints it (shown once). Whoever holds it may register
+    /// apps until it expires or is revoked.
+    Create {
+        /// Seconds it lasts; without it, until revoked.
+        #[arg(long, value_name = "SECONDS")]
+        expires: Option<i64>,
+        /// The developer account (username) that owns the apps registered
+        /// with it, and sees them in the developer portal; without it they
+        /// are the operators', like those `client create` registers.
+        #[arg(long, value_name = "USERNAME")]
+        owner: Option<String>,
+        /// A note to recognise it by ("Acme's onboarding").
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Every token issued: id, label, owner, expiry, and whether revoked.
+    List,
+    /// Revoke a token by its id; the apps registered with it stay.
+    Revoke { id: String },
 }
 
 #[derive(Args, Debug)]
@@ -580,9 +607,11 @@ fn client_json(c: &Client) -> serde_json::Value {
         "require_mfa": c.require_mfa,
         "require_dpop": c.require_dpop,
         "require_par": c.require_par,
+        "owner_id": c.owner_id,
+        "registered_with": c.registered_with,
         "smart_launcher": c.smart_launcher,
         "launch_url": c.launch_url,
-        "token_endpoint_auth_method": auth_method(c),
+        "token_endpoint_auth_method": c.token_endpoint_auth_method(),
         "jwks_uri": c.jwks_uri,
         "jwks": c.jwks.as_deref().and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok()),
         "created_at": c.created_at,
@@ -659,19 +688,101 @@ fn client_text(c: &Client) -> String {
         c.require_par,
         c.smart_launcher,
         c.launch_url.as_deref().unwrap_or("-"),
-        auth_method(c),
+        c.token_endpoint_auth_method(),
     )
 }
 
-/// How the app authenticates at the token endpoint (RFC 7591's names).
-fn auth_method(c: &Client) -> &'static str {
-    if c.is_public() {
-        "none"
-    } else if c.uses_assertions() {
-        "private_key_jwt"
-    } else {
-        "client_secret_basic"
+fn registration_token_json(t: &healthgate_store::RegistrationToken) -> serde_json::Value {
+    json!({
+        "id": t.id,
+        "label": t.label,
+        "owner_id": t.owner_id,
+        "created_at": t.created_at,
+        "expires_at": t.expires_at,
+        "revoked_at": t.revoked_at,
+    })
+}
+
+async fn registration_token_command(
+    state: &healthgate_server::AppState,
+    clock: &dyn Clock,
+    cmd: RegistrationTokenCommand,
+    as_json: bool,
+) -> Result<(), Failure> {
+    use healthgate_server::services::registration;
+    let store = &state.store;
+    match cmd {
+        RegistrationTokenCommand::Create {
+            expires,
+            owner,
+            label,
+        } => {
+            let (token, value) = registration::issue_token(
+                store,
+                clock,
+                label,
+                owner.as_deref(),
+                expires,
+                Actor::system(),
+            )
+            .await?;
+            let mut body = registration_token_json(&token);
+            body["token"] = json!(value);
+            let text = format!(
+                "id     {}\ntoken  {value}\n\nThe token is shown only now. Register an app with\n  curl -H 'Authorization: Bearer {value}' -H 'Content-Type: application/json' \\\n    -d '{{\"client_name\": \"My app\", \"redirect_uris\": [\"https://app.example/cb\"], \"scope\": \"…\"}}' {}/oauth/register",
+                token.id, state.issuer
+            );
+            print(as_json, &body, &text);
+        }
+        RegistrationTokenCommand::List => {
+            let tokens = store
+                .registration_tokens()
+                .await
+                .map_err(anyhow::Error::from)?;
+            let now = clock.now();
+            let text = if tokens.is_empty() {
+                "no registration tokens issued".to_owned()
+            } else {
+                tokens
+                    .iter()
+                    .map(|t| {
+                        let state = match (t.revoked_at, t.is_usable(now)) {
+                            (Some(_), _) => "revoked",
+                            (None, true) => "usable",
+                            (None, false) => "expired",
+                        };
+                        format!("{}  {state}  {}", t.id, t.label.as_deref().unwrap_or("-"))
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            let value = json!(
+                tokens
+                    .iter()
+                    .map(registration_token_json)
+                    .collect::<Vec<_>>()
+            );
+            print(as_json, &value, &text);
+        }
+        RegistrationTokenCommand::Revoke { id } => {
+            let revoked = store
+                .revoke_registration_token(&id, Actor::system(), clock.now())
+                .await
+                .map_err(anyhow::Error::from)?;
+            if !revoked {
+                return Err(Failure {
+                    code: 1,
+                    message: format!("no usable registration token with id {id:?}"),
+                });
+            }
+            print(
+                as_json,
+                &json!({"id": id, "revoked": true}),
+                &format!("revoked {id}: apps registered with it stay registered"),
+            );
+        }
     }
+    Ok(())
 }
 
 /// A JWK Set file's text, for `--jwks`.
@@ -1005,6 +1116,9 @@ async fn client_command(
                 &json!({"client_id": id, "deleted": true}),
                 &format!("deleted {id}"),
             );
+        }
+        ClientCommand::RegistrationToken(cmd) => {
+            registration_token_command(&state, clock.as_ref(), cmd, as_json).await?;
         }
     }
     store.close().await;

@@ -122,6 +122,12 @@ pub struct Client {
     /// `require_pushed_authorization_requests`): a request at the
     /// authorization endpoint without a `request_uri` is refused.
     pub require_par: bool,
+    /// Registered at the registration endpoint (RFC 7591): the id of the
+    /// initial access token it was registered with, or `open`.
+    pub registered_with: Option<String>,
+    /// The digest of its registration access token (RFC 7592), for reading,
+    /// changing and deleting the registration at the endpoint.
+    pub registration_access_digest: Option<String>,
     /// A SMART launcher (the platform acting as the EHR) may create EHR
     /// launches of apps (`POST /api/v1/smart/launches`); set by operators
     /// only.
@@ -191,6 +197,8 @@ impl Client {
             require_mfa: false,
             require_dpop: false,
             require_par: false,
+            registered_with: None,
+            registration_access_digest: None,
             smart_launcher: false,
             launch_url: None,
             jwks_uri: None,
@@ -204,6 +212,18 @@ impl Client {
     /// rather than a secret.
     pub fn uses_assertions(&self) -> bool {
         self.jwks_uri.is_some() || self.jwks.is_some()
+    }
+
+    /// How it authenticates at the token endpoint, by RFC 7591's names
+    /// (a secret works in HTTP Basic or in the body alike).
+    pub fn token_endpoint_auth_method(&self) -> &'static str {
+        if self.is_public() {
+            "none"
+        } else if self.uses_assertions() {
+            "private_key_jwt"
+        } else {
+            "client_secret_basic"
+        }
     }
 
     pub fn is_public(&self) -> bool {

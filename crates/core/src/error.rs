@@ -54,6 +54,12 @@ pub enum ErrorCode {
     /// RFC 9101 §6.2: `request_uri` other than one this server gave at its
     /// pushed authorization request endpoint.
     RequestUriNotSupported,
+    /// RFC 7591 §3.2.2: a redirect URI that cannot be registered.
+    InvalidRedirectUri,
+    /// RFC 7591 §3.2.2: other client metadata that cannot be registered.
+    InvalidClientMetadata,
+    /// RFC 7591 §3.2.2: a software statement this server does not trust.
+    UnapprovedSoftwareStatement,
 }
 
 impl ErrorCode {
@@ -80,6 +86,9 @@ impl ErrorCode {
             Self::InvalidRequestUri => "invalid_request_uri",
             Self::InvalidRequestObject => "invalid_request_object",
             Self::RequestUriNotSupported => "request_uri_not_supported",
+            Self::InvalidRedirectUri => "invalid_redirect_uri",
+            Self::InvalidClientMetadata => "invalid_client_metadata",
+            Self::UnapprovedSoftwareStatement => "unapproved_software_statement",
         }
     }
 }

@@ -134,6 +134,15 @@ pub enum EventKind {
     PatientLinked,
     /// A patient record was unlinked from a person (`data`: the patient id).
     PatientUnlinked,
+    /// An operator issued an initial access token for dynamic client
+    /// registration (`data`: its id, label, owner and expiry; never the
+    /// token).
+    RegistrationTokenCreated,
+    /// An operator revoked an initial access token (`data`: its id).
+    RegistrationTokenRevoked,
+    /// An app's registration access token (RFC 7592) was replaced, by its
+    /// own update at the registration endpoint.
+    RegistrationAccessRotated,
 }
 
 impl EventKind {
@@ -209,6 +218,9 @@ impl EventKind {
         Self::SmartLaunchCreated,
         Self::PatientLinked,
         Self::PatientUnlinked,
+        Self::RegistrationTokenCreated,
+        Self::RegistrationTokenRevoked,
+        Self::RegistrationAccessRotated,
     ];
 
     /// The event's type as written to the audit trail and webhooks.
@@ -285,6 +297,9 @@ impl EventKind {
             Self::SmartLaunchCreated => "smart.launch_created",
             Self::PatientLinked => "user.patient_linked",
             Self::PatientUnlinked => "user.patient_unlinked",
+            Self::RegistrationTokenCreated => "registration_token.created",
+            Self::RegistrationTokenRevoked => "registration_token.revoked",
+            Self::RegistrationAccessRotated => "client.registration_access_rotated",
         }
     }
 

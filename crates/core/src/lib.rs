@@ -25,6 +25,7 @@ pub mod par;
 pub mod pkce;
 pub mod recovery;
 pub mod redirect;
+pub mod registration;
 pub mod review;
 pub mod scope;
 pub mod secret;

@@ -32,6 +32,10 @@ pub enum SecretKind {
     SmartLaunch,
     /// A pushed authorization request (RFC 9126), in its `request_uri`.
     PushedRequest,
+    /// An initial access token for dynamic client registration (RFC 7591).
+    RegistrationToken,
+    /// A client's registration access token (RFC 7592).
+    RegistrationAccess,
 }
 
 impl SecretKind {
@@ -50,6 +54,8 @@ impl SecretKind {
             Self::PasswordReset => "hg_pr_",
             Self::SmartLaunch => "hg_ln_",
             Self::PushedRequest => "hg_par_",
+            Self::RegistrationToken => "hg_iat_",
+            Self::RegistrationAccess => "hg_rat_",
         }
     }
 }

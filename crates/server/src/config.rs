@@ -134,6 +134,18 @@ pub struct Settings {
     pub dpop: DpopSettings,
     /// Pushed authorization requests (`[par]`, RFC 9126).
     pub par: ParSettings,
+    /// Dynamic client registration (`[registration]`, RFC 7591).
+    pub registration: RegistrationSettings,
+}
+
+/// Dynamic client registration (`[registration]`, RFC 7591).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrationSettings {
+    /// Anyone may register an app at `/oauth/register`, without an initial
+    /// access token (RFC 7591 §3: open registration). Off: an operator's
+    /// `healthgate client registration-token create` token is needed.
+    pub open: bool,
 }
 
 /// Pushed authorization requests (`[par]`, RFC 9126).
@@ -455,6 +467,7 @@ impl Default for Settings {
             smart: SmartSettings::default(),
             dpop: DpopSettings::default(),
             par: ParSettings::default(),
+            registration: RegistrationSettings::default(),
             profile: ProfileSettings::default(),
             branding: Branding::default(),
             throttle: ThrottleSettings::default(),
@@ -1237,6 +1250,7 @@ pub const KEYS: &[&str] = &[
     "smart",
     "dpop",
     "par",
+    "registration",
 ];
 
 /// Settings that each parse but do not fit together. `key` is the dotted

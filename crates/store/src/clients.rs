@@ -16,7 +16,7 @@ use crate::{Backend, Result, Store, StoreError, conflict};
 const COLUMNS: &str = "id, name, photo_url, redirect_uris, allowed_scopes, user_types, kind, secret_digest, description, \
                        connect_redirect_url, published, webhook_url, webhook_secret_version, webhook_muted_at, \
                        authorization_level, provisioning_scopes, access_token_format, id_token_alg, owner_id, suspended_at, \
-                       resource_server, require_mfa, require_dpop, require_par, smart_launcher, launch_url, jwks_uri, jwks, previous_secret_digest, previous_secret_expires_at, created_at, updated_at, \
+                       resource_server, require_mfa, require_dpop, require_par, registered_with, registration_access_digest, smart_launcher, launch_url, jwks_uri, jwks, previous_secret_digest, previous_secret_expires_at, created_at, updated_at, \
                        listing, listing_requested_at, listing_reviewed_at, listing_reviewed_by, listing_reason, listing_changes";
 
 fn from_row(row: &AnyRow) -> Result<Client> {
@@ -87,6 +87,8 @@ fn from_row(row: &AnyRow) -> Result<Client> {
         require_mfa: row.try_get::<i64, _>("require_mfa")? != 0,
         require_dpop: row.try_get::<i64, _>("require_dpop")? != 0,
         require_par: row.try_get::<i64, _>("require_par")? != 0,
+        registered_with: row.try_get("registered_with")?,
+        registration_access_digest: row.try_get("registration_access_digest")?,
         smart_launcher: row.try_get::<i64, _>("smart_launcher")? != 0,
         launch_url: row.try_get("launch_url")?,
         jwks_uri: row.try_get("jwks_uri")?,
@@ -365,9 +367,10 @@ impl Store {
                                   authorization_level, provisioning_scopes, created_at, updated_at, access_token_format, id_token_alg,
                                   owner_id, resource_server, listing, listing_requested_at, listing_reviewed_at,
                                   listing_reviewed_by, listing_reason, listing_changes, require_mfa,
-                                  smart_launcher, launch_url, jwks_uri, jwks, require_dpop, require_par)
+                                  smart_launcher, launch_url, jwks_uri, jwks, require_dpop, require_par,
+                                  registered_with, registration_access_digest)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
-                     $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34)",
+                     $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36)",
         )
         .bind(&c.id)
         .bind(&c.name)
@@ -403,6 +406,8 @@ impl Store {
         .bind(&c.jwks)
         .bind(i64::from(c.require_dpop))
         .bind(i64::from(c.require_par))
+        .bind(&c.registered_with)
+        .bind(&c.registration_access_digest)
         .execute(&mut *tx)
         .await
         .map_err(conflict("client"))?;
@@ -412,7 +417,10 @@ impl Store {
             &Event::new(EventKind::ClientCreated)
                 .by(actor)
                 .client(&c.id)
-                .data(serde_json::json!({ "listing": c.listing.state.as_str() })),
+                .data(serde_json::json!({
+                    "listing": c.listing.state.as_str(),
+                    "registered_with": c.registered_with,
+                })),
         )
         .await?;
         // Registered asking to be listed (or, seeding a demo, listed): the

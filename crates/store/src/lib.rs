@@ -23,6 +23,7 @@ mod patients;
 mod purge;
 mod pushed;
 mod recovery;
+mod registration;
 mod revocation;
 mod sessions;
 mod throttles;
@@ -42,6 +43,7 @@ pub use recovery::{
     LiveLink, MailOutcome, NewLink, NewMail, OutgoingMail, PasswordResetDone, ResetRequest,
     StoredMail,
 };
+pub use registration::RegistrationToken;
 pub use revocation::Revoked;
 pub use sessions::Session;
 pub use throttles::ThrottleKind;
@@ -414,6 +416,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "pushed requests",
         include_str!("../migrations/sqlite/0022_pushed_requests.sql"),
     ),
+    (
+        23,
+        "client registration",
+        include_str!("../migrations/sqlite/0023_client_registration.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -525,6 +532,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         22,
         "pushed requests",
         include_str!("../migrations/postgres/0022_pushed_requests.sql"),
+    ),
+    (
+        23,
+        "client registration",
+        include_str!("../migrations/postgres/0023_client_registration.sql"),
     ),
 ];
 

@@ -1502,3 +1502,102 @@ fn a_backend_service_is_registered_with_its_public_keys() {
     );
     assert_eq!(by_url["token_endpoint_auth_method"], "private_key_jwt");
 }
+
+/// `client registration-token create|list|revoke`: a token made on the
+/// command line registers an app at a running server's /oauth/register,
+/// owned by the token's owner; revoked, it registers nothing more.
+#[tokio::test]
+async fn registration_tokens_register_apps_at_the_endpoint_until_revoked() {
+    let sandbox = Sandbox::new();
+    let out = sandbox.run(&[
+        "user",
+        "create",
+        "--username",
+        "dev",
+        "--password",
+        "correct horse battery",
+    ]);
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    let made = sandbox
+        .run(&[
+            "client",
+            "registration-token",
+            "create",
+            "--owner",
+            "dev",
+            "--expires",
+            "3600",
+            "--label",
+            "Acme onboarding",
+            "--json",
+        ])
+        .json();
+    let token = made["token"].as_str().expect("token").to_owned();
+    let id = made["id"].as_str().expect("id").to_owned();
+    assert!(token.starts_with("hg_iat_"), "{made}");
+    assert_eq!(made["label"], "Acme onboarding");
+    let text = sandbox
+        .run(&["client", "registration-token", "list"])
+        .stdout;
+    assert!(
+        text.contains(&format!("{id}  usable  Acme onboarding")),
+        "{text}"
+    );
+    let nobody = sandbox.run(&[
+        "client",
+        "registration-token",
+        "create",
+        "--owner",
+        "nobody",
+    ]);
+    assert!(nobody.one_line_failure(2).contains("nobody"), "{nobody:#?}");
+
+    let server = {
+        let mut s = sandbox.serve(&[]);
+        s.wait_healthy().await;
+        s
+    };
+    let register = |token: String| {
+        let url = server.url("/oauth/register");
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({
+                    "client_name": "Acme",
+                    "redirect_uris": ["https://acme.example/cb"],
+                    "scope": "profile_read",
+                }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = register(token.clone()).await;
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    let body: Value = r.json().await.unwrap();
+    let shown = sandbox
+        .run(&[
+            "client",
+            "show",
+            body["client_id"].as_str().unwrap(),
+            "--json",
+        ])
+        .json();
+    assert_eq!(shown["name"], "Acme");
+    let dev = sandbox.run(&["user", "show", "dev", "--json"]).json();
+    assert_eq!(shown["owner_id"], dev["id"], "{shown}");
+
+    let revoked = sandbox
+        .run(&["client", "registration-token", "revoke", &id, "--json"])
+        .json();
+    assert_eq!(revoked["revoked"], true);
+    let again = sandbox.run(&["client", "registration-token", "revoke", &id]);
+    assert_eq!(again.code, Some(1), "{again:#?}");
+    let r = register(token).await;
+    assert_eq!(r.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let text = sandbox
+        .run(&["client", "registration-token", "list"])
+        .stdout;
+    assert!(text.contains(&format!("{id}  revoked")), "{text}");
+}

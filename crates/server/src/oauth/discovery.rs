@@ -36,6 +36,8 @@ pub async fn metadata(State(state): State<AppState>) -> Json<Value> {
         // every endpoint that takes an access token.
         "dpop_signing_alg_values_supported": healthgate_core::dpop::ALGS,
         "authorization_response_iss_parameter_supported": true,
+        // RFC 7591 §3: with an initial access token, or open.
+        "registration_endpoint": format!("{base}/oauth/register"),
         // RFC 9126 §5.
         "pushed_authorization_request_endpoint": format!("{base}/oauth/par"),
         "require_pushed_authorization_requests": state.settings.par.required,
@@ -112,6 +114,7 @@ pub async fn smart_configuration(State(state): State<AppState>) -> Result<Respon
         "scopes_supported": scopes,
         "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],
+        "registration_endpoint": format!("{base}/oauth/register"),
         "pushed_authorization_request_endpoint": format!("{base}/oauth/par"),
         "require_pushed_authorization_requests": state.settings.par.required,
         "dpop_signing_alg_values_supported": healthgate_core::dpop::ALGS,

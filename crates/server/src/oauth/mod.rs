@@ -13,6 +13,7 @@ pub mod issue;
 pub mod openid;
 pub mod par;
 pub mod params;
+pub mod register;
 pub mod revoke;
 pub mod token;
 
@@ -29,6 +30,13 @@ pub fn routes() -> Routes {
         )
         .route("/oauth/token", post(token::post).options(token::preflight))
         .route("/oauth/par", post(par::post))
+        .route("/oauth/register", post(register::create))
+        .route(
+            "/oauth/register/{client_id}",
+            get(register::read)
+                .put(register::replace)
+                .delete(register::delete),
+        )
         .route("/oauth/revoke", post(revoke::post))
         .route("/oauth/introspect", post(introspect::post))
         .route(

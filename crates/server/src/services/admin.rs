@@ -94,6 +94,13 @@ pub struct NewClient {
     pub jwks_uri: Option<String>,
     /// `private_key_jwt`: the JWK Set itself (JSON text).
     pub jwks: Option<String>,
+    /// What its ID tokens are signed with, when not the default.
+    pub id_token_alg: Option<healthgate_core::jose::Alg>,
+    /// Registered at the registration endpoint (RFC 7591): the initial
+    /// access token's id, or `open`.
+    pub registered_with: Option<String>,
+    /// The digest of its registration access token (RFC 7592).
+    pub registration_access_digest: Option<String>,
 }
 
 /// Changes to a registration; `None` leaves a field as it is, and for the
@@ -467,6 +474,8 @@ fn draft_client(settings: &Settings, req: &NewClient, now: i64, refusals: &mut R
         launch_url: blank_is_none(req.launch_url.clone()),
         jwks_uri: blank_is_none(req.jwks_uri.clone()),
         jwks: blank_is_none(req.jwks.clone()),
+        registered_with: req.registered_with.clone(),
+        registration_access_digest: req.registration_access_digest.clone(),
         // The photo is set once it is stored, to where healthgate serves it.
         ..Client::new(new_id("app"), req.name.trim(), kind, now)
     };
@@ -481,6 +490,9 @@ fn draft_client(settings: &Settings, req: &NewClient, now: i64, refusals: &mut R
             .any(|s| s == "fhirUser" || healthgate_core::smart::needs_fhir_server(s))
     {
         client.id_token_alg = healthgate_core::jose::Alg::Rs256;
+    }
+    if let Some(alg) = req.id_token_alg {
+        client.id_token_alg = alg;
     }
     check_client(settings, &client, req.published, refusals);
     check_photo_url(

@@ -14,6 +14,7 @@ pub mod outbound;
 pub mod passkeys;
 pub mod passwords;
 pub mod photos;
+pub mod registration;
 pub mod secrets;
 pub mod smart;
 pub mod throttle;

@@ -687,6 +687,7 @@ pub async fn create_app(
         launch_url: Some(values.launch_url.clone()),
         jwks_uri: Some(values.jwks_uri.clone()),
         jwks: Some(values.jwks.clone()),
+        ..Default::default()
     };
     // Every mistake at once: the page's own checks, then every one of
     // `admin`'s, registering nothing while any remains.

@@ -43,6 +43,7 @@ macro_rules! backend_tests {
             mod provisioning;
             mod recovery;
             mod refresh;
+            mod registration;
             mod roles;
             mod second_factors;
             mod signing_in;

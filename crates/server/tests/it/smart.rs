@@ -102,6 +102,8 @@ async fn smart_configuration_lists_what_is_supported_as_json_for_any_origin() {
         "jwks_uri",
         "introspection_endpoint",
         "revocation_endpoint",
+        "registration_endpoint",
+        "pushed_authorization_request_endpoint",
     ] {
         let url = c[field].as_str().unwrap_or_else(|| panic!("{field}"));
         assert!(url.starts_with(&format!("{issuer}/")), "{field}: {url}");

@@ -4211,3 +4211,84 @@ async fn a_pushed_request_is_taken_once_by_its_client_then_brought_back_for_a_wh
         assert_eq!(purged.pushed_requests, 3, "{}", b.name);
     }
 }
+
+#[tokio::test]
+async fn registration_tokens_are_kept_by_digest_and_registration_access_is_replaced_once() {
+    use healthgate_store::RegistrationToken;
+    for b in backends().await {
+        let s = &b.store;
+        let dev = user("dev");
+        s.insert_user(&dev).await.unwrap();
+        let token = RegistrationToken {
+            id: "rgt-1".into(),
+            digest: "digest-1".into(),
+            label: Some("onboarding".into()),
+            owner_id: Some(dev.id.clone()),
+            created_at: NOW,
+            expires_at: Some(NOW + 60),
+            revoked_at: None,
+        };
+        s.insert_registration_token(&token, Actor::system())
+            .await
+            .unwrap();
+        let found = s.registration_token("digest-1").await.unwrap().unwrap();
+        assert_eq!(found, token, "{}", b.name);
+        assert!(
+            found.is_usable(NOW + 59) && !found.is_usable(NOW + 60),
+            "{}",
+            b.name
+        );
+        assert_eq!(s.registration_token("digest-2").await.unwrap(), None);
+        assert_eq!(s.registration_tokens().await.unwrap(), vec![token.clone()]);
+        assert!(
+            s.revoke_registration_token("rgt-1", Actor::system(), NOW + 1)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.revoke_registration_token("rgt-1", Actor::system(), NOW + 2)
+                .await
+                .unwrap()
+        );
+        let revoked = s.registration_token("digest-1").await.unwrap().unwrap();
+        assert!(!revoked.is_usable(NOW + 1), "{}", b.name);
+
+        // An app registered at the endpoint keeps where it came from and its
+        // access token's digest; a replacement takes the current one only.
+        let mut c = client("app-registered");
+        c.registered_with = Some("rgt-1".into());
+        c.registration_access_digest = Some("rat-1".into());
+        s.insert_client(&c).await.unwrap();
+        let read = s.client("app-registered").await.unwrap().unwrap();
+        assert_eq!(read.registered_with.as_deref(), Some("rgt-1"));
+        assert_eq!(read.registration_access_digest.as_deref(), Some("rat-1"));
+        let racers: Vec<_> = (0..10)
+            .map(|n| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    s.replace_registration_access(
+                        "app-registered",
+                        "rat-1",
+                        &format!("rat-2-{n}"),
+                        NOW,
+                    )
+                    .await
+                    .unwrap()
+                })
+            })
+            .collect();
+        let mut won = 0;
+        for r in racers {
+            won += usize::from(r.await.unwrap());
+        }
+        assert_eq!(won, 1, "{}", b.name);
+        let events = s.events(None, 100).await.unwrap();
+        for kind in [
+            "registration_token.created",
+            "registration_token.revoked",
+            "client.registration_access_rotated",
+        ] {
+            assert!(events.iter().any(|e| e.kind == kind), "{}: {kind}", b.name);
+        }
+    }
+}

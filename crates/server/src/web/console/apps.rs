@@ -34,6 +34,9 @@ pub struct AppRow {
     /// Its place in the integration directory, when it has one.
     pub listing: Option<&'static str>,
     pub resource_server: bool,
+    /// Registered at `/oauth/register`: with which initial access token
+    /// (or `open`).
+    pub registered_with: Option<String>,
     pub created: Stamp,
     pub suspended: Option<Stamp>,
 }
@@ -159,6 +162,7 @@ pub async fn list(
                 ListingState::Rejected => Some("directory request rejected"),
             },
             resource_server: c.resource_server,
+            registered_with: c.registered_with,
             created: Stamp::exact(c.created_at),
             suspended: c.suspended_at.map(Stamp::exact),
             id: c.id,
