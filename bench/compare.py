@@ -449,6 +449,9 @@ def hg_phase(system, label, db_url, pg=False):
     codes = mint(f"{system}-codes", base + authorize, {"MINT_METHOD": "GET", "MINT_COOKIE": cookie,
                                                       "MINT_FROM": "code"}, n)
     pools(system, base + "/oauth/token", codes, redirect_uri, auth)
+    # After the rows earlier runs have, so that those load the same database.
+    dpop_rows(system, c, base, authorize, redirect_uri, auth, cc["rps"],
+              results[("me", system)]["rps"])
 
     figures[("rss", system)] = rss_mib(p)
     c.close()
@@ -456,6 +459,54 @@ def hg_phase(system, label, db_url, pg=False):
     time_starts(system, lambda i: hg_start(f"{system}-start{i}", db_url, demo=False))
     if not pg:
         full_sync(db_url, env)
+
+
+def dpop_proofs(key, method, url, n, token=None):
+    """n DPoP proofs by `key` for method at url, made now (bench/dpop.mjs)."""
+    t = time.monotonic()
+    argv = ["node", os.path.join(BENCH, "dpop.mjs"), "proofs", key, method, url, str(n)]
+    out = subprocess.run(argv + ([token] if token else []), check=True,
+                         capture_output=True, text=True).stdout.split()
+    say(f"      {len(out):,} proofs in {time.monotonic() - t:.1f} s")
+    return out
+
+
+def dpop_rows(system, c, base, authorize, redirect_uri, auth, cc_rate, me_rate):
+    """Client credentials and /api/v1/me again with DPoP (RFC 9449): every
+    request carries a proof of its own (a new jti), made beforehand by
+    bench/dpop.mjs and walked by bench/pool.lua as the code pools are; the
+    /me token is bound to the key by a code exchanged with a proof."""
+    key = os.path.join(WORK, f"dpop-{system}.jwk")
+    subprocess.run(["node", os.path.join(BENCH, "dpop.mjs"), "key", key], check=True)
+    _, _, body = c.request("GET", "/.well-known/oauth-authorization-server")
+    issuer = json.loads(body)["issuer"]
+    token_url, me_url = f"{issuer}/oauth/token", f"{issuer}/api/v1/me"
+
+    code = hg_code(c, authorize)
+    [proof] = dpop_proofs(key, "POST", token_url, 1)
+    status, _, body = c.request("POST", "/oauth/token", {
+        "grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
+    }, {"Authorization": f"Basic {auth}", "DPoP": proof})
+    bound = json.loads(body)
+    if status != 200 or bound.get("token_type") != "DPoP":
+        raise RuntimeError(f"no DPoP-bound token: {status} {body[:300]}")
+
+    say("   client credentials with DPoP: a proof a request")
+    path = os.path.join(WORK, f"pool-{system}-cc_dpop.txt")
+    with open(path, "w") as f:
+        f.write("\n".join(dpop_proofs(key, "POST", token_url, pool_size(cc_rate))) + "\n")
+    wrk("client credentials, DPoP", f"{base}/oauth/token", lua("pool.lua"),
+        {"POOL_FILE": path, "POOL_HEADER": "DPoP", "POOL_BODY": "grant_type=client_credentials",
+         "BASIC_AUTH": auth}, "cc_dpop", system)
+
+    say("   GET /api/v1/me with a DPoP-bound token: a proof a request")
+    path = os.path.join(WORK, f"pool-{system}-me_dpop.txt")
+    with open(path, "w") as f:
+        f.write("\n".join(dpop_proofs(key, "GET", me_url, pool_size(me_rate),
+                                      bound["access_token"])) + "\n")
+    wrk("GET /api/v1/me, DPoP", f"{base}/api/v1/me", lua("pool.lua"),
+        {"POOL_FILE": path, "POOL_HEADER": "DPoP", "POOL_METHOD": "GET",
+         "POOL_AUTH": f"DPoP {bound['access_token']}"}, "me_dpop", system)
 
 
 def full_sync(db_url, env):
@@ -784,7 +835,8 @@ def report():
     print()
     rows = [("cc", "client credentials"), ("introspect", "introspection"),
             ("me", "/api/v1/me (peer: /me)"), ("refresh", "refresh (pool)"),
-            ("code", "code exchange (pool)")]
+            ("code", "code exchange (pool)"), ("cc_dpop", "client credentials, DPoP"),
+            ("me_dpop", "/api/v1/me, DPoP")]
     head = ["requests/s", "hg SQLite", "hg PG", "peer", "peer map", "floor",
             "hg/peer", "hg/floor", "target", ""]
     lines = [head]
@@ -794,8 +846,12 @@ def report():
         r_peer = ratio(hg, peer)
         # The floor answers client credentials only: the grants that write
         # are compared with its one durable row a token, the reads are not.
-        r_floor = None if row in ("introspect", "me") else ratio(hg, rps("cc", "floor"))
-        if row == "cc":
+        r_floor = None if row in ("introspect", "me", "me_dpop") else ratio(hg, rps("cc", "floor"))
+        if row.endswith("_dpop"):
+            # Beside the same path with a bearer token, on this run.
+            bearer = ratio(hg, rps(row[:-len("_dpop")], "hg"))
+            target, ok = f"{fmt_ratio(bearer)} of bearer", None
+        elif row == "cc":
             target = "≥3× peer, ≥0.7 floor"
             ok = None if r_peer is None or r_floor is None else (r_peer >= 3 and r_floor >= 0.7)
         elif row in ("introspect", "me"):

@@ -7,6 +7,11 @@
 --   BASIC_AUTH    base64("CLIENT_ID:CLIENT_SECRET")
 --   POOL_SAVE     optional: a JSON string field of the answers to keep
 --                 (refresh_token), appended to POOL_SAVE_OUT.<thread number>
+--   POOL_HEADER   optional: the value goes in this header (a DPoP proof)
+--                 instead of the body, which is then POOL_BODY as it is
+--   POOL_METHOD   optional: GET sends no body (default POST)
+--   POOL_AUTH     optional: the whole Authorization header ("DPoP <token>")
+--                 instead of Basic
 -- A thread whose share is spent stops (answers still in flight then are
 -- not counted). wrk still divides by the whole -d
 -- then, so done() prints the rate over the time the pool lasted
@@ -32,11 +37,18 @@ end
 
 local pool = {}
 local next_value = 1
-local headers = {
-  ["Content-Type"] = "application/x-www-form-urlencoded",
-  ["Authorization"] = "Basic " .. os.getenv("BASIC_AUTH"),
-}
-local template = os.getenv("POOL_BODY")
+local method = os.getenv("POOL_METHOD") or "POST"
+local in_header = os.getenv("POOL_HEADER")
+if in_header == "" then in_header = nil end
+local authorization = os.getenv("POOL_AUTH")
+if authorization == nil or authorization == "" then
+  authorization = "Basic " .. os.getenv("BASIC_AUTH")
+end
+local headers = { ["Authorization"] = authorization }
+if method ~= "GET" then
+  headers["Content-Type"] = "application/x-www-form-urlencoded"
+end
+local template = os.getenv("POOL_BODY") or ""
 -- Read by done() through thread:get.
 ok, bad, spent, first, last = 0, 0, 0, nil, nil
 
@@ -74,7 +86,11 @@ function request()
   end
   next_value = next_value + 1
   first = first or now()
-  return wrk.format("POST", nil, headers, template:format(escape(value)))
+  if in_header then
+    headers[in_header] = value
+    return wrk.format(method, nil, headers, method ~= "GET" and template or nil)
+  end
+  return wrk.format(method, nil, headers, template:format(escape(value)))
 end
 
 function response(status, hdrs, body)

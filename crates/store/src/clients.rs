@@ -829,15 +829,6 @@ impl Store {
     /// `jkt` (RFC 9449 §11.1), kept until `expires_at`. `false`: that key
     /// used it before, on this node or another (a replay).
     pub async fn use_dpop_proof(&self, jkt: &str, jti: &str, expires_at: i64) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO dpop_proofs (jkt, jti, expires_at) VALUES ($1, $2, $3)
-             ON CONFLICT (jkt, jti) DO NOTHING",
-        )
-        .bind(jkt)
-        .bind(jti)
-        .bind(expires_at)
-        .execute(&self.writer)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        self.proofs.record(jkt, jti, expires_at).await
     }
 }

@@ -24,6 +24,7 @@ mod purge;
 mod pushed;
 mod recovery;
 mod registration;
+mod replay;
 mod revocation;
 mod sessions;
 mod throttles;
@@ -156,6 +157,8 @@ pub struct Store {
     reader: AnyPool,
     /// Grant writes, committed in groups on `writer`.
     grant_writer: writer::GrantWriter,
+    /// DPoP proofs' jti, recorded in batches on `writer`.
+    proofs: replay::ProofRecorder,
 }
 
 impl Store {
@@ -203,6 +206,7 @@ impl Store {
                 Ok(Self {
                     backend,
                     grant_writer: writer::GrantWriter::start(writer.clone(), 1),
+                    proofs: replay::ProofRecorder::start(writer.clone()),
                     writer,
                     reader,
                 })
@@ -219,6 +223,7 @@ impl Store {
                 Ok(Self {
                     backend,
                     grant_writer: writer::GrantWriter::start(pg.clone(), tasks),
+                    proofs: replay::ProofRecorder::start(pg.clone()),
                     writer: pg.clone(),
                     reader: pg,
                 })
