@@ -85,20 +85,8 @@ async fn push(
         AuthorizeError::Page(message) => OAuthError::invalid_request(message),
         AuthorizeError::Redirect { error, .. } => error,
     })?;
-    let now = state.now();
+    let uri = keep(state, &client.id, &request, false).await?;
     let lifetime = state.settings.par.lifetime.secs();
-    let uri = par::new_request_uri();
-    state
-        .store
-        .insert_pushed_request(
-            &uri.digest,
-            &client.id,
-            &encoded(&request),
-            now,
-            now + lifetime,
-            false,
-        )
-        .await?;
     let body = serde_json::json!({ "request_uri": uri.value, "expires_in": lifetime });
     Ok((
         StatusCode::CREATED,
@@ -108,11 +96,27 @@ async fn push(
         .into_response())
 }
 
-/// The request's parameters as they are kept.
-fn encoded(request: &AuthorizeParams) -> String {
-    url::form_urlencoded::Serializer::new(String::new())
+/// Keeps `request` of `client_id` for `[par] lifetime` under a new
+/// `request_uri`; `arrived`: as a request that arrived at the authorization
+/// endpoint already (a request object by value), which the pages bring back
+/// but which cannot be taken.
+async fn keep(
+    state: &AppState,
+    client_id: &str,
+    request: &AuthorizeParams,
+    arrived: bool,
+) -> Result<secret::Minted, healthgate_store::StoreError> {
+    let now = state.now();
+    let uri = par::new_request_uri();
+    let params = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(request.to_pairs())
-        .finish()
+        .finish();
+    let expires_at = now + state.settings.par.lifetime.secs();
+    state
+        .store
+        .insert_pushed_request(&uri.digest, client_id, &params, now, expires_at, arrived)
+        .await?;
+    Ok(uri)
 }
 
 /// The authorization request a signed request object from `client`
@@ -247,18 +251,7 @@ pub async fn resolve(
                     "The request object is for another application.",
                 ));
             }
-            let uri = par::new_request_uri();
-            state
-                .store
-                .insert_pushed_request(
-                    &uri.digest,
-                    &client.id,
-                    &encoded(&request),
-                    now,
-                    now + state.settings.par.lifetime.secs(),
-                    true,
-                )
-                .await?;
+            let uri = keep(state, &client.id, &request, true).await?;
             let resume = par::resume_token(key, &uri.digest);
             Ok(Resolved {
                 params: request.pushed(uri.value, resume),
