@@ -451,7 +451,7 @@ def hg_phase(system, label, db_url, pg=False):
     pools(system, base + "/oauth/token", codes, redirect_uri, auth)
     # After the rows earlier runs have, so that those load the same database.
     dpop_rows(system, c, base, authorize, redirect_uri, auth, cc["rps"],
-              results[("me", system)]["rps"])
+              results[("me", system)]["rps"], user_token)
 
     figures[("rss", system)] = rss_mib(p)
     c.close()
@@ -471,7 +471,7 @@ def dpop_proofs(key, method, url, n, token=None):
     return out
 
 
-def dpop_rows(system, c, base, authorize, redirect_uri, auth, cc_rate, me_rate):
+def dpop_rows(system, c, base, authorize, redirect_uri, auth, cc_rate, me_rate, bearer):
     """Client credentials and /api/v1/me again with DPoP (RFC 9449): every
     request carries a proof of its own (a new jti), made beforehand by
     bench/dpop.mjs and walked by bench/pool.lua as the code pools are; the
@@ -507,6 +507,18 @@ def dpop_rows(system, c, base, authorize, redirect_uri, auth, cc_rate, me_rate):
     wrk("GET /api/v1/me, DPoP", f"{base}/api/v1/me", lua("pool.lua"),
         {"POOL_FILE": path, "POOL_HEADER": "DPoP", "POOL_METHOD": "GET",
          "POOL_AUTH": f"DPoP {bound['access_token']}"}, "me_dpop", system)
+
+    # The control: the bearer token through the same script, with a header
+    # as long as a proof, so that wrk does the same work for both rows.
+    with open(path) as f:
+        width = len(f.readline().strip())
+    control = os.path.join(WORK, f"pool-{system}-me_pool.txt")
+    with open(control, "w") as f:
+        f.write(("x" * width + "\n") * pool_size(me_rate))
+    say("   GET /api/v1/me with the bearer token through pool.lua (the DPoP row's control)")
+    wrk("GET /api/v1/me, bearer via pool.lua", f"{base}/api/v1/me", lua("pool.lua"),
+        {"POOL_FILE": control, "POOL_HEADER": "X-Pool", "POOL_METHOD": "GET",
+         "POOL_AUTH": f"Bearer {bearer}"}, "me_pool", system)
 
 
 def full_sync(db_url, env):
@@ -836,7 +848,7 @@ def report():
     rows = [("cc", "client credentials"), ("introspect", "introspection"),
             ("me", "/api/v1/me (peer: /me)"), ("refresh", "refresh (pool)"),
             ("code", "code exchange (pool)"), ("cc_dpop", "client credentials, DPoP"),
-            ("me_dpop", "/api/v1/me, DPoP")]
+            ("me_dpop", "/api/v1/me, DPoP"), ("me_pool", "/api/v1/me, bearer via pool.lua")]
     head = ["requests/s", "hg SQLite", "hg PG", "peer", "peer map", "floor",
             "hg/peer", "hg/floor", "target", ""]
     lines = [head]
@@ -846,10 +858,15 @@ def report():
         r_peer = ratio(hg, peer)
         # The floor answers client credentials only: the grants that write
         # are compared with its one durable row a token, the reads are not.
-        r_floor = None if row in ("introspect", "me", "me_dpop") else ratio(hg, rps("cc", "floor"))
-        if row.endswith("_dpop"):
-            # Beside the same path with a bearer token, on this run.
-            bearer = ratio(hg, rps(row[:-len("_dpop")], "hg"))
+        r_floor = (None if row in ("introspect", "me", "me_dpop", "me_pool")
+                   else ratio(hg, rps("cc", "floor")))
+        if row == "me_pool":
+            target, ok = f"{fmt_ratio(ratio(hg, rps('me', 'hg')))} of me.lua", None
+        elif row.endswith("_dpop"):
+            # Beside the same path with a bearer token, on this run (for
+            # /me, through the same script when the control ran).
+            same = "me_pool" if row == "me_dpop" and rps("me_pool", "hg") else row[:-len("_dpop")]
+            bearer = ratio(hg, rps(same, "hg"))
             target, ok = f"{fmt_ratio(bearer)} of bearer", None
         elif row == "cc":
             target = "≥3× peer, ≥0.7 floor"
