@@ -4,7 +4,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use healthgate_core::error::{ErrorCode, OAuthError};
 use healthgate_core::integration::{ApiKey, IntegrationStatus};
 use healthgate_core::secret;
@@ -23,12 +23,7 @@ fn invalid_key(description: &'static str) -> ApiError {
 /// one of a disconnected integration, or one of an app an operator
 /// suspended (for as long as it is suspended) is refused at once.
 pub async fn api_key(state: &AppState, headers: &HeaderMap) -> Result<ApiKey, ApiError> {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim())
+    let presented = crate::http::extract::bearer_token(headers)
         .ok_or_else(|| invalid_key("a practice API key is required as a bearer token"))?;
     let presented = state
         .store

@@ -103,6 +103,18 @@ impl IntoResponse for Refusal {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header (RFC 6750 §2.1),
+/// trimmed, whatever it is: a practice API key, a partner's secret, an
+/// initial or registration access token.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+}
+
 /// An active person with a live session.
 #[derive(Debug, Clone)]
 pub struct SignedIn {

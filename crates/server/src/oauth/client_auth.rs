@@ -386,12 +386,7 @@ async fn partner(
     headers: &HeaderMap,
 ) -> Result<Result<Client, Refusal>, StoreError> {
     let failed = || OAuthError::invalid_client("partner authentication failed");
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, secret)| secret.trim().to_owned());
+    let bearer = crate::http::extract::bearer_token(headers).map(str::to_owned);
     if let Some(secret) = bearer {
         let found = state
             .store

@@ -22,14 +22,9 @@ use crate::services::admin::{self, AdminError};
 use crate::services::registration as service;
 use crate::state::AppState;
 
-/// The bearer token of `Authorization`, if any.
+/// The bearer token of `Authorization`, if any (an empty one is none).
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    crate::http::extract::bearer_token(headers).filter(|t| !t.is_empty())
 }
 
 fn invalid_token(why: &'static str) -> JsonError {
