@@ -67,6 +67,12 @@ enum Command {
     /// SMART App Launch: make EHR launches of apps.
     #[command(subcommand)]
     Smart(ops::SmartCommand),
+    /// Copy the SQLite database to PATH while the server runs (a consistent
+    /// snapshot; PostgreSQL: use pg_dump). PATH must not exist.
+    Backup {
+        #[arg(value_name = "PATH")]
+        path: std::path::PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -466,6 +472,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Webhooks(c) => ops::webhooks_command(settings, clock, c, cli.json).await,
         Command::Keys(c) => ops::keys_command(settings, clock, c, cli.json).await,
         Command::Smart(c) => ops::smart_command(settings, clock, c, cli.json).await,
+        Command::Backup { path } => ops::backup(settings, &path, cli.json).await,
     }
 }
 

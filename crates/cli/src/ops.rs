@@ -1,7 +1,8 @@
 //! Operator commands beyond clients and users: organizations and their
 //! members (adding and removing them as the admin console does, with the
-//! same events), the audit trail, and webhook deliveries.
+//! same events), the audit trail, webhook deliveries, and backups.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use clap::Subcommand;
@@ -10,7 +11,7 @@ use healthgate_core::org::OrganizationKind;
 use healthgate_server::Settings;
 use healthgate_server::services::admin::{self, AdminError};
 use healthgate_server::services::smart::{self, LaunchRequest};
-use healthgate_store::Actor;
+use healthgate_store::{Actor, PoolConfig, Store, StoreError};
 use serde_json::json;
 
 use crate::{Failure, open, print};
@@ -85,6 +86,35 @@ fn parse_kind(s: &str) -> Result<OrganizationKind, String> {
 
 fn store_failure(e: healthgate_store::StoreError) -> Failure {
     anyhow::Error::from(e).into()
+}
+
+/// `healthgate backup PATH`. Opens the database without migrating it: the
+/// server using it may be of another version, and a backup changes nothing.
+pub async fn backup(settings: Settings, to: &Path, as_json: bool) -> Result<(), Failure> {
+    let store = Store::connect(
+        &settings.database_url,
+        PoolConfig {
+            create_if_missing: false,
+            ..PoolConfig::default()
+        },
+    )
+    .await
+    .map_err(store_failure)?;
+    let copied = store.backup_sqlite(to).await;
+    store.close().await;
+    let bytes = copied.map_err(|e| match e {
+        StoreError::Backup(_) => Failure {
+            code: 2,
+            message: e.to_string(),
+        },
+        other => store_failure(other),
+    })?;
+    print(
+        as_json,
+        &json!({"backup": to, "bytes": bytes}),
+        &format!("backed up to {} ({bytes} bytes)", to.display()),
+    );
+    Ok(())
 }
 
 pub async fn org_command(

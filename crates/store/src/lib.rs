@@ -12,6 +12,7 @@
 //! caller first: every `*_digest` column holds a SHA-256 digest.
 
 mod account;
+mod backup;
 mod clients;
 mod events;
 mod factors;
@@ -85,6 +86,11 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("cannot create the database directory {path}: {cause}")]
     Directory { path: String, cause: std::io::Error },
+    #[error("there is no SQLite database at {0}")]
+    NoDatabase(String),
+    /// `healthgate backup` could not make its copy; says why.
+    #[error("backup failed: {0}")]
+    Backup(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -134,6 +140,10 @@ pub struct PoolConfig {
     /// SQLite only: PostgreSQL's durability is the server's
     /// `synchronous_commit`.
     pub synchronous: Synchronous,
+    /// SQLite only: create the file (and its directory) when missing, as a
+    /// server does on first start; `false` for tools that read an existing
+    /// database, which then say there is none.
+    pub create_if_missing: bool,
 }
 
 impl Default for PoolConfig {
@@ -142,6 +152,7 @@ impl Default for PoolConfig {
             max_connections: 8,
             acquire_timeout: Duration::from_secs(10),
             synchronous: Synchronous::default(),
+            create_if_missing: true,
         }
     }
 }
@@ -176,7 +187,7 @@ impl Store {
         };
         match backend {
             Backend::Sqlite => {
-                let url = prepare_sqlite_url(url)?;
+                let url = prepare_sqlite_url(url, pool.create_if_missing)?;
                 let options = quiet_options(&url)?;
                 let synchronous = pool.synchronous.pragma();
                 // A SQLite connection is a file handle in this process, not
@@ -285,8 +296,8 @@ fn quiet_options(url: &str) -> Result<AnyConnectOptions> {
 }
 
 /// Creates the directory of a SQLite file and asks for the file to be
-/// created if missing.
-fn prepare_sqlite_url(url: &str) -> Result<String> {
+/// created if missing (`create`), or refuses a file that is not there.
+fn prepare_sqlite_url(url: &str, create: bool) -> Result<String> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
@@ -297,6 +308,9 @@ fn prepare_sqlite_url(url: &str) -> Result<String> {
     };
     if path.is_empty() || path == ":memory:" {
         return Err(StoreError::UnsupportedUrl(url.to_owned()));
+    }
+    if !create && !Path::new(path).is_file() {
+        return Err(StoreError::NoDatabase(path.to_owned()));
     }
     if let Some(dir) = Path::new(path).parent()
         && !dir.as_os_str().is_empty()
@@ -680,9 +694,9 @@ mod tests {
     fn sqlite_urls_are_prepared() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nested/hg.db");
-        let url = prepare_sqlite_url(&format!("sqlite://{}", path.display())).unwrap();
+        let url = prepare_sqlite_url(&format!("sqlite://{}", path.display()), true).unwrap();
         assert!(url.ends_with("?mode=rwc"));
         assert!(path.parent().unwrap().is_dir());
-        assert!(prepare_sqlite_url("sqlite::memory:").is_err());
+        assert!(prepare_sqlite_url("sqlite::memory:", true).is_err());
     }
 }

@@ -4,6 +4,7 @@
 //! 127.0.0.1.
 
 mod admin;
+mod backup;
 mod demo;
 mod errors;
 mod flow;

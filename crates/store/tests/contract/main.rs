@@ -337,6 +337,63 @@ async fn clients_round_trip() {
 }
 
 #[tokio::test]
+async fn a_backup_holds_what_was_committed_and_never_replaces_a_file() {
+    for b in backends().await {
+        let dir = tempfile::tempdir().unwrap();
+        let to = dir.path().join("copy.db");
+        let backed_up = b.store.backup_sqlite(&to).await;
+        if b.name == "postgres" {
+            let Err(StoreError::Backup(why)) = backed_up else {
+                panic!("postgres: {backed_up:?}");
+            };
+            assert!(why.contains("pg_dump"), "{why}");
+            assert!(!to.exists());
+            b.cleanup().await;
+            continue;
+        }
+        // Written after the first copy, so only the second holds it.
+        let bytes = backed_up.unwrap();
+        assert_eq!(bytes, std::fs::metadata(&to).unwrap().len());
+        b.store.insert_client(&client("app-later")).await.unwrap();
+        let refused = b.store.backup_sqlite(&to).await;
+        assert!(
+            matches!(&refused, Err(StoreError::Backup(why)) if why.contains("exists")),
+            "{refused:?}"
+        );
+        assert_eq!(
+            std::fs::metadata(&to).unwrap().len(),
+            bytes,
+            "left as it was"
+        );
+        let second = dir.path().join("second.db");
+        b.store.backup_sqlite(&second).await.unwrap();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(!names.iter().any(|n| n.ends_with(".partial")), "{names:?}");
+
+        for (path, holds_later) in [(&to, false), (&second, true)] {
+            let copy = Store::connect(
+                &format!("sqlite://{}", path.display()),
+                PoolConfig::default(),
+            )
+            .await
+            .unwrap();
+            copy.migrate().await.unwrap();
+            assert_eq!(
+                copy.client("app-later").await.unwrap().is_some(),
+                holds_later,
+                "{}",
+                path.display()
+            );
+            copy.close().await;
+        }
+        b.cleanup().await;
+    }
+}
+
+#[tokio::test]
 async fn usernames_are_unique() {
     for b in backends().await {
         let alice = user("alice");
