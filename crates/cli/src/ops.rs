@@ -103,7 +103,7 @@ pub async fn backup(settings: Settings, to: &Path, as_json: bool) -> Result<(), 
     let copied = store.backup_sqlite(to).await;
     store.close().await;
     let bytes = copied.map_err(|e| match e {
-        StoreError::Backup(_) => Failure {
+        StoreError::BackupRefused(_) => Failure {
             code: 2,
             message: e.to_string(),
         },

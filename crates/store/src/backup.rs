@@ -18,12 +18,12 @@ impl Store {
     /// in bytes.
     pub async fn backup_sqlite(&self, to: &Path) -> Result<u64> {
         if self.backend != Backend::Sqlite {
-            return Err(StoreError::Backup(
+            return Err(StoreError::BackupRefused(
                 "healthgate backup copies a SQLite database; for PostgreSQL use pg_dump".into(),
             ));
         }
         if to.exists() {
-            return Err(StoreError::Backup(format!(
+            return Err(StoreError::BackupRefused(format!(
                 "{} exists already: name a new file",
                 to.display()
             )));
@@ -46,9 +46,9 @@ impl Store {
     }
 
     async fn copy_to(&self, partial: &Path, to: &Path) -> Result<u64> {
-        let partial_name = partial
-            .to_str()
-            .ok_or_else(|| StoreError::Backup("the backup path is not valid UTF-8".into()))?;
+        let partial_name = partial.to_str().ok_or_else(|| {
+            StoreError::BackupRefused("the backup path is not valid UTF-8".into())
+        })?;
         sqlx::query("VACUUM INTO $1")
             .bind(partial_name)
             .execute(&self.reader)
@@ -84,7 +84,7 @@ impl Store {
 fn partial_of(to: &Path) -> Result<PathBuf> {
     let name = to
         .file_name()
-        .ok_or_else(|| StoreError::Backup(format!("{} names no file", to.display())))?;
+        .ok_or_else(|| StoreError::BackupRefused(format!("{} names no file", to.display())))?;
     let mut partial = name.to_os_string();
     partial.push(".partial");
     Ok(to.with_file_name(partial))

@@ -88,6 +88,10 @@ pub enum StoreError {
     Directory { path: String, cause: std::io::Error },
     #[error("there is no SQLite database at {0}")]
     NoDatabase(String),
+    /// `healthgate backup` was asked for a copy it does not make (to a
+    /// file that exists, of a PostgreSQL database); says why.
+    #[error("{0}")]
+    BackupRefused(String),
     /// `healthgate backup` could not make its copy; says why.
     #[error("backup failed: {0}")]
     Backup(String),

@@ -343,7 +343,7 @@ async fn a_backup_holds_what_was_committed_and_never_replaces_a_file() {
         let to = dir.path().join("copy.db");
         let backed_up = b.store.backup_sqlite(&to).await;
         if b.name == "postgres" {
-            let Err(StoreError::Backup(why)) = backed_up else {
+            let Err(StoreError::BackupRefused(why)) = backed_up else {
                 panic!("postgres: {backed_up:?}");
             };
             assert!(why.contains("pg_dump"), "{why}");
@@ -357,7 +357,7 @@ async fn a_backup_holds_what_was_committed_and_never_replaces_a_file() {
         b.store.insert_client(&client("app-later")).await.unwrap();
         let refused = b.store.backup_sqlite(&to).await;
         assert!(
-            matches!(&refused, Err(StoreError::Backup(why)) if why.contains("exists")),
+            matches!(&refused, Err(StoreError::BackupRefused(why)) if why.contains("exists")),
             "{refused:?}"
         );
         assert_eq!(
