@@ -67,11 +67,29 @@ enum Command {
     /// SMART App Launch: make EHR launches of apps.
     #[command(subcommand)]
     Smart(ops::SmartCommand),
+    /// Check the configuration without starting anything.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Copy the SQLite database to PATH while the server runs (a consistent
     /// snapshot; PostgreSQL: use pg_dump). PATH must not exist.
     Backup {
         #[arg(value_name = "PATH")]
         path: std::path::PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Print every setting as the server would run with it (secrets
+    /// masked) and where its value came from, then every problem; exit 1
+    /// if there is one.
+    Check {
+        /// As `serve --bind`.
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<String>,
+        /// As `serve --issuer`.
+        #[arg(long, value_name = "URL")]
+        issuer: Option<String>,
     },
 }
 
@@ -442,6 +460,15 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
+    if let Command::Config(ConfigCommand::Check { bind, issuer }) = &cli.command {
+        return config::check_command(
+            cli.config.as_deref(),
+            cli.database_url.as_deref(),
+            bind.as_deref(),
+            issuer.as_deref(),
+            cli.json,
+        );
+    }
     let serve_args = match &cli.command {
         Command::Serve(a) => Some(a),
         _ => None,
@@ -473,6 +500,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Keys(c) => ops::keys_command(settings, clock, c, cli.json).await,
         Command::Smart(c) => ops::smart_command(settings, clock, c, cli.json).await,
         Command::Backup { path } => ops::backup(settings, &path, cli.json).await,
+        // Answered above, before the settings are loaded: it reports their
+        // problems rather than stopping at them.
+        Command::Config(_) => Ok(()),
     }
 }
 

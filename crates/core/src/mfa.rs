@@ -213,6 +213,12 @@ impl MfaPolicy {
     }
 }
 
+impl fmt::Display for MfaPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl FromStr for MfaPolicy {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

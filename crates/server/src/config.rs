@@ -17,13 +17,13 @@ use healthgate_core::mfa::MfaPolicy;
 use healthgate_core::scope::ScopeSet;
 use healthgate_core::token::{RefreshRotation, TokenPolicy};
 use serde::de::{self, Deserializer, Unexpected, Visitor};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::{Directive, LevelFilter};
 
 /// Every setting, with its default. `examples/config/healthgate.toml` lists
 /// them all with comments; keep the two in step.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// Address and port to listen on.
@@ -33,6 +33,7 @@ pub struct Settings {
     /// response, RFC 9207). Defaults to `http://{bind}`.
     pub issuer: Option<Issuer>,
     /// `sqlite://PATH` (default, created if missing) or `postgres://…`.
+    #[serde(serialize_with = "url_masked")]
     pub database_url: String,
     /// PostgreSQL pool size, or SQLite reader connections.
     pub database_max_connections: NonZeroU32,
@@ -44,15 +45,22 @@ pub struct Settings {
     /// Access token lifetime (Fullscript: 2 hours).
     pub access_token_ttl: Seconds,
     /// Refresh token lifetime; `None` (0 in the file) never expires.
-    #[serde(deserialize_with = "seconds_or_zero")]
+    #[serde(
+        deserialize_with = "seconds_or_zero",
+        serialize_with = "zero_or_seconds"
+    )]
     pub refresh_token_ttl: Option<Seconds>,
     /// `immediate` or `on_first_use`.
+    #[serde(serialize_with = "as_text")]
     pub refresh_rotation: RefreshRotation,
     /// Browser session lifetime.
     pub session_ttl: Seconds,
     /// Time between expired-row cleanup passes on this node; `None` (0)
     /// disables them.
-    #[serde(deserialize_with = "seconds_or_zero")]
+    #[serde(
+        deserialize_with = "seconds_or_zero",
+        serialize_with = "zero_or_seconds"
+    )]
     pub cleanup_interval: Option<Seconds>,
     /// How long retired refresh tokens and revoked token families are kept,
     /// so that a late replay is still recognised as reuse.
@@ -76,7 +84,10 @@ pub struct Settings {
     pub developer_signup: bool,
     /// Time between looks for due webhook deliveries on this node; `None`
     /// (0) disables the delivery worker on this node.
-    #[serde(deserialize_with = "seconds_or_zero")]
+    #[serde(
+        deserialize_with = "seconds_or_zero",
+        serialize_with = "zero_or_seconds"
+    )]
     pub webhook_poll_interval: Option<Seconds>,
     /// Key that webhook signing secrets (and the sealing key of signing
     /// keys) are derived from. Without it, one is generated and kept in the
@@ -87,11 +98,17 @@ pub struct Settings {
     /// After `healthgate keys rotate`, the time before the new key signs (so
     /// relying parties have fetched it from the JWKS first); `None` (0): at
     /// once.
-    #[serde(deserialize_with = "seconds_or_zero")]
+    #[serde(
+        deserialize_with = "seconds_or_zero",
+        serialize_with = "zero_or_seconds"
+    )]
     pub key_rotation_overlap: Option<Seconds>,
     /// After an APP_SECRET is rotated, how long the old one keeps working
     /// beside the new one; `None` (0): it ends at once.
-    #[serde(deserialize_with = "seconds_or_zero")]
+    #[serde(
+        deserialize_with = "seconds_or_zero",
+        serialize_with = "zero_or_seconds"
+    )]
     pub client_secret_grace: Option<Seconds>,
     /// The name shown on every page.
     pub platform_name: String,
@@ -121,7 +138,7 @@ pub struct Settings {
     /// may, the roles and operators settings say who must) or `required`
     /// (everyone). A person who must and has none is taken to enrol before
     /// anything else.
-    #[serde(deserialize_with = "mfa_policy")]
+    #[serde(deserialize_with = "mfa_policy", serialize_with = "as_text")]
     pub mfa: MfaPolicy,
     /// The platform's operators must have a second factor.
     pub operators_require_mfa: bool,
@@ -139,7 +156,7 @@ pub struct Settings {
 }
 
 /// Dynamic client registration (`[registration]`, RFC 7591).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RegistrationSettings {
     /// Anyone may register an app at `/oauth/register`, without an initial
@@ -149,7 +166,7 @@ pub struct RegistrationSettings {
 }
 
 /// Pushed authorization requests (`[par]`, RFC 9126).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ParSettings {
     /// Every app must push its authorization requests first
@@ -170,7 +187,7 @@ impl Default for ParSettings {
 }
 
 /// DPoP (`[dpop]`, RFC 9449).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DpopSettings {
     /// Every DPoP proof must carry a nonce this server gave (RFC 9449 §8,
@@ -182,7 +199,7 @@ pub struct DpopSettings {
 /// SMART App Launch 2.2 (`[smart]`). On when at least one FHIR base URL is
 /// set: `/.well-known/smart-configuration` answers, and apps may be
 /// registered with, and ask for, SMART's scopes.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SmartSettings {
     /// The base URLs of the FHIR servers healthgate authorizes access to,
@@ -234,6 +251,12 @@ impl FromStr for FhirBase {
     }
 }
 
+impl fmt::Display for FhirBase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 impl TryFrom<String> for FhirBase {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
@@ -243,7 +266,7 @@ impl TryFrom<String> for FhirBase {
 
 /// The deployment's look on every page (`[branding]`); the name is
 /// `platform_name`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Branding {
     /// A logo shown beside the name: an https URL (whose origin alone the
@@ -267,7 +290,7 @@ impl Default for Branding {
 
 /// How partners written for another platform reach healthgate unchanged
 /// (`[profile]`). The standard paths always work; these add to them.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProfileSettings {
     /// Extra paths of the authorization endpoint (HealthKey: `/o/authorize/`).
@@ -296,7 +319,7 @@ pub struct ProfileSettings {
     /// has none of its own (`--provisioning-scope`), space-separated in the
     /// file (HealthTap: `member_public`); without it, the app's allowed
     /// scopes.
-    #[serde(deserialize_with = "some_scopes")]
+    #[serde(deserialize_with = "some_scopes", serialize_with = "spaced_scopes")]
     pub provisioning_scope: Option<ScopeSet>,
 }
 
@@ -330,22 +353,22 @@ impl ProfileSettings {
         .flat_map(|(key, paths)| paths.iter().map(move |p| (key, p)))
     }
 
-    /// Refuses an extra path that clashes with one of `taken`, the paths
+    /// Every extra path that clashes with one of `taken`, the paths
     /// healthgate's own routes serve (axum's syntax): the router could not
     /// hold both, or one would answer requests meant for the other.
-    pub fn refuse_taken(&self, taken: &[&str]) -> Result<(), InvalidSetting> {
-        for (key, path) in self.paths() {
-            if let Some(route) = taken.iter().find(|route| overlaps(route, path.as_str())) {
-                return Err(InvalidSetting::new(
+    pub fn clashes(&self, taken: &[&str]) -> Vec<InvalidSetting> {
+        self.paths()
+            .filter_map(|(key, path)| {
+                let route = taken.iter().find(|route| overlaps(route, path.as_str()))?;
+                Some(InvalidSetting::new(
                     key,
                     format!(
                         "{:?} clashes with healthgate's own path {route}; a profile may only add paths healthgate does not serve",
                         path.as_str()
                     ),
-                ));
-            }
-        }
-        Ok(())
+                ))
+            })
+            .collect()
     }
 }
 
@@ -374,7 +397,7 @@ fn overlaps(route: &str, path: &str) -> bool {
 }
 
 /// One role's settings (`[roles.staff]`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoleSettings {
     /// The scopes a person in this role may grant an app; `"*"` is every
@@ -382,7 +405,11 @@ pub struct RoleSettings {
     pub scopes: RoleScopes,
     /// Scopes taken out again (useful with `"*"`); names missing from the
     /// vocabulary are ignored here.
-    #[serde(default, deserialize_with = "scope_list")]
+    #[serde(
+        default,
+        deserialize_with = "scope_list",
+        serialize_with = "scope_names"
+    )]
     pub except: ScopeSet,
     /// The `resource_owner.type` of tokens granted in this role.
     pub resource_owner_type: Word,
@@ -479,7 +506,7 @@ impl Default for Settings {
 /// The mail server (`[smtp]`): where verification links, reset links and
 /// security notices are sent from. Plaintext (`tls = "none"`) only to a
 /// loopback host.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpSettings {
     /// The server's name (checked against its certificate) or address.
@@ -526,7 +553,7 @@ impl SmtpSettings {
 }
 
 /// How the connection to the mail server is protected.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SmtpTls {
     /// Plain connection upgraded with STARTTLS, which is required.
@@ -559,6 +586,12 @@ impl MailHost {
     }
 }
 
+impl fmt::Display for MailHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 impl TryFrom<String> for MailHost {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
@@ -584,6 +617,12 @@ pub struct MailAddress(lettre::Address);
 impl MailAddress {
     pub fn address(&self) -> &lettre::Address {
         &self.0
+    }
+}
+
+impl fmt::Display for MailAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
     }
 }
 
@@ -616,7 +655,7 @@ impl fmt::Debug for SmtpPassword {
 /// Guessing stopped (`[throttle]`). Failure runs (per username, per client
 /// id) are kept in the database and hold across nodes; the per-address
 /// rates are per node. A rate of 0 a minute turns that limit off.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ThrottleSettings {
     /// Failed sign-ins in a row for a username answered at once; each
@@ -776,6 +815,96 @@ fn seconds_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Seconds>, D
     d.deserialize_u64(SecondsVisitor { zero: true })
 }
 
+/// `0` for `None`, as [`seconds_or_zero`] reads it.
+fn zero_or_seconds<S: Serializer>(v: &Option<Seconds>, s: S) -> Result<S::Ok, S::Error> {
+    v.map_or(0, |v| v.0.get()).serialize(s)
+}
+
+/// A value in the words it is configured with.
+fn as_text<T: fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// Space-separated, as [`some_scopes`] reads them.
+fn spaced_scopes<S: Serializer>(v: &Option<ScopeSet>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(scopes) => s.collect_str(scopes),
+        None => s.serialize_none(),
+    }
+}
+
+/// A list of names, as [`scope_list`] reads it.
+fn scope_names<S: Serializer>(v: &ScopeSet, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter())
+}
+
+/// A database URL without its password (`postgres://app:(masked)@db/hg`).
+fn url_masked<S: Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
+    match url::Url::parse(v) {
+        Ok(mut url) if url.password().is_some() => {
+            // Only a URL that cannot have credentials refuses one.
+            let _ = url.set_password(Some(MASKED));
+            s.serialize_str(url.as_str())
+        }
+        _ => s.serialize_str(v),
+    }
+}
+
+/// What a secret setting shows wherever settings are written out (`healthgate
+/// config check`): that it is set, never what it is.
+pub const MASKED: &str = "(masked)";
+
+/// Serializes each type in the form its `FromStr` reads.
+macro_rules! serialize_as_text {
+    ($($t:ty),*) => {$(
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+    )*};
+}
+
+serialize_as_text!(
+    FhirBase,
+    MailHost,
+    MailAddress,
+    Issuer,
+    LogLevel,
+    HexColor,
+    PageLink,
+    ProfilePath,
+    Word
+);
+
+/// Secrets serialize as [`MASKED`].
+macro_rules! serialize_masked {
+    ($($t:ty),*) => {$(
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(MASKED)
+            }
+        }
+    )*};
+}
+
+serialize_masked!(SecretKey, SmtpPassword);
+
+impl Serialize for Seconds {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl Serialize for RoleScopes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Every => s.collect_seq(["*"]),
+            Self::Listed(scopes) => s.collect_seq(scopes.iter()),
+        }
+    }
+}
+
 /// `"optional"` or `"required"`.
 fn mfa_policy<'de, D: Deserializer<'de>>(d: D) -> Result<MfaPolicy, D::Error> {
     String::deserialize(d)?.parse().map_err(de::Error::custom)
@@ -901,12 +1030,6 @@ impl fmt::Display for Issuer {
     }
 }
 
-impl Serialize for Issuer {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.text)
-    }
-}
-
 /// The instance secret, 32 bytes, written as 64 hexadecimal digits. Kept
 /// out of `Debug` output (and so out of logs), and never echoed in an error.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -952,7 +1075,7 @@ impl fmt::Debug for SecretKey {
 }
 
 /// How hard SQLite works to keep a commit (`PRAGMA synchronous`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DatabaseSynchronous {
     Normal,
@@ -969,7 +1092,7 @@ impl DatabaseSynchronous {
 }
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     Text,
@@ -1009,6 +1132,19 @@ impl FromStr for LogLevel {
             })
             .collect::<Result<_, _>>()
             .map(Self)
+    }
+}
+
+impl fmt::Display for LogLevel {
+    /// The directives, comma-separated, as they are read.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
     }
 }
 
@@ -1181,6 +1317,12 @@ impl FromStr for Word {
     }
 }
 
+impl fmt::Display for Word {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 impl TryFrom<String> for Word {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
@@ -1189,7 +1331,7 @@ impl TryFrom<String> for Word {
 }
 
 /// How token responses spell their `token_type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum TokenType {
     /// `Bearer`, as RFC 6750 writes it.
     #[serde(rename = "Bearer")]
@@ -1280,95 +1422,112 @@ impl Settings {
             .unwrap_or_else(|| Issuer::http(self.bind))
     }
 
-    /// Checks what no single field's type can: the scope vocabulary and what
-    /// the roles and the profile name in it; and derives the token policy.
-    /// Whether a profile's paths clash with healthgate's own routes is for
-    /// `crate::validate`, which knows the routes and calls this first.
+    /// Checks what no single field's type can (see [`Settings::problems`])
+    /// and derives the token policy; refuses the settings with their first
+    /// problem.
     pub fn validate(&self) -> Result<TokenPolicy, InvalidSetting> {
+        match self.problems().into_iter().next() {
+            Some(problem) => Err(problem),
+            None => Ok(TokenPolicy {
+                code_ttl: self.authorization_code_ttl.secs(),
+                access_ttl: self.access_token_ttl.secs(),
+                refresh_ttl: self.refresh_token_ttl.map(Seconds::secs),
+                rotation: self.refresh_rotation,
+            }),
+        }
+    }
+
+    /// Every way these settings do not fit together: the scope vocabulary
+    /// and what the roles and the profile name in it, the mail server, the
+    /// database URL's kind. Whether a profile's paths clash with
+    /// healthgate's own routes is for `crate::problems`, which knows the
+    /// routes.
+    pub fn problems(&self) -> Vec<InvalidSetting> {
+        let mut problems = Vec::new();
+        let mut refuse =
+            |key: &str, reason: String| problems.push(InvalidSetting::new(key, reason));
+        if healthgate_store::Backend::of(&self.database_url).is_none() {
+            // Only the scheme: the rest may hold a password.
+            let scheme = self.database_url.split(':').next().unwrap_or_default();
+            refuse(
+                "database_url",
+                format!("expected sqlite://PATH or postgres://…, found a {scheme:?} URL"),
+            );
+        }
         if self.scopes.is_empty() {
-            return Err(InvalidSetting::new(
+            refuse(
                 "scopes",
-                "the scope vocabulary must not be empty",
-            ));
+                "the scope vocabulary must not be empty".to_owned(),
+            );
         }
         for name in self.scopes.keys() {
-            let parsed =
-                ScopeSet::parse(name).map_err(|e| InvalidSetting::new("scopes", e.to_string()))?;
-            if parsed.len() != 1 {
-                return Err(InvalidSetting::new(
-                    "scopes",
-                    format!("{name:?} is not a single scope token"),
-                ));
+            match ScopeSet::parse(name) {
+                Err(e) => refuse("scopes", e.to_string()),
+                Ok(parsed) if parsed.len() != 1 => {
+                    refuse("scopes", format!("{name:?} is not a single scope token"));
+                }
+                Ok(_) => {}
             }
         }
         if !self.roles.contains_key(healthgate_core::org::ADMIN) {
-            return Err(InvalidSetting::new(
-                "roles",
-                "the admin role must be defined",
-            ));
+            refuse("roles", "the admin role must be defined".to_owned());
         }
         for (name, role) in &self.roles {
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
-                return Err(InvalidSetting::new(
+                refuse(
                     "roles",
                     format!("role name {name:?} must be lowercase letters or _"),
-                ));
+                );
             }
-            if let RoleScopes::Listed(scopes) = &role.scopes
-                && let Some(unknown) = scopes.iter().find(|s| !self.knows_scope(s))
-            {
-                return Err(InvalidSetting::new(
-                    format!("roles.{name}.scopes"),
-                    format!("role {name} grants {unknown:?}, which is not in the scope vocabulary"),
-                ));
+            if let RoleScopes::Listed(scopes) = &role.scopes {
+                for unknown in scopes.iter().filter(|s| !self.knows_scope(s)) {
+                    refuse(
+                        &format!("roles.{name}.scopes"),
+                        format!(
+                            "role {name} grants {unknown:?}, which is not in the scope vocabulary"
+                        ),
+                    );
+                }
             }
         }
         let mut seen = std::collections::BTreeSet::new();
         for (key, path) in self.profile.paths() {
             if !seen.insert(path.as_str()) {
-                return Err(InvalidSetting::new(
-                    key,
-                    format!("{:?} is listed twice", path.as_str()),
-                ));
+                refuse(key, format!("{:?} is listed twice", path.as_str()));
             }
         }
-        if let Some(scopes) = &self.profile.provisioning_scope
-            && let Some(unknown) = scopes.iter().find(|s| !self.scopes.contains_key(*s))
-        {
-            return Err(InvalidSetting::new(
-                "profile.provisioning_scope",
-                format!("{unknown:?} is not in the scope vocabulary"),
-            ));
+        if let Some(scopes) = &self.profile.provisioning_scope {
+            for unknown in scopes.iter().filter(|s| !self.scopes.contains_key(*s)) {
+                refuse(
+                    "profile.provisioning_scope",
+                    format!("{unknown:?} is not in the scope vocabulary"),
+                );
+            }
         }
         if let Some(smtp) = &self.smtp {
             if smtp.tls == SmtpTls::None && !smtp.host.is_loopback() {
-                return Err(InvalidSetting::new(
+                refuse(
                     "smtp.tls",
                     format!(
                         "tls = \"none\" sends mail (and its reset links) in plaintext, which is allowed only to a loopback host (localhost, 127.0.0.1, ::1), and smtp.host is {:?}: use \"starttls\" or \"implicit\"",
                         smtp.host.as_str()
                     ),
-                ));
+                );
             }
             if smtp.username.is_some() != smtp.password.is_some() {
-                return Err(InvalidSetting::new(
+                refuse(
                     "smtp.password",
-                    "set smtp.username and smtp.password together, or neither",
-                ));
+                    "set smtp.username and smtp.password together, or neither".to_owned(),
+                );
             }
         }
         if !healthgate_core::par::LIFETIME_RANGE.contains(&self.par.lifetime.secs()) {
-            return Err(InvalidSetting::new(
+            refuse(
                 "par.lifetime",
-                "a request_uri lives 60 to 600 seconds",
-            ));
+                "a request_uri lives 60 to 600 seconds".to_owned(),
+            );
         }
-        Ok(TokenPolicy {
-            code_ttl: self.authorization_code_ttl.secs(),
-            access_ttl: self.access_token_ttl.secs(),
-            refresh_ttl: self.refresh_token_ttl.map(Seconds::secs),
-            rotation: self.refresh_rotation,
-        })
+        problems
     }
 
     /// What a person in `role` may grant; an unknown role grants nothing.
@@ -1485,6 +1644,58 @@ mod tests {
 
     fn paths(list: &[&str]) -> Vec<ProfilePath> {
         list.iter().map(|p| p.parse().expect(p)).collect()
+    }
+
+    /// Settings written out (`healthgate config check`) read back as the
+    /// same settings, every type in the form it parses, except secrets,
+    /// which are masked wherever they are written.
+    #[test]
+    fn settings_written_out_read_back_the_same_and_secrets_do_not() {
+        let mut s = settings(json!({
+            "bind": "[::]:9000",
+            "issuer": "https://auth.example.com",
+            "refresh_token_ttl": 3600,
+            "cleanup_interval": 0,
+            "refresh_rotation": "on_first_use",
+            "trusted_proxies": ["10.0.0.0/8", "::1"],
+            "log_level": "healthgate=debug,info",
+            "log_format": "json",
+            "mfa": "required",
+            "scopes": {"openid": "Sign in", "patient/*.read": "Read", "pay": "Pay"},
+            "roles": {
+                "admin": {"scopes": ["*"], "resource_owner_type": "Staff"},
+                "staff": {"scopes": ["openid", "pay"], "except": ["pay"], "resource_owner_type": "Staff", "require_mfa": true},
+            },
+            "branding": {"accent_color": "#00aaff", "logo_url": "/static/logo.svg", "support_url": "https://help.example.com/x"},
+            "profile": {"token_paths": ["/o/token/"], "token_type": "bearer", "token_response_wrapper": "oauth", "provisioning_scope": "openid pay"},
+            "smart": {"fhir_base_urls": ["https://fhir.example.com/r4"]},
+            "smtp": {"host": "mail.example.com", "from": "no-reply@example.com", "tls": "implicit", "timeout": 5},
+            "par": {"required": true, "lifetime": 120},
+            "throttle": {"api_per_minute": 0},
+        }))
+        .unwrap();
+        let written = serde_json::to_value(&s).unwrap();
+        assert_eq!(settings(written.clone()).unwrap(), s, "{written:#}");
+        assert_eq!(written["trusted_proxies"], json!(["10.0.0.0/8", "::1/128"]));
+        assert_eq!(written["profile"]["provisioning_scope"], "openid pay");
+        assert_eq!(written["roles"]["admin"]["scopes"], json!(["*"]));
+        assert_eq!(written["cleanup_interval"], 0);
+
+        s.secret_key = Some("ab".repeat(32).parse().unwrap());
+        s.smtp.as_mut().unwrap().username = Some("mailer".into());
+        s.smtp.as_mut().unwrap().password = Some(SmtpPassword("hunter2-mail".into()));
+        s.database_url = "postgres://app:hunter2-db@db.example.com:5432/hg".into();
+        let written = serde_json::to_value(&s).unwrap();
+        let text = written.to_string();
+        for secret in ["abab", "hunter2"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+        assert_eq!(written["secret_key"], MASKED);
+        assert_eq!(written["smtp"]["password"], MASKED);
+        assert_eq!(
+            written["database_url"],
+            "postgres://app:(masked)@db.example.com:5432/hg"
+        );
     }
 
     #[test]
@@ -1970,7 +2181,7 @@ mod tests {
             s.profile.revoke_paths = paths(&["/o/revoke/"]);
             s.profile.token_paths = paths(&[path]);
             s.validate().expect("a plain path");
-            let e = s.profile.refuse_taken(ROUTES).unwrap_err();
+            let e = s.profile.clashes(ROUTES).remove(0);
             assert_eq!(e.key, "profile.token_paths");
             assert!(e.reason.contains(&format!("{path:?}")), "{path}: {e}");
             assert!(e.reason.contains(&format!("path {route};")), "{path}: {e}");
@@ -1982,7 +2193,7 @@ mod tests {
         s.profile.revoke_paths = paths(&["/api/oauth/revoke", "/adminx"]);
         s.profile.user_paths = paths(&["/api/v2.1/users.json", "/app/x"]);
         s.validate().unwrap();
-        s.profile.refuse_taken(ROUTES).unwrap();
+        assert_eq!(s.profile.clashes(ROUTES), []);
     }
 
     #[test]

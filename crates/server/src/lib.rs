@@ -34,8 +34,6 @@ pub enum StartError {
     Settings(#[from] config::InvalidSetting),
     #[error("cannot open the database: {0}")]
     Store(StoreError),
-    #[error(transparent)]
-    Mail(#[from] services::mail::MailSetupError),
 }
 
 impl From<StoreError> for StartError {
@@ -44,21 +42,35 @@ impl From<StoreError> for StartError {
     }
 }
 
-/// Checks every setting, including that no path a profile adds clashes
-/// with one the standard routes serve (which the router could not hold, or
-/// which would answer for the wrong endpoint); derives the token policy.
+/// Every problem of settings that each parse but do not fit together
+/// ([`Settings::problems`]), of a profile's paths that clash with ones the
+/// standard routes serve (which the router could not hold, or which would
+/// answer for the wrong endpoint), and of an `smtp.ca_file` that cannot be
+/// read. Empty when a server can start with them.
+pub fn problems(settings: &Settings) -> Vec<config::InvalidSetting> {
+    let mut problems = settings.problems();
+    problems.extend(settings.profile.clashes(standard_routes().paths()));
+    if let Err(e) = services::mail::Mailer::new(settings) {
+        problems.push(config::InvalidSetting {
+            key: "smtp.ca_file".to_owned(),
+            reason: e.to_string(),
+        });
+    }
+    problems
+}
+
+/// Refuses settings with their first problem ([`problems`]); derives the
+/// token policy.
 pub fn validate(settings: &Settings) -> Result<TokenPolicy, config::InvalidSetting> {
-    let policy = settings.validate()?;
-    settings.profile.refuse_taken(standard_routes().paths())?;
-    Ok(policy)
+    match problems(settings).into_iter().next() {
+        Some(problem) => Err(problem),
+        None => settings.validate(),
+    }
 }
 
 /// Opens and migrates the database and builds the shared state.
 pub async fn open(settings: Settings, clock: Arc<dyn Clock>) -> Result<AppState, StartError> {
     let policy = validate(&settings)?;
-    // The mail client is built by the worker; building it here refuses a
-    // bad `smtp.ca_file` at start-up rather than in a log line later.
-    services::mail::Mailer::new(&settings)?;
     let store = Store::connect(
         &settings.database_url,
         PoolConfig {

@@ -68,6 +68,20 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// The database a URL names: `sqlite:…`, or `postgres://…` /
+    /// `postgresql://…`; `None` for any other.
+    pub fn of(url: &str) -> Option<Self> {
+        if url.starts_with("sqlite:") {
+            Some(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Self::Postgres)
+        } else {
+            None
+        }
+    }
+}
+
 /// Everything that can go wrong in storage. Callers fail closed on any of
 /// these: a storage error is never reported to a client as success.
 #[derive(Debug, thiserror::Error)]
@@ -182,13 +196,7 @@ impl Store {
     /// missing. Does not migrate: call [`Store::migrate`].
     pub async fn connect(url: &str, pool: PoolConfig) -> Result<Self> {
         sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Backend::Postgres
-        } else {
-            return Err(StoreError::UnsupportedUrl(url.to_owned()));
-        };
+        let backend = Backend::of(url).ok_or_else(|| StoreError::UnsupportedUrl(url.to_owned()))?;
         match backend {
             Backend::Sqlite => {
                 let url = prepare_sqlite_url(url, pool.create_if_missing)?;

@@ -70,9 +70,10 @@ fn unusable_database_is_one_clear_line() {
         "127.0.0.1:0",
     ]);
     let line = out.one_line_failure(1);
-    assert!(line.contains("mysql://x"), "{line}");
-    assert!(line.contains("sqlite://"), "say what is supported: {line}");
-    assert_eq!(line.matches("mysql://x").count(), 1, "{line}");
+    assert!(
+        line.ends_with("database_url from flag --database-url: expected sqlite://PATH or postgres://…, found a \"mysql\" URL"),
+        "say what is supported, and the scheme given (not the rest, which may hold a password): {line}"
+    );
 
     assert!(!sandbox.path().join(DATA_DIR).exists());
 }

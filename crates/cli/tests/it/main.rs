@@ -5,6 +5,7 @@
 
 mod admin;
 mod backup;
+mod config;
 mod demo;
 mod errors;
 mod flow;
