@@ -497,7 +497,14 @@ pub fn init_logging(settings: &Settings) -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let result = match settings.log_format {
-        LogFormat::Json => builder.json().try_init(),
+        // One object a line: the event's fields at the top level beside
+        // `timestamp`, `level`, `target` and `message`, and the request's
+        // span (`span.request_id`) when there is one.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_span_list(false)
+            .try_init(),
         LogFormat::Text => builder.try_init(),
     };
     result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))

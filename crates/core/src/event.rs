@@ -334,6 +334,34 @@ impl EventKind {
     }
 }
 
+impl EventKind {
+    /// Whether an operator should hear of it at once (a `WARN` log line
+    /// besides the audit trail): guessing, replay, reuse, locks, throttles,
+    /// suspensions and mail that could not be sent. The rest is the routine
+    /// the audit trail keeps.
+    pub fn is_warning(self) -> bool {
+        matches!(
+            self,
+            Self::LoginFailed
+                | Self::SecondFactorFailed
+                | Self::PasswordChangeFailed
+                | Self::SignInThrottled
+                | Self::SignInLocked
+                | Self::SignInBurst
+                | Self::UserLocked
+                | Self::ClientAuthFailed
+                | Self::ClientThrottled
+                | Self::ClientSuspended
+                | Self::AccessRefused
+                | Self::CodeReplayed
+                | Self::ConnectCodeReplayed
+                | Self::TokenReuseDetected
+                | Self::TokenFamilyRevoked
+                | Self::EmailDeliveryFailed
+        )
+    }
+}
+
 impl fmt::Display for EventKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -103,7 +103,10 @@ pub fn router(state: AppState) -> Router {
             http::middleware::content_security_policy(&state.settings),
             http::middleware::security_headers,
         ))
-        .layer(axum::middleware::from_fn(http::middleware::access_log))
+        .layer(axum::middleware::from_fn_with_state(
+            http::ip::AddressRule::of(&state.settings),
+            http::middleware::access_log,
+        ))
         .with_state(state)
 }
 

@@ -212,6 +212,19 @@ pub(crate) async fn append(conn: &mut AnyConnection, at: i64, event: &Event<'_>)
     if let (true, Some(client_id)) = (event.kind.notifies_partner(), event.client_id) {
         enqueue(conn, at, &id, client_id, event).await?;
     }
+    if event.kind.is_warning() {
+        // Ids and the address only: the event's details stay in the trail.
+        tracing::warn!(
+            event = event.kind.as_str(),
+            event_id = %id,
+            outcome = event.outcome.as_str(),
+            client_id = event.client_id,
+            actor = event.actor_user_id,
+            subject = event.subject,
+            ip = event.ip,
+            "security event"
+        );
+    }
     Ok(id)
 }
 

@@ -220,3 +220,161 @@ async fn the_smart_demo_launches_from_the_ehr_and_on_its_own() {
     let tokens = exchange(code_of(&back)).await;
     assert_eq!(tokens["patient"], "pat-2", "{tokens}");
 }
+
+/// A webhook receiver that answers every request 500, on its own thread.
+fn failing_receiver() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let mut buf = [0u8; 8192];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(
+                b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+        }
+    });
+    port
+}
+
+/// `log_format = "json"` through a full flow: one object a line; each
+/// request line with its id (the one the response's `X-Request-Id` gave),
+/// route template, status, whole-microsecond latency, client address and
+/// the app; a failed sign-in and a failed webhook delivery at WARN; none of
+/// the flow's secrets.
+#[tokio::test]
+async fn json_logs_carry_what_an_operator_needs() {
+    let sandbox = Sandbox::new();
+    let config = sandbox.write(
+        "healthgate.toml",
+        "log_format = \"json\"\nallow_http_webhooks = true\nwebhook_poll_interval = 1\n",
+    );
+    let config = config.to_str().unwrap();
+    let receiver = failing_receiver();
+    let port = crate::support::free_port();
+    let bind = format!("127.0.0.1:{port}");
+    let cmd = sandbox.command(&[
+        "--config", config, "serve", "--demo", "--json", "--bind", &bind,
+    ]);
+    let mut server = sandbox.spawn(cmd, port);
+    let demo = Demo::parse(&server.stdout_line());
+    server.wait_healthy().await;
+    let hook = format!("http://127.0.0.1:{receiver}/hook");
+    let out = sandbox.run(&[
+        "--config",
+        config,
+        "client",
+        "update",
+        &demo.client_id,
+        "--webhook-url",
+        &hook,
+    ]);
+    assert_eq!(out.code, Some(0), "{out:#?}");
+
+    let wrong_password = "WrongPassword-456";
+    let mut seen = Seen::default();
+    flow::failed_login(&server, "member.demo", wrong_password, &mut seen).await;
+    // Consent is pushed to the app's webhook, which answers 500.
+    let tokens = flow::authorize_and_exchange(&server, &demo, &mut seen).await;
+    flow::me(
+        &server,
+        tokens["access_token"].as_str().unwrap(),
+        "member.demo",
+    )
+    .await;
+    let r = reqwest::get(server.url(&format!("/apps/{}/photo", demo.client_id)))
+        .await
+        .unwrap();
+    let photo_request = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !server.stderr().contains("webhook attempt failed") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no failed webhook attempt logged:\n{}",
+            server.stderr()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let status = server.terminate().await;
+    assert!(status.success(), "{status}");
+    let log = server.stderr();
+
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let requests: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["message"] == "request").collect();
+    assert!(requests.len() > 5, "{log}");
+    for line in &requests {
+        assert_eq!(line["level"], "INFO", "{line}");
+        assert_eq!(
+            line["span"]["request_id"].as_str().map(str::len),
+            Some(16),
+            "{line}"
+        );
+        assert!(line["latency_us"].is_u64(), "{line}");
+        assert!(line["status"].is_u64(), "{line}");
+        assert!(
+            line["method"].is_string() && line["path"].is_string(),
+            "{line}"
+        );
+        assert_eq!(line["client_ip"], "127.0.0.1", "{line}");
+    }
+    let token = requests
+        .iter()
+        .find(|l| l["path"] == "/oauth/token")
+        .unwrap_or_else(|| panic!("no token request in {log}"));
+    assert_eq!(token["route"], "/oauth/token", "{token}");
+    assert_eq!(token["status"], 200, "{token}");
+    assert_eq!(token["client_id"], demo.client_id.as_str(), "{token}");
+    let me = requests
+        .iter()
+        .find(|l| l["path"] == "/api/v1/me")
+        .unwrap_or_else(|| panic!("no /me request in {log}"));
+    assert_eq!(me["client_id"], demo.client_id.as_str(), "{me}");
+    let photo = requests
+        .iter()
+        .find(|l| l["span"]["request_id"] == photo_request.as_str())
+        .unwrap_or_else(|| panic!("no line for request {photo_request} in {log}"));
+    assert_eq!(photo["route"], "/apps/{id}/photo", "{photo}");
+    assert_eq!(
+        photo["path"],
+        format!("/apps/{}/photo", demo.client_id).as_str(),
+        "{photo}"
+    );
+
+    let failed_login = lines
+        .iter()
+        .find(|l| l["event"] == "login.failed")
+        .unwrap_or_else(|| panic!("no failed sign-in in {log}"));
+    assert_eq!(failed_login["level"], "WARN", "{failed_login}");
+    assert_eq!(failed_login["outcome"], "failure", "{failed_login}");
+    assert_eq!(failed_login["ip"], "127.0.0.1", "{failed_login}");
+    assert_eq!(
+        failed_login["span"]["request_id"].as_str().map(str::len),
+        Some(16)
+    );
+    let webhook = lines
+        .iter()
+        .find(|l| l["message"] == "webhook attempt failed")
+        .unwrap();
+    assert_eq!(webhook["level"], "WARN", "{webhook}");
+    assert_eq!(webhook["status"], 500, "{webhook}");
+    assert_eq!(webhook["client_id"], demo.client_id.as_str(), "{webhook}");
+
+    let mut secrets: Vec<(&str, &str)> = vec![
+        ("client secret", &demo.client_secret),
+        ("wrong password", wrong_password),
+    ];
+    for (_, _, password) in &demo.accounts {
+        secrets.push(("demo password", password));
+    }
+    secrets.extend(seen.all());
+    for (kind, secret) in secrets {
+        assert!(!log.contains(secret), "the log contains a {kind}: {secret}");
+    }
+}

@@ -10,8 +10,11 @@ use std::net::{IpAddr, SocketAddr};
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use healthgate_core::forwarded::client_address;
+use std::sync::Arc;
 
+use healthgate_core::forwarded::{IpRange, client_address};
+
+use crate::config::Settings;
 use crate::state::AppState;
 
 /// The client's IP address, if known.
@@ -33,18 +36,58 @@ impl ClientIp {
 /// [`ClientIp`]'s address, unformatted (for the per-address rate, which
 /// runs on every request).
 pub fn address(state: &AppState, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
-    let peer = peer?;
-    let settings = &state.settings;
-    let forwarded: Vec<&str> = if settings.trust_forwarded_for {
-        headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect()
-    } else {
-        Vec::new()
-    };
-    Some(client_address(peer, &forwarded, &settings.trusted_proxies))
+    AddressRule::address_under(
+        state.settings.trust_forwarded_for,
+        &state.settings.trusted_proxies,
+        peer,
+        headers,
+    )
+}
+
+/// The deployment's forwarded-address rule on its own, for the access log,
+/// which runs outside the state's reach.
+#[derive(Debug, Clone)]
+pub struct AddressRule {
+    trust_forwarded_for: bool,
+    trusted_proxies: Arc<[IpRange]>,
+}
+
+impl AddressRule {
+    pub fn of(settings: &Settings) -> Self {
+        Self {
+            trust_forwarded_for: settings.trust_forwarded_for,
+            trusted_proxies: settings.trusted_proxies.as_slice().into(),
+        }
+    }
+
+    /// The address of a request from `peer` with `headers`.
+    pub fn address(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        Self::address_under(
+            self.trust_forwarded_for,
+            &self.trusted_proxies,
+            peer,
+            headers,
+        )
+    }
+
+    fn address_under(
+        trust_forwarded_for: bool,
+        trusted_proxies: &[IpRange],
+        peer: Option<IpAddr>,
+        headers: &HeaderMap,
+    ) -> Option<IpAddr> {
+        let peer = peer?;
+        let forwarded: Vec<&str> = if trust_forwarded_for {
+            headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Some(client_address(peer, &forwarded, trusted_proxies))
+    }
 }
 
 impl FromRequestParts<AppState> for ClientIp {

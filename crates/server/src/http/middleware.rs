@@ -7,7 +7,9 @@
 
 use std::time::Instant;
 
-use axum::extract::{Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -15,6 +17,7 @@ use tracing::Instrument;
 
 use crate::config::Settings;
 use crate::http::error::ErrorPageContent;
+use crate::http::ip::AddressRule;
 use crate::http::pages::{self, ErrorPage, Site};
 use crate::state::AppState;
 
@@ -175,10 +178,30 @@ static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestId(pub String);
 
+tokio::task_local! {
+    /// The client a request turned out to be from, for its access-log line
+    /// ([`note_client`]).
+    static CLIENT: std::cell::RefCell<Option<String>>;
+}
+
+/// Notes that the request being answered is from the app `client_id` (one
+/// found in the database: never a name a caller merely wrote), for the
+/// request's access-log line. Outside a request it does nothing.
+pub fn note_client(client_id: &str) {
+    let _ = CLIENT.try_with(|c| *c.borrow_mut() = Some(client_id.to_owned()));
+}
+
 /// Gives each request an id (in a span, so every log line inside carries it,
 /// in the `X-Request-Id` response header, and as a [`RequestId`] extension
-/// for the error pages) and logs its outcome.
-pub async fn access_log(mut request: Request, next: Next) -> Response {
+/// for the error pages) and logs its outcome: method, route template, path,
+/// status, latency in microseconds, the client's address (by the one
+/// forwarded-address rule) and the app it is from when that is known. Never
+/// the query string or a header's value.
+pub async fn access_log(
+    State(rule): State<AddressRule>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let mut id = [0u8; 8];
     healthgate_core::secret::random_bytes(&mut id);
     let request_id: String = id.iter().map(|b| format!("{b:02x}")).collect();
@@ -187,16 +210,35 @@ pub async fn access_log(mut request: Request, next: Next) -> Response {
         .insert(RequestId(request_id.clone()));
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let span = tracing::info_span!("request", id = %request_id);
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    let client_ip = rule.address(peer, request.headers());
+    let span = tracing::info_span!("request", request_id = %request_id);
     let started = Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let (mut response, client_id) = CLIENT
+        .scope(
+            std::cell::RefCell::new(None),
+            async {
+                let response = next.run(request).await;
+                (response, CLIENT.with(|c| c.take()))
+            }
+            .instrument(span.clone()),
+        )
+        .await;
+    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     let status = response.status().as_u16();
     let _enter = span.enter();
     tracing::info!(
         %method,
-        path = %path,
+        route = route.as_ref().map(MatchedPath::as_str),
+        %path,
         status,
-        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+        latency_us,
+        client_ip = client_ip.map(tracing::field::display),
+        client_id = client_id.as_deref(),
         "request"
     );
     if let Ok(v) = HeaderValue::from_str(&request_id) {
@@ -241,16 +283,33 @@ mod tests {
                     (StatusCode::NOT_FOUND, id.0.0)
                 }),
             )
-            .layer(axum::middleware::from_fn(access_log));
-        let response = app
-            .oneshot(
-                Request::builder()
-                    .uri("/missing?code=secret")
-                    .body(axum::body::Body::empty())
-                    .unwrap(),
+            .route(
+                "/apps/{id}",
+                axum::routing::get(|| async {
+                    note_client("app-1");
+                    StatusCode::NO_CONTENT
+                }),
             )
+            .layer(axum::middleware::from_fn_with_state(
+                AddressRule::of(&Settings::default()),
+                access_log,
+            ));
+        let request = |uri: &str| {
+            let mut request = Request::builder()
+                .uri(uri)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            request
+                .extensions_mut()
+                .insert(ConnectInfo(SocketAddr::from(([192, 0, 2, 7], 40000))));
+            request
+        };
+        let response = app
+            .clone()
+            .oneshot(request("/missing?code=secret"))
             .await
             .unwrap();
+        app.oneshot(request("/apps/app-1")).await.unwrap();
         let header = response.headers()[&REQUEST_ID].to_str().unwrap().to_owned();
         assert_eq!(header.len(), 16, "{header}");
         let body = axum::body::to_bytes(response.into_body(), 1024)
@@ -258,15 +317,28 @@ mod tests {
             .unwrap();
         assert_eq!(std::str::from_utf8(&body).unwrap(), header);
         let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-        let line: serde_json::Value = log
+        let lines: Vec<serde_json::Value> = log
             .lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .find(|l| l["fields"]["message"] == "request")
-            .unwrap_or_else(|| panic!("no access log line in {log}"));
-        assert_eq!(line["span"]["id"], header.as_str(), "{line}");
-        assert_eq!(line["fields"]["status"], 404, "{line}");
-        assert_eq!(line["fields"]["path"], "/missing", "{line}");
+            .filter(|l| l["fields"]["message"] == "request")
+            .collect();
+        let [line, other] = &lines[..] else {
+            panic!("want two access log lines in {log}");
+        };
+        assert_eq!(line["span"]["request_id"], header.as_str(), "{line}");
+        let fields = &line["fields"];
+        assert_eq!(fields["status"], 404, "{line}");
+        assert_eq!(fields["path"], "/missing", "{line}");
+        assert_eq!(fields["route"], "/missing", "{line}");
+        assert_eq!(fields["method"], "GET", "{line}");
+        assert_eq!(fields["client_ip"], "192.0.2.7", "{line}");
+        assert!(fields["latency_us"].is_u64(), "{line}");
+        assert!(fields.get("client_id").is_none(), "{line}");
         assert!(!log.contains("secret"), "{log}");
+        // The template, not the path, and the app the handler noted.
+        assert_eq!(other["fields"]["route"], "/apps/{id}", "{other}");
+        assert_eq!(other["fields"]["path"], "/apps/app-1", "{other}");
+        assert_eq!(other["fields"]["client_id"], "app-1", "{other}");
     }
 
     #[test]

@@ -113,14 +113,14 @@ async fn deliver(
         },
     };
     if result.succeeded {
-        tracing::debug!(delivery = %delivery.id, client = %delivery.client_id, status = ?result.status_code, "webhook delivered");
+        tracing::debug!(delivery = %delivery.id, client_id = %delivery.client_id, status = result.status_code, "webhook delivered");
     } else {
-        tracing::info!(
+        tracing::warn!(
             delivery = %delivery.id,
-            client = %delivery.client_id,
+            client_id = %delivery.client_id,
             attempt = delivery.attempts + 1,
-            status = ?result.status_code,
-            error = result.error.as_deref().unwrap_or(""),
+            status = result.status_code,
+            error = result.error.as_deref(),
             "webhook attempt failed"
         );
     }

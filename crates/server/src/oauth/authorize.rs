@@ -92,7 +92,10 @@ async fn check(state: &AppState, params: AuthorizeParams) -> Result<Checked, Res
         return Err(PageError::bad_request("The request repeats client_id.").into_response());
     }
     let client = match state.store.client(client_id).await {
-        Ok(Some(c)) => c,
+        Ok(Some(c)) => {
+            crate::http::middleware::note_client(&c.id);
+            c
+        }
         Ok(None) => {
             return Err(PageError::bad_request(
                 "The application that sent you here is not registered.",

@@ -120,6 +120,7 @@ pub async fn bearer(
         .access_token_with_user(&secret::digest(&opaque))
         .await?
         .ok_or_else(|| unusable("the access token is not valid"))?;
+    crate::http::middleware::note_client(&token.client_id);
     let now = state.now();
     if !token.is_active(now) {
         return Err(unusable("the access token has expired or was revoked"));

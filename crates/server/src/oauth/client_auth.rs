@@ -18,6 +18,7 @@ use healthgate_store::{Event, StoreError};
 
 use crate::http::error::JsonError;
 use crate::http::ip::ClientIp;
+use crate::http::middleware::note_client;
 use crate::oauth::params::Params;
 use crate::services::throttle;
 use crate::state::AppState;
@@ -295,6 +296,9 @@ const PRESENTED_ID_KEPT: usize = 64;
 /// authenticated nobody. If the event cannot be written the request fails
 /// closed (503), as every storage failure does.
 async fn refuse(state: &AppState, ip: &ClientIp, refusal: Refusal) -> JsonError {
+    if let (true, Some(id)) = (refusal.registered, &refusal.client_id) {
+        note_client(id);
+    }
     if refusal.error.code != ErrorCode::InvalidClient {
         return JsonError(refusal.error);
     }
@@ -376,7 +380,10 @@ pub async fn authenticate_partner(
     ip: &ClientIp,
 ) -> Result<Client, JsonError> {
     match partner(state, headers).await? {
-        Ok(client) => Ok(client),
+        Ok(client) => {
+            note_client(&client.id);
+            Ok(client)
+        }
         Err(refusal) => Err(refuse(state, ip, refusal).await),
     }
 }
@@ -491,7 +498,10 @@ async fn authenticate_from(
     cached: bool,
 ) -> Result<Authenticated, JsonError> {
     match client(state, headers, params, cached).await? {
-        Ok(client) => Ok(client),
+        Ok(client) => {
+            note_client(&client.id);
+            Ok(client)
+        }
         Err(refusal) => Err(refuse(state, ip, refusal).await),
     }
 }
