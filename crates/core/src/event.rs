@@ -388,6 +388,15 @@ impl Outcome {
 mod tests {
     use super::*;
 
+    /// `ALL` lists every kind in declaration order, so `kind as usize` is
+    /// its place in `ALL` (the store counts events in an array by it).
+    #[test]
+    fn all_is_in_declaration_order() {
+        for (i, kind) in EventKind::ALL.iter().enumerate() {
+            assert_eq!(*kind as usize, i, "{kind}");
+        }
+    }
+
     #[test]
     fn event_names_are_unique_and_dotted() {
         let mut names: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();

@@ -116,6 +116,13 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// A tracing filter, e.g. `info` or `healthgate=debug,info`.
     pub log_level: LogLevel,
+    /// Serve Prometheus metrics at `/metrics` on this address of their own
+    /// (e.g. `127.0.0.1:9090`), and not on the main listener.
+    #[serde(deserialize_with = "some_socket_address")]
+    pub metrics_bind: Option<SocketAddr>,
+    /// Without `metrics_bind`: serve `/metrics` on the main listener to a
+    /// scraper presenting `Authorization: Bearer` with this token.
+    pub metrics_token: Option<MetricsToken>,
     /// The scope vocabulary: each scope and the plain words the consent page
     /// shows for it. Setting this table replaces the default vocabulary.
     pub scopes: BTreeMap<String, String>,
@@ -483,6 +490,8 @@ impl Default for Settings {
             platform_name: "healthgate".into(),
             log_format: LogFormat::Text,
             log_level: LogLevel(vec![LevelFilter::INFO.into()]),
+            metrics_bind: None,
+            metrics_token: None,
             scopes: healthgate_core::scope::DEFAULT_SCOPES
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -888,7 +897,7 @@ macro_rules! serialize_masked {
     )*};
 }
 
-serialize_masked!(SecretKey, SmtpPassword);
+serialize_masked!(SecretKey, SmtpPassword, MetricsToken);
 
 impl Serialize for Seconds {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -918,6 +927,18 @@ fn socket_address<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Erro
             "{text:?} is not an address and port such as 127.0.0.1:8080 or [::]:8080"
         ))
     })
+}
+
+/// An address and port, as [`socket_address`] reads it.
+fn some_socket_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(text) => text.parse().map(Some).map_err(|_| {
+            de::Error::custom(format!(
+                "{text:?} is not an address and port such as 127.0.0.1:9090 or [::1]:9090"
+            ))
+        }),
+    }
 }
 
 /// A space-separated list of at least one scope.
@@ -1069,6 +1090,42 @@ impl TryFrom<String> for SecretKey {
 }
 
 impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The bearer token a Prometheus scraper presents for `/metrics` on the
+/// main listener: at least 32 visible ASCII characters. Kept out of `Debug`
+/// and masked wherever settings are written out.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct MetricsToken {
+    /// Its SHA-256: the token itself is never needed again.
+    digest: String,
+}
+
+impl MetricsToken {
+    /// Whether `presented` is the token, compared in constant time.
+    pub fn matches(&self, presented: &str) -> bool {
+        healthgate_core::secret::matches_digest(presented, &self.digest)
+    }
+}
+
+impl TryFrom<String> for MetricsToken {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s.len() >= 32 && s.bytes().all(|b| b.is_ascii_graphic()) {
+            Ok(Self {
+                digest: healthgate_core::secret::digest(&s),
+            })
+        } else {
+            Err("must be at least 32 visible ASCII characters (such as `openssl rand -hex 32` prints)".to_owned())
+        }
+    }
+}
+
+impl fmt::Debug for MetricsToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
     }
@@ -1380,6 +1437,8 @@ pub const KEYS: &[&str] = &[
     "platform_name",
     "log_format",
     "log_level",
+    "metrics_bind",
+    "metrics_token",
     "scopes",
     "roles",
     "profile",
@@ -1520,6 +1579,12 @@ impl Settings {
                     "set smtp.username and smtp.password together, or neither".to_owned(),
                 );
             }
+        }
+        if self.metrics_bind.is_some_and(|m| m == self.bind) {
+            refuse(
+                "metrics_bind",
+                "metrics need an address of their own, not the main listener's (bind)".to_owned(),
+            );
         }
         if !healthgate_core::par::LIFETIME_RANGE.contains(&self.par.lifetime.secs()) {
             refuse(
@@ -1672,6 +1737,7 @@ mod tests {
             "smtp": {"host": "mail.example.com", "from": "no-reply@example.com", "tls": "implicit", "timeout": 5},
             "par": {"required": true, "lifetime": 120},
             "throttle": {"api_per_minute": 0},
+            "metrics_bind": "127.0.0.1:9090",
         }))
         .unwrap();
         let written = serde_json::to_value(&s).unwrap();
@@ -1685,6 +1751,7 @@ mod tests {
         s.smtp.as_mut().unwrap().username = Some("mailer".into());
         s.smtp.as_mut().unwrap().password = Some(SmtpPassword("hunter2-mail".into()));
         s.database_url = "postgres://app:hunter2-db@db.example.com:5432/hg".into();
+        s.metrics_token = Some(MetricsToken::try_from("hunter2-metrics-".repeat(2)).unwrap());
         let written = serde_json::to_value(&s).unwrap();
         let text = written.to_string();
         for secret in ["abab", "hunter2"] {
@@ -1692,6 +1759,11 @@ mod tests {
         }
         assert_eq!(written["secret_key"], MASKED);
         assert_eq!(written["smtp"]["password"], MASKED);
+        assert_eq!(written["metrics_token"], MASKED);
+        let token = s.metrics_token.as_ref().unwrap();
+        assert!(token.matches(&"hunter2-metrics-".repeat(2)));
+        assert!(!token.matches("hunter2-metrics-"));
+        assert!(MetricsToken::try_from("short".to_owned()).is_err());
         assert_eq!(
             written["database_url"],
             "postgres://app:(masked)@db.example.com:5432/hg"

@@ -8,6 +8,7 @@ pub mod api;
 pub mod config;
 pub mod http;
 pub mod jobs;
+pub mod metrics;
 pub mod oauth;
 pub mod services;
 pub mod state;
@@ -104,7 +105,7 @@ pub fn router(state: AppState) -> Router {
             http::middleware::security_headers,
         ))
         .layer(axum::middleware::from_fn_with_state(
-            http::ip::AddressRule::of(&state.settings),
+            http::middleware::AccessLog::of(&state),
             http::middleware::access_log,
         ))
         .with_state(state)
@@ -155,6 +156,10 @@ pub async fn serve(
     let sealer = jobs::webhooks::spawn_sealer(state.clone());
     let throttles = jobs::throttles::spawn(state.clone());
     let mail = jobs::mail::spawn(state.clone());
+    let metrics = match state.settings.metrics_bind {
+        Some(address) => Some(serve_metrics(address, state.clone()).await?),
+        None => None,
+    };
     let app = router(state);
     let served = axum::serve(
         listener,
@@ -162,7 +167,7 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await;
-    for job in [cleanup, delivery, mail].into_iter().flatten() {
+    for job in [cleanup, delivery, mail, metrics].into_iter().flatten() {
         job.abort();
     }
     sealer.abort();
@@ -170,6 +175,29 @@ pub async fn serve(
     store.close().await;
     served?;
     Ok(())
+}
+
+/// Serves `/metrics` alone on `address` (`metrics_bind`), to whoever
+/// reaches it: the address is the operator's to keep private.
+async fn serve_metrics(
+    address: std::net::SocketAddr,
+    state: AppState,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(address).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {address} for metrics (metrics_bind): {e}"),
+        )
+    })?;
+    tracing::info!(%address, "metrics on http://{address}/metrics");
+    let app = Router::new()
+        .route("/metrics", get(api::metrics::on_own_listener))
+        .with_state(state);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the metrics listener stopped");
+        }
+    }))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use healthgate_core::token::TokenPolicy;
 use healthgate_store::{Store, StoredKey};
 
 use crate::config::{Issuer, Settings};
+use crate::metrics::Metrics;
 
 /// Cheap to clone; one per server.
 #[derive(Clone)]
@@ -42,6 +43,8 @@ pub struct Inner {
     /// The instance key, read once (`services::secrets::instance_key_of`):
     /// it never changes while the database lives.
     pub instance_key: tokio::sync::OnceCell<Vec<u8>>,
+    /// This node's Prometheus metrics.
+    pub metrics: Metrics,
 }
 
 impl AppState {
@@ -55,7 +58,9 @@ impl AppState {
     ) -> Self {
         let issuer = settings.issuer();
         let throttles = Throttles::new(settings.throttle.limits());
+        let metrics = Metrics::new(Some(store.clone()));
         Self(Arc::new(Inner {
+            metrics,
             throttles,
             store,
             settings,

@@ -8,6 +8,8 @@
 //! deleted row breaks the chain (`verify_chain`). Sealing off the hot path
 //! keeps token issue from queueing on one chain-head lock.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use healthgate_core::event::{EventKind, Outcome};
 use healthgate_core::secret::{new_id, new_ordered_id};
 use sha2::{Digest, Sha256};
@@ -187,6 +189,40 @@ fn event_from_row(r: &sqlx::any::AnyRow) -> Result<StoredEvent> {
     })
 }
 
+/// Events appended by this process since it started, by kind (indexed by
+/// `EventKind as usize`), for metrics. An event whose transaction then
+/// rolled back is counted too: these say what happened, the trail what was
+/// kept.
+static APPENDED: [AtomicU64; EventKind::ALL.len()] =
+    [const { AtomicU64::new(0) }; EventKind::ALL.len()];
+
+/// How many events of each kind this process has appended.
+pub fn appended() -> impl Iterator<Item = (EventKind, u64)> {
+    EventKind::ALL
+        .iter()
+        .map(|&kind| (kind, APPENDED[kind as usize].load(Ordering::Relaxed)))
+}
+
+/// Counts an event written and, when an operator should hear of it at once
+/// (`EventKind::is_warning`), logs it at `WARN`. Every path that writes an
+/// event row calls it: [`append`] and the group commit's batched rows.
+pub(crate) fn noted(id: &str, event: &Event<'_>) {
+    APPENDED[event.kind as usize].fetch_add(1, Ordering::Relaxed);
+    if event.kind.is_warning() {
+        // Ids and the address only: the event's details stay in the trail.
+        tracing::warn!(
+            event = event.kind.as_str(),
+            event_id = id,
+            outcome = event.outcome.as_str(),
+            client_id = event.client_id,
+            actor = event.actor_user_id,
+            subject = event.subject,
+            ip = event.ip,
+            "security event"
+        );
+    }
+}
+
 /// Appends `event` on `conn` (a transaction, normally) and queues its
 /// webhook delivery if it concerns a partner with a live webhook. Returns the
 /// event's id.
@@ -212,19 +248,7 @@ pub(crate) async fn append(conn: &mut AnyConnection, at: i64, event: &Event<'_>)
     if let (true, Some(client_id)) = (event.kind.notifies_partner(), event.client_id) {
         enqueue(conn, at, &id, client_id, event).await?;
     }
-    if event.kind.is_warning() {
-        // Ids and the address only: the event's details stay in the trail.
-        tracing::warn!(
-            event = event.kind.as_str(),
-            event_id = %id,
-            outcome = event.outcome.as_str(),
-            client_id = event.client_id,
-            actor = event.actor_user_id,
-            subject = event.subject,
-            ip = event.ip,
-            "security event"
-        );
-    }
+    noted(&id, event);
     Ok(id)
 }
 

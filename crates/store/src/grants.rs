@@ -20,7 +20,7 @@ use healthgate_core::token::{AccessToken, AuthorizationCode, GrantContext, Refre
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Connection, Row, Transaction};
 
-use crate::events::{Actor, Event, append};
+use crate::events::{Actor, Event, append, noted};
 use crate::users::{insert_user_in, user_from_row};
 use crate::{Result, Store, StoreError};
 use healthgate_core::event::EventKind;
@@ -328,6 +328,7 @@ impl<'a> Inserts<'a> {
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (id, now, r, data) in &rows {
+                noted(id, &event_of(r));
                 q = q
                     .bind(id)
                     .bind(*now)

@@ -35,7 +35,9 @@ mod writer;
 
 pub use account::{OrgGrant, UserGrant};
 pub use clients::{CLIENT_SUSPENDED, ClientSaved, ListingOutcome, Suspension};
-pub use events::{Actor, ChainReport, Event, EventFilter, StoredEvent};
+pub use events::{
+    Actor, ChainReport, Event, EventFilter, StoredEvent, appended as events_appended,
+};
 pub use factors::Factor;
 pub use grants::{Applied, TokenForCaller};
 pub use integrations::PresentedKey;
@@ -51,6 +53,7 @@ pub use sessions::Session;
 pub use throttles::ThrottleKind;
 pub use users::Unlocked;
 pub use webhooks::{Attempt, AttemptResult, Delivery, WebhookHealth};
+pub use writer::GroupCommits;
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -60,6 +63,22 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor};
+
+/// A pool's connections: open, and of those idle.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Connections {
+    pub open: u32,
+    pub idle: u32,
+}
+
+/// [`Store::pool_use`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PoolUse {
+    pub reader: Connections,
+    /// SQLite's one writer connection; `None` on PostgreSQL.
+    pub writer: Option<Connections>,
+    pub group_commits: GroupCommits,
+}
 
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,6 +275,21 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// What the connection pools and the group commit are doing now, for
+    /// metrics. On PostgreSQL reads and writes share one pool, reported as
+    /// the reader.
+    pub fn pool_use(&self) -> PoolUse {
+        let pool = |p: &AnyPool| Connections {
+            open: p.size(),
+            idle: u32::try_from(p.num_idle()).unwrap_or(u32::MAX),
+        };
+        PoolUse {
+            reader: pool(&self.reader),
+            writer: (self.backend == Backend::Sqlite).then(|| pool(&self.writer)),
+            group_commits: self.grant_writer.stats(),
+        }
     }
 
     /// Applies the embedded migrations for this backend. Safe to run on every

@@ -88,6 +88,15 @@ fn delivery_from_row(r: &sqlx::any::AnyRow) -> Result<Delivery> {
 }
 
 impl Store {
+    /// Deliveries waiting to be sent (due now or later), for metrics.
+    pub async fn webhook_queue_depth(&self) -> Result<i64> {
+        let depth: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'pending'")
+                .fetch_one(&self.reader)
+                .await?;
+        Ok(depth)
+    }
+
     /// Claims up to `limit` due deliveries for `lease` seconds. A delivery
     /// whose lease ran out (its node died mid-send) becomes due again.
     pub async fn claim_deliveries(

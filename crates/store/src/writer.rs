@@ -19,6 +19,8 @@
 //! does not hold every grant.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use healthgate_core::grant::Write;
 use sqlx::AnyPool;
@@ -42,6 +44,30 @@ struct Job {
 #[derive(Clone, Debug)]
 pub(crate) struct GrantWriter {
     jobs: mpsc::Sender<Job>,
+    stats: Arc<Stats>,
+}
+
+/// What the writer tasks have done, for metrics.
+#[derive(Debug, Default)]
+struct Stats {
+    commits: AtomicU64,
+    writes: AtomicU64,
+    /// Time spent committing, in microseconds.
+    busy_us: AtomicU64,
+}
+
+/// The group commit's work so far and its queue now.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GroupCommits {
+    /// Writes waiting for a writer task.
+    pub queued: u64,
+    /// Transactions committed (a write applied alone after its batch failed
+    /// counts as one of its own).
+    pub commits: u64,
+    /// Writes applied.
+    pub writes: u64,
+    /// Seconds spent applying and committing batches.
+    pub seconds: f64,
 }
 
 impl std::fmt::Debug for Job {
@@ -56,10 +82,20 @@ impl GrantWriter {
     pub(crate) fn start(pool: AnyPool, tasks: usize) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let queue = Arc::new(Mutex::new(queue));
+        let stats = Arc::new(Stats::default());
         for _ in 0..tasks.max(1) {
-            tokio::spawn(run(pool.clone(), queue.clone()));
+            tokio::spawn(run(pool.clone(), queue.clone(), stats.clone()));
         }
-        Self { jobs }
+        Self { jobs, stats }
+    }
+
+    pub(crate) fn stats(&self) -> GroupCommits {
+        GroupCommits {
+            queued: (self.jobs.max_capacity() - self.jobs.capacity()) as u64,
+            commits: self.stats.commits.load(Ordering::Relaxed),
+            writes: self.stats.writes.load(Ordering::Relaxed),
+            seconds: self.stats.busy_us.load(Ordering::Relaxed) as f64 / 1e6,
+        }
     }
 
     /// Applies `write` in the next group commit; answers after the commit.
@@ -75,7 +111,7 @@ impl GrantWriter {
     }
 }
 
-async fn run(pool: AnyPool, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
+async fn run(pool: AnyPool, queue: Arc<Mutex<mpsc::Receiver<Job>>>, stats: Arc<Stats>) {
     loop {
         let batch = {
             let mut queue = queue.lock().await;
@@ -91,10 +127,13 @@ async fn run(pool: AnyPool, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
             }
             batch
         };
+        let started = Instant::now();
+        let mut commits = 1;
         let results = match together(&pool, &batch).await {
             Ok(results) => results,
             Err(e) => {
                 if batch.len() > 1 {
+                    commits += batch.len() as u64;
                     tracing::debug!(error = %e, writes = batch.len(), "a group commit failed; applying its writes one by one");
                     let mut results = Vec::with_capacity(batch.len());
                     for job in &batch {
@@ -106,6 +145,12 @@ async fn run(pool: AnyPool, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
                 }
             }
         };
+        let busy_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        stats.busy_us.fetch_add(busy_us, Ordering::Relaxed);
+        stats.commits.fetch_add(commits, Ordering::Relaxed);
+        stats
+            .writes
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         for (job, result) in batch.into_iter().zip(results) {
             // The request may have gone (its client hung up): the write
             // stands, as it would have without group commit.

@@ -2,63 +2,23 @@
 //! database, taken while tokens are being issued, from which a new server
 //! serves every token issued before the copy began.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::support::{Sandbox, free_port};
+use crate::support::{Sandbox, TokenLoad, free_port};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_under_load_restores_every_token_issued_before_it() {
     let sandbox = Sandbox::new();
-    let created = sandbox
-        .run(&[
-            "client",
-            "create",
-            "--name",
-            "Backup App",
-            "--redirect-uri",
-            "https://backup.example/cb",
-            "--scope",
-            "profile_read",
-            "--json",
-        ])
-        .json();
-    let id = created["client_id"].as_str().unwrap().to_owned();
-    let secret = created["client_secret"].as_str().unwrap().to_owned();
+    let (id, secret) = sandbox.create_client("Backup App");
     let mut server = sandbox.serve(&[]);
     server.wait_healthy().await;
     let base = server.base();
 
     // Four clients asking for tokens until told to stop: every token
     // answered is kept, in the order it came.
-    let issued = Arc::new(Mutex::new(Vec::<String>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let load: Vec<_> = (0..4)
-        .map(|_| {
-            let (issued, stop) = (issued.clone(), stop.clone());
-            let (url, id, secret) = (format!("{base}/oauth/token"), id.clone(), secret.clone());
-            tokio::spawn(async move {
-                let http = reqwest::Client::new();
-                while !stop.load(Ordering::SeqCst) {
-                    let r = http
-                        .post(&url)
-                        .basic_auth(&id, Some(&secret))
-                        .form(&[("grant_type", "client_credentials")])
-                        .send()
-                        .await
-                        .expect("token request");
-                    assert_eq!(r.status(), StatusCode::OK);
-                    let body: Value = r.json().await.expect("token JSON");
-                    let token = body["access_token"].as_str().expect("access_token");
-                    issued.lock().unwrap().push(token.to_owned());
-                }
-            })
-        })
-        .collect();
-    let count = || issued.lock().unwrap().len();
+    let load = TokenLoad::start(&base, &id, &secret);
+    let count = || load.count();
     // Until `n` tokens have come back; a load task that failed (or a
     // server that stopped answering) fails the test rather than hanging it.
     let reach = |n: usize| async move {
@@ -74,7 +34,7 @@ async fn a_backup_under_load_restores_every_token_issued_before_it() {
     };
     reach(100).await;
 
-    let before: Vec<String> = issued.lock().unwrap().clone();
+    let before: Vec<String> = load.issued.lock().unwrap().clone();
     let out = tokio::task::block_in_place(|| sandbox.run(&["backup", "copies/hg.db", "--json"]));
     let after_copy = count();
     let report = out.json();
@@ -86,10 +46,7 @@ async fn a_backup_under_load_restores_every_token_issued_before_it() {
     );
     // The load went on through the copy and after it.
     reach(after_copy + 100).await;
-    stop.store(true, Ordering::SeqCst);
-    for task in load {
-        task.await.expect("a load task failed");
-    }
+    load.stop().await;
 
     // The copy is never overwritten.
     let refused = sandbox.run(&["backup", "copies/hg.db"]);

@@ -9,6 +9,7 @@ mod config;
 mod demo;
 mod errors;
 mod flow;
+mod metrics;
 mod nodes;
 mod ops;
 mod profiles;

@@ -8,9 +8,9 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -114,6 +114,26 @@ impl Sandbox {
     /// Runs a command to completion.
     pub fn run(&self, args: &[&str]) -> Outcome {
         output(self.command(args))
+    }
+
+    /// Registers a confidential app with `client create` (scope
+    /// `profile_read`) and returns its client id and secret.
+    pub fn create_client(&self, name: &str) -> (String, String) {
+        let created = self
+            .run(&[
+                "client",
+                "create",
+                "--name",
+                name,
+                "--redirect-uri",
+                "https://app.example/cb",
+                "--scope",
+                "profile_read",
+                "--json",
+            ])
+            .json();
+        let field = |key: &str| created[key].as_str().expect(key).to_owned();
+        (field("client_id"), field("client_secret"))
     }
 
     /// Starts a server from `cmd` (built with [`Sandbox::command`]), which
@@ -415,4 +435,66 @@ fn helpers_decode_pages() {
             ("redirect_uri".to_owned(), "http://h/cb?a=1&b=2".to_owned()),
         ]
     );
+}
+
+/// Load on a server: four clients asking `base`'s token endpoint for
+/// client-credentials tokens as the app `id` until [`TokenLoad::stop`],
+/// keeping every access token answered, in the order it came.
+pub struct TokenLoad {
+    pub issued: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl TokenLoad {
+    pub fn start(base: &str, id: &str, secret: &str) -> Self {
+        let issued = Arc::new(Mutex::new(Vec::<String>::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..4)
+            .map(|_| {
+                let (issued, stop) = (issued.clone(), stop.clone());
+                let (url, id, secret) = (
+                    format!("{base}/oauth/token"),
+                    id.to_owned(),
+                    secret.to_owned(),
+                );
+                tokio::spawn(async move {
+                    let http = reqwest::Client::new();
+                    while !stop.load(Ordering::SeqCst) {
+                        let r = http
+                            .post(&url)
+                            .basic_auth(&id, Some(&secret))
+                            .form(&[("grant_type", "client_credentials")])
+                            .send()
+                            .await
+                            .expect("token request");
+                        assert_eq!(r.status(), reqwest::StatusCode::OK);
+                        let body: serde_json::Value = r.json().await.expect("token JSON");
+                        let token = body["access_token"].as_str().expect("access_token");
+                        issued.lock().unwrap().push(token.to_owned());
+                    }
+                })
+            })
+            .collect();
+        Self {
+            issued,
+            stop,
+            tasks,
+        }
+    }
+
+    /// How many tokens have come back so far.
+    pub fn count(&self) -> usize {
+        self.issued.lock().unwrap().len()
+    }
+
+    /// Stops asking and waits for the requests in flight; a load task that
+    /// failed fails the test. Returns every token issued.
+    pub async fn stop(self) -> Vec<String> {
+        self.stop.store(true, Ordering::SeqCst);
+        for task in self.tasks {
+            task.await.expect("a load task failed");
+        }
+        self.issued.lock().unwrap().clone()
+    }
 }

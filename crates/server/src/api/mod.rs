@@ -7,6 +7,7 @@ pub mod exchange;
 pub mod health;
 pub mod integrations;
 pub mod me;
+pub mod metrics;
 pub mod partner;
 pub mod practice;
 pub mod smart;
@@ -21,6 +22,7 @@ pub fn routes() -> Routes {
     Routes::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::on_main_listener))
         .route("/api/v1/me", get(me::get))
         .route("/api/v1/users", post(users::create))
         .route(

@@ -19,6 +19,7 @@ use crate::config::Settings;
 use crate::http::error::ErrorPageContent;
 use crate::http::ip::AddressRule;
 use crate::http::pages::{self, ErrorPage, Site};
+use crate::metrics::Metrics;
 use crate::state::AppState;
 
 /// The `Content-Security-Policy` of every response. Pages load nothing
@@ -191,6 +192,23 @@ pub fn note_client(client_id: &str) {
     let _ = CLIENT.try_with(|c| *c.borrow_mut() = Some(client_id.to_owned()));
 }
 
+/// What the access log needs, without the state: the forwarded-address
+/// rule and the metrics it counts requests in.
+#[derive(Debug, Clone)]
+pub struct AccessLog {
+    pub rule: AddressRule,
+    pub metrics: Metrics,
+}
+
+impl AccessLog {
+    pub fn of(state: &AppState) -> Self {
+        Self {
+            rule: AddressRule::of(&state.settings),
+            metrics: state.metrics.clone(),
+        }
+    }
+}
+
 /// Gives each request an id (in a span, so every log line inside carries it,
 /// in the `X-Request-Id` response header, and as a [`RequestId`] extension
 /// for the error pages) and logs its outcome: method, route template, path,
@@ -198,7 +216,7 @@ pub fn note_client(client_id: &str) {
 /// forwarded-address rule) and the app it is from when that is known. Never
 /// the query string or a header's value.
 pub async fn access_log(
-    State(rule): State<AddressRule>,
+    State(log): State<AccessLog>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -215,7 +233,7 @@ pub async fn access_log(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip());
-    let client_ip = rule.address(peer, request.headers());
+    let client_ip = log.rule.address(peer, request.headers());
     let span = tracing::info_span!("request", request_id = %request_id);
     let started = Instant::now();
     let (mut response, client_id) = CLIENT
@@ -228,12 +246,15 @@ pub async fn access_log(
             .instrument(span.clone()),
         )
         .await;
-    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let took = started.elapsed();
+    let latency_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
     let status = response.status().as_u16();
+    let route = route.as_ref().map(MatchedPath::as_str);
+    log.metrics.request(&method, route, status, took);
     let _enter = span.enter();
     tracing::info!(
         %method,
-        route = route.as_ref().map(MatchedPath::as_str),
+        route,
         %path,
         status,
         latency_us,
@@ -271,6 +292,7 @@ mod tests {
         use tower::ServiceExt;
         let captured = Captured::default();
         let writer = captured.clone();
+        let metrics = Metrics::new(None);
         let subscriber = tracing_subscriber::fmt()
             .json()
             .with_writer(move || writer.clone())
@@ -291,7 +313,10 @@ mod tests {
                 }),
             )
             .layer(axum::middleware::from_fn_with_state(
-                AddressRule::of(&Settings::default()),
+                AccessLog {
+                    rule: AddressRule::of(&Settings::default()),
+                    metrics: metrics.clone(),
+                },
                 access_log,
             ));
         let request = |uri: &str| {
@@ -339,6 +364,15 @@ mod tests {
         assert_eq!(other["fields"]["route"], "/apps/{id}", "{other}");
         assert_eq!(other["fields"]["path"], "/apps/app-1", "{other}");
         assert_eq!(other["fields"]["client_id"], "app-1", "{other}");
+        // Both counted, by template.
+        let text = metrics.render(false);
+        for line in [
+            "healthgate_http_requests_total{method=\"GET\",route=\"/missing\",status=\"404\"} 1",
+            "healthgate_http_requests_total{method=\"GET\",route=\"/apps/{id}\",status=\"204\"} 1",
+            "healthgate_http_request_duration_seconds_count{method=\"GET\",route=\"/apps/{id}\"} 1",
+        ] {
+            assert!(text.contains(line), "want {line} in\n{text}");
+        }
     }
 
     #[test]

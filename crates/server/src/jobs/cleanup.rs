@@ -35,7 +35,9 @@ pub fn spawn(state: AppState) -> Option<JoinHandle<()>> {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            if let Err(e) = run_once(&state).await {
+            let pass = run_once(&state).await;
+            state.metrics.job_pass("cleanup", pass.is_ok());
+            if let Err(e) = pass {
                 tracing::warn!(error = %e, "cleanup pass failed; retrying at the next interval");
             }
         }

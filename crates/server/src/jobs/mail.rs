@@ -137,7 +137,9 @@ pub fn spawn(state: AppState) -> Option<JoinHandle<()>> {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            if let Err(e) = run_once(&state, &mailer).await {
+            let pass = run_once(&state, &mailer).await;
+            state.metrics.job_pass("mail", pass.is_ok());
+            if let Err(e) = pass {
                 tracing::warn!(error = %e, "mail pass failed; retrying at the next interval");
             }
         }

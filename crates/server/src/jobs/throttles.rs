@@ -19,7 +19,9 @@ pub fn spawn(state: AppState) -> JoinHandle<()> {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            if let Err(e) = throttle::refresh(&state).await {
+            let pass = throttle::refresh(&state).await;
+            state.metrics.job_pass("throttles", pass.is_ok());
+            if let Err(e) = pass {
                 tracing::warn!(error = %e, "reading the blocked client ids failed; retrying");
             }
         }

@@ -112,6 +112,7 @@ async fn deliver(
             succeeded: false,
         },
     };
+    state.metrics.webhook_attempt(result.succeeded);
     if result.succeeded {
         tracing::debug!(delivery = %delivery.id, client_id = %delivery.client_id, status = result.status_code, "webhook delivered");
     } else {
@@ -221,16 +222,19 @@ pub fn spawn(state: AppState) -> Option<JoinHandle<()>> {
         let mut ticks = ticker(every);
         loop {
             ticks.tick().await;
+            let mut succeeded = true;
             for _ in 0..MAX_BATCHES_PER_TICK {
                 match deliver_due(&state, &http).await {
                     Ok(n) if n as i64 == BATCH => continue,
                     Ok(_) => break,
                     Err(e) => {
                         tracing::warn!(error = %e, "webhook pass failed; retrying at the next interval");
+                        succeeded = false;
                         break;
                     }
                 }
             }
+            state.metrics.job_pass("webhooks", succeeded);
         }
     }))
 }
@@ -256,7 +260,9 @@ pub fn spawn_sealer(state: AppState) -> JoinHandle<()> {
         let mut ticks = ticker(Duration::from_secs(SEAL_INTERVAL));
         loop {
             ticks.tick().await;
-            if let Err(e) = seal_once(&state).await {
+            let pass = seal_once(&state).await;
+            state.metrics.job_pass("audit_sealer", pass.is_ok());
+            if let Err(e) = pass {
                 tracing::warn!(error = %e, "sealing the audit chain failed; retrying at the next interval");
             }
         }

@@ -187,7 +187,9 @@ async fn token(
     {
         throttle::client_failed(state, &client.id, ip.as_deref()).await?;
     }
-    Ok(response?.shaped(state))
+    let response = response?;
+    state.metrics.token_issued(grant_type, &client.id);
+    Ok(response.shaped(state))
 }
 
 /// RFC 6749 §6: a public client does not authenticate to refresh, and
