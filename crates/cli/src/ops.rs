@@ -44,8 +44,23 @@ pub enum OrgCommand {
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
     /// Seal new events into the hash chain and check every link: an edited
-    /// or deleted row is reported, and the command exits 1.
-    Verify,
+    /// or deleted row is reported, and the command exits 1. With
+    /// `--archive`, every archived segment and the links between them too.
+    Verify {
+        /// The folder `audit archive` wrote its segments to.
+        #[arg(long, value_name = "DIR")]
+        archive: Option<std::path::PathBuf>,
+    },
+    /// Move the sealed events appended before DATE to a compressed segment
+    /// file in PATH (a folder), check it, then delete them from the
+    /// database, leaving a checkpoint the chain continues from.
+    Archive {
+        /// YYYY-MM-DD (midnight UTC) or a Unix time.
+        #[arg(long, value_name = "DATE", value_parser = parse_before)]
+        before: i64,
+        #[arg(value_name = "PATH")]
+        path: std::path::PathBuf,
+    },
     /// The latest events, newest first.
     Tail {
         /// How many events.
@@ -78,6 +93,30 @@ pub enum KeysCommand {
     /// Add a key that starts signing after `key_rotation_overlap` seconds;
     /// the current key signs until then and stays published after.
     Rotate,
+}
+
+/// `YYYY-MM-DD` as midnight UTC, or whole Unix seconds.
+fn parse_before(s: &str) -> Result<i64, String> {
+    if let Ok(unix) = s.parse::<i64>() {
+        return Ok(unix);
+    }
+    let refused = || format!("{s:?} is not a date written YYYY-MM-DD or a Unix time");
+    let mut parts = s.splitn(3, '-');
+    let mut next = || parts.next().and_then(|p| p.parse::<i64>().ok());
+    let (Some(y), Some(m), Some(d)) = (next(), next(), next()) else {
+        return Err(refused());
+    };
+    if s.len() != 10 || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return Err(refused());
+    }
+    // Days from 1970-01-01 to the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Ok((era * 146_097 + doe - 719_468) * 86_400)
 }
 
 fn parse_kind(s: &str) -> Result<OrganizationKind, String> {
@@ -238,19 +277,67 @@ pub async fn audit_command(
     let state = open(settings, &clock).await?;
     let store = &state.store;
     let result = match cmd {
-        AuditCommand::Verify => {
+        AuditCommand::Verify { archive } => {
             while store.seal_events(1000).await.map_err(store_failure)? > 0 {}
             let report = store.verify_chain().await.map_err(store_failure)?;
-            match &report.broken {
-                None => {
+            let checkpoints = store.checkpoints().await.map_err(store_failure)?;
+            let archived = match &archive {
+                Some(dir) => {
+                    let dir = dir.clone();
+                    let checked = checkpoints.clone();
+                    let report = tokio::task::spawn_blocking(move || {
+                        healthgate_store::verify_archive(&dir, &checked)
+                    })
+                    .await
+                    .map_err(|e| anyhow::anyhow!("the archive check stopped: {e}"))?
+                    .map_err(store_failure)?;
+                    Some(report)
+                }
+                None => None,
+            };
+            let archive_broken = archived.as_ref().and_then(|a| a.broken.clone());
+            match (&report.broken, archive_broken) {
+                (None, None) => {
+                    let archived_events: i64 = checkpoints.iter().map(|c| c.events).sum();
+                    let archive_text = match (&archived, checkpoints.len()) {
+                        (_, 0) => String::new(),
+                        (Some(a), _) => format!(
+                            "; {} archived events in {} segments checked and linked",
+                            a.events, a.segments
+                        ),
+                        (None, n) => format!(
+                            "; {archived_events} events archived in {n} segments through position {} (not checked: pass --archive DIR)",
+                            report.archived_through
+                        ),
+                    };
                     print(
                         as_json,
-                        &json!({"ok": true, "sealed": report.sealed, "unsealed": report.unsealed}),
-                        &format!("audit trail intact: {} events linked", report.sealed),
+                        &json!({
+                            "ok": true, "sealed": report.sealed, "unsealed": report.unsealed,
+                            "archived_through": report.archived_through,
+                            "archive_checked": archived.as_ref().map(|a| json!({"segments": a.segments, "events": a.events})),
+                        }),
+                        &format!(
+                            "audit trail intact: {} events linked{archive_text}",
+                            report.sealed
+                        ),
                     );
                     Ok(())
                 }
-                Some((pos, why)) => {
+                (None, Some((segment, why))) => {
+                    print(
+                        as_json,
+                        &json!({"ok": false, "sealed": report.sealed, "broken_segment": segment, "reason": why}),
+                        &format!("audit archive BROKEN at segment {segment}: {why}"),
+                    );
+                    Err(Failure {
+                        code: 1,
+                        message: format!(
+                            "the audit archive does not check at segment {segment}: {why}"
+                        ),
+                    })
+                }
+                (Some((pos, why)), _) => {
                     print(
                         as_json,
                         &json!({"ok": false, "sealed": report.sealed, "broken_at": pos, "reason": why}),
@@ -264,6 +351,43 @@ pub async fn audit_command(
                     })
                 }
             }
+        }
+        AuditCommand::Archive { before, path } => {
+            let archived = healthgate_server::services::audit::archive(&state, before, &path)
+                .await
+                .map_err(|e| match e {
+                    StoreError::Archive(_) => Failure {
+                        code: 1,
+                        message: e.to_string(),
+                    },
+                    other => store_failure(other),
+                })?;
+            match archived {
+                None => print(
+                    as_json,
+                    &json!({"archived": null}),
+                    "nothing to archive: no sealed event before that date is left in the database",
+                ),
+                Some(a) => {
+                    let c = &a.checkpoint;
+                    print(
+                        as_json,
+                        &json!({"archived": {
+                            "segment": a.path, "first_pos": c.first_pos, "last_pos": c.through_pos,
+                            "events": c.events, "deleted": a.deleted, "last_hash": c.hash,
+                        }}),
+                        &format!(
+                            "archived {} events (positions {} to {}) to {}; {} rows deleted from the database",
+                            c.events,
+                            c.first_pos,
+                            c.through_pos,
+                            a.path.display(),
+                            a.deleted
+                        ),
+                    );
+                }
+            }
+            Ok(())
         }
         AuditCommand::Tail { limit, since } => {
             let events = store
@@ -535,4 +659,20 @@ pub async fn smart_command(
     }
     store.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_before;
+
+    #[test]
+    fn dates_are_midnight_utc_and_unix_times_pass_through() {
+        assert_eq!(parse_before("1970-01-01"), Ok(0));
+        assert_eq!(parse_before("2000-03-01"), Ok(951_868_800));
+        assert_eq!(parse_before("2026-12-01"), Ok(1_796_083_200));
+        assert_eq!(parse_before("1796083200"), Ok(1_796_083_200));
+        for bad in ["2026-13-01", "2026-1-1", "yesterday", "2026-12-32"] {
+            assert!(parse_before(bad).is_err(), "{bad}");
+        }
+    }
 }

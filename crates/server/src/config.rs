@@ -160,6 +160,21 @@ pub struct Settings {
     pub par: ParSettings,
     /// Dynamic client registration (`[registration]`, RFC 7591).
     pub registration: RegistrationSettings,
+    /// The audit trail's retention (`[audit]`): archiving old events.
+    pub audit: AuditSettings,
+}
+
+/// The audit trail's retention (`[audit]`). With both set, this node moves
+/// sealed events older than `archive_after_days` to segments in
+/// `archive_dir` once an hour (`healthgate audit archive` on a schedule).
+/// Set it on one node only.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditSettings {
+    /// Days an event stays in the database before it is archived.
+    pub archive_after_days: Option<NonZeroU32>,
+    /// The folder segments are written to (made if missing).
+    pub archive_dir: Option<std::path::PathBuf>,
 }
 
 /// Dynamic client registration (`[registration]`, RFC 7591).
@@ -504,6 +519,7 @@ impl Default for Settings {
             dpop: DpopSettings::default(),
             par: ParSettings::default(),
             registration: RegistrationSettings::default(),
+            audit: AuditSettings::default(),
             profile: ProfileSettings::default(),
             branding: Branding::default(),
             throttle: ThrottleSettings::default(),
@@ -1452,6 +1468,7 @@ pub const KEYS: &[&str] = &[
     "dpop",
     "par",
     "registration",
+    "audit",
 ];
 
 /// Settings that each parse but do not fit together. `key` is the dotted
@@ -1579,6 +1596,13 @@ impl Settings {
                     "set smtp.username and smtp.password together, or neither".to_owned(),
                 );
             }
+        }
+        if self.audit.archive_after_days.is_some() != self.audit.archive_dir.is_some() {
+            refuse(
+                "audit.archive_dir",
+                "set audit.archive_after_days and audit.archive_dir together, or neither"
+                    .to_owned(),
+            );
         }
         if self.metrics_bind.is_some_and(|m| m == self.bind) {
             refuse(

@@ -156,6 +156,7 @@ pub async fn serve(
     let sealer = jobs::webhooks::spawn_sealer(state.clone());
     let throttles = jobs::throttles::spawn(state.clone());
     let mail = jobs::mail::spawn(state.clone());
+    let archive = jobs::archive::spawn(state.clone());
     let metrics = match state.settings.metrics_bind {
         Some(address) => Some(serve_metrics(address, state.clone()).await?),
         None => None,
@@ -167,7 +168,10 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await;
-    for job in [cleanup, delivery, mail, metrics].into_iter().flatten() {
+    for job in [cleanup, delivery, mail, archive, metrics]
+        .into_iter()
+        .flatten()
+    {
         job.abort();
     }
     sealer.abort();

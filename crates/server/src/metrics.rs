@@ -59,7 +59,14 @@ struct JobLabels {
 }
 
 /// The background jobs, by the names `job_pass` is given.
-pub const JOBS: [&str; 5] = ["cleanup", "mail", "throttles", "webhooks", "audit_sealer"];
+pub const JOBS: [&str; 6] = [
+    "cleanup",
+    "mail",
+    "throttles",
+    "webhooks",
+    "audit_sealer",
+    "audit_archive",
+];
 
 /// Request latency buckets, in seconds: 250 µs to 10 s.
 const LATENCY_BUCKETS: [f64; 14] = [

@@ -15,7 +15,7 @@ use healthgate_core::secret::{new_id, new_ordered_id};
 use sha2::{Digest, Sha256};
 use sqlx::{AnyConnection, Row};
 
-use crate::{Backend, Result, Store, StoreError};
+use crate::{Backend, Result, Store};
 
 /// An event to append.
 #[derive(Debug, Clone)]
@@ -121,6 +121,18 @@ pub struct EventFilter<'a> {
     pub before: Option<i64>,
 }
 
+/// A parameter of a statement built from the filters given.
+enum Bind<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
+/// Adds `b` to `binds`; gives its placeholder (`$3`).
+fn param<'a>(binds: &mut Vec<Bind<'a>>, b: Bind<'a>) -> String {
+    binds.push(b);
+    format!("${}", binds.len())
+}
+
 /// An event as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
@@ -159,7 +171,7 @@ impl StoredEvent {
         .to_string()
     }
 
-    fn chain_hash(&self, pos: i64, prev_hash: &str) -> String {
+    pub(crate) fn chain_hash(&self, pos: i64, prev_hash: &str) -> String {
         let mut h = Sha256::new();
         h.update(prev_hash.as_bytes());
         h.update(b"\n");
@@ -168,9 +180,9 @@ impl StoredEvent {
     }
 }
 
-const EVENT_COLUMNS: &str = "seq, id, at, kind, actor_user_id, subject, client_id, organization_id, ip, outcome, data, chain_pos, prev_hash, hash";
+pub(crate) const EVENT_COLUMNS: &str = "seq, id, at, kind, actor_user_id, subject, client_id, organization_id, ip, outcome, data, chain_pos, prev_hash, hash";
 
-fn event_from_row(r: &sqlx::any::AnyRow) -> Result<StoredEvent> {
+pub(crate) fn event_from_row(r: &sqlx::any::AnyRow) -> Result<StoredEvent> {
     Ok(StoredEvent {
         seq: r.try_get("seq")?,
         id: r.try_get("id")?,
@@ -255,10 +267,14 @@ pub(crate) async fn append(conn: &mut AnyConnection, at: i64, event: &Event<'_>)
 /// What `verify_chain` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainReport {
-    /// Rows checked and found linked.
+    /// Rows checked and found linked (in the database, after the last
+    /// archive).
     pub sealed: i64,
     /// Rows not sealed yet (appended since the last sealing pass).
     pub unsealed: i64,
+    /// The chain position the last archive moved events through (0: none);
+    /// the database's chain starts after it.
+    pub archived_through: i64,
     /// The first break: chain position and what is wrong.
     pub broken: Option<(i64, String)>,
 }
@@ -348,36 +364,60 @@ impl Store {
     }
 
     /// The events `filter` keeps, newest first (by `seq`), at most `limit`.
-    /// Every filter is a bound parameter; an absent one is bound as the
-    /// empty string (or the widest bound), which the statement reads as
-    /// "any", so one statement text serves every combination.
+    /// Only the filters given are in the statement (each a bound
+    /// parameter), so the planner can read a page from the filter's index
+    /// (`kind`, `actor_user_id`, `subject`, `organization_id`, `client_id`,
+    /// each with `seq`) instead of walking every event newest first.
     pub async fn audit_events(
         &self,
         filter: &EventFilter<'_>,
         limit: i64,
     ) -> Result<Vec<StoredEvent>> {
+        let mut terms: Vec<String> = Vec::new();
+        let mut binds: Vec<Bind<'_>> = Vec::new();
+        let texts = [
+            ("kind", filter.kind),
+            ("client_id", filter.client_id),
+            ("organization_id", filter.organization_id),
+            ("outcome", filter.outcome),
+        ];
+        for (column, value) in texts {
+            if let Some(v) = value.filter(|v| !v.is_empty()) {
+                let p = param(&mut binds, Bind::Text(v));
+                terms.push(format!("{column} = {p}"));
+            }
+        }
+        if let Some(person) = filter.person.filter(|v| !v.is_empty()) {
+            let p = param(&mut binds, Bind::Text(person));
+            terms.push(format!("(actor_user_id = {p} OR subject = {p})"));
+        }
+        for (term, value) in [
+            ("at >=", filter.from),
+            ("at <", filter.to),
+            ("seq <", filter.before),
+        ] {
+            if let Some(v) = value {
+                let p = param(&mut binds, Bind::Int(v));
+                terms.push(format!("{term} {p}"));
+            }
+        }
+        let limit_param = param(&mut binds, Bind::Int(limit));
+        let filters = if terms.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", terms.join(" AND "))
+        };
         let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {EVENT_COLUMNS} FROM events
-             WHERE ($1 = '' OR kind = $1)
-               AND ($2 = '' OR actor_user_id = $2 OR subject = $2)
-               AND ($3 = '' OR client_id = $3)
-               AND ($4 = '' OR organization_id = $4)
-               AND ($5 = '' OR outcome = $5)
-               AND at >= $6 AND at < $7 AND seq < $8
-             ORDER BY seq DESC LIMIT $9"
+            "SELECT {EVENT_COLUMNS} FROM events {filters} ORDER BY seq DESC LIMIT {limit_param}"
         ));
-        let rows = sqlx::query(sql)
-            .bind(filter.kind.unwrap_or(""))
-            .bind(filter.person.unwrap_or(""))
-            .bind(filter.client_id.unwrap_or(""))
-            .bind(filter.organization_id.unwrap_or(""))
-            .bind(filter.outcome.unwrap_or(""))
-            .bind(filter.from.unwrap_or(i64::MIN))
-            .bind(filter.to.unwrap_or(i64::MAX))
-            .bind(filter.before.unwrap_or(i64::MAX))
-            .bind(limit)
-            .fetch_all(&self.reader)
-            .await?;
+        let mut query = sqlx::query(sql);
+        for b in binds {
+            query = match b {
+                Bind::Text(t) => query.bind(t),
+                Bind::Int(i) => query.bind(i),
+            };
+        }
+        let rows = query.fetch_all(&self.reader).await?;
         rows.iter().map(event_from_row).collect()
     }
 
@@ -426,8 +466,10 @@ impl Store {
         Ok(rows.len() as u64)
     }
 
-    /// Walks the whole chain and checks every link, that positions are
-    /// contiguous, and that the head names the last row.
+    /// Walks the chain in the database, a page at a time, from the last
+    /// archive's checkpoint (its first row must link to the checkpoint's
+    /// hash): every link, that positions are contiguous, and that the head
+    /// names the last row.
     pub async fn verify_chain(&self) -> Result<ChainReport> {
         let head: (i64, String) =
             sqlx::query_as("SELECT pos, hash FROM audit_chain_head WHERE id = 1")
@@ -437,44 +479,53 @@ impl Store {
             sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE chain_pos IS NULL")
                 .fetch_one(&self.reader)
                 .await?;
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE chain_pos IS NOT NULL ORDER BY chain_pos"
-        ));
-        let rows = sqlx::query(sql).fetch_all(&self.reader).await?;
-        let mut prev = String::new();
-        let mut expected = 1;
-        let broken = |pos: i64, why: &str| {
-            Ok(ChainReport {
-                sealed: pos - 1,
-                unsealed,
-                broken: Some((pos, why.to_owned())),
-            })
-        };
-        for row in &rows {
-            let e = event_from_row(row)?;
-            let pos = e
-                .chain_pos
-                .ok_or_else(|| StoreError::Corrupt("sealed row without position".into()))?;
-            if pos != expected {
-                return broken(expected, "a row is missing from the chain");
-            }
-            if e.prev_hash.as_deref() != Some(prev.as_str()) {
-                return broken(pos, "the row does not link to the one before it");
-            }
-            let recomputed = e.chain_hash(pos, &prev);
-            if e.hash.as_deref() != Some(recomputed.as_str()) {
-                return broken(pos, "the row was altered after it was sealed");
-            }
-            prev = recomputed;
-            expected += 1;
-        }
-        if head.0 != expected - 1 || head.1 != prev {
-            return broken(expected, "rows at the end of the chain were removed");
-        }
-        Ok(ChainReport {
-            sealed: expected - 1,
+        let (archived_through, mut prev) = self.chain_start().await?;
+        let mut after = archived_through;
+        let report = |after: i64, broken: Option<(i64, String)>| ChainReport {
+            sealed: after - archived_through,
             unsealed,
-            broken: None,
-        })
+            archived_through,
+            broken,
+        };
+        loop {
+            let page = self.sealed_page(after, i64::MAX).await?;
+            if page.is_empty() {
+                break;
+            }
+            for e in &page {
+                let pos = after + 1;
+                let why = if e.chain_pos != Some(pos) {
+                    Some(if pos == archived_through + 1 && archived_through > 0 {
+                        "the first row after the last archive is missing"
+                    } else {
+                        "a row is missing from the chain"
+                    })
+                } else if e.prev_hash.as_deref() != Some(prev.as_str()) {
+                    Some("the row does not link to the one before it")
+                } else {
+                    None
+                };
+                let recomputed = e.chain_hash(pos, &prev);
+                let why = why.or_else(|| {
+                    (e.hash.as_deref() != Some(recomputed.as_str()))
+                        .then_some("the row was altered after it was sealed")
+                });
+                if let Some(why) = why {
+                    return Ok(report(after, Some((pos, why.to_owned()))));
+                }
+                prev = recomputed;
+                after = pos;
+            }
+        }
+        if head.0 != after || head.1 != prev {
+            return Ok(report(
+                after,
+                Some((
+                    after + 1,
+                    "rows at the end of the chain were removed".to_owned(),
+                )),
+            ));
+        }
+        Ok(report(after, None))
     }
 }

@@ -12,6 +12,7 @@
 //! caller first: every `*_digest` column holds a SHA-256 digest.
 
 mod account;
+mod archive;
 mod backup;
 mod clients;
 mod events;
@@ -34,6 +35,7 @@ mod webhooks;
 mod writer;
 
 pub use account::{OrgGrant, UserGrant};
+pub use archive::{ArchiveReport, Archived, Checkpoint, verify_archive};
 pub use clients::{CLIENT_SUSPENDED, ClientSaved, ListingOutcome, Suspension};
 pub use events::{
     Actor, ChainReport, Event, EventFilter, StoredEvent, appended as events_appended,
@@ -128,6 +130,10 @@ pub enum StoreError {
     /// `healthgate backup` could not make its copy; says why.
     #[error("backup failed: {0}")]
     Backup(String),
+    /// `healthgate audit archive` could not write or check a segment, or
+    /// will not (a segment of that name exists); says why.
+    #[error("audit archive: {0}")]
+    Archive(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -486,6 +492,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "client registration",
         include_str!("../migrations/sqlite/0023_client_registration.sql"),
     ),
+    (
+        24,
+        "audit archive",
+        include_str!("../migrations/sqlite/0024_audit_archive.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -602,6 +613,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         23,
         "client registration",
         include_str!("../migrations/postgres/0023_client_registration.sql"),
+    ),
+    (
+        24,
+        "audit archive",
+        include_str!("../migrations/postgres/0024_audit_archive.sql"),
     ),
 ];
 

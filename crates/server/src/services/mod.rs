@@ -3,9 +3,10 @@
 //! the instance's secrets, password hashing, app photos, the throttles in
 //! front of sign-in and the endpoints, the one client for requests
 //! healthgate sends out, recovery by email (`mail`), and SMART EHR launches
-//! (`smart`).
+//! (`smart`), and archiving the audit trail (`audit`).
 
 pub mod admin;
+pub mod audit;
 pub mod jwks;
 pub mod keys;
 pub mod mail;

@@ -1504,3 +1504,46 @@ async fn operators_set_fhir_user_and_link_patients_from_the_console() {
     let (op, _) = operator(&plain, "olivia").await;
     assert!(!page(&op, "/admin/users").await.contains("fhirUser"));
 }
+
+/// `[audit]`: the retention job moves the events older than
+/// `archive_after_days` to a segment, leaves the newer ones, and the chain
+/// and the console's audit page go on from the checkpoint.
+#[tokio::test]
+async fn the_retention_job_archives_old_events_and_the_rest_goes_on() {
+    let folder = tempfile::tempdir().unwrap();
+    let dir = folder.path().join("audit");
+    let app = spawn_app_with(|s| {
+        s.audit.archive_after_days = std::num::NonZeroU32::new(1);
+        s.audit.archive_dir = Some(dir.clone());
+    })
+    .await;
+    app.signed_in("otto").await;
+    let old = app.all_events().await.len();
+    assert!(old > 0);
+    app.clock.advance(2 * 86_400);
+    let (op, _) = operator(&app, "olga").await;
+    let recent = app.all_events().await.len() - old;
+
+    let job = healthgate_server::jobs::archive::spawn(app.state.clone()).expect("[audit] is set");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let checkpoint = loop {
+        if let Some(cp) = app.state.store.checkpoints().await.unwrap().pop() {
+            break cp;
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing archived");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    job.abort();
+    assert_eq!(checkpoint.events, old as i64);
+    assert!(dir.join(&checkpoint.segment).exists());
+    let report = healthgate_store::verify_archive(&dir, std::slice::from_ref(&checkpoint)).unwrap();
+    assert_eq!(report.broken, None);
+    assert_eq!(app.all_events().await.len(), recent);
+    app.state.store.seal_events(1000).await.unwrap();
+    let chain = app.state.store.verify_chain().await.unwrap();
+    assert_eq!(chain.archived_through, checkpoint.through_pos);
+    assert_eq!(chain.broken, None);
+    // The console still pages what is left, filtered by kind.
+    let audit = page(&op, "/admin/audit?kind=login.succeeded").await;
+    assert!(audit.contains("login.succeeded"), "{audit}");
+}

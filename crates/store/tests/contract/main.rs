@@ -1289,6 +1289,174 @@ async fn the_audit_chain_links_every_event_and_catches_tampering() {
     }
 }
 
+/// A segment's lines, decompressed.
+fn segment_lines(path: &std::path::Path) -> Vec<String> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(path).unwrap();
+    std::io::BufReader::new(flate2::read::GzDecoder::new(file))
+        .lines()
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn write_segment(path: &std::path::Path, lines: &[String]) {
+    use std::io::Write;
+    let mut out = flate2::write::GzEncoder::new(
+        std::fs::File::create(path).unwrap(),
+        flate2::Compression::default(),
+    );
+    for line in lines {
+        writeln!(out, "{line}").unwrap();
+    }
+    out.finish().unwrap();
+}
+
+#[tokio::test]
+async fn archived_events_leave_linked_segments_and_a_chain_that_goes_on() {
+    for b in backends().await {
+        let folder = tempfile::tempdir().unwrap();
+        let dir = folder.path().join("archive");
+        // Events at NOW .. NOW+5; archive those before NOW+3.
+        some_events(&b.store, 6).await;
+        b.store.seal_events(100).await.unwrap();
+        let first = b
+            .store
+            .archive_events(NOW + 3, &dir, NOW + 10)
+            .await
+            .unwrap()
+            .expect("something to archive");
+        let cp = &first.checkpoint;
+        assert_eq!(
+            (cp.first_pos, cp.through_pos, cp.events),
+            (1, 3, 3),
+            "{}",
+            b.name
+        );
+        assert_eq!(first.deleted, 3);
+        assert_eq!(cp.segment, "events-000000000001-000000000003.jsonl.gz");
+        let lines = segment_lines(&first.path);
+        assert_eq!(lines.len(), 4, "a header and three events");
+        assert!(lines[0].contains("\"last_hash\""), "{}", lines[0]);
+        // What is left: three events, the chain going on from the checkpoint.
+        let left: Vec<i64> = b
+            .store
+            .events(None, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.at - NOW)
+            .collect();
+        assert_eq!(left, [5, 4, 3], "{}", b.name);
+        let report = b.store.verify_chain().await.unwrap();
+        assert_eq!(
+            (
+                report.sealed,
+                report.archived_through,
+                report.broken.clone()
+            ),
+            (3, 3, None),
+            "{}",
+            b.name
+        );
+        // Nothing more before NOW+3.
+        assert_eq!(
+            b.store
+                .archive_events(NOW + 3, &dir, NOW + 11)
+                .await
+                .unwrap(),
+            None
+        );
+
+        // New events, sealed, and a second archive of everything.
+        some_events(&b.store, 2).await;
+        b.store.seal_events(100).await.unwrap();
+        let second = b
+            .store
+            .archive_events(NOW + 100, &dir, NOW + 12)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (second.checkpoint.first_pos, second.checkpoint.through_pos),
+            (4, 8),
+            "{}",
+            b.name
+        );
+        assert_eq!(second.checkpoint.prev_hash, cp.hash);
+        assert!(b.store.events(None, 10).await.unwrap().is_empty());
+        let checkpoints = b.store.checkpoints().await.unwrap();
+        assert_eq!(checkpoints.len(), 2);
+        let report = healthgate_store::verify_archive(&dir, &checkpoints).unwrap();
+        assert_eq!(
+            (report.segments, report.events, report.broken),
+            (2, 8, None),
+            "{}",
+            b.name
+        );
+        // The chain goes on after the last checkpoint.
+        some_events(&b.store, 1).await;
+        b.store.seal_events(100).await.unwrap();
+        let report = b.store.verify_chain().await.unwrap();
+        assert_eq!(
+            (report.sealed, report.archived_through, report.broken),
+            (1, 8, None)
+        );
+
+        // An edited event in a segment.
+        let lines = segment_lines(&first.path);
+        let edited: Vec<String> = lines
+            .iter()
+            .map(|l| l.replace("\"usr-1\"", "\"usr-2\""))
+            .collect();
+        write_segment(&first.path, &edited);
+        let broken = healthgate_store::verify_archive(&dir, &checkpoints)
+            .unwrap()
+            .broken;
+        let (segment, why) = broken.expect("the edit is caught");
+        assert_eq!(segment, cp.segment);
+        assert!(why.contains("altered"), "{why}");
+        // A segment missing.
+        std::fs::remove_file(&first.path).unwrap();
+        let (segment, why) = healthgate_store::verify_archive(&dir, &checkpoints)
+            .unwrap()
+            .broken
+            .unwrap();
+        assert_eq!(
+            (segment.as_str(), why.as_str()),
+            (cp.segment.as_str(), "the segment is missing")
+        );
+        // Put back whole: good again; a stray segment no checkpoint names is not.
+        write_segment(&first.path, &lines);
+        assert_eq!(
+            healthgate_store::verify_archive(&dir, &checkpoints)
+                .unwrap()
+                .broken,
+            None
+        );
+        write_segment(
+            &dir.join("events-000000000009-000000000009.jsonl.gz"),
+            &lines[..1],
+        );
+        let (segment, _) = healthgate_store::verify_archive(&dir, &checkpoints)
+            .unwrap()
+            .broken
+            .unwrap();
+        assert_eq!(segment, "events-000000000009-000000000009.jsonl.gz");
+
+        // The first row after a checkpoint deleted from the database.
+        b.store
+            .execute_admin("DELETE FROM events WHERE chain_pos = 9")
+            .await
+            .unwrap();
+        assert!(
+            b.store.verify_chain().await.unwrap().broken.is_some(),
+            "{}",
+            b.name
+        );
+        b.cleanup().await;
+    }
+}
+
 #[tokio::test]
 async fn deleting_the_newest_sealed_event_is_caught() {
     for b in backends().await {
