@@ -33,6 +33,7 @@ macro_rules! backend_tests {
             mod dpop;
             mod e2e;
             mod integrations;
+            mod metrics;
             mod oidc;
             mod openid_client;
             mod par;
