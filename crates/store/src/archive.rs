@@ -236,23 +236,7 @@ impl Store {
     ) -> Result<Option<Archived>> {
         let (start_after, prev_hash) = self.chain_start().await?;
         let leftovers = self.delete_archived(start_after).await?;
-        // The last position whose event, and every one before it, came
-        // before `before`: events are sealed in the order they were appended.
-        let newer: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(chain_pos) FROM events WHERE chain_pos IS NOT NULL AND at >= $1",
-        )
-        .bind(before)
-        .fetch_one(&self.reader)
-        .await?;
-        let through = match newer {
-            Some(pos) => pos - 1,
-            None => sqlx::query_scalar::<_, Option<i64>>(
-                "SELECT MAX(chain_pos) FROM events WHERE chain_pos IS NOT NULL",
-            )
-            .fetch_one(&self.reader)
-            .await?
-            .unwrap_or(0),
-        };
+        let through = self.archivable_through(start_after, before).await?;
         if through <= start_after {
             return Ok(None);
         }
@@ -331,6 +315,33 @@ impl Store {
             path,
             deleted,
         }))
+    }
+
+    /// The last position whose event, and every one before it, was
+    /// appended before `before`: walked forward from `after` in chain order
+    /// (events are sealed in the order they were appended), so the cost is
+    /// the rows to archive, not the rows to keep.
+    async fn archivable_through(&self, after: i64, before: i64) -> Result<i64> {
+        let mut through = after;
+        loop {
+            let page: Vec<(i64, i64)> = sqlx::query_as(
+                "SELECT chain_pos, at FROM events WHERE chain_pos > $1 ORDER BY chain_pos LIMIT $2",
+            )
+            .bind(through)
+            .bind(PAGE)
+            .fetch_all(&self.reader)
+            .await?;
+            let full = page.len() as i64 == PAGE;
+            for (pos, at) in page {
+                if at >= before {
+                    return Ok(through);
+                }
+                through = pos;
+            }
+            if !full {
+                return Ok(through);
+            }
+        }
     }
 
     /// Writes positions `first..=last` to `partial`, checking each link as it
