@@ -275,16 +275,16 @@ async fn audit_archive_then_verify_catches_an_edited_or_missing_segment() {
         ])
         .json();
     assert_eq!(none["archived"], Value::Null, "{none}");
-    let archived = sandbox
-        .run(&[
-            "audit",
-            "archive",
-            "--before",
-            "2999-01-01",
-            "archive",
-            "--json",
-        ])
-        .json();
+    // Everything sealed so far, into the folder `archive`.
+    let archive_all = [
+        "audit",
+        "archive",
+        "--before",
+        "2999-01-01",
+        "archive",
+        "--json",
+    ];
+    let archived = sandbox.run(&archive_all).json();
     let segment = sandbox
         .path()
         .join(archived["archived"]["segment"].as_str().unwrap());
@@ -365,16 +365,7 @@ async fn audit_archive_then_verify_catches_an_edited_or_missing_segment() {
     assert_eq!(whole["ok"], true, "{whole}");
 
     // A second archive takes what came since, into a segment of its own.
-    let again = sandbox
-        .run(&[
-            "audit",
-            "archive",
-            "--before",
-            "2999-01-01",
-            "archive",
-            "--json",
-        ])
-        .json();
+    let again = sandbox.run(&archive_all).json();
     assert_eq!(again["archived"]["first_pos"], 4, "{again}");
     let both = sandbox
         .run(&["audit", "verify", "--archive", "archive", "--json"])
