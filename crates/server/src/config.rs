@@ -1504,12 +1504,17 @@ impl Settings {
     pub fn validate(&self) -> Result<TokenPolicy, InvalidSetting> {
         match self.problems().into_iter().next() {
             Some(problem) => Err(problem),
-            None => Ok(TokenPolicy {
-                code_ttl: self.authorization_code_ttl.secs(),
-                access_ttl: self.access_token_ttl.secs(),
-                refresh_ttl: self.refresh_token_ttl.map(Seconds::secs),
-                rotation: self.refresh_rotation,
-            }),
+            None => Ok(self.token_policy()),
+        }
+    }
+
+    /// The lifetimes and rotation of what the grants issue.
+    pub fn token_policy(&self) -> TokenPolicy {
+        TokenPolicy {
+            code_ttl: self.authorization_code_ttl.secs(),
+            access_ttl: self.access_token_ttl.secs(),
+            refresh_ttl: self.refresh_token_ttl.map(Seconds::secs),
+            rotation: self.refresh_rotation,
         }
     }
 

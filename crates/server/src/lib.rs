@@ -65,7 +65,7 @@ pub fn problems(settings: &Settings) -> Vec<config::InvalidSetting> {
 pub fn validate(settings: &Settings) -> Result<TokenPolicy, config::InvalidSetting> {
     match problems(settings).into_iter().next() {
         Some(problem) => Err(problem),
-        None => settings.validate(),
+        None => Ok(settings.token_policy()),
     }
 }
 

@@ -316,30 +316,41 @@ impl Collector for Database {
         }
         let commits = now.group_commits;
         let queued = i64::try_from(commits.queued).unwrap_or(i64::MAX);
-        ConstGauge::new(queued).encode(encoder.encode_descriptor(
+        single(
+            &mut encoder,
             "db_writes_queued",
             "Grant writes waiting for the group commit",
-            None,
-            MetricType::Gauge,
-        )?)?;
-        ConstCounter::new(commits.commits).encode(encoder.encode_descriptor(
+            ConstGauge::new(queued),
+        )?;
+        single(
+            &mut encoder,
             "db_group_commits",
             "Transactions the group commit has committed",
-            None,
-            MetricType::Counter,
-        )?)?;
-        ConstCounter::new(commits.writes).encode(encoder.encode_descriptor(
+            ConstCounter::new(commits.commits),
+        )?;
+        single(
+            &mut encoder,
             "db_group_commit_writes",
             "Grant writes the group commit has applied",
-            None,
-            MetricType::Counter,
-        )?)?;
-        ConstCounter::new(commits.seconds).encode(encoder.encode_descriptor(
+            ConstCounter::new(commits.writes),
+        )?;
+        single(
+            &mut encoder,
             "db_group_commit_seconds",
             "Time the group commit has spent applying and committing (divide by commits for the mean)",
-            None,
-            MetricType::Counter,
-        )?)?;
+            ConstCounter::new(commits.seconds),
+        )?;
         Ok(())
     }
+}
+
+/// One value without labels, under `name`.
+fn single(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: impl EncodeMetric,
+) -> Result<(), std::fmt::Error> {
+    let metric_type = value.metric_type();
+    value.encode(encoder.encode_descriptor(name, help, None, metric_type)?)
 }
