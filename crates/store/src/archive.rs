@@ -254,7 +254,14 @@ impl Store {
                 path.display()
             )));
         }
-        let partial = dir.join(format!("{name}.partial"));
+        // A name of this run's own: a second archive running at the same
+        // time (another node, the CLI beside the retention job) writes its
+        // own, and at most one of them gets the segment's name.
+        let partial = dir.join(format!(
+            "{name}.{}.{}.partial",
+            std::process::id(),
+            healthgate_core::secret::new_id("run")
+        ));
         let written = self
             .write_segment(&partial, first, through, &prev_hash, &last_hash)
             .await;
