@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::events::{EVENT_COLUMNS, event_from_row};
+use crate::events::{EVENT_COLUMNS, LinkFault, event_from_row};
 use crate::{Result, Store, StoreError, StoredEvent};
 
 /// The first line's `format`.
@@ -110,23 +110,13 @@ fn event_of_line(line: &str) -> std::result::Result<StoredEvent, String> {
     })
 }
 
-/// Checks that `e` sits at `pos` after a row whose hash is `prev`: its
-/// position, its link and its own hash. Gives its hash.
+/// [`StoredEvent::check_link`], said for a segment.
 fn check_link(e: &StoredEvent, pos: i64, prev: &str) -> std::result::Result<String, String> {
-    if e.chain_pos != Some(pos) {
-        return Err(format!(
-            "position {pos} is missing (found {:?})",
-            e.chain_pos
-        ));
-    }
-    if e.prev_hash.as_deref() != Some(prev) {
-        return Err(format!("position {pos} does not link to the one before it"));
-    }
-    let hash = e.chain_hash(pos, prev);
-    if e.hash.as_deref() != Some(hash.as_str()) {
-        return Err(format!("position {pos} was altered after it was sealed"));
-    }
-    Ok(hash)
+    e.check_link(pos, prev).map_err(|fault| match fault {
+        LinkFault::Missing => format!("position {pos} is missing (found {:?})", e.chain_pos),
+        LinkFault::Unlinked => format!("position {pos} does not link to the one before it"),
+        LinkFault::Altered => format!("position {pos} was altered after it was sealed"),
+    })
 }
 
 /// Reads a segment whole and checks its header and every link; gives its

@@ -133,6 +133,17 @@ fn param<'a>(binds: &mut Vec<Bind<'a>>, b: Bind<'a>) -> String {
     format!("${}", binds.len())
 }
 
+/// What is wrong with a row at a chain position ([`StoredEvent::check_link`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LinkFault {
+    /// Another position is there: the one expected is gone.
+    Missing,
+    /// It does not link to the row before it.
+    Unlinked,
+    /// Its hash is not what its content gives.
+    Altered,
+}
+
 /// An event as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
@@ -169,6 +180,26 @@ impl StoredEvent {
             self.data,
         ])
         .to_string()
+    }
+
+    /// Checks that this row sits at `pos` after a row whose hash is `prev`:
+    /// its position, its link and its own hash. Gives its hash.
+    pub(crate) fn check_link(
+        &self,
+        pos: i64,
+        prev: &str,
+    ) -> std::result::Result<String, LinkFault> {
+        if self.chain_pos != Some(pos) {
+            return Err(LinkFault::Missing);
+        }
+        if self.prev_hash.as_deref() != Some(prev) {
+            return Err(LinkFault::Unlinked);
+        }
+        let hash = self.chain_hash(pos, prev);
+        if self.hash.as_deref() != Some(hash.as_str()) {
+            return Err(LinkFault::Altered);
+        }
+        Ok(hash)
     }
 
     pub(crate) fn chain_hash(&self, pos: i64, prev_hash: &str) -> String {
@@ -494,26 +525,22 @@ impl Store {
             }
             for e in &page {
                 let pos = after + 1;
-                let why = if e.chain_pos != Some(pos) {
-                    Some(if pos == archived_through + 1 && archived_through > 0 {
-                        "the first row after the last archive is missing"
-                    } else {
-                        "a row is missing from the chain"
-                    })
-                } else if e.prev_hash.as_deref() != Some(prev.as_str()) {
-                    Some("the row does not link to the one before it")
-                } else {
-                    None
-                };
-                let recomputed = e.chain_hash(pos, &prev);
-                let why = why.or_else(|| {
-                    (e.hash.as_deref() != Some(recomputed.as_str()))
-                        .then_some("the row was altered after it was sealed")
-                });
-                if let Some(why) = why {
-                    return Ok(report(after, Some((pos, why.to_owned()))));
+                match e.check_link(pos, &prev) {
+                    Ok(hash) => prev = hash,
+                    Err(fault) => {
+                        let why = match fault {
+                            LinkFault::Missing
+                                if pos == archived_through + 1 && archived_through > 0 =>
+                            {
+                                "the first row after the last archive is missing"
+                            }
+                            LinkFault::Missing => "a row is missing from the chain",
+                            LinkFault::Unlinked => "the row does not link to the one before it",
+                            LinkFault::Altered => "the row was altered after it was sealed",
+                        };
+                        return Ok(report(after, Some((pos, why.to_owned()))));
+                    }
                 }
-                prev = recomputed;
                 after = pos;
             }
         }
