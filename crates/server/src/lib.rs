@@ -243,6 +243,31 @@ mod tests {
         }
     }
 
+    /// Every route machines call is in the API description, with a path
+    /// the description really has; the exceptions are named here.
+    #[test]
+    fn the_api_description_covers_every_machine_route() {
+        // A person's browser goes here; Prometheus reads its own format.
+        const NOT_JSON: &[&str] = &["/oauth/authorize", "/metrics"];
+        let s = Settings::default();
+        let doc = api::openapi::document(&s, "https://id.example.org");
+        let paths = doc["paths"].as_object().expect("paths");
+        for route in standard_routes().paths() {
+            let machine = http::error::machine_path(&s, route)
+                || ["/healthz", "/readyz", "/openapi.json"].contains(route);
+            if machine && !NOT_JSON.contains(route) {
+                assert!(paths.contains_key(*route), "{route} is not described");
+            }
+        }
+        let served = standard_routes();
+        for path in paths.keys() {
+            assert!(
+                served.paths().contains(&path.as_str()),
+                "{path} is described but not served"
+            );
+        }
+    }
+
     #[test]
     fn accepted_profile_paths_build_a_router() {
         let paths = |list: &[&str]| -> Vec<config::ProfilePath> {

@@ -11,6 +11,7 @@ mod errors;
 mod flow;
 mod metrics;
 mod nodes;
+mod openapi;
 mod ops;
 mod profiles;
 mod serve;

@@ -34,6 +34,48 @@ fn parse_bool(name: &str, v: Option<&str>) -> Result<bool, OAuthError> {
     }
 }
 
+/// The partner's exchange of a connect code (Hint's InstantOn step 3).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the parameters `Params` reads.
+pub struct ConnectCodeExchange {
+    /// The connect code the practice's browser brought.
+    code: String,
+    /// If sent, `authorization_code`.
+    grant_type: Option<String>,
+    /// `false` leaves the integration pending until the partner activates
+    /// it; `true` by default.
+    activate: Option<bool>,
+}
+
+/// The integration and the practice's API key, shown once.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[allow(dead_code)] // Describes what `post` answers.
+pub struct Connected {
+    #[serde(flatten)]
+    integration: crate::api::integrations::IntegrationDoc,
+    /// `bearer`.
+    token_type: String,
+    /// The practice API key.
+    access_token: String,
+}
+
+/// Exchange a connect code for the practice's API key.
+#[utoipa::path(
+    post,
+    path = "/api/oauth/tokens",
+    operation_id = "exchangeConnectCode",
+    tag = "integrations",
+    request_body(content(
+        (ConnectCodeExchange = "application/json"),
+        (ConnectCodeExchange = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 200, description = "Connected (or pending, with `activate=false`).", body = Connected),
+        (status = 400, description = "`invalid_request`, `invalid_grant` (an unknown, used or expired code) or `unsupported_grant_type`.", body = crate::http::error::ErrorBody),
+        (status = 401, description = "`invalid_client`: the partner did not authenticate.", body = crate::http::error::ErrorBody),
+    ),
+    security(("client_basic" = []), ("client_secret_bearer" = [])),
+)]
 pub async fn post(
     State(state): State<AppState>,
     ip: ClientIp,

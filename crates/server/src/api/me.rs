@@ -15,6 +15,51 @@ use crate::http::error::JsonError;
 use crate::oauth::bearer::{ResourceError, Target, bearer};
 use crate::state::AppState;
 
+/// Who a token speaks for. A person's token carries the person's members
+/// (`id`, `username`, `name`, `type`, `email`); an organization-level
+/// token only `resource_owner` and `organization`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes what `get` builds.
+pub struct Me {
+    id: Option<String>,
+    username: Option<String>,
+    name: Option<String>,
+    /// `member`, `practitioner`, …
+    #[schema(rename = "type")]
+    kind: Option<String>,
+    email: Option<String>,
+    resource_owner: Option<crate::oauth::issue::OwnerJson>,
+    organization: Option<Organization>,
+}
+
+/// The organization a grant was made in.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct Organization {
+    id: String,
+    name: String,
+    /// `practice`, …
+    kind: String,
+}
+
+/// Who the access token speaks for.
+///
+/// Needs `profile_read`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/me",
+    operation_id = "me",
+    tag = "resource",
+    params(("DPoP" = Option<String>, Header, description = "The proof that goes with a DPoP-bound token.")),
+    responses(
+        (status = 200, description = "The person, or the organization.", body = Me),
+        (status = 401, description = "`invalid_token` (RFC 6750 §3.1), or a DPoP refusal \
+(RFC 9449 §7.1).", body = crate::http::error::ErrorBody),
+        (status = 403, description = "`insufficient_scope`: no `profile_read`, or a token of \
+the app itself.", body = crate::http::error::ErrorBody),
+    ),
+    security(("access_token" = [])),
+)]
 pub async fn get(
     State(state): State<AppState>,
     method: Method,

@@ -8,6 +8,7 @@ pub mod health;
 pub mod integrations;
 pub mod me;
 pub mod metrics;
+pub mod openapi;
 pub mod partner;
 pub mod practice;
 pub mod smart;
@@ -23,6 +24,7 @@ pub fn routes() -> Routes {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::on_main_listener))
+        .route("/openapi.json", get(openapi::openapi_json))
         .route("/api/v1/me", get(me::get))
         .route("/api/v1/users", post(users::create))
         .route(

@@ -47,6 +47,63 @@ async fn own(
     }
 }
 
+/// The partner's integrations.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes what `list` answers.
+pub struct IntegrationList {
+    integrations: Vec<crate::api::integrations::IntegrationDoc>,
+}
+
+/// A practice API key (its value is shown once, when made).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[allow(dead_code)] // Describes what `key_json` builds.
+pub struct ApiKeyDoc {
+    id: String,
+    description: Option<String>,
+    created_at: i64,
+    last_used_at: Option<i64>,
+    revoked_at: Option<i64>,
+}
+
+/// The integration's API keys.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes what `list_keys` answers.
+pub struct ApiKeyList {
+    api_keys: Vec<ApiKeyDoc>,
+}
+
+/// A new API key, with its value.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[allow(dead_code)] // Describes what `create_key` answers.
+pub struct NewApiKey {
+    #[serde(flatten)]
+    key: ApiKeyDoc,
+    /// The key, shown this once.
+    access_token: String,
+    /// `bearer`.
+    token_type: String,
+}
+
+/// What a new key is for.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the parameters `Params` reads.
+pub struct NewApiKeyRequest {
+    /// At most 200 characters.
+    description: Option<String>,
+}
+
+/// List the partner's integrations.
+#[utoipa::path(
+    get,
+    path = "/api/v1/integrations",
+    operation_id = "listIntegrations",
+    tag = "integrations",
+    responses(
+        (status = 200, description = "Every integration of the partner's app.", body = IntegrationList),
+        (status = 401, description = "`invalid_client`: the partner did not authenticate.", body = crate::http::error::ErrorBody),
+    ),
+    security(("client_basic" = []), ("client_secret_bearer" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -60,6 +117,20 @@ pub async fn list(
     Ok(Json(json!({ "integrations": out })))
 }
 
+/// Read one of the partner's integrations.
+#[utoipa::path(
+    get,
+    path = "/api/v1/integrations/{id}",
+    operation_id = "readIntegration",
+    tag = "integrations",
+    params(("id" = String, Path, description = "The integration, `int-…`.")),
+    responses(
+        (status = 200, description = "The integration.", body = crate::api::integrations::IntegrationDoc),
+        (status = 401, description = "`invalid_client`: the partner did not authenticate.", body = crate::http::error::ErrorBody),
+        (status = 404, description = "`not_found`: no such integration of this partner.", body = crate::http::error::ErrorBody),
+    ),
+    security(("client_basic" = []), ("client_secret_bearer" = [])),
+)]
 pub async fn show(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -70,8 +141,24 @@ pub async fn show(
     Ok(Json(integration_json(&state, &i).await?))
 }
 
-/// `POST /api/v1/integrations/{id}/activate`: a pending integration (the
-/// code was exchanged with `activate=false`) becomes connected.
+/// Activate a pending integration.
+///
+/// A pending integration (the code was exchanged with `activate=false`)
+/// becomes connected.
+#[utoipa::path(
+    post,
+    path = "/api/v1/integrations/{id}/activate",
+    operation_id = "activateIntegration",
+    tag = "integrations",
+    params(("id" = String, Path, description = "The integration, `int-…`.")),
+    responses(
+        (status = 200, description = "Connected.", body = crate::api::integrations::IntegrationDoc),
+        (status = 401, description = "`invalid_client`: the partner did not authenticate.", body = crate::http::error::ErrorBody),
+        (status = 404, description = "`not_found`.", body = crate::http::error::ErrorBody),
+        (status = 409, description = "`conflict`: disconnected, or its code is not exchanged yet.", body = crate::http::error::ErrorBody),
+    ),
+    security(("client_basic" = []), ("client_secret_bearer" = [])),
+)]
 pub async fn activate(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -100,8 +187,22 @@ pub async fn activate(
     Ok(Json(integration_json(&state, &updated).await?))
 }
 
-/// `POST /api/v1/integrations/{id}/deactivate`: the partner disconnects;
-/// every key of the integration stops working at once.
+/// Disconnect an integration.
+///
+/// Every key of the integration stops working at once.
+#[utoipa::path(
+    post,
+    path = "/api/v1/integrations/{id}/deactivate",
+    operation_id = "deactivateIntegration",
+    tag = "integrations",
+    params(("id" = String, Path, description = "The integration, `int-…`.")),
+    responses(
+        (status = 200, description = "Disconnected.", body = crate::api::integrations::IntegrationDoc),
+        (status = 401, description = "`invalid_client`: the partner did not authenticate.", body = crate::http::error::ErrorBody),
+        (status = 404, description = "`not_found`.", body = crate::http::error::ErrorBody),
+    ),
+    security(("client_basic" = []), ("client_secret_bearer" = [])),
+)]
 pub async fn deactivate(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -127,6 +228,20 @@ fn key_json(k: &healthgate_core::integration::ApiKey) -> Value {
     })
 }
 
+/// List an integration's API keys.
+#[utoipa::path(
+    get,
+    path = "/api/v1/integrations/{id}/api_keys",
+    operation_id = "listApiKeys",
+    tag = "integrations",
+    params(("id" = String, Path, description = "The integration, `int-…`.")),
+    responses(
+        (status = 200, description = "The keys, live and revoked (never their values).", body = ApiKeyList),
+        (status = 401, description = "`invalid_client`: the partner did not authenticate.", body = crate::http::error::ErrorBody),
+        (status = 404, description = "`not_found`.", body = crate::http::error::ErrorBody),
+    ),
+    security(("client_basic" = []), ("client_secret_bearer" = [])),
+)]
 pub async fn list_keys(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -144,8 +259,28 @@ pub async fn list_keys(
     Ok(Json(json!({ "api_keys": keys })))
 }
 
-/// `POST /api/v1/integrations/{id}/api_keys` with an optional
-/// `description`: a new key, shown once.
+/// Make another API key for an integration.
+///
+/// The key's value is in this answer only.
+#[utoipa::path(
+    post,
+    path = "/api/v1/integrations/{id}/api_keys",
+    operation_id = "createApiKey",
+    tag = "integrations",
+    params(("id" = String, Path, description = "The integration, `int-…`.")),
+    request_body(content(
+        (NewApiKeyRequest = "application/json"),
+        (NewApiKeyRequest = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 201, description = "The key.", body = NewApiKey),
+        (status = 400, description = "`invalid_request`.", body = crate::http::error::ErrorBody),
+        (status = 401, description = "`invalid_client`: the partner did not authenticate.", body = crate::http::error::ErrorBody),
+        (status = 404, description = "`not_found`.", body = crate::http::error::ErrorBody),
+        (status = 409, description = "`conflict`: the integration was disconnected.", body = crate::http::error::ErrorBody),
+    ),
+    security(("client_basic" = []), ("client_secret_bearer" = [])),
+)]
 pub async fn create_key(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -183,6 +318,23 @@ pub async fn create_key(
     Ok(response)
 }
 
+/// Revoke an API key.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/integrations/{id}/api_keys/{key_id}",
+    operation_id = "revokeApiKey",
+    tag = "integrations",
+    params(
+        ("id" = String, Path, description = "The integration, `int-…`."),
+        ("key_id" = String, Path, description = "The key's id (not its value)."),
+    ),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 401, description = "`invalid_client`: the partner did not authenticate.", body = crate::http::error::ErrorBody),
+        (status = 404, description = "`not_found`: no such integration, or no such live key.", body = crate::http::error::ErrorBody),
+    ),
+    security(("client_basic" = []), ("client_secret_bearer" = [])),
+)]
 pub async fn revoke_key(
     State(state): State<AppState>,
     ip: ClientIp,

@@ -73,6 +73,41 @@ async fn practice_json(state: &AppState, id: &str) -> Result<Value, ApiError> {
     }))
 }
 
+/// A practice and its members.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes what `practice_json` builds.
+pub struct Practice {
+    id: String,
+    name: String,
+    /// `practice`, …
+    kind: String,
+    members: Vec<Member>,
+}
+
+/// A member of a practice.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct Member {
+    id: String,
+    name: String,
+    email: Option<String>,
+    /// `admin`, `member`, or a role of `[roles]`.
+    role: String,
+}
+
+/// The practice of this API key.
+#[utoipa::path(
+    get,
+    path = "/api/v1/practice",
+    operation_id = "myPractice",
+    tag = "practice",
+    responses(
+        (status = 200, description = "The practice.", body = Practice),
+        (status = 401, description = "`invalid_token`: no key, or a revoked, unknown or suspended app's key.", body = crate::http::error::ErrorBody),
+        (status = 404, description = "`not_found`: the practice is gone.", body = crate::http::error::ErrorBody),
+    ),
+    security(("practice_api_key" = [])),
+)]
 pub async fn mine(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -81,6 +116,21 @@ pub async fn mine(
     Ok(Json(practice_json(&state, &key.organization_id).await?))
 }
 
+/// A practice by id: only the key's own.
+#[utoipa::path(
+    get,
+    path = "/api/v1/practices/{id}",
+    operation_id = "readPractice",
+    tag = "practice",
+    params(("id" = String, Path, description = "The practice (organization) id.")),
+    responses(
+        (status = 200, description = "The practice.", body = Practice),
+        (status = 401, description = "`invalid_token`.", body = crate::http::error::ErrorBody),
+        (status = 403, description = "`forbidden`: the key belongs to another practice.", body = crate::http::error::ErrorBody),
+        (status = 404, description = "`not_found`: the practice is gone.", body = crate::http::error::ErrorBody),
+    ),
+    security(("practice_api_key" = [])),
+)]
 pub async fn by_id(
     State(state): State<AppState>,
     ip: ClientIp,

@@ -23,6 +23,36 @@ use crate::services::admin::AdminError;
 use crate::services::smart::{LaunchRequest, create_launch};
 use crate::state::AppState;
 
+/// A launch made (201).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes what `create` answers.
+pub struct Launch {
+    /// The opaque launch id, for the app's authorization request.
+    launch: String,
+    /// The app's launch URL with `iss` and `launch`.
+    launch_url: String,
+    /// Seconds the launch can be used for (once).
+    expires_in: i64,
+}
+
+/// Make a SMART EHR launch of an app.
+///
+/// For a client registered as a SMART launcher.
+#[utoipa::path(
+    post,
+    path = "/api/v1/smart/launches",
+    operation_id = "createSmartLaunch",
+    tag = "smart",
+    request_body(content = crate::services::smart::LaunchRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The launch.", body = Launch),
+        (status = 400, description = "`invalid_request`: not a JSON launch, or a launch the \
+app cannot take.", body = crate::http::error::ErrorBody),
+        (status = 401, description = "`invalid_client`.", body = crate::http::error::ErrorBody),
+        (status = 403, description = "`forbidden`: not a SMART launcher.", body = crate::http::error::ErrorBody),
+    ),
+    security(("client_basic" = []), ("client_secret_bearer" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     ip: ClientIp,

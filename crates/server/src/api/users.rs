@@ -41,6 +41,88 @@ fn stored_username(client: &Client, username: &str) -> String {
     format!("{}/{username}", client.id)
 }
 
+/// A partner's view of an account.
+#[derive(utoipa::ToSchema)]
+#[schema(as = User)]
+#[allow(dead_code)] // Describes what `user_json` builds.
+pub struct UserDoc {
+    guid: String,
+    /// As the partner named it (without the partner's prefix).
+    username: String,
+    name: Option<String>,
+    email: Option<String>,
+    /// `member`, `practitioner`, …
+    user_type: String,
+    created_at: i64,
+    /// Whether this partner created the account.
+    provisioned: bool,
+    /// SMART's fhirUser, e.g. `Practitioner/123`.
+    fhir_user: Option<String>,
+}
+
+/// A new account (HealthTap's "You manage users' identity").
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the parameters `Params` reads.
+pub struct NewUser {
+    /// Unique among this partner's accounts.
+    username: String,
+    /// If the person will also sign in here (8 to 1024 characters, not a
+    /// common one).
+    password: Option<String>,
+    email: Option<String>,
+    name: Option<String>,
+    /// `member` by default.
+    user_type: Option<String>,
+}
+
+/// Changes to an account; what is not sent stays.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the parameters `Params` reads.
+pub struct UserChange {
+    email: Option<String>,
+    /// Ends the person's sessions.
+    password: Option<String>,
+    /// SMART's fhirUser; empty clears it.
+    fhir_user: Option<String>,
+}
+
+/// Tokens for a partner's account (HealthTap's shape, plus `guid`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes what `tokens_for` builds.
+pub struct UserTokens {
+    guid: String,
+    access_token: String,
+    /// `bearer`.
+    token_type: String,
+    expires_in: i64,
+    refresh_token: Option<String>,
+    scope: String,
+    created_at: i64,
+}
+
+/// The patients linked to an account.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes what `patients_json` builds.
+pub struct Patients {
+    patients: Vec<Patient>,
+}
+
+/// A patient an account may choose at a SMART standalone launch.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct Patient {
+    /// The FHIR Patient id.
+    id: String,
+    display: String,
+}
+
+/// A link's name, as the picker shows it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the parameters `Params` reads.
+pub struct PatientLinkRequest {
+    display: String,
+}
+
 fn user_json(client: &Client, u: &User) -> Value {
     let prefix = format!("{}/", client.id);
     json!({
@@ -130,7 +212,24 @@ async fn tokens_for(
     Ok(response)
 }
 
-/// `POST /api/v1/users`.
+/// Create an account the partner manages, and tokens for it.
+#[utoipa::path(
+    post,
+    path = "/api/v1/users",
+    operation_id = "createUser",
+    tag = "provisioning",
+    request_body(content(
+        (NewUser = "application/json"),
+        (NewUser = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 201, description = "The account and its tokens.", body = UserTokens),
+        (status = 400, description = "`invalid_request`: a missing or refused username, password, email or user type.", body = crate::http::error::ErrorBody),
+        (status = 401, description = "`invalid_client`: the partner did not authenticate.", body = crate::http::error::ErrorBody),
+        (status = 409, description = "`conflict`: this partner already has an account of that username.", body = crate::http::error::ErrorBody),
+    ),
+    security(("client_basic" = []), ("client_secret_bearer" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -233,7 +332,22 @@ async fn own(
     }
 }
 
-/// `GET /api/v1/users/{guid}`.
+/// Read an account.
+///
+/// One the partner created, or whose person authorized it.
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/{guid}",
+    operation_id = "readUser",
+    tag = "provisioning",
+    params(("guid" = String, Path, description = "The account, `usr-…`.")),
+    responses(
+        (status = 200, description = "The account.", body = UserDoc),
+        (status = 401, description = "`invalid_client`: the partner did not authenticate.", body = crate::http::error::ErrorBody),
+        (status = 403, description = "`forbidden`: the partner may not see (or did not create) that user; unknown ids too.", body = crate::http::error::ErrorBody),
+    ),
+    security(("client_basic" = []), ("client_secret_bearer" = [])),
+)]
 pub async fn show(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -245,8 +359,28 @@ pub async fn show(
     Ok(Json(user_json(&client, &user)))
 }
 
-/// `PATCH /api/v1/users/{guid}`: `email` and/or `password` of the partner's
-/// own user. A new password ends the person's sessions.
+/// Change an account the partner created.
+///
+/// `email`, `password` (which ends the person's sessions), `fhir_user`.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/users/{guid}",
+    operation_id = "updateUser",
+    tag = "provisioning",
+    params(("guid" = String, Path, description = "The account, `usr-…`.")),
+    request_body(content(
+        (UserChange = "application/json"),
+        (UserChange = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 200, description = "The account as it is now.", body = UserDoc),
+        (status = 400, description = "`invalid_request`: a refused email, password or fhirUser.", body = crate::http::error::ErrorBody),
+        (status = 401, description = "`invalid_client`: the partner did not authenticate.", body = crate::http::error::ErrorBody),
+        (status = 403, description = "`forbidden`: the partner may not see (or did not create) that user; unknown ids too.", body = crate::http::error::ErrorBody),
+        (status = 404, description = "`not_found`: the account was deleted meanwhile.", body = crate::http::error::ErrorBody),
+    ),
+    security(("client_basic" = []), ("client_secret_bearer" = [])),
+)]
 pub async fn update(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -291,7 +425,21 @@ pub async fn update(
     Ok(Json(user_json(&client, &user)))
 }
 
-/// `POST /api/v1/users/{guid}/tokens`: fresh tokens for the partner's own user.
+/// Fresh tokens for an account the partner created.
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/{guid}/tokens",
+    operation_id = "userTokens",
+    tag = "provisioning",
+    params(("guid" = String, Path, description = "The account, `usr-…`.")),
+    responses(
+        (status = 200, description = "The tokens.", body = UserTokens),
+        (status = 400, description = "`invalid_scope`: the app's provisioning scopes cannot be granted.", body = crate::http::error::ErrorBody),
+        (status = 401, description = "`invalid_client`: the partner did not authenticate.", body = crate::http::error::ErrorBody),
+        (status = 403, description = "`forbidden`: not the partner's account, or it is locked.", body = crate::http::error::ErrorBody),
+    ),
+    security(("client_basic" = []), ("client_secret_bearer" = [])),
+)]
 pub async fn tokens(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -332,8 +480,22 @@ fn patients_json(links: &[PatientLink]) -> Value {
     })
 }
 
-/// `GET /api/v1/users/{guid}/patients`: the patients linked to the
-/// partner's own user (SMART's standalone launch picker).
+/// The patients linked to an account the partner created.
+///
+/// What SMART's standalone launch offers the person to pick from.
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/{guid}/patients",
+    operation_id = "listUserPatients",
+    tag = "provisioning",
+    params(("guid" = String, Path, description = "The account, `usr-…`.")),
+    responses(
+        (status = 200, description = "The linked patients.", body = Patients),
+        (status = 401, description = "`invalid_client`: the partner did not authenticate.", body = crate::http::error::ErrorBody),
+        (status = 403, description = "`forbidden`: the partner may not see (or did not create) that user; unknown ids too.", body = crate::http::error::ErrorBody),
+    ),
+    security(("client_basic" = []), ("client_secret_bearer" = [])),
+)]
 pub async fn patients(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -347,8 +509,25 @@ pub async fn patients(
     )))
 }
 
-/// `PUT /api/v1/users/{guid}/patients/{patient}` (`{display}`): links a
-/// patient to the partner's own user, or renames the link.
+/// Link a patient to an account the partner created, or rename the link.
+#[utoipa::path(
+    put,
+    path = "/api/v1/users/{guid}/patients/{patient}",
+    operation_id = "linkUserPatient",
+    tag = "provisioning",
+    params(("guid" = String, Path, description = "The account, `usr-…`."), ("patient" = String, Path, description = "The FHIR Patient id.")),
+    request_body(content(
+        (PatientLinkRequest = "application/json"),
+        (PatientLinkRequest = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 200, description = "The linked patients.", body = Patients),
+        (status = 400, description = "`invalid_request`: no `display`, or a refused patient id or name.", body = crate::http::error::ErrorBody),
+        (status = 401, description = "`invalid_client`: the partner did not authenticate.", body = crate::http::error::ErrorBody),
+        (status = 403, description = "`forbidden`: the partner may not see (or did not create) that user; unknown ids too.", body = crate::http::error::ErrorBody),
+    ),
+    security(("client_basic" = []), ("client_secret_bearer" = [])),
+)]
 pub async fn link_patient(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -371,8 +550,21 @@ pub async fn link_patient(
     )))
 }
 
-/// `DELETE /api/v1/users/{guid}/patients/{patient}`: unlinks it (404 when
-/// it was not linked).
+/// Unlink a patient from an account the partner created.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/users/{guid}/patients/{patient}",
+    operation_id = "unlinkUserPatient",
+    tag = "provisioning",
+    params(("guid" = String, Path, description = "The account, `usr-…`."), ("patient" = String, Path, description = "The FHIR Patient id.")),
+    responses(
+        (status = 204, description = "Unlinked."),
+        (status = 401, description = "`invalid_client`: the partner did not authenticate.", body = crate::http::error::ErrorBody),
+        (status = 403, description = "`forbidden`: the partner may not see (or did not create) that user; unknown ids too.", body = crate::http::error::ErrorBody),
+        (status = 404, description = "`not_found`: that patient was not linked.", body = crate::http::error::ErrorBody),
+    ),
+    security(("client_basic" = []), ("client_secret_bearer" = [])),
+)]
 pub async fn unlink_patient(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -391,8 +583,20 @@ pub async fn unlink_patient(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `DELETE /api/v1/users/{guid}`: the partner's own user, and every token
-/// issued for it.
+/// Delete an account the partner created, and every token issued for it.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/users/{guid}",
+    operation_id = "deleteUser",
+    tag = "provisioning",
+    params(("guid" = String, Path, description = "The account, `usr-…`.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 401, description = "`invalid_client`: the partner did not authenticate.", body = crate::http::error::ErrorBody),
+        (status = 403, description = "`forbidden`: the partner may not see (or did not create) that user; unknown ids too.", body = crate::http::error::ErrorBody),
+    ),
+    security(("client_basic" = []), ("client_secret_bearer" = [])),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     ip: ClientIp,

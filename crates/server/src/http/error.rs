@@ -14,10 +14,18 @@ use serde::Serialize;
 #[derive(Debug)]
 pub struct JsonError(pub OAuthError);
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    error_description: &'a str,
+/// The body of every JSON error (RFC 6749 §5.2, RFC 6750 §3, RFC 7591
+/// §3.2.2): a code from the RFCs (or `not_found`, `conflict`, `forbidden`,
+/// `method_not_allowed`, `too_many_requests`) and a sentence for the
+/// developer.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody<'a> {
+    /// The error code, e.g. `invalid_request`, `invalid_client`,
+    /// `invalid_grant`, `invalid_token`, `not_found`.
+    pub error: &'a str,
+    /// What went wrong, in words for the developer (never a secret).
+    pub error_description: &'a str,
 }
 
 impl From<OAuthError> for JsonError {

@@ -328,13 +328,9 @@ impl std::fmt::Display for Wrap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut chars = self.0.chars().peekable();
         while let Some(c) = chars.next() {
-            match c {
-                '&' => f.write_str("&amp;")?,
-                '<' => f.write_str("&lt;")?,
-                '>' => f.write_str("&gt;")?,
-                '"' => f.write_str("&quot;")?,
-                '\'' => f.write_str("&#x27;")?,
-                c => f.write_char(c)?,
+            match escaped(c) {
+                Some(entity) => f.write_str(entity)?,
+                None => f.write_char(c)?,
             }
             // A break after a run of separators, before what follows it.
             if is_separator(c) && chars.peek().is_some_and(|next| !is_separator(*next)) {
@@ -343,6 +339,30 @@ impl std::fmt::Display for Wrap {
         }
         Ok(())
     }
+}
+
+/// The entity HTML needs for `c` in text or in an attribute, if any.
+fn escaped(c: char) -> Option<&'static str> {
+    match c {
+        '&' => Some("&amp;"),
+        '<' => Some("&lt;"),
+        '>' => Some("&gt;"),
+        '"' => Some("&quot;"),
+        '\'' => Some("&#x27;"),
+        _ => None,
+    }
+}
+
+/// `text` as HTML, for markup built outside a template.
+pub fn escape(text: &str) -> String {
+    let mut html = String::with_capacity(text.len());
+    for c in text.chars() {
+        match escaped(c) {
+            Some(entity) => html.push_str(entity),
+            None => html.push(c),
+        }
+    }
+    html
 }
 
 fn is_separator(c: char) -> bool {

@@ -13,6 +13,60 @@ use serde_json::{Value, json};
 use crate::http::error::ApiError;
 use crate::state::AppState;
 
+/// Authorization server metadata (RFC 8414 §2): the members every client
+/// library reads; the document lists more (auth methods and algorithms per
+/// endpoint, DPoP, PAR, request objects).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes what `metadata` builds.
+pub struct ServerMetadata {
+    issuer: String,
+    authorization_endpoint: String,
+    token_endpoint: String,
+    revocation_endpoint: String,
+    introspection_endpoint: String,
+    jwks_uri: String,
+    registration_endpoint: String,
+    pushed_authorization_request_endpoint: String,
+    /// OpenID Connect only.
+    userinfo_endpoint: Option<String>,
+    scopes_supported: Vec<String>,
+    response_types_supported: Vec<String>,
+    grant_types_supported: Vec<String>,
+    token_endpoint_auth_methods_supported: Vec<String>,
+    code_challenge_methods_supported: Vec<String>,
+    dpop_signing_alg_values_supported: Vec<String>,
+    require_pushed_authorization_requests: bool,
+    authorization_response_iss_parameter_supported: bool,
+}
+
+/// SMART App Launch 2.2 configuration (§Conformance).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes what `smart_configuration` builds.
+pub struct SmartConfiguration {
+    issuer: String,
+    jwks_uri: String,
+    authorization_endpoint: String,
+    token_endpoint: String,
+    introspection_endpoint: String,
+    revocation_endpoint: String,
+    registration_endpoint: String,
+    grant_types_supported: Vec<String>,
+    token_endpoint_auth_methods_supported: Vec<String>,
+    scopes_supported: Vec<String>,
+    response_types_supported: Vec<String>,
+    code_challenge_methods_supported: Vec<String>,
+    /// `launch-ehr`, `launch-standalone`, `client-public`, …
+    capabilities: Vec<String>,
+}
+
+/// Authorization server metadata (RFC 8414).
+#[utoipa::path(
+    get,
+    path = "/.well-known/oauth-authorization-server",
+    operation_id = "authorizationServerMetadata",
+    tag = "openid",
+    responses((status = 200, description = "The metadata.", body = ServerMetadata)),
+)]
 pub async fn metadata(State(state): State<AppState>) -> Json<Value> {
     let base = &state.issuer;
     let scopes: Vec<&String> = state.settings.scopes.keys().collect();
@@ -72,10 +126,22 @@ const SMART_CAPABILITIES: &[&str] = &[
     "permission-v2",
 ];
 
-/// SMART App Launch discovery (`/.well-known/smart-configuration`, SMART
-/// App Launch 2.2 §Conformance): JSON whatever the `Accept`, readable from
-/// any origin (browser apps fetch it before anything else), absolute URLs.
-/// Answers 404 while `[smart]` names no FHIR server.
+/// SMART App Launch discovery.
+///
+/// SMART App Launch 2.2 §Conformance: JSON whatever the `Accept`, readable
+/// from any origin (browser apps fetch it before anything else), absolute
+/// URLs. Answers 404 while `[smart]` names no FHIR server.
+#[utoipa::path(
+    get,
+    path = "/.well-known/smart-configuration",
+    operation_id = "smartConfiguration",
+    tag = "openid",
+    responses(
+        (status = 200, description = "The configuration.", body = SmartConfiguration),
+        (status = 404, description = "`not_found`: SMART is off (`[smart] fhir_base_urls` is \
+not set).", body = crate::http::error::ErrorBody),
+    ),
+)]
 pub async fn smart_configuration(State(state): State<AppState>) -> Result<Response, ApiError> {
     if !state.settings.smart.enabled() {
         return Err(ApiError::not_found(

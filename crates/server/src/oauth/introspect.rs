@@ -28,6 +28,87 @@ fn inactive() -> Value {
     json!({ "active": false })
 }
 
+/// An introspection request (RFC 7662 §2.1), with the caller's
+/// authentication as at the token endpoint.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the parameters `Params` reads.
+pub struct IntrospectionRequest {
+    /// An access token (opaque or JWT), a refresh token or a practice API
+    /// key.
+    token: String,
+    /// Ignored: the token's prefix says what it is.
+    token_type_hint: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    client_assertion_type: Option<crate::oauth::token::ClientAssertionType>,
+    client_assertion: Option<String>,
+}
+
+/// What a token is (RFC 7662 §2.2). An inactive token, or one the caller
+/// may not learn about, is `{"active": false}` and nothing more. SMART
+/// tokens also carry their launch context (`patient`, `encounter`,
+/// `fhirContext`, …).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the object `describe` builds.
+pub struct Introspection {
+    active: bool,
+    scope: Option<String>,
+    client_id: Option<String>,
+    /// The person's username (access tokens of a person).
+    username: Option<String>,
+    /// The person, resource owner or app the token speaks for; for an API
+    /// key, its practice.
+    sub: Option<String>,
+    /// Expiry, Unix seconds (none for a refresh token that never expires).
+    exp: Option<i64>,
+    iat: Option<i64>,
+    /// `Bearer`, `DPoP`, `refresh_token` or `api_key`.
+    token_type: Option<String>,
+    iss: Option<String>,
+    resource_owner: Option<crate::oauth::issue::OwnerJson>,
+    organization_id: Option<String>,
+    /// The practice integration of an API key.
+    integration_id: Option<String>,
+    /// The key a DPoP-bound token is bound to (RFC 9449 §6.2).
+    cnf: Option<Confirmation>,
+    /// How the person signed in (RFC 8176).
+    amr: Option<Vec<String>>,
+    acr: Option<String>,
+    /// The FHIR server a SMART token is for.
+    aud: Option<String>,
+    #[schema(rename = "fhirUser")]
+    fhir_user: Option<String>,
+}
+
+/// `{"jkt": …}`: the JWK thumbprint of a DPoP key (RFC 9449 §6.1).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct Confirmation {
+    jkt: String,
+}
+
+/// Whether a token is active, and what it carries.
+///
+/// RFC 7662. A client learns about the tokens issued to itself; a client
+/// registered as a resource server about any token.
+#[utoipa::path(
+    post,
+    path = "/oauth/introspect",
+    operation_id = "introspectToken",
+    tag = "oauth",
+    request_body(content(
+        (IntrospectionRequest = "application/x-www-form-urlencoded"),
+        (IntrospectionRequest = "application/json"),
+    )),
+    responses(
+        (status = 200, description = "What the token is.", body = Introspection),
+        (status = 400, description = "`invalid_request`: no `token`, or a malformed body.",
+body = crate::http::error::ErrorBody),
+        (status = 401, description = "`invalid_client`: the caller did not authenticate, or is \
+a public client.", body = crate::http::error::ErrorBody),
+    ),
+    security(("client_basic" = []), ()),
+)]
 pub async fn post(
     State(state): State<AppState>,
     ip: ClientIp,

@@ -15,17 +15,24 @@ use crate::http::error::{JsonError, no_store};
 use crate::state::AppState;
 
 /// The successful token response (RFC 6749 §5.1), with `created_at` as the
-/// seed platforms send it.
-#[derive(Debug, Serialize)]
+/// seed platforms send it. A SMART launch adds its context (`patient`,
+/// `encounter`, `fhirContext`, `need_patient_banner`, `smart_style_url`,
+/// `intent`, `tenant`) beside the token. Under a profile that wraps token
+/// responses (Fullscript's), this object is the value of its one member.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenResponse {
+    /// Opaque, or an RFC 9068 JWT for an app registered for them.
     pub access_token: String,
     /// `Bearer` as the profile spells it, or `DPoP` for a token bound to a
     /// key (RFC 9449 §5).
     pub token_type: &'static str,
+    /// Seconds the access token lives.
     pub expires_in: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    /// The scopes granted, space-separated.
     pub scope: String,
+    /// When the token was issued, in Unix seconds.
     pub created_at: i64,
     /// Who the token speaks for (Fullscript's `resource_owner`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -39,11 +46,13 @@ pub struct TokenResponse {
     /// SMART's launch context parameters (`patient`, `encounter`,
     /// `fhirContext`, …), beside the access token.
     #[serde(flatten)]
+    #[schema(ignore)]
     pub launch_context: serde_json::Map<String, serde_json::Value>,
 }
 
-/// `{"id": …, "type": …}`.
-#[derive(Debug, Serialize)]
+/// Who a grant speaks for: `{"id": …, "type": …}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = ResourceOwner)]
 pub struct OwnerJson {
     pub id: String,
     #[serde(rename = "type")]

@@ -92,9 +92,41 @@ impl From<jose::KeyError> for crate::services::admin::AdminError {
     }
 }
 
-/// `GET`/`POST /oauth/userinfo` (Core §5.3): the claims the token's scopes
-/// allow — `sub` always, `preferred_username` and `name` with `profile`,
-/// `email` with `email`.
+/// The claims UserInfo answers with (OpenID Connect Core §5.1).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes what `userinfo` builds.
+pub struct UserInfo {
+    /// The person, or the resource owner an organization-level token
+    /// speaks for.
+    sub: String,
+    /// With `profile`.
+    preferred_username: Option<String>,
+    /// With `profile`.
+    name: Option<String>,
+    /// With `email`.
+    email: Option<String>,
+    email_verified: Option<bool>,
+}
+
+/// Claims about the person the access token speaks for.
+///
+/// OpenID Connect Core §5.3: `sub` always, `preferred_username` and `name`
+/// with `profile`, `email` with `email`. Needs a token with `openid`.
+#[utoipa::path(
+    method(get, post),
+    path = "/oauth/userinfo",
+    operation_id = "userInfo",
+    tag = "openid",
+    params(("DPoP" = Option<String>, Header, description = "The proof that goes with a DPoP-bound token.")),
+    responses(
+        (status = 200, description = "The claims.", body = UserInfo),
+        (status = 401, description = "`invalid_token` (RFC 6750 §3.1), or a DPoP refusal \
+(RFC 9449 §7.1).", body = crate::http::error::ErrorBody),
+        (status = 403, description = "`insufficient_scope`: the token lacks `openid`, or \
+speaks for no one.", body = crate::http::error::ErrorBody),
+    ),
+    security(("access_token" = [])),
+)]
 pub async fn userinfo(
     State(state): State<AppState>,
     method: axum::http::Method,
@@ -130,7 +162,27 @@ pub async fn userinfo(
     Ok(Json(claims))
 }
 
-/// `GET /oauth/jwks`.
+/// A JWK Set (RFC 7517 §5).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes what `keys::jwks` builds.
+pub struct JwkSet {
+    /// The public keys ID tokens and JWT access tokens are signed with,
+    /// current and recently retired.
+    keys: Vec<serde_json::Map<String, Value>>,
+}
+
+/// The server's public signing keys.
+#[utoipa::path(
+    get,
+    path = "/oauth/jwks",
+    operation_id = "signingKeys",
+    tag = "openid",
+    responses(
+        (status = 200, description = "The key set.", body = JwkSet),
+        (status = 500, description = "`server_error`: the signing keys could not be read.",
+body = crate::http::error::ErrorBody),
+    ),
+)]
 pub async fn jwks(State(state): State<AppState>) -> Result<Json<Value>, JsonError> {
     keys::jwks(&state.store, &state.settings, state.now())
         .await
@@ -138,8 +190,18 @@ pub async fn jwks(State(state): State<AppState>) -> Result<Json<Value>, JsonErro
         .map_err(signing_failed)
 }
 
-/// `GET /.well-known/openid-configuration` (OpenID Connect Discovery 1.0):
-/// the RFC 8414 metadata plus what OpenID Connect adds.
+/// OpenID Connect Discovery 1.0 provider metadata.
+///
+/// The RFC 8414 metadata plus what OpenID Connect adds (`userinfo_endpoint`,
+/// `subject_types_supported`, `acr_values_supported`,
+/// `id_token_signing_alg_values_supported`, `claims_supported`).
+#[utoipa::path(
+    get,
+    path = "/.well-known/openid-configuration",
+    operation_id = "openIdConfiguration",
+    tag = "openid",
+    responses((status = 200, description = "The metadata.", body = crate::oauth::discovery::ServerMetadata)),
+)]
 pub async fn configuration(state: State<AppState>) -> Json<Value> {
     let base = state.issuer.clone();
     let Json(mut m) = crate::oauth::discovery::metadata(state).await;

@@ -20,11 +20,69 @@ use crate::oauth::dpop;
 use crate::oauth::params::Params;
 use crate::state::AppState;
 
-/// `POST /oauth/par`: the client, authenticated as at the token endpoint,
-/// pushes an authorization request (its parameters, or a signed request
-/// object in `request`) and gets a `request_uri` for the authorization
+/// A pushed authorization request: the authorization request's parameters
+/// (RFC 6749 §4.1.1, RFC 7636, OpenID Connect, SMART), or a signed request
+/// object in `request` (RFC 9101), and the app's authentication as at the
+/// token endpoint.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the parameters `Params` reads.
+pub struct PushRequest {
+    /// `code`, the one response type.
+    #[schema(pattern = "^code$")]
+    response_type: Option<String>,
+    client_id: Option<String>,
+    redirect_uri: Option<String>,
+    scope: Option<String>,
+    state: Option<String>,
+    /// PKCE (RFC 7636): the S256 challenge.
+    code_challenge: Option<String>,
+    /// `S256`, the one method.
+    #[schema(pattern = "^S256$")]
+    code_challenge_method: Option<String>,
+    nonce: Option<String>,
+    /// A signed request object carrying the parameters (RFC 9101).
+    request: Option<String>,
+    /// client_secret_post.
+    client_secret: Option<String>,
+    client_assertion_type: Option<crate::oauth::token::ClientAssertionType>,
+    client_assertion: Option<String>,
+}
+
+/// Where the authorization endpoint finds a pushed request (RFC 9126 §2.2).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Pushed {
+    /// Pass as `request_uri`, with `client_id`, to the authorization
+    /// endpoint.
+    pub request_uri: String,
+    /// Seconds it can be used for (once).
+    pub expires_in: i64,
+}
+
+/// Push an authorization request.
+///
+/// The client, authenticated as at the token endpoint, pushes an
+/// authorization request and gets a `request_uri` for the authorization
 /// endpoint (201, RFC 9126 §2.2), or the token endpoint's kind of error
 /// (§2.3). A DPoP proof binds the code to its key (RFC 9449 §10.1).
+#[utoipa::path(
+    post,
+    path = "/oauth/par",
+    operation_id = "pushAuthorizationRequest",
+    tag = "oauth",
+    request_body(content(
+        (PushRequest = "application/x-www-form-urlencoded"),
+        (PushRequest = "application/json"),
+    )),
+    params(("DPoP" = Option<String>, Header, description = "A DPoP proof JWT (RFC 9449 §10).")),
+    responses(
+        (status = 201, description = "The request is kept.", body = Pushed),
+        (status = 400, description = "The request would be refused at the authorization \
+endpoint: `invalid_request`, `invalid_scope`, `invalid_request_object`, `unauthorized_client`, \
+`invalid_dpop_proof`.", body = crate::http::error::ErrorBody),
+        (status = 401, description = "`invalid_client`.", body = crate::http::error::ErrorBody),
+    ),
+    security((), ("client_basic" = [])),
+)]
 pub async fn post(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -87,7 +145,10 @@ async fn push(
     })?;
     let uri = keep(state, &client.id, &request, false).await?;
     let lifetime = state.settings.par.lifetime.secs();
-    let body = serde_json::json!({ "request_uri": uri.value, "expires_in": lifetime });
+    let body = Pushed {
+        request_uri: uri.value,
+        expires_in: lifetime,
+    };
     Ok((
         StatusCode::CREATED,
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],

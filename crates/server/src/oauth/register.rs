@@ -16,7 +16,7 @@ use healthgate_core::secret::{self, SecretKind, mint};
 use healthgate_store::Actor;
 use serde_json::Value;
 
-use crate::http::error::{JsonError, no_store};
+use crate::http::error::{ErrorBody, JsonError, no_store};
 use crate::http::ip::ClientIp;
 use crate::services::admin::{self, AdminError};
 use crate::services::registration as service;
@@ -68,7 +68,86 @@ fn answer(status: StatusCode, body: Value) -> Response {
     response
 }
 
-/// `POST /oauth/register`.
+/// Client metadata (RFC 7591 §2) as healthgate reads it; other members are
+/// ignored (§2), and a `software_statement` is refused.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes what `registration::parse` reads.
+pub struct ClientMetadata {
+    /// Needed for the authorization code flow; none for an app that only
+    /// uses client credentials.
+    redirect_uris: Option<Vec<String>>,
+    client_name: Option<String>,
+    /// Space-separated scopes the app may ask for.
+    scope: Option<String>,
+    /// `client_secret_basic` (the default), `client_secret_post`,
+    /// `private_key_jwt` or `none` (a public app).
+    token_endpoint_auth_method: Option<String>,
+    /// Of `authorization_code`, `refresh_token`, `client_credentials`.
+    grant_types: Option<Vec<String>>,
+    /// Only `code`.
+    response_types: Option<Vec<String>>,
+    /// Where the app publishes its keys (private_key_jwt), or:
+    jwks_uri: Option<String>,
+    /// The app's keys, by value (a JWK Set).
+    jwks: Option<serde_json::Value>,
+    /// `ES256` or `RS256`.
+    id_token_signed_response_alg: Option<String>,
+    /// RFC 9449 §5.2.
+    dpop_bound_access_tokens: Option<bool>,
+    /// RFC 9126 §6.
+    require_pushed_authorization_requests: Option<bool>,
+    /// RFC 7592 §2.2: a `PUT` names the client it replaces.
+    client_id: Option<String>,
+    /// RFC 7592 §2.2: a `PUT` may repeat the client's secret.
+    client_secret: Option<String>,
+}
+
+/// A registered client (RFC 7591 §3.2.1, RFC 7592 §3).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes what `services::registration::metadata` builds.
+pub struct ClientInformation {
+    client_id: String,
+    /// Only when the registration made one (never again on a read).
+    client_secret: Option<String>,
+    /// 0: the secret does not expire.
+    client_secret_expires_at: Option<i64>,
+    client_id_issued_at: i64,
+    client_name: String,
+    redirect_uris: Vec<String>,
+    scope: String,
+    token_endpoint_auth_method: String,
+    grant_types: Vec<String>,
+    response_types: Vec<String>,
+    id_token_signed_response_alg: String,
+    dpop_bound_access_tokens: bool,
+    require_pushed_authorization_requests: bool,
+    jwks_uri: Option<String>,
+    jwks: Option<serde_json::Value>,
+    /// Where the registration is read, replaced and deleted (RFC 7592).
+    registration_client_uri: String,
+    /// The bearer token for `registration_client_uri`; a `PUT` replaces it.
+    registration_access_token: String,
+}
+
+/// Register an app.
+///
+/// RFC 7591, with an initial access token from the platform's operators, or
+/// none under open registration (`[registration] open`).
+#[utoipa::path(
+    post,
+    path = "/oauth/register",
+    operation_id = "registerClient",
+    tag = "registration",
+    request_body(content = ClientMetadata, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Registered.", body = ClientInformation),
+        (status = 400, description = "`invalid_client_metadata`, `invalid_redirect_uri` or \
+`unapproved_software_statement` (RFC 7591 §3.2.2).", body = ErrorBody),
+        (status = 401, description = "`invalid_token`: no initial access token, or not a \
+valid one.", body = ErrorBody),
+    ),
+    security(("initial_access_token" = []), ()),
+)]
 pub async fn create(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -151,7 +230,22 @@ async fn managed(
     }
 }
 
-/// `GET /oauth/register/{client_id}` (RFC 7592 §2.1).
+/// Read a registration.
+///
+/// RFC 7592 §2.1. A wrong token, and a client that does not exist, are
+/// both 401.
+#[utoipa::path(
+    get,
+    path = "/oauth/register/{client_id}",
+    operation_id = "readClientRegistration",
+    tag = "registration",
+    params(("client_id" = String, Path)),
+    responses(
+        (status = 200, description = "The registration.", body = ClientInformation),
+        (status = 401, description = "`invalid_token`.", body = ErrorBody),
+    ),
+    security(("registration_access_token" = [])),
+)]
 pub async fn read(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -166,8 +260,25 @@ pub async fn read(
     answer(StatusCode::OK, body)
 }
 
-/// `PUT /oauth/register/{client_id}` (RFC 7592 §2.2): the registration
-/// replaced, and a new registration access token.
+/// Replace a registration.
+///
+/// RFC 7592 §2.2: the registration replaced, and a new registration access
+/// token.
+#[utoipa::path(
+    put,
+    path = "/oauth/register/{client_id}",
+    operation_id = "replaceClientRegistration",
+    tag = "registration",
+    params(("client_id" = String, Path)),
+    request_body(content = ClientMetadata, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The registration as it is now.", body = ClientInformation),
+        (status = 400, description = "`invalid_client_metadata` or `invalid_redirect_uri`.",
+body = ErrorBody),
+        (status = 401, description = "`invalid_token`.", body = ErrorBody),
+    ),
+    security(("registration_access_token" = [])),
+)]
 pub async fn replace(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -225,8 +336,21 @@ async fn update(
     Ok(answer(StatusCode::OK, body))
 }
 
-/// `DELETE /oauth/register/{client_id}` (RFC 7592 §2.3): the client and
-/// everything issued to it are gone; 204.
+/// Delete a registration.
+///
+/// RFC 7592 §2.3: the client and everything issued to it are gone.
+#[utoipa::path(
+    delete,
+    path = "/oauth/register/{client_id}",
+    operation_id = "deleteClientRegistration",
+    tag = "registration",
+    params(("client_id" = String, Path)),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 401, description = "`invalid_token`.", body = ErrorBody),
+    ),
+    security(("registration_access_token" = [])),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     ip: ClientIp,

@@ -19,6 +19,42 @@ use crate::oauth::client_auth;
 use crate::oauth::params::Params;
 use crate::state::AppState;
 
+/// A revocation request (RFC 7009 §2.1), with the app's authentication as
+/// at the token endpoint.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the parameters `Params` reads.
+pub struct RevocationRequest {
+    /// An access token, a refresh token (the whole grant goes) or a
+    /// practice API key.
+    token: String,
+    /// Ignored: the token's prefix says what it is.
+    token_type_hint: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    client_assertion_type: Option<crate::oauth::token::ClientAssertionType>,
+    client_assertion: Option<String>,
+}
+
+/// Revoke a token.
+///
+/// RFC 7009. An unknown token is answered 200, as §2.2 says.
+#[utoipa::path(
+    post,
+    path = "/oauth/revoke",
+    operation_id = "revokeToken",
+    tag = "oauth",
+    request_body(content(
+        (RevocationRequest = "application/x-www-form-urlencoded"),
+        (RevocationRequest = "application/json"),
+    )),
+    responses(
+        (status = 200, description = "Revoked, or not a live token."),
+        (status = 400, description = "`invalid_request`, or `unauthorized_client`: the token \
+is another app's and was left alone.", body = crate::http::error::ErrorBody),
+        (status = 401, description = "`invalid_client`.", body = crate::http::error::ErrorBody),
+    ),
+    security((), ("client_basic" = [])),
+)]
 pub async fn post(
     State(state): State<AppState>,
     ip: ClientIp,

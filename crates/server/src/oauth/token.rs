@@ -18,6 +18,79 @@ use crate::oauth::params::Params;
 use crate::services::throttle;
 use crate::state::AppState;
 
+/// A token request (RFC 6749 §4.1.3, §4.4.2, §6), form-encoded or JSON.
+/// The parameters a grant does not use are ignored; a parameter sent twice
+/// is refused.
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({"grant_type": "client_credentials", "scope": "profile_read"}))]
+#[allow(dead_code)] // Describes the parameters `Params` reads.
+pub struct TokenRequest {
+    grant_type: GrantType,
+    /// The authorization code (authorization_code).
+    code: Option<String>,
+    /// The redirect URI the code was asked for with (authorization_code).
+    redirect_uri: Option<String>,
+    /// The PKCE verifier (RFC 7636 §4.5).
+    code_verifier: Option<String>,
+    /// The refresh token (refresh_token).
+    refresh_token: Option<String>,
+    /// Space-separated scopes: at most those granted (refresh_token), or
+    /// those asked for (client_credentials).
+    scope: Option<String>,
+    /// The app, when it does not authenticate with HTTP Basic.
+    client_id: Option<String>,
+    /// client_secret_post.
+    client_secret: Option<String>,
+    client_assertion_type: Option<ClientAssertionType>,
+    /// A JWT signed by one of the app's keys (private_key_jwt).
+    client_assertion: Option<String>,
+}
+
+/// The grant types the token endpoint takes.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)] // Describes what `grant` dispatches on.
+pub enum GrantType {
+    AuthorizationCode,
+    RefreshToken,
+    ClientCredentials,
+}
+
+/// `urn:ietf:params:oauth:client-assertion-type:jwt-bearer` (RFC 7523 §2.2),
+/// the one assertion type.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[allow(dead_code)] // Describes what `client_auth` accepts.
+pub enum ClientAssertionType {
+    #[serde(rename = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")]
+    JwtBearer,
+}
+
+/// Tokens for a code, a refresh token or the app itself.
+///
+/// RFC 6749 §3.2. The answer is the token response of §5.1 (`Cache-Control:
+/// no-store`) or the error of §5.2. With a `DPoP` proof the access token is
+/// bound to its key (`token_type` `DPoP`, RFC 9449 §5); with server nonces
+/// on, every answer to a DPoP request carries `DPoP-Nonce`.
+#[utoipa::path(
+    post,
+    path = "/oauth/token",
+    operation_id = "requestToken",
+    tag = "oauth",
+    request_body(content(
+        (TokenRequest = "application/x-www-form-urlencoded"),
+        (TokenRequest = "application/json"),
+    )),
+    params(("DPoP" = Option<String>, Header, description = "A DPoP proof JWT (RFC 9449 §4).")),
+    responses(
+        (status = 200, description = "Tokens (RFC 6749 §5.1).", body = TokenResponse),
+        (status = 400, description = "`invalid_request`, `invalid_grant`, `unauthorized_client`, \
+`unsupported_grant_type`, `invalid_scope`, `invalid_dpop_proof` or `use_dpop_nonce` (RFC 6749 §5.2, \
+RFC 9449 §8).", body = crate::http::error::ErrorBody),
+        (status = 401, description = "`invalid_client`: the app did not authenticate.",
+body = crate::http::error::ErrorBody),
+    ),
+    security((), ("client_basic" = [])),
+)]
 pub async fn post(
     State(state): State<AppState>,
     ip: ClientIp,

@@ -18,9 +18,10 @@ use crate::services::admin::{AdminError, find_user};
 /// What a launcher asks for: the app, the person it is for (optional), the
 /// FHIR server (`iss`; the first configured when none is named) and the
 /// launch context.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LaunchRequest {
+    /// The app to launch.
     pub client_id: String,
     /// The person's username or id.
     #[serde(default)]

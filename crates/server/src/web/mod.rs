@@ -3,6 +3,7 @@
 //! directory and the demo pages. Each area exports its `routes()`.
 
 pub mod account;
+pub mod api_reference;
 pub mod console;
 pub mod demo;
 pub mod developers;
@@ -60,6 +61,7 @@ pub fn routes() -> Routes {
         .merge(passkeys::routes())
         .merge(account::routes())
         .merge(developers::routes())
+        .merge(api_reference::routes())
         .merge(playground::routes())
         .merge(console::routes())
 }

@@ -319,6 +319,47 @@ async fn a_profiles_token_path_answers_a_wrong_method_in_json() {
 }
 
 #[tokio::test]
+async fn the_api_description_names_this_server_and_a_profiles_paths() {
+    let app = spawn_app_with(|s| {
+        s.profile.token_paths = vec!["/o/token/".parse().unwrap()];
+        s.profile.user_paths = vec!["/api/v2.1/users.json".parse().unwrap()];
+    })
+    .await;
+    let r = app.http().get(app.url("/openapi.json")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let doc: Value = r.json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc["servers"][0]["url"], app.url(""));
+    // The profile's paths are described as the standard ones they serve.
+    let token = &doc["paths"]["/oauth/token"]["post"];
+    let alias = &doc["paths"]["/o/token/"]["post"];
+    assert_eq!(alias["responses"], token["responses"]);
+    assert_eq!(alias["operationId"], "requestToken at /o/token/");
+    assert_eq!(
+        doc["paths"]["/api/v2.1/users.json"]["post"]["requestBody"],
+        doc["paths"]["/api/v1/users"]["post"]["requestBody"]
+    );
+    // Operation ids are unique, and every operation says what a refusal
+    // to authenticate or a throttle looks like where it can happen.
+    let mut ids = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let id = op["operationId"].as_str().unwrap();
+            assert!(ids.insert(id.to_owned()), "{id} repeats");
+            let responses = op["responses"].as_object().unwrap();
+            assert!(responses.contains_key("429"), "{method} {path}");
+            if op["security"].as_array().is_some_and(|s| s.iter().all(|a| a != &serde_json::json!({}))) {
+                assert!(
+                    responses.contains_key("401") || responses.contains_key("403"),
+                    "{method} {path} needs credentials but documents no refusal"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
 async fn cleanup_pass_removes_expired_rows_only() {
     let app = spawn_app().await;
     let client = app.confidential().await;
