@@ -65,6 +65,29 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
     Ok(Some((unescape(id)?, unescape(secret)?)))
 }
 
+/// How a client authenticates in the body of a token, PAR, introspection or
+/// revocation request, when it does not use HTTP Basic (RFC 6749 §2.3.1,
+/// RFC 7523 §2.2): `client_id` with `client_secret` (client_secret_post),
+/// with a `client_assertion` (private_key_jwt), or alone (a public client).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the parameters `authenticate` reads.
+pub struct ClientAuthentication {
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    client_assertion_type: Option<ClientAssertionType>,
+    /// A JWT signed by one of the app's keys.
+    client_assertion: Option<String>,
+}
+
+/// `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`, the one
+/// assertion type.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub enum ClientAssertionType {
+    #[serde(rename = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")]
+    JwtBearer,
+}
+
 /// The client a request names (Basic credentials or `client_id`), whether
 /// or not it proves to be that client.
 pub fn named_client_id(headers: &HeaderMap, params: &Params) -> Option<String> {

@@ -30,7 +30,7 @@ fn inactive() -> Value {
 
 /// An introspection request (RFC 7662 §2.1), with the caller's
 /// authentication as at the token endpoint.
-#[derive(utoipa::ToSchema)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
 #[allow(dead_code)] // Describes the parameters `Params` reads.
 pub struct IntrospectionRequest {
     /// An access token (opaque or JWT), a refresh token or a practice API
@@ -38,10 +38,8 @@ pub struct IntrospectionRequest {
     token: String,
     /// Ignored: the token's prefix says what it is.
     token_type_hint: Option<String>,
-    client_id: Option<String>,
-    client_secret: Option<String>,
-    client_assertion_type: Option<crate::oauth::token::ClientAssertionType>,
-    client_assertion: Option<String>,
+    #[serde(flatten)]
+    client: client_auth::ClientAuthentication,
 }
 
 /// What a token is (RFC 7662 §2.2). An inactive token, or one the caller

@@ -24,13 +24,12 @@ use crate::state::AppState;
 /// (RFC 6749 §4.1.1, RFC 7636, OpenID Connect, SMART), or a signed request
 /// object in `request` (RFC 9101), and the app's authentication as at the
 /// token endpoint.
-#[derive(utoipa::ToSchema)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
 #[allow(dead_code)] // Describes the parameters `Params` reads.
 pub struct PushRequest {
     /// `code`, the one response type.
     #[schema(pattern = "^code$")]
     response_type: Option<String>,
-    client_id: Option<String>,
     redirect_uri: Option<String>,
     scope: Option<String>,
     state: Option<String>,
@@ -42,10 +41,8 @@ pub struct PushRequest {
     nonce: Option<String>,
     /// A signed request object carrying the parameters (RFC 9101).
     request: Option<String>,
-    /// client_secret_post.
-    client_secret: Option<String>,
-    client_assertion_type: Option<crate::oauth::token::ClientAssertionType>,
-    client_assertion: Option<String>,
+    #[serde(flatten)]
+    client: client_auth::ClientAuthentication,
 }
 
 /// Where the authorization endpoint finds a pushed request (RFC 9126 §2.2).

@@ -21,7 +21,7 @@ use crate::state::AppState;
 
 /// A revocation request (RFC 7009 §2.1), with the app's authentication as
 /// at the token endpoint.
-#[derive(utoipa::ToSchema)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
 #[allow(dead_code)] // Describes the parameters `Params` reads.
 pub struct RevocationRequest {
     /// An access token, a refresh token (the whole grant goes) or a
@@ -29,10 +29,8 @@ pub struct RevocationRequest {
     token: String,
     /// Ignored: the token's prefix says what it is.
     token_type_hint: Option<String>,
-    client_id: Option<String>,
-    client_secret: Option<String>,
-    client_assertion_type: Option<crate::oauth::token::ClientAssertionType>,
-    client_assertion: Option<String>,
+    #[serde(flatten)]
+    client: client_auth::ClientAuthentication,
 }
 
 /// Revoke a token.

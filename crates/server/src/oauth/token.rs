@@ -21,7 +21,7 @@ use crate::state::AppState;
 /// A token request (RFC 6749 §4.1.3, §4.4.2, §6), form-encoded or JSON.
 /// The parameters a grant does not use are ignored; a parameter sent twice
 /// is refused.
-#[derive(utoipa::ToSchema)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
 #[schema(example = json!({"grant_type": "client_credentials", "scope": "profile_read"}))]
 #[allow(dead_code)] // Describes the parameters `Params` reads.
 pub struct TokenRequest {
@@ -37,13 +37,8 @@ pub struct TokenRequest {
     /// Space-separated scopes: at most those granted (refresh_token), or
     /// those asked for (client_credentials).
     scope: Option<String>,
-    /// The app, when it does not authenticate with HTTP Basic.
-    client_id: Option<String>,
-    /// client_secret_post.
-    client_secret: Option<String>,
-    client_assertion_type: Option<ClientAssertionType>,
-    /// A JWT signed by one of the app's keys (private_key_jwt).
-    client_assertion: Option<String>,
+    #[serde(flatten)]
+    client: client_auth::ClientAuthentication,
 }
 
 /// The grant types the token endpoint takes.
@@ -54,15 +49,6 @@ pub enum GrantType {
     AuthorizationCode,
     RefreshToken,
     ClientCredentials,
-}
-
-/// `urn:ietf:params:oauth:client-assertion-type:jwt-bearer` (RFC 7523 §2.2),
-/// the one assertion type.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-#[allow(dead_code)] // Describes what `client_auth` accepts.
-pub enum ClientAssertionType {
-    #[serde(rename = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")]
-    JwtBearer,
 }
 
 /// Tokens for a code, a refresh token or the app itself.
