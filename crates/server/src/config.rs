@@ -985,13 +985,18 @@ pub struct Issuer {
 }
 
 impl Issuer {
-    /// `http://{address}`, the issuer of a server that was given none.
+    /// `http://{address}`, the issuer of a server that was given none. A
+    /// server listening on every address (`0.0.0.0`, `[::]`: in a
+    /// container, say) is no address a browser can open: it is named
+    /// `localhost` instead, which a published port reaches.
     pub fn http(address: SocketAddr) -> Self {
-        let text = format!("http://{address}");
         let mut url = url::Url::parse("http://localhost").expect("a literal URL");
         // Neither fails on an http URL, which has a host and may have a port.
-        let _ = url.set_ip_host(address.ip());
+        if !address.ip().is_unspecified() {
+            let _ = url.set_ip_host(address.ip());
+        }
         let _ = url.set_port(Some(address.port()));
+        let text = url.as_str().trim_end_matches('/').to_owned();
         Self { text, url }
     }
 
@@ -1978,6 +1983,11 @@ mod tests {
         let v6 = Issuer::http("[::1]:9000".parse().unwrap());
         assert_eq!(v6.as_str(), "http://[::1]:9000");
         assert_eq!(v6.origin(), "http://[::1]:9000");
+        for every in ["0.0.0.0:8080", "[::]:8080"] {
+            let named = Issuer::http(every.parse().unwrap());
+            assert_eq!(named, "http://localhost:8080".parse().unwrap(), "{every}");
+            assert_eq!(named.as_str(), "http://localhost:8080");
+        }
 
         for bad in [
             "ftp://x",
