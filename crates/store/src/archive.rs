@@ -72,6 +72,25 @@ fn segment_name(first: i64, last: i64) -> String {
     format!("events-{first:012}-{last:012}.jsonl.gz")
 }
 
+/// The folder's `.lock`, locked for this run (released when dropped, or
+/// when the process ends however it ends).
+fn lease(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| archive_error("cannot open", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(StoreError::ArchiveBusy(dir.display().to_string()))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(archive_error("cannot lock", &path, e)),
+    }
+}
+
 fn archive_error(what: &str, path: &Path, e: impl std::fmt::Display) -> StoreError {
     StoreError::Archive(format!("{what} {}: {e}", path.display()))
 }
@@ -217,13 +236,16 @@ impl Store {
     /// a new segment in `dir`, made if missing, and deletes them from the
     /// database. Seal first: only sealed events are archived. `None` when
     /// there is nothing to archive (rows an interrupted run left are still
-    /// deleted).
+    /// deleted). One run at a time per folder: while another holds the
+    /// folder's `.lock`, [`StoreError::ArchiveBusy`] and nothing done.
     pub async fn archive_events(
         &self,
         before: i64,
         dir: &Path,
         now: i64,
     ) -> Result<Option<Archived>> {
+        std::fs::create_dir_all(dir).map_err(|e| archive_error("cannot create", dir, e))?;
+        let _lease = lease(dir)?;
         let (start_after, prev_hash) = self.chain_start().await?;
         let leftovers = self.delete_archived(start_after).await?;
         let through = self.archivable_through(start_after, before).await?;
@@ -235,7 +257,6 @@ impl Store {
             .bind(through)
             .fetch_one(&self.reader)
             .await?;
-        std::fs::create_dir_all(dir).map_err(|e| archive_error("cannot create", dir, e))?;
         let name = segment_name(first, through);
         let path = dir.join(&name);
         if path.exists() {

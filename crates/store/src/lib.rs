@@ -134,6 +134,10 @@ pub enum StoreError {
     /// will not (a segment of that name exists); says why.
     #[error("audit archive: {0}")]
     Archive(String),
+    /// Another archive (the retention job, the command, another node on a
+    /// shared folder) is running in that folder: nothing was done.
+    #[error("audit archive: another archive is running in {0}; nothing was done")]
+    ArchiveBusy(String),
 }
 
 impl From<sqlx::Error> for StoreError {

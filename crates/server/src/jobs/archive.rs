@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use healthgate_store::StoreError;
 use tokio::task::JoinHandle;
 
 use crate::services::audit;
@@ -23,7 +24,10 @@ pub fn spawn(state: AppState) -> Option<JoinHandle<()>> {
             ticks.tick().await;
             let before = state.now() - i64::from(days.get()) * 86_400;
             let pass = audit::archive(&state, before, &dir).await;
-            state.metrics.job_pass("audit_archive", pass.is_ok());
+            let busy = matches!(pass, Err(StoreError::ArchiveBusy(_)));
+            state
+                .metrics
+                .job_pass("audit_archive", pass.is_ok() || busy);
             match pass {
                 Ok(Some(a)) => tracing::info!(
                     segment = %a.path.display(),
@@ -32,6 +36,10 @@ pub fn spawn(state: AppState) -> Option<JoinHandle<()>> {
                     "audit events archived"
                 ),
                 Ok(None) => {}
+                // The command, or another node on a shared folder, is at it.
+                Err(StoreError::ArchiveBusy(_)) => {
+                    tracing::info!("another archive is running; this pass is skipped");
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "archiving the audit trail failed; retrying at the next interval");
                 }

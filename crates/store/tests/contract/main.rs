@@ -1312,6 +1312,46 @@ fn write_segment(path: &std::path::Path, lines: &[String]) {
 }
 
 #[tokio::test]
+async fn an_archive_waits_while_another_holds_its_folder() {
+    for b in backends().await {
+        let folder = tempfile::tempdir().unwrap();
+        let dir = folder.path().join("archive");
+        some_events(&b.store, 4).await;
+        b.store.seal_events(100).await.unwrap();
+        // Another run (here: the test) holds the folder.
+        std::fs::create_dir_all(&dir).unwrap();
+        let other = std::fs::File::create(dir.join(".lock")).unwrap();
+        other.lock().unwrap();
+        let busy = b.store.archive_events(NOW + 10, &dir, NOW + 10).await;
+        assert!(
+            matches!(busy, Err(StoreError::ArchiveBusy(_))),
+            "{}: {busy:?}",
+            b.name
+        );
+        assert!(
+            b.store.checkpoints().await.unwrap().is_empty(),
+            "{}",
+            b.name
+        );
+        let written: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n != ".lock")
+            .collect();
+        assert!(written.is_empty(), "{}: {written:?}", b.name);
+        // Once it is done, the next run goes ahead.
+        drop(other);
+        let archived = b
+            .store
+            .archive_events(NOW + 10, &dir, NOW + 10)
+            .await
+            .unwrap()
+            .expect("something to archive");
+        assert_eq!(archived.checkpoint.events, 4, "{}", b.name);
+    }
+}
+
+#[tokio::test]
 async fn archived_events_leave_linked_segments_and_a_chain_that_goes_on() {
     for b in backends().await {
         let folder = tempfile::tempdir().unwrap();
