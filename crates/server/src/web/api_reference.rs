@@ -231,15 +231,8 @@ fn schema_doc(name: &str, schema: &Value) -> SchemaDoc {
                 description: prose(s["description"].as_str().unwrap_or_default()),
             });
         }
-        if let Some(values) = part["enum"].as_array() {
-            description.push_str(&format!(
-                " {}.",
-                kind(&Value::Object(
-                    [("enum".to_owned(), Value::Array(values.clone()))]
-                        .into_iter()
-                        .collect(),
-                ))
-            ));
+        if part["enum"].is_array() {
+            description.push_str(&format!(" It is {}.", kind(part)));
         }
     }
     SchemaDoc {
