@@ -7,7 +7,8 @@
 //! here once ([`everywhere`]): 429 (the per-address limit of `[throttle]
 //! api_rate`) and 503 (the database is unavailable). The document names this
 //! server (its issuer) and, under a seed-platform profile, the profile's
-//! extra token, revocation and user paths beside the standard ones.
+//! extra token, revocation and user paths beside the standard ones, and the
+//! token response in the profile's wrapper.
 
 use std::sync::OnceLock;
 
@@ -191,6 +192,22 @@ pub fn document(settings: &Settings, issuer: &str) -> Value {
     doc["info"]["version"] = env!("CARGO_PKG_VERSION").into();
     doc["servers"] = json!([{ "url": issuer }]);
     let profile = &settings.profile;
+    // A profile that wraps token responses (Fullscript's `{"oauth": {…}}`)
+    // answers the token endpoint with that object.
+    if let Some(key) = &profile.token_response_wrapper {
+        let tokens = &mut doc["paths"]["/oauth/token"]["post"]["responses"]["200"]["content"]["application/json"]
+            ["schema"];
+        let inner = tokens.take();
+        *tokens = json!({
+            "type": "object",
+            "description": format!(
+                "The token response, as the value of `{}` (the profile's wrapper).",
+                key.as_str()
+            ),
+            "properties": { key.as_str(): inner },
+            "required": [key.as_str()],
+        });
+    }
     let aliases = [
         ("/oauth/token", &profile.token_paths),
         ("/oauth/revoke", &profile.revoke_paths),

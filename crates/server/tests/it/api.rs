@@ -323,6 +323,7 @@ async fn the_api_description_names_this_server_and_a_profiles_paths() {
     let app = spawn_app_with(|s| {
         s.profile.token_paths = vec!["/o/token/".parse().unwrap()];
         s.profile.user_paths = vec!["/api/v2.1/users.json".parse().unwrap()];
+        s.profile.token_response_wrapper = Some("oauth".parse().unwrap());
     })
     .await;
     let r = app.http().get(app.url("/openapi.json")).send().await.unwrap();
@@ -336,6 +337,14 @@ async fn the_api_description_names_this_server_and_a_profiles_paths() {
     let alias = &doc["paths"]["/o/token/"]["post"];
     assert_eq!(alias["responses"], token["responses"]);
     assert_eq!(alias["operationId"], "requestToken at /o/token/");
+    // The token response as this profile shapes it: wrapped.
+    let schema = &token["responses"]["200"]["content"]["application/json"]["schema"];
+    assert_eq!(
+        schema["properties"]["oauth"]["$ref"],
+        "#/components/schemas/TokenResponse",
+        "{schema}"
+    );
+    assert_eq!(schema["required"], serde_json::json!(["oauth"]));
     assert_eq!(
         doc["paths"]["/api/v2.1/users.json"]["post"]["requestBody"],
         doc["paths"]["/api/v1/users"]["post"]["requestBody"]
