@@ -76,6 +76,20 @@ struct Scheme {
     description: String,
 }
 
+/// A schema's, operation's or parameter's `description`, as HTML.
+fn description(v: &Value) -> String {
+    prose(v["description"].as_str().unwrap_or_default())
+}
+
+/// The names a schema's `required` lists.
+fn required(schema: &Value) -> impl Iterator<Item = &str> {
+    schema["required"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+}
+
 fn text(v: &Value) -> String {
     v.as_str().unwrap_or_default().to_owned()
 }
@@ -158,7 +172,7 @@ fn operation(method: &str, path: &str, op: &Value) -> Operation {
             place: text(&p["in"]),
             kind: kind(&p["schema"]),
             required: p["required"].as_bool().unwrap_or(false),
-            description: prose(p["description"].as_str().unwrap_or_default()),
+            description: description(p),
         })
         .collect();
     let bodies = op["requestBody"]["content"]
@@ -173,7 +187,7 @@ fn operation(method: &str, path: &str, op: &Value) -> Operation {
         .flatten()
         .map(|(status, r)| ResponseDoc {
             status: status.clone(),
-            description: prose(r["description"].as_str().unwrap_or_default()),
+            description: description(r),
             kind: r["content"]
                 .as_object()
                 .and_then(|c| c.iter().next())
@@ -188,7 +202,7 @@ fn operation(method: &str, path: &str, op: &Value) -> Operation {
         method: method.to_ascii_uppercase(),
         path: path.to_owned(),
         summary: text(&op["summary"]),
-        description: prose(op["description"].as_str().unwrap_or_default()),
+        description: description(op),
         security,
         params,
         bodies,
@@ -197,30 +211,21 @@ fn operation(method: &str, path: &str, op: &Value) -> Operation {
 }
 
 fn schema_doc(name: &str, schema: &Value) -> SchemaDoc {
-    let required: Vec<&str> = schema["required"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+    let required_here: Vec<&str> = required(schema).collect();
     let mut fields = Vec::new();
     // A flattened struct is `allOf` a named schema and its own members.
     let parts: Vec<&Value> = match schema["allOf"].as_array() {
         Some(parts) => parts.iter().collect(),
         None => vec![schema],
     };
-    let mut description = prose(schema["description"].as_str().unwrap_or_default());
+    let mut described = description(schema);
     for part in parts {
         if part["$ref"].is_string() {
-            description.push_str(&format!(" With every member of {}.", kind(part)));
+            described.push_str(&format!(" With every member of {}.", kind(part)));
             continue;
         }
-        let required: Vec<&str> = part["required"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .chain(required.iter().copied())
+        let required: Vec<&str> = required(part)
+            .chain(required_here.iter().copied())
             .collect();
         for (property, s) in part["properties"].as_object().into_iter().flatten() {
             fields.push(Field {
@@ -228,16 +233,16 @@ fn schema_doc(name: &str, schema: &Value) -> SchemaDoc {
                 place: String::new(),
                 kind: kind(s),
                 required: required.contains(&property.as_str()),
-                description: prose(s["description"].as_str().unwrap_or_default()),
+                description: description(s),
             });
         }
         if part["enum"].is_array() {
-            description.push_str(&format!(" It is {}.", kind(part)));
+            described.push_str(&format!(" It is {}.", kind(part)));
         }
     }
     SchemaDoc {
         name: name.to_owned(),
-        description,
+        description: described,
         fields,
     }
 }
@@ -250,7 +255,7 @@ async fn page(State(state): State<AppState>, viewer: Viewer) -> Response {
         .flatten()
         .map(|t| Group {
             name: text(&t["name"]),
-            description: prose(t["description"].as_str().unwrap_or_default()),
+            description: description(t),
             operations: Vec::new(),
         })
         .collect();
@@ -289,7 +294,7 @@ async fn page(State(state): State<AppState>, viewer: Viewer) -> Response {
         .map(|(name, s)| Scheme {
             name: name.clone(),
             kind: format!("HTTP {}", text(&s["scheme"])),
-            description: prose(s["description"].as_str().unwrap_or_default()),
+            description: description(s),
         })
         .collect();
     pages::render(
